@@ -1,0 +1,143 @@
+# -*- coding: utf-8 -*-
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The backends declared by the operator (``backends`` option) and their pools."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import re
+
+from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, NotFound
+from ansible_collections.storage.mobility.plugins.module_utils.names import PoolRef, parse_pool
+
+_PART_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
+EXPORT_HELPERS = ('bind', 'none')
+TRANSPORTS = ('local',)
+DEFAULT_IGNORE_FILES = ['lost+found']
+
+
+def _part(value, what):
+    if not isinstance(value, str) or not _PART_RE.match(value):
+        raise InvalidRequest("Invalid %s %r in backends: use letters, digits, '.', '_' or '-', "
+                             'starting with a letter or digit' % (what, value))
+    return value
+
+
+def _abs_path(value, what):
+    if not isinstance(value, str) or not value.startswith('/') or '\x00' in value or '\n' in value:
+        raise InvalidRequest('Invalid %s %r in backends: it must be an absolute path' % (what, value))
+    if any(part == '..' for part in value.split('/')):
+        raise InvalidRequest("Invalid %s %r in backends: it must not contain '..'" % (what, value))
+    return os.path.normpath(value)
+
+
+class Pool(object):
+    """One pool of one backend: an address, a path and the backend it belongs to."""
+
+    def __init__(self, backend, name, path):
+        self.backend = backend
+        self.name = name
+        self.path = path
+        self.ref = PoolRef(backend.host, backend.name, name)
+
+    def __str__(self):
+        return str(self.ref)
+
+    def __repr__(self):
+        return 'Pool(%s, %r)' % (self.ref, self.path)
+
+
+class Backend(object):
+    """A declared backend: its driver, host, transport, pools, export and migration options."""
+
+    def __init__(self, spec):
+        if not isinstance(spec, dict):
+            raise InvalidRequest('Invalid backend %r: each entry of backends must be a dictionary' % (spec,))
+        self.spec = spec
+        self.name = _part(spec.get('name'), 'backend name')
+        self.driver = spec.get('driver') or 'posix'
+        self.host = _part(spec.get('host') or 'localhost', 'host of backend %s' % self.name)
+        self.transport = spec.get('transport') or 'local'
+        if self.transport not in TRANSPORTS:
+            raise InvalidRequest('Invalid transport %r for backend %s: supported transports are %s'
+                                 % (self.transport, self.name, ', '.join(TRANSPORTS)))
+        export = spec.get('export') or {}
+        if not isinstance(export, dict):
+            raise InvalidRequest('Invalid export for backend %s: expected a dictionary with helper and root' % self.name)
+        self.export_helper = export.get('helper') or 'none'
+        if self.export_helper not in EXPORT_HELPERS:
+            raise InvalidRequest('Invalid export helper %r for backend %s: choose one of %s'
+                                 % (self.export_helper, self.name, ', '.join(EXPORT_HELPERS)))
+        self.export_root = None
+        if self.export_helper == 'bind':
+            if not export.get('root'):
+                raise InvalidRequest('Backend %s uses the bind export helper but sets no export root' % self.name)
+            self.export_root = _abs_path(export['root'], 'export root of backend %s' % self.name)
+        ignore = spec.get('migration_ignore_files')
+        self.migration_ignore_files = list(DEFAULT_IGNORE_FILES if ignore is None else ignore)
+        self.replication_domain = spec.get('replication_domain')
+        pools = spec.get('pools')
+        if not isinstance(pools, dict) or not pools:
+            raise InvalidRequest('Backend %s declares no pools: pools must map pool names to {path: ...}' % self.name)
+        self.pools = {}
+        for pool_name in sorted(pools):
+            pool_spec = pools[pool_name]
+            if isinstance(pool_spec, str):
+                pool_spec = {'path': pool_spec}
+            if not isinstance(pool_spec, dict) or not pool_spec.get('path'):
+                raise InvalidRequest('Pool %s of backend %s has no path' % (pool_name, self.name))
+            _part(pool_name, 'pool name of backend %s' % self.name)
+            path = _abs_path(pool_spec['path'], 'path of pool %s#%s' % (self.name, pool_name))
+            self.pools[pool_name] = Pool(self, pool_name, path)
+
+
+class Backends(object):
+    """All declared backends, with lookup of a pool by its ``host@backend#pool`` address."""
+
+    def __init__(self, specs):
+        if not specs:
+            raise InvalidRequest('No backends declared: pass backends (usually through module_defaults '
+                                 'for group/storage.mobility.mobility) with at least one backend and its pools')
+        if not isinstance(specs, list):
+            raise InvalidRequest('Invalid backends: expected a list of backend dictionaries')
+        self.backends = []
+        seen = set()
+        for spec in specs:
+            backend = Backend(spec)
+            key = (backend.host, backend.name)
+            if key in seen:
+                raise InvalidRequest('Backend %s@%s is declared twice' % key)
+            seen.add(key)
+            self.backends.append(backend)
+        paths = {}
+        for pool in self.pools():
+            if pool.path in paths:
+                raise InvalidRequest('Pools %s and %s have the same path %s' % (paths[pool.path], pool, pool.path))
+            paths[pool.path] = pool
+
+    def pools(self):
+        """Every pool of every backend, in a stable order."""
+        result = []
+        for backend in self.backends:
+            result.extend(backend.pools[name] for name in sorted(backend.pools))
+        return result
+
+    def resolve(self, address, what='pool'):
+        """Return the Pool for ``host@backend#pool``; say exactly which part is unknown."""
+        ref = address if isinstance(address, PoolRef) else parse_pool(address, what)
+        hosts = sorted(set(b.host for b in self.backends))
+        if ref.host not in hosts:
+            raise NotFound('Unknown host %r in %s %s: declared hosts are %s'
+                           % (ref.host, what, ref, ', '.join(hosts)))
+        on_host = [b for b in self.backends if b.host == ref.host]
+        match = [b for b in on_host if b.name == ref.backend]
+        if not match:
+            raise NotFound('Unknown backend %r on host %s in %s %s: declared backends there are %s'
+                           % (ref.backend, ref.host, what, ref, ', '.join(sorted(b.name for b in on_host))))
+        backend = match[0]
+        if ref.pool not in backend.pools:
+            raise NotFound('Unknown pool %r of backend %s@%s in %s %s: declared pools are %s'
+                           % (ref.pool, ref.host, ref.backend, what, ref, ', '.join(sorted(backend.pools))))
+        return backend.pools[ref.pool]

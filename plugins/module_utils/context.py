@@ -1,0 +1,53 @@
+# -*- coding: utf-8 -*-
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What every manager needs: the declared backends, their drivers, the records, check mode."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+from ansible_collections.storage.mobility.plugins.module_utils.config import Backends
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.registry import share_driver
+from ansible_collections.storage.mobility.plugins.module_utils.errors import NotFound, StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
+from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
+from ansible_collections.storage.mobility.plugins.module_utils.store import ShareRepository
+
+
+class Context(object):
+
+    def __init__(self, backends, runner=None, check_mode=False):
+        self.backends = backends if isinstance(backends, Backends) else Backends(backends)
+        self.runner = runner or CommandRunner()
+        self.check_mode = check_mode
+        self.repo = ShareRepository(self.backends)
+        self._drivers = {}
+        for backend in self.backends.backends:
+            self._drivers[(backend.host, backend.name)] = share_driver(backend, self.runner)
+
+    def driver(self, pool):
+        return self._drivers[(pool.backend.host, pool.backend.name)]
+
+    def pool(self, address, what='pool'):
+        return self.backends.resolve(address, what)
+
+    def load(self, name, required=True, cleanup=False):
+        """(record, pool) of share ``name``, the record with the highest revision.
+
+        With ``cleanup`` (only under the share's lock), stale copies left in another pool by an
+        interrupted switchover are removed."""
+        validate_name(name)
+        found = self.repo.find_all(name)
+        if not found:
+            if required:
+                raise NotFound('Unknown share %r: no declared pool holds it (pools searched: %s)'
+                               % (name, ', '.join(str(p) for p in self.backends.pools())))
+            return None, None
+        record, pool = found[0]
+        for stale, stale_pool in found[1:]:
+            if stale.get('id') != record.get('id'):
+                raise StorageError('Share name %r is used by two different shares (id %s in %s, id %s in %s); '
+                                   'resolve this by hand' % (name, record.get('id'), pool, stale.get('id'), stale_pool))
+            if cleanup and not self.check_mode:
+                self.repo.delete(name, stale_pool)
+        return record, pool

@@ -1,0 +1,101 @@
+# -*- coding: utf-8 -*-
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The abstract share driver: what a manager may ask of any storage backend.
+
+Drivers raise typed errors (errors.py) and never call fail_json. Every method that changes
+storage is idempotent: called again after a crash it converges instead of failing.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import abc
+
+MIGRATION_FLAGS = ('writable', 'preserve_metadata', 'nondisruptive', 'preserve_snapshots')
+
+
+class ShareDriver(abc.ABC):
+    """One driver instance serves one backend."""
+
+    #: name used in ``driver:`` and in the registry
+    name = None
+
+    def __init__(self, backend, runner):
+        self.backend = backend
+        self.runner = runner
+
+    # -- pools -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def pool_stats(self, pool):
+        """Capacity and capabilities of ``pool`` in the reference's names."""
+
+    # -- share instances ---------------------------------------------------------------------
+    @abc.abstractmethod
+    def instance_path(self, pool, share_name):
+        """Where the instance of ``share_name`` lives (or would live) in ``pool``."""
+
+    @abc.abstractmethod
+    def instance_exists(self, pool, share_name):
+        """True when the instance's data exists in ``pool``."""
+
+    @abc.abstractmethod
+    def create_instance(self, pool, share_name):
+        """Create an empty instance; an existing empty instance is not an error."""
+
+    @abc.abstractmethod
+    def delete_instance(self, pool, share_name):
+        """Delete the instance and its data; return False when already gone."""
+
+    # -- snapshots ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def create_snapshot(self, pool, share_name, snapshot_name):
+        """Take a snapshot; return its size in bytes."""
+
+    @abc.abstractmethod
+    def delete_snapshot(self, pool, share_name, snapshot_name):
+        """Delete a snapshot; return False when already gone."""
+
+    @abc.abstractmethod
+    def snapshot_path(self, pool, share_name, snapshot_name):
+        """Where users can read the snapshot, or None when it is not reachable as a path."""
+
+    @abc.abstractmethod
+    def snapshot_exists(self, pool, share_name, snapshot_name):
+        """True when the snapshot's data exists."""
+
+    # -- exports -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def export(self):
+        """The export helper (exports.py) of this backend."""
+
+    # -- driver-assisted migration -----------------------------------------------------------
+    @abc.abstractmethod
+    def migration_check_compatibility(self, source_pool, destination_pool, share, destination_driver):
+        """What this driver can do for the move: a dict with ``compatible`` and each flag of
+        MIGRATION_FLAGS (True when supported) plus ``reason`` when not compatible."""
+
+    @abc.abstractmethod
+    def migration_start(self, source_pool, destination_pool, share):
+        """Start phase 1 of a driver-assisted migration."""
+
+    @abc.abstractmethod
+    def migration_continue(self, source_pool, destination_pool, share):
+        """Advance phase 1; return True when phase 1 is done."""
+
+    @abc.abstractmethod
+    def migration_get_progress(self, source_pool, destination_pool, share):
+        """A dict with ``total_progress`` (0-100) and whatever detail the driver has."""
+
+    @abc.abstractmethod
+    def migration_complete(self, source_pool, destination_pool, share):
+        """Phase 2: move the remaining data so the destination instance holds the share.
+        Must be idempotent: rerun after a crash, it finishes what is left."""
+
+    @abc.abstractmethod
+    def migration_complete_done(self, source_pool, destination_pool, share):
+        """True when the data has been switched to the destination (the point of no return)."""
+
+    @abc.abstractmethod
+    def migration_cancel(self, source_pool, destination_pool, share):
+        """Undo phase 1; the source must end as it was."""

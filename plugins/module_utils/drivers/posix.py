@@ -1,0 +1,307 @@
+# -*- coding: utf-8 -*-
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The posix share driver: pools are folders on any Linux filesystem, shares are folders in them.
+
+Layout of a pool::
+
+    <pool>/shares/<share>                 the share instance (what users see)
+    <pool>/snapshots/<share>/<snapshot>   snapshots (copies, reflinked where the filesystem can)
+    <pool>/.mobility/                     records and locks (store.py), trash being deleted
+
+Driver-assisted migration moves a share by renaming it within one filesystem: atomic, instant,
+everything preserved (hard links, xattrs, ACLs, sparse files, snapshots). Between filesystems the
+driver says it is incompatible and the manager falls back to host-assisted copying.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import errno
+import os
+import uuid
+
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.base import ShareDriver
+from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.exports import export_helper
+from ansible_collections.storage.mobility.plugins.module_utils.mounts import mount_of
+from ansible_collections.storage.mobility.plugins.module_utils.store import META_DIR
+
+GIB = 1024 ** 3
+
+
+def _tree_bytes(path):
+    total = 0
+    for root, dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _is_empty_dir(path):
+    try:
+        return os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path)
+    except OSError:
+        return False
+
+
+class PosixShareDriver(ShareDriver):
+    name = 'posix'
+
+    # -- paths -------------------------------------------------------------------------------
+    def instance_path(self, pool, share_name):
+        return os.path.join(pool.path, 'shares', share_name)
+
+    def snapshots_dir(self, pool, share_name):
+        return os.path.join(pool.path, 'snapshots', share_name)
+
+    def snapshot_path(self, pool, share_name, snapshot_name):
+        return os.path.join(self.snapshots_dir(pool, share_name), snapshot_name)
+
+    def _trash(self, pool):
+        return os.path.join(pool.path, META_DIR, 'trash')
+
+    def _require_pool(self, pool):
+        if not os.path.isdir(pool.path):
+            raise StorageError('Pool %s: its path %s does not exist or is not a folder' % (pool, pool.path))
+
+    # -- pools -------------------------------------------------------------------------------
+    def pool_stats(self, pool):
+        self._require_pool(pool)
+        st = os.statvfs(pool.path)
+        mount = mount_of(pool.path)
+        return {
+            'pool_name': pool.name,
+            'total_capacity_gb': round(st.f_blocks * st.f_frsize / float(GIB), 2),
+            'free_capacity_gb': round(st.f_bavail * st.f_frsize / float(GIB), 2),
+            'reserved_percentage': 0,
+            'thin_provisioning': True,
+            'snapshot_support': True,
+            'create_share_from_snapshot_support': False,
+            'revert_to_snapshot_support': False,
+            'mount_snapshot_support': False,
+            'driver_handles_share_servers': False,
+            'replication_type': None,
+            'replication_domain': self.backend.replication_domain,
+            'share_backend_name': self.backend.name,
+            'storage_protocol': 'NFS_CIFS',
+            'driver_version': '1.0',
+            'vendor_name': 'storage.mobility',
+            'filesystem': mount['fstype'],
+            'mount_point': mount['mount_point'],
+            'device': mount['source'],
+            'fsid': os.stat(pool.path).st_dev,
+            'export_helper': self.backend.export_helper,
+        }
+
+    # -- instances ---------------------------------------------------------------------------
+    def instance_exists(self, pool, share_name):
+        return os.path.isdir(self.instance_path(pool, share_name))
+
+    def create_instance(self, pool, share_name):
+        self._require_pool(pool)
+        path = self.instance_path(pool, share_name)
+        try:
+            os.makedirs(os.path.dirname(path), 0o755)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise StorageError('Failed to create share folder of pool %s: %s' % (pool, exc.strerror))
+        try:
+            os.mkdir(path, 0o755)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise StorageError('Failed to create share %s in pool %s: %s' % (share_name, pool, exc.strerror))
+            if not _is_empty_dir(path):
+                raise InvalidRequest('Refusing to create share %s in pool %s: %s already exists and is not an '
+                                     'empty folder (data not managed by this collection?)' % (share_name, pool, path))
+        return path
+
+    def _purge_trash(self, pool, prefix):
+        trash = self._trash(pool)
+        try:
+            entries = [e for e in os.listdir(trash) if e.startswith(prefix)]
+        except OSError:
+            return False
+        for entry in entries:
+            self.runner.run(['rm', '-rf', '--one-file-system', '--', os.path.join(trash, entry)],
+                            'delete %s from the trash of pool %s' % (entry, pool))
+        return bool(entries)
+
+    def _delete_tree(self, pool, path, trash_prefix, what):
+        """Move ``path`` into the pool's trash (atomic), then delete it; converge after a crash."""
+        changed = False
+        if os.path.lexists(path):
+            trash = self._trash(pool)
+            try:
+                os.makedirs(trash, 0o700)
+            except OSError as exc:
+                if exc.errno != errno.EEXIST:
+                    raise StorageError('Failed to delete %s: cannot create %s: %s' % (what, trash, exc.strerror))
+            target = os.path.join(trash, '%s%s' % (trash_prefix, uuid.uuid4().hex))
+            try:
+                os.rename(path, target)
+            except OSError as exc:
+                raise StorageError('Failed to delete %s: cannot move %s to the trash: %s' % (what, path, exc.strerror))
+            changed = True
+        return self._purge_trash(pool, trash_prefix) or changed
+
+    def delete_instance(self, pool, share_name):
+        return self._delete_tree(pool, self.instance_path(pool, share_name), 'share-%s.' % share_name,
+                                 'share %s in pool %s' % (share_name, pool))
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def snapshot_exists(self, pool, share_name, snapshot_name):
+        return os.path.isdir(self.snapshot_path(pool, share_name, snapshot_name))
+
+    def create_snapshot(self, pool, share_name, snapshot_name):
+        source = self.instance_path(pool, share_name)
+        final = self.snapshot_path(pool, share_name, snapshot_name)
+        if os.path.isdir(final):
+            return _tree_bytes(final)
+        folder = self.snapshots_dir(pool, share_name)
+        try:
+            os.makedirs(folder, 0o755)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise StorageError('Failed to create snapshot %s of share %s: %s' % (snapshot_name, share_name, exc.strerror))
+        tmp = os.path.join(folder, '.%s.partial' % snapshot_name)
+        if os.path.lexists(tmp):
+            self.runner.run(['rm', '-rf', '--one-file-system', '--', tmp],
+                            'remove the partial snapshot %s of share %s' % (snapshot_name, share_name))
+        self.runner.run(['cp', '-a', '--reflink=auto', '--', source, tmp],
+                        'copy share %s into snapshot %s' % (share_name, snapshot_name))
+        os.rename(tmp, final)
+        return _tree_bytes(final)
+
+    def delete_snapshot(self, pool, share_name, snapshot_name):
+        changed = self._delete_tree(pool, self.snapshot_path(pool, share_name, snapshot_name),
+                                    'snapshot-%s-%s.' % (share_name, snapshot_name),
+                                    'snapshot %s of share %s' % (snapshot_name, share_name))
+        folder = self.snapshots_dir(pool, share_name)
+        if _is_empty_dir(folder):
+            os.rmdir(folder)
+        return changed
+
+    # -- exports -----------------------------------------------------------------------------
+    def export(self):
+        return export_helper(self.backend, self.runner)
+
+    # -- driver-assisted migration -----------------------------------------------------------
+    def migration_check_compatibility(self, source_pool, destination_pool, share, destination_driver):
+        result = {'compatible': False, 'writable': False, 'preserve_metadata': False,
+                  'nondisruptive': False, 'preserve_snapshots': False, 'reason': None}
+        if destination_driver.name != self.name:
+            result['reason'] = ('the destination backend %s uses driver %s; the posix driver moves shares only '
+                                'between posix pools' % (destination_pool.backend.name, destination_driver.name))
+            return result
+        if source_pool.backend.host != destination_pool.backend.host:
+            result['reason'] = ('the pools are on different hosts (%s, %s); the posix driver moves shares only by '
+                                'renaming within one filesystem' % (source_pool.backend.host, destination_pool.backend.host))
+            return result
+        try:
+            src_dev = os.stat(os.path.dirname(self.instance_path(source_pool, share['name']))).st_dev
+            dst_parent = os.path.dirname(self.instance_path(destination_pool, share['name']))
+            dst_dev = os.stat(dst_parent if os.path.isdir(dst_parent) else destination_pool.path).st_dev
+        except OSError as exc:
+            result['reason'] = 'cannot read the pools: %s' % exc
+            return result
+        if src_dev != dst_dev:
+            src_fs = mount_of(source_pool.path)
+            dst_fs = mount_of(destination_pool.path)
+            result['reason'] = ('the pools are on different filesystems (%s %s on %s, %s %s on %s); the posix '
+                                'driver moves shares only by renaming within one filesystem'
+                                % (src_fs['fstype'], src_fs['source'], src_fs['mount_point'],
+                                   dst_fs['fstype'], dst_fs['source'], dst_fs['mount_point']))
+            return result
+        source_export = self.export().location(share['name'], self.instance_path(source_pool, share['name']))
+        destination_export = destination_driver.export().location(
+            share['name'], destination_driver.instance_path(destination_pool, share['name']))
+        result.update({
+            'compatible': True, 'writable': True, 'preserve_metadata': True, 'preserve_snapshots': True,
+            # A bind mount follows the renamed folder: clients keep their mount when the export
+            # path stays the same. With helper none the path users reach changes.
+            'nondisruptive': (self.backend.export_helper == 'bind' and destination_pool.backend.export_helper == 'bind'
+                              and source_export == destination_export),
+        })
+        return result
+
+    def _conflicts(self, source_pool, destination_pool, share_name):
+        problems = []
+        dst = self.instance_path(destination_pool, share_name)
+        if os.path.lexists(dst) and not _is_empty_dir(dst) and os.path.isdir(self.instance_path(source_pool, share_name)):
+            problems.append('%s already holds data' % dst)
+        dst_snaps = self.snapshots_dir(destination_pool, share_name)
+        src_snaps = self.snapshots_dir(source_pool, share_name)
+        if os.path.lexists(src_snaps) and os.path.lexists(dst_snaps) and not _is_empty_dir(dst_snaps):
+            problems.append('%s already holds snapshots' % dst_snaps)
+        return problems
+
+    def migration_start(self, source_pool, destination_pool, share):
+        problems = self._conflicts(source_pool, destination_pool, share['name'])
+        if problems:
+            raise StorageError('Failed to start migration of share %s to %s: %s'
+                               % (share['name'], destination_pool, '; '.join(problems)))
+        if not self.instance_exists(source_pool, share['name']):
+            raise StorageError('Failed to start migration of share %s: its data %s is missing'
+                               % (share['name'], self.instance_path(source_pool, share['name'])))
+
+    def migration_continue(self, source_pool, destination_pool, share):
+        # Nothing is copied: the rename in phase 2 moves everything at once.
+        return True
+
+    def migration_get_progress(self, source_pool, destination_pool, share):
+        return {'total_progress': 100, 'detail': 'rename within one filesystem: nothing to copy before the switchover'}
+
+    def migration_complete_done(self, source_pool, destination_pool, share):
+        name = share['name']
+        return (not os.path.lexists(self.instance_path(source_pool, name))
+                and os.path.isdir(self.instance_path(destination_pool, name)))
+
+    def migration_complete(self, source_pool, destination_pool, share):
+        name = share['name']
+        src = self.instance_path(source_pool, name)
+        dst = self.instance_path(destination_pool, name)
+        if os.path.isdir(src):
+            problems = self._conflicts(source_pool, destination_pool, name)
+            if problems:
+                raise StorageError('Failed to complete migration of share %s: %s' % (name, '; '.join(problems)))
+            if not os.path.isdir(os.path.dirname(dst)):
+                os.makedirs(os.path.dirname(dst), 0o755)
+            # The point of no return: rename(2) replaces the empty reserved folder atomically.
+            try:
+                os.rename(src, dst)
+            except OSError as exc:
+                raise StorageError('Failed to complete migration of share %s: cannot rename %s to %s: %s'
+                                   % (name, src, dst, exc.strerror))
+        elif not os.path.isdir(dst):
+            raise StorageError('Failed to complete migration of share %s: its data is in neither %s nor %s'
+                               % (name, src, dst))
+        self._move_snapshots(source_pool, destination_pool, name)
+
+    def _move_snapshots(self, from_pool, to_pool, name):
+        src = self.snapshots_dir(from_pool, name)
+        dst = self.snapshots_dir(to_pool, name)
+        if not os.path.isdir(src):
+            return False
+        if _is_empty_dir(dst):
+            os.rmdir(dst)
+        if os.path.lexists(dst):
+            raise StorageError('Failed to move the snapshots of share %s: %s already exists' % (name, dst))
+        if not os.path.isdir(os.path.dirname(dst)):
+            os.makedirs(os.path.dirname(dst), 0o755)
+        os.rename(src, dst)
+        return True
+
+    def migration_cancel(self, source_pool, destination_pool, share):
+        """Put everything back in the source pool, then drop the reserved destination folder."""
+        name = share['name']
+        src = self.instance_path(source_pool, name)
+        dst = self.instance_path(destination_pool, name)
+        if not os.path.lexists(src) and os.path.isdir(dst):
+            os.rename(dst, src)
+        self._move_snapshots(destination_pool, source_pool, name)
+        if _is_empty_dir(dst):
+            os.rmdir(dst)

@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# Run the storage.mobility test stages and print a summary.
+#
+#   scripts/test.sh                 pytest (unit + integration), ansible-test sanity, ansible-lint
+#   scripts/test.sh --quick         pytest only
+#   scripts/test.sh --only STAGE    one stage: unit | integration | sanity | lint
+#
+# Every stage runs even when an earlier one failed; the exit status is non-zero
+# when any stage failed. Extra pytest arguments go through PYTEST_ADDOPTS, e.g.
+#   PYTEST_ADDOPTS='-k share -x' scripts/test.sh --only unit
+# Under CI=true a skipped pytest test counts as a failure (tests/conftest.py).
+#
+# Environment:
+#   MOBILITY_KEEP_SANITY_DIR=1   keep the temporary copy ansible-test sanity ran in
+#   SANITY_ARGS='...'           extra arguments for ansible-test sanity (e.g. '--test pep8')
+set -euo pipefail
+
+ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
+
+usage() {
+    sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+quick=0
+only=""
+while (($#)); do
+    case "$1" in
+        --quick) quick=1 ;;
+        --only)
+            (($# >= 2)) || { echo "test.sh: --only needs a stage name" >&2; exit 2; }
+            only="$2"
+            shift
+            ;;
+        --only=*) only="${1#--only=}" ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "test.sh: unknown argument: $1 (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+case "${only}" in
+    "" | unit | integration | sanity | lint) ;;
+    *) echo "test.sh: --only takes unit, integration, sanity or lint, not '${only}'" >&2; exit 2 ;;
+esac
+
+cd -- "${ROOT}"
+bash "${ROOT}/scripts/setup.sh"
+# shellcheck source=scripts/env.sh
+source "${ROOT}/scripts/env.sh"
+
+LOG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/mobility-test.XXXXXX")"
+trap 'rm -rf -- "${LOG_DIR}"' EXIT
+
+now() { printf '%s\n' "${EPOCHREALTIME:-${SECONDS}}"; }
+
+# ---------------------------------------------------------------- stages ----
+
+# pytest over the given test directories (those that exist: git drops empty ones).
+stage_pytest() {
+    local dirs=() d rc
+    for d in "$@"; do
+        if [[ -d "${d}" ]]; then
+            dirs+=("${d}")
+        else
+            echo "test.sh: ${d} does not exist; not passing it to pytest"
+        fi
+    done
+    if ((${#dirs[@]} == 0)); then
+        echo "test.sh: no test directories to run (wanted: $*)" >&2
+        return 1
+    fi
+    set +e
+    python -m pytest -ra "${dirs[@]}" 2>&1 | tee "${LOG_DIR}/pytest.log"
+    rc="${PIPESTATUS[0]}"
+    set -e
+    if ((rc == 5)); then
+        echo "test.sh: pytest collected no tests (exit 5); counted as a failure" >&2
+    fi
+    return "${rc}"
+}
+
+# Files of the working tree that belong in the collection, NUL-separated:
+# tracked and untracked-but-not-ignored files when this is a git checkout.
+list_tree_files() {
+    if git -C "${ROOT}" rev-parse --is-inside-work-tree >/dev/null 2>&1 \
+        && [[ "$(git -C "${ROOT}" rev-parse --show-toplevel)" == "${ROOT}" ]]; then
+        git -C "${ROOT}" ls-files -z --cached --others --exclude-standard
+    else
+        (cd -- "${ROOT}" && find . -mindepth 1 \
+            \( -name .git -o -name .venv -o -name .ansible -o -name __pycache__ -o -name .pytest_cache \
+            -o -name .mypy_cache -o -name .ruff_cache -o -name .tox -o -path ./tests/output \) -prune \
+            -o \( -type f -o -type l \) -printf '%P\0')
+    fi
+}
+
+# Keep only files that exist and are not caches or build output.
+filter_tree_files() {
+    local f
+    while IFS= read -r -d '' f; do
+        case "${f}" in
+            .git/* | .venv/* | .ansible/* | tests/output/* | *.tar.gz) continue ;;
+            __pycache__/* | */__pycache__/* | *.pyc | .pytest_cache/* | */.pytest_cache/*) continue ;;
+        esac
+        if [[ -e "${ROOT}/${f}" || -L "${ROOT}/${f}" ]]; then
+            printf '%s\0' "${f}"
+        fi
+    done
+}
+
+# The file name ansible-test looks for before downloading get-pip.py:
+# ~/.ansible/test/cache/get_pip_<pip version with _>.py, the pip version being
+# the one pinned in ansible_test/_internal/python_requirements.py.
+get_pip_cache_path() {
+    python - <<'PY'
+import os
+import re
+import sys
+
+import ansible_test
+
+source = os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py")
+with open(source, encoding="utf-8") as handle:
+    match = re.search(r"""\bpip\s*=\s*['"]([0-9][0-9a-zA-Z.]*)['"]""", handle.read())
+if not match:
+    sys.exit(f"cannot find the pip version in {source}")
+print(os.path.expanduser(f"~/.ansible/test/cache/get_pip_{match.group(1).replace('.', '_')}.py"))
+PY
+}
+
+# ansible-test bootstraps pip in each sanity venv by running get-pip.py, which it
+# downloads from a host that may be unreachable. A cached file at the expected
+# path is used instead: this one installs Python's bundled pip (ensurepip) and
+# then, best effort, the pip version ansible-test asked for, from the index.
+write_get_pip() {
+    local path="$1" marker="storage.mobility offline get-pip stand-in v1"
+    if [[ -f "${path}" ]]; then
+        if ! grep -q "storage.mobility offline get-pip stand-in" "${path}" || grep -q "${marker}" "${path}"; then
+            echo "test.sh: using existing ${path}"
+            return 0
+        fi
+    fi
+    mkdir -p -- "$(dirname -- "${path}")"
+    cat >"${path}.tmp" <<PY
+"""${marker} (written by scripts/test.sh).
+
+ansible-test runs this instead of downloading get-pip.py. It bootstraps pip with
+ensurepip, then installs the requested packages (e.g. pip==X.Y) if the package
+index allows; otherwise the bundled pip stays.
+"""
+import ensurepip
+import subprocess
+import sys
+
+ensurepip.bootstrap(upgrade=True)
+args = [arg for arg in sys.argv[1:] if arg not in ("--no-setuptools", "--no-wheel")]
+if any(not arg.startswith("-") for arg in args):
+    if subprocess.call([sys.executable, "-m", "pip", "install", "--quiet", *args]) != 0:
+        print("get-pip stand-in: could not install %s; keeping the bundled pip" % " ".join(args), file=sys.stderr)
+PY
+    mv -f -- "${path}.tmp" "${path}"
+    echo "test.sh: wrote ${path} (offline pip bootstrap for ansible-test)"
+}
+
+stage_sanity() {
+    local work dest pyver get_pip namespace name rc
+    namespace="$(python -c 'import yaml, sys; print(yaml.safe_load(open(sys.argv[1]))["namespace"])' galaxy.yml)"
+    name="$(python -c 'import yaml, sys; print(yaml.safe_load(open(sys.argv[1]))["name"])' galaxy.yml)"
+    pyver="$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+
+    work="$(mktemp -d "${TMPDIR:-/tmp}/mobility-sanity.XXXXXX")"
+    if [[ "${MOBILITY_KEEP_SANITY_DIR:-0}" == "1" ]]; then
+        echo "test.sh: keeping ${work}"
+    else
+        # shellcheck disable=SC2064  # expand now: the trap runs after work is out of scope
+        trap "rm -rf -- '${work}'" EXIT
+    fi
+    # ansible-test wants .../ansible_collections/<namespace>/<name> with no symlink in the path.
+    work="$(cd -- "${work}" && pwd -P)"
+    dest="${work}/ansible_collections/${namespace}/${name}"
+    mkdir -p -- "${dest}"
+    list_tree_files | filter_tree_files | tar -C "${ROOT}" --null --no-recursion -T - -cf - | tar -C "${dest}" -xf -
+    echo "test.sh: copied $(find "${dest}" -type f | wc -l) files to ${dest}"
+
+    get_pip="$(get_pip_cache_path)"
+    write_get_pip "${get_pip}"
+
+    cd -- "${dest}"
+    local cmd=(ansible-test sanity --requirements --python "${pyver}" --color no)
+    if [[ -n "${SANITY_ARGS:-}" ]]; then
+        local extra=()
+        read -r -a extra <<<"${SANITY_ARGS}"
+        cmd+=("${extra[@]}")
+    fi
+    echo "+ ${cmd[*]}"
+    set +e
+    "${cmd[@]}"
+    rc=$?
+    set -e
+    return "${rc}"
+}
+
+stage_lint() {
+    echo "+ ansible-lint (config .ansible-lint)"
+    ansible-lint --version
+    ansible-lint
+}
+
+# ---------------------------------------------------------------- runner ----
+
+STAGE_NAMES=()
+STAGE_RESULTS=()
+STAGE_TIMES=()
+STAGE_NOTES=()
+
+run_stage() {
+    local name="$1" start end rc note=""
+    shift
+    printf '\n========== stage: %s ==========\n' "${name}"
+    start="$(now)"
+    set +e
+    (
+        set -euo pipefail
+        "$@"
+    )
+    rc=$?
+    set -e
+    end="$(now)"
+    if [[ "${name}" == pytest* && -f "${LOG_DIR}/pytest.log" ]]; then
+        note="$(grep -E '^=+ .*(passed|failed|error|skipped|no tests ran|deselected).* =+$' "${LOG_DIR}/pytest.log" | tail -n 1 | sed -E 's/^=+ //; s/ =+$//')" || true
+    fi
+    STAGE_NAMES+=("${name}")
+    STAGE_TIMES+=("$(awk -v s="${start}" -v e="${end}" 'BEGIN { printf "%.1fs", e - s }')")
+    if ((rc == 0)); then
+        STAGE_RESULTS+=("pass")
+    else
+        STAGE_RESULTS+=("FAIL (exit ${rc})")
+    fi
+    STAGE_NOTES+=("${note}")
+    printf '========== stage %s: %s in %s ==========\n' "${name}" "${STAGE_RESULTS[-1]}" "${STAGE_TIMES[-1]}"
+}
+
+skip_stage() {
+    STAGE_NAMES+=("$1")
+    STAGE_RESULTS+=("not run")
+    STAGE_TIMES+=("-")
+    STAGE_NOTES+=("$2")
+}
+
+total_start="$(now)"
+case "${only}" in
+    unit) run_stage "pytest unit" stage_pytest tests/unit ;;
+    integration) run_stage "pytest integration" stage_pytest tests/integration ;;
+    sanity) run_stage "ansible-test sanity" stage_sanity ;;
+    lint) run_stage "ansible-lint" stage_lint ;;
+    "")
+        run_stage "pytest" stage_pytest tests/unit tests/integration
+        if ((quick)); then
+            skip_stage "ansible-test sanity" "--quick"
+            skip_stage "ansible-lint" "--quick"
+        else
+            run_stage "ansible-test sanity" stage_sanity
+            run_stage "ansible-lint" stage_lint
+        fi
+        ;;
+esac
+total_end="$(now)"
+
+failed=()
+printf '\n%-22s %-16s %9s  %s\n' "STAGE" "RESULT" "TIME" "NOTE"
+printf '%-22s %-16s %9s  %s\n' "----------------------" "----------------" "---------" "----"
+for i in "${!STAGE_NAMES[@]}"; do
+    printf '%-22s %-16s %9s  %s\n' "${STAGE_NAMES[i]}" "${STAGE_RESULTS[i]}" "${STAGE_TIMES[i]}" "${STAGE_NOTES[i]}"
+    if [[ "${STAGE_RESULTS[i]}" == FAIL* ]]; then
+        failed+=("${STAGE_NAMES[i]}")
+    fi
+done
+printf '%-22s %-16s %9s\n' "total" "" "$(awk -v s="${total_start}" -v e="${total_end}" 'BEGIN { printf "%.1fs", e - s }')"
+
+if ((${#failed[@]})); then
+    joined="${failed[0]}"
+    for name in "${failed[@]:1}"; do
+        joined+=", ${name}"
+    done
+    printf '\ntest.sh: FAILED stage(s): %s\n' "${joined}"
+    exit 1
+fi
+printf '\ntest.sh: all stages passed\n'
