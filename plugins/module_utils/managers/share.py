@@ -328,6 +328,25 @@ class ShareManager(object):
             result.append(self.view(record, pool))
         return result
 
+    def pools(self, pool_address=None):
+        """Every pool (or one) with capacity, capabilities and the shares it holds."""
+        ctx = self.ctx
+        pools = [ctx.pool(pool_address)] if pool_address else ctx.backends.pools()
+        by_pool = {}
+        for share_name in ctx.repo.list_names():
+            record, pool = ctx.load(share_name, required=False)
+            if record is not None:
+                by_pool.setdefault(str(pool.ref), []).append(record)
+        result = []
+        for pool in pools:
+            records = by_pool.get(str(pool.ref), [])
+            caps = ctx.driver(pool).pool_stats(pool)
+            caps['allocated_capacity_gb'] = sum(int(r.get('size') or 0) for r in records)
+            result.append({'name': str(pool.ref), 'host': pool.backend.host, 'backend': pool.backend.name,
+                           'pool': pool.name, 'path': pool.path, 'driver': pool.backend.driver,
+                           'capabilities': caps, 'shares': sorted(r['name'] for r in records)})
+        return result
+
     def _result(self, changed, before, after, pool, actions, warnings=None):
         result = {'changed': changed, 'actions': actions,
                   'share': self.view(after, pool) if after is not None else {},

@@ -1,0 +1,175 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: share
+short_description: Create, update and delete file shares
+version_added: 0.1.0
+description:
+  - Creates a share in a pool, keeps its size figure, description, metadata and access rules as
+    declared, and deletes it.
+  - The share is created once in the pool given by O(pool); later runs do not move it (use
+    M(storage.mobility.share_migration) for that) and warn when it lives elsewhere.
+  - Access rules are declarative; the list given replaces the rules of the share.
+author:
+  - storage.mobility maintainers
+extends_documentation_fragment:
+  - storage.mobility.backends
+attributes:
+  check_mode:
+    support: full
+    description: Returns the planned actions and the predicted share; changes nothing.
+  diff_mode:
+    support: full
+    description: Returns the share before and after.
+options:
+  name:
+    description: Name of the share. No V(/), V(..), leading V(-) or V(.), NUL or newline.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) creates or updates the share; V(absent) deletes it with its data.
+      - A share with snapshots, replicas or a running migration is not deleted.
+    type: str
+    choices: [present, absent]
+    default: present
+  pool:
+    description: Pool to create the share in, V(host@backend#pool). Required to create.
+    type: str
+  size:
+    description: Size in GiB, recorded as the share's quota figure. Required to create.
+    type: int
+  protocol:
+    description: Protocol the share is meant for; cannot change after creation.
+    type: str
+    choices: [NFS, CIFS, CEPHFS, GLUSTERFS, HDFS, MAPRFS]
+  share_type:
+    description: Name of the share type. Defaults to V(default) on creation.
+    type: str
+  extra_specs:
+    description:
+      - Extra specs of the share type. Capability specs (V(snapshot_support),
+        V(driver_handles_share_servers) and the like) must be satisfied by the pool.
+    type: dict
+  access_rules:
+    description:
+      - The access rules of the share; omit to leave the rules as they are, V([]) to remove all.
+      - With the V(bind) export helper the share is exported read-write when any rule is V(rw),
+        read-only when all rules are V(ro), and not exported without rules.
+    type: list
+    elements: dict
+    suboptions:
+      access_type:
+        description: Kind of client identity.
+        type: str
+        choices: [ip, user, cert, cephx]
+        default: ip
+      access_to:
+        description: The client, for example V(10.0.0.0/24) for V(ip).
+        type: str
+        required: true
+      access_level:
+        description: Read-write or read-only.
+        type: str
+        choices: [rw, ro]
+        default: rw
+  description:
+    description: Free text kept with the share.
+    type: str
+  metadata:
+    description: Key/value metadata kept with the share.
+    type: dict
+'''
+
+EXAMPLES = r'''
+- name: Create a share readable and writable by one network
+  storage.mobility.share:
+    name: projects
+    pool: stor1@generic1#alpha
+    size: 10
+    protocol: NFS
+    access_rules:
+      - access_to: 10.0.0.0/24
+        access_level: rw
+
+- name: Make it read-only for everybody
+  storage.mobility.share:
+    name: projects
+    access_rules:
+      - access_to: 10.0.0.0/24
+        access_level: ro
+
+- name: Delete it
+  storage.mobility.share:
+    name: projects
+    state: absent
+'''
+
+RETURN = r'''
+share:
+  description: The share after the run (in check mode, as it would be). Empty after deletion.
+  returned: always
+  type: dict
+  sample:
+    name: projects
+    id: 0f0e6ab4-6c5e-4a55-a0c5-8a4c1f1b9a11
+    host: stor1@generic1#alpha
+    status: available
+    size: 10
+    share_proto: NFS
+    task_state: null
+    export_location: /srv/exports/projects
+    access_rules: [{access_type: ip, access_to: 10.0.0.0/24, access_level: rw, state: active}]
+actions:
+  description: What the run did, or would do in check mode.
+  returned: always
+  type: list
+  elements: str
+  sample: ["create share projects (10 GiB) in pool stor1@generic1#alpha at /srv/pools/alpha/shares/projects"]
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.storage.mobility.plugins.module_utils.common import backends_argument_spec, run_module
+from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
+
+
+def main():
+    argument_spec = backends_argument_spec()
+    argument_spec.update(
+        name=dict(type='str', required=True),
+        state=dict(type='str', choices=['present', 'absent'], default='present'),
+        pool=dict(type='str'),
+        size=dict(type='int'),
+        protocol=dict(type='str', choices=['NFS', 'CIFS', 'CEPHFS', 'GLUSTERFS', 'HDFS', 'MAPRFS']),
+        share_type=dict(type='str'),
+        extra_specs=dict(type='dict'),
+        access_rules=dict(type='list', elements='dict', options=dict(
+            access_type=dict(type='str', choices=['ip', 'user', 'cert', 'cephx'], default='ip'),
+            access_to=dict(type='str', required=True),
+            access_level=dict(type='str', choices=['rw', 'ro'], default='rw'),
+        )),
+        description=dict(type='str'),
+        metadata=dict(type='dict'),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    p = module.params
+
+    def action(ctx):
+        manager = ShareManager(ctx)
+        if p['state'] == 'absent':
+            return manager.absent(p['name'])
+        return manager.present(p['name'], p['pool'], p['size'], p['protocol'], p['share_type'], p['extra_specs'],
+                               p['access_rules'], p['description'], p['metadata'])
+
+    run_module(module, action)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,108 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: share_info
+short_description: List shares with their instances, status, task_state and progress
+version_added: 0.1.0
+description:
+  - Reads the records kept in every declared pool and returns the shares, optionally only one
+    share or only the shares of one pool. Changes nothing.
+  - During a migration a share has two instances, the source (V(migrating)) and the destination
+    (V(migrating_to)); C(migration) says where it goes, how, since when, and why a driver-assisted
+    move was refused when it was.
+author:
+  - storage.mobility maintainers
+extends_documentation_fragment:
+  - storage.mobility.backends
+attributes:
+  check_mode:
+    support: full
+    description: The module only reads.
+  diff_mode:
+    support: none
+    description: Nothing changes, so there is nothing to compare.
+options:
+  name:
+    description: Only the share with this name.
+    type: str
+  pool:
+    description: Only the shares whose active instance is in this pool, V(host@backend#pool).
+    type: str
+'''
+
+EXAMPLES = r'''
+- name: Watch a migration
+  storage.mobility.share_info:
+    name: projects
+  register: info
+
+- name: Show its progress
+  ansible.builtin.debug:
+    msg: "{{ info.shares[0].task_state }} {{ info.shares[0].total_progress }}%"
+'''
+
+RETURN = r'''
+shares:
+  description: The shares found, each with its record and computed fields.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Name of the share.
+      type: str
+      sample: projects
+    host:
+      description: Pool of the active instance, V(host@backend#pool).
+      type: str
+      sample: stor1@generic1#alpha
+    status:
+      description: Status of the share (the status of its active instance).
+      type: str
+      sample: available
+    task_state:
+      description: The migration task state, as in the reference, or null.
+      type: str
+      sample: migration_driver_phase1_done
+    total_progress:
+      description: Progress of the current task, 0 to 100, or null without a task.
+      type: int
+      sample: 100
+    instances:
+      description: The share instances with their pool and status.
+      type: list
+      elements: dict
+      sample: [{pool: stor1@generic1#alpha, status: migrating, role: active}]
+    export_location:
+      description: Where users reach the share.
+      type: str
+      sample: /srv/exports/projects
+    migration:
+      description: The last migration of the share, with its mechanism, timings, error and driver refusal.
+      type: dict
+      sample: {destination_pool: stor1@generic1#beta, mechanism: driver, driver_refusal: null}
+  sample: []
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.storage.mobility.plugins.module_utils.common import backends_argument_spec, run_module
+from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
+
+
+def main():
+    argument_spec = backends_argument_spec()
+    argument_spec.update(name=dict(type='str'), pool=dict(type='str'))
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    run_module(module, lambda ctx: {'changed': False,
+                                    'shares': ShareManager(ctx).info(module.params['name'], module.params['pool'])})
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,103 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: share_snapshot
+short_description: Take and delete snapshots of a share
+version_added: 0.1.0
+description:
+  - Takes a point-in-time copy of a share, kept in the share's pool, or deletes one.
+  - With the V(posix) driver a snapshot is a full copy made with C(cp -a --reflink=auto), so it costs
+    no extra space on filesystems that can share blocks (xfs, btrfs) and a full copy elsewhere.
+  - Snapshots move with the share in a driver-assisted migration; a host-assisted migration
+    cannot carry them.
+author:
+  - storage.mobility maintainers
+extends_documentation_fragment:
+  - storage.mobility.backends
+attributes:
+  check_mode:
+    support: full
+    description: Returns the planned actions; changes nothing.
+  diff_mode:
+    support: none
+    description: The snapshot itself is returned.
+options:
+  share:
+    description: Name of the share.
+    type: str
+    required: true
+  name:
+    description: Name of the snapshot. No V(/), V(..), leading V(-) or V(.), NUL or newline.
+    type: str
+    required: true
+  state:
+    description: V(present) takes the snapshot if it does not exist; V(absent) deletes it.
+    type: str
+    choices: [present, absent]
+    default: present
+  description:
+    description: Free text kept with the snapshot.
+    type: str
+'''
+
+EXAMPLES = r'''
+- name: Snapshot a share before a change
+  storage.mobility.share_snapshot:
+    share: projects
+    name: before-upgrade
+
+- name: Delete the snapshot
+  storage.mobility.share_snapshot:
+    share: projects
+    name: before-upgrade
+    state: absent
+'''
+
+RETURN = r'''
+snapshot:
+  description: The snapshot (empty when it does not exist).
+  returned: always
+  type: dict
+  sample: {name: before-upgrade, status: available, path: /srv/pools/alpha/snapshots/projects/before-upgrade}
+actions:
+  description: What the run did, or would do in check mode.
+  returned: always
+  type: list
+  elements: str
+  sample: ["snapshot share projects as before-upgrade"]
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.storage.mobility.plugins.module_utils.common import backends_argument_spec, run_module
+from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
+
+
+def main():
+    argument_spec = backends_argument_spec()
+    argument_spec.update(
+        share=dict(type='str', required=True),
+        name=dict(type='str', required=True),
+        state=dict(type='str', choices=['present', 'absent'], default='present'),
+        description=dict(type='str'),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    p = module.params
+
+    def action(ctx):
+        manager = ShareManager(ctx)
+        if p['state'] == 'absent':
+            return manager.snapshot_absent(p['share'], p['name'])
+        return manager.snapshot_present(p['share'], p['name'], p['description'])
+
+    run_module(module, action)
+
+
+if __name__ == '__main__':
+    main()
