@@ -94,7 +94,9 @@ class ShareMigrationManager(object):
         inst = active_instance(record)
         status = inst.get('status') if inst else None
         if status != states.AVAILABLE:
-            raise InvalidRequest('Cannot migrate share %s: its instance is %s, not available' % (name, status))
+            task = record.get('task_state')
+            raise InvalidRequest('Cannot migrate share %s: its instance is %s, not available%s'
+                                 % (name, status, ' (the share is busy with task_state %s)' % task if task else ''))
         # 4. busy
         if states.is_busy(record.get('task_state')):
             raise Busy('Cannot migrate share %s: it is busy with task_state %s' % (name, record['task_state']))
