@@ -84,7 +84,7 @@ def _ansible_playbook() -> str:
     found = shutil.which("ansible-playbook")
     if found:
         return found
-    pytest.fail("ansible-playbook not found: run scripts/setup.sh (or scripts/test.sh) first")
+    pytest.fail("ansible-playbook not found: run scripts/setup.sh (or scripts/test.sh) first", pytrace=False)
     raise AssertionError("unreachable")
 
 
@@ -130,7 +130,7 @@ def _tail(text: str, lines: int = TAIL_LINES) -> str:
 def _run_target(target: str, tmp_path: Path, collections: Path) -> None:
     role = TARGETS_DIR / target
     if not (role / "tasks" / "main.yml").is_file():
-        pytest.fail(f"integration target {target!r} has no tasks/main.yml")
+        pytest.fail(f"integration target {target!r} has no tasks/main.yml", pytrace=False)
 
     test_dir = tmp_path / "test_dir"
     work = tmp_path / "ansible"
@@ -202,4 +202,25 @@ if TARGETS:
     def test_integration_target(target: str, tmp_path: Path, collections_path: Path) -> None:
         if "needs/root" in _aliases(TARGETS_DIR / target) and os.geteuid() != 0:
             pytest.skip(f"needs root (target {target} has needs/root in aliases)")
-        _run_target(target, tmp_path, collections_path)
+        try:
+            _run_target(target, tmp_path, collections_path)
+        finally:
+            leftover = unmount_below(tmp_path)
+        assert not leftover, f"target {target!r} left mounts behind: {leftover}"
+
+
+def unmount_below(path: Path) -> list[str]:
+    """Unmount whatever is still mounted below ``path`` (deepest first); return what was."""
+    prefix = str(path.resolve()).rstrip("/") + "/"
+    points = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+            for line in handle:
+                point = line.split()[4].encode().decode("unicode_escape")
+                if point.startswith(prefix):
+                    points.append(point)
+    except OSError:
+        return []
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+    return points
