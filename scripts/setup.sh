@@ -2,8 +2,8 @@
 # Prepare this checkout for development and tests. Idempotent; safe to re-run.
 #
 #  1. System packages the collection uses (rsync, acl, attr, xfsprogs, e2fsprogs,
-#     btrfs-progs, util-linux, python3-venv): installed with apt-get when running
-#     as root, otherwise only reported.
+#     btrfs-progs, util-linux, python3-venv; shellcheck for ansible-test sanity):
+#     installed with apt-get when running as root, otherwise only reported.
 #  2. A Python >= 3.11 virtual environment in .venv with requirements-dev.txt
 #     (reinstalled only when that file changes).
 #  3. .venv/collections/ansible_collections/storage/mobility -> repository root,
@@ -31,8 +31,11 @@ declare -A PKG_COMMAND=(
     [btrfs-progs]=mkfs.btrfs
     [util-linux]=losetup
     [python3-venv]=""
+    [shellcheck]=shellcheck
 )
-PACKAGES=(rsync acl attr xfsprogs e2fsprogs btrfs-progs util-linux python3-venv)
+# What the collection and its tests use, plus shellcheck: without it ansible-test
+# sanity skips its shellcheck test with only a warning.
+PACKAGES=(rsync acl attr xfsprogs e2fsprogs btrfs-progs util-linux python3-venv shellcheck)
 
 log() { printf 'setup: %s\n' "$*"; }
 warn() { printf 'setup: WARNING: %s\n' "$*" >&2; }

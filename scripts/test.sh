@@ -12,7 +12,7 @@
 #
 # Environment:
 #   MOBILITY_KEEP_SANITY_DIR=1   keep the temporary copy ansible-test sanity ran in
-#   SANITY_ARGS='...'           extra arguments for ansible-test sanity (e.g. '--test pep8')
+#   SANITY_ARGS='...'            extra arguments for ansible-test sanity (e.g. '--test pep8')
 set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -131,7 +131,7 @@ PY
 # path is used instead: this one installs Python's bundled pip (ensurepip) and
 # then, best effort, the pip version ansible-test asked for, from the index.
 write_get_pip() {
-    local path="$1" marker="storage.mobility offline get-pip stand-in v1"
+    local path="$1" marker="storage.mobility offline get-pip stand-in v2"
     if [[ -f "${path}" ]]; then
         if ! grep -q "storage.mobility offline get-pip stand-in" "${path}" || grep -q "${marker}" "${path}"; then
             echo "test.sh: using existing ${path}"
@@ -147,13 +147,18 @@ ensurepip, then installs the requested packages (e.g. pip==X.Y) if the package
 index allows; otherwise the bundled pip stays.
 """
 import ensurepip
+import os
 import subprocess
 import sys
 
+# ensurepip drops PIP_* variables and pip.conf from os.environ; the second pip
+# run needs them (index, certificates, proxies), so keep a copy.
+environment = dict(os.environ)
 ensurepip.bootstrap(upgrade=True)
 args = [arg for arg in sys.argv[1:] if arg not in ("--no-setuptools", "--no-wheel")]
 if any(not arg.startswith("-") for arg in args):
-    if subprocess.call([sys.executable, "-m", "pip", "install", "--quiet", *args]) != 0:
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--retries", "1", *args]
+    if subprocess.call(command, env=environment) != 0:
         print("get-pip stand-in: could not install %s; keeping the bundled pip" % " ".join(args), file=sys.stderr)
 PY
     mv -f -- "${path}.tmp" "${path}"

@@ -43,7 +43,7 @@ def wait_argument_spec(default_timeout=3600):
 
 
 def make_context(module):
-    runner = CommandRunner(lambda argv: module.run_command(argv))
+    runner = CommandRunner(module.run_command)
     return Context(module.params['backends'], runner=runner, check_mode=module.check_mode)
 
 

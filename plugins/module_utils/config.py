@@ -19,7 +19,7 @@ DEFAULT_IGNORE_FILES = ['lost+found']
 
 
 def _part(value, what):
-    if not isinstance(value, str) or not _PART_RE.match(value):
+    if not isinstance(value, str) or not _PART_RE.fullmatch(value):
         raise InvalidRequest("Invalid %s %r in backends: use letters, digits, '.', '_' or '-', "
                              'starting with a letter or digit' % (what, value))
     return value

@@ -73,7 +73,7 @@ def parse_pool(value, what='pool'):
     """Parse ``host@backend#pool`` or raise InvalidRequest saying what the form must be."""
     if not isinstance(value, str) or not value:
         raise InvalidRequest('Invalid %s %r: expected host@backend#pool' % (what, value))
-    match = _POOL_RE.match(value)
+    match = _POOL_RE.fullmatch(value)
     if not match:
         hint = ''
         if '@' not in value:

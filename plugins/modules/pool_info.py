@@ -14,7 +14,7 @@ description:
   - Returns every declared pool (or one) with its capacity and the capabilities a scheduler
     matches share types against, in the names operators know from the reference service.
 author:
-  - storage.mobility maintainers
+  - storage.mobility maintainers (@storage-mobility)
 extends_documentation_fragment:
   - storage.mobility.backends
 attributes:

@@ -17,7 +17,7 @@ description:
     M(storage.mobility.share_migration) for that) and warn when it lives elsewhere.
   - Access rules are declarative; the list given replaces the rules of the share.
 author:
-  - storage.mobility maintainers
+  - storage.mobility maintainers (@storage-mobility)
 extends_documentation_fragment:
   - storage.mobility.backends
 attributes:

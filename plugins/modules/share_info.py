@@ -17,7 +17,7 @@ description:
     (V(migrating_to)); C(migration) says where it goes, how, since when, and why a driver-assisted
     move was refused when it was.
 author:
-  - storage.mobility maintainers
+  - storage.mobility maintainers (@storage-mobility)
 extends_documentation_fragment:
   - storage.mobility.backends
 attributes:

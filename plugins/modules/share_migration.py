@@ -29,7 +29,7 @@ description:
     atomic rename that keeps everything (hard links, xattrs, ACLs, sparse files, snapshots) and
     keeps the share writable.
 author:
-  - storage.mobility maintainers
+  - storage.mobility maintainers (@storage-mobility)
 extends_documentation_fragment:
   - storage.mobility.backends
   - storage.mobility.wait

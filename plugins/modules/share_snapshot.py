@@ -17,7 +17,7 @@ description:
   - Snapshots move with the share in a driver-assisted migration; a host-assisted migration
     cannot carry them.
 author:
-  - storage.mobility maintainers
+  - storage.mobility maintainers (@storage-mobility)
 extends_documentation_fragment:
   - storage.mobility.backends
 attributes:

@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from test_targets import _ansible_playbook, _environment, collections_path  # noqa: F401 (fixture)
+from test_targets import _ansible_playbook, _environment
 
 
 def _backends(base: Path) -> list:
@@ -56,7 +56,7 @@ def _prepare(tmp_path: Path, collections: Path):
     create = _playbook(work, "create", [{"storage.mobility.share": {"name": "busy", "pool": "stor1@generic1#alpha",
                                                                     "size": 1}}], backends)
     proc = _start(create, collections, work)
-    out, _ = proc.communicate(timeout=300)
+    out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, out
     (base / "alpha" / "shares" / "busy" / "data.txt").write_text("payload\n")
     return base, work, backends
@@ -80,7 +80,7 @@ def test_second_run_sees_the_share_busy_while_another_holds_it(tmp_path, collect
     holder = subprocess.Popen([sys.executable, "-c", holder_code, str(collections_path), json.dumps(backends),
                                str(ready), str(release)])
     try:
-        for _ in range(600):
+        for _attempt in range(600):
             if ready.exists() or holder.poll() is not None:
                 break
             subprocess.run(["sleep", "0.05"], check=True)
@@ -89,7 +89,7 @@ def test_second_run_sees_the_share_busy_while_another_holds_it(tmp_path, collect
         migrate = _playbook(work, "migrate", [{"storage.mobility.share_migration": {
             "share": "busy", "destination_pool": "stor1@generic1#beta"}}], backends)
         proc = _start(migrate, collections_path, work)
-        out, _ = proc.communicate(timeout=300)
+        out = proc.communicate(timeout=300)[0]
         assert proc.returncode != 0, out
         assert "Share busy is busy: another run holds its lock" in out
         assert "a test holding the lock" in out
@@ -107,19 +107,16 @@ def test_racing_runs_converge_to_one_migration(tmp_path, collections_path):
     complete = _playbook(work, "complete", [{"storage.mobility.share_migration": {
         "share": "busy", "state": "completed"}}], backends)
     for playbook, final_state in ((start, "migration_driver_phase1_done"), (complete, "migration_success")):
-        procs = [_start(playbook, collections_path, work) for _ in range(4)]
+        procs = [_start(playbook, collections_path, work) for _run in range(4)]
         outputs = [(p.communicate(timeout=600)[0], p.returncode) for p in procs]
         for out, rc in outputs:
             # Each run either did the work, found it done, or saw the share busy; nothing else.
             assert rc == 0 or "another run holds its lock" in out, out
-        assert any(rc == 0 for _, rc in outputs)
+        assert any(rc == 0 for _out, rc in outputs)
         records = _records(base)
         assert len(records) == 1, records
-        (record,) = records.values()
-        assert record["task_state"] == final_state
+        assert list(records.values())[0]["task_state"] == final_state
     assert list(_records(base)) == ["beta"]
     assert (base / "beta" / "shares" / "busy" / "data.txt").read_text() == "payload\n"
     assert not (base / "alpha" / "shares" / "busy").exists()
     assert [i["status"] for i in _records(base)["beta"]["instances"]] == ["available"]
-
-

@@ -88,19 +88,6 @@ def _ansible_playbook() -> str:
     raise AssertionError("unreachable")
 
 
-@pytest.fixture(scope="session")
-def collections_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory with ansible_collections/storage/mobility -> the repository root."""
-    link = VENV_COLLECTIONS / "ansible_collections" / "storage" / "mobility"
-    if link.exists() and link.resolve() == REPO_ROOT:
-        return VENV_COLLECTIONS
-    base = tmp_path_factory.mktemp("collections")
-    namespace_dir = base / "ansible_collections" / "storage"
-    namespace_dir.mkdir(parents=True)
-    (namespace_dir / "mobility").symlink_to(REPO_ROOT, target_is_directory=True)
-    return base
-
-
 def _environment(collections: Path, work: Path) -> dict[str, str]:
     env = dict(os.environ)
     for name in ("ANSIBLE_CONFIG", "ANSIBLE_FORCE_COLOR", "ANSIBLE_INVENTORY", "ANSIBLE_ROLES_PATH"):
