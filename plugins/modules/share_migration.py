@@ -14,12 +14,18 @@ description:
   - Moves a share to another pool the way the reference service does, with the same
     C(task_state) values, validation order and transitions.
   - V(started) runs phase 1 while users keep access. A driver-assisted migration is tried first;
-    when the driver cannot move the share and all four flags are false, a host-assisted copy is
-    used. Host-assisted copying needs the data mover, which this version does not include yet, so
-    such a request fails with that reason and changes nothing.
+    when the driver cannot move the share and all four flags are false (and the share has no
+    snapshots), a host-assisted copy is used. The source is then read-only, a destination instance
+    is created and the module returns a C(copy_plan) for the M(storage.mobility.data_mover) role,
+    which copies and verifies on a data node. Calling V(started) again with O(copy_report) set to
+    the role's verified report moves the share to V(data_copying_completed). The playbooks
+    C(storage.mobility.migrate_share), C(complete_share_migration) and C(cancel_share_migration)
+    sequence all of this.
   - V(completed) is phase 2, the switchover, for a maintenance window; it is never started
     automatically. Users then reach the share at the same export path, served from the destination,
-    and the source instance is deleted.
+    and the source instance is deleted. For a host-assisted migration the first call returns a
+    C(copy_plan) for a final pass (a last sync and a second verification); the call with that pass's
+    verified O(copy_report) switches. The source is never deleted before that.
   - V(cancelled) rolls phase 1 back; the share is left as it was, with its access rules.
   - V(reset) sets C(task_state) by hand, as an administrator does to recover a stuck share.
   - Every state is idempotent and resumable. A rerun of V(started) attaches to the running phase 1,
@@ -89,6 +95,21 @@ options:
   new_share_network:
     description: Share network at the destination. The posix driver has no share networks and refuses it.
     type: str
+  copy_job:
+    description:
+      - With O(state=started) on a host-assisted migration, the copy job a data node is running
+        (C(data_node), C(job_id), C(status_file)); moves V(data_copying_starting) to
+        V(data_copying_in_progress). When C(status_file) is readable on this machine,
+        M(storage.mobility.share_info) shows the copy's live progress.
+    type: dict
+  copy_report:
+    description:
+      - The report of the M(storage.mobility.data_mover) role for this migration. With
+        O(state=started) it ends phase 1, with O(state=completed) it is the final pass.
+      - A report whose C(job_id) does not belong to this migration, or that is not verified, never
+        completes anything; an unverified phase-1 report ends in V(data_copying_error) with the
+        destination removed and the source available, untouched.
+    type: dict
   task_state:
     description:
       - With O(state=reset), the value to set, or V(none) to clear it. Every C(task_state) except
@@ -105,6 +126,9 @@ notes:
     destination equal to the current pool.
   - A rerun of a completed migration to the same pool reports no change. A new request whose
     destination is the share's current pool is refused as having nothing to migrate.
+  - Beyond the reference, V(cancelled) is also accepted in V(migration_starting),
+    V(migration_driver_starting) and V(data_copying_starting), the states a run that died while
+    starting leaves behind.
 '''
 
 EXAMPLES = r'''
@@ -160,6 +184,18 @@ actions:
   type: list
   elements: str
   sample: ["switch share projects from stor1@generic1#alpha to stor1@generic1#beta"]
+copy_required:
+  description: True when a data node must copy before the migration can go on (host-assisted).
+  returned: when a copy plan is returned
+  type: bool
+  sample: true
+copy_plan:
+  description:
+    - What the data mover must do - the job id bound to this migration, both trees, the ignore
+      list, verification settings, and whether this is the final pass.
+  returned: when copy_required is true
+  type: dict
+  sample: {job_id: 3c1d..., final_pass: false, source: {helper: local, export: /srv/pools/alpha/shares/projects, read_only: true}}
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -189,6 +225,8 @@ def main():
                                                       extra_specs=dict(type='dict'))),
         new_share_network=dict(type='str'),
         task_state=dict(type='str', choices=['none'] + list(RESETTABLE_TASK_STATES)),
+        copy_job=dict(type='dict'),
+        copy_report=dict(type='dict'),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_if=[('state', 'started', ['destination_pool']),
@@ -200,7 +238,7 @@ def main():
         if p['state'] == 'reset':
             return manager.reset(p['share'], None if p['task_state'] == 'none' else p['task_state'])
         if p['state'] == 'completed':
-            return manager.complete(p['share'], p['destination_pool'])
+            return manager.complete(p['share'], p['destination_pool'], copy_report=p['copy_report'])
         if p['state'] == 'cancelled':
             return manager.cancel(p['share'])
         if p['new_share_network']:
@@ -209,7 +247,7 @@ def main():
         return manager.start(p['share'], p['destination_pool'], dict((f, p[f]) for f in FLAGS),
                              p['force_host_assisted_migration'], p['new_share_type'],
                              wait=p['wait'] and not module.check_mode, timeout=p['wait_timeout'],
-                             sleep=p['wait_sleep'])
+                             sleep=p['wait_sleep'], copy_job=p['copy_job'], copy_report=p['copy_report'])
 
     run_module(module, action)
 

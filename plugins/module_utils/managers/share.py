@@ -8,6 +8,8 @@ __metaclass__ = type
 
 import copy
 import ipaddress
+import json
+import os
 import uuid
 
 from ansible_collections.storage.mobility.plugins.module_utils import states
@@ -22,6 +24,27 @@ ACCESS_LEVELS = ('rw', 'ro')
 # Extra specs that are matched against pool capabilities (the scheduler's capability filter).
 CAPABILITY_SPECS = ('driver_handles_share_servers', 'snapshot_support', 'create_share_from_snapshot_support',
                     'revert_to_snapshot_support', 'mount_snapshot_support', 'thin_provisioning')
+
+
+COPY_PROGRESS_KEYS = ('percent', 'bytes_done', 'bytes_total', 'files_done', 'files_total',
+                      'rate_bytes_per_s', 'eta_seconds', 'phase')
+
+
+def live_copy_progress(migration):
+    """Progress read from the copy job's status file when the data node is this machine."""
+    job = (migration or {}).get('copy_job') or {}
+    path = job.get('status_file')
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as handle:
+            status = json.load(handle)
+    except (IOError, ValueError):
+        return None
+    progress = status.get('progress') if isinstance(status.get('progress'), dict) else status
+    result = dict((k, progress.get(k)) for k in COPY_PROGRESS_KEYS if progress.get(k) is not None)
+    result['state'] = status.get('state')
+    return result
 
 
 def _spec_bool(value):
@@ -112,8 +135,13 @@ class ShareManager(object):
         export = driver.export().state(record['name'], path)
         result['export_location'] = export['path']
         result['export_locations'] = [dict(export, preferred=True, is_admin_only=False)]
-        result['total_progress'] = states.total_progress(record.get('task_state'),
-                                                         (record.get('progress') or {}).get('total_progress'))
+        reported = (record.get('progress') or {}).get('total_progress')
+        if record.get('task_state') == states.DATA_COPYING_IN_PROGRESS:
+            live = live_copy_progress(record.get('migration'))
+            if live:
+                result['copy_progress'] = live
+                reported = live.get('percent', reported)
+        result['total_progress'] = states.total_progress(record.get('task_state'), reported)
         result['busy'] = states.is_busy(record.get('task_state'))
         return result
 

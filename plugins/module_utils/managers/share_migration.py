@@ -21,6 +21,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.drivers.base impo
 from ansible_collections.storage.mobility.plugins.module_utils.errors import (
     Busy, InvalidRequest, StorageError)
 from ansible_collections.storage.mobility.plugins.module_utils.exports import access_mode
+from ansible_collections.storage.mobility.plugins.module_utils.managers.host_assisted import HostAssistedMixin
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import (
     ShareManager, active_instance, check_extra_specs, normalize_share_type)
 from ansible_collections.storage.mobility.plugins.module_utils.names import parse_pool, validate_name
@@ -38,12 +39,16 @@ class HostAssistedUnavailable(InvalidRequest):
     """Driver-assisted migration is impossible and host-assisted copying is not available."""
 
 
-class ShareMigrationManager(object):
+# Beyond the reference: a run that died while starting leaves one of these; cancel cleans it up.
+RECOVERY_CANCELLABLE = (states.MIGRATION_STARTING, states.MIGRATION_DRIVER_STARTING, states.DATA_COPYING_STARTING)
 
-    def __init__(self, ctx, host_assisted=None, clock=time.monotonic, sleeper=time.sleep):
+
+class ShareMigrationManager(HostAssistedMixin):
+
+    def __init__(self, ctx, host_assisted=True, clock=time.monotonic, sleeper=time.sleep):
         self.ctx = ctx
         self.shares = ShareManager(ctx)
-        # The host-assisted path (data mover) plugs in here; without it the manager says so.
+        # host_assisted=False turns the data-mover path off (the driver-only mode of 0.1).
         self.host_assisted = host_assisted
         self.clock = clock
         self.sleeper = sleeper
@@ -150,7 +155,7 @@ class ShareMigrationManager(object):
 
     # -- phase 1 -----------------------------------------------------------------------------
     def start(self, name, destination, flags, force_host_assisted=False, new_share_type=None,
-              wait=True, timeout=3600, sleep=5):
+              wait=True, timeout=3600, sleep=5, copy_job=None, copy_report=None):
         validate_name(name)
         parse_pool(destination, 'destination pool')
         flags = dict((f, bool(flags.get(f))) for f in MIGRATION_FLAGS)
@@ -168,14 +173,23 @@ class ShareMigrationManager(object):
             mig = record.get('migration') or {}
             # A rerun of the same request attaches to the running phase 1 instead of failing busy.
             if states.is_busy(record.get('task_state')) and mig.get('destination_pool') == str(parse_pool(destination)):
-                return self._attach(record, pool, before, wait, timeout, sleep)
+                return self._attach(record, pool, before, wait, timeout, sleep, copy_job, copy_report)
+            if copy_report is not None and mig.get('destination_pool') == str(parse_pool(destination)):
+                # A report for a migration that is no longer copying (completed, failed, cancelled).
+                self._check_report(record, copy_report, final=False)
+                if record.get('task_state') in states.IDLE_TASK_STATES:
+                    raise InvalidRequest('Refusing the copy report for share %s: its migration %s is no longer copying '
+                                         '(task_state %s); nothing was changed' % (name, mig.get('id'), record.get('task_state')))
+            elif copy_report is not None:
+                raise InvalidRequest('Refusing the copy report for share %s: no migration to %s is running; nothing was '
+                                     'changed' % (name, destination))
             dest = self.validate_start(record, pool, destination, flags, force_host_assisted, stype)
             if dest is None:
                 return self._result(False, before, record, pool, [], {'msg': 'share %s is already in pool %s' % (name, pool)})
             if stype is not None:
                 check_extra_specs(stype, ctx.driver(dest).pool_stats(dest), dest)
             mechanism, compat, refusal = self.plan_mechanism(record, pool, dest, flags, force_host_assisted)
-            if mechanism == 'host' and self.host_assisted is None:
+            if mechanism == 'host' and not self.host_assisted:
                 raise HostAssistedUnavailable(
                     'Cannot migrate share %s to %s: driver-assisted migration is not possible (%s) and host-assisted '
                     'copying is not available yet in this version of storage.mobility (it needs the data mover); '
@@ -189,7 +203,7 @@ class ShareMigrationManager(object):
             if mechanism == 'error':
                 return self._refuse(record, pool, before, dest, migration, refusal)
             if mechanism == 'host':
-                return self.host_assisted.start(self, record, pool, before, dest, migration, wait, timeout, sleep)
+                return self._start_host(record, pool, before, dest, migration)
             return self._start_driver(record, pool, before, dest, migration, wait, timeout, sleep)
 
     def _refuse(self, record, pool, before, dest, migration, refusal):
@@ -227,23 +241,35 @@ class ShareMigrationManager(object):
         src_inst['status'] = states.MIGRATING
         self._set(record, pool, 'migration %s to %s requested' % (migration['id'], dest), states.MIGRATION_STARTING,
                   migration=migration, status=states.MIGRATING)
-        try:
-            dst_path = dst_driver.instance_path(dest, name)
-            dst_driver.create_instance(dest, name)
-            record['instances'].append({'id': str(uuid.uuid4()), 'pool': str(dest.ref), 'status': states.MIGRATING_TO,
-                                        'role': 'destination', 'path': dst_path, 'created_at': now_iso()})
-            if not compat.get('writable'):
-                migration['source_read_only'] = True
-                src_driver.export().apply(name, src_inst['path'], access_mode(record['access_rules'], True))
-            self._set(record, pool, 'destination instance created', states.MIGRATION_DRIVER_STARTING)
-            src_driver.migration_start(pool, dest, record)
-            self._set(record, pool, 'driver migration started', states.MIGRATION_DRIVER_IN_PROGRESS)
-            self._advance(record, pool)
-        except Exception as exc:
-            self._fail_phase1(record, pool, dest, exc)
+        self._driver_start_steps(record, pool, dest)
         if wait:
             return self._wait_phase1(record, pool, before, actions, timeout, sleep)
         return self._result(True, before, record, pool, actions)
+
+    def _driver_start_steps(self, record, pool, dest):
+        """From migration_starting to migration_driver_in_progress; each step idempotent, so a
+        rerun after a crash resumes where the record says it stopped."""
+        name = record['name']
+        src_driver, dst_driver = self.ctx.driver(pool), self.ctx.driver(dest)
+        migration = record['migration']
+        try:
+            if record.get('task_state') == states.MIGRATION_STARTING:
+                if self._instance(record, 'destination') is None:
+                    dst_driver.create_instance(dest, name)
+                    record['instances'].append({'id': str(uuid.uuid4()), 'pool': str(dest.ref),
+                                                'status': states.MIGRATING_TO, 'role': 'destination',
+                                                'path': dst_driver.instance_path(dest, name), 'created_at': now_iso()})
+                if not (migration.get('compatibility') or {}).get('writable'):
+                    migration['source_read_only'] = True
+                    src_driver.export().apply(name, active_instance(record)['path'],
+                                              access_mode(record['access_rules'], True))
+                self._set(record, pool, 'destination instance created', states.MIGRATION_DRIVER_STARTING)
+            if record.get('task_state') == states.MIGRATION_DRIVER_STARTING:
+                src_driver.migration_start(pool, dest, record)
+                self._set(record, pool, 'driver migration started', states.MIGRATION_DRIVER_IN_PROGRESS)
+            self._advance(record, pool)
+        except Exception as exc:
+            self._fail_phase1(record, pool, dest, exc)
 
     def _advance(self, record, pool):
         """One poll of a driver-assisted phase 1 (the reference's periodic 'continue')."""
@@ -274,16 +300,17 @@ class ShareMigrationManager(object):
                  clock=self.clock, sleeper=self.sleeper)
         return self._result(True, before, record, pool, actions)
 
-    def _attach(self, record, pool, before, wait, timeout, sleep):
-        """The same start again: poll the running phase 1 (and wait for it when asked)."""
+    def _attach(self, record, pool, before, wait, timeout, sleep, copy_job=None, copy_report=None):
+        """The same start again: resume or poll the running phase 1 (and wait for it when asked)."""
+        if record['migration'].get('mechanism') == 'host':
+            if self.ctx.check_mode:
+                return self._host_result(False, before, record, pool, [])
+            return self._host_attach(record, pool, before, copy_job, copy_report)
+        if copy_report is not None:
+            raise InvalidRequest('Refusing a copy report for share %s: its migration is driver-assisted' % record['name'])
         if self.ctx.check_mode:
             return self._result(False, before, record, pool, [])
-        if record['migration'].get('mechanism') == 'host' and self.host_assisted is not None:
-            return self.host_assisted.attach(self, record, pool, before, wait, timeout, sleep)
-        try:
-            self._advance(record, pool)
-        except Exception as exc:
-            self._fail_phase1(record, pool, self._pools(record, pool)[1], exc)
+        self._driver_start_steps(record, pool, self._pools(record, pool)[1])
         changed = record.get('task_state') != before.get('task_state')
         if wait and record['task_state'] not in states.COMPLETABLE_TASK_STATES:
             result = self._wait_phase1(record, pool, before, [], timeout, sleep)
@@ -332,7 +359,7 @@ class ShareMigrationManager(object):
         driver.export().apply(record['name'], src_inst['path'], access_mode(record['access_rules']))
 
     # -- phase 2 -----------------------------------------------------------------------------
-    def complete(self, name, destination=None):
+    def complete(self, name, destination=None, copy_report=None):
         validate_name(name)
         ctx = self.ctx
         with ctx.repo.lock(name, 'migration complete'):
@@ -343,6 +370,8 @@ class ShareMigrationManager(object):
             if destination is not None and mig.get('destination_pool') not in (None, str(ctx.pool(destination, 'destination pool').ref)):
                 raise InvalidRequest('Share %s is migrating to %s, not %s' % (name, mig['destination_pool'], destination))
             if ts == states.MIGRATION_SUCCESS:
+                if copy_report is not None:
+                    self._check_report(record, copy_report, final=True)
                 return self._result(False, before, record, pool, [], {'msg': 'migration already completed'})
             if ts not in states.COMPLETABLE_TASK_STATES and ts != states.MIGRATION_COMPLETING:
                 raise InvalidRequest('Cannot complete the migration of share %s: its task_state is %s; phase 2 starts only '
@@ -360,8 +389,10 @@ class ShareMigrationManager(object):
                 mig['completing_started_at'] = now_iso()
                 mig['completing_started_epoch'] = time.time()
                 self._set(record, pool, 'switchover started', states.MIGRATION_COMPLETING)
-            if mig.get('mechanism') == 'host' and self.host_assisted is not None:
-                self.host_assisted.complete_data(self, record, source, dest)
+            if mig.get('mechanism') == 'host':
+                pending = self._complete_host(record, pool, before, source, dest, copy_report)
+                if pending is not None:
+                    return pending
             else:
                 self._complete_driver_data(record, source, dest)
             new_record, new_pool = self._switch(record, source, dest)
@@ -434,9 +465,10 @@ class ShareMigrationManager(object):
             if ts in (None, states.MIGRATION_CANCELLED, states.MIGRATION_SUCCESS, states.MIGRATION_ERROR,
                       states.DATA_COPYING_CANCELLED, states.DATA_COPYING_ERROR):
                 return self._result(False, before, record, pool, [], {'msg': 'no migration to cancel (task_state %s)' % ts})
-            if ts not in states.CANCELLABLE_TASK_STATES and ts != states.MIGRATION_CANCEL_IN_PROGRESS:
+            if (ts not in states.CANCELLABLE_TASK_STATES + RECOVERY_CANCELLABLE
+                    and ts != states.MIGRATION_CANCEL_IN_PROGRESS):
                 raise InvalidRequest('Cannot cancel the migration of share %s: its task_state is %s; cancel is allowed in %s'
-                                     % (name, ts, ', '.join(states.CANCELLABLE_TASK_STATES)))
+                                     % (name, ts, ', '.join(states.CANCELLABLE_TASK_STATES + RECOVERY_CANCELLABLE)))
             source, dest = self._pools(record, pool)
             actions = ['cancel the migration of share %s to %s' % (name, dest), 'remove the destination instance',
                        'restore the source (available, access rules as before)',
@@ -445,11 +477,11 @@ class ShareMigrationManager(object):
                 predicted = copy.deepcopy(record)
                 predicted['task_state'] = states.MIGRATION_CANCELLED
                 return self._result(True, before, predicted, pool, actions)
+            if record['migration'].get('mechanism') == 'host':
+                self._cancel_host_check(record)
             if ts != states.MIGRATION_CANCEL_IN_PROGRESS:
                 self._set(record, pool, 'cancel requested', states.MIGRATION_CANCEL_IN_PROGRESS)
-            if record['migration'].get('mechanism') == 'host' and self.host_assisted is not None:
-                self.host_assisted.cancel_data(self, record, source, dest)
-            else:
+            if record['migration'].get('mechanism') != 'host':
                 ctx.driver(source).migration_cancel(source, dest, record)
             if not ctx.driver(source).instance_exists(source, name):
                 raise StorageError('Refusing to finish the cancel of share %s: its source data in %s is missing, so the '
