@@ -198,7 +198,7 @@ class ShareMigrationManager(HostAssistedMixin):
                 'id': str(uuid.uuid4()), 'source_pool': str(pool.ref), 'destination_pool': str(dest.ref),
                 'mechanism': mechanism if mechanism != 'error' else 'driver', 'requested': dict(flags, force_host_assisted_migration=force_host_assisted),
                 'compatibility': compat, 'driver_refusal': refusal, 'new_share_type': stype,
-                'started_at': now_iso(), 'error': None, 'source_read_only': False,
+                'started_at': now_iso(), 'started_epoch': time.time(), 'error': None, 'source_read_only': False,
             }
             if mechanism == 'error':
                 return self._refuse(record, pool, before, dest, migration, refusal)
@@ -435,6 +435,9 @@ class ShareMigrationManager(HostAssistedMixin):
         mig['completed_at'] = now_iso()
         if mig.get('completing_started_epoch'):
             mig['switchover_seconds'] = round(time.time() - mig['completing_started_epoch'], 3)
+        if mig.get('source_read_only') and mig.get('started_epoch'):
+            # Users could read but not write the share from phase 1 until this switch.
+            mig['read_only_seconds'] = round(time.time() - mig['started_epoch'], 3)
         mig['error'] = None
         new = copy.deepcopy(record)
         dst_inst = self._instance(new, 'destination')

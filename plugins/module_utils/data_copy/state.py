@@ -1,0 +1,121 @@
+# -*- coding: utf-8 -*-
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The files of a data copy job folder, shared by the module side and the detached worker.
+
+A job folder ``<state_dir>/<job_id>/`` holds:
+
+* ``job.json``: the request (written by the module),
+* ``status.json``: state, phase and progress (rewritten atomically, about once a second),
+* ``report.json``: the final report of the last run,
+* ``rsync.log``: what rsync printed besides progress, ``worker.log``: the worker's own output,
+* ``worker.pid``: the process id of the last worker launched (its process group id too),
+* ``worker.py`` and ``lib/``: the worker program, written at each launch.
+
+This file is shipped to the data node with the worker: standard library only, Python 3.8+.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import errno
+import json
+import os
+import time
+
+JOB_FILE = 'job.json'
+STATUS_FILE = 'status.json'
+REPORT_FILE = 'report.json'
+RSYNC_LOG = 'rsync.log'
+WORKER_LOG = 'worker.log'
+PID_FILE = 'worker.pid'
+WORKER_SCRIPT = 'worker.py'
+WORKER_LIB = 'lib'
+
+STATES = ('running', 'completed', 'failed', 'cancelled')
+PHASES = ('scanning', 'copying', 'verifying', 'done')
+PROGRESS_FIELDS = ('percent', 'bytes_done', 'bytes_total', 'files_done', 'files_total',
+                   'rate_bytes_per_s', 'eta_seconds')
+
+
+def now_iso(when=None):
+    """UTC time in ISO 8601 with microseconds."""
+    when = time.time() if when is None else when
+    return time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(when)) + '.%06dZ' % int((when % 1) * 1e6)
+
+
+def render_path(value):
+    """A path for reports and JSON: text, never a lone surrogate.
+
+    Bytes that are not UTF-8 are shown as ``\\xNN`` escapes, so a name made of any bytes
+    renders without crashing and the JSON written from it stays valid UTF-8.
+    """
+    if isinstance(value, str):
+        value = value.encode('utf-8', 'surrogateescape')
+    return value.decode('utf-8', 'backslashreplace')
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, payload, mode=0o600):
+    """Write bytes to ``path``: temporary file, fsync, rename, fsync of the folder."""
+    folder = os.path.dirname(path) or '.'
+    tmp = os.path.join(folder, '.%s.tmp.%d' % (os.path.basename(path), os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(payload)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    _fsync_dir(folder)
+
+
+def write_json(path, data):
+    """Write ``data`` as JSON atomically (see atomic_write)."""
+    atomic_write(path, (json.dumps(data, indent=2, sort_keys=True) + '\n').encode('utf-8'))
+
+
+def read_json(path):
+    """The JSON object in ``path``, or None when the file does not exist or is not valid JSON."""
+    try:
+        with open(path, 'rb') as handle:
+            data = handle.read()
+    except (IOError, OSError) as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return None
+        raise
+    try:
+        value = json.loads(data.decode('utf-8'))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_pid(folder):
+    """The pid recorded in ``worker.pid``, or None."""
+    try:
+        with open(os.path.join(folder, PID_FILE), 'rb') as handle:
+            return int(handle.read().decode('ascii').strip())
+    except (IOError, OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def empty_progress():
+    """Progress fields before anything is known: zeros, and no ETA."""
+    return {'percent': 0, 'bytes_done': 0, 'bytes_total': 0, 'files_done': 0, 'files_total': 0,
+            'rate_bytes_per_s': 0, 'eta_seconds': None}
