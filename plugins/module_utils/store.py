@@ -13,6 +13,7 @@ __metaclass__ = type
 
 import errno
 import fcntl
+import fnmatch
 import json
 import os
 import socket
@@ -23,6 +24,9 @@ from ansible_collections.storage.mobility.plugins.module_utils.names import vali
 
 META_DIR = '.mobility'
 HISTORY_LIMIT = 50
+# Fault injection for the crash tests: when set, the process dies (exit 70, no cleanup) right
+# after a record whose event matches this glob pattern has been written, as a power cut would.
+CRASH_AFTER_ENV = 'STORAGE_MOBILITY_CRASH_AFTER'
 
 
 def now_iso():
@@ -234,6 +238,9 @@ class ShareRepository(object):
                             'task_state': record.get('task_state'), 'status': record.get('status')})
             del history[:-HISTORY_LIMIT]
         self.store(pool).write_share(record)
+        crash_after = os.environ.get(CRASH_AFTER_ENV)
+        if crash_after and event and fnmatch.fnmatchcase(event, crash_after):
+            os._exit(70)
         return record
 
     def delete(self, name, pool):
