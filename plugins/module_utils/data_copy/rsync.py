@@ -230,6 +230,11 @@ class ProgressReader(object):
         self._buffer = parts.pop()
         for part in parts:
             self._line(part)
+        # rsync ends a progress line with the next one's carriage return, a second later: read
+        # the pending line now (it is read again, unchanged, when its end arrives).
+        pending = parse_progress_line(self._buffer.decode('utf-8', 'backslashreplace'))
+        if pending is not None:
+            self._progress(pending)
 
     def close(self):
         if self._buffer:
@@ -247,6 +252,9 @@ class ProgressReader(object):
             if self.on_line is not None:
                 self.on_line(text)
             return
+        self._progress(parsed)
+
+    def _progress(self, parsed):
         self.latest = parsed
         if 'entries_total' in parsed:
             self.entries_total = parsed['entries_total']

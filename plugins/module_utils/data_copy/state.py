@@ -31,6 +31,7 @@ WORKER_LOG = 'worker.log'
 PID_FILE = 'worker.pid'
 WORKER_SCRIPT = 'worker.py'
 WORKER_LIB = 'lib'
+REPAIR_FILE = 'repair.paths'
 
 STATES = ('running', 'completed', 'failed', 'cancelled')
 PHASES = ('scanning', 'copying', 'verifying', 'done')

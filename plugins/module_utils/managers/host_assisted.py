@@ -145,8 +145,8 @@ class HostAssistedMixin(object):
             for key in ('differ', 'missing', 'extra'):
                 if report.get(key):
                     problems.append('%s: %s' % (key, _listed(report, key)))
-            return 'the copy was not verified (%s)' % ('; '.join(problems) or report.get('verification') or
-                                                        report.get('error') or 'no verification result')
+            why = '; '.join(problems) or report.get('verification') or report.get('error') or 'no verification result'
+            return 'the copy was not verified (%s)' % why
         return None
 
     def _copy_summary(self, report):

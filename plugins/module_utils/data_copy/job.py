@@ -1,0 +1,504 @@
+# -*- coding: utf-8 -*-
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Data copy jobs on a data node: start, attach, resume, wait, cancel and remove.
+
+A job runs detached (its own session) so that a lost Ansible connection does not stop it;
+this side only reads and writes the job folder and signals the worker's process group.
+See ``state.py`` for the files of a job folder and ``worker.py`` for what the worker does.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import errno
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import worker as worker_lib
+from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, InvalidRequest, StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
+
+ROOT_STATE_DIR = '/var/tmp/storage-mobility/jobs'
+USER_STATE_DIR = '~/.cache/storage-mobility/jobs'
+# The request keys that make two requests "the same" (a completed job is not run again).
+REQUEST_KEYS = ('source', 'destination', 'ignore_files', 'check_hash', 'hash_algorithm', 'rsync_options',
+                'rsync_base_options', 'final_pass', 'bwlimit')
+# The modules the worker needs, shipped into <job folder>/lib/ at each launch.
+WORKER_MODULES = (state_lib, rsync_lib, manifest_lib, worker_lib)
+PACKAGE_DIRS = ('ansible_collections', 'storage', 'mobility', 'plugins', 'module_utils', 'data_copy')
+LOCK_TIMEOUT = 30.0
+TERM_TIMEOUT = 5.0
+KILL_TIMEOUT = 5.0
+
+
+class MissingLibrary(InvalidRequest):
+    """A Python package the request needs is not installed; ``library`` names it."""
+
+    def __init__(self, message, library):
+        super(MissingLibrary, self).__init__(message, library=library)
+        self.library = library
+
+
+def default_state_dir():
+    """Where job folders live: a system folder for root, the user's cache otherwise."""
+    if os.geteuid() == 0:
+        return ROOT_STATE_DIR
+    return os.path.expanduser(USER_STATE_DIR)
+
+
+def _source_of(module):
+    loader = getattr(module, '__loader__', None)
+    source = None
+    if loader is not None and hasattr(loader, 'get_source'):
+        source = loader.get_source(module.__name__)
+    if source is None:
+        with open(module.__file__, 'rb') as handle:
+            source = handle.read().decode('utf-8')
+    return source
+
+
+def ship_worker(folder):
+    """Write the worker (launcher and library) into ``folder``; return the launcher's path."""
+    lib = os.path.join(folder, state_lib.WORKER_LIB)
+    package = lib
+    for name in PACKAGE_DIRS:
+        package = os.path.join(package, name)
+        if not os.path.isdir(package):
+            os.makedirs(package, 0o700)
+        # Regular packages, so that no other ansible_collections on sys.path can shadow these.
+        state_lib.atomic_write(os.path.join(package, '__init__.py'), b'')
+    for module in WORKER_MODULES:
+        name = module.__name__.rsplit('.', 1)[-1]
+        state_lib.atomic_write(os.path.join(package, name + '.py'), _source_of(module).encode('utf-8'))
+    script = os.path.join(folder, state_lib.WORKER_SCRIPT)
+    state_lib.atomic_write(script, worker_lib.LAUNCHER.encode('utf-8'))
+    return script
+
+
+# ---------------------------------------------------------------------- processes
+
+
+def _proc_stat(pid):
+    """``(state letter, process group)`` of a live process, or None."""
+    try:
+        with open('/proc/%d/stat' % pid, 'rb') as handle:
+            data = handle.read()
+    except (IOError, OSError):
+        return None
+    fields = data[data.rfind(b')') + 2:].split()
+    try:
+        return fields[0].decode('ascii'), int(fields[2])
+    except (IndexError, ValueError):
+        return None
+
+
+def _cmdline(pid):
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
+            return [arg for arg in handle.read().split(b'\0') if arg]
+    except (IOError, OSError):
+        return []
+
+
+def _mentions(args, paths):
+    wanted = set(os.fsencode(path) for path in paths)
+    for arg in args:
+        if arg in wanted or os.path.realpath(arg) in wanted:
+            return True
+    return False
+
+
+def worker_alive(folder, pid):
+    """True when ``pid`` is a live (not zombie) process whose command line names the job folder."""
+    if not pid:
+        return False
+    info = _proc_stat(pid)
+    if info is None or info[0] in ('Z', 'X', 'x'):
+        return False
+    return _mentions(_cmdline(pid), (folder, os.path.join(folder, state_lib.WORKER_SCRIPT)))
+
+
+def group_members(pgid, folder, destination=None):
+    """Live processes of process group ``pgid`` that belong to this job.
+
+    A member belongs to the job when its command line names the job folder (the worker) or is an
+    rsync naming the destination; a reused process group id never makes a stranger a target.
+    """
+    if not pgid:
+        return []
+    marks = [folder, os.path.join(folder, state_lib.WORKER_SCRIPT)]
+    if destination:
+        marks.append(rsync_lib.tree_argument(destination))
+    members = []
+    for name in os.listdir('/proc'):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        info = _proc_stat(pid)
+        if info is None or info[1] != pgid or info[0] in ('Z', 'X', 'x'):
+            continue
+        if _mentions(_cmdline(pid), marks):
+            members.append(pid)
+    return members
+
+
+def _in_group(pid, pgid):
+    info = _proc_stat(pid)
+    return info is not None and info[0] not in ('Z', 'X', 'x') and info[1] == pgid
+
+
+def _signal(pids, signum):
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except OSError as exc:
+            if exc.errno != errno.ESRCH:
+                raise
+
+
+# ---------------------------------------------------------------------- jobs
+
+
+class JobLock(object):
+    """Serializes module runs acting on one job (not the worker): ``<state_dir>/.<job_id>.lock``."""
+
+    def __init__(self, state_dir, job_id, clock, sleeper, timeout=LOCK_TIMEOUT):
+        self.path = os.path.join(state_dir, '.%s.lock' % job_id)
+        self.job_id = job_id
+        self.clock = clock
+        self.sleeper = sleeper
+        self.timeout = timeout
+        self.fd = None
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = self.clock() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except (IOError, OSError) as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+            if self.clock() >= deadline:
+                os.close(self.fd)
+                self.fd = None
+                raise Busy('Data copy job %s is busy: another run has held its lock for %d seconds'
+                           % (self.job_id, self.timeout))
+            self.sleeper(0.1)
+
+    def __exit__(self, *exc_info):
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+class DataCopyJobs(object):
+    """The data copy jobs of one state folder on this data node."""
+
+    def __init__(self, state_dir=None, check_mode=False, python=None, clock=time.monotonic, sleeper=time.sleep,
+                 term_timeout=TERM_TIMEOUT, kill_timeout=KILL_TIMEOUT):
+        self.state_dir = os.path.realpath(os.path.expanduser(state_dir or default_state_dir()))
+        self.check_mode = check_mode
+        self.python = python or sys.executable
+        self.clock = clock
+        self.sleeper = sleeper
+        self.term_timeout = term_timeout
+        self.kill_timeout = kill_timeout
+
+    # ------------------------------------------------------------------ reading
+
+    def folder(self, job_id):
+        return os.path.join(self.state_dir, validate_name(job_id, 'job id'))
+
+    def _lock(self, job_id):
+        if not os.path.isdir(self.state_dir):
+            os.makedirs(self.state_dir, 0o700)
+        return JobLock(self.state_dir, job_id, self.clock, self.sleeper)
+
+    def _pid(self, folder, status):
+        pid = state_lib.read_pid(folder)
+        if pid is None and status:
+            pid = status.get('pid')
+        return pid
+
+    def view(self, job_id):
+        """The job as the module returns it (``state: absent`` when there is no such job)."""
+        folder = self.folder(job_id)
+        request = state_lib.read_json(os.path.join(folder, state_lib.JOB_FILE))
+        job = {'id': job_id, 'folder': folder, 'state': 'absent', 'phase': None,
+               'progress': state_lib.empty_progress(), 'report': None, 'error': None}
+        if request is None:
+            return job
+        status = state_lib.read_json(os.path.join(folder, state_lib.STATUS_FILE)) or {}
+        job.update(source=request.get('source'), destination=request.get('destination'),
+                   state=status.get('state') or 'running', phase=status.get('phase') or 'scanning',
+                   error=status.get('error'), pid=self._pid(folder, status), attempt=status.get('attempt'),
+                   started_at=status.get('started_at'), updated_at=status.get('updated_at'),
+                   warnings=list(status.get('warnings') or []))
+        for field in state_lib.PROGRESS_FIELDS:
+            if field in status:
+                job['progress'][field] = status[field]
+        job['alive'] = worker_alive(folder, job['pid'])
+        if not job['alive'] and job['pid'] is None and job['state'] == 'running':
+            # Between writing status.json and recording the new worker's pid: starting.
+            job['alive'] = self._recent(os.path.join(folder, state_lib.STATUS_FILE))
+        if job['state'] == 'running' and not job['alive']:
+            job['interrupted'] = True
+            job['state'] = 'failed'
+            job['error'] = ('The worker of data copy job %s is gone (the data node restarted or the process was '
+                            'killed) in phase %s; start the job again to resume the copy' % (job_id, job['phase']))
+        if job['state'] != 'running':
+            job['report'] = state_lib.read_json(os.path.join(folder, state_lib.REPORT_FILE))
+        return job
+
+    @staticmethod
+    def _recent(path, seconds=15.0):
+        try:
+            return time.time() - os.stat(path).st_mtime < seconds
+        except OSError:
+            return False
+
+    def wait(self, job_id, seconds):
+        """Wait up to ``seconds`` (monotonic) for the job to stop running; return its view."""
+        deadline = self.clock() + max(0, seconds or 0)
+        interval = 0.1
+        while True:
+            job = self.view(job_id)
+            remaining = deadline - self.clock()
+            if job['state'] != 'running' or remaining <= 0:
+                return job
+            self.sleeper(min(interval, remaining))
+            interval = min(1.0, interval * 2)
+
+    # ------------------------------------------------------------------ requests
+
+    def build_request(self, job_id, source, destination, ignore_files=None, check_hash=True,
+                      hash_algorithm=manifest_lib.DEFAULT_ALGORITHM, rsync_options=None, rsync_base_options=None,
+                      final_pass=False, bwlimit=None):
+        """Validate a start request and return it as stored in ``job.json``."""
+        validate_name(job_id, 'job id')
+        if not source or not destination:
+            raise InvalidRequest('Failed to start data copy job %s: source and destination are required' % job_id)
+        request = {
+            'job_id': job_id,
+            'source': os.path.normpath(source),
+            'destination': os.path.normpath(destination),
+            'ignore_files': list(['lost+found'] if ignore_files is None else ignore_files),
+            'check_hash': bool(check_hash),
+            'hash_algorithm': hash_algorithm or manifest_lib.DEFAULT_ALGORITHM,
+            'rsync_options': list(rsync_options or []),
+            'rsync_base_options': list(rsync_lib.DEFAULT_BASE_OPTIONS if rsync_base_options is None
+                                       else rsync_base_options),
+            'final_pass': bool(final_pass),
+            'bwlimit': str(bwlimit) if bwlimit not in (None, '') else None,
+        }
+        for side in ('source', 'destination'):
+            path = request[side]
+            if not os.path.isabs(path):
+                raise InvalidRequest('Failed to start data copy job %s: the %s %s is not an absolute path'
+                                     % (job_id, side, path))
+            if not os.path.isdir(path):
+                raise InvalidRequest('Failed to start data copy job %s: the %s %s is not a folder (is it mounted?)'
+                                     % (job_id, side, path))
+        real_source = os.path.realpath(request['source'])
+        real_destination = os.path.realpath(request['destination'])
+        if real_source == real_destination:
+            raise InvalidRequest('Failed to start data copy job %s: source and destination are the same folder %s'
+                                 % (job_id, real_source))
+        for inner, outer in ((real_destination, real_source), (real_source, real_destination)):
+            if inner.startswith(outer.rstrip('/') + '/'):
+                raise InvalidRequest('Failed to start data copy job %s: %s is inside %s; source and destination '
+                                     'must not contain each other' % (job_id, inner, outer))
+        for side, real in (('source', real_source), ('destination', real_destination)):
+            if (self.state_dir + '/').startswith(real.rstrip('/') + '/'):
+                raise InvalidRequest('Failed to start data copy job %s: the job folders (%s) are inside the %s %s; '
+                                     'choose another state_dir' % (job_id, self.state_dir, side, real))
+        if request['hash_algorithm'] not in manifest_lib.HASH_ALGORITHMS:
+            raise InvalidRequest('Failed to start data copy job %s: unknown hash algorithm %s (expected one of %s)'
+                                 % (job_id, request['hash_algorithm'], ', '.join(manifest_lib.HASH_ALGORITHMS)))
+        try:
+            rsync_lib.build_argv(request['source'], request['destination'], request['ignore_files'],
+                                 request['rsync_base_options'], request['rsync_options'], request['bwlimit'])
+        except rsync_lib.RsyncArgumentError as exc:
+            raise InvalidRequest('Failed to start data copy job %s: %s' % (job_id, exc))
+        if request['check_hash']:
+            library = manifest_lib.missing_library(request['hash_algorithm'])
+            if library:
+                raise MissingLibrary('Failed to start data copy job %s: hash algorithm %s needs the Python package '
+                                     '%s on the data node' % (job_id, request['hash_algorithm'], library), library)
+        return request
+
+    def hash_warning(self, request):
+        """The warning for an xxh128 request on a data node without xxhash, or None."""
+        if not request['check_hash']:
+            return None
+        return manifest_lib.resolve_algorithm(request['hash_algorithm'])[1]
+
+    # ------------------------------------------------------------------ actions
+
+    def start(self, request, wait_seconds=0):
+        """Start, attach to, resume or restart the job of ``request``; return the module result."""
+        job_id = request['job_id']
+        folder = self.folder(job_id)
+        warnings = []
+        warning = self.hash_warning(request)
+        if warning:
+            warnings.append(warning)
+        if shutil.which('rsync') is None:
+            raise StorageError('Failed to start data copy job %s: rsync is not installed on the data node '
+                               '(install the rsync package)' % job_id)
+        with self._lock(job_id):
+            result = self._start_locked(request, folder, warnings)
+        if wait_seconds and not self.check_mode and result['job']['state'] == 'running':
+            # Wait without the lock: another run may attach meanwhile.
+            result['job'] = self.wait(job_id, wait_seconds)
+        return result
+
+    def _start_locked(self, request, folder, warnings):
+        job_id = request['job_id']
+        existing = state_lib.read_json(os.path.join(folder, state_lib.JOB_FILE))
+        if existing is None and os.path.isdir(folder) and os.listdir(folder):
+            raise InvalidRequest('Failed to start data copy job %s: %s exists but is not a data copy job folder '
+                                 '(no %s); remove it or use another job id' % (job_id, folder, state_lib.JOB_FILE))
+        if existing is not None:
+            changed_paths = [side for side in ('source', 'destination') if existing.get(side) != request[side]]
+            if changed_paths:
+                raise InvalidRequest(
+                    'Failed to start data copy job %s: it already copies %s to %s, this request names %s; use '
+                    'another job id or remove the job first (state=absent)'
+                    % (job_id, existing.get('source'), existing.get('destination'),
+                       ' and '.join('%s %s' % (side, request[side]) for side in changed_paths)),
+                    differences=changed_paths)
+        job = self.view(job_id)
+        same = existing is not None and all(existing.get(key) == request[key] for key in REQUEST_KEYS)
+        if job['state'] == 'running':  # running means alive here: view() fails interrupted jobs
+            if not same:
+                warnings.append('Data copy job %s is already running with other options; attached to it '
+                                'without changing them' % job_id)
+            return self._result(False, job, ['attach to running job %s (pid %s)' % (job_id, job['pid'])], warnings)
+        if job['state'] == 'completed' and same:
+            return self._result(False, job, [], warnings)
+        if job['state'] == 'absent':
+            action = 'start job %s: copy %s to %s' % (job_id, request['source'], request['destination'])
+        elif job.get('interrupted'):
+            action = 'resume job %s: its worker is gone (phase %s)' % (job_id, job['phase'])
+        elif job['state'] == 'completed':
+            action = 'run job %s again: the request changed' % job_id
+        else:
+            action = 'restart job %s (it is %s)' % (job_id, job['state'])
+        if self.check_mode:
+            predicted = dict(job, state='running', phase='scanning', error=None, report=None,
+                             progress=state_lib.empty_progress())
+            predicted.pop('interrupted', None)
+            return self._result(True, predicted, [action], warnings)
+        self._launch(folder, request, job)
+        return self._result(True, self.view(job_id), [action], warnings)
+
+    @staticmethod
+    def _result(changed, job, actions, warnings):
+        return {'changed': changed, 'job': job, 'actions': actions, 'warnings': warnings}
+
+    def _launch(self, folder, request, previous):
+        if previous['state'] != 'absent':
+            # A worker that was killed may have left its rsync running: stop it before starting over.
+            self._kill(self._members(folder, previous), previous.get('pid'))
+        if not os.path.isdir(folder):
+            os.makedirs(folder, 0o700)
+        request = dict(request, created_at=state_lib.now_iso())
+        state_lib.write_json(os.path.join(folder, state_lib.JOB_FILE), request)
+        script = ship_worker(folder)
+        status = {'job_id': request['job_id'], 'state': 'running', 'phase': 'scanning', 'pid': None,
+                  'started_at': state_lib.now_iso(), 'updated_at': state_lib.now_iso(),
+                  'attempt': int(previous.get('attempt') or 0) + 1, 'error': None, 'warnings': []}
+        status.update(state_lib.empty_progress())
+        state_lib.write_json(os.path.join(folder, state_lib.STATUS_FILE), status)
+        try:
+            os.unlink(os.path.join(folder, state_lib.PID_FILE))
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE='1')
+        with open(os.devnull, 'rb') as devnull, open(os.path.join(folder, state_lib.WORKER_LOG), 'ab') as log:
+            process = subprocess.Popen([self.python, '-B', script, folder], cwd=folder, stdin=devnull, stdout=log,
+                                       stderr=subprocess.STDOUT, close_fds=True, start_new_session=True, env=env)
+        state_lib.atomic_write(os.path.join(folder, state_lib.PID_FILE), ('%d\n' % process.pid).encode('ascii'))
+        return process.pid
+
+    def _members(self, folder, job):
+        pid = job.get('pid')
+        return group_members(pid, folder, job.get('destination')) if pid else []
+
+    def _kill(self, members, pgid):
+        """SIGTERM the job's processes, then SIGKILL what is left; wait until they are gone."""
+        if not members:
+            return False
+        for signum, timeout in ((signal.SIGTERM, self.term_timeout), (signal.SIGKILL, self.kill_timeout)):
+            _signal(members, signum)
+            deadline = self.clock() + timeout
+            while True:
+                members = [pid for pid in members if _in_group(pid, pgid)]
+                if not members:
+                    return True
+                if self.clock() >= deadline:
+                    break
+                self.sleeper(0.05)
+        if members:
+            raise StorageError('Failed to stop the processes %s of a data copy job: they survived SIGKILL'
+                               % ', '.join(str(pid) for pid in members))
+        return True
+
+    def cancel(self, job_id):
+        """Stop the job's worker and rsync; the job becomes ``cancelled``."""
+        folder = self.folder(job_id)
+        with self._lock(job_id):
+            job = self.view(job_id)
+            if job['state'] == 'absent':
+                return {'changed': False, 'job': job, 'actions': [], 'warnings': []}
+            members = self._members(folder, job)
+            was_running = job['state'] == 'running' or job.get('interrupted') or bool(members)
+            if not was_running:
+                return {'changed': False, 'job': job, 'actions': [], 'warnings': []}
+            action = 'cancel job %s%s' % (job_id, ' (stop pid %s)' % job['pid'] if members else '')
+            if self.check_mode:
+                predicted = dict(job, state='cancelled', error=None)
+                predicted.pop('interrupted', None)
+                return {'changed': True, 'job': predicted, 'actions': [action], 'warnings': []}
+            self._kill(members, job['pid'])
+            status = state_lib.read_json(os.path.join(folder, state_lib.STATUS_FILE)) or {}
+            status.update(state='cancelled', error=None, eta_seconds=None, rate_bytes_per_s=0,
+                          updated_at=state_lib.now_iso(), cancelled_at=state_lib.now_iso())
+            state_lib.write_json(os.path.join(folder, state_lib.STATUS_FILE), status)
+        return {'changed': True, 'job': self.view(job_id), 'actions': [action], 'warnings': []}
+
+    def remove(self, job_id):
+        """Cancel the job if it runs and delete its folder."""
+        folder = self.folder(job_id)
+        with self._lock(job_id):
+            if not os.path.lexists(folder):
+                return {'changed': False, 'job': self.view(job_id), 'actions': [], 'warnings': []}
+            if not os.path.isdir(folder) or os.path.islink(folder) or not os.path.isfile(
+                    os.path.join(folder, state_lib.JOB_FILE)) and os.listdir(folder):
+                raise InvalidRequest('Failed to remove data copy job %s: %s is not a data copy job folder (no %s); '
+                                     'it was left alone' % (job_id, folder, state_lib.JOB_FILE))
+            job = self.view(job_id)
+            actions = []
+            members = self._members(folder, job) if job['state'] != 'absent' else []
+            if members:
+                actions.append('cancel job %s (stop pid %s)' % (job_id, job['pid']))
+            actions.append('remove job folder %s' % folder)
+            if not self.check_mode:
+                self._kill(members, job.get('pid'))
+                shutil.rmtree(folder)
+        gone = dict(self.view(job_id)) if not self.check_mode else dict(job, state='absent')
+        return {'changed': True, 'job': gone, 'actions': actions, 'warnings': []}

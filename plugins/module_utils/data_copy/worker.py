@@ -1,0 +1,430 @@
+# -*- coding: utf-8 -*-
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The detached worker of a data copy job: scan, rsync, verify, report.
+
+The module writes this file and its siblings (``state``, ``rsync``, ``manifest``) into the job
+folder under ``lib/`` together with the launcher script ``LAUNCHER`` (``worker.py`` in the job
+folder), then starts the launcher in its own session. Ansible deletes the module's own copy of
+the collection when the module exits; the job folder keeps what the worker needs.
+
+Standard library only (plus the optional hash packages), Python 3.8+.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import ctypes
+import errno
+import os
+import select
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+import traceback
+
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
+
+# The script written as <job folder>/worker.py and started as: python -B worker.py <job folder>.
+LAUNCHER = '''# -*- coding: utf-8 -*-
+# Written by the storage.mobility data_copy module: the detached worker of this job folder.
+# Run: python worker.py <job folder>
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'lib'))
+
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.worker import main  # noqa: E402
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
+'''
+
+STATUS_INTERVAL = 1.0
+# rsync prints progress about once a second: a little less here so that no update is skipped.
+STATUS_THROTTLE = 0.9
+TERMINATE_GRACE = 5.0
+
+
+class Terminated(Exception):
+    """The worker received SIGTERM, SIGINT or SIGHUP (a cancel)."""
+
+
+class JobFailed(Exception):
+    """The job cannot complete; the message is the job's error."""
+
+
+def _on_signal(signum, frame):  # pylint: disable=unused-argument
+    raise Terminated('received signal %d' % signum)
+
+
+def sync_filesystem(path):
+    """Flush the filesystem holding ``path`` to disk (syncfs), or every filesystem (sync)."""
+    fd = None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        libc = ctypes.CDLL(None, use_errno=True)
+        syncfs = getattr(libc, 'syncfs', None)
+        if syncfs is not None and syncfs(fd) == 0:
+            return 'syncfs'
+    except (OSError, AttributeError):
+        pass
+    finally:
+        if fd is not None:
+            os.close(fd)
+    os.sync()
+    return 'sync'
+
+
+def scan_tree(root, ignore, on_progress=None):
+    """Totals of a tree: entries (the root included), files, bytes, directories, symlinks."""
+    ignore = frozenset(os.fsencode(name) for name in ignore)
+    totals = {'entries': 1, 'files': 0, 'bytes': 0, 'directories': 1, 'symlinks': 0}
+    stack = [os.fsencode(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            if name in ignore:
+                continue
+            path = os.path.join(folder, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            totals['entries'] += 1
+            if stat.S_ISDIR(st.st_mode):
+                totals['directories'] += 1
+                stack.append(path)
+            elif stat.S_ISREG(st.st_mode):
+                totals['files'] += 1
+                totals['bytes'] += st.st_size
+            elif stat.S_ISLNK(st.st_mode):
+                totals['symlinks'] += 1
+        if on_progress is not None:
+            on_progress(totals)
+    return totals
+
+
+def skipped_times(options):
+    """Entry types whose modification time rsync was told not to keep."""
+    kinds = []
+    if rsync_lib.options_say(options, 'O', '--omit-dir-times'):
+        kinds.append('directory')
+    if rsync_lib.options_say(options, 'J', '--omit-link-times'):
+        kinds.append('symlink')
+    return kinds
+
+
+class Worker(object):
+    """Runs one attempt of the job described by ``<folder>/job.json``."""
+
+    def __init__(self, folder, clock=time.monotonic):
+        self.folder = os.path.abspath(folder)
+        self.clock = clock
+        self.job = state_lib.read_json(self.path(state_lib.JOB_FILE))
+        if self.job is None:
+            raise JobFailed('No readable %s in %s' % (state_lib.JOB_FILE, self.folder))
+        previous = state_lib.read_json(self.path(state_lib.STATUS_FILE)) or {}
+        self.status = {
+            'job_id': self.job['job_id'], 'state': 'running', 'phase': 'scanning', 'pid': os.getpid(),
+            'started_at': previous.get('started_at') or state_lib.now_iso(), 'updated_at': None,
+            'attempt': previous.get('attempt') or 1, 'error': None, 'warnings': [],
+        }
+        self.status.update(state_lib.empty_progress())
+        self.warnings = self.status['warnings']
+        self.totals = None
+        self.rsync = None
+        self.algorithm = None
+        self.copy_seconds = 0.0
+        self.verify_seconds = 0.0
+        self.rsync_rc = None
+        self.rsync_stats = {}
+        self._last_write = None
+
+    def path(self, name):
+        return os.path.join(self.folder, name)
+
+    def write_status(self, force=True, **changes):
+        """Merge ``changes`` into the status and write it (at most once a second unless ``force``)."""
+        self.status.update(changes)
+        now = self.clock()
+        if not force and self._last_write is not None and now - self._last_write < STATUS_THROTTLE:
+            return
+        self._last_write = now
+        self.status['updated_at'] = state_lib.now_iso()
+        state_lib.write_json(self.path(state_lib.STATUS_FILE), self.status)
+
+    def log(self, message):
+        sys.stdout.write('%s %s\n' % (state_lib.now_iso(), message))
+        sys.stdout.flush()
+
+    # ------------------------------------------------------------------ phases
+
+    def scan(self):
+        def progress(totals):
+            self.write_status(force=False, files_total=totals['entries'], bytes_total=totals['bytes'])
+
+        self.write_status(phase='scanning')
+        self.totals = scan_tree(self.job['source'], self.job['ignore_files'], progress)
+        self.write_status(files_total=self.totals['entries'], bytes_total=self.totals['bytes'])
+        self.log('scanned %(entries)d entries, %(files)d files, %(bytes)d bytes' % self.totals)
+
+    def _progress_from(self, reader):
+        latest = reader.latest or {}
+        total = self.totals['bytes']
+        done = latest.get('bytes_done', 0)
+        rate = latest.get('rate_bytes_per_s', 0)
+        eta = None
+        if latest and not latest.get('end_of_file'):
+            eta = latest.get('time_seconds')
+        elif rate:
+            eta = int(max(0, total - done) / rate)
+        changes = {'bytes_done': done, 'percent': latest.get('percent', 0), 'rate_bytes_per_s': rate,
+                   'eta_seconds': eta}
+        if reader.entries_total:
+            changes['files_total'] = reader.entries_total
+            changes['files_done'] = reader.entries_total - reader.to_check
+        return changes
+
+    def save_repair(self, comparison):
+        """Remember what the next attempt must copy again although rsync's quick check would skip it."""
+        if not comparison.repair:
+            return
+        state_lib.write_json(self.path(state_lib.REPAIR_FILE), {
+            'paths': [path.hex() for path in comparison.repair], 'checksum': comparison.repair_overflow})
+
+    def repair(self):
+        """Before copying again after a failed verification: remove the destination files whose content
+        or links differed (rsync copies them anew), or ask rsync to compare checksums when there were
+        too many to list. Returns the extra rsync options."""
+        plan = state_lib.read_json(self.path(state_lib.REPAIR_FILE))
+        if not plan:
+            return []
+        destination = os.fsencode(os.path.realpath(self.job['destination']))
+        removed = 0
+        for hexpath in plan.get('paths') or []:
+            target = os.path.join(destination, bytes.fromhex(hexpath))
+            parent = os.path.realpath(os.path.dirname(target))
+            if parent != destination and not parent.startswith(destination + b'/'):
+                continue
+            try:
+                if not stat.S_ISDIR(os.lstat(target).st_mode):
+                    os.unlink(target)
+                    removed += 1
+            except OSError:
+                continue
+        self.log('removed %d destination files that failed verification, to copy them again' % removed)
+        return ['--checksum'] if plan.get('checksum') else []
+
+    def copy(self):
+        """Run rsync; return its exit code. Raise JobFailed when the copy failed."""
+        job = self.job
+        program = shutil.which('rsync')
+        if program is None:
+            raise JobFailed('Failed to copy %s to %s: rsync is not installed on the data node'
+                            % (job['source'], job['destination']))
+        extra = list(job['rsync_options']) + self.repair()
+        argv = rsync_lib.build_argv(job['source'], job['destination'], job['ignore_files'],
+                                    job['rsync_base_options'], extra, job.get('bwlimit'), rsync=program)
+        self.write_status(phase='copying', percent=0, bytes_done=0, files_done=0, rate_bytes_per_s=0,
+                          eta_seconds=None)
+        env = dict(os.environ, LC_ALL='C', LANG='C')
+        with open(self.path(state_lib.RSYNC_LOG), 'ab') as log:
+            header = '--- %s attempt %s: %s\n' % (
+                state_lib.now_iso(), self.status['attempt'], ' '.join(repr(arg) for arg in argv))
+            log.write(header.encode('utf-8', 'backslashreplace'))
+            log.flush()
+
+            def log_line(line):
+                log.write(line.encode('utf-8', 'backslashreplace') + b'\n')
+
+            reader = rsync_lib.ProgressReader(on_line=log_line)
+            started = self.clock()
+            self.rsync = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, env=env, close_fds=True)
+            try:
+                fd = self.rsync.stdout.fileno()
+                while True:
+                    ready = select.select([fd], [], [], STATUS_INTERVAL)[0]
+                    if ready:
+                        data = os.read(fd, 65536)
+                        if not data:
+                            break
+                        reader.feed(data)
+                    self.write_status(force=False, **self._progress_from(reader))
+                reader.close()
+                rc = self.rsync.wait()
+            finally:
+                if self.rsync.poll() is None:
+                    self._stop_rsync()
+                self.rsync.stdout.close()
+            log.write(('--- rsync exited with %d (%s) after %.1f s\n'
+                       % (rc, rsync_lib.describe_exit(rc), self.clock() - started)).encode('utf-8'))
+        self.copy_seconds = self.clock() - started
+        self.rsync_rc = rc
+        self.rsync_stats = rsync_lib.parse_stats(reader.lines)
+        tail = [line for line in reader.lines if not line.startswith(('Number of', 'Total ', 'Literal data',
+                                                                      'Matched data', 'File list', 'sent ',
+                                                                      'total size'))][-5:]
+        if rc == rsync_lib.RC_VANISHED:
+            message = 'some source files vanished during the copy (rsync exit code 24)'
+            if job.get('final_pass'):
+                raise JobFailed('Failed to copy %s to %s on the final pass: %s; the source must not change '
+                                'during the final pass' % (job['source'], job['destination'], message))
+            self.warnings.append(message.capitalize() + '; the next pass copies what changed')
+        elif rc != rsync_lib.RC_OK:
+            raise JobFailed('Failed to copy %s to %s: rsync exited with %d (%s)%s'
+                            % (job['source'], job['destination'], rc, rsync_lib.describe_exit(rc),
+                               (': ' + ' | '.join(tail)) if tail else ''))
+        try:
+            os.unlink(self.path(state_lib.REPAIR_FILE))
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+        progress = {'percent': 100, 'bytes_done': self.totals['bytes'], 'eta_seconds': 0}
+        if reader.entries_total:
+            progress.update(files_total=reader.entries_total, files_done=reader.entries_total)
+        self.write_status(**progress)
+        return rc
+
+    def _stop_rsync(self):
+        try:
+            self.rsync.terminate()
+            self.rsync.wait(TERMINATE_GRACE)
+        except subprocess.TimeoutExpired:
+            self.rsync.kill()
+            self.rsync.wait()
+        except OSError:
+            pass
+
+    def verify(self):
+        """Compare hash manifests of both trees; return the Comparison."""
+        job = self.job
+        algorithm, warning = manifest_lib.resolve_algorithm(job['hash_algorithm'])
+        if warning:
+            self.warnings.append(warning)
+        self.algorithm = algorithm
+        total = self.totals['bytes']
+        self.write_status(phase='verifying', percent=0, bytes_done=0, bytes_total=total, files_done=0,
+                          files_total=self.totals['entries'], rate_bytes_per_s=0, eta_seconds=None)
+        started = self.clock()
+        self.log('flushing %s to disk (%s)' % (job['destination'], sync_filesystem(job['destination'])))
+
+        def progress(result):
+            now = self.clock()
+            if self._last_write is not None and now - self._last_write < STATUS_THROTTLE:
+                return
+            elapsed = max(now - started, 1e-6)
+            rate = result.bytes_compared / elapsed
+            self.write_status(percent=min(99, int(100 * result.bytes_compared / total)) if total else 0,
+                              bytes_done=result.bytes_compared, files_done=result.compared,
+                              rate_bytes_per_s=int(rate),
+                              eta_seconds=int(max(0, total - result.bytes_compared) / rate) if rate else None)
+
+        options = list(job['rsync_base_options']) + list(job['rsync_options'])
+        result = manifest_lib.compare_trees(job['source'], job['destination'], job['ignore_files'], algorithm,
+                                            skip_times=skipped_times(options), on_progress=progress)
+        self.verify_seconds = self.clock() - started
+        self.write_status(percent=100, bytes_done=result.bytes_compared, files_done=result.compared, eta_seconds=0)
+        return result
+
+    # ------------------------------------------------------------------ run
+
+    def report(self, comparison=None, error=None):
+        job = self.job
+        totals = self.totals or {}
+        if comparison is not None and comparison.source_counts:
+            totals = comparison.source_counts
+        report = {
+            'job_id': job['job_id'], 'source': job['source'], 'destination': job['destination'],
+            'state': 'failed' if error else 'completed', 'error': error,
+            'verified': bool(comparison is not None and comparison.matched and not error),
+            'verification': 'skipped', 'hash_algorithm': None,
+            'files': totals.get('files', 0), 'bytes': totals.get('bytes', 0),
+            'directories': totals.get('directories', 0), 'symlinks': totals.get('symlinks', 0),
+            'differ': [], 'missing': [], 'extra': [], 'differ_count': 0, 'missing_count': 0, 'extra_count': 0,
+            'source_digest': None, 'destination_digest': None,
+            'copy_seconds': round(self.copy_seconds, 3),
+            'verify_seconds': round(self.verify_seconds, 3) if comparison is not None else None,
+            'rsync_rc': self.rsync_rc, 'rsync_stats': self.rsync_stats,
+            'final_pass': bool(job.get('final_pass')), 'ignore_files': job['ignore_files'],
+            'warnings': list(self.warnings), 'started_at': self.status['started_at'],
+            'finished_at': state_lib.now_iso(), 'attempt': self.status['attempt'],
+        }
+        if comparison is not None:
+            report.update(comparison.as_dict())
+            report['hash_algorithm'] = self.algorithm
+            report['verification'] = 'passed' if comparison.matched else 'failed'
+        elif job.get('check_hash') and error:
+            report['verification'] = 'not run'
+        state_lib.write_json(self.path(state_lib.REPORT_FILE), report)
+        return report
+
+    def run(self):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, _on_signal)
+        comparison = None
+        try:
+            try:
+                os.unlink(self.path(state_lib.REPORT_FILE))
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+            self.write_status()
+            self.log('attempt %s of job %s: %s -> %s' % (
+                self.status['attempt'], self.job['job_id'], self.job['source'], self.job['destination']))
+            self.scan()
+            self.copy()
+            if self.job.get('check_hash'):
+                comparison = self.verify()
+                if not comparison.matched:
+                    self.save_repair(comparison)
+                    raise JobFailed('Verification of %s against %s failed: %s'
+                                    % (self.job['destination'], self.job['source'], comparison.summary()))
+            self.report(comparison)
+            self.write_status(state='completed', phase='done', percent=100, eta_seconds=0)
+            self.log('completed')
+            return 0
+        except Terminated as exc:
+            if self.rsync is not None and self.rsync.poll() is None:
+                self._stop_rsync()
+            self.write_status(state='cancelled', error=None, eta_seconds=None, rate_bytes_per_s=0)
+            self.log('cancelled (%s)' % exc)
+            return 0
+        except JobFailed as exc:
+            self.report(comparison, error=str(exc))
+            self.write_status(state='failed', error=str(exc), eta_seconds=None, rate_bytes_per_s=0)
+            self.log('failed: %s' % exc)
+            return 1
+        except Exception as exc:  # pylint: disable=broad-except
+            self.log(traceback.format_exc())
+            error = 'The data copy worker of job %s stopped on an unexpected error: %s: %s' % (
+                self.job['job_id'], type(exc).__name__, exc)
+            try:
+                self.report(comparison, error=error)
+            finally:
+                self.write_status(state='failed', error=error, eta_seconds=None, rate_bytes_per_s=0)
+            return 1
+
+
+def main(argv=None):
+    """Entry point of the launcher: ``main([job_folder])``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        sys.stderr.write('usage: worker.py JOB_FOLDER\n')
+        return 2
+    try:
+        worker = Worker(argv[0])
+    except JobFailed as exc:
+        sys.stderr.write('%s\n' % exc)
+        return 2
+    return worker.run()

@@ -1,0 +1,309 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: data_copy
+short_description: Copy one mounted tree to another on a data node, detached, verified and resumable
+version_added: 0.1.0
+description:
+  - Runs ON a data node (the hosts of the C(data_nodes) group) and copies the contents of the folder
+    O(source) into the folder O(destination) with rsync (archive mode, hard links, ACLs, xattrs, sparse
+    files, numeric ids, nanosecond timestamps).
+  - The copy runs as a detached job in its own session, so a lost Ansible connection does not stop it. Its
+    folder C(<state_dir>/<job_id>/) holds C(job.json) (the request), C(status.json) (state, phase and
+    progress, rewritten about once a second), C(report.json) and C(rsync.log).
+  - With O(check_hash) the job then compares hash manifests of both trees (type, mode, owner, group, size,
+    nanosecond modification time, symlink target, xattrs and ACLs, hard-link structure and a hash of each
+    file's content read back from the disk) and fails when anything differs.
+  - Running O(state=started) again attaches to a running job, returns the report of a completed one, resumes
+    a job whose worker is gone (files already copied are not copied again) and restarts a failed or cancelled
+    one. After a failed verification the files whose content differed are copied again.
+  - Used by the C(storage.mobility.data_mover) role; it can be used on its own.
+author:
+  - storage.mobility maintainers (@storage-mobility)
+requirements:
+  - rsync on the data node
+  - The Python package C(xxhash) for O(hash_algorithm=xxh128) (without it the job hashes with blake2b and
+    says so in its report), C(blake3) for O(hash_algorithm=blake3).
+attributes:
+  check_mode:
+    support: full
+    description: Returns what would happen and the predicted job; starts, stops and removes nothing.
+  diff_mode:
+    support: none
+    description: Returns no diff; RV(job) shows the state of the job.
+options:
+  job_id:
+    description:
+      - Identifies the job, usually the migration id. No V(/), V(..), leading V(-) or V(.), NUL or newline.
+    type: str
+    required: true
+  state:
+    description:
+      - V(started) starts the job, or attaches to it, resumes or restarts it as its state requires.
+      - V(status) returns the job without changing anything; a job that does not exist has the state V(absent).
+      - V(cancelled) stops a running job (its whole process group, even mid-file).
+      - V(absent) stops the job if it runs and removes its folder.
+    type: str
+    choices: [started, status, cancelled, absent]
+    default: started
+  source:
+    description:
+      - The folder whose contents are copied (a mounted share). Required with O(state=started).
+      - Whether or not it ends with V(/), its contents are copied into O(destination).
+    type: path
+  destination:
+    description:
+      - The folder to copy into (a mounted share). Required with O(state=started).
+      - Files in it that are not in O(source) are deleted, except those named in O(ignore_files).
+    type: path
+  state_dir:
+    description:
+      - The folder holding the job folders.
+      - Defaults to V(/var/tmp/storage-mobility/jobs) for root and V(~/.cache/storage-mobility/jobs) otherwise.
+    type: path
+  ignore_files:
+    description:
+      - Names skipped at any depth, in the copy and in the verification. Names are literal (wildcard
+        characters are escaped); a name may not contain V(/).
+    type: list
+    elements: str
+    default: [lost+found]
+  check_hash:
+    description:
+      - Verify the copy by comparing hash manifests of both trees. Without it the report says
+        C(verification=skipped) and C(verified=false).
+    type: bool
+    default: true
+  hash_algorithm:
+    description:
+      - The hash of file contents.
+      - V(xxh128) needs the Python package C(xxhash); without it the job uses V(blake2b), warns and reports
+        the algorithm it used.
+      - V(blake3) needs the Python package C(blake3); without it the module fails.
+    type: str
+    choices: [xxh128, sha256, blake3, blake2b]
+    default: xxh128
+  rsync_options:
+    description: Extra rsync options appended to O(rsync_base_options), for example V(--no-whole-file).
+    type: list
+    elements: str
+    default: []
+  rsync_base_options:
+    description:
+      - The rsync options of the copy. Replacing them changes what is kept; the verification still compares
+        everything (it skips directory or symlink times when V(--omit-dir-times) or V(--omit-link-times) is
+        given).
+    type: list
+    elements: str
+    default: ['-aHAXS', '--numeric-ids', '--partial', '--delete', '--info=progress2,stats2', '--no-inc-recursive',
+              '--modify-window=-1']
+  final_pass:
+    description:
+      - This is the last pass before the switchover. Source files that vanish during the copy (rsync exit
+        code 24) fail the job on a final pass and are only a warning otherwise.
+    type: bool
+    default: false
+  wait_seconds:
+    description:
+      - With O(state=started) or O(state=status), wait up to this many seconds for the job to finish
+        before returning its current state. V(0) returns at once. Not in check mode.
+    type: int
+    default: 0
+  bwlimit:
+    description: Bandwidth limit passed to rsync C(--bwlimit), for example V(50m).
+    type: str
+notes:
+  - The job's state is one of C(running), C(completed), C(failed), C(cancelled) (and C(absent) for a job that
+    does not exist). The module fails when the job has failed (with O(state=started) or O(state=status)),
+    with the job's error as message and the job in the result.
+  - A job whose worker disappeared (the data node restarted, the process was killed) is reported as failed
+    with C(interrupted=true); O(state=started) resumes it.
+  - Job progress during the copy is rsync's; when a copy resumes, the percentage counts only what this
+    attempt transfers. During verification the progress counts the bytes compared.
+seealso:
+  - module: storage.mobility.share_migration
+'''
+
+EXAMPLES = r'''
+- name: Start copying a share (or attach to the copy already running)
+  storage.mobility.data_copy:
+    job_id: "{{ migration.id }}"
+    source: /mnt/mobility/{{ migration.id }}/source
+    destination: /mnt/mobility/{{ migration.id }}/destination
+    ignore_files: [lost+found, .snapshot]
+  register: copy_job
+
+- name: Wait for it, printing progress every poll
+  storage.mobility.data_copy:
+    job_id: "{{ migration.id }}"
+    source: /mnt/mobility/{{ migration.id }}/source
+    destination: /mnt/mobility/{{ migration.id }}/destination
+    ignore_files: [lost+found, .snapshot]
+    wait_seconds: 60
+  register: copy_job
+  until: copy_job.job.state != 'running'
+  retries: 1440
+  delay: 0
+
+- name: Show the report
+  ansible.builtin.debug:
+    msg: "{{ copy_job.job.report.files }} files, {{ copy_job.job.report.bytes }} bytes, verified {{ copy_job.job.report.verified }}"
+
+- name: Final pass in the maintenance window (vanished files are an error now)
+  storage.mobility.data_copy:
+    job_id: "{{ migration.id }}-final"
+    source: /mnt/mobility/{{ migration.id }}/source
+    destination: /mnt/mobility/{{ migration.id }}/destination
+    final_pass: true
+    hash_algorithm: sha256
+    wait_seconds: 3600
+
+- name: Cancel the copy
+  storage.mobility.data_copy:
+    job_id: "{{ migration.id }}"
+    state: cancelled
+
+- name: Forget the job
+  storage.mobility.data_copy:
+    job_id: "{{ migration.id }}"
+    state: absent
+'''
+
+RETURN = r'''
+job:
+  description: The job after the run (in check mode, as it would be).
+  returned: always
+  type: dict
+  contains:
+    id:
+      description: The job id.
+      returned: always
+      type: str
+      sample: 9f3c1e0a-mig
+    state:
+      description: C(running), C(completed), C(failed), C(cancelled), or C(absent) when there is no such job.
+      returned: always
+      type: str
+      sample: running
+    phase:
+      description: C(scanning), C(copying), C(verifying) or C(done); where a failed job stopped.
+      returned: always
+      type: str
+      sample: copying
+    progress:
+      description: Progress of the current phase.
+      returned: always
+      type: dict
+      sample: {percent: 45, bytes_done: 1234567, bytes_total: 2743482, files_done: 66, files_total: 100,
+               rate_bytes_per_s: 12939428, eta_seconds: 10}
+    report:
+      description:
+        - The report of the last run (contents of C(report.json)) once it has finished, else null.
+        - Keys - C(job_id), C(verified), C(verification) (passed, failed, skipped, not run), C(source),
+          C(destination), C(files), C(bytes), C(directories), C(symlinks), C(hash_algorithm) (the one used),
+          C(differ) (path and attributes), C(missing), C(extra) (each capped at 1000, with C(differ_count),
+          C(missing_count), C(extra_count)), C(copy_seconds), C(verify_seconds), C(rsync_rc), C(rsync_stats),
+          C(warnings), C(source_digest), C(destination_digest), C(error).
+      returned: always
+      type: dict
+      sample: {job_id: 9f3c1e0a-mig, verified: true, verification: passed, files: 1200, bytes: 734003200,
+               hash_algorithm: xxh128, differ: [], missing: [], extra: [], copy_seconds: 3.2, verify_seconds: 1.1,
+               rsync_rc: 0, warnings: [], source_digest: "sha256:5d4c...", destination_digest: "sha256:5d4c..."}
+    error:
+      description: Why the job failed, else null.
+      returned: always
+      type: str
+      sample: "Verification of /mnt/b against /mnt/a failed: 1 differ (first: data/f1 (hash))"
+    folder:
+      description: The job folder on the data node.
+      returned: always
+      type: str
+      sample: /var/tmp/storage-mobility/jobs/9f3c1e0a-mig
+    pid:
+      description: Process id (and process group) of the job's worker.
+      returned: when the job exists
+      type: int
+      sample: 41234
+    interrupted:
+      description: True when the job was running but its worker is gone; O(state=started) resumes it.
+      returned: when the worker is gone
+      type: bool
+      sample: true
+actions:
+  description: What the run did, or would do in check mode.
+  returned: always
+  type: list
+  elements: str
+  sample: ["start job mig1: copy /mnt/a to /mnt/b"]
+'''
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.job import DataCopyJobs, MissingLibrary
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.rsync import DEFAULT_BASE_OPTIONS
+from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
+
+
+def run(module, jobs):
+    p = module.params
+    if p['state'] == 'started':
+        request = jobs.build_request(p['job_id'], p['source'], p['destination'], p['ignore_files'], p['check_hash'],
+                                     p['hash_algorithm'], p['rsync_options'], p['rsync_base_options'],
+                                     p['final_pass'], p['bwlimit'])
+        return jobs.start(request, p['wait_seconds'])
+    if p['state'] == 'status':
+        jobs.folder(p['job_id'])
+        wait_seconds = 0 if module.check_mode else p['wait_seconds']
+        return {'changed': False, 'job': jobs.wait(p['job_id'], wait_seconds), 'actions': [], 'warnings': []}
+    if p['state'] == 'cancelled':
+        return jobs.cancel(p['job_id'])
+    return jobs.remove(p['job_id'])
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            job_id=dict(type='str', required=True),
+            state=dict(type='str', choices=['started', 'status', 'cancelled', 'absent'], default='started'),
+            source=dict(type='path'),
+            destination=dict(type='path'),
+            state_dir=dict(type='path'),
+            ignore_files=dict(type='list', elements='str', default=['lost+found']),
+            check_hash=dict(type='bool', default=True),
+            hash_algorithm=dict(type='str', choices=['xxh128', 'sha256', 'blake3', 'blake2b'], default='xxh128'),
+            rsync_options=dict(type='list', elements='str', default=[]),
+            rsync_base_options=dict(type='list', elements='str', default=list(DEFAULT_BASE_OPTIONS)),
+            final_pass=dict(type='bool', default=False, no_log=False),
+            wait_seconds=dict(type='int', default=0),
+            bwlimit=dict(type='str'),
+        ),
+        required_if=[('state', 'started', ['source', 'destination'])],
+        supports_check_mode=True,
+    )
+    try:
+        result = run(module, DataCopyJobs(module.params['state_dir'], check_mode=module.check_mode))
+    except MissingLibrary as exc:
+        module.fail_json(msg=missing_required_lib(exc.library), error=exc.message, error_type='missing_library')
+    except StorageError as exc:
+        module.fail_json(msg=exc.message, error_type=type(exc).__name__, **exc.details)
+    except Exception as exc:  # an unexpected failure: report it whole rather than a bare traceback
+        module.fail_json(msg='Unexpected error: %s' % exc, exception=traceback.format_exc())
+    job = result['job']
+    warnings = result.pop('warnings') + ((job.get('report') or {}).get('warnings') or [])
+    for warning in sorted(set(warnings), key=warnings.index):
+        module.warn(warning)
+    if job['state'] == 'failed' and module.params['state'] in ('started', 'status'):
+        module.fail_json(msg=job['error'] or 'Data copy job %s failed' % job['id'], **result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,571 @@
+"""Data copy jobs end to end (plugins/module_utils/data_copy/{job,worker}.py): real rsync, real files,
+real detached workers. Waiting is bounded polling, never a sleep whose length is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import job as job_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import worker as worker_lib
+from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
+
+pytestmark = pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed")
+
+POLL_LIMIT = 120.0
+BAD = b"caf\xe9-latin1"  # not UTF-8
+MiB = 1024 * 1024
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def jobs(tmp_path):
+    manager = job_lib.DataCopyJobs(str(tmp_path / "state"))
+    yield manager
+    # Never leave a worker behind, whatever the test did.
+    if os.path.isdir(manager.state_dir):
+        for name in os.listdir(manager.state_dir):
+            if not name.startswith("."):
+                manager.cancel(name)
+
+
+def poll(fetch, predicate, what, limit=POLL_LIMIT):
+    """Call ``fetch`` until ``predicate(result)``; fail after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while True:
+        result = fetch()
+        if predicate(result):
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail("gave up waiting for %s after %d s; last: %r" % (what, limit, result))
+        time.sleep(0.05)
+
+
+def finish(jobs, job_id):
+    job = jobs.wait(job_id, POLL_LIMIT)
+    assert job["state"] != "running", job
+    return job
+
+
+def group_alive(pgid):
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            info = job_lib._proc_stat(int(name))
+            if info and info[1] == pgid and info[0] not in ("Z", "X", "x"):
+                return True
+    return False
+
+
+def acl_xattr(mode, users=()):
+    entries = [(0x01, (mode >> 6) & 7, 0xFFFFFFFF)]
+    entries += [(0x02, perm, uid) for uid, perm in users]
+    entries += [(0x04, (mode >> 3) & 7, 0xFFFFFFFF), (0x10, (mode >> 3) & 7, 0xFFFFFFFF),
+                (0x20, mode & 7, 0xFFFFFFFF)]
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
+
+
+def write(path, data):
+    path = os.fsencode(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def rich_tree(root):
+    """Hard links, symlinks, xattrs, an ACL, a sparse file, empty folders, a FIFO and awkward names."""
+    root = os.fsencode(root)
+    write(os.path.join(root, b"docs", b"report.txt"), b"quarterly\n" * 1000)
+    write(os.path.join(root, b"docs", b"with space.txt"), b"space")
+    write(os.path.join(root, b"docs", b"new\nline.txt"), b"newline")
+    write(os.path.join(root, BAD), b"latin-1 name")
+    write(os.path.join(root, b"data", b"random.bin"), os.urandom(3 * MiB + 17))
+    os.link(os.path.join(root, b"docs", b"report.txt"), os.path.join(root, b"data", b"report.hardlink"))
+    os.symlink(b"../docs/report.txt", os.path.join(root, b"data", b"report.symlink"))
+    os.symlink(b"/nonexistent/target", os.path.join(root, b"dangling"))
+    os.makedirs(os.path.join(root, b"empty", b"nested-empty"))
+    os.setxattr(os.path.join(root, b"docs", b"report.txt"), "user.checksum", b"\x00\x01binary")
+    os.setxattr(os.path.join(root, b"docs"), "user.folder", b"yes")
+    os.setxattr(os.path.join(root, b"docs", b"with space.txt"), "system.posix_acl_access",
+                acl_xattr(0o640, [(4242, 6)]))
+    with open(os.path.join(root, b"sparse.img"), "wb") as handle:
+        handle.truncate(64 * MiB)
+        handle.seek(32 * MiB)
+        handle.write(b"island")
+    os.mkfifo(os.path.join(root, b"pipe"))
+    write(os.path.join(root, b"lost+found", b"fsck-leftover"), b"ignored")
+    write(os.path.join(root, b"docs", b"lost+found", b"nested"), b"ignored too")
+    return root
+
+
+def slow_tree(root, small=5, big=12 * MiB):
+    """Small files first (rsync sends in name order), then one big file that a bwlimit makes slow."""
+    root = os.fsencode(root)
+    for index in range(small):
+        write(os.path.join(root, b"a-small-%d" % index), os.urandom(64 * 1024))
+    write(os.path.join(root, b"z-big"), os.urandom(big))
+    return root, small * 64 * 1024
+
+
+def folders(tmp_path):
+    src = tmp_path / "src"
+    dst = tmp_path / "dst"
+    src.mkdir(exist_ok=True)
+    dst.mkdir(exist_ok=True)
+    return str(src), str(dst)
+
+
+def wait_inside_big_file(jobs, job_id, small_bytes):
+    return poll(lambda: jobs.view(job_id),
+                lambda job: job["state"] != "running" or (
+                    job["phase"] == "copying" and job["progress"]["bytes_done"] > small_bytes + MiB),
+                "the copy to be inside the big file")
+
+
+# --------------------------------------------------------------------------- copies
+
+
+def test_rich_tree_is_copied_and_verified(jobs, tmp_path):
+    src, dst = folders(tmp_path)
+    rich_tree(src)
+    write(os.path.join(dst, "lost+found", "kept"), b"the destination's own")
+    request = jobs.build_request("rich", src, dst)
+    result = jobs.start(request, wait_seconds=POLL_LIMIT)
+    job = result["job"]
+    assert result["changed"] is True
+    assert job["state"] == "completed", job
+    assert job["phase"] == "done"
+    report = job["report"]
+    assert report["verified"] is True and report["verification"] == "passed"
+    assert report["hash_algorithm"] == "xxh128"
+    assert report["source_digest"] == report["destination_digest"]
+    assert (report["differ"], report["missing"], report["extra"]) == ([], [], [])
+    assert report["files"] == 7 and report["symlinks"] == 2 and report["directories"] == 5
+    assert report["rsync_rc"] == 0 and report["warnings"] == []
+    assert job["progress"]["percent"] == 100
+
+    d = os.fsencode(dst)
+    a = os.stat(os.path.join(d, b"docs", b"report.txt"))
+    assert a.st_ino == os.stat(os.path.join(d, b"data", b"report.hardlink")).st_ino
+    assert os.readlink(os.path.join(d, b"data", b"report.symlink")) == b"../docs/report.txt"
+    assert os.readlink(os.path.join(d, b"dangling")) == b"/nonexistent/target"
+    assert os.getxattr(os.path.join(d, b"docs", b"report.txt"), "user.checksum") == b"\x00\x01binary"
+    assert os.getxattr(os.path.join(d, b"docs", b"with space.txt"), "system.posix_acl_access") == \
+        acl_xattr(0o640, [(4242, 6)])
+    sparse = os.stat(os.path.join(d, b"sparse.img"))
+    assert sparse.st_size == 64 * MiB and sparse.st_blocks * 512 < MiB
+    assert os.path.isdir(os.path.join(d, b"empty", b"nested-empty"))
+    assert stat.S_ISFIFO(os.lstat(os.path.join(d, b"pipe")).st_mode)
+    assert open(os.path.join(d, BAD), "rb").read() == b"latin-1 name"
+    assert open(os.path.join(d, b"docs", b"new\nline.txt"), "rb").read() == b"newline"
+    assert not os.path.exists(os.path.join(d, b"lost+found", b"fsck-leftover"))
+    assert not os.path.exists(os.path.join(d, b"docs", b"lost+found"))
+    assert open(os.path.join(d, b"lost+found", b"kept"), "rb").read() == b"the destination's own"
+
+    folder = job["folder"]
+    for name in ("job.json", "status.json", "report.json"):
+        with open(os.path.join(folder, name), "rb") as handle:
+            json.loads(handle.read().decode("utf-8"))
+    assert os.path.getsize(os.path.join(folder, "rsync.log")) > 0
+
+    again = jobs.start(request)
+    assert again["changed"] is False
+    assert again["job"]["report"] == report
+
+
+def test_report_renders_non_utf8_names(jobs, tmp_path):
+    src, dst = folders(tmp_path)
+    write(os.path.join(os.fsencode(src), BAD), b"x")
+    write(os.path.join(os.fsencode(dst), b"extra-" + BAD), b"?")
+    request = jobs.build_request("names", src, dst, rsync_base_options=["-a"])  # no --delete: the extra stays
+    job = finish(jobs, jobs.start(request)["job"]["id"])
+    assert job["state"] == "failed"
+    assert job["report"]["extra"] == ["extra-caf\\xe9-latin1"]
+    assert "extra-caf\\xe9-latin1" in job["error"]
+    json.dumps(job, ensure_ascii=False).encode("utf-8")
+
+
+def test_same_second_same_size_change_is_copied_on_the_next_pass(jobs, tmp_path):
+    src, dst = folders(tmp_path)
+    path = os.path.join(src, "ledger")
+    second = 1700000000 * 10**9
+    write(path, b"balance=100")
+    os.utime(path, ns=(second + 1000, second + 1000))
+    first = jobs.start(jobs.build_request("pass1", src, dst), wait_seconds=POLL_LIMIT)["job"]
+    assert first["report"]["verified"] is True
+
+    write(path, b"balance=999")  # same size
+    os.utime(path, ns=(second + 2000, second + 2000))  # same second
+    second_pass = jobs.start(jobs.build_request("pass2", src, dst, final_pass=True), wait_seconds=POLL_LIMIT)["job"]
+    assert second_pass["state"] == "completed", second_pass
+    assert second_pass["report"]["verified"] is True
+    # rsync itself copied it (not a repair after a failed verification).
+    assert second_pass["report"]["attempt"] == 1
+    assert second_pass["report"]["rsync_stats"]["transferred"] == 1
+    assert open(os.path.join(dst, "ledger"), "rb").read() == b"balance=999"
+    assert os.stat(os.path.join(dst, "ledger")).st_mtime_ns == second + 2000
+
+
+def test_copy_of_300_mib_with_verification(jobs, tmp_path):
+    """Also records the timings (written next to the job folder as timings.json)."""
+    src, dst = folders(tmp_path)
+    block = os.urandom(MiB)
+    for index in range(3):
+        with open(os.path.join(src, "big-%d.bin" % index), "wb") as handle:
+            for step in range(100):
+                handle.write(block[step:] + block[:step])
+    for index in range(200):
+        write(os.path.join(src, "small", "f%03d" % index), os.urandom(4096))
+    started = time.monotonic()
+    job = jobs.start(jobs.build_request("big", src, dst), wait_seconds=600)["job"]
+    elapsed = time.monotonic() - started
+    report = job["report"]
+    assert job["state"] == "completed" and report["verified"] is True
+    assert report["bytes"] == 300 * MiB + 200 * 4096
+    timings = {"bytes": report["bytes"], "copy_seconds": report["copy_seconds"],
+               "verify_seconds": report["verify_seconds"], "total_seconds": round(elapsed, 3),
+               "hash_algorithm": report["hash_algorithm"]}
+    with open(os.path.join(jobs.state_dir, "timings.json"), "w", encoding="utf-8") as handle:
+        json.dump(timings, handle)
+    print("300 MiB copy+verify timings: %s" % timings)
+
+
+def test_check_hash_false_skips_verification(jobs, tmp_path):
+    src, dst = folders(tmp_path)
+    write(os.path.join(src, "f"), b"x")
+    job = jobs.start(jobs.build_request("nohash", src, dst, check_hash=False), wait_seconds=POLL_LIMIT)["job"]
+    assert job["state"] == "completed"
+    assert job["report"]["verified"] is False
+    assert job["report"]["verification"] == "skipped"
+    assert job["report"]["hash_algorithm"] is None
+    assert open(os.path.join(dst, "f"), "rb").read() == b"x"
+
+
+def test_wait_seconds_returns_as_soon_as_the_job_ends(jobs, tmp_path):
+    src, dst = folders(tmp_path)
+    write(os.path.join(src, "f"), b"x")
+    started = time.monotonic()
+    job = jobs.start(jobs.build_request("quick", src, dst), wait_seconds=3600)["job"]
+    assert job["state"] == "completed"
+    assert time.monotonic() - started < 600  # far below the 3600 s it was allowed to wait
+
+
+# --------------------------------------------------------------------------- detached jobs
+
+
+def test_started_again_attaches_to_the_running_job(jobs, tmp_path):
+    src, dst = folders(tmp_path)
+    dummy, small = slow_tree(src)
+    request = jobs.build_request("attach", src, dst, bwlimit="2m")
+    first = jobs.start(request)
+    assert first["changed"] is True and first["job"]["state"] == "running"
+    again = jobs.start(request)
+    assert again["changed"] is False
+    assert again["job"]["state"] == "running"
+    assert again["job"]["pid"] == first["job"]["pid"]
+    assert again["actions"][0].startswith("attach to running job attach")
+    other_options = jobs.start(jobs.build_request("attach", src, dst, bwlimit="3m"))
+    assert other_options["changed"] is False
+    assert "already running with other options" in other_options["warnings"][0]
+    job = wait_inside_big_file(jobs, "attach", small)
+    assert job["progress"]["bytes_total"] == small + 12 * MiB
+    assert 0 < job["progress"]["percent"] < 100
+    assert job["progress"]["files_total"] == 7  # ., five small files, the big one
+    assert job["progress"]["rate_bytes_per_s"] > 0
+    assert jobs.cancel("attach")["changed"] is True
+
+
+def test_worker_killed_mid_copy_resumes_without_copying_again(jobs, tmp_path):
+    src, dst = folders(tmp_path)
+    dummy, small = slow_tree(src)
+    request = jobs.build_request("resume", src, dst, bwlimit="2m")
+    started = jobs.start(request)["job"]
+    job = wait_inside_big_file(jobs, "resume", small)
+    assert job["state"] == "running", job
+    copied = dict((name, os.stat(os.path.join(dst, name))) for name in os.listdir(dst) if name.startswith("a-small"))
+    assert len(copied) == 5
+
+    os.killpg(started["pid"], signal.SIGKILL)  # the worker and its rsync, as a crash or reboot would
+    poll(lambda: group_alive(started["pid"]), lambda alive: not alive, "the killed process group to end")
+    interrupted = jobs.view("resume")
+    assert interrupted["state"] == "failed" and interrupted["interrupted"] is True
+    assert "start the job again to resume" in interrupted["error"]
+
+    resumed = jobs.start(request)
+    assert resumed["changed"] is True
+    assert resumed["actions"][0].startswith("resume job resume")
+    job = finish(jobs, "resume")
+    assert job["state"] == "completed", job
+    assert job["report"]["verified"] is True
+    assert job["report"]["attempt"] == 2
+    assert job["report"]["rsync_stats"]["transferred"] == 1  # only the big file
+    for name, before in copied.items():
+        after = os.stat(os.path.join(dst, name))
+        assert (after.st_ino, after.st_mtime_ns, after.st_ctime_ns) == \
+            (before.st_ino, before.st_mtime_ns, before.st_ctime_ns), name
+    assert sorted(os.listdir(dst)) == sorted(os.listdir(src))  # rsync's temporary file is gone
+
+
+def test_cancel_mid_copy_stops_every_process(jobs, tmp_path):
+    src, dst = folders(tmp_path)
+    dummy, small = slow_tree(src)
+    request = jobs.build_request("cancel", src, dst, bwlimit="2m")
+    pid = jobs.start(request)["job"]["pid"]
+    wait_inside_big_file(jobs, "cancel", small)
+    check = job_lib.DataCopyJobs(jobs.state_dir, check_mode=True).cancel("cancel")
+    assert check["changed"] is True and check["job"]["state"] == "cancelled"
+    assert jobs.view("cancel")["state"] == "running"
+
+    result = jobs.cancel("cancel")
+    assert result["changed"] is True
+    assert result["job"]["state"] == "cancelled"
+    assert not group_alive(pid)
+    assert not job_lib.worker_alive(result["job"]["folder"], pid)
+    again = jobs.cancel("cancel")
+    assert again["changed"] is False and again["job"]["state"] == "cancelled"
+
+    restarted = jobs.start(request)
+    assert restarted["changed"] is True and restarted["actions"][0].startswith("restart job cancel")
+    job = finish(jobs, "cancel")
+    assert job["state"] == "completed" and job["report"]["verified"] is True
+    assert job["report"]["rsync_stats"]["transferred"] == 1
+
+
+def test_vanished_source_file_is_a_warning_except_on_the_final_pass(jobs, tmp_path):
+    for final_pass in (False, True):
+        base = tmp_path / ("final" if final_pass else "phase1")
+        base.mkdir()
+        src, dst = folders(base)
+        write(os.path.join(src, "a-big"), os.urandom(4 * MiB))
+        write(os.path.join(src, "z-later"), b"soon gone")
+        job_id = "vanish-%s" % final_pass
+        jobs.start(jobs.build_request(job_id, src, dst, bwlimit="2m", final_pass=final_pass))
+        poll(lambda: jobs.view(job_id),
+             lambda job: job["state"] != "running" or (job["phase"] == "copying" and job["progress"]["bytes_done"]),
+             "the copy of a-big to start")
+        folder_times = os.stat(src)
+        os.unlink(os.path.join(src, "z-later"))
+        # Only the vanished file is under test: the source folder keeps its time, so the verification
+        # compares a source that did not otherwise change.
+        os.utime(src, ns=(folder_times.st_atime_ns, folder_times.st_mtime_ns))
+        job = finish(jobs, job_id)
+        assert job["report"]["rsync_rc"] == 24
+        if final_pass:
+            assert job["state"] == "failed"
+            assert "vanished" in job["error"] and "final pass" in job["error"]
+        else:
+            assert job["state"] == "completed" and job["report"]["verified"] is True
+            assert any("vanished" in warning for warning in job["report"]["warnings"])
+
+
+def test_failed_verification_then_started_again_repairs(jobs, tmp_path):
+    src, dst = folders(tmp_path)
+    write(os.path.join(src, "a"), os.urandom(100000))
+    write(os.path.join(src, "b"), b"b")
+    assert jobs.start(jobs.build_request("one", src, dst), wait_seconds=POLL_LIMIT)["job"]["report"]["verified"]
+    target = os.path.join(dst, "a")
+    before = os.stat(target)
+    with open(target, "r+b") as handle:
+        handle.seek(5000)
+        byte = handle.read(1)
+        handle.seek(5000)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    request = jobs.build_request("two", src, dst)
+    job = jobs.start(request, wait_seconds=POLL_LIMIT)["job"]
+    assert job["state"] == "failed"
+    assert job["report"]["differ"] == [{"path": "a", "attributes": ["hash"]}]
+    assert job["error"].startswith("Verification of %s against %s failed: 1 differ (first: a (hash))" % (dst, src))
+    assert job["report"]["verified"] is False and job["report"]["verification"] == "failed"
+
+    again = jobs.start(request, wait_seconds=POLL_LIMIT)
+    assert again["changed"] is True
+    assert again["job"]["state"] == "completed", again["job"]
+    assert again["job"]["report"]["verified"] is True
+    assert open(target, "rb").read() == open(os.path.join(src, "a"), "rb").read()
+
+
+def test_worker_reports_the_xxhash_fallback(tmp_path, monkeypatch):
+    """Runs the worker in this process, with xxhash hidden."""
+    src, dst = folders(tmp_path)
+    write(os.path.join(src, "f"), b"content")
+    manager = job_lib.DataCopyJobs(str(tmp_path / "state"))
+    request = manager.build_request("fallback", src, dst)
+    folder = manager.folder("fallback")
+    os.makedirs(folder)
+    state_lib.write_json(os.path.join(folder, state_lib.JOB_FILE), request)
+    monkeypatch.setattr(manifest_lib, "_xxhash", lambda: None)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
+    assert worker_lib.Worker(folder).run() == 0
+    report = state_lib.read_json(os.path.join(folder, state_lib.REPORT_FILE))
+    assert report["hash_algorithm"] == "blake2b"
+    assert report["verified"] is True
+    assert any("xxhash is not installed" in warning for warning in report["warnings"])
+
+
+# --------------------------------------------------------------------------- requests and lifecycle
+
+
+def test_status_cancel_and_absent_of_an_unknown_job(jobs):
+    assert jobs.view("nope")["state"] == "absent"
+    assert jobs.view("nope")["report"] is None
+    assert jobs.cancel("nope")["changed"] is False
+    assert jobs.remove("nope")["changed"] is False
+
+
+def test_check_mode_starts_nothing(jobs, tmp_path):
+    src, dst = folders(tmp_path)
+    write(os.path.join(src, "f"), b"x")
+    check = job_lib.DataCopyJobs(jobs.state_dir, check_mode=True)
+    request = check.build_request("dry", src, dst)
+    result = check.start(request, wait_seconds=60)
+    assert result["changed"] is True
+    assert result["job"]["state"] == "running"
+    assert result["actions"] == ["start job dry: copy %s to %s" % (src, dst)]
+    assert not os.path.exists(check.folder("dry"))
+    assert os.listdir(dst) == []
+    jobs.start(request, wait_seconds=POLL_LIMIT)
+    assert check.start(request)["changed"] is False
+    assert check.remove("dry")["changed"] is True
+    assert os.path.isdir(check.folder("dry"))
+
+
+def test_a_job_keeps_its_source_and_destination(jobs, tmp_path):
+    src, dst = folders(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    jobs.start(jobs.build_request("fixed", src, dst), wait_seconds=POLL_LIMIT)
+    with pytest.raises(InvalidRequest) as caught:
+        jobs.start(jobs.build_request("fixed", str(other), dst))
+    assert "already copies %s to %s" % (src, dst) in str(caught.value)
+    assert "source %s" % other in str(caught.value)
+    assert caught.value.details["differences"] == ["source"]
+
+
+def test_completed_job_runs_again_when_the_request_changes(jobs, tmp_path):
+    src, dst = folders(tmp_path)
+    write(os.path.join(src, "f"), b"x")
+    jobs.start(jobs.build_request("pass", src, dst), wait_seconds=POLL_LIMIT)
+    result = jobs.start(jobs.build_request("pass", src, dst, final_pass=True), wait_seconds=POLL_LIMIT)
+    assert result["changed"] is True
+    assert result["actions"] == ["run job pass again: the request changed"]
+    assert result["job"]["report"]["final_pass"] is True
+
+
+def test_absent_removes_the_job_folder(jobs, tmp_path):
+    src, dst = folders(tmp_path)
+    dummy, small = slow_tree(src)
+    request = jobs.build_request("gone", src, dst, bwlimit="2m")
+    pid = jobs.start(request)["job"]["pid"]
+    result = jobs.remove("gone")
+    assert result["changed"] is True
+    assert result["job"]["state"] == "absent"
+    assert result["actions"][0].startswith("cancel job gone")
+    assert not os.path.exists(jobs.folder("gone"))
+    assert not group_alive(pid)
+    assert jobs.remove("gone")["changed"] is False
+
+
+def test_absent_leaves_a_folder_that_is_not_a_job_alone(jobs):
+    folder = jobs.folder("precious")
+    os.makedirs(folder)
+    write(os.path.join(folder, "data"), b"keep me")
+    with pytest.raises(InvalidRequest, match="not a data copy job folder"):
+        jobs.remove("precious")
+    assert os.path.exists(os.path.join(folder, "data"))
+
+
+@pytest.mark.parametrize(
+    "job_id, source, destination, kwargs, message",
+    [
+        ("../up", "src", "dst", {}, "contains '/'"),
+        ("-rf", "src", "dst", {}, "starts with '-'"),
+        ("ok", "relative", "dst", {}, "is not an absolute path"),
+        ("ok", "missing", "dst", {}, "is not a folder"),
+        ("ok", "src", "src", {}, "the same folder"),
+        ("ok", "src", "src/inner", {}, "must not contain each other"),
+        ("ok", "src/inner", "src", {}, "must not contain each other"),
+        ("ok", "src", "dst", {"ignore_files": ["a/b"]}, "single name"),
+        ("ok", "src", "dst", {"rsync_options": ["delete"]}, 'must start with "-"'),
+        ("ok", "src", "dst", {"bwlimit": "fast"}, "Invalid bwlimit"),
+        ("ok", "src", "dst", {"hash_algorithm": "md5"}, "unknown hash algorithm"),
+    ],
+)
+def test_invalid_requests(jobs, tmp_path, job_id, source, destination, kwargs, message):
+    (tmp_path / "src" / "inner").mkdir(parents=True)
+    (tmp_path / "dst").mkdir()
+
+    def place(path):
+        if path == "relative":
+            return "src"
+        return str(tmp_path / path)
+
+    with pytest.raises(InvalidRequest, match=message.replace("(", r"\(").replace(")", r"\)")):
+        jobs.build_request(job_id, place(source), place(destination), **kwargs)
+
+
+def test_job_folders_may_not_live_in_the_trees(tmp_path):
+    src = tmp_path / "src"
+    dst = tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    for inside in (src, dst):
+        manager = job_lib.DataCopyJobs(str(inside / "jobs"))
+        with pytest.raises(InvalidRequest, match="choose another state_dir"):
+            manager.build_request("nested", str(src), str(dst))
+
+
+def test_blake3_without_its_package_names_the_library(jobs, tmp_path, monkeypatch):
+    src, dst = folders(tmp_path)
+    monkeypatch.setattr(manifest_lib, "_blake3", lambda: None)
+    with pytest.raises(job_lib.MissingLibrary) as caught:
+        jobs.build_request("b3", src, dst, hash_algorithm="blake3")
+    assert caught.value.library == "blake3"
+    request = jobs.build_request("b3", src, dst, hash_algorithm="blake3", check_hash=False)
+    assert request["hash_algorithm"] == "blake3"
+
+
+def test_default_state_dir(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert job_lib.default_state_dir() == "/var/tmp/storage-mobility/jobs"
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("HOME", "/home/someone")
+    assert job_lib.default_state_dir() == "/home/someone/.cache/storage-mobility/jobs"
+
+
+def test_the_shipped_worker_is_self_contained(jobs, tmp_path):
+    """The job folder holds everything the worker imports: it runs with the collection gone."""
+    src, dst = folders(tmp_path)
+    write(os.path.join(src, "f"), b"x")
+    folder = jobs.folder("shipped")
+    os.makedirs(folder)
+    script = job_lib.ship_worker(folder)
+    lib = os.path.join(folder, "lib", "ansible_collections", "storage", "mobility", "plugins", "module_utils",
+                       "data_copy")
+    assert sorted(os.listdir(lib)) == ["__init__.py", "manifest.py", "rsync.py", "state.py", "worker.py"]
+    with open(script, encoding="utf-8") as handle:
+        assert handle.read() == worker_lib.LAUNCHER
+    state_lib.write_json(os.path.join(folder, state_lib.JOB_FILE), jobs.build_request("shipped", src, dst))
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    outside = subprocess.run([sys.executable, "-c", "import ansible_collections.storage.mobility"],
+                             capture_output=True, env=env, cwd=str(tmp_path), check=False)
+    assert outside.returncode != 0  # without the job folder's lib/, the collection is not importable
+    proc = subprocess.run([sys.executable, "-B", script, folder], capture_output=True, env=env, cwd=str(tmp_path),
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert state_lib.read_json(os.path.join(folder, state_lib.STATUS_FILE))["state"] == "completed"

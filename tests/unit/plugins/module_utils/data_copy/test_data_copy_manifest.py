@@ -1,0 +1,300 @@
+"""Hash manifests and their comparison (plugins/module_utils/data_copy/manifest.py), on real files.
+
+Each test builds a tree, copies it with the real rsync (the data mover's own argv), checks that the
+trees match, then damages the destination in one way and checks that exactly that is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+
+import pytest
+
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
+
+pytestmark = pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed")
+
+BAD = b"bad\xffname"
+
+
+def _build(root):
+    root = os.fsencode(root)
+    os.makedirs(os.path.join(root, b"dir", b"sub"))
+    os.makedirs(os.path.join(root, b"empty"))
+    os.makedirs(os.path.join(root, b"lost+found"))
+    with open(os.path.join(root, b"lost+found", b"junk"), "wb") as handle:
+        handle.write(b"ignored")
+    for rel, data in ((b"a.txt", b"alpha\n"), (b"dir/b.bin", os.urandom(70000)), (b"dir/sub/c", b"c" * 10),
+                      (b"with space", b"s"), (b"new\nline", b"n"), (BAD, b"not utf-8")):
+        with open(os.path.join(root, rel), "wb") as handle:
+            handle.write(data)
+    os.link(os.path.join(root, b"a.txt"), os.path.join(root, b"dir", b"a.hardlink"))
+    os.symlink(b"../a.txt", os.path.join(root, b"dir", b"a.symlink"))
+    os.setxattr(os.path.join(root, b"a.txt"), "user.origin", b"test")
+    return root
+
+
+def _copy(src, dst, ignore=("lost+found",)):
+    argv = rsync_lib.build_argv(os.fsdecode(src), os.fsdecode(dst), list(ignore))
+    proc = subprocess.run(argv, capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture
+def trees(tmp_path):
+    src = _build(tmp_path / "src")
+    dst = os.fsencode(tmp_path / "dst")
+    os.mkdir(dst)
+    _copy(src, dst)
+    return src, dst
+
+
+def _compare(src, dst, **kwargs):
+    kwargs.setdefault("ignore", ["lost+found"])
+    return manifest_lib.compare_trees(src, dst, **kwargs)
+
+
+def test_copy_matches_and_digests_are_equal(trees):
+    src, dst = trees
+    result = _compare(src, dst)
+    assert result.matched, result.summary()
+    assert result.source_digest == result.destination_digest
+    assert result.source_digest.startswith("sha256:")
+    assert result.source_counts["files"] == 7
+    assert result.source_counts["directories"] == 4  # ., dir, dir/sub, empty (lost+found ignored)
+    assert result.source_counts["symlinks"] == 1
+    assert result.compared == result.source_counts["entries"]
+    json.dumps(result.as_dict())
+
+
+def test_flipped_byte_with_equal_size_and_mtime_differs_in_hash_only(trees):
+    src, dst = trees
+    path = os.path.join(dst, b"dir", b"b.bin")
+    before = os.stat(path)
+    with open(path, "r+b") as handle:
+        handle.seek(12345)
+        byte = handle.read(1)
+        handle.seek(12345)
+        handle.write(bytes([byte[0] ^ 0x01]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    result = _compare(src, dst)
+    assert result.differ == [{"path": "dir/b.bin", "attributes": ["hash"]}]
+    assert result.repair == [b"dir/b.bin"]
+    assert result.source_digest != result.destination_digest
+    assert "dir/b.bin (hash)" in result.summary()
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "blake2b", "xxh128"])
+def test_every_algorithm_detects_the_flip(trees, algorithm):
+    if algorithm == "xxh128":
+        assert manifest_lib._xxhash() is not None, "install xxhash (requirements-dev.txt) to test xxh128"
+    src, dst = trees
+    path = os.path.join(dst, b"dir", b"sub", b"c")
+    stat_before = os.stat(path)
+    with open(path, "r+b") as handle:
+        handle.write(b"C")
+    os.utime(path, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))
+    result = _compare(src, dst, algorithm=algorithm)
+    assert [item["path"] for item in result.differ] == ["dir/sub/c"]
+
+
+def test_missing_and_extra(trees):
+    src, dst = trees
+    os.unlink(os.path.join(dst, b"dir", b"sub", b"c"))
+    shutil.rmtree(os.path.join(dst, b"empty"))
+    with open(os.path.join(dst, b"dir", b"stray"), "wb") as handle:
+        handle.write(b"?")
+    result = _compare(src, dst)
+    assert result.missing == ["dir/sub/c", "empty"]
+    assert result.extra == ["dir/stray"]
+    assert (result.missing_count, result.extra_count) == (2, 1)
+    # Removing and adding entries changed the modification times of their folders.
+    assert result.differ == [{"path": path, "attributes": ["mtime_ns"]} for path in (".", "dir", "dir/sub")]
+    assert result.repair == []
+
+
+def test_missing_folder_lists_its_contents(trees):
+    src, dst = trees
+    shutil.rmtree(os.path.join(dst, b"dir"))
+    result = _compare(src, dst, skip_times=("directory",))
+    assert result.missing == ["dir", "dir/a.hardlink", "dir/a.symlink", "dir/b.bin", "dir/sub", "dir/sub/c"]
+    assert result.missing_count == 6 and result.differ_count == 0 and result.extra_count == 0
+
+
+def test_xattr_difference(trees):
+    src, dst = trees
+    os.setxattr(os.path.join(dst, b"a.txt"), "user.origin", b"other")
+    os.setxattr(os.path.join(dst, b"with space"), "user.added", b"1")
+    result = _compare(src, dst)
+    assert {item["path"]: item["attributes"] for item in result.differ} == {
+        "a.txt": ["xattrs"], "dir/a.hardlink": ["xattrs"], "with space": ["xattrs"]}
+
+
+def acl_xattr(mode, users=()):
+    """The system.posix_acl_access value for ``mode`` plus named users ``(uid, perm)`` (what setfacl writes)."""
+    entries = [(0x01, (mode >> 6) & 7, 0xFFFFFFFF)]
+    entries += [(0x02, perm, uid) for uid, perm in users]
+    entries += [(0x04, (mode >> 3) & 7, 0xFFFFFFFF), (0x10, (mode >> 3) & 7, 0xFFFFFFFF),
+                (0x20, mode & 7, 0xFFFFFFFF)]
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
+
+
+def test_acl_difference(trees):
+    src, dst = trees
+    path = os.path.join(dst, b"dir", b"sub", b"c")
+    os.setxattr(path, "system.posix_acl_access", acl_xattr(0o644, [(12345, 4)]))
+    assert "system.posix_acl_access" in manifest_lib.read_xattrs(path)
+    result = _compare(src, dst)
+    assert result.differ == [{"path": "dir/sub/c", "attributes": ["xattrs"]}]
+
+
+def test_broken_hard_link(trees):
+    src, dst = trees
+    link = os.path.join(dst, b"dir", b"a.hardlink")
+    data = open(link, "rb").read()
+    st = os.stat(link)
+    os.unlink(link)
+    with open(link, "wb") as handle:
+        handle.write(data)
+    os.setxattr(link, "user.origin", b"test")
+    os.utime(link, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.utime(os.path.join(dst, b"dir"), ns=(os.stat(os.path.join(src, b"dir")).st_atime_ns,
+                                            os.stat(os.path.join(src, b"dir")).st_mtime_ns))
+    result = _compare(src, dst)
+    assert result.differ == [{"path": "dir/a.hardlink", "attributes": ["link"]}]
+    assert result.repair == [b"dir/a.hardlink"]
+
+
+def test_symlink_target_changed(trees):
+    src, dst = trees
+    link = os.path.join(dst, b"dir", b"a.symlink")
+    os.unlink(link)
+    os.symlink(b"../with space", link)
+    result = _compare(src, dst, skip_times=("symlink", "directory"))
+    assert result.differ == [{"path": "dir/a.symlink", "attributes": ["target"]}]
+
+
+def test_symlink_is_never_followed(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "outside").symlink_to("/etc/hostname")
+    entries, dummy = manifest_lib.manifest(str(src), algorithm="sha256")
+    link = [entry for entry in entries if entry["path"] == b"outside"][0]
+    assert link["type"] == "symlink" and link["target"] == b"/etc/hostname" and "hash" not in link
+
+
+def test_mode_and_owner_differences(trees):
+    src, dst = trees
+    os.chmod(os.path.join(dst, b"a.txt"), 0o600)
+    result = _compare(src, dst)
+    assert {item["path"]: item["attributes"] for item in result.differ} == {
+        "a.txt": ["mode"], "dir/a.hardlink": ["mode"]}
+    if os.geteuid() == 0:
+        os.lchown(os.path.join(dst, b"with space"), 4321, 4321)
+        result = _compare(src, dst)
+        assert {item["path"]: item["attributes"] for item in result.differ}["with space"] == ["uid", "gid"]
+
+
+def test_non_utf8_names_render_safely(trees):
+    src, dst = trees
+    os.unlink(os.path.join(dst, BAD))
+    result = _compare(src, dst)
+    assert result.missing == ["bad\\xffname"]
+    text = json.dumps(result.as_dict(), ensure_ascii=False)
+    text.encode("utf-8")  # no lone surrogates: this would raise UnicodeEncodeError
+
+
+def test_newline_name_is_one_entry(trees):
+    src, dst = trees
+    os.unlink(os.path.join(dst, b"new\nline"))
+    result = _compare(src, dst)
+    assert result.missing == ["new\nline"]
+
+
+def test_ignored_names_are_skipped_on_both_sides(trees):
+    src, dst = trees
+    os.makedirs(os.path.join(dst, b"dir", b"lost+found"))
+    result = _compare(src, dst, skip_times=("directory",))
+    assert result.matched, result.summary()
+    result = _compare(src, dst, ignore=[], skip_times=("directory",))
+    assert "lost+found" in result.missing and "dir/lost+found" in result.extra
+
+
+def test_lists_are_capped_but_counted(tmp_path):
+    src = tmp_path / "src"
+    dst = tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    for index in range(12):
+        (src / ("f%02d" % index)).write_bytes(b"x")
+    result = manifest_lib.compare_trees(str(src), str(dst), limit=5, skip_times=("directory",))
+    assert result.missing == ["f%02d" % index for index in range(5)]
+    assert result.missing_count == 12
+
+
+def test_manifest_entries_and_digest_are_stable(trees):
+    src, dummy = trees
+    first, digest1 = manifest_lib.manifest(src, ["lost+found"], "sha256")
+    second, digest2 = manifest_lib.manifest(src, ["lost+found"], "sha256")
+    assert digest1 == digest2
+    assert [entry["path"] for entry in first] == [entry["path"] for entry in second]
+    paths = [entry["path"] for entry in first]
+    assert paths[0] == b"."
+    assert b"dir/sub/c" in paths and b"lost+found/junk" not in paths
+    hardlink = [entry for entry in first if entry["path"] == b"dir/a.hardlink"][0]
+    assert hardlink["link"] == b"a.txt"
+
+
+def test_unreadable_file_is_a_difference(trees, monkeypatch):
+    src, dst = trees
+    real_open = manifest_lib._open_for_reading
+    victim = os.path.join(dst, b"with space")
+
+    def refuse(path):
+        if path == victim:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path)
+
+    monkeypatch.setattr(manifest_lib, "_open_for_reading", refuse)
+    result = _compare(src, dst)
+    assert result.differ == [{"path": "with space", "attributes": ["hash", "error"],
+                              "destination_error": "EACCES: Permission denied"}]
+    assert not result.matched
+
+
+def test_xxh128_falls_back_to_blake2b_without_xxhash(monkeypatch):
+    monkeypatch.setattr(manifest_lib, "_xxhash", lambda: None)
+    algorithm, warning = manifest_lib.resolve_algorithm("xxh128")
+    assert algorithm == "blake2b"
+    assert "xxhash is not installed" in warning
+    assert manifest_lib.missing_library("xxh128") is None
+
+
+def test_blake3_needs_its_package(monkeypatch):
+    monkeypatch.setattr(manifest_lib, "_blake3", lambda: None)
+    assert manifest_lib.missing_library("blake3") == "blake3"
+    with pytest.raises(manifest_lib.HashUnavailable) as caught:
+        manifest_lib.resolve_algorithm("blake3")
+    assert caught.value.library == "blake3"
+
+
+def test_sha256_and_blake2b_need_nothing():
+    assert manifest_lib.resolve_algorithm("sha256") == ("sha256", None)
+    assert manifest_lib.resolve_algorithm("blake2b") == ("blake2b", None)
+    with pytest.raises(ValueError):
+        manifest_lib.resolve_algorithm("md5")
+
+
+def test_a_symlinked_root_is_followed_like_rsync_follows_source_slash(trees, tmp_path):
+    src, dst = trees
+    link = tmp_path / "source-link"
+    link.symlink_to(os.fsdecode(src))
+    result = _compare(str(link), dst)
+    assert result.matched, result.summary()
