@@ -301,7 +301,11 @@ class PosixShareDriver(ShareDriver):
         src = self.instance_path(source_pool, name)
         dst = self.instance_path(destination_pool, name)
         if not os.path.lexists(src) and os.path.isdir(dst):
+            # The data was switched (the switchover renames the share first, its snapshots
+            # second): bring both back. Otherwise nothing of this share is in the destination
+            # pool but the reserved empty folder, and anything else there is left alone.
             os.rename(dst, src)
-        self._move_snapshots(destination_pool, source_pool, name)
+            if not os.path.lexists(self.snapshots_dir(source_pool, name)):
+                self._move_snapshots(destination_pool, source_pool, name)
         if _is_empty_dir(dst):
             os.rmdir(dst)

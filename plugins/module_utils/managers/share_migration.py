@@ -402,6 +402,11 @@ class ShareMigrationManager(HostAssistedMixin):
         driver = self.ctx.driver(source)
         try:
             driver.migration_complete(source, dest, record)
+            if not driver.migration_complete_done(source, dest, record):
+                # Never trust a return value with the source: delete nothing unless the data is
+                # really on the destination.
+                raise StorageError('the %s driver returned, but the data of share %s is not on %s'
+                                   % (driver.name, record['name'], dest))
         except Exception as exc:
             if driver.migration_complete_done(source, dest, record):
                 raise StorageError('Failed to complete the migration of share %s: %s. The data is already on %s; '
