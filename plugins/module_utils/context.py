@@ -28,6 +28,10 @@ class Context(object):
     def driver(self, pool):
         return self._drivers[(pool.backend.host, pool.backend.name)]
 
+    def lock(self, name, purpose):
+        """The share's lock in every pool; check mode writes no lock file."""
+        return self.repo.lock(name, purpose, create=not self.check_mode)
+
     def pool(self, address, what='pool'):
         return self.backends.resolve(address, what)
 

@@ -142,18 +142,29 @@ class ShareLock(object):
     cannot take one lock releases the others and raises Busy naming the holder.
     """
 
-    def __init__(self, stores, name, purpose):
+    def __init__(self, stores, name, purpose, create=True):
         self.stores = sorted(stores, key=lambda s: s.root)
         self.name = name
         self.purpose = purpose
+        # Without create (check mode) nothing is written: a pool with no lock file yet holds no
+        # lock to wait for, so it is skipped.
+        self.create = create
         self.handles = []
 
     def acquire(self):
         try:
             for store in self.stores:
-                store.ensure()
                 path = store.lock_path(self.name)
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+                if self.create:
+                    store.ensure()
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+                else:
+                    try:
+                        fd = os.open(path, os.O_RDONLY)
+                    except OSError as exc:
+                        if exc.errno == errno.ENOENT:
+                            continue
+                        raise
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except (IOError, OSError) as exc:
@@ -164,6 +175,8 @@ class ShareLock(object):
                                    'try again when it has finished' % (self.name, store.pool, holder or 'holder unknown'))
                     raise
                 self.handles.append(fd)
+                if not self.create:
+                    continue
                 info = json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
                                    'since': now_iso(), 'purpose': self.purpose}).encode('utf-8')
                 os.ftruncate(fd, 0)
@@ -210,10 +223,10 @@ class ShareRepository(object):
     def available_stores(self):
         return [s for s in self.stores.values() if os.path.isdir(s.pool.path)]
 
-    def lock(self, name, purpose):
+    def lock(self, name, purpose, create=True):
         """Lock ``name`` in every reachable pool (see ShareLock)."""
         validate_name(name)
-        return ShareLock(self.available_stores(), name, purpose)
+        return ShareLock(self.available_stores(), name, purpose, create)
 
     def find_all(self, name):
         """Every record of ``name`` with its pool, authoritative (highest revision) first."""

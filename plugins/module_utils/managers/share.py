@@ -156,7 +156,7 @@ class ShareManager(object):
         rules = normalize_rules(access_rules) if access_rules is not None else None
         ctx = self.ctx
         warnings = []
-        with ctx.repo.lock(name, 'share present'):
+        with ctx.lock(name, 'share present'):
             record, pool = ctx.load(name, required=False, cleanup=True)
             if record is None:
                 return self._create(name, pool_address, size, protocol, share_type, extra_specs, rules or [],
@@ -264,7 +264,7 @@ class ShareManager(object):
     def absent(self, name):
         ctx = self.ctx
         validate_name(name)
-        with ctx.repo.lock(name, 'share absent'):
+        with ctx.lock(name, 'share absent'):
             record, pool = ctx.load(name, required=False, cleanup=True)
             if record is None:
                 return self._result(False, None, None, None, [])
@@ -293,7 +293,7 @@ class ShareManager(object):
     def snapshot_present(self, share_name, snapshot_name, description=None):
         ctx = self.ctx
         validate_name(snapshot_name, 'snapshot name')
-        with ctx.repo.lock(share_name, 'snapshot present'):
+        with ctx.lock(share_name, 'snapshot present'):
             record, pool = ctx.load(share_name, cleanup=True)
             existing = [s for s in record['snapshots'] if s['name'] == snapshot_name]
             driver = ctx.driver(pool)
@@ -321,7 +321,7 @@ class ShareManager(object):
     def snapshot_absent(self, share_name, snapshot_name):
         ctx = self.ctx
         validate_name(snapshot_name, 'snapshot name')
-        with ctx.repo.lock(share_name, 'snapshot absent'):
+        with ctx.lock(share_name, 'snapshot absent'):
             record, pool = ctx.load(share_name, required=False, cleanup=True)
             if record is None:
                 return {'changed': False, 'snapshot': {}, 'actions': []}

@@ -164,7 +164,7 @@ class ShareMigrationManager(HostAssistedMixin):
             raise InvalidRequest('Invalid combination: force_host_assisted_migration cannot be used with %s; a host '
                                  'copy can honour none of them' % ', '.join('%s=true' % f for f in MIGRATION_FLAGS if flags[f]))
         ctx = self.ctx
-        with ctx.repo.lock(name, 'migration start'):
+        with ctx.lock(name, 'migration start'):
             record, pool = ctx.load(name, cleanup=True)
             before = copy.deepcopy(record)
             stype = None
@@ -173,6 +173,13 @@ class ShareMigrationManager(HostAssistedMixin):
             mig = record.get('migration') or {}
             # A rerun of the same request attaches to the running phase 1 instead of failing busy.
             if states.is_busy(record.get('task_state')) and mig.get('destination_pool') == str(parse_pool(destination)):
+                requested = dict(flags, force_host_assisted_migration=bool(force_host_assisted))
+                if mig.get('requested') and mig['requested'] != requested:
+                    differ = sorted(k for k in requested if mig['requested'].get(k) != requested[k])
+                    raise Busy('Cannot migrate share %s: a migration to %s with other settings is running (%s as '
+                               'started: %s); cancel it first or rerun with the same settings'
+                               % (name, destination, ', '.join(differ),
+                                  ', '.join('%s=%s' % (k, mig['requested'].get(k)) for k in differ)))
                 return self._attach(record, pool, before, wait, timeout, sleep, copy_job, copy_report)
             if copy_report is not None and mig.get('destination_pool') == str(parse_pool(destination)):
                 # A report for a migration that is no longer copying (completed, failed, cancelled).
@@ -362,7 +369,7 @@ class ShareMigrationManager(HostAssistedMixin):
     def complete(self, name, destination=None, copy_report=None):
         validate_name(name)
         ctx = self.ctx
-        with ctx.repo.lock(name, 'migration complete'):
+        with ctx.lock(name, 'migration complete'):
             record, pool = ctx.load(name, cleanup=True)
             before = copy.deepcopy(record)
             ts = record.get('task_state')
@@ -466,7 +473,7 @@ class ShareMigrationManager(HostAssistedMixin):
     def cancel(self, name):
         validate_name(name)
         ctx = self.ctx
-        with ctx.repo.lock(name, 'migration cancel'):
+        with ctx.lock(name, 'migration cancel'):
             record, pool = ctx.load(name, cleanup=True)
             before = copy.deepcopy(record)
             ts = record.get('task_state')
@@ -507,7 +514,7 @@ class ShareMigrationManager(HostAssistedMixin):
             raise InvalidRequest('Invalid task_state %r for a reset: allowed are %s or none'
                                  % (task_state, ', '.join(states.RESETTABLE_TASK_STATES)))
         ctx = self.ctx
-        with ctx.repo.lock(name, 'reset task_state'):
+        with ctx.lock(name, 'reset task_state'):
             record, pool = ctx.load(name, cleanup=True)
             before = copy.deepcopy(record)
             if record.get('task_state') == task_state:

@@ -1,0 +1,358 @@
+"""Unit tests for plugins/module_utils/drivers/posix.py against real folders in tmp_path.
+
+The driver runs real ``cp`` and ``rm`` through the default CommandRunner.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ansible_collections.storage.mobility.plugins.module_utils.config import Backends
+from ansible_collections.storage.mobility.plugins.module_utils.drivers import posix as posix_mod
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.base import MIGRATION_FLAGS, ShareDriver
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.posix import PosixShareDriver
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.registry import share_driver, share_driver_names
+from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
+
+from mobility_helpers import backend_spec, populate_share, tree_state
+
+SHARE = {"name": "s1"}
+
+
+@pytest.fixture
+def setup(tmp_path):
+    backends = Backends([
+        backend_spec(tmp_path, "be1", ("a", "b")),
+        backend_spec(tmp_path, "be2", ("c",), helper="bind", export={"helper": "bind", "root": str(tmp_path / "exp")}),
+        backend_spec(tmp_path, "be1", ("x",), host="node2"),
+    ])
+    runner = CommandRunner()
+    drivers = dict((b.host + "@" + b.name, share_driver(b, runner)) for b in backends.backends)
+    pools = dict((str(p.ref), p) for p in backends.pools())
+    return backends, drivers, pools
+
+
+@pytest.fixture
+def drv(setup):
+    backends, drivers, pools = setup
+    return drivers["localhost@be1"], pools["localhost@be1#a"], pools["localhost@be1#b"]
+
+
+def test_registry():
+    assert share_driver_names() == ["posix"]
+    assert issubclass(PosixShareDriver, ShareDriver)
+    with pytest.raises(TypeError):
+        ShareDriver(None, None)  # abstract
+
+
+# --------------------------------------------------------------------------- instances
+
+
+def test_create_and_delete_instance(drv):
+    driver, a, _b = drv
+    path = driver.instance_path(a, "s1")
+    assert path == os.path.join(a.path, "shares", "s1")
+    assert driver.instance_exists(a, "s1") is False
+    assert driver.create_instance(a, "s1") == path
+    assert driver.create_instance(a, "s1") == path  # an existing empty instance is fine
+    assert driver.instance_exists(a, "s1") is True
+    with open(os.path.join(path, "f"), "w") as handle:
+        handle.write("data")
+    os.makedirs(os.path.join(path, "d", "e"))
+    assert driver.delete_instance(a, "s1") is True
+    assert not os.path.exists(path)
+    assert os.listdir(os.path.join(a.path, ".mobility", "trash")) == [], "the trash is emptied"
+    assert driver.delete_instance(a, "s1") is False  # already gone: no change
+
+
+def test_create_instance_refuses_a_folder_with_foreign_data(drv):
+    driver, a, _b = drv
+    path = driver.instance_path(a, "s1")
+    os.makedirs(path)
+    with open(os.path.join(path, "keep"), "w") as handle:
+        handle.write("not ours")
+    with pytest.raises(InvalidRequest, match="already exists and is not an empty folder"):
+        driver.create_instance(a, "s1")
+    assert open(os.path.join(path, "keep")).read() == "not ours"
+
+
+def test_create_instance_in_a_missing_pool_fails_clearly(tmp_path):
+    backend = Backends([{"name": "be1", "pools": {"gone": str(tmp_path / "gone")}}]).backends[0]
+    driver = PosixShareDriver(backend, CommandRunner())
+    with pytest.raises(StorageError, match="does not exist or is not a folder"):
+        driver.create_instance(backend.pools["gone"], "s1")
+    assert not (tmp_path / "gone").exists()
+
+
+def test_delete_finishes_an_interrupted_delete_from_the_trash(drv):
+    driver, a, _b = drv
+    trash = os.path.join(a.path, ".mobility", "trash", "share-s1.deadbeef")
+    os.makedirs(os.path.join(trash, "left", "over"))
+    other = os.path.join(a.path, ".mobility", "trash", "share-s10.cafe")
+    os.makedirs(other)
+    assert driver.delete_instance(a, "s1") is True
+    assert not os.path.exists(trash)
+    assert os.path.isdir(other), "only this share's trash entries are purged"
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+def test_snapshot_is_a_full_copy_and_idempotent(drv):
+    driver, a, _b = drv
+    path = driver.create_instance(a, "s1")
+    populate_share(path)
+    size = driver.create_snapshot(a, "s1", "snap1")
+    snap = driver.snapshot_path(a, "s1", "snap1")
+    assert driver.snapshot_exists(a, "s1", "snap1")
+    assert size > 0
+    assert tree_state(snap) == tree_state(path)
+    # changing the share does not change the snapshot, and a second create is a no-op
+    with open(os.path.join(path, "plain.txt"), "w") as handle:
+        handle.write("changed")
+    assert driver.create_snapshot(a, "s1", "snap1") == size
+    assert open(os.path.join(snap, "plain.txt"), "rb").read().startswith(b"hello")
+
+
+def test_snapshot_replaces_a_partial_copy_left_by_a_crash(drv):
+    driver, a, _b = drv
+    path = driver.create_instance(a, "s1")
+    with open(os.path.join(path, "f"), "w") as handle:
+        handle.write("x")
+    partial = os.path.join(driver.snapshots_dir(a, "s1"), ".snap1.partial")
+    os.makedirs(os.path.join(partial, "junk"))
+    driver.create_snapshot(a, "s1", "snap1")
+    assert not os.path.exists(partial)
+    assert sorted(os.listdir(driver.snapshot_path(a, "s1", "snap1"))) == ["f"]
+
+
+def test_delete_snapshot_removes_the_empty_snapshot_folder(drv):
+    driver, a, _b = drv
+    driver.create_instance(a, "s1")
+    driver.create_snapshot(a, "s1", "snap1")
+    driver.create_snapshot(a, "s1", "snap2")
+    assert driver.delete_snapshot(a, "s1", "snap1") is True
+    assert os.path.isdir(driver.snapshots_dir(a, "s1"))
+    assert driver.delete_snapshot(a, "s1", "snap2") is True
+    assert not os.path.exists(driver.snapshots_dir(a, "s1"))
+    assert driver.delete_snapshot(a, "s1", "snap2") is False
+
+
+# --------------------------------------------------------------------------- pools
+
+
+def test_pool_stats(drv):
+    driver, a, _b = drv
+    stats = driver.pool_stats(a)
+    assert stats["pool_name"] == "a"
+    assert stats["share_backend_name"] == "be1"
+    assert stats["snapshot_support"] is True and stats["driver_handles_share_servers"] is False
+    assert stats["total_capacity_gb"] >= stats["free_capacity_gb"] >= 0
+    assert stats["fsid"] == os.stat(a.path).st_dev
+    assert stats["export_helper"] == "none"
+
+
+# --------------------------------------------------------------------------- compatibility
+
+
+def test_same_filesystem_is_compatible_but_not_nondisruptive_with_helper_none(drv):
+    driver, a, b = drv
+    driver.create_instance(a, "s1")
+    compat = driver.migration_check_compatibility(a, b, SHARE, driver)
+    assert compat == {"compatible": True, "writable": True, "preserve_metadata": True,
+                      "preserve_snapshots": True, "nondisruptive": False, "reason": None}
+    assert set(MIGRATION_FLAGS) <= set(compat)
+
+
+def test_bind_exports_at_the_same_path_are_nondisruptive(tmp_path):
+    exp = {"helper": "bind", "root": str(tmp_path / "exp")}
+    backends = Backends([backend_spec(tmp_path, "be1", ("a", "b"), export=exp)])
+    driver = share_driver(backends.backends[0], CommandRunner())
+    a, b = backends.pools()
+    driver.create_instance(a, "s1")
+    assert driver.migration_check_compatibility(a, b, SHARE, driver)["nondisruptive"] is True
+
+
+def test_bind_exports_at_different_paths_are_disruptive(setup):
+    backends, drivers, pools = setup
+    drivers["localhost@be1"].create_instance(pools["localhost@be1#a"], "s1")
+    # be1 exports with none, be2 with bind: the path users reach changes
+    compat = drivers["localhost@be1"].migration_check_compatibility(
+        pools["localhost@be1#a"], pools["localhost@be2#c"], SHARE, drivers["localhost@be2"])
+    assert compat["compatible"] is True and compat["nondisruptive"] is False
+
+
+def test_other_driver_is_incompatible(drv):
+    driver, a, b = drv
+    driver.create_instance(a, "s1")
+
+    class Other:
+        name = "netapp"
+    compat = driver.migration_check_compatibility(a, b, SHARE, Other())
+    assert compat["compatible"] is False
+    assert "uses driver netapp" in compat["reason"]
+    assert not any(compat[f] for f in MIGRATION_FLAGS)
+
+
+def test_other_host_is_incompatible(setup):
+    backends, drivers, pools = setup
+    drivers["localhost@be1"].create_instance(pools["localhost@be1#a"], "s1")
+    compat = drivers["localhost@be1"].migration_check_compatibility(
+        pools["localhost@be1#a"], pools["node2@be1#x"], SHARE, drivers["node2@be1"])
+    assert compat["compatible"] is False
+    assert "different hosts (localhost, node2)" in compat["reason"]
+
+
+class _Stat:
+    """An os.stat result with another st_dev."""
+
+    def __init__(self, real, dev):
+        self._real = real
+        self.st_dev = dev
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def fake_other_filesystem(monkeypatch, pool_path):
+    """Make everything under ``pool_path`` look like another device to os.stat."""
+    real_stat = os.stat
+    prefix = os.fsencode(pool_path)
+
+    def fake_stat(path, *args, **kwargs):
+        result = real_stat(path, *args, **kwargs)
+        raw = os.fsencode(path) if not isinstance(path, int) else b""
+        if raw == prefix or raw.startswith(prefix + b"/"):
+            return _Stat(result, result.st_dev + 1000)
+        return result
+    monkeypatch.setattr(posix_mod.os, "stat", fake_stat)
+
+
+def test_different_filesystems_are_incompatible(drv, monkeypatch):
+    driver, a, b = drv
+    driver.create_instance(a, "s1")
+    fake_other_filesystem(monkeypatch, b.path)
+    compat = driver.migration_check_compatibility(a, b, SHARE, driver)
+    assert compat["compatible"] is False
+    assert "different filesystems" in compat["reason"]
+    assert not any(compat[f] for f in MIGRATION_FLAGS)
+
+
+def test_unreadable_pool_is_incompatible_with_the_reason(drv, tmp_path):
+    driver, a, _b = drv
+    driver.create_instance(a, "s1")
+    backend = Backends([{"name": "bx", "pools": {"gone": str(tmp_path / "gone")}}]).backends[0]
+    compat = driver.migration_check_compatibility(a, backend.pools["gone"], SHARE, driver)
+    assert compat["compatible"] is False and "cannot read the pools" in compat["reason"]
+
+
+# --------------------------------------------------------------------------- driver-assisted migration
+
+
+def test_start_refuses_when_the_destination_already_holds_snapshots(drv):
+    driver, a, b = drv
+    driver.create_instance(a, "s1")
+    driver.create_snapshot(a, "s1", "snap1")
+    os.makedirs(os.path.join(driver.snapshots_dir(b, "s1"), "old"))
+    with pytest.raises(StorageError, match="already holds snapshots"):
+        driver.migration_start(a, b, SHARE)
+
+
+def test_start_refuses_when_the_destination_already_holds_data(drv):
+    driver, a, b = drv
+    driver.create_instance(a, "s1")
+    dst = driver.create_instance(b, "s1")
+    with open(os.path.join(dst, "foreign"), "w") as handle:
+        handle.write("x")
+    with pytest.raises(StorageError, match="already holds data"):
+        driver.migration_start(a, b, SHARE)
+
+
+def test_start_refuses_when_the_source_data_is_missing(drv):
+    driver, a, b = drv
+    with pytest.raises(StorageError, match="its data .* is missing"):
+        driver.migration_start(a, b, SHARE)
+
+
+def test_phase1_reports_done_with_full_progress(drv):
+    driver, a, b = drv
+    driver.create_instance(a, "s1")
+    driver.create_instance(b, "s1")
+    driver.migration_start(a, b, SHARE)
+    assert driver.migration_continue(a, b, SHARE) is True
+    assert driver.migration_get_progress(a, b, SHARE)["total_progress"] == 100
+    assert driver.migration_complete_done(a, b, SHARE) is False
+
+
+def test_complete_moves_everything_and_is_idempotent(drv):
+    driver, a, b = drv
+    src = driver.create_instance(a, "s1")
+    xattr_ok = populate_share(src)
+    driver.create_snapshot(a, "s1", "snap1")
+    before = tree_state(src)
+    snap_before = tree_state(driver.snapshot_path(a, "s1", "snap1"))
+    driver.create_instance(b, "s1")
+    driver.migration_start(a, b, SHARE)
+    driver.migration_complete(a, b, SHARE)
+    dst = driver.instance_path(b, "s1")
+    assert driver.migration_complete_done(a, b, SHARE) is True
+    assert not os.path.lexists(src)
+    assert not os.path.lexists(driver.snapshots_dir(a, "s1"))
+    assert tree_state(dst) == before
+    assert tree_state(driver.snapshot_path(b, "s1", "snap1")) == snap_before
+    if xattr_ok:
+        assert os.getxattr(os.path.join(dst, "plain.txt"), "user.mobility.test") == b"kept"
+    driver.migration_complete(a, b, SHARE)  # rerun after a crash: converges, changes nothing
+    assert tree_state(dst) == before
+
+
+def test_complete_with_the_data_nowhere_fails(drv):
+    driver, a, b = drv
+    with pytest.raises(StorageError, match="its data is in neither"):
+        driver.migration_complete(a, b, SHARE)
+
+
+def test_cancel_before_the_switch_drops_the_reserved_destination(drv):
+    driver, a, b = drv
+    src = driver.create_instance(a, "s1")
+    populate_share(src)
+    before = tree_state(src)
+    driver.create_instance(b, "s1")
+    driver.migration_cancel(a, b, SHARE)
+    assert not os.path.lexists(driver.instance_path(b, "s1"))
+    assert tree_state(src) == before
+    driver.migration_cancel(a, b, SHARE)  # idempotent
+    assert tree_state(src) == before
+
+
+def test_cancel_after_the_switch_puts_data_and_snapshots_back(drv):
+    driver, a, b = drv
+    src = driver.create_instance(a, "s1")
+    populate_share(src)
+    driver.create_snapshot(a, "s1", "snap1")
+    before = tree_state(src)
+    driver.create_instance(b, "s1")
+    driver.migration_complete(a, b, SHARE)
+    driver.migration_cancel(a, b, SHARE)
+    assert tree_state(src) == before
+    assert driver.snapshot_exists(a, "s1", "snap1")
+    assert not os.path.lexists(driver.instance_path(b, "s1"))
+    assert not os.path.lexists(driver.snapshots_dir(b, "s1"))
+
+
+def test_cancel_leaves_foreign_snapshot_folders_of_the_destination_alone(drv):
+    """Data in the destination pool that the migration did not bring must stay where it is."""
+    driver, a, b = drv
+    driver.create_instance(a, "s1")
+    foreign = os.path.join(driver.snapshots_dir(b, "s1"), "old")
+    os.makedirs(foreign)
+    with open(os.path.join(foreign, "f"), "w") as handle:
+        handle.write("not moved by this migration")
+    driver.create_instance(b, "s1")
+    driver.migration_start(a, b, SHARE)  # the source has no snapshots, so this is accepted
+    driver.migration_cancel(a, b, SHARE)
+    assert os.path.isfile(os.path.join(foreign, "f")), "foreign data was moved out of the destination pool"
+    assert not os.path.lexists(driver.snapshots_dir(a, "s1")), "foreign data was moved into the source pool"

@@ -1,0 +1,100 @@
+"""Unit tests for plugins/module_utils/names.py: safe names and ``host@backend#pool`` addresses."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
+from ansible_collections.storage.mobility.plugins.module_utils.names import PoolRef, parse_pool, validate_name
+
+
+@pytest.mark.parametrize("name", ["s1", "share-01", "A.b_c", "x" * 255, "caf\u00e9", "with space"])
+def test_validate_name_accepts_safe_names(name):
+    assert validate_name(name) == name
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("a/b", "contains '/'"),
+    ("/abs", "contains '/'"),
+    ("..", "contains '..'"),
+    (".", "starts with '.'"),
+    ("a..b", "contains '..'"),
+    ("-rf", "starts with '-'"),
+    ("--help", "starts with '-'"),
+    ("a\x00b", "contains a NUL byte"),
+    ("a\nb", "contains a newline"),
+    ("a\rb", "contains a newline"),
+    (".hidden", "starts with '.'"),
+    ("x" * 256, "is longer than 255 bytes"),
+    ("\u00e9" * 128, "is longer than 255 bytes"),  # 256 bytes in UTF-8
+])
+def test_validate_name_refuses_unsafe_names_naming_the_problem(name, problem):
+    with pytest.raises(InvalidRequest) as info:
+        validate_name(name)
+    assert problem in str(info.value)
+    assert "Invalid share name" in str(info.value)
+
+
+def test_validate_name_lists_every_problem_and_uses_the_given_noun():
+    with pytest.raises(InvalidRequest) as info:
+        validate_name("-a/..", what="snapshot name")
+    message = str(info.value)
+    assert message.startswith("Invalid snapshot name")
+    for problem in ("contains '/'", "contains '..'", "starts with '-'"):
+        assert problem in message
+
+
+@pytest.mark.parametrize("value", ["", None, 3, b"bytes", ["s1"]])
+def test_validate_name_refuses_non_strings_and_empty(value):
+    with pytest.raises(InvalidRequest) as info:
+        validate_name(value)
+    assert "non-empty string" in str(info.value)
+
+
+def test_parse_pool_splits_the_three_parts():
+    ref = parse_pool("node-1.example@be_1#pool.a")
+    assert (ref.host, ref.backend, ref.pool) == ("node-1.example", "be_1", "pool.a")
+    assert str(ref) == "node-1.example@be_1#pool.a"
+    assert repr(ref) == "PoolRef('node-1.example@be_1#pool.a')"
+
+
+def test_pool_refs_compare_and_hash_by_address():
+    assert parse_pool("h@b#p") == PoolRef("h", "b", "p")
+    assert parse_pool("h@b#p") != parse_pool("h@b#q")
+    assert not (parse_pool("h@b#p") != PoolRef("h", "b", "p"))
+    assert parse_pool("h@b#p") != "h@b#p"
+    assert len({parse_pool("h@b#p"), PoolRef("h", "b", "p")}) == 1
+
+
+@pytest.mark.parametrize("value, hint", [
+    ("hostbackend#pool", "no '@' between host and backend"),
+    ("host@backend", "no '#' before the pool name"),
+    ("host#pool", "no '@' between host and backend"),
+    ("host@backend#", None),
+    ("@backend#pool", None),
+    ("host@#pool", None),
+    ("host@backend#pool#x", None),
+    ("host@@backend#pool", None),
+    ("host@backend#-pool", None),
+    ("host@backend#.pool", None),
+    (" host@backend#pool", None),
+    ("host@backend#pool\n", None),
+    ("host@back end#pool", None),
+    ("host@backend#../pool", None),
+    ("host@backend#po/ol", None),
+])
+def test_parse_pool_refuses_malformed_addresses(value, hint):
+    with pytest.raises(InvalidRequest) as info:
+        parse_pool(value, "destination pool")
+    message = str(info.value)
+    assert message.startswith("Invalid destination pool %r" % value)
+    assert "expected host@backend#pool" in message
+    if hint:
+        assert hint in message
+
+
+@pytest.mark.parametrize("value", ["", None, 12])
+def test_parse_pool_refuses_empty_and_non_strings(value):
+    with pytest.raises(InvalidRequest) as info:
+        parse_pool(value)
+    assert "expected host@backend#pool" in str(info.value)
