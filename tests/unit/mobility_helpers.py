@@ -187,7 +187,9 @@ def populate_share(path):
     """Fill a share folder with everything a migration must keep. Returns True when the
     filesystem accepted a ``user.*`` xattr (so the xattr assertions are meaningful)."""
     path = os.fsencode(str(path))
-    j = lambda *names: os.path.join(path, *names)  # noqa: E731
+
+    def j(*names):
+        return os.path.join(path, *names)
     with open(j(b"plain.txt"), "wb") as handle:
         handle.write(b"hello\n" * 100)
     os.chmod(j(b"plain.txt"), 0o640)

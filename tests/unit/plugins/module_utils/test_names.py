@@ -61,7 +61,7 @@ def test_parse_pool_splits_the_three_parts():
 def test_pool_refs_compare_and_hash_by_address():
     assert parse_pool("h@b#p") == PoolRef("h", "b", "p")
     assert parse_pool("h@b#p") != parse_pool("h@b#q")
-    assert not (parse_pool("h@b#p") != PoolRef("h", "b", "p"))
+    assert (parse_pool("h@b#p") != PoolRef("h", "b", "p")) is False
     assert parse_pool("h@b#p") != "h@b#p"
     assert len({parse_pool("h@b#p"), PoolRef("h", "b", "p")}) == 1
 

@@ -44,8 +44,10 @@ def drv(setup):
 def test_registry():
     assert share_driver_names() == ["posix"]
     assert issubclass(PosixShareDriver, ShareDriver)
+    incomplete = type("Incomplete", (ShareDriver,), {"name": "incomplete"})
     with pytest.raises(TypeError):
-        ShareDriver(None, None)  # abstract
+        incomplete(None, None)  # a driver that leaves an abstract method out cannot be built
+    assert "migration_check_compatibility" in ShareDriver.__abstractmethods__
 
 
 # --------------------------------------------------------------------------- instances
