@@ -131,8 +131,15 @@ def _file_type(mode):
     return 'unknown'
 
 
+# Filesystem-internal mirrors of what is compared already: XFS shows its on-disk copy of the
+# POSIX ACLs to root as trusted.SGI_ACL_*, so an ext4 -> xfs copy would otherwise "differ".
+FS_INTERNAL_XATTRS = ('trusted.SGI_ACL_FILE', 'trusted.SGI_ACL_DEFAULT')
+
+
 def _xattr_wanted(name, privileged):
     """The xattrs rsync -X/-A copies: ACLs and user.* always, trusted.* and security.* as root."""
+    if name in FS_INTERNAL_XATTRS:
+        return False
     if name in ACL_XATTRS or name.startswith('user.'):
         return True
     return privileged and name.startswith(('trusted.', 'security.'))
