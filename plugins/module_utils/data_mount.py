@@ -301,8 +301,8 @@ class DataMount(object):
         actions = []
         if not os.path.isdir(self.path):
             actions.append('create mount point %s' % self.path)
-        actions.append('mount %s at %s%s' % (self.export or 'the export', self.path,
-                                              ' read-only' if self.read_only and self.helper != 'bind' else ''))
+        suffix = ' read-only' if self.read_only and self.helper != 'bind' else ''
+        actions.append('mount %s at %s%s' % (self.export or 'the export', self.path, suffix))
         if self.read_only and self.helper == 'bind':
             actions.append('remount %s read-only' % self.path)
         if self.check_mode:

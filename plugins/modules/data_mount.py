@@ -9,7 +9,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: data_mount
 short_description: Mount a share export on a data node, or unmount it
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Mounts one share export at a path of the data node it runs on, through a mount template with
     the reference placeholders "%(proto)s", "%(options)s", "%(export)s" and "%(path)s",
@@ -28,6 +28,7 @@ attributes:
     description: Returns the planned O(ignore:actions) and the command; mounts nothing.
   diff_mode:
     support: none
+    description: Nothing to compare; RV(actions) says what changed.
 notes:
   - A mount point this module creates holds a marker file (hidden under the mount). After
     unmounting, with O(remove_path), a folder holding nothing but that marker is removed, and so
