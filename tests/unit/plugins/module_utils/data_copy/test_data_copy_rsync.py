@@ -87,7 +87,8 @@ def test_build_argv_defaults_and_order():
                                 bwlimit="10m")
     assert argv == [
         "rsync", "-aHAXS", "--numeric-ids", "--partial", "--delete", "--info=progress2,stats2",
-        "--no-inc-recursive", "--modify-window=-1", "--exclude=lost+found", "--exclude=a\\*b", "--bwlimit=10m",
+        "--no-inc-recursive", "--modify-window=-1", "--filter=-x trusted.SGI_ACL_FILE",
+        "--filter=-x trusted.SGI_ACL_DEFAULT", "--exclude=lost+found", "--exclude=a\\*b", "--bwlimit=10m",
         "--no-whole-file", "--", "/mnt/src/", "/mnt/dst/",
     ]
 
