@@ -174,7 +174,9 @@ class ShareMigrationManager(HostAssistedMixin):
             # A rerun of the same request attaches to the running phase 1 instead of failing busy.
             if states.is_busy(record.get('task_state')) and mig.get('destination_pool') == str(parse_pool(destination)):
                 requested = dict(flags, force_host_assisted_migration=bool(force_host_assisted))
-                if mig.get('requested') and mig['requested'] != requested:
+                # A call that hands over a copy job or report refers to the running migration;
+                # any other rerun must ask for the same thing to join it.
+                if copy_job is None and copy_report is None and mig.get('requested') and mig['requested'] != requested:
                     differ = sorted(k for k in requested if mig['requested'].get(k) != requested[k])
                     raise Busy('Cannot migrate share %s: a migration to %s with other settings is running (%s as '
                                'started: %s); cancel it first or rerun with the same settings'

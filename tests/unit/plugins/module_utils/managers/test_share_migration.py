@@ -1237,3 +1237,13 @@ def test_check_mode_writes_no_lock_file(env, share):
     result = start(env, check_mode=True)
     assert result["changed"] is True and result["actions"]
     assert not os.path.exists(lock)
+
+
+def test_copy_reports_and_jobs_refer_to_the_running_migration_whatever_the_flags(env, share):
+    """The data node's calls carry no flags; they must reach a migration started with force."""
+    result = start(env, force_host_assisted=True)
+    assert result["task_state"] == states.DATA_COPYING_STARTING
+    job = {"data_node": "localhost", "job_id": result["copy_plan"]["job_id"], "status_file": "/nonexistent"}
+    assert start(env, copy_job=job)["task_state"] == states.DATA_COPYING_IN_PROGRESS
+    with pytest.raises(Busy, match="with other settings"):
+        start(env)
