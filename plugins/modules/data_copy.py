@@ -102,7 +102,8 @@ options:
     type: list
     elements: str
     default: ['-aHAXS', '--numeric-ids', '--partial', '--delete', '--info=progress2,stats2', '--no-inc-recursive',
-              '--modify-window=-1', '--filter=-x trusted.SGI_ACL_FILE', '--filter=-x trusted.SGI_ACL_DEFAULT']
+              '--modify-window=-1', '--filter=-x trusted.SGI_ACL_FILE', '--filter=-x trusted.SGI_ACL_DEFAULT',
+              '--filter=-x system.posix_acl_access', '--filter=-x system.posix_acl_default']
   final_pass:
     description:
       - This is the last pass before the switchover. Source files that vanish during the copy (rsync exit

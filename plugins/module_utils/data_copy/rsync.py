@@ -15,12 +15,15 @@ import re
 # -S sparse files. --modify-window=-1 compares timestamps to the nanosecond: with rsync's
 # default (whole seconds) a same-size change made within the same second as the previous
 # copy is skipped by the quick check and never copied.
-# The two xattr filters keep rsync away from XFS's own copy of the POSIX ACLs (shown to root as
-# trusted.SGI_ACL_*): on a second pass to xfs, rsync -X deletes that "extra" xattr and with it
-# the ACL it had just set (seen here, ext4 -> xfs; the verification caught it).
+# The xattr filters leave ACLs to -A alone. XFS shows root its own copy of the POSIX ACLs as
+# trusted.SGI_ACL_*: on a second pass to xfs, rsync -X deleted that "extra" xattr and with it
+# the ACL it had just set. Without root, rsync -X stores system.posix_acl_* as extra
+# user.rsync.system.posix_acl_* xattrs on the destination. Both were seen here and caught by
+# the verification.
+XATTR_FILTERS = ('--filter=-x trusted.SGI_ACL_FILE', '--filter=-x trusted.SGI_ACL_DEFAULT',
+                 '--filter=-x system.posix_acl_access', '--filter=-x system.posix_acl_default')
 DEFAULT_BASE_OPTIONS = ('-aHAXS', '--numeric-ids', '--partial', '--delete', '--info=progress2,stats2',
-                        '--no-inc-recursive', '--modify-window=-1',
-                        '--filter=-x trusted.SGI_ACL_FILE', '--filter=-x trusted.SGI_ACL_DEFAULT')
+                        '--no-inc-recursive', '--modify-window=-1') + XATTR_FILTERS
 
 WILDCARDS = '*?['
 

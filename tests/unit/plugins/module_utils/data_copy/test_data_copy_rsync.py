@@ -88,7 +88,8 @@ def test_build_argv_defaults_and_order():
     assert argv == [
         "rsync", "-aHAXS", "--numeric-ids", "--partial", "--delete", "--info=progress2,stats2",
         "--no-inc-recursive", "--modify-window=-1", "--filter=-x trusted.SGI_ACL_FILE",
-        "--filter=-x trusted.SGI_ACL_DEFAULT", "--exclude=lost+found", "--exclude=a\\*b", "--bwlimit=10m",
+        "--filter=-x trusted.SGI_ACL_DEFAULT", "--filter=-x system.posix_acl_access",
+        "--filter=-x system.posix_acl_default", "--exclude=lost+found", "--exclude=a\\*b", "--bwlimit=10m",
         "--no-whole-file", "--", "/mnt/src/", "/mnt/dst/",
     ]
 
