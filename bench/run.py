@@ -1,0 +1,860 @@
+#!/usr/bin/env python3
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Benchmark of the data mover against the copy limit, the reference method and rsync + sha256sum.
+
+    python bench/run.py [--quick] [--runs N] [--out FILE]
+
+Generates three data sets (seeded, so every run writes the same bytes), copies each one with every
+method between two filesystems (as root: ext4 and xfs on loop devices; otherwise two folders),
+with the page cache dropped before each timed run when possible, then times the cutover (a final
+pass after 1% of the files changed). Prints a table and PASS/FAIL per target and writes a JSON file.
+See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MIB = 1024 * 1024
+KIB = 1024
+
+PLAYBOOK = """---
+- name: Benchmark one copy through storage.mobility.data_mover (helper none)
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Copy and verify with the data_mover role
+      ansible.builtin.include_role:
+        name: storage.mobility.data_mover
+      vars:
+        data_mover_job_id: "{{ bench_job_id }}"
+        data_mover_source: {helper: none, export: "{{ bench_source }}"}
+        data_mover_destination: {helper: none, export: "{{ bench_destination }}"}
+        data_mover_state_dir: "{{ bench_state_dir }}"
+        data_mover_mount_tmp_location: "{{ bench_mount_tmp }}"
+        data_mover_final_pass: "{{ bench_final_pass | bool }}"
+"""
+
+STARTUP_PLAYBOOK = """---
+- name: Start-up cost of ansible-playbook and one data_copy module call
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Ask for a job that does not exist
+      storage.mobility.data_copy:
+        job_id: bench-startup-probe
+        state: status
+        state_dir: "{{ bench_state_dir }}"
+"""
+
+METHODS = ('cp_a', 'tar_pipe', 'copy_limit', 'reference', 'rsync_sha256sum', 'ours')
+DATASETS = ('D1', 'D2', 'D3')
+
+
+def log(message):
+    sys.stdout.write('[%s] %s\n' % (time.strftime('%H:%M:%S'), message))
+    sys.stdout.flush()
+
+
+def run_cmd(argv, **kwargs):
+    kwargs.setdefault('check', True)
+    kwargs.setdefault('stdout', subprocess.DEVNULL)
+    kwargs.setdefault('stderr', subprocess.PIPE)
+    try:
+        return subprocess.run(argv, **kwargs)
+    except subprocess.CalledProcessError as exc:
+        err = exc.stderr.decode('utf-8', 'replace') if isinstance(exc.stderr, bytes) else (exc.stderr or '')
+        raise RuntimeError('%s failed with %s: %s' % (' '.join(map(str, argv)), exc.returncode, err[-2000:]))
+
+
+# ---------------------------------------------------------------------- data sets
+
+
+class Block:
+    """Deterministic incompressible content: slices of one seeded random buffer, stamped per chunk."""
+
+    def __init__(self, seed):
+        self.buffer = random.Random(seed).randbytes(8 * MIB + 64 * KIB)
+
+    def content(self, size, key):
+        out = bytearray()
+        offset = (hash_int(key) % (64 * KIB))
+        stamp = key.encode('utf-8')[:64]
+        while len(out) < size:
+            chunk = bytearray(self.buffer[offset:offset + min(MIB, size - len(out))])
+            chunk[:len(stamp)] = stamp[:len(chunk)]
+            out += chunk
+            offset = (offset + 4099) % (64 * KIB)
+            stamp = (key + ':%d' % len(out)).encode('utf-8')[:64]
+        return bytes(out)
+
+
+def hash_int(text):
+    return int.from_bytes(hashlib.blake2b(text.encode('utf-8'), digest_size=8).digest(), 'big')
+
+
+def plan_datasets(opts):
+    """The files of each data set, as (relative path, size) lists plus extras, without writing anything."""
+    rng = random.Random(opts.seed)
+    plans = {}
+    plans['D1'] = {'files': [('big-%02d.bin' % i, opts.d1_mib * MIB) for i in range(opts.d1_files)]}
+    per_dir = max(1, opts.d2_files // opts.d2_dirs)
+    plans['D2'] = {'files': [('d%04d/f%05d.dat' % (i // per_dir, i), opts.d2_kib * KIB)
+                             for i in range(opts.d2_files)]}
+    files = []
+    for i in range(opts.d3_files):
+        # Mostly small files, a few large ones: 98% 1 KiB..64 KiB, 2% 64 KiB..8 MiB (log-uniform).
+        if rng.random() < 0.98:
+            size = int(2 ** rng.uniform(10, 16))
+        else:
+            size = int(2 ** rng.uniform(16, 23))
+        folder = 'a%02d/b%03d' % (rng.randrange(20), rng.randrange(50))
+        files.append(('%s/m%05d.bin' % (folder, i), size))
+    hardlinks = [(files[i][0], 'links/h%05d' % i) for i in range(0, len(files), 50)]
+    symlinks = [('symlinks/s%05d' % i, '../' + files[i][0]) for i in range(0, len(files), 100)]
+    symlinks.append(('symlinks/dangling', 'does/not/exist'))
+    xattrs = [files[i][0] for i in range(0, len(files), 20)]
+    plans['D3'] = {'files': files, 'hardlinks': hardlinks, 'symlinks': symlinks, 'xattrs': xattrs,
+                   'sparse': ('sparse/sparse.img', opts.sparse_mib * MIB)}
+    for plan in plans.values():
+        plan['bytes'] = sum(size for _, size in plan['files'])
+        if 'sparse' in plan:
+            plan['bytes'] += plan['sparse'][1]
+        plan['nfiles'] = len(plan['files']) + len(plan.get('hardlinks', ())) + (1 if 'sparse' in plan else 0)
+    return plans
+
+
+def write_dataset(root, name, plan, block, seed):
+    base = root / name
+    base.mkdir(parents=True, exist_ok=True)
+    made = set()
+    notes = []
+    for rel, size in plan['files']:
+        path = base / rel
+        if path.parent not in made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made.add(path.parent)
+        with open(path, 'wb') as handle:
+            if size > 4 * MIB:
+                done = 0
+                while done < size:
+                    part = min(4 * MIB, size - done)
+                    handle.write(block.content(part, '%s/%s@%d' % (name, rel, done)))
+                    done += part
+            else:
+                handle.write(block.content(size, '%s/%s' % (name, rel)))
+    for target, link in plan.get('hardlinks', ()):
+        (base / link).parent.mkdir(parents=True, exist_ok=True)
+        os.link(base / target, base / link)
+    for link, target in plan.get('symlinks', ()):
+        (base / link).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, base / link)
+    failed = 0
+    for rel in plan.get('xattrs', ()):
+        try:
+            os.setxattr(base / rel, 'user.mobility.bench', ('xattr of %s' % rel).encode('utf-8'))
+        except OSError:
+            failed += 1
+    if failed:
+        notes.append('%d xattrs could not be set (filesystem without user xattrs)' % failed)
+    if 'sparse' in plan:
+        rel, size = plan['sparse']
+        path = base / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, 'wb') as handle:
+            handle.truncate(size)
+            for offset in (0, size // 2, size - MIB):
+                handle.seek(offset)
+                handle.write(block.content(MIB, '%s/sparse@%d' % (name, offset)))
+    # Fixed timestamps with nanoseconds, so every run has the same metadata.
+    rng = random.Random(seed)
+    for rel, _ in plan['files']:
+        os.utime(base / rel, ns=(1_700_000_000 * 10 ** 9 + rng.randrange(10 ** 15),) * 2)
+    return notes
+
+
+def tree_stats(root):
+    """Regular file paths, unique bytes and entries of a tree (for rates and subsets)."""
+    paths, inodes, entries = [], {}, 0
+    dirs = []
+    for folder, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        entries += 1
+        rel_folder = os.path.relpath(folder, root)
+        dirs.append(rel_folder)
+        for name in sorted(filenames):
+            entries += 1
+            full = os.path.join(folder, name)
+            st = os.lstat(full)
+            if os.path.isfile(full) and not os.path.islink(full):
+                paths.append(os.path.normpath(os.path.join(rel_folder, name)))
+                inodes[(st.st_dev, st.st_ino)] = st.st_size
+    return {'paths': paths, 'bytes': sum(inodes.values()), 'files': len(paths), 'entries': entries, 'dirs': dirs}
+
+
+# ---------------------------------------------------------------------- filesystems and caches
+
+
+class Filesystems:
+    """The source and destination: ext4 and xfs on loop devices as root, else two folders."""
+
+    def __init__(self, work, mode, src_bytes, dst_bytes, dst_inodes):
+        self.work = work
+        self.loops = []
+        self.mounted = []
+        self.images = []
+        self.kind = 'folders'
+        self.note = None
+        self.src = work / 'src'
+        self.dst = work / 'dst'
+        self.src.mkdir()
+        self.dst.mkdir()
+        if mode == 'folders':
+            self.note = 'two folders on one filesystem (--fs folders)'
+            return
+        if os.geteuid() != 0:
+            self.note = 'two folders on one filesystem (not root: no loop devices)'
+            if mode == 'loop':
+                raise SystemExit('--fs loop needs root')
+            return
+        try:
+            self._setup_loop(src_bytes, dst_bytes, dst_inodes)
+            self.kind = 'loop'
+        except Exception as exc:  # pylint: disable=broad-except
+            self.cleanup()
+            self.src.mkdir(exist_ok=True)
+            self.dst.mkdir(exist_ok=True)
+            if mode == 'loop':
+                raise
+            self.note = 'two folders on one filesystem (loop devices failed: %s)' % str(exc).splitlines()[0][:200]
+
+    def _image(self, name, size):
+        image = self.work / name
+        with open(image, 'wb') as handle:
+            handle.truncate(size)
+        self.images.append(image)
+        out = run_cmd(['losetup', '--find', '--show', str(image)], stdout=subprocess.PIPE)
+        loop = out.stdout.decode().strip()
+        self.loops.append(loop)
+        return loop
+
+    def _setup_loop(self, src_bytes, dst_bytes, dst_inodes):
+        gib = 1024 * MIB
+        self.src_loop = self._image('src-ext4.img', (src_bytes * 14 // 10 // gib + 2) * gib)
+        run_cmd(['mkfs.ext4', '-q', '-F', '-N', str(max(dst_inodes * 3, 65536)), '-E',
+                 'lazy_itable_init=0,lazy_journal_init=0', self.src_loop])
+        self._mount(self.src_loop, self.src)
+        self.dst_loop = self._image('dst-xfs.img', (dst_bytes * 14 // 10 // gib + 2) * gib)
+        self.format_dst()
+
+    def _mount(self, device, path):
+        run_cmd(['mount', device, str(path)])
+        self.mounted.append(path)
+
+    def format_dst(self):
+        """A fresh destination: a new xfs (loop) or an empty folder."""
+        if self.kind == 'loop' or getattr(self, 'dst_loop', None):
+            if self.dst in self.mounted:
+                run_cmd(['umount', str(self.dst)])
+                self.mounted.remove(self.dst)
+            run_cmd(['mkfs.xfs', '-q', '-f', self.dst_loop])
+            self._mount(self.dst_loop, self.dst)
+        else:
+            for child in self.dst.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+
+    def fstype(self, path):
+        try:
+            out = subprocess.run(['findmnt', '-n', '-o', 'FSTYPE,SOURCE', '-T', str(path)], check=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            return out.stdout.decode().strip()
+        except (OSError, subprocess.CalledProcessError):
+            return 'unknown'
+
+    def cleanup(self):
+        for path in reversed(self.mounted):
+            subprocess.run(['umount', str(path)], check=False)
+        self.mounted = []
+        for loop in self.loops:
+            subprocess.run(['losetup', '-d', loop], check=False)
+        self.loops = []
+        for image in self.images:
+            try:
+                image.unlink()
+            except OSError:
+                pass
+        self.images = []
+
+
+def flush(path):
+    """syncfs(2) of the filesystem holding ``path`` (coreutils ``sync -f``)."""
+    run_cmd(['sync', '-f', str(path)])
+
+
+def drop_caches():
+    os.sync()
+    try:
+        with open('/proc/sys/vm/drop_caches', 'w') as handle:
+            handle.write('3\n')
+        return True
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------- methods
+
+
+def m_cp_a(src, dst, ctx):
+    run_cmd(['cp', '-a', str(src) + '/.', str(dst)])
+    return {}
+
+
+def m_tar_pipe(src, dst, ctx):
+    producer = subprocess.Popen(['tar', '-C', str(src), '-cf', '-', '.'], stdout=subprocess.PIPE)
+    consumer = subprocess.Popen(['tar', '-C', str(dst), '-xf', '-'], stdin=producer.stdout)
+    producer.stdout.close()
+    rc_consumer = consumer.wait()
+    rc_producer = producer.wait()
+    if rc_consumer or rc_producer:
+        raise RuntimeError('tar pipe failed: %s %s' % (rc_producer, rc_consumer))
+    return {}
+
+
+def sha256_files(root, rels, batch=256):
+    out = {}
+    for start in range(0, len(rels), batch):
+        chunk = rels[start:start + batch]
+        result = run_cmd(['sha256sum', '--'] + chunk, cwd=str(root), stdout=subprocess.PIPE)
+        for line in result.stdout.decode('utf-8', 'surrogateescape').splitlines():
+            digest, _, name = line.partition('  ')
+            out[name] = digest
+    return out
+
+
+def m_reference(src, dst, ctx):
+    """One `cp -P --preserve=all` per file on a subset, then sha256sum of both sides; scaled."""
+    stats = ctx['stats']
+    subset = ctx['subset']
+    started = time.perf_counter()
+    for rel in stats['dirs']:
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+    dirs_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    for rel in subset:
+        run_cmd(['cp', '-P', '--preserve=all', str(src / rel), str(dst / rel)])
+    copy_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    left = sha256_files(src, subset)
+    right = sha256_files(dst, subset)
+    hash_seconds = time.perf_counter() - started
+    if left != right:
+        raise RuntimeError('reference method: sha256 of the copied subset differs')
+    scale = stats['files'] / float(len(subset))
+    return {'measured_seconds': dirs_seconds + copy_seconds + hash_seconds, 'subset_files': len(subset),
+            'scale': scale, 'dirs_seconds': dirs_seconds, 'copy_seconds_subset': copy_seconds,
+            'hash_seconds_subset': hash_seconds,
+            'seconds': dirs_seconds + (copy_seconds + hash_seconds) * scale}
+
+
+def find_sha256sum(root):
+    find = subprocess.Popen(['find', '.', '-type', 'f', '-print0'], cwd=str(root), stdout=subprocess.PIPE)
+    xargs = subprocess.Popen(['xargs', '-0', 'sha256sum', '--'], cwd=str(root), stdin=find.stdout,
+                             stdout=subprocess.PIPE)
+    find.stdout.close()
+    output = xargs.communicate()[0]
+    if find.wait() or xargs.returncode:
+        raise RuntimeError('find | xargs sha256sum failed in %s' % root)
+    return sorted(output.splitlines())
+
+
+def m_rsync_sha256sum(src, dst, ctx):
+    started = time.perf_counter()
+    run_cmd(['rsync', '-aHAX', str(src) + '/', str(dst) + '/'])
+    copy_seconds = time.perf_counter() - started
+    if find_sha256sum(src) != find_sha256sum(dst):
+        raise RuntimeError('rsync + sha256sum: the trees differ')
+    return {'copy_seconds': copy_seconds, 'verify_seconds': time.perf_counter() - started - copy_seconds}
+
+
+class Ours:
+    """storage.mobility.data_copy through ansible-playbook running the data_mover role (helper none)."""
+
+    def __init__(self, work):
+        self.work = work
+        self.state_dir = work / 'jobs'
+        self.mount_tmp = work / 'mnt'
+        self.state_dir.mkdir()
+        self.mount_tmp.mkdir()
+        self.playbook = work / 'bench_data_mover.yml'
+        self.playbook.write_text(PLAYBOOK)
+        self.startup = work / 'bench_startup.yml'
+        self.startup.write_text(STARTUP_PLAYBOOK)
+        self.env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_RETRY_FILES_ENABLED='false',
+                        ANSIBLE_COLLECTIONS_SCAN_SYS_PATH='false', ANSIBLE_LOCALHOST_WARNING='false',
+                        ANSIBLE_INVENTORY_UNPARSED_WARNING='false')
+        if not self.env.get('ANSIBLE_COLLECTIONS_PATH'):
+            venv = REPO / '.venv' / 'collections'
+            link = venv / 'ansible_collections' / 'storage' / 'mobility'
+            if link.exists() and link.resolve() == REPO:
+                self.env['ANSIBLE_COLLECTIONS_PATH'] = str(venv)
+            else:
+                base = work / 'collections'
+                (base / 'ansible_collections' / 'storage').mkdir(parents=True)
+                (base / 'ansible_collections' / 'storage' / 'mobility').symlink_to(REPO)
+                self.env['ANSIBLE_COLLECTIONS_PATH'] = str(base)
+        candidate = Path(sys.executable).parent / 'ansible-playbook'
+        self.ansible_playbook = str(candidate) if candidate.exists() else shutil.which('ansible-playbook')
+        if not self.ansible_playbook:
+            raise SystemExit('ansible-playbook not found (source scripts/env.sh first)')
+        self.counter = 0
+
+    def _play(self, playbook, extra, label):
+        vars_file = self.work / ('vars-%s.json' % label)
+        extra = dict(extra, bench_state_dir=str(self.state_dir), bench_mount_tmp=str(self.mount_tmp),
+                     ansible_python_interpreter=sys.executable)
+        vars_file.write_text(json.dumps(extra))
+        log_file = self.work / ('ansible-%s.log' % label)
+        started = time.perf_counter()
+        with open(log_file, 'wb') as handle:
+            rc = subprocess.run([self.ansible_playbook, '-i', 'localhost,', str(playbook), '-e', '@%s' % vars_file],
+                                env=self.env, stdout=handle, stderr=subprocess.STDOUT, cwd=str(self.work)).returncode
+        seconds = time.perf_counter() - started
+        if rc:
+            tail = log_file.read_text(errors='replace')[-3000:]
+            raise RuntimeError('ansible-playbook (%s) failed with %d:\n%s' % (label, rc, tail))
+        return seconds
+
+    def startup_seconds(self):
+        return self._play(self.startup, {}, 'startup')
+
+    def copy(self, src, dst, job_id, final_pass=False):
+        seconds = self._play(self.playbook, {'bench_job_id': job_id, 'bench_source': str(src),
+                                             'bench_destination': str(dst), 'bench_final_pass': final_pass},
+                             job_id)
+        report = json.loads((self.state_dir / job_id / 'report.json').read_text())
+        stats = report.get('rsync_stats') or {}
+        return {'seconds': seconds, 'verified': bool(report.get('verified')),
+                'verification': report.get('verification'), 'copy_seconds': report.get('copy_seconds'),
+                'verify_seconds': report.get('verify_seconds'), 'hash_algorithm': report.get('hash_algorithm'),
+                'job_id': job_id, 'rsync_stats': stats}
+
+
+# ---------------------------------------------------------------------- the cutover
+
+
+def modify_one_percent(root, stats, block, seed):
+    """Change 1% of the regular files: half rewritten with the same size and an mtime in the same
+    second (other nanoseconds), half grown by 100 bytes with the current time."""
+    rng = random.Random(seed)
+    count = max(2, len(stats['paths']) // 100)
+    chosen = sorted(rng.sample(stats['paths'], min(count, len(stats['paths']))))
+    same_second, grown = [], []
+    for index, rel in enumerate(chosen):
+        path = root / rel
+        st = os.stat(path)
+        if index % 2 == 0:
+            data = block.content(st.st_size, 'changed:%s' % rel)
+            with open(path, 'r+b') as handle:
+                handle.write(data)
+                handle.truncate(st.st_size)
+            second, nanos = divmod(st.st_mtime_ns, 10 ** 9)
+            new = second * 10 ** 9 + (nanos + 123_457) % 10 ** 9
+            os.utime(path, ns=(st.st_atime_ns, new))
+            same_second.append(rel)
+        else:
+            with open(path, 'ab') as handle:
+                handle.write(block.content(100, 'grown:%s' % rel))
+            grown.append(rel)
+    return same_second, grown
+
+
+def content_misses(src, dst, rels):
+    left = sha256_files(src, rels)
+    right = sha256_files(dst, rels) if rels else {}
+    return sorted(rel for rel in rels if left.get(rel) != right.get(rel))
+
+
+def cutover(fs, ours, opts, run, block, caches):
+    """Phase 1 by ours and by rsync, change 1%, then time ours' final pass against a plain rsync."""
+    fs.format_dst()
+    source = fs.src / 'CUT'
+    if source.exists():
+        shutil.rmtree(source)
+    run_cmd(['cp', '-a', str(fs.src / opts.cutover_set), str(source)])
+    ours_dst, rsync_dst = fs.dst / 'ours', fs.dst / 'rsync'
+    ours_dst.mkdir()
+    rsync_dst.mkdir()
+    tag = '%d-%d' % (os.getpid(), run)
+    drop_caches()
+    phase1 = ours.copy(source, ours_dst, 'bench-cut-p1-%s' % tag)
+    run_cmd(['rsync', '-aHAX', str(source) + '/', str(rsync_dst) + '/'])
+    stats = tree_stats(source)
+    same_second, grown = modify_one_percent(source, stats, block, opts.seed + 1000 + run)
+    changed = same_second + grown
+    caches.append(drop_caches())
+    final = ours.copy(source, ours_dst, 'bench-cut-final-%s' % tag, final_pass=True)
+    caches.append(drop_caches())
+    started = time.perf_counter()
+    run_cmd(['rsync', '-aHAX', str(source) + '/', str(rsync_dst) + '/'])
+    flush(rsync_dst)
+    rsync_seconds = time.perf_counter() - started
+    ours_missed = content_misses(source, ours_dst, changed)
+    rsync_missed = content_misses(source, rsync_dst, changed)
+    caches.append(drop_caches())
+    noop = ours.copy(source, ours_dst, 'bench-cut-noop-%s' % tag, final_pass=True)
+    caches.append(drop_caches())
+    started = time.perf_counter()
+    run_cmd(['rsync', '-aHAX', str(source) + '/', str(rsync_dst) + '/'])
+    flush(rsync_dst)
+    rsync_noop = time.perf_counter() - started
+    started = time.perf_counter()
+    attach = ours.copy(source, ours_dst, 'bench-cut-noop-%s' % tag, final_pass=True)
+    shutil.rmtree(source)
+    return {
+        'phase1_seconds': phase1['seconds'], 'phase1_verified': phase1['verified'],
+        'changed_files': len(changed), 'changed_same_size_same_second': len(same_second),
+        'changed_grown': len(grown),
+        'ours_final_seconds': final['seconds'], 'ours_final_verified': final['verified'],
+        'ours_final_copy_seconds': final['copy_seconds'], 'ours_final_verify_seconds': final['verify_seconds'],
+        'ours_final_rsync_stats': final['rsync_stats'],
+        'ours_missed': len(ours_missed), 'rsync_seconds': rsync_seconds, 'rsync_missed': len(rsync_missed),
+        'rsync_missed_same_second': len(set(rsync_missed) & set(same_second)),
+        'rsync_missed_examples': rsync_missed[:5],
+        'ours_noop_seconds': noop['seconds'], 'ours_noop_verified': noop['verified'],
+        'ours_noop_copy_seconds': noop['copy_seconds'], 'ours_noop_verify_seconds': noop['verify_seconds'],
+        'rsync_noop_seconds': rsync_noop, 'ours_attach_completed_seconds': attach['seconds'],
+    }
+
+
+# ---------------------------------------------------------------------- report
+
+
+def machine_info(fs, caches_dropped):
+    mem = None
+    try:
+        with open('/proc/meminfo') as handle:
+            for line in handle:
+                if line.startswith('MemTotal:'):
+                    mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    cpu_model = None
+    try:
+        with open('/proc/cpuinfo') as handle:
+            for line in handle:
+                if line.startswith('model name'):
+                    cpu_model = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    rsync_version = subprocess.run(['rsync', '--version'], stdout=subprocess.PIPE).stdout.decode().splitlines()[0]
+    return {
+        'hostname': platform.node(), 'cpu_count': os.cpu_count(), 'cpu_model': cpu_model,
+        'memory_bytes': mem, 'kernel': platform.release(), 'python': platform.python_version(),
+        'rsync': rsync_version, 'root': os.geteuid() == 0, 'filesystems': fs.kind,
+        'filesystems_note': fs.note, 'source_fs': fs.fstype(fs.src), 'destination_fs': fs.fstype(fs.dst),
+        'work_dir_fs': fs.fstype(fs.work), 'caches_dropped': caches_dropped,
+        'loadavg_at_start': os.getloadavg(),
+    }
+
+
+def fmt_table(rows):
+    header = ('method', 'data set', 'seconds', 'MB/s', 'files/s', 'x copy limit', 'note')
+    lines = [header]
+    for row in rows:
+        lines.append((row['method'], row['dataset'], '%.2f' % row['seconds'], '%.1f' % row['mb_per_s'],
+                      '%.0f' % row['files_per_s'],
+                      '%.2f' % row['ratio_to_copy_limit'] if row['ratio_to_copy_limit'] else '-',
+                      row.get('note', '')))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    out = []
+    for index, line in enumerate(lines):
+        out.append('  '.join(str(cell).ljust(widths[i]) for i, cell in enumerate(line)).rstrip())
+        if index == 0:
+            out.append('  '.join('-' * w for w in widths))
+    return '\n'.join(out)
+
+
+def evaluate_targets(rows, cut):
+    by = {(row['method'], row['dataset']): row['seconds'] for row in rows}
+    targets = []
+
+    def add(name, value, op, limit, unit='x'):
+        if value is None:
+            return
+        ok = value <= limit if op == '<=' else value >= limit
+        targets.append({'target': name, 'value': round(value, 3), 'op': op, 'limit': limit, 'unit': unit,
+                        'pass': bool(ok)})
+
+    for ds, limit in (('D1', 1.3), ('D2', 1.6), ('D3', 1.3)):
+        if ('ours', ds) in by:
+            add('ours copy+verify / copy limit on %s' % ds, by[('ours', ds)] / by[('copy_limit', ds)], '<=', limit)
+    for ds, limit in (('D2', 50), ('D3', 10)):
+        if ('ours', ds) in by:
+            add('reference method / ours on %s (speed-up)' % ds, by[('reference', ds)] / by[('ours', ds)], '>=',
+                limit)
+    for ds in DATASETS:
+        if ('ours', ds) in by:
+            add('rsync+sha256sum / ours on %s (speed-up)' % ds, by[('rsync_sha256sum', ds)] / by[('ours', ds)],
+                '>=', 1.5)
+    if cut:
+        add('ours final pass / plain incremental rsync', cut['ours_final_seconds'] / cut['rsync_seconds'], '<=', 1.2)
+        add('changes missed by ours final pass (all runs)', cut['ours_missed_total'], '<=', 0, unit='files')
+    return targets
+
+
+def median(values):
+    return statistics.median(values) if values else None
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--quick', action='store_true', help='small sizes: the whole run in well under a minute')
+    parser.add_argument('--runs', type=int, help='timed runs per method and data set (median); default 3, 1 quick')
+    parser.add_argument('--out', default=str(REPO / 'bench' / 'results' / 'latest.json'), help='the JSON file')
+    parser.add_argument('--fs', choices=['auto', 'loop', 'folders'], default='auto',
+                        help='auto: ext4 + xfs on loop devices as root, else two folders')
+    parser.add_argument('--work-dir', default='/var/tmp', help='where the work folder (and loop images) go')
+    parser.add_argument('--seed', type=int, default=20240601)
+    parser.add_argument('--datasets', default='D1,D2,D3', help='comma-separated subset of D1,D2,D3')
+    parser.add_argument('--methods', default='cp_a,tar_pipe,reference,rsync_sha256sum,ours',
+                        help='comma-separated subset (the copy limit needs cp_a and tar_pipe)')
+    parser.add_argument('--d1-files', type=int)
+    parser.add_argument('--d1-mib', type=int, help='size of each D1 file in MiB')
+    parser.add_argument('--d2-files', type=int)
+    parser.add_argument('--d2-dirs', type=int)
+    parser.add_argument('--d2-kib', type=int, default=4)
+    parser.add_argument('--d3-files', type=int)
+    parser.add_argument('--sparse-mib', type=int, help='apparent size of the D3 sparse file')
+    parser.add_argument('--ref-files', type=int, help='files in the subset the reference method copies')
+    parser.add_argument('--cutover-set', default='D3', choices=DATASETS)
+    parser.add_argument('--no-cutover', action='store_true')
+    parser.add_argument('--keep', action='store_true', help='keep the work folder (logs, job folders)')
+    opts = parser.parse_args(argv)
+    quick = {'d1_files': 4, 'd1_mib': 16, 'd2_files': 2000, 'd2_dirs': 20, 'd3_files': 1000, 'sparse_mib': 16,
+             'ref_files': 500, 'runs': 1}
+    full = {'d1_files': 4, 'd1_mib': 512, 'd2_files': 100000, 'd2_dirs': 1000, 'd3_files': 20000, 'sparse_mib': 64,
+            'ref_files': 2000, 'runs': 3}
+    for key, value in (quick if opts.quick else full).items():
+        if getattr(opts, key) is None:
+            setattr(opts, key, value)
+    opts.datasets = [d for d in opts.datasets.split(',') if d]
+    opts.methods = [m for m in opts.methods.split(',') if m]
+    if opts.cutover_set not in opts.datasets:
+        opts.no_cutover = True
+    return opts
+
+
+def main(argv=None):
+    opts = parse_args(sys.argv[1:] if argv is None else argv)
+    begun = time.perf_counter()
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit('terminated')))
+    plans = plan_datasets(opts)
+    plans = {name: plans[name] for name in opts.datasets}
+    total = sum(plan['bytes'] for plan in plans.values())
+    biggest = max(plan['bytes'] for plan in plans.values())
+    cut_bytes = plans[opts.cutover_set]['bytes'] if not opts.no_cutover else 0
+    inodes = sum(plan['nfiles'] for plan in plans.values()) + 3 * (plans.get(opts.cutover_set, {}).get('nfiles', 0))
+    work = Path(tempfile.mkdtemp(prefix='mobility-bench-', dir=opts.work_dir))
+    fs = None
+    try:
+        fs = Filesystems(work, opts.fs, total + cut_bytes, max(biggest, 2 * cut_bytes), inodes)
+        log('work folder %s; source %s, destination %s%s' % (
+            work, fs.fstype(fs.src), fs.fstype(fs.dst), (' -- ' + fs.note) if fs.note else ''))
+        can_drop = drop_caches()
+        if not can_drop:
+            log('NOTE: the page cache could not be dropped (not root?): runs may read from memory')
+        block = Block(opts.seed)
+        notes = {}
+        stats = {}
+        for name, plan in plans.items():
+            started = time.perf_counter()
+            notes[name] = write_dataset(fs.src, name, plan, block, opts.seed)
+            stats[name] = tree_stats(fs.src / name)
+            log('generated %s: %d files, %.1f MiB, %d entries in %.1f s' % (
+                name, stats[name]['files'], stats[name]['bytes'] / MIB, stats[name]['entries'],
+                time.perf_counter() - started))
+        ours = Ours(work) if 'ours' in opts.methods or not opts.no_cutover else None
+        startup = None
+        if ours:
+            startup = median([ours.startup_seconds() for _ in range(1 if opts.quick else 2)])
+            log('ansible-playbook + one data_copy call (start-up cost): %.2f s' % startup)
+        caches = [can_drop]
+        samples = {}
+        extras = {}
+        funcs = {'cp_a': m_cp_a, 'tar_pipe': m_tar_pipe, 'reference': m_reference,
+                 'rsync_sha256sum': m_rsync_sha256sum}
+        for name in opts.datasets:
+            st = stats[name]
+            step = max(1, -(-st['files'] // opts.ref_files))
+            subset = st['paths'][::step]
+            for run in range(opts.runs):
+                for method in opts.methods:
+                    fs.format_dst()
+                    target = fs.dst / name
+                    target.mkdir()
+                    caches.append(drop_caches())
+                    started = time.perf_counter()
+                    if method == 'ours':
+                        extra = ours.copy(fs.src / name, target, 'bench-%s-%d-%d' % (name, run, os.getpid()))
+                        seconds = extra['seconds']
+                        if not extra['verified']:
+                            raise RuntimeError('ours did not verify on %s: %s' % (name, extra))
+                    else:
+                        extra = funcs[method](fs.src / name, target, {'stats': st, 'subset': subset})
+                        seconds = extra.get('seconds', time.perf_counter() - started)
+                    # A copy is done when it is on the disk: every method ends with a flush of the
+                    # destination filesystem (ours already flushed before verifying: this one is cheap).
+                    flushed = time.perf_counter()
+                    flush(target)
+                    extra['flush_seconds'] = time.perf_counter() - flushed
+                    seconds += extra['flush_seconds']
+                    samples.setdefault((method, name), []).append(seconds)
+                    extras.setdefault((method, name), []).append(extra)
+                    log('%s %s run %d: %.2f s' % (method, name, run + 1, seconds))
+        cut_runs = []
+        if not opts.no_cutover:
+            for run in range(opts.runs):
+                result = cutover(fs, ours, opts, run, block, caches)
+                cut_runs.append(result)
+                log('cutover run %d: ours final %.2f s (copy %.2f, verify %.2f, verified %s, missed %d); plain rsync '
+                    '%.2f s (missed %d of %d changed); no-op rerun ours %.2f s, rsync %.2f s' % (
+                        run + 1, result['ours_final_seconds'], result['ours_final_copy_seconds'],
+                        result['ours_final_verify_seconds'], result['ours_final_verified'], result['ours_missed'],
+                        result['rsync_seconds'], result['rsync_missed'], result['changed_files'],
+                        result['ours_noop_seconds'], result['rsync_noop_seconds']))
+        caches_dropped = all(caches)
+        rows = []
+        for name in opts.datasets:
+            st = stats[name]
+            medians = {m: median(samples.get((m, name), [])) for m in METHODS}
+            if medians['cp_a'] is not None and medians['tar_pipe'] is not None:
+                medians['copy_limit'] = min(medians['cp_a'], medians['tar_pipe'])
+                samples[('copy_limit', name)] = [medians['copy_limit']]
+            for method in METHODS:
+                seconds = medians.get(method)
+                if seconds is None:
+                    continue
+                limit = medians.get('copy_limit')
+                row = {'method': method, 'dataset': name, 'seconds': round(seconds, 3),
+                       'runs': [round(s, 3) for s in samples[(method, name)]],
+                       'mb_per_s': st['bytes'] / 1e6 / seconds, 'files_per_s': st['files'] / seconds,
+                       'ratio_to_copy_limit': round(seconds / limit, 3) if limit else None}
+                ex = extras.get((method, name))
+                if method == 'copy_limit':
+                    row['note'] = 'best of cp -a and tar pipe'
+                elif method == 'reference':
+                    row['note'] = 'scaled x%.1f from %d files' % (ex[0]['scale'], ex[0]['subset_files'])
+                    row['detail'] = ex
+                elif method == 'ours':
+                    row['note'] = 'role+module, verified=%s, copy %.2f + verify %.2f s' % (
+                        all(e['verified'] for e in ex), median([e['copy_seconds'] for e in ex]),
+                        median([e['verify_seconds'] for e in ex]))
+                    row['verified'] = all(e['verified'] for e in ex)
+                    row['detail'] = ex
+                elif method == 'rsync_sha256sum':
+                    row['note'] = 'rsync %.2f + sha256sum %.2f s' % (median([e['copy_seconds'] for e in ex]),
+                                                                     median([e['verify_seconds'] for e in ex]))
+                    row['detail'] = ex
+                rows.append(row)
+        cut = None
+        if cut_runs:
+            cut = {key: median([r[key] for r in cut_runs]) for key in cut_runs[0]
+                   if isinstance(cut_runs[0][key], (int, float)) and not isinstance(cut_runs[0][key], bool)}
+            cut.update(dataset=opts.cutover_set, runs=cut_runs,
+                       ours_missed_total=sum(r['ours_missed'] for r in cut_runs),
+                       ours_final_verified=all(r['ours_final_verified'] for r in cut_runs),
+                       rsync_missed_total=sum(r['rsync_missed'] for r in cut_runs),
+                       rsync_missed_same_second_changes=any(r['rsync_missed_same_second'] for r in cut_runs))
+        targets = evaluate_targets(rows, cut)
+        result = {
+            'command': ' '.join([os.path.relpath(sys.argv[0]) if argv is None else 'bench/run.py']
+                                + (sys.argv[1:] if argv is None else list(argv))),
+            'finished_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+            'duration_seconds': round(time.perf_counter() - begun, 1),
+            'machine': machine_info(fs, caches_dropped),
+            'options': {k: v for k, v in vars(opts).items() if k not in ('out',)},
+            'ours_path': 'ansible-playbook running the role storage.mobility.data_mover (helper none) -> '
+                         'storage.mobility.data_copy (detached worker: rsync, then xxh128 manifests of both trees); '
+                         'times include ansible-playbook and module start-up',
+            'ours_startup_seconds': startup,
+            'datasets': {name: {'files': st['files'], 'bytes': st['bytes'], 'entries': st['entries'],
+                                'notes': notes[name]} for name, st in stats.items()},
+            'results': rows, 'cutover': cut, 'targets': targets,
+        }
+        print()
+        print('Machine: %(cpu_count)d CPUs, %(memory)s, kernel %(kernel)s, %(rsync)s, Python %(python)s' % dict(
+            result['machine'], memory='%.1f GiB' % (result['machine']['memory_bytes'] / 1024 ** 3)))
+        print('Filesystems: source %s, destination %s%s' % (
+            result['machine']['source_fs'], result['machine']['destination_fs'],
+            ('  -- ' + fs.note) if fs.note else ''))
+        print('Page cache dropped before every timed run: %s' % (
+            'yes' if caches_dropped else 'NO (not possible here): runs may read from memory'))
+        print('Ours: %s' % result['ours_path'])
+        if startup is not None:
+            print('      ansible-playbook + one module call alone: %.2f s' % startup)
+        print('Reference method: measured on a subset of the files and scaled linearly by the file count '
+              '(its folder creation is not scaled); hard links become copies.')
+        print('Medians of %d run(s).' % opts.runs)
+        for name, st in stats.items():
+            print('  %s: %d files, %.1f MiB, %d entries' % (name, st['files'], st['bytes'] / MIB, st['entries']))
+        print()
+        print(fmt_table(rows))
+        if cut:
+            print()
+            print('Cutover on %s (%d files changed, %d of them same size within the same second):' % (
+                opts.cutover_set, cut['changed_files'], cut['changed_same_size_same_second']))
+            print('  ours final pass (role, final_pass=true, new job id): %.2f s (rsync %.2f + verify %.2f), '
+                  'verified: %s, changed files missed: %d' % (
+                      cut['ours_final_seconds'], cut['ours_final_copy_seconds'], cut['ours_final_verify_seconds'],
+                      cut['ours_final_verified'], cut['ours_missed_total']))
+            print('  plain incremental rsync -aHAX: %.2f s, changed files missed: %d (same-second ones: %s)' % (
+                cut['rsync_seconds'], cut['rsync_missed_total'],
+                'MISSED' if cut['rsync_missed_same_second_changes'] else 'none missed'))
+            print('  rerun with nothing to do: ours %.2f s (new job id; attaching to the completed job: %.2f s), '
+                  'plain rsync %.2f s' % (cut['ours_noop_seconds'], cut['ours_attach_completed_seconds'],
+                                          cut['rsync_noop_seconds']))
+        print()
+        print('Targets:')
+        for target in targets:
+            print('  %-4s %s: %s %s %s%s' % ('PASS' if target['pass'] else 'FAIL', target['target'], target['value'],
+                                             target['op'], target['limit'],
+                                             '' if target['unit'] == 'files' else 'x'))
+        print('Total benchmark time: %.1f s' % result['duration_seconds'])
+        out = Path(opts.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, sort_keys=True) + '\n')
+        print('JSON: %s' % out)
+        return 0
+    finally:
+        if fs is not None:
+            fs.cleanup()
+        if opts.keep:
+            log('kept %s' % work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
