@@ -221,11 +221,19 @@ class HostAssistedMixin(object):
 
     def _cancel_host_check(self, record):
         """Refuse to remove the destination while a local copy job still writes into it."""
-        progress = live_copy_progress(record.get('migration'))
-        if progress and progress.get('state') == 'running':
-            raise StorageError('Cannot cancel the migration of share %s yet: its copy job %s is still running on the '
-                               'data node; cancel the copy first (the cancel_share_migration playbook does both)'
-                               % (record['name'], record['migration']['copy_job'].get('job_id')))
+        mig = record.get('migration') or {}
+        job = mig.get('copy_job') or {}
+        jobs = [job]
+        if job.get('status_file') and job.get('job_id'):
+            # The final pass runs as <id>-final next to the phase-1 job.
+            final_id = mig['id'] + FINAL_SUFFIX
+            jobs.append(dict(job, job_id=final_id, status_file=job['status_file'].replace(job['job_id'], final_id)))
+        for candidate in jobs:
+            progress = live_copy_progress({'copy_job': candidate})
+            if progress and progress.get('state') == 'running':
+                raise StorageError('Cannot cancel the migration of share %s yet: its copy job %s is still running on '
+                                   'the data node; cancel the copy first (the cancel_share_migration playbook does both)'
+                                   % (record['name'], candidate.get('job_id')))
 
     @staticmethod
     def elapsed(since_epoch):

@@ -482,11 +482,17 @@ class ShareMigrationManager(HostAssistedMixin):
             if ts in (None, states.MIGRATION_CANCELLED, states.MIGRATION_SUCCESS, states.MIGRATION_ERROR,
                       states.DATA_COPYING_CANCELLED, states.DATA_COPYING_ERROR):
                 return self._result(False, before, record, pool, [], {'msg': 'no migration to cancel (task_state %s)' % ts})
-            if (ts not in states.CANCELLABLE_TASK_STATES + RECOVERY_CANCELLABLE
+            source, dest = self._pools(record, pool)
+            if ts == states.MIGRATION_COMPLETING:
+                # Beyond the reference: a switchover that died before switching anything can be
+                # cancelled; after the switch only completing it is safe.
+                if self._switched(record, source, dest):
+                    raise InvalidRequest('Cannot cancel the migration of share %s: the switchover already switched it '
+                                         'to %s; run the completion again to finish it' % (name, dest))
+            elif (ts not in states.CANCELLABLE_TASK_STATES + RECOVERY_CANCELLABLE
                     and ts != states.MIGRATION_CANCEL_IN_PROGRESS):
                 raise InvalidRequest('Cannot cancel the migration of share %s: its task_state is %s; cancel is allowed in %s'
                                      % (name, ts, ', '.join(states.CANCELLABLE_TASK_STATES + RECOVERY_CANCELLABLE)))
-            source, dest = self._pools(record, pool)
             actions = ['cancel the migration of share %s to %s' % (name, dest), 'remove the destination instance',
                        'restore the source (available, access rules as before)',
                        'task_state %s -> migration_cancel_in_progress -> migration_cancelled' % ts]
@@ -503,11 +509,23 @@ class ShareMigrationManager(HostAssistedMixin):
             if not ctx.driver(source).instance_exists(source, name):
                 raise StorageError('Refusing to finish the cancel of share %s: its source data in %s is missing, so the '
                                    'destination in %s is kept; inspect both by hand' % (name, source, dest))
-            ctx.driver(dest).delete_instance(dest, name)
+            if self._instance(record, 'destination') is not None:
+                # Only a destination this migration recorded is removed; whatever else sits at
+                # that path (a run that died before recording it found it there) is left alone.
+                ctx.driver(dest).delete_instance(dest, name)
             self._restore_source(record, pool)
             record['migration']['ended_at'] = now_iso()
             self._set(record, pool, 'migration cancelled', states.MIGRATION_CANCELLED)
             return self._result(True, before, record, pool, actions)
+
+    def _switched(self, record, source, dest):
+        """True once a switchover has moved the share to the destination (no way back)."""
+        dst_inst = self._instance(record, 'destination')
+        if dst_inst is not None and dst_inst.get('status') == states.AVAILABLE:
+            return True
+        if record['migration'].get('mechanism') != 'host':
+            return self.ctx.driver(source).migration_complete_done(source, dest, record)
+        return False
 
     # -- administrator reset -----------------------------------------------------------------
     def reset(self, name, task_state):

@@ -22,7 +22,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.errors import (
     Busy, InvalidRequest, NotFound, StorageError, WaitTimeout)
 from ansible_collections.storage.mobility.plugins.module_utils.exports import NoneExport
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share_migration import (
-    HostAssistedUnavailable)
+    HostAssistedUnavailable, ShareMigrationManager)
 from ansible_collections.storage.mobility.plugins.module_utils.store import CRASH_AFTER_ENV, ShareRepository
 
 from mobility_helpers import Env, backend_spec, populate_share, tree_state
@@ -667,7 +667,9 @@ def test_cancel_is_allowed_only_in_the_four_states_and_resumes(env, share, task_
     data = tree_state(share)
     before = env.state()
     mgr = env.migrations()
-    if task_state in CANCELLABLE + RECOVERY_CANCELLABLE or task_state == "migration_cancel_in_progress":
+    # migration_completing with nothing switched yet (the phase-1-done record edited here) is
+    # cancellable beyond the reference; see the next test for a switched one.
+    if task_state in CANCELLABLE + RECOVERY_CANCELLABLE + ["migration_cancel_in_progress", "migration_completing"]:
         result = mgr.cancel("s1")
         assert result["changed"] is True and result["task_state"] == states.MIGRATION_CANCELLED
         rec = env.read_record(env.A, "s1")
@@ -683,6 +685,21 @@ def test_cancel_is_allowed_only_in_the_four_states_and_resumes(env, share, task_
             mgr.cancel("s1")
         assert "its task_state is %s" % task_state in str(info.value)
         assert env.state() == before
+
+
+def test_cancel_after_the_switch_is_refused(env, share, monkeypatch):
+    """Once the switchover moved the data, only completing it is safe."""
+    phase1_done(env)
+    monkeypatch.setattr(ShareMigrationManager, "_switch", lambda self, *a: (_ for _ in ()).throw(Crash()))
+    with pytest.raises(Crash):
+        env.migrations().complete("s1")
+    monkeypatch.undo()
+    assert env.read_record(env.A, "s1")["task_state"] == states.MIGRATION_COMPLETING
+    before = env.state()
+    with pytest.raises(InvalidRequest, match="already switched"):
+        env.migrations().cancel("s1")
+    assert env.state() == before
+    assert env.migrations().complete("s1")["task_state"] == states.MIGRATION_SUCCESS
 
 
 def test_cancel_restores_a_read_only_source(env, share, monkeypatch):
