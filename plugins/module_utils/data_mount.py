@@ -27,7 +27,7 @@ import re
 import shlex
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.mounts import mount_table
+from ansible_collections.storage.mobility.plugins.module_utils.mounts import mount_table, same_inode as _same_inode
 
 HELPERS = ('bind', 'none', 'nfs', 'cifs', 'custom')
 PLACEHOLDERS = ('proto', 'options', 'export', 'path')
@@ -101,14 +101,6 @@ def expand_template(template, values, what='mount template'):
             continue  # e.g. a lone "%(options)s," style token with no options: nothing to pass
         argv.append(expanded)
     return argv
-
-
-def _same_inode(a, b):
-    try:
-        sa, sb = os.stat(a), os.stat(b)
-    except OSError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def _normalize_source(source):

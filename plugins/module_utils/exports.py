@@ -15,7 +15,7 @@ import errno
 import os
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.mounts import is_mount_point
+from ansible_collections.storage.mobility.plugins.module_utils.mounts import is_mount_point, same_inode as _same_inode
 
 RW = 'rw'
 RO = 'ro'
@@ -29,14 +29,6 @@ def access_mode(rules, read_only_phase=False):
     if read_only_phase:
         return RO
     return RW if any(r.get('access_level') == RW for r in active) else RO
-
-
-def _same_inode(a, b):
-    try:
-        sa, sb = os.stat(a), os.stat(b)
-    except OSError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 class NoneExport(object):

@@ -38,6 +38,15 @@ def mount_table():
     return table
 
 
+def same_inode(a, b):
+    """True when both paths are the same folder: how a bind mount is recognised."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
 def is_mount_point(path):
     real = os.path.realpath(path)
     return any(entry['mount_point'] == real for entry in mount_table())
