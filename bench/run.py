@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: storage.mobility contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Benchmark of the data mover against the copy limit, the reference method and rsync + sha256sum.
@@ -79,7 +78,8 @@ def run_cmd(argv, **kwargs):
     kwargs.setdefault('stdout', subprocess.DEVNULL)
     kwargs.setdefault('stderr', subprocess.PIPE)
     try:
-        return subprocess.run(argv, **kwargs)
+        check = kwargs.pop('check')
+        return subprocess.run(argv, check=check, **kwargs)
     except subprocess.CalledProcessError as exc:
         err = exc.stderr.decode('utf-8', 'replace') if isinstance(exc.stderr, bytes) else (exc.stderr or '')
         raise RuntimeError('%s failed with %s: %s' % (' '.join(map(str, argv)), exc.returncode, err[-2000:]))
@@ -135,7 +135,7 @@ def plan_datasets(opts):
     plans['D3'] = {'files': files, 'hardlinks': hardlinks, 'symlinks': symlinks, 'xattrs': xattrs,
                    'sparse': ('sparse/sparse.img', opts.sparse_mib * MIB)}
     for plan in plans.values():
-        plan['bytes'] = sum(size for _, size in plan['files'])
+        plan['bytes'] = sum(size for _rel, size in plan['files'])
         if 'sparse' in plan:
             plan['bytes'] += plan['sparse'][1]
         plan['nfiles'] = len(plan['files']) + len(plan.get('hardlinks', ())) + (1 if 'sparse' in plan else 0)
@@ -186,7 +186,7 @@ def write_dataset(root, name, plan, block, seed):
                 handle.write(block.content(MIB, '%s/sparse@%d' % (name, offset)))
     # Fixed timestamps with nanoseconds, so every run has the same metadata.
     rng = random.Random(seed)
-    for rel, _ in plan['files']:
+    for rel, _size in plan['files']:
         os.utime(base / rel, ns=(1_700_000_000 * 10 ** 9 + rng.randrange(10 ** 15),) * 2)
     return notes
 
@@ -347,7 +347,7 @@ def sha256_files(root, rels, batch=256):
         chunk = rels[start:start + batch]
         result = run_cmd(['sha256sum', '--'] + chunk, cwd=str(root), stdout=subprocess.PIPE)
         for line in result.stdout.decode('utf-8', 'surrogateescape').splitlines():
-            digest, _, name = line.partition('  ')
+            digest, _sep, name = line.partition('  ')
             out[name] = digest
     return out
 
@@ -438,7 +438,8 @@ class Ours:
         started = time.perf_counter()
         with open(log_file, 'wb') as handle:
             rc = subprocess.run([self.ansible_playbook, '-i', 'localhost,', str(playbook), '-e', '@%s' % vars_file],
-                                env=self.env, stdout=handle, stderr=subprocess.STDOUT, cwd=str(self.work)).returncode
+                                env=self.env, stdout=handle, stderr=subprocess.STDOUT, cwd=str(self.work),
+                                check=False).returncode
         seconds = time.perf_counter() - started
         if rc:
             tail = log_file.read_text(errors='replace')[-3000:]
@@ -568,7 +569,7 @@ def machine_info(fs, caches_dropped):
                     break
     except OSError:
         pass
-    rsync_version = subprocess.run(['rsync', '--version'], stdout=subprocess.PIPE).stdout.decode().splitlines()[0]
+    rsync_version = subprocess.run(['rsync', '--version'], stdout=subprocess.PIPE, check=False).stdout.decode().splitlines()[0]
     return {
         'hostname': platform.node(), 'cpu_count': os.cpu_count(), 'cpu_model': cpu_model,
         'memory_bytes': mem, 'kernel': platform.release(), 'python': platform.python_version(),
@@ -666,10 +667,14 @@ def parse_args(argv):
     return opts
 
 
+def _terminate(*_args):
+    raise SystemExit('terminated')
+
+
 def main(argv=None):
     opts = parse_args(sys.argv[1:] if argv is None else argv)
     begun = time.perf_counter()
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit('terminated')))
+    signal.signal(signal.SIGTERM, _terminate)
     plans = plan_datasets(opts)
     plans = {name: plans[name] for name in opts.datasets}
     total = sum(plan['bytes'] for plan in plans.values())
@@ -698,7 +703,7 @@ def main(argv=None):
         ours = Ours(work) if 'ours' in opts.methods or not opts.no_cutover else None
         startup = None
         if ours:
-            startup = median([ours.startup_seconds() for _ in range(1 if opts.quick else 2)])
+            startup = median([ours.startup_seconds() for _run in range(1 if opts.quick else 2)])
             log('ansible-playbook + one data_copy call (start-up cost): %.2f s' % startup)
         caches = [can_drop]
         samples = {}

@@ -690,7 +690,11 @@ def test_cancel_is_allowed_only_in_the_four_states_and_resumes(env, share, task_
 def test_cancel_after_the_switch_is_refused(env, share, monkeypatch):
     """Once the switchover moved the data, only completing it is safe."""
     phase1_done(env)
-    monkeypatch.setattr(ShareMigrationManager, "_switch", lambda self, *a: (_ for _ in ()).throw(Crash()))
+
+    def crash(*args):
+        raise Crash()
+
+    monkeypatch.setattr(ShareMigrationManager, "_switch", crash)
     with pytest.raises(Crash):
         env.migrations().complete("s1")
     monkeypatch.undo()
