@@ -14,7 +14,6 @@ before the destination has been proven identical.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import copy
 import time
 import uuid
 
@@ -71,14 +70,8 @@ class HostAssistedMixin(object):
             'task_state migration_starting -> data_copying_starting',
         ]
         if ctx.check_mode:
-            predicted = copy.deepcopy(record)
-            predicted['task_state'] = states.DATA_COPYING_STARTING
-            predicted['migration'] = migration
-            return self._result(True, before, predicted, pool, actions)
-        src_inst = active_instance(record)
-        src_inst['status'] = states.MIGRATING
-        self._set(record, pool, 'migration %s to %s requested (host-assisted)' % (migration['id'], dest),
-                  states.MIGRATION_STARTING, migration=migration, status=states.MIGRATING)
+            return self._predicted_start(record, pool, before, migration, actions, states.DATA_COPYING_STARTING)
+        self._begin(record, pool, dest, migration, 'migration %s to %s requested (host-assisted)' % (migration['id'], dest))
         self._host_start_steps(record, pool, dest)
         return self._host_result(True, before, record, pool, actions)
 

@@ -242,18 +242,24 @@ class ShareMigrationManager(HostAssistedMixin):
         actions.append('task_state migration_starting -> migration_driver_starting -> migration_driver_in_progress '
                        '-> migration_driver_phase1_done')
         if ctx.check_mode:
-            predicted = copy.deepcopy(record)
-            predicted['task_state'] = states.MIGRATION_DRIVER_PHASE1_DONE
-            predicted['migration'] = migration
-            return self._result(True, before, predicted, pool, actions)
-        src_inst = active_instance(record)
-        src_inst['status'] = states.MIGRATING
-        self._set(record, pool, 'migration %s to %s requested' % (migration['id'], dest), states.MIGRATION_STARTING,
-                  migration=migration, status=states.MIGRATING)
+            return self._predicted_start(record, pool, before, migration, actions, states.MIGRATION_DRIVER_PHASE1_DONE)
+        self._begin(record, pool, dest, migration, 'migration %s to %s requested' % (migration['id'], dest))
         self._driver_start_steps(record, pool, dest)
         if wait:
             return self._wait_phase1(record, pool, before, actions, timeout, sleep)
         return self._result(True, before, record, pool, actions)
+
+    def _predicted_start(self, record, pool, before, migration, actions, task_state):
+        """Check mode of a start: the share as phase 1 would leave it, nothing written."""
+        predicted = copy.deepcopy(record)
+        predicted['task_state'] = task_state
+        predicted['migration'] = migration
+        return self._result(True, before, predicted, pool, actions)
+
+    def _begin(self, record, pool, dest, migration, event):
+        """The first recorded step of every start: migration_starting, source instance migrating."""
+        active_instance(record)['status'] = states.MIGRATING
+        self._set(record, pool, event, states.MIGRATION_STARTING, migration=migration, status=states.MIGRATING)
 
     def _driver_start_steps(self, record, pool, dest):
         """From migration_starting to migration_driver_in_progress; each step idempotent, so a
