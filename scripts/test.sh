@@ -13,12 +13,15 @@
 # Environment:
 #   MOBILITY_KEEP_SANITY_DIR=1   keep the temporary copy ansible-test sanity ran in
 #   SANITY_ARGS='...'            extra arguments for ansible-test sanity (e.g. '--test pep8')
+#   MOBILITY_OPENSTACK_LAB=FILE  lab.json of a running OpenStack lab to test against (as root,
+#                                test.sh otherwise starts one in the background and stops it)
+#   MOBILITY_KEEP_LAB=1          keep the folder of the lab test.sh started (logs)
 set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
 
 usage() {
-    sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 quick=0
@@ -250,13 +253,44 @@ skip_stage() {
     STAGE_NOTES+=("$2")
 }
 
+# The OpenStack lab (real Manila and Cinder, tests/integration/openstack/) takes minutes to
+# start: as root, start it in the background now so that it gets ready while the other tests
+# run; its tests run last (tests/conftest.py) and wait for it. MOBILITY_OPENSTACK_LAB set by the
+# caller means "use that lab" (a lab.json path) and nothing is started here.
+LAB_BASE=""
+start_openstack_lab() {
+    [[ -z "${MOBILITY_OPENSTACK_LAB:-}" && "$(id -u)" == 0 ]] || return 0
+    [[ -f "${ROOT}/tests/integration/openstack/lab.py" ]] || return 0
+    LAB_BASE="$(mktemp -d "${TMPDIR:-/tmp}/mobility-openstack-lab.XXXXXX")"
+    echo "test.sh: starting the OpenStack lab in ${LAB_BASE} (log: ${LAB_BASE}/start.log)"
+    python "${ROOT}/tests/integration/openstack/lab.py" start "${LAB_BASE}" >"${LAB_BASE}/start.log" 2>&1 &
+    export MOBILITY_OPENSTACK_LAB="${LAB_BASE}/lab.json"
+}
+stop_openstack_lab() {
+    [[ -n "${LAB_BASE}" ]] || return 0
+    python "${ROOT}/tests/integration/openstack/lab.py" stop "${LAB_BASE}" >>"${LAB_BASE}/start.log" 2>&1 || true
+    wait || true
+    if [[ "${MOBILITY_KEEP_LAB:-0}" != "1" ]]; then
+        rm -rf -- "${LAB_BASE}"
+    fi
+}
+cleanup() {
+    stop_openstack_lab
+    rm -rf -- "${LOG_DIR}"
+}
+trap cleanup EXIT
+
 total_start="$(now)"
 case "${only}" in
     unit) run_stage "pytest unit" stage_pytest tests/unit ;;
-    integration) run_stage "pytest integration" stage_pytest tests/integration ;;
+    integration)
+        start_openstack_lab
+        run_stage "pytest integration" stage_pytest tests/integration
+        ;;
     sanity) run_stage "ansible-test sanity" stage_sanity ;;
     lint) run_stage "ansible-lint" stage_lint ;;
     "")
+        start_openstack_lab
         run_stage "pytest" stage_pytest tests/unit tests/integration
         if ((quick)); then
             skip_stage "ansible-test sanity" "--quick"

@@ -7,6 +7,7 @@
   skip with the reason "needs root" when not running as root.
 * Tests marked ``disabled_target`` (integration targets whose ``aliases`` say
   ``disabled``) are deselected, so they neither run nor count as skips.
+* Tests under ``tests/integration/openstack`` run last (their lab starts in the background).
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = [item for item in items if not item.get_closest_marker("disabled_target")]
+    # The OpenStack tests run last: scripts/test.sh starts their lab in the background when the
+    # run begins, and its start-up (minutes) then overlaps every other test.
+    openstack_dir = REPO_ROOT / "tests" / "integration" / "openstack"
+    items.sort(key=lambda item: openstack_dir in Path(str(item.path)).parents)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
