@@ -99,3 +99,25 @@ class ShareDriver(abc.ABC):
     @abc.abstractmethod
     def migration_cancel(self, source_pool, destination_pool, share):
         """Undo phase 1; the source must end as it was."""
+
+    # Optional steps: the defaults suit a driver that copies nothing before the switchover.
+    def migration_refresh(self, source_pool, destination_pool, share):
+        """Phase 1 is done and users keep writing: bring the destination closer to the source (an
+        incremental copy) when the operator runs phase 1 again. Return True when something was
+        copied, False when the destination was already current."""
+        return False
+
+    def migration_refresh_pending(self, source_pool, destination_pool, share):
+        """True when migration_refresh would copy something (check mode asks this)."""
+        return False
+
+    def migration_cleanup(self, source_pool, destination_pool, share):
+        """After the switchover deleted the source instance: remove what the migration kept on
+        the side (temporary snapshots, the source's snapshots). Idempotent; return True when
+        something was removed."""
+        return False
+
+    def migration_live_progress(self, pool, share):
+        """Progress of a copy running right now in another process (read by share_info without
+        the share's lock), or None."""
+        return None

@@ -7,9 +7,11 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.btrfs import BtrfsShareDriver
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.posix import PosixShareDriver
 
 SHARE_DRIVERS = {
+    BtrfsShareDriver.name: BtrfsShareDriver,
     PosixShareDriver.name: PosixShareDriver,
 }
 

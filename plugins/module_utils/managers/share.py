@@ -141,6 +141,16 @@ class ShareManager(object):
             if live:
                 result['copy_progress'] = live
                 reported = live.get('percent', reported)
+        elif record.get('task_state') in (states.MIGRATION_DRIVER_IN_PROGRESS, states.MIGRATION_DRIVER_PHASE1_DONE,
+                                          states.MIGRATION_COMPLETING):
+            # A driver that copies in the module's own process (btrfs send) keeps its progress
+            # on disk while it runs, where another run of share_info can read it.
+            reader = getattr(driver, 'migration_live_progress', None)
+            live = reader(pool, record) if reader is not None else None
+            if live:
+                result['copy_progress'] = live
+                if record.get('task_state') == states.MIGRATION_DRIVER_IN_PROGRESS:
+                    reported = live.get('total_progress', reported)
         result['total_progress'] = states.total_progress(record.get('task_state'), reported)
         result['busy'] = states.is_busy(record.get('task_state'))
         return result

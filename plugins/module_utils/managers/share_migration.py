@@ -324,14 +324,41 @@ class ShareMigrationManager(HostAssistedMixin):
         if copy_report is not None:
             raise InvalidRequest('Refusing a copy report for share %s: its migration is driver-assisted' % record['name'])
         if self.ctx.check_mode:
+            if record.get('task_state') == states.MIGRATION_DRIVER_PHASE1_DONE:
+                source, dest = self._pools(record, pool)
+                if self.ctx.driver(source).migration_refresh_pending(source, dest, record):
+                    return self._result(True, before, record, pool,
+                                        ['copy the changes to share %s since the last copy to %s' % (record['name'], dest)])
             return self._result(False, before, record, pool, [])
+        refreshed = False
+        if record.get('task_state') == states.MIGRATION_DRIVER_PHASE1_DONE:
+            refreshed = self._refresh(record, pool)
         self._driver_start_steps(record, pool, self._pools(record, pool)[1])
-        changed = record.get('task_state') != before.get('task_state')
+        changed = refreshed or record.get('task_state') != before.get('task_state')
         if wait and record['task_state'] not in states.COMPLETABLE_TASK_STATES:
             result = self._wait_phase1(record, pool, before, [], timeout, sleep)
             result['changed'] = record.get('task_state') != before.get('task_state')
             return result
         return self._result(changed, before, record, pool, [])
+
+    def _refresh(self, record, pool):
+        """Phase 1 done, run again: the driver copies what changed since (btrfs: an incremental
+        send). A failure here keeps the migration in phase 1 done: the destination still holds
+        the previous copy, and a rerun, the completion or a cancel all remain possible."""
+        source, dest = self._pools(record, pool)
+        driver = self.ctx.driver(source)
+        try:
+            copied = driver.migration_refresh(source, dest, record)
+        except Exception as exc:
+            raise StorageError('Failed to refresh the copy of share %s on %s: %s; the migration stays in %s with the '
+                               'destination as of the previous copy: run phase 1 again, complete or cancel'
+                               % (record['name'], dest, exc, record.get('task_state')), **getattr(exc, 'details', {}))
+        if not copied:
+            return False
+        record['progress'] = dict(driver.migration_get_progress(source, dest, record), total_progress=100)
+        record['migration']['refreshed_at'] = now_iso()
+        self.ctx.repo.save(record, pool, 'phase 1 refreshed: changes since the last copy sent')
+        return True
 
     def _fail_phase1(self, record, pool, dest, exc):
         """Any failure in phase 1: remove the destination, source back to available with its rules."""
@@ -452,6 +479,9 @@ class ShareMigrationManager(HostAssistedMixin):
         ctx.repo.save(record, source, 'destination available, source inactive')
         src_driver.delete_instance(source, name)
         mig = record['migration']
+        if mig.get('mechanism') != 'host':
+            # Temporary copies and the source's snapshots go only now, after the source itself.
+            src_driver.migration_cleanup(source, dest, record)
         mig['completed_at'] = now_iso()
         if mig.get('completing_started_epoch'):
             mig['switchover_seconds'] = round(time.time() - mig['completing_started_epoch'], 3)
