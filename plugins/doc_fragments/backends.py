@@ -16,6 +16,10 @@ options:
       - Declare them once in inventory variables and pass them to every module of the collection
         through C(module_defaults) on the action group C(group/storage.mobility.mobility).
       - A pool is addressed V(host@backend#pool), for example V(stor1@generic1#alpha).
+      - A backend with driver V(manila) or V(cinder) stands for one OpenStack service; its pools are the
+        ones the service reports (V(devhost@alpha#pool1)), and it takes the OpenStack connection options
+        (O(backends[].cloud), O(backends[].auth) and the others below). One backend per OpenStack driver
+        in a run. These need the Python library C(openstacksdk) on the host that runs the module.
     type: list
     elements: dict
     required: true
@@ -28,25 +32,29 @@ options:
         description:
           - The storage driver of the backend.
           - V(posix) keeps shares as folders in pools that are folders on any Linux filesystem.
+          - V(btrfs) keeps shares as btrfs subvolumes in pools on btrfs filesystems.
+          - V(manila) drives OpenStack Manila (shares, share migration, share replicas).
+          - V(cinder) drives OpenStack Cinder (volumes, volume migration).
         type: str
         default: posix
-        choices: [posix]
+        choices: [btrfs, posix, manila, cinder]
       host:
         description: The C(host) part of V(host@backend#pool).
         type: str
         default: localhost
       transport:
-        description: How the driver reaches its storage. V(local) is this machine.
+        description:
+          - How the driver reaches its storage. V(local) is this machine, V(rest) an OpenStack service's API.
+          - Defaults to V(rest) for the drivers V(manila) and V(cinder), to V(local) for the others.
         type: str
-        default: local
-        choices: [local]
+        choices: [local, rest]
       pools:
         description:
           - Pool names mapped to their settings; each pool needs C(path), an absolute folder.
           - The collection keeps its records for the pool in C(<path>/.mobility/), shares in
             C(<path>/shares/) and snapshots in C(<path>/snapshots/).
+          - Required for the drivers that keep their own pools; not allowed for V(manila) and V(cinder).
         type: dict
-        required: true
       export:
         description: How users on this machine reach the shares of the backend.
         type: dict
@@ -70,5 +78,50 @@ options:
         elements: str
       replication_domain:
         description: Backends that share a replication domain can replicate to each other.
+        type: str
+      cloud:
+        description:
+          - OpenStack only. Name of a cloud in C(clouds.yaml) (looked up where openstacksdk looks, for
+            example C(~/.config/openstack/clouds.yaml), or in the file named by E(OS_CLIENT_CONFIG_FILE)).
+          - Without O(backends[].cloud) and O(backends[].auth), openstacksdk reads the E(OS_*) environment variables.
+        type: str
+      auth:
+        description:
+          - OpenStack only. Authentication parameters of O(backends[].auth_type), for example C(auth_url),
+            C(username), C(password), C(project_name), C(user_domain_name), C(project_domain_name), or
+            C(application_credential_id) and C(application_credential_secret).
+        type: dict
+      auth_type:
+        description: OpenStack only. The keystoneauth plugin, for example V(password), V(v3applicationcredential) or V(admin_token).
+        type: str
+      region_name:
+        description: OpenStack only. Region of the service.
+        type: str
+      interface:
+        description: OpenStack only. Which endpoint of the service catalog to use.
+        type: str
+        choices: [public, internal, admin]
+      cacert:
+        description: OpenStack only. CA bundle that verifies the service's TLS certificate.
+        type: path
+      validate_certs:
+        description: OpenStack only. Verify TLS certificates. When not set, the cloud's setting (default on) applies.
+        type: bool
+      client_cert:
+        description: OpenStack only. Client certificate for TLS client authentication.
+        type: path
+      client_key:
+        description: OpenStack only. Key of O(backends[].client_cert).
+        type: path
+      endpoint_override:
+        description:
+          - OpenStack only. URL of the service, instead of the one in the service catalog (for example
+            V(http://127.0.0.1:8786/) for a Manila without Keystone).
+        type: str
+      api_version:
+        description:
+          - OpenStack only. The highest API microversion the collection may use with this backend, for
+            example V(2.65). Without it the highest one the service offers. Features that need a newer
+            microversion fail with an error that names both.
         type: str
 '''

@@ -8,7 +8,8 @@ __metaclass__ = type
 
 import traceback
 
-from ansible_collections.storage.mobility.plugins.module_utils.config import EXPORT_HELPERS, TRANSPORTS
+from ansible_collections.storage.mobility.plugins.module_utils.config import (
+    EXPORT_HELPERS, OPENSTACK_DRIVERS, OPENSTACK_INTERFACES, TRANSPORTS)
 from ansible_collections.storage.mobility.plugins.module_utils.context import Context
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.registry import share_driver_names
 from ansible_collections.storage.mobility.plugins.module_utils.errors import (
@@ -20,16 +21,27 @@ def backends_argument_spec():
     return dict(
         backends=dict(type='list', elements='dict', required=True, options=dict(
             name=dict(type='str', required=True),
-            driver=dict(type='str', default='posix', choices=share_driver_names()),
+            driver=dict(type='str', default='posix', choices=share_driver_names() + list(OPENSTACK_DRIVERS)),
             host=dict(type='str', default='localhost'),
-            transport=dict(type='str', default='local', choices=list(TRANSPORTS)),
-            pools=dict(type='dict', required=True),
+            transport=dict(type='str', choices=list(TRANSPORTS)),
+            pools=dict(type='dict'),
             export=dict(type='dict', options=dict(
                 helper=dict(type='str', default='none', choices=list(EXPORT_HELPERS)),
                 root=dict(type='path'),
             )),
             migration_ignore_files=dict(type='list', elements='str'),
             replication_domain=dict(type='str'),
+            cloud=dict(type='str'),
+            auth=dict(type='dict', no_log=True),
+            auth_type=dict(type='str'),
+            region_name=dict(type='str'),
+            interface=dict(type='str', choices=list(OPENSTACK_INTERFACES)),
+            cacert=dict(type='path'),
+            validate_certs=dict(type='bool'),
+            client_cert=dict(type='path'),
+            client_key=dict(type='path', no_log=False),
+            endpoint_override=dict(type='str'),
+            api_version=dict(type='str'),
         )),
     )
 

@@ -14,8 +14,15 @@ from ansible_collections.storage.mobility.plugins.module_utils.names import Pool
 
 _PART_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
 EXPORT_HELPERS = ('bind', 'none')
-TRANSPORTS = ('local',)
+TRANSPORTS = ('local', 'rest')
 DEFAULT_IGNORE_FILES = ['lost+found']
+#: drivers whose storage is an OpenStack service reached over its REST API: the service keeps the
+#: state and names the pools (``host@backend#pool`` as the service reports them)
+OPENSTACK_DRIVERS = ('manila', 'cinder')
+OPENSTACK_OPTIONS = ('cloud', 'auth', 'auth_type', 'region_name', 'interface', 'cacert', 'validate_certs',
+                     'client_cert', 'client_key', 'endpoint_override', 'api_version')
+OPENSTACK_INTERFACES = ('public', 'internal', 'admin')
+_MICROVERSION_RE = re.compile(r'^\d+\.\d+$')
 
 
 def _part(value, what):
@@ -59,10 +66,29 @@ class Backend(object):
         self.name = _part(spec.get('name'), 'backend name')
         self.driver = spec.get('driver') or 'posix'
         self.host = _part(spec.get('host') or 'localhost', 'host of backend %s' % self.name)
-        self.transport = spec.get('transport') or 'local'
+        self.is_openstack = self.driver in OPENSTACK_DRIVERS
+        self.transport = spec.get('transport') or ('rest' if self.is_openstack else 'local')
         if self.transport not in TRANSPORTS:
             raise InvalidRequest('Invalid transport %r for backend %s: supported transports are %s'
                                  % (self.transport, self.name, ', '.join(TRANSPORTS)))
+        self.openstack = {}
+        self.pools = {}
+        self.export_helper = 'none'
+        self.export_root = None
+        self.migration_ignore_files = list(DEFAULT_IGNORE_FILES)
+        self.replication_domain = spec.get('replication_domain')
+        if self.is_openstack:
+            self._openstack(spec)
+            return
+        if self.transport == 'rest':
+            raise InvalidRequest('Invalid transport rest for backend %s: only the OpenStack drivers (%s) use it; '
+                                 'driver %s reaches its storage with transport local'
+                                 % (self.name, ', '.join(OPENSTACK_DRIVERS), self.driver))
+        unexpected = sorted(k for k in OPENSTACK_OPTIONS if spec.get(k) is not None)
+        if unexpected:
+            raise InvalidRequest('Backend %s uses driver %s, which takes no OpenStack options (%s): they belong '
+                                 'to backends with driver %s' % (self.name, self.driver, ', '.join(unexpected),
+                                                                 ' or '.join(OPENSTACK_DRIVERS)))
         export = spec.get('export') or {}
         if not isinstance(export, dict):
             raise InvalidRequest('Invalid export for backend %s: expected a dictionary with helper and root' % self.name)
@@ -81,7 +107,6 @@ class Backend(object):
         pools = spec.get('pools')
         if not isinstance(pools, dict) or not pools:
             raise InvalidRequest('Backend %s declares no pools: pools must map pool names to {path: ...}' % self.name)
-        self.pools = {}
         for pool_name in sorted(pools):
             pool_spec = pools[pool_name]
             if isinstance(pool_spec, str):
@@ -91,6 +116,30 @@ class Backend(object):
             _part(pool_name, 'pool name of backend %s' % self.name)
             path = _abs_path(pool_spec['path'], 'path of pool %s#%s' % (self.name, pool_name))
             self.pools[pool_name] = Pool(self, pool_name, path)
+
+    def _openstack(self, spec):
+        """An OpenStack backend: no local pools, the connection options, a microversion cap."""
+        if self.transport != 'rest':
+            raise InvalidRequest('Invalid transport %r for backend %s: driver %s is reached over its REST API, '
+                                 'use transport rest (or leave transport out)' % (self.transport, self.name, self.driver))
+        if spec.get('pools'):
+            raise InvalidRequest('Backend %s uses driver %s, whose pools are the ones the service reports '
+                                 '(host@backend#pool, for example devhost@alpha#pool1): remove pools from it'
+                                 % (self.name, self.driver))
+        if spec.get('export') and spec['export'].get('helper') == 'bind':
+            raise InvalidRequest('Backend %s uses driver %s, which exports its shares itself: remove export from it'
+                                 % (self.name, self.driver))
+        options = dict((k, spec.get(k)) for k in OPENSTACK_OPTIONS if spec.get(k) is not None)
+        if options.get('auth') is not None and not isinstance(options['auth'], dict):
+            raise InvalidRequest('Invalid auth for backend %s: expected a dictionary (auth_url, username, ...)' % self.name)
+        if options.get('interface') is not None and options['interface'] not in OPENSTACK_INTERFACES:
+            raise InvalidRequest('Invalid interface %r for backend %s: choose one of %s'
+                                 % (options['interface'], self.name, ', '.join(OPENSTACK_INTERFACES)))
+        version = options.get('api_version')
+        if version is not None and not _MICROVERSION_RE.match(str(version)):
+            raise InvalidRequest('Invalid api_version %r for backend %s: expected MAJOR.MINOR, for example 2.65'
+                                 % (version, self.name))
+        self.openstack = options
 
 
 class Backends(object):
@@ -117,6 +166,14 @@ class Backends(object):
                 raise InvalidRequest('Pools %s and %s have the same path %s' % (paths[pool.path], pool, pool.path))
             paths[pool.path] = pool
 
+    def openstack(self, driver):
+        """The declared backends with OpenStack driver ``driver`` (``manila`` or ``cinder``)."""
+        return [b for b in self.backends if b.driver == driver]
+
+    def local(self):
+        """The backends whose pools the collection manages itself."""
+        return [b for b in self.backends if not b.is_openstack]
+
     def pools(self):
         """Every pool of every backend, in a stable order."""
         result = []
@@ -127,11 +184,11 @@ class Backends(object):
     def resolve(self, address, what='pool'):
         """Return the Pool for ``host@backend#pool``; say exactly which part is unknown."""
         ref = address if isinstance(address, PoolRef) else parse_pool(address, what)
-        hosts = sorted(set(b.host for b in self.backends))
+        hosts = sorted(set(b.host for b in self.local()))
         if ref.host not in hosts:
             raise NotFound('Unknown host %r in %s %s: declared hosts are %s'
                            % (ref.host, what, ref, ', '.join(hosts)))
-        on_host = [b for b in self.backends if b.host == ref.host]
+        on_host = [b for b in self.local() if b.host == ref.host]
         match = [b for b in on_host if b.name == ref.backend]
         if not match:
             raise NotFound('Unknown backend %r on host %s in %s %s: declared backends there are %s'

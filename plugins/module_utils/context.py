@@ -8,7 +8,7 @@ __metaclass__ = type
 
 from ansible_collections.storage.mobility.plugins.module_utils.config import Backends
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.registry import share_driver
-from ansible_collections.storage.mobility.plugins.module_utils.errors import NotFound, StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, NotFound, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
 from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
 from ansible_collections.storage.mobility.plugins.module_utils.store import ShareRepository
@@ -22,8 +22,32 @@ class Context(object):
         self.check_mode = check_mode
         self.repo = ShareRepository(self.backends)
         self._drivers = {}
-        for backend in self.backends.backends:
+        for backend in self.backends.local():
             self._drivers[(backend.host, backend.name)] = share_driver(backend, self.runner)
+
+    def openstack_backend(self, driver, pool=None, share=None):
+        """The backend with OpenStack driver ``driver`` that serves this request, or None.
+
+        None means the request goes to the collection's own drivers: no such backend is declared,
+        ``pool`` names a declared local backend, or (without ``pool``) the local records hold a
+        share named ``share``. One OpenStack backend per driver may be declared in a run."""
+        candidates = self.backends.openstack(driver)
+        if not candidates:
+            return None
+        local = self.backends.local()
+        if pool:
+            host, _sep, rest = pool.partition('@')
+            backend = rest.partition('#')[0]
+            if any(b.host == host and b.name == backend for b in local):
+                return None
+        elif local and share:
+            validate_name(share)
+            if self.repo.find_all(share):
+                return None
+        if len(candidates) > 1:
+            raise InvalidRequest('Backends %s all use driver %s: declare one %s backend per run (pass the one '
+                                 'to use in backends)' % (', '.join(b.name for b in candidates), driver, driver))
+        return candidates[0]
 
     def driver(self, pool):
         return self._drivers[(pool.backend.host, pool.backend.name)]

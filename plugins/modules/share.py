@@ -16,10 +16,15 @@ description:
   - The share is created once in the pool given by O(pool); later runs do not move it (use
     M(storage.mobility.share_migration) for that) and warn when it lives elsewhere.
   - Access rules are declarative; the list given replaces the rules of the share.
+  - With a backend of driver V(manila) the share is created in OpenStack Manila (in the pool O(pool) when
+    given, through the scheduler hint C(only_host), else where Manila's scheduler puts it), resized with
+    Manila's extend and shrink, and deleted there; O(wait) waits until Manila reports it V(available) or gone.
+    See C(docs/openstack.md).
 author:
   - storage.mobility maintainers (@storage-mobility)
 extends_documentation_fragment:
   - storage.mobility.backends
+  - storage.mobility.wait
 attributes:
   check_mode:
     support: full
@@ -40,13 +45,17 @@ options:
     choices: [present, absent]
     default: present
   pool:
-    description: Pool to create the share in, V(host@backend#pool). Required to create.
+    description:
+      - Pool to create the share in, V(host@backend#pool). Required to create, except in Manila, where
+        the scheduler picks a pool when it is not given.
     type: str
   size:
-    description: Size in GiB, recorded as the share's quota figure. Required to create.
+    description:
+      - Size in GiB, recorded as the share's quota figure. Required to create.
+      - In Manila the share's real size; a later run with another size extends or shrinks it.
     type: int
   protocol:
-    description: Protocol the share is meant for; cannot change after creation.
+    description: Protocol the share is meant for; cannot change after creation. Manila defaults to V(NFS).
     type: str
     choices: [NFS, CIFS, CEPHFS, GLUSTERFS, HDFS, MAPRFS]
   share_type:
@@ -136,12 +145,15 @@ actions:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.storage.mobility.plugins.module_utils.common import backends_argument_spec, run_module
+from ansible_collections.storage.mobility.plugins.module_utils.common import (
+    backends_argument_spec, run_module, wait_argument_spec)
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
+from ansible_collections.storage.mobility.plugins.module_utils.manila.shares import ManilaShareManager
 
 
 def main():
     argument_spec = backends_argument_spec()
+    argument_spec.update(wait_argument_spec())
     argument_spec.update(
         name=dict(type='str', required=True),
         state=dict(type='str', choices=['present', 'absent'], default='present'),
@@ -162,6 +174,14 @@ def main():
     p = module.params
 
     def action(ctx):
+        manila = ctx.openstack_backend('manila', pool=p['pool'], share=p['name'])
+        if manila is not None:
+            waits = dict(wait=p['wait'] and not module.check_mode, timeout=p['wait_timeout'], sleep=p['wait_sleep'])
+            if p['state'] == 'absent':
+                return ManilaShareManager(ctx, manila).absent(p['name'], **waits)
+            return ManilaShareManager(ctx, manila).present(
+                p['name'], p['pool'], p['size'], p['protocol'], p['share_type'], p['extra_specs'], p['access_rules'],
+                p['description'], p['metadata'], **waits)
         manager = ShareManager(ctx)
         if p['state'] == 'absent':
             return manager.absent(p['name'])

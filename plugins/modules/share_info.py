@@ -16,6 +16,9 @@ description:
   - During a migration a share has two instances, the source (V(migrating)) and the destination
     (V(migrating_to)); C(migration) says where it goes, how, since when, and why a driver-assisted
     move was refused when it was.
+  - With a backend of driver V(manila) the shares come from OpenStack Manila (the project's shares, or the
+    one named); each has its C(task_state), the migration's C(total_progress) from Manila's progress call,
+    its instances, its access rules and, for a replicated share, its C(replicas).
 author:
   - storage.mobility maintainers (@storage-mobility)
 extends_documentation_fragment:
@@ -87,6 +90,11 @@ shares:
       description: The last migration of the share, with its mechanism, timings, error and driver refusal.
       type: dict
       sample: {destination_pool: stor1@generic1#beta, mechanism: driver, driver_refusal: null}
+    replicas:
+      description: Manila only, for a share with a C(replication_type) - its replicas with pool, status and C(replica_state).
+      type: list
+      elements: dict
+      sample: [{id: 5c1f..., pool: devhost@beta#fake_pool_for_BETA, status: available, replica_state: in_sync}]
   sample: []
 '''
 
@@ -94,14 +102,23 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.storage.mobility.plugins.module_utils.common import backends_argument_spec, run_module
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
+from ansible_collections.storage.mobility.plugins.module_utils.manila.shares import ManilaShareManager
 
 
 def main():
     argument_spec = backends_argument_spec()
     argument_spec.update(name=dict(type='str'), pool=dict(type='str'))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    run_module(module, lambda ctx: {'changed': False,
-                                    'shares': ShareManager(ctx).info(module.params['name'], module.params['pool'])})
+
+    def action(ctx):
+        name, pool = module.params['name'], module.params['pool']
+        manila = ctx.openstack_backend('manila', pool=pool, share=name)
+        shares = ManilaShareManager(ctx, manila).info(name, pool) if manila is not None else []
+        if manila is None or (name is None and pool is None and ctx.backends.local()):
+            shares += ShareManager(ctx).info(name, pool)
+        return {'changed': False, 'shares': shares}
+
+    run_module(module, action)
 
 
 if __name__ == '__main__':

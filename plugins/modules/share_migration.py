@@ -34,6 +34,19 @@ description:
   - The posix driver moves a share driver-assisted only between pools on one filesystem, by an
     atomic rename that keeps everything (hard links, xattrs, ACLs, sparse files, snapshots) and
     keeps the share writable.
+  - The btrfs driver moves a share between btrfs pools with C(btrfs send | btrfs receive), writable,
+    with its metadata and snapshots. Phase 1 sends the snapshots and the share; each later run of
+    V(started) sends an increment of what changed. Phase 2 makes the source read-only (it stops
+    while a process still holds a file of the share open for writing), sends the last increment and
+    switches the export. See C(docs/btrfs.md).
+  - With a backend of driver V(manila) the share migrates through OpenStack Manila's own migration API,
+    to a pool as Manila names it (V(host@backend#pool)). V(started) sends C(migration_start) with the flags
+    and waits (with O(wait)) until V(migration_driver_phase1_done) or V(data_copying_completed), recording
+    C(total_progress) on the way; V(completed), V(cancelled) and V(reset) call C(migration_complete),
+    C(migration_cancel) and the administrator's C(reset_task_state). O(new_share_type) and
+    O(new_share_network) name a Manila share type and share network (name or id). The microversion is
+    picked per call, with Manila's experimental header below 2.96. O(copy_job) and O(copy_report) do not
+    apply; Manila's data service copies host-assisted migrations itself. See C(docs/openstack.md).
 author:
   - storage.mobility maintainers (@storage-mobility)
 extends_documentation_fragment:
@@ -184,6 +197,12 @@ actions:
   type: list
   elements: str
   sample: ["switch share projects from stor1@generic1#alpha to stor1@generic1#beta"]
+progress:
+  description: Manila only - the C(task_state) and C(total_progress) seen while waiting for phase 1, one entry per change.
+  returned: when the module waited for phase 1 of a migration in Manila
+  type: list
+  elements: dict
+  sample: [{task_state: migration_driver_in_progress, total_progress: 50}, {task_state: migration_driver_phase1_done, total_progress: 100}]
 copy_required:
   description: True when a data node must copy before the migration can go on (host-assisted).
   returned: when a copy plan is returned
@@ -204,6 +223,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.common import (
     backends_argument_spec, run_module, wait_argument_spec)
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share_migration import ShareMigrationManager
+from ansible_collections.storage.mobility.plugins.module_utils.manila.migration import ManilaMigrationManager
 from ansible_collections.storage.mobility.plugins.module_utils.states import RESETTABLE_TASK_STATES
 
 FLAGS = ('writable', 'preserve_metadata', 'preserve_snapshots', 'nondisruptive')
@@ -234,6 +254,9 @@ def main():
     p = module.params
 
     def action(ctx):
+        manila = ctx.openstack_backend('manila', pool=p['destination_pool'], share=p['share'])
+        if manila is not None:
+            return manila_action(ctx, manila)
         manager = ShareMigrationManager(ctx)
         if p['state'] == 'reset':
             return manager.reset(p['share'], None if p['task_state'] == 'none' else p['task_state'])
@@ -248,6 +271,26 @@ def main():
                              p['force_host_assisted_migration'], p['new_share_type'],
                              wait=p['wait'] and not module.check_mode, timeout=p['wait_timeout'],
                              sleep=p['wait_sleep'], copy_job=p['copy_job'], copy_report=p['copy_report'])
+
+    def manila_action(ctx, manila):
+        manager = ManilaMigrationManager(ctx, manila)
+        waits = dict(wait=p['wait'] and not module.check_mode, timeout=p['wait_timeout'], sleep=p['wait_sleep'])
+        if p['copy_job'] or p['copy_report']:
+            raise InvalidRequest('Cannot use copy_job or copy_report with share %s on backend %s: Manila copies '
+                                 'host-assisted migrations with its own data service' % (p['share'], manila.name))
+        if p['state'] == 'reset':
+            return manager.reset(p['share'], None if p['task_state'] == 'none' else p['task_state'])
+        if p['state'] == 'completed':
+            return manager.complete(p['share'], p['destination_pool'], **waits)
+        if p['state'] == 'cancelled':
+            return manager.cancel(p['share'], **waits)
+        new_type = p['new_share_type']
+        if new_type and new_type.get('extra_specs'):
+            raise InvalidRequest('Cannot migrate share %s: in Manila new_share_type names an existing share type; '
+                                 'its extra specs are defined there, not in new_share_type.extra_specs' % p['share'])
+        return manager.start(p['share'], p['destination_pool'], dict((f, p[f]) for f in FLAGS),
+                             p['force_host_assisted_migration'], new_type['name'] if new_type else None,
+                             p['new_share_network'], **waits)
 
     run_module(module, action)
 

@@ -6,7 +6,9 @@ Contract (used by test_manila*.py and test_cinder*.py):
   ``base`` (folder), ``clouds_yaml`` (path of a clouds.yaml), ``cloud`` (the cloud's name in it),
   ``manila_endpoint`` and ``cinder_endpoint`` (root URLs), ``project_id``,
   ``manila_pools`` (``host@backend#pool`` of the three Manila backends, one replication domain)
-  and ``cinder_pools`` (``host@backend#pool`` of the two Cinder backends);
+  and ``cinder_pools`` (``host@backend#pool`` of the two Cinder backends), and optionally
+  ``cinder_volume_dirs`` (pool -> folder of its volume files, for labs whose Cinder backends keep
+  real data, as lab.py's do; empty otherwise). ``Lab`` is defined in lab.py, the harness;
 * with ``MOBILITY_OPENSTACK_LAB=/path/lab.json`` the tests use a lab that is already running
   (or being started by ``lab.py start``, see below): they wait for the file to appear and never
   stop that lab;
@@ -18,43 +20,33 @@ Starting needs root (apt packages, MariaDB, RabbitMQ); without root the tests sk
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from lab import Lab  # tests/integration/openstack/lab.py: the harness and its Lab
+
 HERE = Path(__file__).resolve().parent
-
-
-@dataclass
-class Lab:
-    base: str
-    clouds_yaml: str
-    cloud: str
-    manila_endpoint: str
-    cinder_endpoint: str
-    project_id: str
-    manila_pools: list = field(default_factory=list)
-    cinder_pools: list = field(default_factory=list)
-
-    @classmethod
-    def from_file(cls, path: Path) -> "Lab":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
 def wait_for_lab_file(path: Path, timeout: float) -> Lab:
     """Wait for ``lab.json`` (written when the lab is ready) or ``lab.failed`` next to it."""
     failed = path.with_name("lab.failed")
+    starter = path.with_name("pids") / "start.pid"  # written by ``lab.py start`` while it runs
+    seen_starter = False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists():
             return Lab.from_file(path)
         if failed.exists():
             raise RuntimeError("The OpenStack lab failed to start: %s" % failed.read_text(encoding="utf-8"))
+        if starter.exists():
+            seen_starter = True
+        elif seen_starter and not path.exists() and not failed.exists():
+            raise RuntimeError("The OpenStack lab's start command ended without writing %s or %s (see %s)"
+                               % (path.name, failed.name, path.with_name("logs") / "lab.log"))
         time.sleep(1)
     raise RuntimeError("The OpenStack lab did not become ready within %d s (%s)" % (timeout, path))
 

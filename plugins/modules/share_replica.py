@@ -1,0 +1,209 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: share_replica
+short_description: Add, promote, resync and delete share replicas
+version_added: 0.1.0
+description:
+  - Manages the replicas of a share whose share type has a C(replication_type) (V(readable),
+    V(writable) or V(dr)), the way the reference service does, through OpenStack Manila (a backend with
+    driver V(manila)).
+  - V(present) adds a replica (in O(pool) when given) and waits until it is V(in_sync); with O(status) or
+    O(replica_state) it resets them on an existing replica, as an administrator does to recover by hand.
+  - V(promoted) makes the replica the active one and waits until it is; the old active replica becomes a
+    secondary. Promoting the active replica changes nothing.
+  - V(resynced) brings a secondary replica up to date with the active one and waits until it is V(in_sync).
+  - V(absent) deletes a replica; deleting one that is gone changes nothing.
+  - Refused before anything is sent, with the reason - a share without C(replication_type); deleting the
+    last active replica; promoting an V(out_of_sync) or V(error) replica without O(force); resetting the
+    C(replica_state) of the active replica; resyncing the active replica.
+  - The microversion is picked per call (Manila's experimental header below 2.56); features the cloud
+    is too old for (O(quiesce_wait_time) before 2.75, O(pool) before 2.67) fail with a clear error.
+author:
+  - storage.mobility maintainers (@storage-mobility)
+extends_documentation_fragment:
+  - storage.mobility.backends
+  - storage.mobility.wait
+attributes:
+  check_mode:
+    support: full
+    description: Validates, then returns the planned actions and the predicted replica; never waits.
+  diff_mode:
+    support: full
+    description: Returns the replica before and after.
+options:
+  share:
+    description: Name (or id) of the share.
+    type: str
+    required: true
+  state:
+    description: The goal; see the description.
+    type: str
+    choices: [present, absent, promoted, resynced]
+    default: present
+  pool:
+    description:
+      - The pool of the replica, V(host@backend#pool) as Manila names it. With O(state=present) the new
+        replica is created there (Manila's scheduler hint C(only_host), microversion 2.67); without it
+        V(present) is satisfied by any secondary replica.
+      - O(state=promoted), V(resynced) and V(absent) need O(pool) or O(replica_id).
+    type: str
+  replica_id:
+    description: The id of the replica, instead of O(pool).
+    type: str
+  availability_zone:
+    description: Availability zone of a new replica.
+    type: str
+  force:
+    description:
+      - With O(state=promoted), promote a replica that is V(out_of_sync) or V(error), accepting the loss of
+        what it misses (administrator intent).
+      - With O(state=absent), force-delete the replica whatever its status.
+    type: bool
+    default: false
+  quiesce_wait_time:
+    description:
+      - With O(state=promoted), seconds the driver waits for the active replica to quiesce before it
+        promotes. Needs microversion 2.75.
+    type: int
+  status:
+    description:
+      - With O(state=present), reset the C(status) of the existing replica to this value (administrator).
+    type: str
+    choices: [available, error, creating, deleting, error_deleting]
+  replica_state:
+    description:
+      - With O(state=present), reset the C(replica_state) of the existing replica to this value
+        (administrator). Never on the active replica.
+    type: str
+    choices: [active, in_sync, out_of_sync, error]
+notes:
+  - New replicas start V(out_of_sync) until Manila's periodic update (C(replica_state_update_interval),
+    300 seconds by default) finds them V(in_sync); set O(wait_timeout) accordingly, or O(wait=false).
+seealso:
+  - module: storage.mobility.share
+  - module: storage.mobility.share_info
+'''
+
+EXAMPLES = r'''
+- name: Add a replica in another backend of the same replication domain
+  storage.mobility.share_replica:
+    share: projects
+    pool: devhost@beta#pool1
+
+- name: Fail over to it
+  storage.mobility.share_replica:
+    share: projects
+    pool: devhost@beta#pool1
+    state: promoted
+    quiesce_wait_time: 30
+
+- name: Bring the old active replica up to date
+  storage.mobility.share_replica:
+    share: projects
+    pool: devhost@alpha#pool1
+    state: resynced
+
+- name: Recover a replica stuck in error by hand
+  storage.mobility.share_replica:
+    share: projects
+    pool: devhost@alpha#pool1
+    status: available
+    replica_state: out_of_sync
+
+- name: Delete it
+  storage.mobility.share_replica:
+    share: projects
+    pool: devhost@alpha#pool1
+    state: absent
+'''
+
+RETURN = r'''
+replica:
+  description: The replica after the run (in check mode, as it would be); empty when deleted.
+  returned: always
+  type: dict
+  sample: {id: 5c1f..., share_id: 0f0e..., pool: devhost@beta#pool1, status: available, replica_state: active}
+replicas:
+  description: All replicas of the share after the run (not listed in check mode when something would change).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{id: 5c1f..., pool: devhost@beta#pool1, status: available, replica_state: active}]
+share:
+  description: The share - name, id and C(replication_type).
+  returned: always
+  type: dict
+  sample: {name: projects, id: 0f0e..., replication_type: readable}
+actions:
+  description: What the run did, or would do in check mode.
+  returned: always
+  type: list
+  elements: str
+  sample: ["promote replica 5c1f... of share projects in devhost@beta#pool1"]
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.storage.mobility.plugins.module_utils.common import (
+    backends_argument_spec, run_module, wait_argument_spec)
+from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
+from ansible_collections.storage.mobility.plugins.module_utils.manila.replicas import (
+    REPLICA_STATUSES, RESETTABLE_REPLICA_STATES, ManilaReplicaManager)
+
+
+def main():
+    argument_spec = backends_argument_spec()
+    argument_spec.update(wait_argument_spec())
+    argument_spec.update(
+        share=dict(type='str', required=True),
+        state=dict(type='str', choices=['present', 'absent', 'promoted', 'resynced'], default='present'),
+        pool=dict(type='str'),
+        replica_id=dict(type='str'),
+        availability_zone=dict(type='str'),
+        force=dict(type='bool', default=False),
+        quiesce_wait_time=dict(type='int'),
+        status=dict(type='str', choices=list(REPLICA_STATUSES)),
+        replica_state=dict(type='str', choices=list(RESETTABLE_REPLICA_STATES)),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           mutually_exclusive=[('pool', 'replica_id')])
+    p = module.params
+
+    def action(ctx):
+        backend = ctx.openstack_backend('manila', pool=p['pool'])
+        if backend is None:
+            raise InvalidRequest('Cannot manage replicas of share %s: replicas need a backend with driver manila '
+                                 '(declared drivers: %s)' % (p['share'], ', '.join(sorted(set(
+                                     b.driver for b in ctx.backends.backends)))))
+        state = p['state']
+        misplaced = [o for o in ('status', 'replica_state') if p[o] and state != 'present']
+        misplaced += [o for o, states in (('quiesce_wait_time', ('promoted',)), ('availability_zone', ('present',)))
+                      if p[o] is not None and state not in states]
+        if misplaced:
+            raise InvalidRequest('Cannot make a replica of share %s %s: %s apply to other states (see the module '
+                                 'documentation)' % (p['share'], state, ', '.join(misplaced)))
+        manager = ManilaReplicaManager(ctx, backend)
+        waits = dict(wait=p['wait'] and not module.check_mode, timeout=p['wait_timeout'], sleep=p['wait_sleep'])
+        target = dict(pool=p['pool'], replica_id=p['replica_id'])
+        if state == 'absent':
+            return manager.absent(p['share'], force=p['force'], **dict(target, **waits))
+        if state == 'promoted':
+            return manager.promoted(p['share'], force=p['force'], quiesce_wait_time=p['quiesce_wait_time'],
+                                    **dict(target, **waits))
+        if state == 'resynced':
+            return manager.resynced(p['share'], **dict(target, **waits))
+        return manager.present(p['share'], availability_zone=p['availability_zone'], status=p['status'],
+                               replica_state=p['replica_state'], **dict(target, **waits))
+
+    run_module(module, action)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,237 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: volume_migrate
+short_description: Migrate or retype an OpenStack Cinder volume
+version_added: 0.1.0
+description:
+  - Moves a Cinder volume (a backend with driver V(cinder)) to another pool or cluster with Cinder's
+    own migration, or changes its volume type with a retype that may move it.
+  - With O(host) (V(host@backend#pool), or V(host@backend) for any pool of a backend) or O(cluster)
+    the volume migrates there. Cinder first asks the source driver to move it (driver-assisted);
+    when the driver cannot, or with O(force_host_copy), it creates a volume at the destination, copies
+    the blocks on the volume service's host and swaps the two, so the volume keeps its id (its
+    C(name_id) then names the copy).
+  - With O(wait) the module follows C(migration_status) through V(starting), V(migrating),
+    V(completing) to V(success), and fails with Cinder's reason when it ends in V(error). The statuses
+    seen, with the seconds at which they were seen, are returned in C(migration.history); Cinder gives
+    no percentage for a migration.
+  - With O(new_type) the volume is retyped; O(migration_policy=on-demand) lets Cinder migrate it
+    when the new type needs another backend, V(never) (Cinder's default) refuses such a retype. Under
+    V(never) a type that pins another backend (C(volume_backend_name)) is refused before anything is
+    sent. Cinder refuses other retypes after accepting the request; the module then fails with the
+    type the volume kept.
+  - Idempotent - a volume already on the destination (or of the new type) is no change, and a run while
+    a migration is running follows it instead of starting another.
+  - Refused before anything is sent - O(host) with O(cluster); O(new_type) with O(host), O(cluster),
+    O(force_host_copy) or O(lock_volume); O(migration_policy) without O(new_type); an unknown volume,
+    destination or type; a volume that is neither V(available) nor V(in-use); O(cluster) when the
+    cloud (or the backend's C(api_version)) is older than microversion 3.16.
+author:
+  - storage.mobility maintainers (@storage-mobility)
+extends_documentation_fragment:
+  - storage.mobility.backends
+  - storage.mobility.wait
+attributes:
+  check_mode:
+    support: full
+    description: Validates, then returns the planned actions and the predicted volume; never waits.
+  diff_mode:
+    support: full
+    description: Returns the volume before and after.
+options:
+  volume:
+    description: Name (or id) of the volume.
+    type: str
+    required: true
+  host:
+    description:
+      - Destination pool, V(host@backend#pool), or V(host@backend) for any pool of that backend, as
+        Cinder names them (M(storage.mobility.volume_info) lists them as C(pools)).
+    type: str
+  cluster:
+    description:
+      - Destination cluster of volume services, instead of O(host). Needs microversion 3.16.
+    type: str
+  force_host_copy:
+    description:
+      - Skip the driver-assisted move and copy the data through the volume service's host.
+    type: bool
+    default: false
+  lock_volume:
+    description:
+      - Keep the volume in status V(maintenance) during the migration, so that nothing attaches or
+        detaches it meanwhile (for an V(available) volume).
+    type: bool
+    default: false
+  new_type:
+    description: Retype the volume to this volume type (name or id) instead of migrating it to a host.
+    type: str
+  migration_policy:
+    description:
+      - With O(new_type), whether Cinder may migrate the volume when the new type needs another backend.
+      - When not set, V(never), as in Cinder.
+    type: str
+    choices: [never, on-demand]
+notes:
+  - Migrating and retyping are administrator operations in Cinder's default policy.
+seealso:
+  - module: storage.mobility.volume
+  - module: storage.mobility.volume_info
+'''
+
+EXAMPLES = r'''
+- name: Move a volume to another backend, letting the driver do it when it can
+  storage.mobility.volume_migrate:
+    volume: db-data
+    host: devhost@file2#file2
+
+- name: Move it back with a copy through the volume service's host, locked meanwhile
+  storage.mobility.volume_migrate:
+    volume: db-data
+    host: devhost@file1#file1
+    force_host_copy: true
+    lock_volume: true
+
+- name: Start a long migration and come back later
+  storage.mobility.volume_migrate:
+    volume: archive
+    host: devhost@file2
+    wait: false
+
+- name: Retype, moving the volume if the new type needs it
+  storage.mobility.volume_migrate:
+    volume: db-data
+    new_type: fast
+    migration_policy: on-demand
+'''
+
+RETURN = r'''
+volume:
+  description: The volume after the request (predicted in check mode); see M(storage.mobility.volume_info) for the fields.
+  returned: always
+  type: dict
+  sample: {name: db-data, status: available, host: devhost@file2#file2, migration_status: success, name_id: null}
+migration:
+  description: The migration to O(host) or O(cluster).
+  returned: when O(host) or O(cluster) is given
+  type: dict
+  contains:
+    destination:
+      description: O(host) or O(cluster) as given.
+      type: str
+      sample: devhost@file2#file2
+    source:
+      description: The pool the volume was on before.
+      type: str
+      sample: devhost@file1#file1
+    mechanism:
+      description:
+        - How Cinder moved the volume - V(driver) (driver-assisted) or V(host_copy) (a new volume, the
+          blocks copied, the two swapped). Null when this run did not see it move.
+      type: str
+      sample: host_copy
+    migration_status:
+      description: The volume's C(migration_status) at the end.
+      type: str
+      sample: success
+    history:
+      description: The (C(status), C(migration_status)) pairs seen while waiting, with the seconds since the request.
+      type: list
+      elements: dict
+      sample: [{status: available, migration_status: starting, seconds: 0.0},
+               {status: available, migration_status: migrating, seconds: 1.0},
+               {status: available, migration_status: success, seconds: 7.1}]
+    seconds:
+      description: Seconds from the request to the end of the wait.
+      type: float
+      sample: 7.1
+    force_host_copy:
+      description: O(force_host_copy) as given.
+      type: bool
+      sample: false
+  sample: {destination: devhost@file2#file2, mechanism: driver, migration_status: success}
+retype:
+  description: The retype to O(new_type).
+  returned: when O(new_type) is given
+  type: dict
+  contains:
+    new_type:
+      description: Name of the new volume type.
+      type: str
+      sample: fast
+    migration_policy:
+      description: The migration policy used.
+      type: str
+      sample: on-demand
+    moved:
+      description: Whether the volume changed pool during this run's retype.
+      type: bool
+      sample: true
+    migration_status:
+      description: The C(migration_status) of the migration the retype needed, when it moved.
+      type: str
+      sample: success
+    history:
+      description: The (C(status), C(migration_status)) pairs seen while waiting.
+      type: list
+      elements: dict
+      sample: [{status: retyping, migration_status: migrating, seconds: 0.5}]
+    seconds:
+      description: Seconds from the request to the end of the wait.
+      type: float
+      sample: 3.2
+  sample: {new_type: fast, migration_policy: on-demand, moved: true}
+actions:
+  description: What was done (in check mode, what would be done).
+  returned: always
+  type: list
+  elements: str
+  sample: [migrate volume db-data to host devhost@file2#file2]
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.storage.mobility.plugins.module_utils.cinder.volumes import (
+    MIGRATION_POLICIES, CinderVolumeManager)
+from ansible_collections.storage.mobility.plugins.module_utils.common import (
+    backends_argument_spec, run_module, wait_argument_spec)
+
+
+def main():
+    argument_spec = backends_argument_spec()
+    argument_spec.update(wait_argument_spec())
+    argument_spec.update(
+        volume=dict(type='str', required=True),
+        host=dict(type='str'),
+        cluster=dict(type='str'),
+        force_host_copy=dict(type='bool', default=False),
+        lock_volume=dict(type='bool', default=False),
+        new_type=dict(type='str'),
+        migration_policy=dict(type='str', choices=list(MIGRATION_POLICIES)),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    p = module.params
+
+    def action(ctx):
+        CinderVolumeManager.check_request(p['volume'], host=p['host'], cluster=p['cluster'],
+                                          force_host_copy=p['force_host_copy'], lock_volume=p['lock_volume'],
+                                          new_type=p['new_type'], migration_policy=p['migration_policy'])
+        manager = CinderVolumeManager.for_context(ctx, 'migrate volume %s' % p['volume'])
+        waits = dict(wait=p['wait'] and not module.check_mode, timeout=p['wait_timeout'], sleep=p['wait_sleep'])
+        if p['new_type']:
+            return manager.retype(p['volume'], p['new_type'], migration_policy=p['migration_policy'], **waits)
+        return manager.migrate(p['volume'], host=p['host'], cluster=p['cluster'], force_host_copy=p['force_host_copy'],
+                               lock_volume=p['lock_volume'], **waits)
+
+    run_module(module, action)
+
+
+if __name__ == '__main__':
+    main()
