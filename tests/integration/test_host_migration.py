@@ -373,7 +373,9 @@ def test_cancel_in_the_middle_of_a_copy(lab):
     needs_root(lab, "the bind export shows whether the share is writable again")
     lab.create_shares("halted")
     before = lab.fill_plain("halted", big_mb=40)
-    first = lab.migrate("halted", wait=False, **slow("2m"))  # about 20 s of copying
+    # About 40 s of copying: room for a slow cancel playbook on a loaded machine; the cancel
+    # stops the copy, so the window costs nothing when the cancel comes early.
+    first = lab.migrate("halted", wait=False, **slow("1m"))
     _rerun_ok(first)
     mig = lab.migration_id("halted")
     during = lab.job_status(mig)
@@ -529,10 +531,11 @@ def test_cancel_during_the_final_pass_rolls_everything_back(lab):
     lab.fill_plain("late", files=10)
     _rerun_ok(lab.migrate("late"))
     # Something for the final pass to copy (slowly): data added to the source in its pool.
-    lab.fill_plain("late", files=0, big_mb=30)
+    lab.fill_plain("late", files=0, big_mb=48)
     before = tree_tool.manifest(str(lab.share_path("late")))
     final = lab.migration_id("late") + "-final"
-    proc, log = lab.spawn(COMPLETE, dict({"share": "late", "mobility_poll_seconds": 1}, **slow("2m")))
+    # About 48 s of final pass (the cancel stops it): room for the cancel playbook under load.
+    proc, log = lab.spawn(COMPLETE, dict({"share": "late", "mobility_poll_seconds": 1}, **slow("1m")))
     try:
         wait_until(lambda: lab.job_status(final).get("phase") == "copying" or proc.poll() is not None,
                    "the final pass to copy", attempts=1200)
