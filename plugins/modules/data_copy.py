@@ -119,6 +119,30 @@ options:
   bwlimit:
     description: Bandwidth limit passed to rsync C(--bwlimit), for example V(50m).
     type: str
+  reuse_hashes:
+    description:
+      - Reuse hashes recorded by an earlier verification (of this job, or of the last verified job with the same
+        O(hash_cache_key)) for the files whose size, modification time and change time (to the nanosecond) and
+        inode are unchanged on that side; read and hash only the other files. Any write to a file changes its
+        change time, which no program can set back, so a changed file is always read again.
+      - With V(false) every file of both trees is read again; that also catches damage that bypassed the
+        filesystem (a write to the raw device), which a change time does not show.
+      - Not part of the request that decides whether a completed job runs again.
+    type: bool
+    default: true
+  hash_cache_key:
+    description:
+      - Jobs with the same key (and the same O(ignore_files)) share recorded hashes, for example a phase-1 job
+        and the final pass of one migration, whose mount points differ. Defaults to the real paths of
+        O(source) and O(destination).
+      - Not part of the request that decides whether a completed job runs again.
+    type: str
+  warn_writable_source:
+    description:
+      - Warn when O(source) is writable. The C(storage.mobility.data_mover) role sets it when both sides use
+        helper V(none), which mounts nothing, so the read-only source cannot be enforced.
+    type: bool
+    default: false
 notes:
   - The job's state is one of C(running), C(completed), C(failed), C(cancelled) (and C(absent) for a job that
     does not exist). The module fails when the job has failed (with O(state=started) or O(state=status)),
@@ -127,6 +151,9 @@ notes:
     with C(interrupted=true); O(state=started) resumes it.
   - Job progress during the copy is rsync's; when a copy resumes, the percentage counts only what this
     attempt transfers. During verification the progress counts the bytes compared.
+  - While rsync copies, a second process reads and hashes the source files; the verification then walks
+    both trees in two processes and reads the destination with direct I/O (or after dropping its cached
+    pages), so it hashes what is on the disk. See C(docs/performance.md).
 seealso:
   - module: storage.mobility.share_migration
 '''
@@ -210,7 +237,8 @@ job:
           C(destination), C(files), C(bytes), C(directories), C(symlinks), C(hash_algorithm) (the one used),
           C(differ) (path and attributes), C(missing), C(extra) (each capped at 1000, with C(differ_count),
           C(missing_count), C(extra_count)), C(copy_seconds), C(verify_seconds), C(rsync_rc), C(rsync_stats),
-          C(warnings), C(source_digest), C(destination_digest), C(error).
+          C(warnings), C(source_digest), C(destination_digest), C(error), C(hashing) (C(files_hashed),
+          C(bytes_hashed), C(files_reused), C(bytes_reused), C(files_hashed_during_copy)).
       returned: always
       type: dict
       sample: {job_id: 9f3c1e0a-mig, verified: true, verification: passed, files: 1200, bytes: 734003200,
@@ -258,8 +286,12 @@ def run(module, jobs):
     if p['state'] == 'started':
         request = jobs.build_request(p['job_id'], p['source'], p['destination'], p['ignore_files'], p['check_hash'],
                                      p['hash_algorithm'], p['rsync_options'], p['rsync_base_options'],
-                                     p['final_pass'], p['bwlimit'])
-        return jobs.start(request, p['wait_seconds'])
+                                     p['final_pass'], p['bwlimit'], p['reuse_hashes'], p['hash_cache_key'])
+        result = jobs.start(request, p['wait_seconds'])
+        if p['warn_writable_source'] and jobs.writable(request['source']):
+            result['warnings'].append('Helper none mounts nothing, so read_only cannot be enforced: %s is writable'
+                                      % request['source'])
+        return result
     if p['state'] == 'status':
         jobs.folder(p['job_id'])
         wait_seconds = 0 if module.check_mode else p['wait_seconds']
@@ -285,6 +317,9 @@ def main():
             final_pass=dict(type='bool', default=False, no_log=False),
             wait_seconds=dict(type='int', default=0),
             bwlimit=dict(type='str'),
+            reuse_hashes=dict(type='bool', default=True),
+            hash_cache_key=dict(type='str', no_log=False),
+            warn_writable_source=dict(type='bool', default=False),
         ),
         required_if=[('state', 'started', ['source', 'destination'])],
         supports_check_mode=True,

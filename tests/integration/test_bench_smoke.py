@@ -41,6 +41,10 @@ def test_bench_quick_tiny(tmp_path: Path) -> None:
     assert cut["changed_files"] > 0
     assert cut["ours_final_verified"] is True
     assert cut["ours_missed_total"] == 0
+    # The final pass read the changed files again and kept the phase-1 hashes of the others.
+    final = cut["runs"][0]
+    assert 0 < final["ours_final_files_read"] < 2 * result["datasets"]["D3"]["files"], final["ours_final_hashing"]
+    assert final["ours_final_hashing"]["files_reused"] > 0
     for key in ("ours_final_seconds", "rsync_seconds", "ours_noop_seconds", "rsync_noop_seconds"):
         assert cut[key] > 0, key
 

@@ -14,6 +14,7 @@ __metaclass__ = type
 import errno
 import fcntl
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -270,22 +271,45 @@ class DataCopyJobs(object):
             return False
 
     def wait(self, job_id, seconds):
-        """Wait up to ``seconds`` (monotonic) for the job to stop running; return its view."""
+        """Wait up to ``seconds`` (monotonic) for the job to stop running; return its view.
+
+        Where Linux gives a pidfd of the worker, the wait ends as soon as the worker exits, not at
+        the next look at its status.
+        """
         deadline = self.clock() + max(0, seconds or 0)
         interval = 0.1
-        while True:
-            job = self.view(job_id)
-            remaining = deadline - self.clock()
-            if job['state'] != 'running' or remaining <= 0:
-                return job
-            self.sleeper(min(interval, remaining))
-            interval = min(1.0, interval * 2)
+        watched = None
+        try:
+            while True:
+                job = self.view(job_id)
+                remaining = deadline - self.clock()
+                if job['state'] != 'running' or remaining <= 0:
+                    return job
+                if watched is None and job.get('alive') and job.get('pid'):
+                    watched = self._pidfd(job['pid'])
+                if watched:
+                    select.select([watched], [], [], min(interval, remaining))
+                else:
+                    self.sleeper(min(interval, remaining))
+                interval = min(1.0, interval * 2)
+        finally:
+            if watched:
+                os.close(watched)
+
+    def _pidfd(self, pid):
+        """A pidfd of ``pid`` (readable once it exits), or 0 where there is none or sleeping is faked."""
+        if self.sleeper is not time.sleep or not hasattr(os, 'pidfd_open'):
+            return 0
+        try:
+            return os.pidfd_open(pid)
+        except OSError:
+            return 0
 
     # ------------------------------------------------------------------ requests
 
     def build_request(self, job_id, source, destination, ignore_files=None, check_hash=True,
                       hash_algorithm=manifest_lib.DEFAULT_ALGORITHM, rsync_options=None, rsync_base_options=None,
-                      final_pass=False, bwlimit=None):
+                      final_pass=False, bwlimit=None, reuse_hashes=True, hash_cache_key=None):
         """Validate a start request and return it as stored in ``job.json``."""
         validate_name(job_id, 'job id')
         if not source or not destination:
@@ -302,6 +326,8 @@ class DataCopyJobs(object):
                                        else rsync_base_options),
             'final_pass': bool(final_pass),
             'bwlimit': str(bwlimit) if bwlimit not in (None, '') else None,
+            'reuse_hashes': bool(reuse_hashes),
+            'hash_cache_key': hash_cache_key or None,
         }
         for side in ('source', 'destination'):
             path = request[side]
@@ -338,6 +364,14 @@ class DataCopyJobs(object):
                 raise MissingLibrary('Failed to start data copy job %s: hash algorithm %s needs the Python package '
                                      '%s on the data node' % (job_id, request['hash_algorithm'], library), library)
         return request
+
+    @staticmethod
+    def writable(path):
+        """True when the filesystem holding ``path`` is mounted read-write (statvfs)."""
+        try:
+            return not os.statvfs(path).f_flag & os.ST_RDONLY
+        except OSError:
+            return False
 
     def hash_warning(self, request):
         """The warning for an xxh128 request on a data node without xxhash, or None."""

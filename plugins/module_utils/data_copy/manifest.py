@@ -7,8 +7,14 @@ A manifest entry describes one path below a root (the root itself is ``.``): its
 owner, group, size, modification time in nanoseconds, symlink target (never followed), device
 number, extended attributes (ACLs included), hard-link structure and, for regular files, a hash
 of the content. Both trees are walked in the same order (depth first, names sorted as bytes)
-by one thread each, and the entries are compared as they come, so memory does not grow with
-the size of the tree.
+by one process each (threads where processes cannot be forked), and the entries are compared as
+they come, so memory does not grow with the size of the tree.
+
+A hash cache (``HashCache``) remembers, per side and path, the hash of a regular file with the
+identity it had when it was read: size, modification time and change time to the nanosecond and
+inode number. A later walk reuses the hash only when all four are unchanged; any write to a file
+(even one that restores its size and modification time) changes its change time, which no
+program can set back, so a changed file is always read again.
 
 Paths are bytes throughout: a name that is not UTF-8 is compared exactly and only rendered
 (``\\xNN``) for the report. Shipped to the data node with the worker: standard library only
@@ -18,15 +24,20 @@ Paths are bytes throughout: a name that is not UTF-8 is compared exactly and onl
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import ctypes
 import errno
 import hashlib
 import json
+import mmap
+import multiprocessing
 import os
 import queue
 import stat
+import sys
 import threading
+import time
 
-from ansible_collections.storage.mobility.plugins.module_utils.data_copy.state import render_path
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.state import atomic_write, render_path
 
 HASH_ALGORITHMS = ('xxh128', 'sha256', 'blake3', 'blake2b')
 DEFAULT_ALGORITHM = 'xxh128'
@@ -44,6 +55,14 @@ ATTRIBUTES = ('type', 'mode', 'uid', 'gid', 'size', 'mtime_ns', 'target', 'rdev'
 _O_NOATIME = getattr(os, 'O_NOATIME', 0)
 _O_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
 _O_CLOEXEC = getattr(os, 'O_CLOEXEC', 0)
+_O_DIRECT = getattr(os, 'O_DIRECT', 0)
+HASH_CACHE_FORMAT = 'storage.mobility hash cache 1'
+SIDES = ('source', 'destination')
+# Entries sent at once from a walking process to the comparing one.
+BATCH = 256
+# Seconds between two looks at the destination files the copy has finished (see prehash).
+PREHASH_ROUND = 1.0
+PREHASH_FLUSH_BYTES = 64 * 1024 * 1024
 
 _TYPES = (
     (stat.S_ISREG, 'file'),
@@ -168,8 +187,8 @@ def read_xattrs(path, privileged=None):
     return values
 
 
-def _open_for_reading(path):
-    flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC
+def _open_for_reading(path, extra=0):
+    flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | extra
     try:
         return os.open(path, flags | _O_NOATIME)
     except OSError as exc:
@@ -187,18 +206,73 @@ def _advise(fd, advice):
             pass
 
 
+def identity(st):
+    """What must not change for a cached hash to stay true: size, mtime and ctime (ns), inode."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+class HashCache(object):
+    """Hashes of regular files by side and path, each with the identity it had when it was read.
+
+    ``sides['source']`` and ``sides['destination']`` map a path (bytes, relative) to
+    ``(identity, hash)``. Stored as text: a header line, then one line per file.
+    """
+
+    def __init__(self, algorithm, sides=None):
+        self.algorithm = algorithm
+        self.sides = sides or dict((side, {}) for side in SIDES)
+
+    def __len__(self):
+        return sum(len(entries) for entries in self.sides.values())
+
+    def save(self, path):
+        lines = [json.dumps({'format': HASH_CACHE_FORMAT, 'algorithm': self.algorithm}).encode('ascii')]
+        for side in SIDES:
+            tag = side[0].encode('ascii')
+            for rel, (ident, digest) in self.sides[side].items():
+                fields = (tag, rel.hex().encode('ascii'), ident[0], ident[1], ident[2], ident[3], digest.encode('ascii'))
+                lines.append(b'%s %s %d %d %d %d %s' % fields)
+        atomic_write(path, b'\n'.join(lines) + b'\n')
+
+    @classmethod
+    def load(cls, path, algorithm):
+        """The cache stored in ``path``, or None when it is missing, unreadable or of another algorithm."""
+        try:
+            with open(path, 'rb') as handle:
+                header = json.loads(handle.readline().decode('utf-8'))
+                if header.get('format') != HASH_CACHE_FORMAT or header.get('algorithm') != algorithm:
+                    return None
+                cache = cls(algorithm)
+                by_tag = {b's': cache.sides['source'], b'd': cache.sides['destination']}
+                for line in handle:
+                    fields = line.split()
+                    if len(fields) != 7 or fields[0] not in by_tag:
+                        return None
+                    by_tag[fields[0]][bytes.fromhex(fields[1].decode('ascii'))] = (
+                        (int(fields[2]), int(fields[3]), int(fields[4]), int(fields[5])), fields[6].decode('ascii'))
+        except (IOError, OSError, ValueError, AttributeError, UnicodeDecodeError):
+            return None
+        return cache
+
+
+class _NoDirectIO(Exception):
+    """The filesystem refuses O_DIRECT reads."""
+
+
 class Walker(object):
     """Walks one tree depth first in sorted order and yields manifest entries.
 
     ``ignore``: names skipped at any depth. ``algorithm``: content hash (None: no content hash).
-    ``drop_cache``: tell the kernel to drop the cached pages of each file before reading it, so
-    the hash reads what is on the disk, not what the copy left in memory. ``skip_times``: types
-    (``directory``, ``symlink``) whose modification time is not recorded. ``cancelled``: an
-    Event that stops the walk.
+    ``drop_cache``: read each file from the disk, not from what the copy left in memory: with
+    direct I/O (``O_DIRECT``, which also writes back the file's dirty pages first) where the
+    filesystem allows it, else after telling the kernel to drop the file's cached pages.
+    ``skip_times``: types (``directory``, ``symlink``) whose modification time is not recorded.
+    ``cancelled``: an Event that stops the walk. ``cache``: path -> ``(identity, hash)`` of an
+    earlier walk (see HashCache); ``recorded`` collects the same for this walk.
     """
 
     def __init__(self, root, ignore=(), algorithm=None, drop_cache=False, skip_times=(), cancelled=None,
-                 privileged=None):
+                 privileged=None, cache=None):
         self.root = os.fsencode(root)
         self.ignore = frozenset(os.fsencode(name) for name in ignore or ())
         self.algorithm = algorithm
@@ -210,7 +284,14 @@ class Walker(object):
         self.bytes_hashed = 0
         self.counts = {'entries': 0, 'files': 0, 'bytes': 0, 'directories': 0, 'symlinks': 0, 'other': 0}
         self._links = {}
-        self._buffer = bytearray(CHUNK)
+        self._local = threading.local()
+        self._direct = drop_cache and bool(_O_DIRECT)
+        self.cache = cache or {}
+        self.recorded = {}
+        self.files_hashed = 0
+        self.files_reused = 0
+        self.bytes_reused = 0
+        self.keep_cache = False
 
     def _check_cancelled(self):
         if self.cancelled is not None and self.cancelled.is_set():
@@ -218,28 +299,69 @@ class Walker(object):
 
     def hash_file(self, path):
         """The content hash of the regular file ``path``."""
+        return self.read_and_hash(path)[0]
+
+    def read_and_hash(self, path):
+        """``(hash, identity after reading)`` of the regular file ``path``."""
+        if self._direct:
+            try:
+                return self._hash_direct(path)
+            except _NoDirectIO:
+                self._direct = False  # this filesystem has no direct I/O: drop the cached pages instead
         hasher = new_hasher(self.algorithm)
         fd = _open_for_reading(path)
         try:
             if self.drop_cache and hasattr(os, 'POSIX_FADV_DONTNEED'):
                 _advise(fd, os.POSIX_FADV_DONTNEED)
-            if hasattr(os, 'POSIX_FADV_SEQUENTIAL'):
-                _advise(fd, os.POSIX_FADV_SEQUENTIAL)
-            view = memoryview(self._buffer)
-            with os.fdopen(os.dup(fd), 'rb', buffering=0) as handle:
-                while True:
-                    count = handle.readinto(self._buffer)
-                    if not count:
-                        break
-                    hasher.update(view[:count])
-                    self.bytes_hashed += count
-                    self._check_cancelled()
-            if hasattr(os, 'POSIX_FADV_DONTNEED'):
+            buffer = getattr(self._local, 'buffer', None)
+            if buffer is None:
+                buffer = self._local.buffer = bytearray(CHUNK)
+            view = memoryview(buffer)
+            while True:
+                count = os.readv(fd, [buffer])
+                if not count:
+                    break
+                hasher.update(view[:count])
+                self._check_cancelled()
+            after = identity(os.fstat(fd))
+            if hasattr(os, 'POSIX_FADV_DONTNEED') and not self.keep_cache:
                 # Leave the page cache to the users of the data node.
                 _advise(fd, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
-        return hasher.hexdigest()
+        return hasher.hexdigest(), after
+
+    def _hash_direct(self, path):
+        try:
+            fd = _open_for_reading(path, _O_DIRECT)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise _NoDirectIO()
+            raise
+        try:
+            buffer = getattr(self._local, 'direct_buffer', None)
+            if buffer is None:
+                # Anonymous memory is page aligned, as direct I/O wants.
+                buffer = self._local.direct_buffer = mmap.mmap(-1, CHUNK)
+            hasher = new_hasher(self.algorithm)
+            offset = 0
+            with memoryview(buffer) as view:
+                while True:
+                    try:
+                        count = os.preadv(fd, [buffer], offset)
+                    except OSError as exc:
+                        if exc.errno == errno.EINVAL and offset == 0:
+                            raise _NoDirectIO()
+                        raise
+                    if not count:
+                        break
+                    hasher.update(view[:count])
+                    offset += count
+                    self._check_cancelled()
+            after = identity(os.fstat(fd))
+        finally:
+            os.close(fd)
+        return hasher.hexdigest(), after
 
     def describe(self, rel, full, st):
         """The manifest entry of one path (``rel`` relative, ``full`` absolute, ``st`` its lstat)."""
@@ -264,16 +386,37 @@ class Walker(object):
                     entry['link'] = first[0]
                     if first[1] is not None:
                         entry['hash'] = first[1]
+                        recorded = self.recorded.get(first[0])
+                        if kind == 'file' and recorded is not None and recorded[0] == identity(st):
+                            # The same inode, unchanged: a later walk (or the prehash) need not read
+                            # this path either.
+                            self.recorded[rel] = recorded
             if kind == 'file':
                 entry['size'] = st.st_size
                 if self.algorithm is not None and 'hash' not in entry:
-                    entry['hash'] = self.hash_file(full)
+                    before = identity(st)
+                    cached = self.cache.get(rel)
+                    if cached is not None and cached[0] == before:
+                        entry['hash'] = cached[1]
+                        self.files_reused += 1
+                        self.bytes_reused += st.st_size
+                        self.recorded[rel] = cached
+                    else:
+                        entry['hash'], after = self.read_and_hash(full)
+                        self._hashed(rel, st.st_size, before, entry['hash'], after)
                     if st.st_nlink > 1:
                         self._links[(st.st_dev, st.st_ino)] = (rel, entry['hash'])
         except OSError as exc:
             entry['error'] = '%s: %s' % (errno.errorcode.get(exc.errno, 'error'), exc.strerror)
         self._count(entry)
         return entry
+
+    def _hashed(self, rel, size, before, digest, after):
+        self.files_hashed += 1
+        self.bytes_hashed += size
+        if after == before:
+            # Unchanged while it was read: a later walk may trust this hash.
+            self.recorded[rel] = (before, digest)
 
     def _count(self, entry):
         kind = entry['type']
@@ -340,19 +483,22 @@ class Walker(object):
     def hexdigest(self):
         return 'sha256:' + self.digest.hexdigest()
 
-
-def _jsonable(value):
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, dict):
-        return sorted([name, _jsonable(item)] for name, item in value.items())
-    return value
+    def summary(self):
+        """What the comparing side needs once the walk has ended."""
+        return {'counts': dict(self.counts), 'digest': self.hexdigest(), 'recorded': self.recorded,
+                'files_hashed': self.files_hashed, 'files_reused': self.files_reused,
+                'bytes_hashed': self.bytes_hashed, 'bytes_reused': self.bytes_reused}
 
 
 def digest_line(entry):
-    """The canonical bytes of one entry, as fed to the manifest digest."""
-    record = dict((name, _jsonable(entry[name])) for name in ATTRIBUTES if name in entry)
-    return entry['path'] + b'\0' + json.dumps(record, sort_keys=True, separators=(',', ':')).encode('ascii') + b'\n'
+    """The canonical bytes of one entry, as fed to the manifest digest: the path, then the
+    ``repr`` of its attributes in a fixed order (xattrs sorted by name; None where absent)."""
+    xattrs = entry.get('xattrs')
+    values = (entry.get('type'), entry.get('mode'), entry.get('uid'), entry.get('gid'), entry.get('size'),
+              entry.get('mtime_ns'), entry.get('target'), entry.get('rdev'),
+              tuple(sorted(xattrs.items())) if xattrs else None, entry.get('link'), entry.get('hash'),
+              entry.get('error'))
+    return entry['path'] + b'\0' + repr(values).encode('utf-8', 'backslashreplace') + b'\n'
 
 
 def differing_attributes(source, destination):
@@ -378,18 +524,38 @@ class _Failure(object):
 
 def _produce(walker, out):
     try:
+        batch = []
         for item in walker.entries():
-            out.put(item)
+            batch.append(item)
+            if len(batch) >= BATCH:
+                out.put(batch)
+                batch = []
+        if batch:
+            out.put(batch)
         out.put(_END)
     except BaseException as exc:  # pylint: disable=broad-except
         out.put(_Failure(exc))
 
 
-def _next(source_queue):
-    item = source_queue.get()
-    if isinstance(item, _Failure):
-        raise item.exc
-    return item
+class _Reader(object):
+    """The entries of one side, taken from a queue of batches."""
+
+    def __init__(self, source_queue):
+        self.queue = source_queue
+        self.batch = []
+        self.index = 0
+
+    def next(self):
+        if self.index >= len(self.batch):
+            item = self.queue.get()
+            if isinstance(item, _Failure):
+                raise item.exc
+            if item is _END:
+                return _END
+            self.batch = item
+            self.index = 0
+        self.index += 1
+        return self.batch[self.index - 1]
 
 
 class Comparison(object):
@@ -410,6 +576,11 @@ class Comparison(object):
         self.source_counts = {}
         self.source_digest = None
         self.destination_digest = None
+        self.cache = None
+        self.files_hashed = 0
+        self.files_reused = 0
+        self.bytes_hashed = 0
+        self.bytes_reused = 0
 
     def add_differ(self, path, attributes, source=None, destination=None):
         self.differ_count += 1
@@ -461,44 +632,269 @@ class Comparison(object):
         }
 
 
+def _walk_in_process(walker, conn):
+    """In a forked process: send the walk's entries in batches, then its summary."""
+    try:
+        batch = []
+        for item in walker.entries():
+            batch.append(item)
+            if len(batch) >= BATCH:
+                conn.send(batch)
+                batch = []
+        if batch:
+            conn.send(batch)
+        conn.send(('end', walker.summary()))
+    except BaseException as exc:  # pylint: disable=broad-except
+        try:
+            conn.send(('failed', exc if isinstance(exc, Cancelled) else RuntimeError('%s: %s' % (type(exc).__name__,
+                                                                                                 exc))))
+        except Exception:  # pylint: disable=broad-except
+            pass
+    finally:
+        conn.close()
+
+
+def _relay(conn, out, summaries, index):
+    """In a thread of the comparing process: move one walking process's entries into a queue."""
+    try:
+        while True:
+            message = conn.recv()
+            if isinstance(message, list):
+                out.put(message)
+                continue
+            if message[0] == 'end':
+                summaries[index] = message[1]
+                out.put(_END)
+            else:
+                out.put(_Failure(message[1]))
+            return
+    except BaseException as exc:  # pylint: disable=broad-except
+        out.put(_Failure(RuntimeError('the walking process stopped: %s: %s' % (type(exc).__name__, exc))))
+
+
+def _produce_summary(walker, out, summaries, index):
+    _produce(walker, out)
+    summaries[index] = walker.summary()
+
+
+def fork_context():
+    """The multiprocessing context that forks, or None where there is none."""
+    try:
+        return multiprocessing.get_context('fork')
+    except ValueError:
+        return None
+
+
+def sync_filesystem(path):
+    """Flush the filesystem holding ``path`` to disk (syncfs), or every filesystem (sync)."""
+    fd = None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        libc = ctypes.CDLL(None, use_errno=True)
+        syncfs = getattr(libc, 'syncfs', None)
+        if syncfs is not None and syncfs(fd) == 0:
+            return 'syncfs'
+    except (OSError, AttributeError):
+        pass
+    finally:
+        if fd is not None:
+            os.close(fd)
+    os.sync()
+    return 'sync'
+
+
+class _Prehash(object):
+    """The state of one prehash process (see prehash)."""
+
+    def __init__(self, source, destination, ignore, algorithm, caches, conn):
+        self.source = Walker(source, ignore, algorithm, drop_cache=False, cache=caches.get('source'))
+        self.source.keep_cache = True
+        self.destination = None
+        if destination is not None:
+            self.destination = Walker(destination, ignore, algorithm, drop_cache=True,
+                                      cache=caches.get('destination'))
+        self.conn = conn
+        self.batch = []
+        self.batch_bytes = 0
+        self.pending = []
+        self.last_round = self.last_flush = time.monotonic()
+
+    def send(self, side, rel, record):
+        self.batch.append((side, rel, record))
+        self.batch_bytes += record[0][0]
+        # Send often enough that little is lost when the process is stopped at the end of the copy.
+        if len(self.batch) >= BATCH or self.batch_bytes >= PREHASH_FLUSH_BYTES or (
+                time.monotonic() - self.last_flush >= PREHASH_ROUND):
+            self.flush()
+
+    def flush(self):
+        if self.batch:
+            self.conn.send(self.batch)
+            self.batch = []
+        self.batch_bytes = 0
+        self.last_flush = time.monotonic()
+
+    def hash_source(self, rel, full, st):
+        before = identity(st)
+        cached = self.source.cache.get(rel)
+        if cached is None or cached[0] != before:
+            try:
+                digest, after = self.source.read_and_hash(full)
+            except OSError:
+                return
+            if after != before:
+                return
+            self.send('source', rel, (before, digest))
+        if self.destination is not None:
+            self.pending.append((rel, st.st_size, st.st_mtime_ns))
+
+    def destination_round(self):
+        """Hash the destination files the copy has finished (same size and modification time as the
+        source's); after one flush of the destination filesystem, from the disk."""
+        self.last_round = time.monotonic()
+        waiting, ready = [], []
+        walker = self.destination
+        for item in self.pending:
+            rel = item[0]
+            full = os.path.join(walker.root, rel)
+            try:
+                st = os.lstat(full)
+            except OSError:
+                waiting.append(item)
+                continue
+            if not stat.S_ISREG(st.st_mode) or st.st_size != item[1] or st.st_mtime_ns != item[2]:
+                waiting.append(item)
+                continue
+            before = identity(st)
+            cached = walker.cache.get(rel)
+            if cached is None or cached[0] != before:
+                ready.append((rel, full, before))
+        self.pending = waiting
+        if ready:
+            sync_filesystem(walker.root)
+            for rel, full, before in ready:
+                try:
+                    digest, after = walker.read_and_hash(full)
+                except OSError:
+                    continue
+                if after == before:
+                    self.send('destination', rel, (before, digest))
+            self.flush()
+        return len(ready)
+
+    def run(self):
+        root = self.source.root
+        ignored = self.source.ignore
+        stack = [root]
+        while stack:
+            folder = stack.pop()
+            try:
+                names = sorted(name for name in os.listdir(folder) if name not in ignored)
+            except OSError:
+                continue
+            folders = []
+            for name in names:
+                full = os.path.join(folder, name)
+                try:
+                    st = os.lstat(full)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    folders.append(full)
+                elif stat.S_ISREG(st.st_mode):
+                    self.hash_source(full[len(root) + 1:], full, st)
+            stack.extend(reversed(folders))
+            if self.pending and time.monotonic() - self.last_round >= PREHASH_ROUND:
+                self.destination_round()
+        self.flush()
+        while self.pending:
+            if not self.destination_round():
+                time.sleep(PREHASH_ROUND / 4)
+        self.conn.send(('end',))
+
+
+def prehash(source, ignore, algorithm, caches, conn, destination=None):
+    """In a forked process while the copy runs: read and hash what can be read already.
+
+    Reads the regular files of ``source`` in the walk's order, keeping the page cache (the copy
+    may still need the pages). With ``destination``: about once a second, the destination files
+    that the copy has finished (same size and modification time as the source file) are read
+    from the disk (flush of the filesystem, then direct I/O or dropped pages) and hashed; files
+    that are not finished yet are looked at again in the next round. Files whose identity matches
+    ``caches`` (side -> path -> (identity, hash)) are not read. Sends ``[(side, path, (identity,
+    hash))]`` batches on ``conn``, then ``('end',)``. The verification reuses these hashes where the
+    files have not changed since (see HashCache), so it reads only the rest.
+    """
+    try:
+        _Prehash(source, destination, ignore, algorithm, caches, conn).run()
+    except (IOError, OSError, EOFError):
+        pass  # the worker stopped listening: the copy has ended
+    except Exception as exc:  # pylint: disable=broad-except
+        # A cancel (SIGTERM) or anything else: the verification reads whatever was not hashed here.
+        sys.stderr.write('the hashing during the copy stopped: %s: %s\n' % (type(exc).__name__, exc))
+    finally:
+        conn.close()
+
+
 def compare_trees(source, destination, ignore=(), algorithm=DEFAULT_ALGORITHM, skip_times=(), limit=LIST_LIMIT,
-                  on_progress=None, cancelled=None, privileged=None):
+                  on_progress=None, cancelled=None, privileged=None, cache=None, processes=True):
     """Compare the trees ``source`` and ``destination``; return a Comparison.
 
-    The destination's files are read from the disk (cached pages dropped first). ``on_progress``
-    is called with the Comparison after each path compared (it should throttle itself).
+    The destination's files are read from the disk (direct I/O, or cached pages dropped first).
+    ``on_progress`` is called with the Comparison after each path compared (it should throttle
+    itself). ``cache``: a HashCache of an earlier walk (same algorithm) whose hashes are reused for
+    files whose identity did not change; the Comparison's ``cache`` is the one of this walk.
+    ``processes``: walk each tree in its own forked process (two CPUs, no shared interpreter
+    lock); otherwise, or where fork is not available, in two threads.
     """
     cancelled = cancelled if cancelled is not None else threading.Event()
+    sides = cache.sides if cache is not None and cache.algorithm == algorithm else {}
     walkers = (Walker(source, ignore, algorithm, drop_cache=False, skip_times=skip_times, cancelled=cancelled,
-                      privileged=privileged),
+                      privileged=privileged, cache=sides.get('source')),
                Walker(destination, ignore, algorithm, drop_cache=True, skip_times=skip_times, cancelled=cancelled,
-                      privileged=privileged))
-    queues = (queue.Queue(maxsize=4096), queue.Queue(maxsize=4096))
-    threads = [threading.Thread(target=_produce, args=(walker, out), name='manifest-%d' % index)
-               for index, (walker, out) in enumerate(zip(walkers, queues))]
+                      privileged=privileged, cache=sides.get('destination')))
+    queues = (queue.Queue(maxsize=64), queue.Queue(maxsize=64))
+    summaries = [None, None]
+    context = fork_context() if processes else None
+    children = []
+    if context is not None:
+        for walker in walkers:
+            receiving, sending = context.Pipe(duplex=False)
+            child = context.Process(target=_walk_in_process, args=(walker, sending), name='manifest-walk')
+            child.daemon = True
+            child.start()
+            sending.close()
+            children.append((child, receiving))
+        threads = [threading.Thread(target=_relay, args=(receiving, out, summaries, index), name='manifest-%d' % index)
+                   for index, ((dummy, receiving), out) in enumerate(zip(children, queues))]
+    else:
+        threads = [threading.Thread(target=_produce_summary, args=(walker, out, summaries, index),
+                                    name='manifest-%d' % index)
+                   for index, (walker, out) in enumerate(zip(walkers, queues))]
     for thread in threads:
         thread.daemon = True
         thread.start()
     result = Comparison(limit)
     finished = False
     try:
-        left = _next(queues[0])
-        right = _next(queues[1])
+        readers = (_Reader(queues[0]), _Reader(queues[1]))
+        left = readers[0].next()
+        right = readers[1].next()
         while left is not _END or right is not _END:
             if right is _END or (left is not _END and left[0] < right[0]):
                 result.add_missing(left[1]['path'])
-                left = _next(queues[0])
+                left = readers[0].next()
             elif left is _END or right[0] < left[0]:
                 result.add_extra(right[1]['path'])
-                right = _next(queues[1])
+                right = readers[1].next()
             else:
                 attributes = differing_attributes(left[1], right[1])
                 if attributes:
                     result.add_differ(left[1]['path'], attributes, left[1], right[1])
                 result.compared += 1
                 result.bytes_compared += left[1].get('size', 0)
-                left = _next(queues[0])
-                right = _next(queues[1])
+                left = readers[0].next()
+                right = readers[1].next()
             if on_progress is not None:
                 on_progress(result)
         finished = True
@@ -506,13 +902,22 @@ def compare_trees(source, destination, ignore=(), algorithm=DEFAULT_ALGORITHM, s
         if not finished:
             # Stop both walkers and unblock them if they wait on a full queue.
             cancelled.set()
+            for child, dummy in children:
+                if child.is_alive():
+                    child.kill()
             for thread in threads:
                 _drain(queues, thread)
+        for child, receiving in children:
+            child.join()
+            receiving.close()
     for thread in threads:
         thread.join()
-    result.source_counts = dict(walkers[0].counts)
-    result.source_digest = walkers[0].hexdigest()
-    result.destination_digest = walkers[1].hexdigest()
+    result.source_counts = dict(summaries[0]['counts'])
+    result.source_digest = summaries[0]['digest']
+    result.destination_digest = summaries[1]['digest']
+    result.cache = HashCache(algorithm, {'source': summaries[0]['recorded'], 'destination': summaries[1]['recorded']})
+    for key in ('files_hashed', 'files_reused', 'bytes_hashed', 'bytes_reused'):
+        setattr(result, key, summaries[0][key] + summaries[1][key])
     return result
 
 

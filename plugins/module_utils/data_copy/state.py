@@ -10,6 +10,8 @@ A job folder ``<state_dir>/<job_id>/`` holds:
 * ``report.json``: the final report of the last run,
 * ``rsync.log``: what rsync printed besides progress, ``worker.log``: the worker's own output,
 * ``worker.pid``: the process id of the last worker launched (its process group id too),
+* ``hashes.cache``: the hashes of the files read by the last verification, each with the file's
+  identity (size, mtime, ctime, inode) then, so that a later pass reads only what changed,
 * ``worker.py`` and ``lib/``: the worker program, written at each launch.
 
 This file is shipped to the data node with the worker: standard library only, Python 3.8+.
@@ -32,6 +34,10 @@ PID_FILE = 'worker.pid'
 WORKER_SCRIPT = 'worker.py'
 WORKER_LIB = 'lib'
 REPAIR_FILE = 'repair.paths'
+HASHES_FILE = 'hashes.cache'
+# <state_dir>/HASH_INDEX_DIR/<sha256 of a hash cache key>.json names the last job that verified
+# a copy under that key: a later job with the same key reuses its hashes (see manifest.HashCache).
+HASH_INDEX_DIR = '.hash-index'
 
 STATES = ('running', 'completed', 'failed', 'cancelled')
 PHASES = ('scanning', 'copying', 'verifying', 'done')

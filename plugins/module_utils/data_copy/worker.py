@@ -14,8 +14,8 @@ Standard library only (plus the optional hash packages), Python 3.8+.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import ctypes
 import errno
+import hashlib
 import os
 import select
 import shutil
@@ -23,6 +23,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 import traceback
 
@@ -63,22 +64,8 @@ def _on_signal(signum, frame):  # pylint: disable=unused-argument
     raise Terminated('received signal %d' % signum)
 
 
-def sync_filesystem(path):
-    """Flush the filesystem holding ``path`` to disk (syncfs), or every filesystem (sync)."""
-    fd = None
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        libc = ctypes.CDLL(None, use_errno=True)
-        syncfs = getattr(libc, 'syncfs', None)
-        if syncfs is not None and syncfs(fd) == 0:
-            return 'syncfs'
-    except (OSError, AttributeError):
-        pass
-    finally:
-        if fd is not None:
-            os.close(fd)
-    os.sync()
-    return 'sync'
+# Kept here for callers of the worker module; the function lives in manifest.
+sync_filesystem = manifest_lib.sync_filesystem
 
 
 def scan_tree(root, ignore, on_progress=None):
@@ -149,6 +136,11 @@ class Worker(object):
         self.rsync_rc = None
         self.rsync_stats = {}
         self._last_write = None
+        self.cache = None
+        self.prehashed = {}
+        self._prehash = None
+        self.hash_stats = {}
+        self._scan_thread = None
 
     def path(self, name):
         return os.path.join(self.folder, name)
@@ -178,9 +170,137 @@ class Worker(object):
         self.write_status(files_total=self.totals['entries'], bytes_total=self.totals['bytes'])
         self.log('scanned %(entries)d entries, %(files)d files, %(bytes)d bytes' % self.totals)
 
+    def start_scan(self):
+        """Count the source in a thread while rsync runs (its file list walks the same tree)."""
+        stop = self._stop_scan = threading.Event()
+
+        def check(totals):  # pylint: disable=unused-argument
+            if stop.is_set():
+                raise Terminated('the copy ended')
+
+        def scan():
+            try:
+                self.totals = scan_tree(self.job['source'], self.job['ignore_files'], check)
+            except Terminated:
+                pass
+            except Exception as exc:  # pylint: disable=broad-except
+                self.log('the scan of the source failed: %s' % exc)
+
+        self._scan_thread = threading.Thread(target=scan, name='scan')
+        self._scan_thread.daemon = True
+        self._scan_thread.start()
+
+    def finish_scan(self):
+        if self._scan_thread is not None:
+            if self.rsync is not None and self.rsync.returncode != 0:
+                self._stop_scan.set()
+            self._scan_thread.join()
+            self._scan_thread = None
+        if self.totals is None:
+            self.totals = {'entries': 0, 'files': 0, 'bytes': 0, 'directories': 0, 'symlinks': 0}
+        else:
+            self.log('scanned %(entries)d entries, %(files)d files, %(bytes)d bytes' % self.totals)
+
+    # ------------------------------------------------------------------ hash cache
+
+    def cache_key(self):
+        """Jobs with the same key reuse each other's hashes: the request's, or both real paths."""
+        job = self.job
+        paths = (os.path.realpath(job['source']), os.path.realpath(job['destination']))
+        key = job.get('hash_cache_key') or '%s\0%s' % paths
+        return '%s\0%s' % (key, '\0'.join(job['ignore_files']))
+
+    def _index_path(self):
+        digest = hashlib.sha256(self.cache_key().encode('utf-8', 'surrogateescape')).hexdigest()
+        return os.path.join(os.path.dirname(self.folder), state_lib.HASH_INDEX_DIR, digest + '.json')
+
+    def load_cache(self, algorithm):
+        """The hashes of this job's last verification, else of the last verified job with the same
+        key, else None. Only hashes of files whose identity did not change are used."""
+        if not self.job.get('reuse_hashes', True):
+            return None
+        cache = manifest_lib.HashCache.load(self.path(state_lib.HASHES_FILE), algorithm)
+        if cache is None:
+            index = state_lib.read_json(self._index_path()) or {}
+            other = index.get('job_id')
+            if other and index.get('key') == self.cache_key() and '/' not in other and other != self.job['job_id']:
+                folder = os.path.join(os.path.dirname(self.folder), other)
+                cache = manifest_lib.HashCache.load(os.path.join(folder, state_lib.HASHES_FILE), algorithm)
+                if cache is not None:
+                    self.log('reusing the hashes of job %s where files did not change' % other)
+        return cache
+
+    def save_cache(self, cache, verified):
+        """Keep this walk's hashes; name this job in the index once a verification passed."""
+        if cache is None:
+            return
+        try:
+            cache.save(self.path(state_lib.HASHES_FILE))
+            if verified:
+                index = self._index_path()
+                if not os.path.isdir(os.path.dirname(index)):
+                    os.makedirs(os.path.dirname(index), 0o700)
+                state_lib.write_json(index, {'job_id': self.job['job_id'], 'key': self.cache_key()})
+        except (IOError, OSError) as exc:
+            self.warnings.append('Could not keep the hashes for a later pass (%s); it reads every file again' % exc)
+
+    def start_prehash(self):
+        """While rsync copies, read and hash the source in a second process (see manifest.prehash)."""
+        job = self.job
+        if not job.get('check_hash') or not job.get('reuse_hashes', True):
+            return
+        context = manifest_lib.fork_context()
+        if context is None:
+            return
+        try:
+            algorithm = manifest_lib.resolve_algorithm(job['hash_algorithm'])[0]
+        except (ValueError, manifest_lib.HashUnavailable):
+            return
+        self.algorithm = algorithm
+        self.cache = self.load_cache(algorithm)
+        known = self.cache.sides if self.cache is not None else {}
+        receiving, sending = context.Pipe(duplex=False)
+        child = context.Process(target=manifest_lib.prehash, name='prehash',
+                                args=(job['source'], job['ignore_files'], algorithm, known, sending),
+                                kwargs={'destination': job['destination']})
+        child.daemon = True
+        child.start()
+        sending.close()
+        self._prehash = (child, receiving)
+
+    def read_prehash(self, block=False):
+        """Take what the hashing process sent; with ``block``, everything until it ends."""
+        if self._prehash is None:
+            return
+        child, receiving = self._prehash
+        try:
+            while block or receiving.poll():
+                message = receiving.recv()
+                if isinstance(message, list):
+                    for side, rel, record in message:
+                        self.prehashed.setdefault(side, {})[rel] = record
+                else:
+                    break
+            else:
+                return
+        except (EOFError, OSError):
+            pass
+        receiving.close()
+        child.join()
+        self._prehash = None
+
+    def stop_prehash(self):
+        """After the copy: stop the hashing process, keep what it sent."""
+        if self._prehash is None:
+            return
+        child = self._prehash[0]
+        if child.is_alive():
+            child.kill()
+        self.read_prehash(block=True)
+
     def _progress_from(self, reader):
         latest = reader.latest or {}
-        total = self.totals['bytes']
+        total = (self.totals or {}).get('bytes', 0)
         done = latest.get('bytes_done', 0)
         rate = latest.get('rate_bytes_per_s', 0)
         eta = None
@@ -190,6 +310,8 @@ class Worker(object):
             eta = int(max(0, total - done) / rate)
         changes = {'bytes_done': done, 'percent': latest.get('percent', 0), 'rate_bytes_per_s': rate,
                    'eta_seconds': eta}
+        if total:
+            changes['bytes_total'] = total
         if reader.entries_total:
             changes['files_total'] = reader.entries_total
             changes['files_done'] = reader.entries_total - reader.to_check
@@ -251,11 +373,15 @@ class Worker(object):
             started = self.clock()
             self.rsync = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                           stderr=subprocess.STDOUT, env=env, close_fds=True)
+            self.start_prehash()
             try:
                 fd = self.rsync.stdout.fileno()
                 while True:
-                    ready = select.select([fd], [], [], STATUS_INTERVAL)[0]
-                    if ready:
+                    watched = [fd] + ([self._prehash[1].fileno()] if self._prehash is not None else [])
+                    ready = select.select(watched, [], [], STATUS_INTERVAL)[0]
+                    if len(ready) > 1 or ready and ready[0] != fd:
+                        self.read_prehash()
+                    if fd in ready:
                         data = os.read(fd, 65536)
                         if not data:
                             break
@@ -267,6 +393,8 @@ class Worker(object):
                 if self.rsync.poll() is None:
                     self._stop_rsync()
                 self.rsync.stdout.close()
+                self.stop_prehash()
+                self.finish_scan()
             log.write(('--- rsync exited with %d (%s) after %.1f s\n'
                        % (rc, rsync_lib.describe_exit(rc), self.clock() - started)).encode('utf-8'))
         self.copy_seconds = self.clock() - started
@@ -317,7 +445,8 @@ class Worker(object):
         self.write_status(phase='verifying', percent=0, bytes_done=0, bytes_total=total, files_done=0,
                           files_total=self.totals['entries'], rate_bytes_per_s=0, eta_seconds=None)
         started = self.clock()
-        self.log('flushing %s to disk (%s)' % (job['destination'], sync_filesystem(job['destination'])))
+        how = sync_filesystem(job['destination'])
+        self.log('flushed %s to disk (%s) in %.1f s' % (job['destination'], how, self.clock() - started))
 
         def progress(result):
             now = self.clock()
@@ -331,9 +460,24 @@ class Worker(object):
                               eta_seconds=int(max(0, total - result.bytes_compared) / rate) if rate else None)
 
         options = list(job['rsync_base_options']) + list(job['rsync_options'])
+        cache = self.cache if self.cache is not None and self.cache.algorithm == algorithm else None
+        if cache is None:
+            cache = self.load_cache(algorithm)
+        if self.prehashed:
+            cache = cache or manifest_lib.HashCache(algorithm)
+            for side, records in self.prehashed.items():
+                cache.sides[side].update(records)
         result = manifest_lib.compare_trees(job['source'], job['destination'], job['ignore_files'], algorithm,
-                                            skip_times=skipped_times(options), on_progress=progress)
+                                            skip_times=skipped_times(options), on_progress=progress, cache=cache)
         self.verify_seconds = self.clock() - started
+        during = sum(len(records) for records in self.prehashed.values())
+        self.log('verification read %d files (%d bytes) and reused the hashes of %d unchanged files (%d bytes); '
+                 '%d files were hashed during the copy' % (
+                     result.files_hashed, result.bytes_hashed, result.files_reused, result.bytes_reused, during))
+        self.hash_stats = {'files_hashed': result.files_hashed, 'bytes_hashed': result.bytes_hashed,
+                           'files_reused': result.files_reused, 'bytes_reused': result.bytes_reused,
+                           'files_hashed_during_copy': during}
+        self.save_cache(result.cache, result.matched)
         self.write_status(percent=100, bytes_done=result.bytes_compared, files_done=result.compared, eta_seconds=0)
         return result
 
@@ -357,6 +501,7 @@ class Worker(object):
             'verify_seconds': round(self.verify_seconds, 3) if comparison is not None else None,
             'rsync_rc': self.rsync_rc, 'rsync_stats': self.rsync_stats,
             'final_pass': bool(job.get('final_pass')), 'ignore_files': job['ignore_files'],
+            'hashing': dict(self.hash_stats) or None,
             'warnings': list(self.warnings), 'started_at': self.status['started_at'],
             'finished_at': state_lib.now_iso(), 'attempt': self.status['attempt'],
         }
@@ -382,7 +527,7 @@ class Worker(object):
             self.write_status()
             self.log('attempt %s of job %s: %s -> %s' % (
                 self.status['attempt'], self.job['job_id'], self.job['source'], self.job['destination']))
-            self.scan()
+            self.start_scan()
             self.copy()
             if self.job.get('check_hash'):
                 comparison = self.verify()

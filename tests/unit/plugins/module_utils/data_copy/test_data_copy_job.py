@@ -569,3 +569,55 @@ def test_the_shipped_worker_is_self_contained(jobs, tmp_path):
                           check=False)
     assert proc.returncode == 0, proc.stderr
     assert state_lib.read_json(os.path.join(folder, state_lib.STATUS_FILE))["state"] == "completed"
+
+
+# --------------------------------------------------------------------------- hashes reused by a later pass
+
+
+def test_final_pass_reads_only_what_changed_and_misses_nothing(jobs, tmp_path):
+    src, dst = folders(tmp_path)
+    second = 1700000000 * 10**9
+    for index in range(20):
+        path = os.path.join(src, "d%d" % (index % 3), "f%02d" % index)
+        write(path, os.urandom(5000 + index))
+        os.utime(path, ns=(second + index, second + index))
+    key = "migration-42"
+    first = jobs.start(jobs.build_request("p1", src, dst, hash_cache_key=key), wait_seconds=POLL_LIMIT)["job"]
+    assert first["report"]["verified"] is True, first
+    assert first["report"]["hashing"]["files_reused"] + first["report"]["hashing"]["files_hashed"] == 40
+    assert os.path.isfile(os.path.join(jobs.state_dir, state_lib.HASH_INDEX_DIR,
+                                       os.listdir(os.path.join(jobs.state_dir, state_lib.HASH_INDEX_DIR))[0]))
+
+    changed = os.path.join(src, "d1", "f07")
+    size = os.stat(changed).st_size
+    write(changed, b"x" * size)  # same size ...
+    os.utime(changed, ns=(second + 7 + 1, second + 7 + 1))  # ... and the same second
+    final = jobs.start(jobs.build_request("p1-final", src, dst, final_pass=True, hash_cache_key=key),
+                       wait_seconds=POLL_LIMIT)["job"]
+    report = final["report"]
+    assert final["state"] == "completed" and report["verified"] is True, final
+    assert open(os.path.join(dst, "d1", "f07"), "rb").read() == b"x" * size
+    # The changed file was read on both sides (during the copy or after it); every other file kept
+    # its phase-1 hashes.
+    hashing = report["hashing"]
+    assert hashing["files_hashed"] + hashing["files_hashed_during_copy"] == 2, hashing
+    assert hashing["files_hashed"] + hashing["files_reused"] == 40, hashing
+
+    # Without reuse every file is read again.
+    full = jobs.start(jobs.build_request("p1-full", src, dst, hash_cache_key=key, reuse_hashes=False),
+                      wait_seconds=POLL_LIMIT)["job"]
+    assert full["report"]["verified"] is True
+    assert full["report"]["hashing"]["files_reused"] == 0
+    assert full["report"]["hashing"]["files_hashed"] == 40
+    assert full["report"]["hashing"]["files_hashed_during_copy"] == 0
+
+
+def test_another_key_does_not_reuse_hashes(jobs, tmp_path):
+    src, dst = folders(tmp_path)
+    write(os.path.join(src, "a"), os.urandom(1000))
+    assert jobs.start(jobs.build_request("k1", src, dst, hash_cache_key="one"),
+                      wait_seconds=POLL_LIMIT)["job"]["report"]["verified"]
+    other = jobs.start(jobs.build_request("k2", src, dst, hash_cache_key="two"), wait_seconds=POLL_LIMIT)["job"]
+    assert other["report"]["verified"] is True
+    hashing = other["report"]["hashing"]
+    assert hashing["files_hashed"] + hashing["files_hashed_during_copy"] == 2, hashing  # both sides read again

@@ -257,10 +257,10 @@ def test_unreadable_file_is_a_difference(trees, monkeypatch):
     real_open = manifest_lib._open_for_reading
     victim = os.path.join(dst, b"with space")
 
-    def refuse(path):
+    def refuse(path, *args):
         if path == victim:
             raise PermissionError(13, "Permission denied")
-        return real_open(path)
+        return real_open(path, *args)
 
     monkeypatch.setattr(manifest_lib, "_open_for_reading", refuse)
     result = _compare(src, dst)
@@ -298,3 +298,107 @@ def test_a_symlinked_root_is_followed_like_rsync_follows_source_slash(trees, tmp
     link.symlink_to(os.fsdecode(src))
     result = _compare(str(link), dst)
     assert result.matched, result.summary()
+
+
+# --------------------------------------------------------------------------- hash cache, processes, prehash
+
+
+def _flip(path, offset=100):
+    """Change one byte, keeping the size and both timestamps to the nanosecond."""
+    before = os.stat(path)
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+def test_hash_cache_reuses_only_files_whose_identity_did_not_change(trees):
+    src, dst = trees
+    first = _compare(src, dst)
+    assert first.matched and first.files_reused == 0
+    hashed = first.files_hashed
+    assert hashed >= 10  # both sides' files (a hard link shares its first path's hash)
+    # Every file read, plus the hard link's second path on each side (same inode, same identity).
+    assert len(first.cache.sides["source"]) + len(first.cache.sides["destination"]) == hashed + 2
+    assert first.cache.sides["source"][b"dir/a.hardlink"] == first.cache.sides["source"][b"a.txt"]
+
+    again = _compare(src, dst, cache=first.cache)
+    assert again.matched, again.summary()
+    assert again.files_hashed == 0 and again.files_reused == hashed
+    assert again.source_digest == first.source_digest and again.destination_digest == first.destination_digest
+
+    # Same size, same mtime, other content: the change time gives it away; the file is read again.
+    _flip(os.path.join(dst, b"dir", b"b.bin"))
+    damaged = _compare(src, dst, cache=again.cache)
+    assert damaged.differ == [{"path": "dir/b.bin", "attributes": ["hash"]}]
+    assert damaged.files_hashed == 1 and damaged.files_reused == hashed - 1
+
+
+def test_hash_cache_of_another_algorithm_is_not_used(trees):
+    src, dst = trees
+    first = _compare(src, dst, algorithm="sha256")
+    other = _compare(src, dst, algorithm="blake2b", cache=first.cache)
+    assert other.files_reused == 0 and other.matched
+
+
+def test_hash_cache_round_trip_keeps_any_name(trees, tmp_path):
+    src, dst = trees
+    cache = _compare(src, dst).cache
+    assert BAD in cache.sides["source"] and BAD in cache.sides["destination"]
+    path = str(tmp_path / "hashes")
+    cache.save(path)
+    loaded = manifest_lib.HashCache.load(path, "xxh128")
+    assert loaded.sides == cache.sides
+    assert manifest_lib.HashCache.load(path, "sha256") is None  # recorded with another algorithm
+    assert manifest_lib.HashCache.load(str(tmp_path / "missing"), "xxh128") is None
+    with open(path, "ab") as handle:
+        handle.write(b"s not-hex 1 2\n")
+    assert manifest_lib.HashCache.load(path, "xxh128") is None  # damaged: not trusted at all
+
+
+def test_processes_and_threads_give_the_same_comparison(trees):
+    src, dst = trees
+    _flip(os.path.join(dst, b"a.txt"), offset=1)
+    by_process = _compare(src, dst, processes=True)
+    by_thread = _compare(src, dst, processes=False)
+    assert by_process.as_dict() == by_thread.as_dict()
+    assert by_process.differ == [{"path": "a.txt", "attributes": ["hash"]},
+                                 {"path": "dir/a.hardlink", "attributes": ["hash"]}]
+
+
+def test_prehash_hashes_finished_destination_files_and_waits_for_the_others(trees):
+    src, dst = trees
+    unfinished = os.path.join(dst, b"dir", b"sub", b"c")
+    os.utime(unfinished, ns=(1, 1))  # not the source's mtime: the copy has not finished it
+    context = manifest_lib.fork_context()
+    receiving, sending = context.Pipe(duplex=False)
+    child = context.Process(target=manifest_lib.prehash, args=(src, ["lost+found"], "xxh128", {}, sending),
+                            kwargs={"destination": dst})
+    child.start()
+    sending.close()
+    records = {"source": {}, "destination": {}}
+    try:
+        # 6 regular files have their own inode on each side (a.txt and its hard link share one).
+        while len(records["source"]) < 7 or len(records["destination"]) < 6:
+            assert receiving.poll(60), records
+            message = receiving.recv()
+            assert isinstance(message, list), message
+            for side, rel, record in message:
+                records[side][rel] = record
+        # The unfinished file is never read while it differs; the prehash keeps waiting for it.
+        assert not receiving.poll(1.5)  # at least one more round (PREHASH_ROUND) has looked at it
+        assert child.is_alive()
+    finally:
+        child.kill()
+        child.join()
+        receiving.close()
+    assert b"dir/sub/c" in records["source"] and b"dir/sub/c" not in records["destination"]
+    os.utime(unfinished, ns=(os.stat(os.path.join(src, b"dir", b"sub", b"c")).st_mtime_ns,) * 2)
+    result = _compare(src, dst, cache=manifest_lib.HashCache("xxh128", records))
+    assert result.matched, result.summary()
+    # Only the unfinished file was read by the verification (the hard link shares a.txt's hash).
+    assert result.files_hashed == 1
