@@ -20,6 +20,8 @@ import json
 import re
 import traceback
 
+from urllib.parse import quote
+
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import (
@@ -45,6 +47,17 @@ CONNECTION_OPTIONS = ('cloud', 'auth', 'auth_type', 'region_name', 'interface', 
                       'client_cert', 'client_key', 'endpoint_override', 'api_version')
 INTERFACES = ('public', 'internal', 'admin')
 _VERSION_RE = re.compile(r'^(\d+)\.(\d+)$')
+_UUID_RE = re.compile(r'^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$')
+
+
+def is_uuid(value):
+    """True for an OpenStack id (a UUID, with or without dashes); names are looked up instead."""
+    return isinstance(value, str) and bool(_UUID_RE.match(value))
+
+
+def path_segment(value):
+    """``value`` quoted for one segment of a REST path (a '/' or '?' cannot escape it)."""
+    return quote(str(value), safe='')
 
 
 def parse_version(value, what='microversion'):

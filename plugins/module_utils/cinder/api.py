@@ -11,12 +11,11 @@ the cloud has); actions use the lowest one that has the feature: a migration to 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import re
-
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, NotFound, StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.openstack import OpenStackClient
+from ansible_collections.storage.mobility.plugins.module_utils.openstack import OpenStackClient, is_uuid
+from ansible_collections.storage.mobility.plugins.module_utils.openstack import path_segment as _q
 
 SERVICE = 'block-storage'
 
@@ -24,16 +23,6 @@ BASE = '3.0'
 MESSAGES = '3.3'
 CLUSTERS = '3.7'
 MIGRATE_TO_CLUSTER = '3.16'
-
-_UUID_RE = re.compile(r'^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$')
-
-
-def is_uuid(value):
-    return isinstance(value, str) and bool(_UUID_RE.match(value))
-
-
-def _q(value):
-    return quote(str(value), safe='')
 
 
 def backend_of(address):

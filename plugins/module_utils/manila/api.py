@@ -11,12 +11,11 @@ and a ``migration_get_progress`` action before.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import re
-
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, NotFound, StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.openstack import OpenStackClient, parse_version
+from ansible_collections.storage.mobility.plugins.module_utils.openstack import OpenStackClient, is_uuid, parse_version
+from ansible_collections.storage.mobility.plugins.module_utils.openstack import path_segment as _q
 
 EXPERIMENTAL_HEADER = 'X-OpenStack-Manila-API-Experimental'
 SERVICE = 'shared-file-system'
@@ -32,16 +31,6 @@ REPLICATION_GRADUATED = (2, 56)
 ONLY_HOST_HINT = '2.67'
 QUIESCE_WAIT_TIME = '2.75'
 ACCESS_RULES_LIST = '2.45'
-
-_UUID_RE = re.compile(r'^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$')
-
-
-def is_uuid(value):
-    return isinstance(value, str) and bool(_UUID_RE.match(value))
-
-
-def _q(value):
-    return quote(str(value), safe='')
 
 
 class ManilaAPI(object):
