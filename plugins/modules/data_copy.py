@@ -130,6 +130,20 @@ options:
       - Not part of the request that decides whether a completed job runs again.
     type: bool
     default: true
+  copy_engine:
+    description:
+      - How the copy is made.
+      - V(auto) copies into an empty destination with several processes that copy and hash each file in
+        one pass and read the copies back from the disk while the copy goes on (a first copy has nothing to
+        compare); any pass that must compare (a rerun, a resumed or repaired job, a final pass) and any
+        request with O(rsync_options), O(bwlimit) or other O(rsync_base_options) uses rsync. When the
+        verification after such a first copy finds a difference, rsync copies again and the verification
+        runs again. The report names the engine used (C(copy_engine)).
+      - V(rsync) always copies with rsync.
+      - Not part of the request that decides whether a completed job runs again.
+    type: str
+    choices: [auto, rsync]
+    default: auto
   hash_cache_key:
     description:
       - Jobs with the same key (and the same O(ignore_files)) share recorded hashes, for example a phase-1 job
@@ -236,7 +250,9 @@ job:
         - Keys - C(job_id), C(verified), C(verification) (passed, failed, skipped, not run), C(source),
           C(destination), C(files), C(bytes), C(directories), C(symlinks), C(hash_algorithm) (the one used),
           C(differ) (path and attributes), C(missing), C(extra) (each capped at 1000, with C(differ_count),
-          C(missing_count), C(extra_count)), C(copy_seconds), C(verify_seconds), C(rsync_rc), C(rsync_stats),
+          C(missing_count), C(extra_count)), C(copy_engine) (V(parallel), V(rsync), or V(parallel, then rsync)
+          when the verification of a parallel first copy sent rsync to copy again), C(copy_seconds),
+          C(verify_seconds), C(rsync_rc) and C(rsync_stats) (null and empty when rsync did not run),
           C(warnings), C(source_digest), C(destination_digest), C(error), C(hashing) (C(files_hashed),
           C(bytes_hashed), C(files_reused), C(bytes_reused), C(files_hashed_during_copy)).
       returned: always
@@ -286,7 +302,8 @@ def run(module, jobs):
     if p['state'] == 'started':
         request = jobs.build_request(p['job_id'], p['source'], p['destination'], p['ignore_files'], p['check_hash'],
                                      p['hash_algorithm'], p['rsync_options'], p['rsync_base_options'],
-                                     p['final_pass'], p['bwlimit'], p['reuse_hashes'], p['hash_cache_key'])
+                                     p['final_pass'], p['bwlimit'], p['reuse_hashes'], p['hash_cache_key'],
+                                     p['copy_engine'])
         result = jobs.start(request, p['wait_seconds'])
         if p['warn_writable_source'] and jobs.writable(request['source']):
             result['warnings'].append('Helper none mounts nothing, so read_only cannot be enforced: %s is writable'
@@ -319,6 +336,7 @@ def main():
             bwlimit=dict(type='str'),
             reuse_hashes=dict(type='bool', default=True),
             hash_cache_key=dict(type='str', no_log=False),
+            copy_engine=dict(type='str', choices=['auto', 'rsync'], default='auto'),
             warn_writable_source=dict(type='bool', default=False),
         ),
         required_if=[('state', 'started', ['source', 'destination'])],

@@ -1,8 +1,8 @@
 """What a host-assisted migration preserves, on real filesystems: an ext4 pool to an xfs pool.
 
 One share holds every kind of entry and attribute a migration must keep. It is migrated with the
-operator's playbooks (migrate_share, then complete_share_migration: two rsync passes into xfs, the
-phase 1 copy and the final pass), and compared entry by entry with a manifest taken here,
+operator's playbooks (migrate_share, then complete_share_migration: two passes into xfs, the phase 1
+copy by the parallel first-copy engine and the final pass by rsync), and compared entry by entry with a manifest taken here,
 independently of the data mover's own verification: type, permission bits (setuid, setgid,
 sticky), numeric owner and group (ids unknown to /etc/passwd), size, content hash, modification
 time in nanoseconds (files, folders, symlinks), symlink targets (never followed), extended
@@ -219,6 +219,9 @@ def test_the_pools_are_ext4_and_xfs_and_the_migration_succeeded(migrated):
     assert migrated["migrate"].rc == 0, migrated["migrate"]
     assert migrated["phase1_record"]["task_state"] == "data_copying_completed"
     assert migrated["phase1_record"]["migration"]["mechanism"] == "host"
+    # Phase 1 copies into the new, empty share with the parallel engine; the final pass compares, with rsync.
+    assert migrated["phase1_record"]["migration"]["copy"]["copy_engine"] == "parallel"
+    assert migrated["record"]["migration"]["final_copy"]["copy_engine"] == "rsync"
     assert migrated["complete"].rc == 0, migrated["complete"]
     record = migrated["record"]
     assert record["task_state"] == "migration_success" and record["host"] == BETA

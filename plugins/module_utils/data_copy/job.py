@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fastcopy as fastcopy_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
@@ -34,7 +35,7 @@ USER_STATE_DIR = '~/.cache/storage-mobility/jobs'
 REQUEST_KEYS = ('source', 'destination', 'ignore_files', 'check_hash', 'hash_algorithm', 'rsync_options',
                 'rsync_base_options', 'final_pass', 'bwlimit')
 # The modules the worker needs, shipped into <job folder>/lib/ at each launch.
-WORKER_MODULES = (state_lib, rsync_lib, manifest_lib, worker_lib)
+WORKER_MODULES = (state_lib, rsync_lib, manifest_lib, fastcopy_lib, worker_lib)
 PACKAGE_DIRS = ('ansible_collections', 'storage', 'mobility', 'plugins', 'module_utils', 'data_copy')
 LOCK_TIMEOUT = 30.0
 TERM_TIMEOUT = 5.0
@@ -309,7 +310,7 @@ class DataCopyJobs(object):
 
     def build_request(self, job_id, source, destination, ignore_files=None, check_hash=True,
                       hash_algorithm=manifest_lib.DEFAULT_ALGORITHM, rsync_options=None, rsync_base_options=None,
-                      final_pass=False, bwlimit=None, reuse_hashes=True, hash_cache_key=None):
+                      final_pass=False, bwlimit=None, reuse_hashes=True, hash_cache_key=None, copy_engine='auto'):
         """Validate a start request and return it as stored in ``job.json``."""
         validate_name(job_id, 'job id')
         if not source or not destination:
@@ -328,6 +329,7 @@ class DataCopyJobs(object):
             'bwlimit': str(bwlimit) if bwlimit not in (None, '') else None,
             'reuse_hashes': bool(reuse_hashes),
             'hash_cache_key': hash_cache_key or None,
+            'copy_engine': copy_engine or 'auto',
         }
         for side in ('source', 'destination'):
             path = request[side]
@@ -350,6 +352,9 @@ class DataCopyJobs(object):
             if (self.state_dir + '/').startswith(real.rstrip('/') + '/'):
                 raise InvalidRequest('Failed to start data copy job %s: the job folders (%s) are inside the %s %s; '
                                      'choose another state_dir' % (job_id, self.state_dir, side, real))
+        if request['copy_engine'] not in fastcopy_lib.ENGINES:
+            raise InvalidRequest('Failed to start data copy job %s: unknown copy engine %s (expected one of %s)'
+                                 % (job_id, request['copy_engine'], ', '.join(fastcopy_lib.ENGINES)))
         if request['hash_algorithm'] not in manifest_lib.HASH_ALGORITHMS:
             raise InvalidRequest('Failed to start data copy job %s: unknown hash algorithm %s (expected one of %s)'
                                  % (job_id, request['hash_algorithm'], ', '.join(manifest_lib.HASH_ALGORITHMS)))

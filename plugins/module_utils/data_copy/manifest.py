@@ -155,7 +155,7 @@ def _file_type(mode):
 FS_INTERNAL_XATTRS = ('trusted.SGI_ACL_FILE', 'trusted.SGI_ACL_DEFAULT')
 
 
-def _xattr_wanted(name, privileged):
+def xattr_wanted(name, privileged):
     """The xattrs rsync -X/-A copies: ACLs and user.* always, trusted.* and security.* as root."""
     if name in FS_INTERNAL_XATTRS:
         return False
@@ -176,7 +176,7 @@ def read_xattrs(path, privileged=None):
         raise
     values = {}
     for name in sorted(names):
-        if not _xattr_wanted(name, privileged):
+        if not xattr_wanted(name, privileged):
             continue
         try:
             values[name] = os.getxattr(path, name, follow_symlinks=False)
@@ -187,7 +187,7 @@ def read_xattrs(path, privileged=None):
     return values
 
 
-def _open_for_reading(path, extra=0):
+def open_for_reading(path, extra=0):
     flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | extra
     try:
         return os.open(path, flags | _O_NOATIME)
@@ -198,7 +198,7 @@ def _open_for_reading(path, extra=0):
     return os.open(path, flags)
 
 
-def _advise(fd, advice):
+def advise(fd, advice):
     if hasattr(os, 'posix_fadvise'):
         try:
             os.posix_fadvise(fd, 0, 0, advice)
@@ -309,10 +309,10 @@ class Walker(object):
             except _NoDirectIO:
                 self._direct = False  # this filesystem has no direct I/O: drop the cached pages instead
         hasher = new_hasher(self.algorithm)
-        fd = _open_for_reading(path)
+        fd = open_for_reading(path)
         try:
             if self.drop_cache and hasattr(os, 'POSIX_FADV_DONTNEED'):
-                _advise(fd, os.POSIX_FADV_DONTNEED)
+                advise(fd, os.POSIX_FADV_DONTNEED)
             buffer = getattr(self._local, 'buffer', None)
             if buffer is None:
                 buffer = self._local.buffer = bytearray(CHUNK)
@@ -326,19 +326,36 @@ class Walker(object):
             after = identity(os.fstat(fd))
             if hasattr(os, 'POSIX_FADV_DONTNEED') and not self.keep_cache:
                 # Leave the page cache to the users of the data node.
-                _advise(fd, os.POSIX_FADV_DONTNEED)
+                advise(fd, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
         return hasher.hexdigest(), after
 
-    def _hash_direct(self, path):
+    def read_identified(self, path):
+        """``(identity before, hash, identity after)`` of the regular file ``path``; with direct I/O
+        the identity before is the opened file's, and the read stops at its size (no extra read to
+        find the end)."""
+        if self._direct:
+            try:
+                return self._hash_direct(path, identify=True)
+            except _NoDirectIO:
+                self._direct = False
+        before = identity(os.lstat(path))
+        digest, after = self.read_and_hash(path)
+        return before, digest, after
+
+    def _hash_direct(self, path, identify=False):
         try:
-            fd = _open_for_reading(path, _O_DIRECT)
+            fd = open_for_reading(path, _O_DIRECT)
         except OSError as exc:
             if exc.errno == errno.EINVAL:
                 raise _NoDirectIO()
             raise
         try:
+            before = size = None
+            if identify:
+                before = identity(os.fstat(fd))
+                size = before[0]
             buffer = getattr(self._local, 'direct_buffer', None)
             if buffer is None:
                 # Anonymous memory is page aligned, as direct I/O wants.
@@ -346,7 +363,7 @@ class Walker(object):
             hasher = new_hasher(self.algorithm)
             offset = 0
             with memoryview(buffer) as view:
-                while True:
+                while size is None or offset < size:
                     try:
                         count = os.preadv(fd, [buffer], offset)
                     except OSError as exc:
@@ -361,6 +378,8 @@ class Walker(object):
             after = identity(os.fstat(fd))
         finally:
             os.close(fd)
+        if identify:
+            return before, hasher.hexdigest(), after
         return hasher.hexdigest(), after
 
     def describe(self, rel, full, st):

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: storage.mobility contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The detached worker of a data copy job: scan, rsync, verify, report.
+"""The detached worker of a data copy job: scan, copy (rsync, or the parallel first copy), verify, report.
 
 The module writes this file and its siblings (``state``, ``rsync``, ``manifest``) into the job
 folder under ``lib/`` together with the launcher script ``LAUNCHER`` (``worker.py`` in the job
@@ -27,6 +27,7 @@ import threading
 import time
 import traceback
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fastcopy as fastcopy_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
@@ -141,6 +142,7 @@ class Worker(object):
         self._prehash = None
         self.hash_stats = {}
         self._scan_thread = None
+        self.copy_engine = None
 
     def path(self, name):
         return os.path.join(self.folder, name)
@@ -397,7 +399,7 @@ class Worker(object):
                 self.finish_scan()
             log.write(('--- rsync exited with %d (%s) after %.1f s\n'
                        % (rc, rsync_lib.describe_exit(rc), self.clock() - started)).encode('utf-8'))
-        self.copy_seconds = self.clock() - started
+        self.copy_seconds += self.clock() - started
         self.rsync_rc = rc
         self.rsync_stats = rsync_lib.parse_stats(reader.lines)
         tail = [line for line in reader.lines if not line.startswith(('Number of', 'Total ', 'Literal data',
@@ -423,6 +425,66 @@ class Worker(object):
             progress.update(files_total=reader.entries_total, files_done=reader.entries_total)
         self.write_status(**progress)
         return rc
+
+    def first_copy(self):
+        """Copy into an empty destination with the parallel engine (see fastcopy); return False
+        when rsync must copy instead (the engine does not apply, or it could not copy everything)."""
+        job = self.job
+        try:
+            entries = fastcopy_lib.destination_entries(job['destination'], job['ignore_files'])
+        except OSError:
+            return False
+        reasons = fastcopy_lib.blockers(job, entries)
+        if reasons:
+            self.log('copying with rsync: %s' % '; '.join(reasons))
+            return False
+        algorithm = None
+        if job.get('check_hash') and job.get('reuse_hashes', True):
+            try:
+                algorithm = manifest_lib.resolve_algorithm(job['hash_algorithm'])[0]
+            except (ValueError, manifest_lib.HashUnavailable):
+                algorithm = None
+        self.write_status(phase='copying', percent=0, bytes_done=0, files_done=0, rate_bytes_per_s=0,
+                          eta_seconds=None)
+        started = self.clock()
+
+        def progress(files, done, totals):
+            elapsed = max(self.clock() - started, 1e-6)
+            rate = done / elapsed
+            total = totals['bytes']
+            self.write_status(force=False, files_done=files, files_total=totals['entries'], bytes_done=done,
+                              bytes_total=total, percent=min(99, int(100 * done / total)) if total else 0,
+                              rate_bytes_per_s=int(rate), eta_seconds=int(max(0, total - done) / rate) if rate else None)
+
+        engine = fastcopy_lib.ParallelCopy(job['source'], job['destination'], job['ignore_files'], algorithm,
+                                           on_progress=progress)
+        self.copy_engine = 'parallel'
+        self.log('first copy into the empty destination: %d copying processes, hashing %s'
+                 % (engine.workers, algorithm or 'off'))
+        try:
+            engine.run()
+        except (OSError, EOFError) as exc:
+            engine.failures.append('%s: %s' % (type(exc).__name__, exc))
+        self.copy_seconds += self.clock() - started
+        self.totals = dict(engine.totals)
+        self.algorithm = algorithm or self.algorithm
+        for side, records in engine.records.items():
+            self.prehashed.setdefault(side, {}).update(records)
+        problems = list(engine.failures) + ['%s: %s' % (state_lib.render_path(rel), text) for rel, text in engine.errors]
+        if problems:
+            self.log('the first copy left %d problems (first: %s); rsync copies what is missing'
+                     % (engine.error_count + len(engine.failures), ' | '.join(problems[:3])))
+            return False
+        self.log('first copy done in %.1f s: %d entries, %d bytes, %d contents hashed from the disk'
+                 % (self.clock() - started, self.totals['entries'], self.totals['bytes'],
+                    len(engine.records['destination'])))
+        self.write_status(percent=100, bytes_done=self.totals['bytes'], files_done=self.totals['entries'],
+                          files_total=self.totals['entries'], bytes_total=self.totals['bytes'], eta_seconds=0)
+        return True
+
+    def copy_with_rsync(self):
+        self.start_scan()
+        self.copy()
 
     def _stop_rsync(self):
         try:
@@ -499,7 +561,7 @@ class Worker(object):
             'source_digest': None, 'destination_digest': None,
             'copy_seconds': round(self.copy_seconds, 3),
             'verify_seconds': round(self.verify_seconds, 3) if comparison is not None else None,
-            'rsync_rc': self.rsync_rc, 'rsync_stats': self.rsync_stats,
+            'rsync_rc': self.rsync_rc, 'rsync_stats': self.rsync_stats, 'copy_engine': self.copy_engine,
             'final_pass': bool(job.get('final_pass')), 'ignore_files': job['ignore_files'],
             'hashing': dict(self.hash_stats) or None,
             'warnings': list(self.warnings), 'started_at': self.status['started_at'],
@@ -527,10 +589,21 @@ class Worker(object):
             self.write_status()
             self.log('attempt %s of job %s: %s -> %s' % (
                 self.status['attempt'], self.job['job_id'], self.job['source'], self.job['destination']))
-            self.start_scan()
-            self.copy()
+            if self.first_copy():
+                self.copy_engine = 'parallel'
+            else:
+                self.copy_engine = 'parallel, then rsync' if self.copy_engine else 'rsync'
+                self.copy_with_rsync()
             if self.job.get('check_hash'):
                 comparison = self.verify()
+                if not comparison.matched and self.copy_engine == 'parallel':
+                    # Something changed or was not copied as it is: rsync compares and copies again.
+                    self.log('the first copy does not match the source (%s); rsync copies again'
+                             % comparison.summary())
+                    self.copy_engine = 'parallel, then rsync'
+                    self.save_repair(comparison)
+                    self.copy_with_rsync()
+                    comparison = self.verify()
                 if not comparison.matched:
                     self.save_repair(comparison)
                     raise JobFailed('Verification of %s against %s failed: %s'

@@ -143,7 +143,8 @@ class HostAssistedMixin(object):
         return None
 
     def _copy_summary(self, report):
-        keep = ('files', 'bytes', 'directories', 'symlinks', 'hash_algorithm', 'copy_seconds', 'verify_seconds',
+        keep = ('files', 'bytes', 'directories', 'symlinks', 'hash_algorithm', 'copy_engine', 'copy_seconds',
+                'verify_seconds',
                 'source_digest', 'destination_digest', 'warnings', 'data_node')
         summary = dict((k, report.get(k)) for k in keep if report.get(k) is not None)
         summary['verified_at'] = now_iso()

@@ -138,11 +138,14 @@ def wait_inside_big_file(jobs, job_id, small_bytes):
 # --------------------------------------------------------------------------- copies
 
 
-def test_rich_tree_is_copied_and_verified(jobs, tmp_path):
+@pytest.mark.parametrize("engine", ["auto", "rsync"])
+def test_rich_tree_is_copied_and_verified(jobs, tmp_path, engine):
+    """The destination holds only an ignored name, so it counts as empty: with copy_engine auto the
+    parallel first copy makes it, with rsync rsync does; both keep everything."""
     src, dst = folders(tmp_path)
     rich_tree(src)
     write(os.path.join(dst, "lost+found", "kept"), b"the destination's own")
-    request = jobs.build_request("rich", src, dst)
+    request = jobs.build_request("rich", src, dst, copy_engine=engine)
     result = jobs.start(request, wait_seconds=POLL_LIMIT)
     job = result["job"]
     assert result["changed"] is True
@@ -154,7 +157,14 @@ def test_rich_tree_is_copied_and_verified(jobs, tmp_path):
     assert report["source_digest"] == report["destination_digest"]
     assert (report["differ"], report["missing"], report["extra"]) == ([], [], [])
     assert report["files"] == 7 and report["symlinks"] == 2 and report["directories"] == 5
-    assert report["rsync_rc"] == 0 and report["warnings"] == []
+    assert report["warnings"] == []
+    if engine == "auto":
+        assert report["copy_engine"] == "parallel"
+        assert report["rsync_rc"] is None and report["rsync_stats"] == {}
+        # Every file was hashed while it was copied, the destination read back from the disk.
+        assert report["hashing"]["files_hashed_during_copy"] > 0
+    else:
+        assert report["copy_engine"] == "rsync" and report["rsync_rc"] == 0
     assert job["progress"]["percent"] == 100
 
     d = os.fsencode(dst)
@@ -179,7 +189,8 @@ def test_rich_tree_is_copied_and_verified(jobs, tmp_path):
     for name in ("job.json", "status.json", "report.json"):
         with open(os.path.join(folder, name), "rb") as handle:
             json.loads(handle.read().decode("utf-8"))
-    assert os.path.getsize(os.path.join(folder, "rsync.log")) > 0
+    if engine == "rsync":
+        assert os.path.getsize(os.path.join(folder, "rsync.log")) > 0
 
     again = jobs.start(request)
     assert again["changed"] is False
@@ -556,7 +567,7 @@ def test_the_shipped_worker_is_self_contained(jobs, tmp_path):
     script = job_lib.ship_worker(folder)
     lib = os.path.join(folder, "lib", "ansible_collections", "storage", "mobility", "plugins", "module_utils",
                        "data_copy")
-    assert sorted(os.listdir(lib)) == ["__init__.py", "manifest.py", "rsync.py", "state.py", "worker.py"]
+    assert sorted(os.listdir(lib)) == ["__init__.py", "fastcopy.py", "manifest.py", "rsync.py", "state.py", "worker.py"]
     with open(script, encoding="utf-8") as handle:
         assert handle.read() == worker_lib.LAUNCHER
     state_lib.write_json(os.path.join(folder, state_lib.JOB_FILE), jobs.build_request("shipped", src, dst))

@@ -254,7 +254,7 @@ def test_manifest_entries_and_digest_are_stable(trees):
 
 def test_unreadable_file_is_a_difference(trees, monkeypatch):
     src, dst = trees
-    real_open = manifest_lib._open_for_reading
+    real_open = manifest_lib.open_for_reading
     victim = os.path.join(dst, b"with space")
 
     def refuse(path, *args):
@@ -262,7 +262,7 @@ def test_unreadable_file_is_a_difference(trees, monkeypatch):
             raise PermissionError(13, "Permission denied")
         return real_open(path, *args)
 
-    monkeypatch.setattr(manifest_lib, "_open_for_reading", refuse)
+    monkeypatch.setattr(manifest_lib, "open_for_reading", refuse)
     result = _compare(src, dst)
     assert result.differ == [{"path": "with space", "attributes": ["hash", "error"],
                               "destination_error": "EACCES: Permission denied"}]

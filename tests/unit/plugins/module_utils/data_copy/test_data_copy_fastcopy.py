@@ -1,0 +1,259 @@
+"""The parallel first copy (plugins/module_utils/data_copy/fastcopy.py): real files, real forked
+copying processes, and rsync as the independent judge of what was copied; the worker's fallback
+to rsync when the first copy cannot finish or does not verify.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import subprocess
+
+import pytest
+
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fastcopy as fastcopy_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import job as job_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import worker as worker_lib
+
+pytestmark = pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed")
+
+MiB = 1024 * 1024
+ROOT = os.geteuid() == 0
+NEEDS_ROOT = pytest.mark.skipif(not ROOT and os.environ.get("CI") != "true",
+                                reason="needs root: other owners, setuid bits and device files")
+
+
+def write(path, data, mode=None):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(data)
+    if mode is not None:
+        os.chmod(path, mode)
+
+
+def tree(root):
+    """Many folders and files, hard-link groups spread over folders (and so over processes),
+    symlinks, empty and sparse files, a read-only folder, names that are not UTF-8."""
+    root = os.fsencode(root)
+    for folder in range(12):
+        for index in range(25):
+            write(os.path.join(root, b"d%02d" % folder, b"f%02d" % index), os.urandom(index * 97))
+    for group in range(10):
+        first = os.path.join(root, b"d%02d" % group, b"f03")
+        for copy in range(1, 3):
+            os.link(first, os.path.join(root, b"d%02d" % ((group + copy) % 12), b"link-%d-%d" % (group, copy)))
+    write(os.path.join(root, b"big.bin"), os.urandom(5 * MiB + 3))
+    write(os.path.join(root, b"empty"), b"")
+    with open(os.path.join(root, b"sparse.img"), "wb") as handle:
+        handle.truncate(16 * MiB)
+        handle.seek(3 * MiB)
+        handle.write(b"data in the middle")
+        handle.seek(16 * MiB - 5)
+        handle.write(b"tail!")
+    os.symlink(b"d00/f01", os.path.join(root, b"to-file"))
+    os.symlink(b"/nowhere", os.path.join(root, b"d05", b"dangling"))
+    write(os.path.join(root, b"caf\xe9", b"x"), b"latin-1 folder")
+    os.setxattr(os.path.join(root, b"d01", b"f02"), "user.tag", b"\x00kept")
+    os.utime(os.path.join(root, b"d02", b"f04"), ns=(1, 1_600_000_000_123_456_789))
+    write(os.path.join(root, b"readonly", b"inside"), b"r", mode=0o444)
+    os.chmod(os.path.join(root, b"readonly"), 0o555)
+    os.mkdir(os.path.join(root, b"lost+found"))
+    write(os.path.join(root, b"lost+found", b"skip"), b"ignored")
+    return root
+
+
+def rsync_differences(src, dst):
+    """What rsync -aHAX, comparing contents (-c) at nanosecond times, would still change."""
+    proc = subprocess.run(["rsync", "-aHAXc", "-n", "--delete", "--modify-window=-1", "--itemize-changes",
+                           "--exclude=lost+found", os.fsencode(src) + b"/", os.fsencode(dst) + b"/"],
+                          capture_output=True, check=True)
+    return [line for line in proc.stdout.splitlines() if line.strip()]
+
+
+def test_first_copy_matches_the_source_for_rsync_and_the_verification(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dst.mkdir()
+    tree(src)
+    engine = fastcopy_lib.ParallelCopy(str(src), str(dst), ["lost+found"], "xxh128", workers=3).run()
+    assert (engine.errors, engine.error_count, engine.failures) == ([], 0, [])
+    assert rsync_differences(src, dst) == []
+    assert not (dst / "lost+found").exists()
+    big = os.stat(dst / "big.bin")
+    sparse = os.stat(dst / "sparse.img")
+    assert sparse.st_size == 16 * MiB and sparse.st_blocks * 512 < MiB  # the holes stayed holes
+    assert os.stat(dst / "d00" / "f03").st_nlink == 3
+    assert stat.S_IMODE(os.stat(dst / "readonly").st_mode) == 0o555
+    assert engine.totals["files"] == 12 * 25 + 20 + 5 and engine.totals["bytes"] > big.st_size
+
+    # Every regular file got its hash while it was copied, on both sides, with the identity it has now;
+    # the hash is the content's.
+    for rel, (ident, digest) in engine.records["destination"].items():
+        path = os.path.join(os.fsencode(dst), rel)
+        assert ident == manifest_lib.identity(os.lstat(path)) or os.lstat(path).st_nlink > 1
+        hasher = manifest_lib.new_hasher("xxh128")
+        with open(path, "rb") as handle:
+            hasher.update(handle.read())
+        assert digest == hasher.hexdigest(), rel
+        assert engine.records["source"][rel][1] == digest
+    assert len(engine.records["source"]) >= 12 * 25
+
+    cache = manifest_lib.HashCache("xxh128", {side: dict(records) for side, records in engine.records.items()})
+    comparison = manifest_lib.compare_trees(str(src), str(dst), ["lost+found"], "xxh128", cache=cache)
+    assert comparison.matched, comparison.summary()
+    # Only the later paths of the hard-linked files (a link changes the inode's ctime) are read again.
+    assert comparison.files_hashed <= 2 * 10
+
+
+def test_first_copy_without_hashing_copies_and_records_nothing(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dst.mkdir()
+    tree(src)
+    engine = fastcopy_lib.ParallelCopy(str(src), str(dst), ["lost+found"], None, workers=2).run()
+    assert engine.error_count == 0
+    assert engine.records == {"source": {}, "destination": {}}
+    assert rsync_differences(src, dst) == []
+
+
+@NEEDS_ROOT
+def test_first_copy_keeps_owners_special_bits_and_devices(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dst.mkdir()
+    write(str(src / "owned" / "setuid"), b"#!/bin/true\n")
+    os.chown(src / "owned" / "setuid", 54321, 54322)
+    os.chmod(src / "owned" / "setuid", 0o4755)
+    os.chown(src / "owned", 54321, 54322)
+    os.chmod(src / "owned", 0o2770)
+    os.mknod(src / "null-device", stat.S_IFCHR | 0o640, os.makedev(1, 3))
+    os.symlink("owned/setuid", src / "link")
+    os.lchown(src / "link", 54321, 54322)
+    os.setxattr(src / "owned" / "setuid", "trusted.kept", b"root only")
+    engine = fastcopy_lib.ParallelCopy(str(src), str(dst), [], "xxh128").run()
+    assert engine.error_count == 0, engine.errors
+    copied = os.stat(dst / "owned" / "setuid")
+    assert (copied.st_uid, copied.st_gid, stat.S_IMODE(copied.st_mode)) == (54321, 54322, 0o4755)
+    folder = os.stat(dst / "owned")
+    assert (folder.st_uid, folder.st_gid, stat.S_IMODE(folder.st_mode)) == (54321, 54322, 0o2770)
+    device = os.lstat(dst / "null-device")
+    assert stat.S_ISCHR(device.st_mode) and device.st_rdev == os.makedev(1, 3)
+    assert os.lstat(dst / "link").st_uid == 54321
+    assert os.getxattr(dst / "owned" / "setuid", "trusted.kept") == b"root only"
+    assert rsync_differences(src, dst) == []
+
+
+def test_blockers_name_each_reason():
+    base = {"copy_engine": "auto", "final_pass": False, "rsync_options": [], "bwlimit": None,
+            "rsync_base_options": list(fastcopy_lib.rsync_lib.DEFAULT_BASE_OPTIONS)}
+    assert fastcopy_lib.blockers(base, []) == []
+    cases = {
+        "copy_engine is rsync": dict(base, copy_engine="rsync"),
+        "a final pass compares with the destination": dict(base, final_pass=True),
+        "the request has rsync options": dict(base, rsync_options=["--no-whole-file"]),
+        "the request limits the bandwidth": dict(base, bwlimit="10m"),
+        "the request has its own rsync base options": dict(base, rsync_base_options=["-a"]),
+    }
+    for reason, job in cases.items():
+        assert fastcopy_lib.blockers(job, []) == [reason]
+    assert fastcopy_lib.blockers(base, [b"file"]) == ["the destination is not empty"]
+
+
+def test_destination_entries_ignores_ignored_names(tmp_path):
+    (tmp_path / "lost+found").mkdir()
+    assert fastcopy_lib.destination_entries(str(tmp_path), ["lost+found"]) == []
+    (tmp_path / "x").write_bytes(b"")
+    assert fastcopy_lib.destination_entries(str(tmp_path), ["lost+found"]) == [b"x"]
+
+
+def test_unknown_copy_engine_is_refused(tmp_path):
+    jobs = job_lib.DataCopyJobs(str(tmp_path / "state"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with pytest.raises(job_lib.InvalidRequest, match="unknown copy engine fast"):
+        jobs.build_request("j", str(tmp_path / "a"), str(tmp_path / "b"), copy_engine="fast")
+
+
+# --------------------------------------------------------------------------- the worker's fallback
+
+
+def run_worker(tmp_path, job_id, src, dst, **kwargs):
+    """One attempt of a job, in this process (so that a test can break a part of it)."""
+    jobs = job_lib.DataCopyJobs(str(tmp_path / "state"))
+    folder = jobs.folder(job_id)
+    os.makedirs(folder, exist_ok=True)
+    state_lib.write_json(os.path.join(folder, state_lib.JOB_FILE), jobs.build_request(job_id, str(src), str(dst),
+                                                                                      **kwargs))
+    worker = worker_lib.Worker(folder)
+    rc = worker.run()
+    return rc, state_lib.read_json(os.path.join(folder, state_lib.REPORT_FILE)), \
+        state_lib.read_json(os.path.join(folder, state_lib.STATUS_FILE))
+
+
+def test_a_file_the_first_copy_cannot_copy_is_left_to_rsync(tmp_path, monkeypatch):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dst.mkdir()
+    tree(src)
+    real = fastcopy_lib._Copier.copy_file
+
+    def failing(self, rel, full, target):
+        if rel == b"d03/f07":
+            raise OSError(errno.EIO, "Input/output error")
+        return real(self, rel, full, target)
+
+    monkeypatch.setattr(fastcopy_lib._Copier, "copy_file", failing)
+    rc, report, status = run_worker(tmp_path, "eio", src, dst)
+    assert rc == 0 and status["state"] == "completed", status
+    assert report["copy_engine"] == "parallel, then rsync"
+    assert report["verified"] is True and report["rsync_rc"] == 0
+    assert report["rsync_stats"]["transferred"] == 1  # rsync copied only what the first copy could not
+    assert rsync_differences(src, dst) == []
+
+
+def test_a_first_copy_that_does_not_verify_is_repaired_by_rsync(tmp_path, monkeypatch):
+    """A copy that differs in content but not in size or times: rsync's quick check alone would skip
+    it; the verification names it and the repair makes rsync copy it again."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dst.mkdir()
+    tree(src)
+    real = fastcopy_lib.ParallelCopy.run
+    victim = dst / "d04" / "f20"
+
+    def then_damage(self):
+        result = real(self)
+        before = os.stat(victim)
+        with open(victim, "r+b") as handle:
+            handle.write(b"\xff" * 16)
+        os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
+        return result
+
+    monkeypatch.setattr(fastcopy_lib.ParallelCopy, "run", then_damage)
+    rc, report, status = run_worker(tmp_path, "damaged", src, dst)
+    assert rc == 0 and status["state"] == "completed", status
+    assert report["copy_engine"] == "parallel, then rsync"
+    assert report["verified"] is True
+    assert victim.read_bytes() == (src / "d04" / "f20").read_bytes()
+    assert rsync_differences(src, dst) == []
+
+
+def test_a_first_copy_cut_short_is_finished_by_rsync_on_the_next_attempt(tmp_path, monkeypatch):
+    """Cut after the files, before the folders got their modes and times (as a crash would): the next
+    attempt finds a destination that is not empty and lets rsync compare and finish."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dst.mkdir()
+    tree(src)
+
+    def cut(self, folders):
+        raise worker_lib.Terminated("cut short")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fastcopy_lib.ParallelCopy, "_finish_folders", cut)
+        rc, report, status = run_worker(tmp_path, "cut", src, dst)
+    assert status["state"] == "cancelled" and report is None
+    assert stat.S_IMODE(os.stat(dst / "readonly").st_mode) == 0o700  # not finished
+    rc, report, status = run_worker(tmp_path, "cut", src, dst)
+    assert rc == 0 and status["state"] == "completed", status
+    assert report["copy_engine"] == "rsync" and report["verified"] is True
+    assert stat.S_IMODE(os.stat(dst / "readonly").st_mode) == 0o555
+    assert rsync_differences(src, dst) == []
