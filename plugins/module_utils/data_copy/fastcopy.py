@@ -39,6 +39,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
+import mmap
 import os
 import signal
 import stat
@@ -64,6 +65,13 @@ _O_CLOEXEC = getattr(os, 'O_CLOEXEC', 0)
 _SEEK_DATA = getattr(os, 'SEEK_DATA', None)
 _SEEK_HOLE = getattr(os, 'SEEK_HOLE', None)
 _DONTNEED = getattr(os, 'POSIX_FADV_DONTNEED', None)
+_O_NOATIME = getattr(os, 'O_NOATIME', 0)
+_O_DIRECT = getattr(os, 'O_DIRECT', 0)
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
+_DIRECT_FLAGS = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NOATIME | _O_DIRECT
+_ALIGN = 4096
+# Files up to this size are read with one read into a new buffer.
+_SMALL = 256 * 1024
 
 
 def default_workers():
@@ -156,12 +164,19 @@ def _error_text(exc):
 
 
 class _Copier(object):
-    """One copying process: copies the entries it is handed, hashes, reads the copies back."""
+    """One copying process: copies the entries it is handed, hashes, reads the copies back.
+
+    The per-file path is written for many small files: few system calls (the source is opened,
+    looked at, read, looked at again; the copy is created with its final mode when no chown is
+    needed, written, given its times), no per-file objects beyond the data read.
+    """
 
     def __init__(self, source, destination, algorithm, conn):
-        self.source = source
+        self.source = source + b'/'
         self.destination = destination
+        self.target_root = destination + b'/'
         self.algorithm = algorithm
+        self.new_hasher = manifest_lib.hasher_factory(algorithm) if algorithm else None
         self.conn = conn
         self.euid = os.geteuid()
         self.privileged = self.euid == 0
@@ -172,7 +187,10 @@ class _Copier(object):
         self.egid = os.getegid()
         root_st = os.stat(destination)
         self.root_gid = root_st.st_gid if root_st.st_mode & stat.S_ISGID else self.egid
+        self.read_flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NOATIME
+        self.direct = bool(_O_DIRECT)
         self.buffer = bytearray(manifest_lib.CHUNK)
+        self.direct_buffer = mmap.mmap(-1, manifest_lib.CHUNK)  # page aligned, as direct I/O wants
         self.zeros = bytes(manifest_lib.CHUNK)
         self.links = {}
         self.records = []
@@ -185,11 +203,6 @@ class _Copier(object):
         self.errors = 0
 
     # ------------------------------------------------------------------ messages
-
-    def record(self, side, rel, ident, digest):
-        self.records.append((side, rel, (ident, digest)))
-        if len(self.records) >= RECORD_BATCH:
-            self.send_records()
 
     def send_records(self):
         if self.records:
@@ -208,64 +221,87 @@ class _Copier(object):
 
     # ------------------------------------------------------------------ entries
 
-    def copy(self, rel, st):
-        full = os.path.join(self.source, rel)
-        target = os.path.join(self.destination, rel)
+    def _open_source(self, full):
+        try:
+            return os.open(full, self.read_flags)
+        except OSError as exc:
+            # O_NOATIME needs the file's owner or CAP_FOWNER.
+            if exc.errno != errno.EPERM or not _O_NOATIME:
+                raise
+            self.read_flags &= ~_O_NOATIME
+        return os.open(full, self.read_flags)
+
+    def copy_other(self, rel):
+        """A symlink, FIFO, device or socket (or a hard link of one)."""
+        full = self.source + rel
+        target = self.target_root + rel
+        st = os.lstat(full)
         mode = st.st_mode
-        if st.st_nlink > 1 and not stat.S_ISDIR(mode):
+        if st.st_nlink > 1:
             first = self.links.get((st.st_dev, st.st_ino))
             if first is not None:
                 os.link(first, target, follow_symlinks=False)
-                self.files += 1
                 return
             self.links[(st.st_dev, st.st_ino)] = target
-        if stat.S_ISREG(mode):
-            self.copy_file(rel, full, target)
-        elif stat.S_ISLNK(mode):
+        if stat.S_ISLNK(mode):
             os.symlink(os.readlink(full), target)
             copy_metadata(target, st, full, self.privileged, follow=False)
+        elif stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            raise OSError(errno.EAGAIN, 'changed type while it was copied')
         else:
             os.mknod(target, stat.S_IFMT(mode) | 0o600, st.st_rdev)
             copy_metadata(target, st, full, self.privileged)
-        self.files += 1
 
-    def copy_file(self, rel, full, target):
-        src = manifest_lib.open_for_reading(full)
+    def copy_file(self, rel):
+        """A regular file: copied and hashed in one read, its copy queued for reading back."""
+        target = self.target_root + rel
+        src = self._open_source(self.source + rel)
         try:
             st = os.fstat(src)
-            before = manifest_lib.identity(st)
-            mode = stat.S_IMODE(st.st_mode)
-            group = self.root_gid if b'/' not in rel else self.egid
-            owned = st.st_uid == self.euid and st.st_gid == group
-            dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC,
-                          mode & 0o777 if owned else 0o600)
+            if st.st_nlink > 1:
+                first = self.links.get((st.st_dev, st.st_ino))
+                if first is not None:
+                    os.link(first, target, follow_symlinks=False)
+                    return
+                self.links[(st.st_dev, st.st_ino)] = target
+            size = st.st_size
+            mode = st.st_mode & 0o7777
+            owned = st.st_uid == self.euid and st.st_gid == (self.egid if b'/' in rel else self.root_gid)
+            dst = os.open(target, _CREATE_FLAGS, mode & 0o777 if owned else 0o600)
             try:
-                hasher = manifest_lib.new_hasher(self.algorithm) if self.algorithm else None
-                if st.st_size and st.st_blocks * 512 < st.st_size:
-                    self._copy_sparse(src, dst, st.st_size, hasher)
+                hasher = self.new_hasher() if self.new_hasher is not None else None
+                if size <= _SMALL and size < st.st_blocks * 512 + 4096:
+                    data = os.read(src, size)
+                    if hasher is not None:
+                        hasher.update(data)
+                    if data:
+                        self._write(dst, data)
+                elif size and st.st_blocks * 512 < size:
+                    self._copy_sparse(src, dst, size, hasher)
                 else:
-                    self._copy_dense(src, dst, st.st_size, hasher)
+                    self._copy_dense(src, dst, size, hasher)
                 if not owned:
                     copy_owner(dst, st, self.privileged)
                 # Setting an ACL can change the group bits and a chown clears setuid bits: the mode
                 # is set again after either, and always for special bits.
-                if copy_xattrs(src, dst, self.privileged) or not owned or mode & 0o7000:
+                if (copy_xattrs(src, dst, self.privileged) or not owned or mode & 0o7000):
                     os.fchmod(dst, mode)
                 os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
             finally:
                 os.close(dst)
-            after = manifest_lib.identity(os.fstat(src))
-        finally:
-            if _DONTNEED is not None and st.st_size >= manifest_lib.CHUNK:
+            after = os.fstat(src)
+            if size >= _SMALL and _DONTNEED is not None:
                 # Leave the page cache to the users of the data node.
                 manifest_lib.advise(src, _DONTNEED)
+        finally:
             os.close(src)
-        self.bytes += st.st_size
+        self.bytes += size
         if hasher is not None:
-            if after == before:
-                self.record('source', rel, before, hasher.hexdigest())
-            self.pending.append((rel, target))
-            self.pending_bytes += st.st_size
+            identity = (size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            if identity == (after.st_size, after.st_mtime_ns, after.st_ctime_ns, after.st_ino):
+                self.records.append(('source', rel, (identity, hasher.hexdigest())))
+            self.pending.append((rel, target, size))
+            self.pending_bytes += size
 
     def _copy_dense(self, src, dst, size, hasher):
         """Copy up to the size the file had when opened (a file that grows or changes meanwhile
@@ -283,10 +319,12 @@ class _Copier(object):
             self._write(dst, view[:count])
 
     @staticmethod
-    def _write(dst, view):
-        while len(view):
-            written = os.write(dst, view)
-            view = view[written:]
+    def _write(dst, data):
+        written = os.write(dst, data)
+        if written < len(data):
+            view = memoryview(data)[written:]
+            while len(view):
+                view = view[os.write(dst, view):]
 
     def _copy_sparse(self, src, dst, size, hasher):
         """Copy only the data regions; the holes are left as holes (the hash sees their zeros)."""
@@ -332,35 +370,76 @@ class _Copier(object):
 
     # ------------------------------------------------------------------ reading back
 
+    def _read_direct(self, target, size):
+        """``(identity before, hash, identity after)`` of a copy, read with direct I/O up to its size
+        (rounded up to the alignment, so the kernel zero-fills nothing past the end)."""
+        fd = os.open(target, _DIRECT_FLAGS)
+        try:
+            st = os.fstat(fd)
+            before = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            hasher = self.new_hasher()
+            buffer = self.direct_buffer
+            offset = 0
+            end = st.st_size
+            with memoryview(buffer) as view:
+                while offset < end:
+                    length = min(len(buffer), -(-(end - offset) // _ALIGN) * _ALIGN)
+                    count = os.preadv(fd, [view[:length]], offset)
+                    if not count:
+                        break
+                    hasher.update(view[:count])
+                    offset += count
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return before, hasher.hexdigest(), (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
     def read_back(self, force=False):
         """Flush the destination and hash the finished files from the disk (direct I/O)."""
         if not self.pending:
+            if len(self.records) >= RECORD_BATCH:
+                self.send_records()
             return
         if not force and self.pending_bytes < ROUND_BYTES and len(self.pending) < ROUND_FILES and (
                 time.monotonic() - self.last_round < ROUND_SECONDS):
             return
         pending, self.pending, self.pending_bytes = self.pending, [], 0
         manifest_lib.sync_filesystem(self.destination)
-        for rel, target in pending:
+        records = self.records
+        for rel, target, size in pending:
             try:
-                before, digest, after = self.reader.read_identified(target)
+                if self.direct:
+                    try:
+                        before, digest, after = self._read_direct(target, size)
+                    except OSError as exc:
+                        if exc.errno != errno.EINVAL:
+                            raise
+                        self.direct = False  # no direct I/O here: drop the cached pages instead
+                if not self.direct:
+                    before, digest, after = self.reader.read_identified(target)
             except OSError:
                 continue  # the verification reads it again
             if after == before:
-                self.record('destination', rel, before, digest)
+                records.append(('destination', rel, (before, digest)))
         self.last_round = time.monotonic()
+        self.send_records()
 
     def run(self):
+        copy_file = self.copy_file
         while True:
             batch = self.conn.recv()
             if batch is None:
                 break
-            for rel, st in batch:
+            for rel, regular in batch:
                 try:
-                    self.copy(rel, st)
+                    if regular:
+                        copy_file(rel)
+                    else:
+                        self.copy_other(rel)
+                    self.files += 1
                 except OSError as exc:
                     self.error(rel, exc)
-                self.progress()
+            self.progress()
             self.read_back()
         self.read_back(force=True)
         self.send_records()
@@ -534,7 +613,7 @@ class ParallelCopy(object):
                     index = assigned.index(min(assigned))
                 size = st.st_size if stat.S_ISREG(st.st_mode) else 0
                 assigned[index] += size + 4096
-                batches[index].append((child, st))
+                batches[index].append((child, stat.S_ISREG(st.st_mode)))
                 batch_bytes[index] += size
                 if len(batches[index]) >= BATCH or batch_bytes[index] >= BATCH_BYTES:
                     conns[index].send(batches[index])

@@ -63,6 +63,7 @@ BATCH = 256
 # Seconds between two looks at the destination files the copy has finished (see prehash).
 PREHASH_ROUND = 1.0
 PREHASH_FLUSH_BYTES = 64 * 1024 * 1024
+DIRECT_ALIGN = 4096
 
 _TYPES = (
     (stat.S_ISREG, 'file'),
@@ -141,6 +142,16 @@ def new_hasher(algorithm):
     if algorithm == 'blake2b':
         return hashlib.blake2b()
     raise ValueError('Unknown hash algorithm %r' % (algorithm,))
+
+
+def hasher_factory(algorithm):
+    """A callable without arguments that returns a new hash object (see new_hasher)."""
+    new_hasher(algorithm)  # fails here when the algorithm is not available
+    if algorithm == 'xxh128':
+        return _xxhash().xxh3_128
+    if algorithm == 'blake3':
+        return _blake3().blake3
+    return getattr(hashlib, algorithm)
 
 
 def _file_type(mode):
@@ -301,11 +312,12 @@ class Walker(object):
         """The content hash of the regular file ``path``."""
         return self.read_and_hash(path)[0]
 
-    def read_and_hash(self, path):
-        """``(hash, identity after reading)`` of the regular file ``path``."""
+    def read_and_hash(self, path, size=None):
+        """``(hash, identity after reading)`` of the regular file ``path``; ``size``, its size when
+        it was looked at, only sizes the reads (the file is read to its end)."""
         if self._direct:
             try:
-                return self._hash_direct(path)
+                return self._hash_direct(path, size=size)
             except _NoDirectIO:
                 self._direct = False  # this filesystem has no direct I/O: drop the cached pages instead
         hasher = new_hasher(self.algorithm)
@@ -344,7 +356,7 @@ class Walker(object):
         digest, after = self.read_and_hash(path)
         return before, digest, after
 
-    def _hash_direct(self, path, identify=False):
+    def _hash_direct(self, path, identify=False, size=None):
         try:
             fd = open_for_reading(path, _O_DIRECT)
         except OSError as exc:
@@ -352,7 +364,7 @@ class Walker(object):
                 raise _NoDirectIO()
             raise
         try:
-            before = size = None
+            before = None
             if identify:
                 before = identity(os.fstat(fd))
                 size = before[0]
@@ -363,9 +375,15 @@ class Walker(object):
             hasher = new_hasher(self.algorithm)
             offset = 0
             with memoryview(buffer) as view:
-                while size is None or offset < size:
+                while not identify or offset < size:
+                    # A read past the end costs the kernel a zero fill of the rest of the buffer
+                    # (XFS fills a whole 1 MiB for a 4 KiB file): read what the size says, rounded up
+                    # to the alignment direct I/O wants.
+                    length = CHUNK
+                    if size is not None:
+                        length = min(CHUNK, max(DIRECT_ALIGN, -(-(size - offset) // DIRECT_ALIGN) * DIRECT_ALIGN))
                     try:
-                        count = os.preadv(fd, [buffer], offset)
+                        count = os.preadv(fd, [view[:length]], offset)
                     except OSError as exc:
                         if exc.errno == errno.EINVAL and offset == 0:
                             raise _NoDirectIO()
@@ -421,7 +439,7 @@ class Walker(object):
                         self.bytes_reused += st.st_size
                         self.recorded[rel] = cached
                     else:
-                        entry['hash'], after = self.read_and_hash(full)
+                        entry['hash'], after = self.read_and_hash(full, st.st_size)
                         self._hashed(rel, st.st_size, before, entry['hash'], after)
                     if st.st_nlink > 1:
                         self._links[(st.st_dev, st.st_ino)] = (rel, entry['hash'])

@@ -197,10 +197,10 @@ def test_a_file_the_first_copy_cannot_copy_is_left_to_rsync(tmp_path, monkeypatc
     tree(src)
     real = fastcopy_lib._Copier.copy_file
 
-    def failing(self, rel, full, target):
+    def failing(self, rel):
         if rel == b"d03/f07":
             raise OSError(errno.EIO, "Input/output error")
-        return real(self, rel, full, target)
+        return real(self, rel)
 
     monkeypatch.setattr(fastcopy_lib._Copier, "copy_file", failing)
     rc, report, status = run_worker(tmp_path, "eio", src, dst)
