@@ -474,7 +474,7 @@ class Ours:
                 'hashing': report.get('hashing'),
                 'verification': report.get('verification'), 'copy_seconds': report.get('copy_seconds'),
                 'verify_seconds': report.get('verify_seconds'), 'hash_algorithm': report.get('hash_algorithm'),
-                'job_id': job_id, 'rsync_stats': stats}
+                'job_id': job_id, 'rsync_stats': stats, 'copy_engine': report.get('copy_engine')}
 
 
 # ---------------------------------------------------------------------- the cutover
@@ -557,6 +557,7 @@ def cutover(fs, ours, opts, run, block, caches):
     shutil.rmtree(source)
     return {
         'phase1_seconds': phase1['seconds'], 'phase1_verified': phase1['verified'],
+        'phase1_copy_engine': phase1['copy_engine'], 'ours_final_copy_engine': final['copy_engine'],
         'changed_files': len(changed), 'changed_same_size_same_second': len(same_second),
         'changed_grown': len(grown),
         'ours_final_seconds': final['seconds'], 'ours_final_verified': final['verified'],
@@ -799,12 +800,14 @@ def main(argv=None):
                         ex[0]['scale'], ex[0]['subset_files'], ex[0]['files_scale'], ex[0]['bytes_scale'])
                     row['detail'] = ex
                 elif method == 'ours':
-                    row['note'] = 'role+module, verified=%s, copy %.2f + verify %.2f s, %d of %d contents read during copy' % (
+                    row['note'] = 'role+module, %s, verified=%s, copy %.2f + verify %.2f s, %d of %d contents read during copy' % (
+                        '/'.join(sorted(set(str(e.get('copy_engine')) for e in ex))),
                         all(e['verified'] for e in ex), median([e['copy_seconds'] for e in ex]),
                         median([e['verify_seconds'] for e in ex]),
                         median([(e['hashing'] or {}).get('files_hashed_during_copy', 0) for e in ex]),
                         median([_files_read(e['hashing']) for e in ex]))
                     row['verified'] = all(e['verified'] for e in ex)
+                    row['copy_engines'] = sorted(set(str(e.get('copy_engine')) for e in ex))
                     row['detail'] = ex
                 elif method == 'rsync_sha256sum':
                     row['note'] = 'rsync %.2f + sha256sum %.2f s' % (median([e['copy_seconds'] for e in ex]),
@@ -829,9 +832,11 @@ def main(argv=None):
             'machine': machine_info(fs, caches_dropped),
             'options': {k: v for k, v in vars(opts).items() if k not in ('out',)},
             'ours_path': 'ansible-playbook running the role storage.mobility.data_mover (helper none) -> '
-                         'storage.mobility.data_copy (detached worker: rsync while a second process hashes the source '
-                         'and the finished destination files from disk, then xxh128 manifests of both trees, one '
-                         'process each); times include ansible-playbook and module start-up',
+                         'storage.mobility.data_copy (detached worker: into an empty destination, the parallel first '
+                         'copy, hashing each file as it copies it and reading the copies back from disk; otherwise '
+                         'rsync while a second process hashes the source and the finished destination files from '
+                         'disk; then xxh128 manifests of both trees, one process each); times include '
+                         'ansible-playbook and module start-up',
             'ours_startup_seconds': startup,
             'datasets': {name: {'files': st['files'], 'bytes': st['bytes'], 'entries': st['entries'],
                                 'notes': notes[name]} for name, st in stats.items()},
@@ -859,8 +864,9 @@ def main(argv=None):
             print()
             print('Cutover on %s (%d files changed, %d of them same size within the same second):' % (
                 opts.cutover_set, cut['changed_files'], cut['changed_same_size_same_second']))
-            print('  ours final pass (role, final_pass=true, new job id): %.2f s (rsync %.2f + verify %.2f), '
-                  'verified: %s, changed files missed: %d; %s' % (
+            print('  ours phase 1 (engine %s): %.2f s; ours final pass (role, final_pass=true, new job id, engine %s): '
+                  '%.2f s (copy %.2f + verify %.2f), verified: %s, changed files missed: %d; %s' % (
+                      cut_runs[0]['phase1_copy_engine'], cut['phase1_seconds'], cut_runs[0]['ours_final_copy_engine'],
                       cut['ours_final_seconds'], cut['ours_final_copy_seconds'], cut['ours_final_verify_seconds'],
                       cut['ours_final_verified'], cut['ours_missed_total'],
                       'file contents read: %d (both sides; the others kept their phase-1 hashes: unchanged size, '
