@@ -865,15 +865,15 @@ def main(argv=None):
             print('Cutover on %s (%d files changed, %d of them same size within the same second):' % (
                 opts.cutover_set, cut['changed_files'], cut['changed_same_size_same_second']))
             print('  ours phase 1 (engine %s): %.2f s; ours final pass (role, final_pass=true, new job id, engine %s): '
-                  '%.2f s (copy %.2f + verify %.2f), verified: %s, changed files missed: %d; %s' % (
+                  '%.2f s (copy %.2f + verify %.2f), verified: %s, changed files missed: %d in %d run(s); %s' % (
                       cut_runs[0]['phase1_copy_engine'], cut['phase1_seconds'], cut_runs[0]['ours_final_copy_engine'],
                       cut['ours_final_seconds'], cut['ours_final_copy_seconds'], cut['ours_final_verify_seconds'],
-                      cut['ours_final_verified'], cut['ours_missed_total'],
+                      cut['ours_final_verified'], cut['ours_missed_total'], len(cut_runs),
                       'file contents read: %d (both sides; the others kept their phase-1 hashes: unchanged size, '
                       'mtime, ctime and inode)' % cut['ours_final_files_read'] if cut_runs[0]['ours_final_hashing']
                       else 'the job reported no hashing figures'))
-            print('  plain incremental rsync -aHAX: %.2f s, changed files missed: %d (same-second ones: %s)' % (
-                cut['rsync_seconds'], cut['rsync_missed_total'],
+            print('  plain incremental rsync -aHAX: %.2f s, changed files missed: %d in %d run(s) (same-second ones: %s)' % (
+                cut['rsync_seconds'], cut['rsync_missed_total'], len(cut_runs),
                 'MISSED' if cut['rsync_missed_same_second_changes'] else 'none missed'))
             print('  rerun with nothing to do: ours %.2f s (new job id; attaching to the completed job: %.2f s), '
                   'plain rsync %.2f s' % (cut['ours_noop_seconds'], cut['ours_attach_completed_seconds'],

@@ -257,3 +257,23 @@ def test_a_first_copy_cut_short_is_finished_by_rsync_on_the_next_attempt(tmp_pat
     assert report["copy_engine"] == "rsync" and report["verified"] is True
     assert stat.S_IMODE(os.stat(dst / "readonly").st_mode) == 0o555
     assert rsync_differences(src, dst) == []
+
+
+def test_without_direct_io_the_copies_are_read_back_after_dropping_their_pages(tmp_path, monkeypatch):
+    """A filesystem that refuses O_DIRECT (tmpfs does) still gets every copy read back and hashed:
+    through the walker's other path, which drops the cached pages first."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dst.mkdir()
+    for index in range(30):
+        write(os.path.join(src, "f%02d" % index), os.urandom(1000 + index))
+
+    def refuse(self, target, size):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(fastcopy_lib._Copier, "_read_direct", refuse)
+    engine = fastcopy_lib.ParallelCopy(str(src), str(dst), [], "xxh128", workers=2).run()
+    assert engine.error_count == 0
+    assert len(engine.records["destination"]) == 30
+    for rel, (ident, digest) in engine.records["destination"].items():
+        assert digest == engine.records["source"][rel][1]
+        assert ident == manifest_lib.identity(os.lstat(os.path.join(os.fsencode(dst), rel)))
