@@ -182,11 +182,11 @@ class _Copier(object):
         self.privileged = self.euid == 0
         self.reader = manifest_lib.Walker(destination, algorithm=algorithm, drop_cache=True)
         # Files are created with their final mode; a new file's owner is ours, its group ours or,
-        # below a setgid folder (only the destination root can be one while copying), the folder's.
+        # below a setgid destination root, the root's (the folders made while copying inherit the
+        # setgid bit until they get their own mode at the end).
         os.umask(0)
-        self.egid = os.getegid()
         root_st = os.stat(destination)
-        self.root_gid = root_st.st_gid if root_st.st_mode & stat.S_ISGID else self.egid
+        self.new_gid = root_st.st_gid if root_st.st_mode & stat.S_ISGID else os.getegid()
         self.read_flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NOATIME
         self.direct = bool(_O_DIRECT)
         self.buffer = bytearray(manifest_lib.CHUNK)
@@ -266,7 +266,7 @@ class _Copier(object):
                 self.links[(st.st_dev, st.st_ino)] = target
             size = st.st_size
             mode = st.st_mode & 0o7777
-            owned = st.st_uid == self.euid and st.st_gid == (self.egid if b'/' in rel else self.root_gid)
+            owned = st.st_uid == self.euid and st.st_gid == self.new_gid
             dst = os.open(target, _CREATE_FLAGS, mode & 0o777 if owned else 0o600)
             try:
                 hasher = self.new_hasher() if self.new_hasher is not None else None

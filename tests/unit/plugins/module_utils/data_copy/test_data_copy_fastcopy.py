@@ -277,3 +277,21 @@ def test_without_direct_io_the_copies_are_read_back_after_dropping_their_pages(t
     for rel, (ident, digest) in engine.records["destination"].items():
         assert digest == engine.records["source"][rel][1]
         assert ident == manifest_lib.identity(os.lstat(os.path.join(os.fsencode(dst), rel)))
+
+
+@NEEDS_ROOT
+def test_a_setgid_destination_root_does_not_change_the_groups_copied(tmp_path):
+    """Below a setgid folder new files and folders take the folder's group (and folders the bit):
+    every copy must still end with its source's group, at any depth."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dst.mkdir()
+    os.chown(dst, 0, 54322)
+    os.chmod(dst, 0o2775)
+    write(str(src / "top"), b"top")
+    write(str(src / "a" / "b" / "deep"), b"deep")
+    os.chown(src / "a" / "b" / "deep", 0, 0)
+    engine = fastcopy_lib.ParallelCopy(str(src), str(dst), [], "xxh128").run()
+    assert engine.error_count == 0, engine.errors
+    for rel in ("top", "a", "a/b", "a/b/deep"):
+        assert os.lstat(dst / rel).st_gid == os.lstat(src / rel).st_gid == 0, rel
+    assert rsync_differences(src, dst) == []
