@@ -181,13 +181,14 @@ class _Copier(object):
         self.euid = os.geteuid()
         self.privileged = self.euid == 0
         self.reader = manifest_lib.Walker(destination, algorithm=algorithm, drop_cache=True)
-        # Files are created with their final mode; a new file's owner is ours, its group ours or,
-        # below a setgid destination root, the root's (the folders made while copying inherit the
-        # setgid bit until they get their own mode at the end).
-        os.umask(0)
+        # Files are created with their final mode (the copying process runs with umask 0); a new
+        # file's owner is ours, its group ours or, below a setgid destination root, the root's (the
+        # folders made while copying inherit the setgid bit until they get their own mode at the end).
         root_st = os.stat(destination)
         self.new_gid = root_st.st_gid if root_st.st_mode & stat.S_ISGID else os.getegid()
-        self.read_flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NOATIME
+        # O_NONBLOCK: a path that became a FIFO since it was listed must not block the open (it has
+        # no effect on regular files).
+        self.read_flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NOATIME | os.O_NONBLOCK
         self.direct = bool(_O_DIRECT)
         self.buffer = bytearray(manifest_lib.CHUNK)
         self.direct_buffer = mmap.mmap(-1, manifest_lib.CHUNK)  # page aligned, as direct I/O wants
@@ -258,6 +259,8 @@ class _Copier(object):
         src = self._open_source(self.source + rel)
         try:
             st = os.fstat(src)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EAGAIN, 'changed type while it was copied')
             if st.st_nlink > 1:
                 first = self.links.get((st.st_dev, st.st_ino))
                 if first is not None:
@@ -452,6 +455,7 @@ def _copy_in_process(source, destination, algorithm, conn):
     # A cancel signals the whole process group: a copying process just stops.
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
+    os.umask(0)  # each copy is created with its final mode
     try:
         _Copier(source, destination, algorithm, conn).run()
     except (EOFError, BrokenPipeError):

@@ -193,7 +193,9 @@ def read_xattrs(path, privileged=None):
 
 
 def open_for_reading(path, extra=0):
-    flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | extra
+    # O_NONBLOCK: a path that became a FIFO since it was looked at must not block the open (it has
+    # no effect on regular files).
+    flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | os.O_NONBLOCK | extra
     try:
         return os.open(path, flags | _O_NOATIME)
     except OSError as exc:

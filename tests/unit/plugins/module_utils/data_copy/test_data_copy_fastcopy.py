@@ -295,3 +295,16 @@ def test_a_setgid_destination_root_does_not_change_the_groups_copied(tmp_path):
     for rel in ("top", "a", "a/b", "a/b/deep"):
         assert os.lstat(dst / rel).st_gid == os.lstat(src / rel).st_gid == 0, rel
     assert rsync_differences(src, dst) == []
+
+
+def test_a_file_replaced_by_a_fifo_after_the_listing_does_not_block_the_copy(tmp_path):
+    """The copying process opens what was listed as a file; a FIFO there must not block it."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "sub").mkdir(parents=True)
+    dst.mkdir()
+    os.mkfifo(src / "sub" / "was-a-file")
+    os.mkdir(dst / "sub")
+    copier = fastcopy_lib._Copier(os.fsencode(src), os.fsencode(dst), "xxh128", conn=None)
+    with pytest.raises(OSError, match="changed type"):
+        copier.copy_file(b"sub/was-a-file")
+    assert not (dst / "sub" / "was-a-file").exists()
