@@ -232,18 +232,24 @@ class _Copier(object):
             self.read_flags &= ~_O_NOATIME
         return os.open(full, self.read_flags)
 
+    def _linked(self, st, target):
+        """For an inode with several paths: link ``target`` to the copy of the first path this
+        process made and return True, or remember ``target`` as that copy and return False."""
+        first = self.links.get((st.st_dev, st.st_ino))
+        if first is not None:
+            os.link(first, target, follow_symlinks=False)
+            return True
+        self.links[(st.st_dev, st.st_ino)] = target
+        return False
+
     def copy_other(self, rel):
         """A symlink, FIFO, device or socket (or a hard link of one)."""
         full = self.source + rel
         target = self.target_root + rel
         st = os.lstat(full)
         mode = st.st_mode
-        if st.st_nlink > 1:
-            first = self.links.get((st.st_dev, st.st_ino))
-            if first is not None:
-                os.link(first, target, follow_symlinks=False)
-                return
-            self.links[(st.st_dev, st.st_ino)] = target
+        if st.st_nlink > 1 and self._linked(st, target):
+            return
         if stat.S_ISLNK(mode):
             os.symlink(os.readlink(full), target)
             copy_metadata(target, st, full, self.privileged, follow=False)
@@ -261,12 +267,8 @@ class _Copier(object):
             st = os.fstat(src)
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(errno.EAGAIN, 'changed type while it was copied')
-            if st.st_nlink > 1:
-                first = self.links.get((st.st_dev, st.st_ino))
-                if first is not None:
-                    os.link(first, target, follow_symlinks=False)
-                    return
-                self.links[(st.st_dev, st.st_ino)] = target
+            if st.st_nlink > 1 and self._linked(st, target):
+                return
             size = st.st_size
             mode = st.st_mode & 0o7777
             owned = st.st_uid == self.euid and st.st_gid == self.new_gid
