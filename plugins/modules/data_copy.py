@@ -12,11 +12,13 @@ short_description: Copy one mounted tree to another on a data node, detached, ve
 version_added: 0.1.0
 description:
   - Runs ON a data node (the hosts of the C(data_nodes) group) and copies the contents of the folder
-    O(source) into the folder O(destination) with rsync (archive mode, hard links, ACLs, xattrs, sparse
-    files, numeric ids, nanosecond timestamps).
+    O(source) into the folder O(destination), keeping what rsync C(-aHAXS --numeric-ids) keeps (archive
+    mode, hard links, ACLs, xattrs, sparse files, numeric ids, nanosecond timestamps); into an empty
+    destination with several processes that hash each file as they copy it (see O(copy_engine)), otherwise
+    with rsync.
   - The copy runs as a detached job in its own session, so a lost Ansible connection does not stop it. Its
     folder C(<state_dir>/<job_id>/) holds C(job.json) (the request), C(status.json) (state, phase and
-    progress, rewritten about once a second), C(report.json) and C(rsync.log).
+    progress, rewritten about once a second), C(report.json), C(worker.log) and, when rsync ran, C(rsync.log).
   - With O(check_hash) the job then compares hash manifests of both trees (type, mode, owner, group, size,
     nanosecond modification time, symlink target, xattrs and ACLs, hard-link structure and a hash of each
     file's content read back from the disk) and fails when anything differs.
