@@ -78,6 +78,19 @@ class ManilaReplicaManager(object):
             raise InvalidRequest('Cannot make a replica of share %s %s: name it with pool (host@backend#pool) '
                                  'or replica_id' % (name, state))
 
+    def _existing_target(self, name, state, verb, pool, replica_id):
+        """``(share, replicas, replica)`` for the replica named by ``pool`` or ``replica_id``; NotFound
+        (listing the replicas there are) when the share has no such replica."""
+        self._need_target(name, state, pool, replica_id)
+        share = self._share(name)
+        replicas = self.api.replicas(share)
+        found = self._target(replicas, pool, replica_id)
+        if not found:
+            raise NotFound('Cannot %s a replica of share %s: it has no replica %s (replicas: %s)'
+                           % (verb, name, replica_id or 'in %s' % pool,
+                              ', '.join('%s in %s' % (r['id'], r.get('host')) for r in replicas) or 'none'))
+        return share, replicas, found[0]
+
     def _wait(self, replica, success, timeout, sleep, what):
         def fetch():
             return self.api.replica(replica['id']) or dict(replica, status=GONE)
@@ -150,15 +163,7 @@ class ManilaReplicaManager(object):
 
     def promoted(self, name, pool=None, replica_id=None, force=False, quiesce_wait_time=None,
                  wait=True, timeout=3600, sleep=5):
-        self._need_target(name, 'promoted', pool, replica_id)
-        share = self._share(name)
-        replicas = self.api.replicas(share)
-        found = self._target(replicas, pool, replica_id)
-        if not found:
-            raise NotFound('Cannot promote a replica of share %s: it has no replica %s (replicas: %s)'
-                           % (name, replica_id or 'in %s' % pool,
-                              ', '.join('%s in %s' % (r['id'], r.get('host')) for r in replicas) or 'none'))
-        replica = found[0]
+        share, replicas, replica = self._existing_target(name, 'promoted', 'promote', pool, replica_id)
         if replica.get('replica_state') == ACTIVE:
             if replica.get('status') == 'replication_change' and wait and not self.ctx.check_mode:
                 replica = self._wait(replica, (ACTIVE,), timeout, sleep, 'promotion of replica %s' % replica['id'])
@@ -187,14 +192,7 @@ class ManilaReplicaManager(object):
         return self._result(True, share, replica, actions, before=before)
 
     def resynced(self, name, pool=None, replica_id=None, wait=True, timeout=3600, sleep=5):
-        self._need_target(name, 'resynced', pool, replica_id)
-        share = self._share(name)
-        replicas = self.api.replicas(share)
-        found = self._target(replicas, pool, replica_id)
-        if not found:
-            raise NotFound('Cannot resync a replica of share %s: it has no replica %s'
-                           % (name, replica_id or 'in %s' % pool))
-        replica = found[0]
+        share, dummy, replica = self._existing_target(name, 'resynced', 'resync', pool, replica_id)
         if replica.get('replica_state') == ACTIVE:
             raise InvalidRequest('Cannot resync replica %s of share %s: it is the active replica; resync brings a '
                                  'secondary replica up to date with it' % (replica['id'], name))
