@@ -289,7 +289,6 @@ class Walker(object):
         self.privileged = os.geteuid() == 0 if privileged is None else privileged
         self.digest = hashlib.sha256()
         self._lines = []
-        self.last_values = None
         self._prefix = os.path.join(self.root, b'')
         self.bytes_hashed = 0
         self.counts = {'entries': 0, 'files': 0, 'bytes': 0, 'directories': 0, 'symlinks': 0, 'other': 0}
@@ -401,51 +400,57 @@ class Walker(object):
 
     def describe(self, rel, full, st):
         """The manifest entry of one path (``rel`` relative, ``full`` absolute, ``st`` its lstat)."""
-        kind = _file_type(st.st_mode)
-        entry = {'path': rel, 'type': kind, 'mode': stat.S_IMODE(st.st_mode), 'uid': st.st_uid, 'gid': st.st_gid}
-        if kind not in self.skip_times:
-            entry['mtime_ns'] = st.st_mtime_ns
+        return entry_from_values(rel, self.values(rel, full, st))
+
+    def values(self, rel, full, st):
+        """The values of one path (see entry_from_values), counted and added to the digest."""
+        mode = st.st_mode
+        kind = _KINDS.get(stat.S_IFMT(mode), 'unknown')
+        mtime = None if kind in self.skip_times else st.st_mtime_ns
+        target = rdev = xattrs = link = size = digest = error = None
         try:
-            xattrs = read_xattrs(full, self.privileged)
-            if xattrs:
-                entry['xattrs'] = xattrs
+            found = read_xattrs(full, self.privileged)
+            if found:
+                xattrs = tuple(sorted(found.items()))
             if kind == 'symlink':
-                entry['target'] = os.readlink(full)
+                target = os.readlink(full)
             elif kind in ('char_device', 'block_device'):
-                entry['rdev'] = st.st_rdev
+                rdev = st.st_rdev
             if kind != 'directory' and st.st_nlink > 1:
                 inode = (st.st_dev, st.st_ino)
                 first = self._links.get(inode)
                 if first is None:
                     self._links[inode] = (rel, None)
                 else:
-                    entry['link'] = first[0]
+                    link = first[0]
                     if first[1] is not None:
-                        entry['hash'] = first[1]
-                        recorded = self.recorded.get(first[0])
+                        digest = first[1]
+                        recorded = self.recorded.get(link)
                         if kind == 'file' and recorded is not None and recorded[0] == identity(st):
                             # The same inode, unchanged: a later walk (or the prehash) need not read
                             # this path either.
                             self.recorded[rel] = recorded
             if kind == 'file':
-                entry['size'] = st.st_size
-                if self.algorithm is not None and 'hash' not in entry:
-                    before = identity(st)
+                size = st.st_size
+                if self.algorithm is not None and digest is None:
+                    before = (size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
                     cached = self.cache.get(rel)
                     if cached is not None and cached[0] == before:
-                        entry['hash'] = cached[1]
+                        digest = cached[1]
                         self.files_reused += 1
-                        self.bytes_reused += st.st_size
+                        self.bytes_reused += size
                         self.recorded[rel] = cached
                     else:
-                        entry['hash'], after = self.read_and_hash(full, st.st_size)
-                        self._hashed(rel, st.st_size, before, entry['hash'], after)
+                        digest, after = self.read_and_hash(full, size)
+                        self._hashed(rel, size, before, digest, after)
                     if st.st_nlink > 1:
-                        self._links[(st.st_dev, st.st_ino)] = (rel, entry['hash'])
+                        self._links[(st.st_dev, st.st_ino)] = (rel, digest)
         except OSError as exc:
-            entry['error'] = '%s: %s' % (errno.errorcode.get(exc.errno, 'error'), exc.strerror)
-        self._count(entry)
-        return entry
+            error = '%s: %s' % (errno.errorcode.get(exc.errno, 'error'), exc.strerror)
+        values = (kind, stat.S_IMODE(mode), st.st_uid, st.st_gid, size, mtime, target, rdev, xattrs, link, digest,
+                  error)
+        self._count(rel, kind, size, values)
+        return values
 
     def _hashed(self, rel, size, before, digest, after):
         self.files_hashed += 1
@@ -454,13 +459,12 @@ class Walker(object):
             # Unchanged while it was read: a later walk may trust this hash.
             self.recorded[rel] = (before, digest)
 
-    def _count(self, entry):
-        kind = entry['type']
+    def _count(self, rel, kind, size, values):
         counts = self.counts
         counts['entries'] += 1
         if kind == 'file':
             counts['files'] += 1
-            counts['bytes'] += entry.get('size', 0)
+            counts['bytes'] += size or 0
         elif kind == 'directory':
             counts['directories'] += 1
         elif kind == 'symlink':
@@ -468,9 +472,8 @@ class Walker(object):
         else:
             counts['other'] += 1
         # The digest of the concatenation, fed in blocks: the same digest, fewer calls.
-        values = self.last_values = entry_values(entry)
         lines = self._lines
-        lines.append(digest_line(entry, values))
+        lines.append(rel + b'\0' + repr(values).encode('utf-8', 'backslashreplace') + b'\n')
         if len(lines) >= BATCH:
             self.digest.update(b''.join(lines))
             del lines[:]
@@ -481,47 +484,53 @@ class Walker(object):
         except OSError as exc:
             return [], '%s: %s' % (errno.errorcode.get(exc.errno, 'error'), exc.strerror)
         names.sort()
-        return [(name, name if rel == b'.' else rel + b'/' + name) for name in names], None
+        return [name if rel == b'.' else rel + b'/' + name for name in names], None
 
-    def entries(self):
-        """Yield ``(key, entry)`` for the root and every path below it, depth first, names sorted."""
+    def walk(self):
+        """Yield ``(path, values, error)`` for the root (path ``.``) and every path below it,
+        depth first, names sorted as bytes; ``error`` (else None) says that a folder could not be
+        listed (it is not part of the values, which were counted before the listing)."""
         # The root is followed when it is a symlink, as rsync follows "source/".
         root_st = os.stat(self.root)
-        root = self.describe(b'.', self.root, root_st)
         if not stat.S_ISDIR(root_st.st_mode):
-            root['error'] = 'not a folder'
-            yield (), root
+            yield b'.', self.values(b'.', self.root, root_st), 'not a folder'
             return
+        root = self.values(b'.', self.root, root_st)
         children, error = self._children(b'.', self.root)
-        if error:
-            root['error'] = error
-        yield (), root
-        stack = [(iter(children), ())]
+        yield b'.', root, error
+        stack = [iter(children)]
+        prefix = self._prefix
+        values = self.values
+        lstat = os.lstat
+        cancelled = self.cancelled
         while stack:
-            self._check_cancelled()
-            iterator, prefix = stack[-1]
-            try:
-                name, rel = next(iterator)
-            except StopIteration:
-                stack.pop()
-                continue
-            full = self._prefix + rel
-            try:
-                st = os.lstat(full)
-            except OSError as exc:
-                if exc.errno == errno.ENOENT:
-                    continue  # vanished since the folder was listed
-                raise
-            key = prefix + (name,)
-            entry = self.describe(rel, full, st)
-            if stat.S_ISDIR(st.st_mode):
-                children, error = self._children(rel, full)
-                if error:
-                    entry['error'] = error
-                yield key, entry
-                stack.append((iter(children), key))
+            for rel in stack[-1]:
+                if cancelled is not None and cancelled.is_set():
+                    raise Cancelled('cancelled')
+                full = prefix + rel
+                try:
+                    st = lstat(full)
+                except OSError as exc:
+                    if exc.errno == errno.ENOENT:
+                        continue  # vanished since the folder was listed
+                    raise
+                if stat.S_ISDIR(st.st_mode):
+                    found = values(rel, full, st)
+                    children, error = self._children(rel, full)
+                    yield rel, found, error
+                    stack.append(iter(children))
+                    break
+                yield rel, values(rel, full, st), None
             else:
-                yield key, entry
+                stack.pop()
+
+    def entries(self):
+        """Yield the manifest entry (a dict) of every path, in the order of walk."""
+        for rel, values, error in self.walk():
+            entry = entry_from_values(rel, values)
+            if error is not None:
+                entry['error'] = error
+            yield entry
 
     def hexdigest(self):
         if self._lines:
@@ -536,31 +545,16 @@ class Walker(object):
                 'bytes_hashed': self.bytes_hashed, 'bytes_reused': self.bytes_reused}
 
 
-def entry_values(entry):
-    """The attributes of one entry as a tuple in a fixed order (xattrs sorted by name; None where
-    absent): what the digest line holds and what a walking process sends for an entry."""
-    xattrs = entry.get('xattrs')
-    return (entry.get('type'), entry.get('mode'), entry.get('uid'), entry.get('gid'), entry.get('size'),
-            entry.get('mtime_ns'), entry.get('target'), entry.get('rdev'),
-            tuple(sorted(xattrs.items())) if xattrs else None, entry.get('link'), entry.get('hash'),
-            entry.get('error'))
-
-
 def entry_from_values(path, values):
-    """The entry (dict) of ``path`` back from entry_values."""
+    """The entry (dict) of ``path`` from its values: a tuple of the ATTRIBUTES in their order, None
+    where absent (xattrs as sorted ``(name, value)`` pairs). The values are what a walking process
+    sends and what the manifest digest holds: a line per entry, the path, a NUL byte, the ``repr``
+    of the values and a newline."""
     entry = {'path': path}
     for name, value in zip(ATTRIBUTES, values):
         if value is not None:
             entry[name] = dict(value) if name == 'xattrs' else value
     return entry
-
-
-def digest_line(entry, values=None):
-    """The canonical bytes of one entry, as fed to the manifest digest: the path, then the
-    ``repr`` of its entry_values."""
-    if values is None:
-        values = entry_values(entry)
-    return entry['path'] + b'\0' + repr(values).encode('utf-8', 'backslashreplace') + b'\n'
 
 
 def differing_attributes(source, destination):
@@ -580,10 +574,18 @@ _END = object()
 
 
 def _as_entry(item):
-    """An entry as a dict, whether it travelled as one or as ``(path, entry_values)``."""
-    if item.__class__ is tuple:
-        return entry_from_values(item[0], item[1])
-    return item
+    """The entry (a dict) of an item of a walk: ``(path, values)``, or ``(path, values, error)`` for
+    a folder that could not be listed."""
+    entry = entry_from_values(item[0], item[1])
+    if len(item) > 2:
+        entry['error'] = item[2]
+    return entry
+
+
+def _sort_key(path):
+    """The walk's order as bytes: the root first, then the names of each level compared in turn
+    (a NUL byte, which no name holds, stands for each slash)."""
+    return b'' if path == b'.' else path.replace(b'/', b'\0')
 
 
 class _Failure(object):
@@ -594,8 +596,8 @@ class _Failure(object):
 def _produce(walker, out):
     try:
         batch = []
-        for item in walker.entries():
-            batch.append(item)
+        for path, values, error in walker.walk():
+            batch.append((path, values) if error is None else (path, values, error))
             if len(batch) >= BATCH:
                 out.put(batch)
                 batch = []
@@ -702,16 +704,13 @@ class Comparison(object):
 
 
 def _walk_in_process(walker, conn):
-    """In a forked process: send the walk's entries in batches, then its summary. An entry travels
-    as ``(path, entry_values)`` (cheaper to send and to compare than a dict); one that carries an
-    error added after it was counted (a folder that cannot be listed) travels as its dict."""
+    """In a forked process: send the walk's items in batches, then its summary. An item is
+    ``(path, values)``, or ``(path, values, error)`` for a folder that could not be listed (cheaper
+    to send and to compare than a dict)."""
     try:
         batch = []
-        for key, entry in walker.entries():
-            if 'error' in entry:
-                batch.append((key, entry))
-            else:
-                batch.append((key, (entry['path'], walker.last_values)))
+        for path, values, error in walker.walk():
+            batch.append((path, values) if error is None else (path, values, error))
             if len(batch) >= BATCH:
                 conn.send(batch)
                 batch = []
@@ -955,26 +954,23 @@ def compare_trees(source, destination, ignore=(), algorithm=DEFAULT_ALGORITHM, s
         left = readers[0].next()
         right = readers[1].next()
         while left is not _END or right is not _END:
-            if right is _END or (left is not _END and left[0] < right[0]):
-                result.add_missing(_as_entry(left[1])['path'])
-                left = readers[0].next()
-            elif left is _END or right[0] < left[0]:
-                result.add_extra(_as_entry(right[1])['path'])
-                right = readers[1].next()
-            else:
-                one, other = left[1], right[1]
-                # Equal compact entries (almost all of them) carry no error and need no closer look.
-                if one.__class__ is not tuple or other.__class__ is not tuple or one[1] != other[1]:
-                    one, other = _as_entry(one), _as_entry(other)
+            if left is not _END and right is not _END and left[0] == right[0]:
+                # Equal values without an error (almost all of them) need no closer look.
+                if left[1] != right[1] or left[1][11] is not None or len(left) > 2 or len(right) > 2:
+                    one, other = _as_entry(left), _as_entry(right)
                     attributes = differing_attributes(one, other)
                     if attributes:
                         result.add_differ(one['path'], attributes, one, other)
-                    size = one.get('size') or 0
-                else:
-                    size = one[1][4] or 0
+                size = left[1][4] or 0
                 result.compared += 1
                 result.bytes_compared += size
                 left = readers[0].next()
+                right = readers[1].next()
+            elif right is _END or (left is not _END and _sort_key(left[0]) < _sort_key(right[0])):
+                result.add_missing(left[0])
+                left = readers[0].next()
+            else:
+                result.add_extra(right[0])
                 right = readers[1].next()
             if on_progress is not None:
                 on_progress(result)
@@ -1015,5 +1011,5 @@ def _drain(queues, thread):
 def manifest(root, ignore=(), algorithm=DEFAULT_ALGORITHM, skip_times=(), privileged=None):
     """All entries of one tree as a list (small trees and tests), and its digest."""
     walker = Walker(root, ignore, algorithm, skip_times=skip_times, privileged=privileged)
-    entries = [entry for dummy, entry in walker.entries()]
+    entries = list(walker.entries())
     return entries, walker.hexdigest()
