@@ -28,6 +28,7 @@ import ctypes
 import errno
 import hashlib
 import json
+import marshal
 import mmap
 import multiprocessing
 import os
@@ -56,7 +57,7 @@ _O_NOATIME = getattr(os, 'O_NOATIME', 0)
 _O_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
 _O_CLOEXEC = getattr(os, 'O_CLOEXEC', 0)
 _O_DIRECT = getattr(os, 'O_DIRECT', 0)
-HASH_CACHE_FORMAT = 'storage.mobility hash cache 1'
+HASH_CACHE_FORMAT = 'storage.mobility hash cache 2'
 SIDES = ('source', 'destination')
 # Entries sent at once from a walking process to the comparing one.
 BATCH = 256
@@ -222,7 +223,10 @@ class HashCache(object):
     """Hashes of regular files by side and path, each with the identity it had when it was read.
 
     ``sides['source']`` and ``sides['destination']`` map a path (bytes, relative) to
-    ``(identity, hash)``. Stored as text: a header line, then one line per file.
+    ``(identity, hash)``. Stored as a JSON header line (format and algorithm) followed by the two
+    maps in Python's ``marshal`` format (a few times faster to write and read than text for
+    hundreds of thousands of files). The file lives in the job's state folder, which only its
+    owner can write, as it does the worker that runs there.
     """
 
     def __init__(self, algorithm, sides=None):
@@ -233,33 +237,38 @@ class HashCache(object):
         return sum(len(entries) for entries in self.sides.values())
 
     def save(self, path):
-        lines = [json.dumps({'format': HASH_CACHE_FORMAT, 'algorithm': self.algorithm}).encode('ascii')]
-        for side in SIDES:
-            tag = side[0].encode('ascii')
-            for rel, (ident, digest) in self.sides[side].items():
-                fields = (tag, rel.hex().encode('ascii'), ident[0], ident[1], ident[2], ident[3], digest.encode('ascii'))
-                lines.append(b'%s %s %d %d %d %d %s' % fields)
-        atomic_write(path, b'\n'.join(lines) + b'\n')
+        payload = marshal.dumps(tuple(self.sides[side] for side in SIDES))
+        header = json.dumps({'format': HASH_CACHE_FORMAT, 'algorithm': self.algorithm, 'bytes': len(payload)})
+        atomic_write(path, header.encode('ascii') + b'\n' + payload)
 
     @classmethod
     def load(cls, path, algorithm):
-        """The cache stored in ``path``, or None when it is missing, unreadable or of another algorithm."""
+        """The cache stored in ``path``, or None when it is missing, unreadable, of another format or
+        of another algorithm."""
         try:
             with open(path, 'rb') as handle:
                 header = json.loads(handle.readline().decode('utf-8'))
                 if header.get('format') != HASH_CACHE_FORMAT or header.get('algorithm') != algorithm:
                     return None
-                cache = cls(algorithm)
-                by_tag = {b's': cache.sides['source'], b'd': cache.sides['destination']}
-                for line in handle:
-                    fields = line.split()
-                    if len(fields) != 7 or fields[0] not in by_tag:
-                        return None
-                    by_tag[fields[0]][bytes.fromhex(fields[1].decode('ascii'))] = (
-                        (int(fields[2]), int(fields[3]), int(fields[4]), int(fields[5])), fields[6].decode('ascii'))
-        except (IOError, OSError, ValueError, AttributeError, UnicodeDecodeError):
+                payload = handle.read()
+            if len(payload) != header.get('bytes'):
+                return None
+            maps = marshal.loads(payload)
+            if maps.__class__ is not tuple or len(maps) != len(SIDES):
+                return None
+            for entries in maps:
+                if entries.__class__ is not dict or not all(_cache_record(rel, record)
+                                                            for rel, record in entries.items()):
+                    return None
+        except (IOError, OSError, ValueError, EOFError, TypeError, AttributeError, UnicodeDecodeError):
             return None
-        return cache
+        return cls(algorithm, dict(zip(SIDES, maps)))
+
+
+def _cache_record(rel, record):
+    """Whether one item of a loaded hash cache has the shape the walks expect."""
+    return (rel.__class__ is bytes and record.__class__ is tuple and len(record) == 2
+            and record[0].__class__ is tuple and len(record[0]) == 4 and record[1].__class__ is str)
 
 
 class _NoDirectIO(Exception):

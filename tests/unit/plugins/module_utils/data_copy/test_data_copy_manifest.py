@@ -355,9 +355,29 @@ def test_hash_cache_round_trip_keeps_any_name(trees, tmp_path):
     assert loaded.sides == cache.sides
     assert manifest_lib.HashCache.load(path, "sha256") is None  # recorded with another algorithm
     assert manifest_lib.HashCache.load(str(tmp_path / "missing"), "xxh128") is None
+    with open(path, "rb") as handle:
+        saved = handle.read()
     with open(path, "ab") as handle:
         handle.write(b"s not-hex 1 2\n")
     assert manifest_lib.HashCache.load(path, "xxh128") is None  # damaged: not trusted at all
+    with open(path, "wb") as handle:
+        handle.write(saved[:-3])
+    assert manifest_lib.HashCache.load(path, "xxh128") is None  # cut short
+
+
+def test_hash_cache_of_the_wrong_shape_is_not_used(trees, tmp_path):
+    src, dst = trees
+    cache = _compare(src, dst).cache
+    path = str(tmp_path / "hashes")
+    rel = sorted(cache.sides["source"])[0]
+    for wrong in ((1, 2, 3), "digest", ((1, 2, 3), "digest"), ((1, 2, 3, 4), b"digest")):
+        damaged = manifest_lib.HashCache("xxh128", {"source": dict(cache.sides["source"]),
+                                                    "destination": cache.sides["destination"]})
+        damaged.sides["source"][rel] = wrong
+        damaged.save(path)
+        assert manifest_lib.HashCache.load(path, "xxh128") is None, wrong
+    cache.save(path)
+    assert manifest_lib.HashCache.load(path, "xxh128").sides == cache.sides
 
 
 def test_processes_and_threads_give_the_same_comparison(trees):
