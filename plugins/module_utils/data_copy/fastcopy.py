@@ -26,7 +26,9 @@ with the fewest bytes handed out. Each copying process, for each entry:
 
 About once a second, or after 128 MiB, a copying process flushes the destination filesystem
 (``syncfs``) and reads the files it has finished back from the disk with direct I/O (see
-``manifest.Walker``), recording each destination hash with the file's identity. The folders get
+``manifest.Walker``), recording each destination hash with the file's identity; a file with
+several paths is read back at the end, once its other paths are linked to it (a link changes its
+ctime, so a hash recorded before would not be reused). The folders get
 their owner, extended attributes, mode and times last, deepest first (writing into a folder
 changes its mtime). The verification that follows (``manifest.compare_trees``) walks both trees
 in full and reuses these hashes where the identities still match; if anything differs, the worker
@@ -196,6 +198,7 @@ class _Copier(object):
         self.links = {}
         self.records = []
         self.pending = []
+        self.pending_linked = []
         self.pending_bytes = 0
         self.last_round = time.monotonic()
         self.last_progress = 0.0
@@ -305,8 +308,12 @@ class _Copier(object):
             identity = (size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
             if identity == (after.st_size, after.st_mtime_ns, after.st_ctime_ns, after.st_ino):
                 self.records.append(('source', rel, (identity, hasher.hexdigest())))
-            self.pending.append((rel, target, size))
-            self.pending_bytes += size
+            if st.st_nlink > 1:
+                # Its later paths are linked to it, which changes its ctime: read it back at the end.
+                self.pending_linked.append((rel, target, size))
+            else:
+                self.pending.append((rel, target, size))
+                self.pending_bytes += size
 
     def _copy_dense(self, src, dst, size, hasher):
         """Copy up to the size the file had when opened (a file that grows or changes meanwhile
@@ -446,6 +453,7 @@ class _Copier(object):
                     self.error(rel, exc)
             self.progress()
             self.read_back()
+        self.pending.extend(self.pending_linked)
         self.read_back(force=True)
         self.send_records()
         self.progress(force=True)
