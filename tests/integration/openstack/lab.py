@@ -643,12 +643,17 @@ def manila_ready(base: Path, log: Log) -> list:
         wait_until(lambda: _gone(url + "/shares/" + share["id"], headers), "the deletion of the probe share", 60)
         return status == "available"
 
-    wait_until(probe_share, "a first Manila share to become available", READY_TIMEOUT, interval=2,
-               check=lambda: _services_alive(base))
-    log("Manila: probe share available")
-    pools = wait_until(lambda: _pools(http("GET", url + "/scheduler-stats/pools", headers=headers)["pools"],
-                                      len(MANILA_BACKENDS)), "the Manila pools", READY_TIMEOUT)
-    log("Manila pools: %s" % ", ".join(pools))
+    # The pools API answers from the scheduler's cache, which only a scheduling refreshes: a backend
+    # whose first report came just after the probe share was scheduled would stay missing from it.
+    # So the probe is repeated (each one is scheduled) until every backend's pool is listed.
+    def probe_and_pools():
+        if not probe_share():
+            return None
+        return _pools(http("GET", url + "/scheduler-stats/pools", headers=headers)["pools"], len(MANILA_BACKENDS))
+
+    pools = wait_until(probe_and_pools, "a Manila probe share and the pools of every backend", READY_TIMEOUT,
+                       interval=2, check=lambda: _services_alive(base))
+    log("Manila: probe share available; pools: %s" % ", ".join(pools))
     return pools
 
 
