@@ -150,10 +150,6 @@ _KINDS = dict((stat.S_IFMT(mode), name) for mode, name in (
     (stat.S_IFSOCK, 'socket'), (stat.S_IFCHR, 'char_device'), (stat.S_IFBLK, 'block_device')))
 
 
-def _file_type(mode):
-    return _KINDS.get(stat.S_IFMT(mode), 'unknown')
-
-
 # Filesystem-internal mirrors of what is compared already: XFS shows its on-disk copy of the
 # POSIX ACLs to root as trusted.SGI_ACL_*, so an ext4 -> xfs copy would otherwise "differ".
 FS_INTERNAL_XATTRS = ('trusted.SGI_ACL_FILE', 'trusted.SGI_ACL_DEFAULT')
