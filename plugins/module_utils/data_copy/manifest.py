@@ -311,10 +311,6 @@ class Walker(object):
         if self.cancelled is not None and self.cancelled.is_set():
             raise Cancelled('cancelled')
 
-    def hash_file(self, path):
-        """The content hash of the regular file ``path``."""
-        return self.read_and_hash(path)[0]
-
     def read_and_hash(self, path, size=None):
         """``(hash, identity after reading)`` of the regular file ``path``; ``size``, its size when
         it was looked at, only sizes the reads (the file is read to its end)."""
