@@ -605,11 +605,18 @@ def machine_info(fs, caches_dropped):
     }
 
 
+def spread(values, fmt='%.2f'):
+    """The lowest and the highest of ``values`` ('a-b'), or the one value."""
+    low, high = min(values), max(values)
+    return fmt % low if len(values) == 1 or fmt % low == fmt % high else '%s-%s' % (fmt % low, fmt % high)
+
+
 def fmt_table(rows):
-    header = ('method', 'data set', 'seconds', 'MB/s', 'files/s', 'x copy limit', 'note')
+    header = ('method', 'data set', 'seconds', 'runs (s)', 'MB/s', 'files/s', 'x copy limit', 'note')
     lines = [header]
     for row in rows:
-        lines.append((row['method'], row['dataset'], '%.2f' % row['seconds'], '%.1f' % row['mb_per_s'],
+        lines.append((row['method'], row['dataset'], '%.2f' % row['seconds'], spread(row['runs']),
+                      '%.1f' % row['mb_per_s'],
                       '%.0f' % row['files_per_s'],
                       '%.2f' % row['ratio_to_copy_limit'] if row['ratio_to_copy_limit'] else '-',
                       row.get('note', '')))
@@ -623,30 +630,40 @@ def fmt_table(rows):
 
 
 def evaluate_targets(rows, cut):
+    """PASS or FAIL of each target, judged on the medians; ``per_run`` gives the same figure within
+    each run (run i of one method against run i of the other: they ran minutes apart at most), to
+    show how much it moves between runs."""
     by = {(row['method'], row['dataset']): row['seconds'] for row in rows}
+    runs = {(row['method'], row['dataset']): row['runs'] for row in rows}
     targets = []
 
-    def add(name, value, op, limit, unit='x'):
+    def add(name, value, per_run, op, limit, unit='x'):
         if value is None:
             return
         ok = value <= limit if op == '<=' else value >= limit
         targets.append({'target': name, 'value': round(value, 3), 'op': op, 'limit': limit, 'unit': unit,
-                        'pass': bool(ok)})
+                        'pass': bool(ok), 'per_run': [round(item, 3) for item in per_run]})
+
+    def ratio(top, bottom, ds):
+        return (by[(top, ds)] / by[(bottom, ds)],
+                [a / b for a, b in zip(runs[(top, ds)], runs[(bottom, ds)])])
 
     for ds, limit in (('D1', 1.3), ('D2', 1.6), ('D3', 1.3)):
         if ('ours', ds) in by and ('copy_limit', ds) in by:
-            add('ours copy+verify / copy limit on %s' % ds, by[('ours', ds)] / by[('copy_limit', ds)], '<=', limit)
+            add('ours copy+verify / copy limit on %s' % ds, *ratio('ours', 'copy_limit', ds), op='<=', limit=limit)
     for ds, limit in (('D2', 50), ('D3', 10)):
         if ('ours', ds) in by and ('reference', ds) in by:
-            add('reference method / ours on %s (speed-up)' % ds, by[('reference', ds)] / by[('ours', ds)], '>=',
-                limit)
+            add('reference method / ours on %s (speed-up)' % ds, *ratio('reference', 'ours', ds), op='>=',
+                limit=limit)
     for ds in DATASETS:
         if ('ours', ds) in by and ('rsync_sha256sum', ds) in by:
-            add('rsync+sha256sum / ours on %s (speed-up)' % ds, by[('rsync_sha256sum', ds)] / by[('ours', ds)],
-                '>=', 1.5)
+            add('rsync+sha256sum / ours on %s (speed-up)' % ds, *ratio('rsync_sha256sum', 'ours', ds), op='>=',
+                limit=1.5)
     if cut:
-        add('ours final pass / plain incremental rsync', cut['ours_final_seconds'] / cut['rsync_seconds'], '<=', 1.2)
-        add('changes missed by ours final pass (all runs)', cut['ours_missed_total'], '<=', 0, unit='files')
+        add('ours final pass / plain incremental rsync', cut['ours_final_seconds'] / cut['rsync_seconds'],
+            [run['ours_final_seconds'] / run['rsync_seconds'] for run in cut['runs']], '<=', 1.2)
+        add('changes missed by ours final pass (all runs)', cut['ours_missed_total'],
+            [run['ours_missed'] for run in cut['runs']], '<=', 0, unit='files')
     return targets
 
 
@@ -782,7 +799,9 @@ def main(argv=None):
             medians = {m: median(samples.get((m, name), [])) for m in METHODS}
             if medians['cp_a'] is not None and medians['tar_pipe'] is not None:
                 medians['copy_limit'] = min(medians['cp_a'], medians['tar_pipe'])
-                samples[('copy_limit', name)] = [medians['copy_limit']]
+                # Each run's own limit (the better of the two in that run), for the per-run ratios.
+                samples[('copy_limit', name)] = [min(pair) for pair in zip(samples[('cp_a', name)],
+                                                                           samples[('tar_pipe', name)])]
             for method in METHODS:
                 seconds = medians.get(method)
                 if seconds is None:
@@ -855,7 +874,8 @@ def main(argv=None):
             print('      ansible-playbook + one module call alone: %.2f s' % startup)
         print('Reference method: measured on a subset of the files and scaled linearly by the file count, or by '
               'the bytes when that factor is smaller (its folder creation is not scaled); hard links become copies.')
-        print('Medians of %d run(s).' % opts.runs)
+        print('Medians of %d run(s); "runs (s)" gives the fastest and the slowest run, the copy limit\'s runs '
+              'being the better of cp -a and the tar pipe in each run.' % opts.runs)
         for name, st in stats.items():
             print('  %s: %d files, %.1f MiB, %d entries' % (name, st['files'], st['bytes'] / MIB, st['entries']))
         print()
@@ -881,9 +901,12 @@ def main(argv=None):
         print()
         print('Targets:')
         for target in targets:
-            print('  %-4s %s: %s %s %s%s' % ('PASS' if target['pass'] else 'FAIL', target['target'], target['value'],
-                                             target['op'], target['limit'],
-                                             '' if target['unit'] == 'files' else 'x'))
+            unit = '' if target['unit'] == 'files' else 'x'
+            print('  %-4s %s: %s %s %s%s%s' % (
+                'PASS' if target['pass'] else 'FAIL', target['target'], target['value'], target['op'],
+                target['limit'], unit,
+                '  (each run: %s)' % ', '.join('%s%s' % (item, unit) for item in target['per_run'])
+                if len(target['per_run']) > 1 else ''))
         print('Total benchmark time: %.1f s' % result['duration_seconds'])
         out = Path(opts.out)
         out.parent.mkdir(parents=True, exist_ok=True)
