@@ -16,12 +16,13 @@
 #   MOBILITY_OPENSTACK_LAB=FILE  lab.json of a running OpenStack lab to test against (as root,
 #                                test.sh otherwise starts one in the background and stops it)
 #   MOBILITY_KEEP_LAB=1          keep the folder of the lab test.sh started (logs)
+#   MOBILITY_SERIAL_STAGES=1     run sanity and lint after pytest, not beside it
 set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
 
 usage() {
-    sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 quick=0
@@ -219,9 +220,11 @@ STAGE_RESULTS=()
 STAGE_TIMES=()
 STAGE_NOTES=()
 
-run_stage() {
-    local name="$1" start end rc note=""
-    shift
+# Run one stage and leave its result in ${LOG_DIR}/<slot>.result (name, result, time, note: one a
+# line), so that a stage run in the background reports the same way as one in the foreground.
+measure_stage() {
+    local slot="$1" name="$2" start end rc note="" result
+    shift 2
     printf '\n========== stage: %s ==========\n' "${name}"
     start="$(now)"
     set +e
@@ -235,15 +238,60 @@ run_stage() {
     if [[ "${name}" == pytest* && -f "${LOG_DIR}/pytest.log" ]]; then
         note="$(grep -E '^=+ .*(passed|failed|error|skipped|no tests ran|deselected).* =+$' "${LOG_DIR}/pytest.log" | tail -n 1 | sed -E 's/^=+ //; s/ =+$//')" || true
     fi
-    STAGE_NAMES+=("${name}")
-    STAGE_TIMES+=("$(awk -v s="${start}" -v e="${end}" 'BEGIN { printf "%.1fs", e - s }')")
     if ((rc == 0)); then
-        STAGE_RESULTS+=("pass")
+        result="pass"
     else
-        STAGE_RESULTS+=("FAIL (exit ${rc})")
+        result="FAIL (exit ${rc})"
     fi
-    STAGE_NOTES+=("${note}")
-    printf '========== stage %s: %s in %s ==========\n' "${name}" "${STAGE_RESULTS[-1]}" "${STAGE_TIMES[-1]}"
+    printf '%s\n%s\n%s\n%s\n' "${name}" "${result}" \
+        "$(awk -v s="${start}" -v e="${end}" 'BEGIN { printf "%.1fs", e - s }')" "${note}" >"${LOG_DIR}/${slot}.result"
+    printf '========== stage %s: %s in %s ==========\n' "${name}" "${result}" \
+        "$(sed -n 3p "${LOG_DIR}/${slot}.result")"
+}
+
+# Add the result a stage left to the summary (a stage that left none failed).
+collect_stage() {
+    local slot="$1" name="$2" lines=()
+    if [[ -f "${LOG_DIR}/${slot}.result" ]]; then
+        mapfile -t lines <"${LOG_DIR}/${slot}.result"
+    else
+        lines=("${name}" "FAIL (no result)" "-" "")
+    fi
+    STAGE_NAMES+=("${lines[0]}")
+    STAGE_RESULTS+=("${lines[1]}")
+    STAGE_TIMES+=("${lines[2]}")
+    STAGE_NOTES+=("${lines[3]:-}")
+}
+
+run_stage() {
+    local slot="stage${#STAGE_NAMES[@]}" name="$1"
+    shift
+    measure_stage "${slot}" "${name}" "$@"
+    collect_stage "${slot}" "${name}"
+}
+
+# Sanity and lint use files of the tree only, not what the tests start: in a full run they run in
+# the background while pytest runs (pytest keeps about one CPU busy), and their output is printed
+# after pytest's. MOBILITY_SERIAL_STAGES=1 runs them one after another instead.
+BACKGROUND_PIDS=()
+BACKGROUND_SLOTS=()
+BACKGROUND_NAMES=()
+start_background_stage() {
+    local slot="bg${#BACKGROUND_SLOTS[@]}" name="$1"
+    shift
+    echo "test.sh: ${name} runs in the background; its output follows pytest's"
+    measure_stage "${slot}" "${name}" "$@" >"${LOG_DIR}/${slot}.out" 2>&1 </dev/null &
+    BACKGROUND_PIDS+=("$!")
+    BACKGROUND_SLOTS+=("${slot}")
+    BACKGROUND_NAMES+=("${name}")
+}
+finish_background_stages() {
+    local i
+    for i in "${!BACKGROUND_PIDS[@]}"; do
+        wait "${BACKGROUND_PIDS[i]}" || true
+        cat -- "${LOG_DIR}/${BACKGROUND_SLOTS[i]}.out"
+        collect_stage "${BACKGROUND_SLOTS[i]}" "${BACKGROUND_NAMES[i]}"
+    done
 }
 
 skip_stage() {
@@ -275,6 +323,10 @@ stop_openstack_lab() {
     fi
 }
 cleanup() {
+    local pid
+    for pid in "${BACKGROUND_PIDS[@]}"; do
+        kill -- "${pid}" 2>/dev/null || true
+    done
     stop_openstack_lab
     rm -rf -- "${LOG_DIR}"
 }
@@ -291,13 +343,19 @@ case "${only}" in
     lint) run_stage "ansible-lint" stage_lint ;;
     "")
         start_openstack_lab
-        run_stage "pytest" stage_pytest tests/unit tests/integration
         if ((quick)); then
+            run_stage "pytest" stage_pytest tests/unit tests/integration
             skip_stage "ansible-test sanity" "--quick"
             skip_stage "ansible-lint" "--quick"
-        else
+        elif [[ "${MOBILITY_SERIAL_STAGES:-0}" == "1" ]]; then
+            run_stage "pytest" stage_pytest tests/unit tests/integration
             run_stage "ansible-test sanity" stage_sanity
             run_stage "ansible-lint" stage_lint
+        else
+            start_background_stage "ansible-test sanity" stage_sanity
+            start_background_stage "ansible-lint" stage_lint
+            run_stage "pytest" stage_pytest tests/unit tests/integration
+            finish_background_stages
         fi
         ;;
 esac
