@@ -6,8 +6,9 @@
 
 Generates three data sets (seeded, so every run writes the same bytes), copies each one with every
 method between two filesystems (as root: ext4 and xfs on loop devices; otherwise two folders),
-with the page cache dropped before each timed run when possible, then times the cutover (a final
-pass after 1% of the files changed). Prints a table and PASS/FAIL per target and writes a JSON file.
+with the page cache dropped before each timed run when possible (then, untimed, the method about
+to run copies a one-file folder, so that its programs are in memory and its data on the disk),
+then times the cutover (a final pass after 1% of the files changed). Prints a table and PASS/FAIL per target and writes a JSON file.
 See docs/performance.md.
 """
 
@@ -477,6 +478,67 @@ class Ours:
                 'job_id': job_id, 'rsync_stats': stats, 'copy_engine': report.get('copy_engine')}
 
 
+# ---------------------------------------------------------------------- programs in memory
+
+
+class ProgramWarmup:
+    """Dropping the page cache also drops the methods' own programs. After each drop, the method
+    about to be timed copies a one-file folder once, untimed, on the work folder's filesystem (not
+    the data's): its programs are then in memory and its data is still on the disk, for every method
+    alike. cp, tar, rsync and sha256sum load in milliseconds; ours loads ansible-playbook, the role,
+    the module and the job's worker, about a second from a cold disk (measured apart: the start-up
+    figure with the page cache dropped). ``--cold-programs`` times every method with its programs
+    dropped too."""
+
+    def __init__(self, work, ours):
+        self.root = work / 'warmup'
+        self.src = self.root / 'src'
+        (self.src / 'folder').mkdir(parents=True)
+        (self.src / 'folder' / 'file').write_bytes(b'storage.mobility warm-up\n' * 200)
+        self.ours = ours
+        self.count = 0
+        self.seconds = {}
+
+    def run(self, method):
+        self.count += 1
+        dst = self.root / ('dst-%d' % self.count)
+        dst.mkdir()
+        started = time.perf_counter()
+        try:
+            if method == 'cp_a':
+                m_cp_a(self.src, dst, {})
+            elif method == 'tar_pipe':
+                m_tar_pipe(self.src, dst, {})
+            elif method == 'reference':
+                (dst / 'folder').mkdir()
+                run_cmd(['cp', '-P', '--preserve=all', str(self.src / 'folder' / 'file'), str(dst / 'folder' / 'file')])
+                if sha256_files(self.src, ['folder/file']) != sha256_files(dst, ['folder/file']):
+                    raise RuntimeError('warm-up of the reference method: the copy differs')
+            elif method == 'rsync_sha256sum':
+                m_rsync_sha256sum(self.src, dst, {})
+            elif method == 'rsync':
+                run_cmd(['rsync', '-aHAX', str(self.src) + '/', str(dst) + '/'])
+            elif method == 'ours':
+                label = 'warmup-%d-%d' % (os.getpid(), self.count)
+                extra = self.ours.copy(self.src, dst, label, state_dir=self.ours.fresh_state_dir(label))
+                if not extra['verified']:
+                    raise RuntimeError('warm-up of ours did not verify: %s' % extra)
+            else:
+                raise ValueError('no warm-up for method %r' % method)
+        finally:
+            self.seconds.setdefault(method, []).append(time.perf_counter() - started)
+            shutil.rmtree(dst)
+
+
+def prepare(method, warmup):
+    """Drop the page cache, then load the method's programs when ``warmup`` is set. Returns whether
+    the cache was dropped."""
+    dropped = drop_caches()
+    if warmup is not None and dropped:
+        warmup.run(method)
+    return dropped
+
+
 # ---------------------------------------------------------------------- the cutover
 
 
@@ -518,7 +580,7 @@ def content_misses(src, dst, rels):
     return sorted(rel for rel in rels if left.get(rel) != right.get(rel))
 
 
-def cutover(fs, ours, opts, run, block, caches):
+def cutover(fs, ours, opts, run, block, caches, warmup):
     """Phase 1 by ours and by rsync, change 1%, then time ours' final pass against a plain rsync."""
     fs.format_dst()
     source = fs.src / 'CUT'
@@ -536,18 +598,18 @@ def cutover(fs, ours, opts, run, block, caches):
     stats = tree_stats(source)
     same_second, grown = modify_one_percent(source, stats, block, opts.seed + 1000 + run)
     changed = same_second + grown
-    caches.append(drop_caches())
+    caches.append(prepare('ours', warmup))
     final = ours.copy(source, ours_dst, 'bench-cut-final-%s' % tag, final_pass=True, state_dir=jobs)
-    caches.append(drop_caches())
+    caches.append(prepare('rsync', warmup))
     started = time.perf_counter()
     run_cmd(['rsync', '-aHAX', str(source) + '/', str(rsync_dst) + '/'])
     flush(rsync_dst)
     rsync_seconds = time.perf_counter() - started
     ours_missed = content_misses(source, ours_dst, changed)
     rsync_missed = content_misses(source, rsync_dst, changed)
-    caches.append(drop_caches())
+    caches.append(prepare('ours', warmup))
     noop = ours.copy(source, ours_dst, 'bench-cut-noop-%s' % tag, final_pass=True, state_dir=jobs)
-    caches.append(drop_caches())
+    caches.append(prepare('rsync', warmup))
     started = time.perf_counter()
     run_cmd(['rsync', '-aHAX', str(source) + '/', str(rsync_dst) + '/'])
     flush(rsync_dst)
@@ -693,6 +755,9 @@ def parse_args(argv):
     parser.add_argument('--ref-files', type=int, help='files in the subset the reference method copies')
     parser.add_argument('--cutover-set', default='D3', choices=DATASETS)
     parser.add_argument('--no-cutover', action='store_true')
+    parser.add_argument('--cold-programs', action='store_true',
+                        help='no untimed warm-up after each cache drop: every method also loads its programs '
+                             'from the disk in its timed run')
     parser.add_argument('--keep', action='store_true', help='keep the work folder (logs, job folders)')
     opts = parser.parse_args(argv)
     quick = {'d1_files': 4, 'd1_mib': 16, 'd2_files': 2000, 'd2_dirs': 20, 'd3_files': 1000, 'sparse_mib': 16,
@@ -743,10 +808,15 @@ def main(argv=None):
                 name, stats[name]['files'], stats[name]['bytes'] / MIB, stats[name]['entries'],
                 time.perf_counter() - started))
         ours = Ours(work) if 'ours' in opts.methods or not opts.no_cutover else None
-        startup = None
+        startup = startup_cold = None
         if ours:
+            if can_drop:
+                drop_caches()
+                startup_cold = ours.startup_seconds()
             startup = median([ours.startup_seconds() for _run in range(1 if opts.quick else 2)])
-            log('ansible-playbook + one data_copy call (start-up cost): %.2f s' % startup)
+            log('ansible-playbook + one data_copy call (start-up cost): %.2f s with its programs in memory%s' % (
+                startup, ', %.2f s right after the page cache was dropped' % startup_cold if startup_cold else ''))
+        warmup = ProgramWarmup(work, ours) if can_drop and not opts.cold_programs else None
         caches = [can_drop]
         samples = {}
         extras = {}
@@ -761,7 +831,7 @@ def main(argv=None):
                     fs.format_dst()
                     target = fs.dst / name
                     target.mkdir()
-                    caches.append(drop_caches())
+                    caches.append(prepare(method, warmup))
                     started = time.perf_counter()
                     if method == 'ours':
                         job_id = 'bench-%s-%d-%d' % (name, run, os.getpid())
@@ -784,7 +854,7 @@ def main(argv=None):
         cut_runs = []
         if not opts.no_cutover:
             for run in range(opts.runs):
-                result = cutover(fs, ours, opts, run, block, caches)
+                result = cutover(fs, ours, opts, run, block, caches, warmup)
                 cut_runs.append(result)
                 log('cutover run %d: ours final %.2f s (copy %.2f, verify %.2f, verified %s, missed %d); plain rsync '
                     '%.2f s (missed %d of %d changed); no-op rerun ours %.2f s, rsync %.2f s' % (
@@ -857,6 +927,10 @@ def main(argv=None):
                          'disk; then xxh128 manifests of both trees, one process each); times include '
                          'ansible-playbook and module start-up',
             'ours_startup_seconds': startup,
+            'ours_startup_cold_seconds': startup_cold,
+            'programs_in_memory': warmup is not None and caches_dropped,
+            'warmup_seconds': {method: round(median(values), 3)
+                               for method, values in (warmup.seconds.items() if warmup else ())},
             'datasets': {name: {'files': st['files'], 'bytes': st['bytes'], 'entries': st['entries'],
                                 'notes': notes[name]} for name, st in stats.items()},
             'results': rows, 'cutover': cut, 'targets': targets,
@@ -869,9 +943,15 @@ def main(argv=None):
             ('  -- ' + fs.note) if fs.note else ''))
         print('Page cache dropped before every timed run: %s' % (
             'yes' if caches_dropped else 'NO (not possible here): runs may read from memory'))
+        if caches_dropped:
+            print('Programs: %s' % (
+                'after each drop, the method about to be timed copied a one-file folder once, untimed (its programs '
+                'in memory, its data on the disk)' if result['programs_in_memory'] else
+                'dropped with the page cache and loaded within each timed run (--cold-programs)'))
         print('Ours: %s' % result['ours_path'])
         if startup is not None:
-            print('      ansible-playbook + one module call alone: %.2f s' % startup)
+            print('      ansible-playbook + one module call alone: %.2f s with its programs in memory%s' % (
+                startup, ', %.2f s right after the page cache was dropped' % startup_cold if startup_cold else ''))
         print('Reference method: measured on a subset of the files and scaled linearly by the file count, or by '
               'the bytes when that factor is smaller (its folder creation is not scaled); hard links become copies.')
         print('Medians of %d run(s); "runs (s)" gives the fastest and the slowest run, the copy limit\'s runs '

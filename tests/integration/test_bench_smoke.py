@@ -65,5 +65,16 @@ def test_bench_quick_tiny(tmp_path: Path) -> None:
     limit_runs = rows[("copy_limit", "D1")]["runs"]
     assert d1["per_run"] == [round(a / b, 3) for a, b in zip(ours_runs, limit_runs)]
     assert "runs (s)" in proc.stdout
+    # With the page cache dropped (root), each timed run was preceded by an untimed warm-up of the
+    # method about to run (each baseline, ours, and plain rsync in the cutover); without, none.
+    if machine["caches_dropped"]:
+        assert result["programs_in_memory"] is True
+        assert set(result["warmup_seconds"]) == {"cp_a", "tar_pipe", "reference", "rsync_sha256sum", "ours", "rsync"}
+        assert all(seconds > 0 for seconds in result["warmup_seconds"].values())
+        assert result["ours_startup_cold_seconds"] > 0
+        assert "Programs: after each drop" in proc.stdout
+    else:
+        assert result["programs_in_memory"] is False
+        assert result["warmup_seconds"] == {}
     # The work folder and any loop devices are gone.
     assert list(work.iterdir()) == []
