@@ -8,7 +8,8 @@ Generates three data sets (seeded, so every run writes the same bytes), copies e
 method between two filesystems (as root: ext4 and xfs on loop devices; otherwise two folders),
 with the page cache dropped before each timed run when possible (then, untimed, the method about
 to run copies a one-file folder, so that its programs are in memory and its data on the disk),
-then times the cutover (a final pass after 1% of the files changed). Prints a table and PASS/FAIL per target and writes a JSON file.
+then times the cutover (a final pass after 1% of the files changed). Prints a table and PASS/FAIL
+per target and writes a JSON file.
 See docs/performance.md.
 """
 
@@ -486,8 +487,8 @@ class ProgramWarmup:
     about to be timed copies a one-file folder once, untimed, on the work folder's filesystem (not
     the data's): its programs are then in memory and its data is still on the disk, for every method
     alike. cp, tar, rsync and sha256sum load in milliseconds; ours loads ansible-playbook, the role,
-    the module and the job's worker, about a second from a cold disk (measured apart: the start-up
-    figure with the page cache dropped). ``--cold-programs`` times every method with its programs
+    the module and the job's worker, up to about a second from a cold disk (the output gives the
+    start-up both ways). ``--cold-programs`` times every method with its programs
     dropped too."""
 
     def __init__(self, work, ours):

@@ -223,7 +223,7 @@ STAGE_NOTES=()
 # Run one stage and leave its result in ${LOG_DIR}/<slot>.result (name, result, time, note: one a
 # line), so that a stage run in the background reports the same way as one in the foreground.
 measure_stage() {
-    local slot="$1" name="$2" start end rc note="" result
+    local slot="$1" name="$2" start end rc note="" result elapsed
     shift 2
     printf '\n========== stage: %s ==========\n' "${name}"
     start="$(now)"
@@ -243,10 +243,9 @@ measure_stage() {
     else
         result="FAIL (exit ${rc})"
     fi
-    printf '%s\n%s\n%s\n%s\n' "${name}" "${result}" \
-        "$(awk -v s="${start}" -v e="${end}" 'BEGIN { printf "%.1fs", e - s }')" "${note}" >"${LOG_DIR}/${slot}.result"
-    printf '========== stage %s: %s in %s ==========\n' "${name}" "${result}" \
-        "$(sed -n 3p "${LOG_DIR}/${slot}.result")"
+    elapsed="$(awk -v s="${start}" -v e="${end}" 'BEGIN { printf "%.1fs", e - s }')"
+    printf '%s\n%s\n%s\n%s\n' "${name}" "${result}" "${elapsed}" "${note}" >"${LOG_DIR}/${slot}.result"
+    printf '========== stage %s: %s in %s ==========\n' "${name}" "${result}" "${elapsed}"
 }
 
 # Add the result a stage left to the summary (a stage that left none failed).
