@@ -65,6 +65,17 @@ def test_bench_quick_tiny(tmp_path: Path) -> None:
     limit_runs = rows[("copy_limit", "D1")]["runs"]
     assert d1["per_run"] == [round(a / b, 3) for a, b in zip(ours_runs, limit_runs)]
     assert "runs (s)" in proc.stdout
+    # Every target on a ratio of times also says, in seconds, what ours took and what it allows.
+    assert d1["ours_seconds"] == round(rows[("ours", "D1")]["seconds"], 3)
+    assert d1["allowed_seconds"] == round(rows[("copy_limit", "D1")]["seconds"] * 1.3, 3)
+    reference_d2 = next(t for t in result["targets"] if t["target"] == "reference method / ours on D2 (speed-up)")
+    assert reference_d2["allowed_seconds"] == round(rows[("reference", "D2")]["seconds"] / 50, 3)
+    final_pass = next(t for t in result["targets"] if t["target"] == "ours final pass / plain incremental rsync")
+    assert final_pass["ours_seconds"] == round(cut["ours_final_seconds"], 3)
+    assert final_pass["allowed_seconds"] == round(cut["rsync_seconds"] * 1.2, 3)
+    missed = next(t for t in result["targets"] if t["unit"] == "files")
+    assert "allowed_seconds" not in missed
+    assert sum("the target allows" in line for line in proc.stdout.splitlines()) == len(result["targets"]) - 1
     # With the page cache dropped (root), each timed run was preceded by an untimed warm-up of the
     # method about to run (each baseline, ours, and plain rsync in the cutover); without, none.
     if machine["caches_dropped"]:
