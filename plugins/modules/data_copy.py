@@ -153,6 +153,32 @@ options:
         O(source) and O(destination).
       - Not part of the request that decides whether a completed job runs again.
     type: str
+  report_signing:
+    description:
+      - Binds the report to one pass of one migration (see C(docs/data_mover.md)). The job records
+        O(report_signing.migration_id) and O(report_signing.pass_id) in its report, and a completed job's
+        report is returned with a C(signature) (HMAC-SHA256 with O(report_signing.key) over the fields that
+        say what was proven, seals included) only when it was made for this migration id and pass id.
+      - A completed job of another pass id is run again by O(state=started), like any changed request.
+      - The C(storage.mobility.data_mover) role passes the C(report_signing) of the copy plan that
+        M(storage.mobility.share_migration) returns; the migration takes a report as proof of a verified copy
+        only with a valid signature of the pass it waits for.
+      - The key is an integrity binding, not a secret against root on the controller; it is never written to
+        the job folder and Ansible hides it in this module's output.
+    type: dict
+    suboptions:
+      migration_id:
+        description: The migration the report belongs to.
+        type: str
+        required: true
+      pass_id:
+        description: The pass of that migration (phase 1 or one final pass).
+        type: str
+        required: true
+      key:
+        description: The pass's signing key.
+        type: str
+        required: true
   warn_writable_source:
     description:
       - Warn when O(source) is writable. The C(storage.mobility.data_mover) role sets it when both sides use
@@ -257,11 +283,15 @@ job:
           C(verify_seconds), C(rsync_rc) and C(rsync_stats) (null and empty when rsync did not run),
           C(warnings), C(source_digest), C(destination_digest), C(error), C(hashing) (C(files_hashed),
           C(bytes_hashed), C(files_reused), C(bytes_reused), C(files_hashed_during_copy)).
+        - C(source_seal) and C(destination_seal) - the seals of both trees (a digest of every entry's C(lstat),
+          change time included) that the verification proved its hashes belong to; null unless verified.
+        - C(migration_id) and C(pass_id) from O(report_signing), and C(signature) when the report was signed.
       returned: always
       type: dict
       sample: {job_id: 9f3c1e0a-mig, verified: true, verification: passed, files: 1200, bytes: 734003200,
                hash_algorithm: xxh128, differ: [], missing: [], extra: [], copy_seconds: 3.2, verify_seconds: 1.1,
-               rsync_rc: 0, warnings: [], source_digest: "sha256:5d4c...", destination_digest: "sha256:5d4c..."}
+               rsync_rc: 0, warnings: [], source_digest: "sha256:5d4c...", destination_digest: "sha256:5d4c...",
+               source_seal: "seal1:sha256:8e1f...", destination_seal: "seal1:sha256:07ab..."}
     error:
       description: Why the job failed, else null.
       returned: always
@@ -296,25 +326,38 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.job import DataCopyJobs, MissingLibrary
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.rsync import DEFAULT_BASE_OPTIONS
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.signing import sign_job_report
 from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
+
+
+def signed(result, signing):
+    """Sign the report in ``result`` for ``signing`` (see signing.py), or warn why not."""
+    if signing:
+        warning = sign_job_report(result['job'], signing)
+        if warning:
+            result['warnings'].append(warning)
+    return result
 
 
 def run(module, jobs):
     p = module.params
+    signing = p['report_signing']
     if p['state'] == 'started':
         request = jobs.build_request(p['job_id'], p['source'], p['destination'], p['ignore_files'], p['check_hash'],
                                      p['hash_algorithm'], p['rsync_options'], p['rsync_base_options'],
                                      p['final_pass'], p['bwlimit'], p['reuse_hashes'], p['hash_cache_key'],
-                                     p['copy_engine'])
+                                     p['copy_engine'], migration_id=(signing or {}).get('migration_id'),
+                                     pass_id=(signing or {}).get('pass_id'))
         result = jobs.start(request, p['wait_seconds'])
         if p['warn_writable_source'] and jobs.writable(request['source']):
             result['warnings'].append('Helper none mounts nothing, so read_only cannot be enforced: %s is writable'
                                       % request['source'])
-        return result
+        return signed(result, signing)
     if p['state'] == 'status':
         jobs.folder(p['job_id'])
         wait_seconds = 0 if module.check_mode else p['wait_seconds']
-        return {'changed': False, 'job': jobs.wait(p['job_id'], wait_seconds), 'actions': [], 'warnings': []}
+        return signed({'changed': False, 'job': jobs.wait(p['job_id'], wait_seconds), 'actions': [], 'warnings': []},
+                      signing)
     if p['state'] == 'cancelled':
         return jobs.cancel(p['job_id'])
     return jobs.remove(p['job_id'])
@@ -340,6 +383,11 @@ def main():
             hash_cache_key=dict(type='str', no_log=False),
             copy_engine=dict(type='str', choices=['auto', 'rsync'], default='auto'),
             warn_writable_source=dict(type='bool', default=False),
+            report_signing=dict(type='dict', options=dict(
+                migration_id=dict(type='str', required=True),
+                pass_id=dict(type='str', required=True, no_log=False),
+                key=dict(type='str', required=True, no_log=True),
+            )),
         ),
         required_if=[('state', 'started', ['source', 'destination'])],
         supports_check_mode=True,

@@ -122,6 +122,13 @@ options:
       - A report whose C(job_id) does not belong to this migration, or that is not verified, never
         completes anything; an unverified phase-1 report ends in V(data_copying_error) with the
         destination removed and the source available, untouched.
+      - A verified report must carry the C(signature) that M(storage.mobility.data_copy) makes with the
+        C(report_signing) of the copy plan this migration handed out for the pass it waits for; a report
+        made by hand, edited after signing, or of another migration or an earlier pass is refused with the
+        reason, and nothing changes. A report that claims no success needs no signature.
+      - Before switching, both instances are sealed again and compared with the seals of the verified
+        final report; when either changed since, nothing is switched and a new C(copy_plan) for a final
+        pass is returned, with C(msg) naming the instance that changed.
     type: dict
   task_state:
     description:
@@ -212,9 +219,22 @@ copy_plan:
   description:
     - What the data mover must do - the job id bound to this migration, both trees, the ignore
       list, verification settings, and whether this is the final pass.
+    - C(report_signing) - the migration id, the id of this pass and its key, for the
+      C(report_signing) option of M(storage.mobility.data_copy); each plan of phase 1 and each
+      final pass has a pass of its own. The key binds the report to the pass; it is not a secret
+      against whoever reads this result or the migration records.
   returned: when copy_required is true
   type: dict
-  sample: {job_id: 3c1d..., final_pass: false, source: {helper: local, export: /srv/pools/alpha/shares/projects, read_only: true}}
+  sample: {job_id: 3c1d..., final_pass: false, source: {helper: local, export: /srv/pools/alpha/shares/projects, read_only: true},
+           report_signing: {migration_id: 3c1d..., pass_id: 9b0e..., key: 5f2a...}}
+msg:
+  description:
+    - What the run found when it did not do what was asked - the migration already completed, nothing
+      to cancel, or why nothing was switched although the final pass had been verified (an instance
+      changed since; a new final pass is then asked for).
+  returned: when there is such a note
+  type: str
+  sample: "Not switching share projects: the destination instance changed since the final pass verified it (...)"
 '''
 
 from ansible.module_utils.basic import AnsibleModule

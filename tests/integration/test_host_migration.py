@@ -18,7 +18,9 @@ reruns pass the same value (it is part of the copy job's request).
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -262,6 +264,72 @@ def test_corrupted_destination_fails_the_final_pass_and_switches_nothing(lab):
     assert not lab.share_path("rotten", "beta").exists(), "the destination instance is still there"
     assert tree_tool.compare(before, tree_tool.manifest(str(lab.export_path("rotten"))))["equal"]
     assert can_write(lab.export_path("rotten"))[0], "the share is not writable again after the cancel"
+
+
+def test_a_stale_final_verification_is_not_switched(lab):
+    """Phase 2 dies right after its verified final report was recorded (migration_completing,
+    final_verified); a destination byte then changes with size and mtime kept. The rerun must not
+    switch on the old verification: both instances are sealed again, the changed destination is
+    named, a new final pass runs and finds the file, nothing is switched and the source stays the
+    share. The run after that copies the file again and switches to an identical share."""
+    lab.create_shares("stale")
+    before = lab.fill_plain("stale")
+    _rerun_ok(lab.migrate("stale"))
+    record = _crash(lab, lab.complete, "stale", "final pass verified", "migration_completing")
+    assert record["migration"]["final_verified"] is True
+    assert record["migration"]["final_copy"]["destination_seal"].startswith("seal1:")
+    victim_rel = "dir1/file004.txt"
+    victim = lab.share_path("stale", "beta") / victim_rel
+    _flip_byte(victim)
+
+    run = lab.complete("stale")
+    assert run.rc != 0, f"the rerun must not switch on the stale verification\n{run}"
+    assert "the destination instance changed since the final pass verified it" in run.out, run
+    assert victim_rel in run.out, f"the new final pass should name {victim_rel}\n{run}"
+    records = lab.records("stale")
+    assert list(records) == ["alpha"], sorted(records)
+    record = records["alpha"]
+    assert record["task_state"] == "data_copying_completed"
+    assert [i["pool"] for i in record["instances"] if i["role"] == "active"] == [ALPHA]
+    assert victim_rel in (record["migration"].get("error") or "")
+    assert tree_tool.compare(before, tree_tool.manifest(str(lab.share_path("stale"))))["equal"], "source touched"
+    if lab.root:
+        exported = lab.export_path("stale")
+        assert os.stat(exported).st_ino == os.stat(lab.share_path("stale")).st_ino, "the export was switched"
+
+    _rerun_ok(lab.complete("stale"))
+    _assert_migrated(lab, "stale", before)
+
+
+def test_a_hand_made_final_report_completes_nothing(lab):
+    """share_migration state=completed with a hand-made report of the right job id, after the destination
+    was emptied: refused before and after the final pass was asked for; nothing switched, source kept."""
+    lab.create_shares("forged")
+    before = lab.fill_plain("forged", files=10)
+    _rerun_ok(lab.migrate("forged"))
+    mig = lab.migration_id("forged")
+    for entry in lab.share_path("forged", "beta").iterdir():
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    forged = {"job_id": mig + "-final", "state": "completed", "verified": True}
+    revision = lab.record("forged")["revision"]
+    refused = lab.module("share_migration", {"share": "forged", "state": "completed", "copy_report": forged},
+                         check=False)
+    assert refused.get("failed") and "no final pass was handed out yet" in refused["msg"], refused
+    assert lab.record("forged")["revision"] == revision, "a forged report changed the record"
+    asked = lab.module("share_migration", {"share": "forged", "state": "completed"})
+    assert asked["copy_required"] and asked["copy_plan"]["report_signing"]["pass_id"]
+    binding = asked["copy_plan"]["report_signing"]
+    named = dict(forged, migration_id=binding["migration_id"], pass_id=binding["pass_id"],
+                 signature="hmac-sha256:" + "0" * 64)
+    refused = lab.module("share_migration", {"share": "forged", "state": "completed", "copy_report": named},
+                         check=False)
+    assert refused.get("failed") and "its signature does not match its contents" in refused["msg"], refused
+    record = lab.record("forged")
+    assert list(lab.records("forged")) == ["alpha"] and record["task_state"] == "migration_completing"
+    assert tree_tool.compare(before, tree_tool.manifest(str(lab.share_path("forged"))))["equal"]
+    info = lab.share_info("forged")
+    assert binding["key"] not in json.dumps(info), "share_info shows the pass key"
+    _rerun_ok(lab.cancel("forged"))
 
 
 def test_unverified_copy_in_phase1_restores_the_source(lab):

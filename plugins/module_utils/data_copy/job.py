@@ -24,6 +24,7 @@ import time
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fastcopy as fastcopy_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import worker as worker_lib
 from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, InvalidRequest, StorageError
@@ -32,10 +33,11 @@ from ansible_collections.storage.mobility.plugins.module_utils.names import vali
 ROOT_STATE_DIR = '/var/tmp/storage-mobility/jobs'
 USER_STATE_DIR = '~/.cache/storage-mobility/jobs'
 # The request keys that make two requests "the same" (a completed job is not run again).
+# A new pass of a migration (another pass_id) runs a completed job again: its report must be of that pass.
 REQUEST_KEYS = ('source', 'destination', 'ignore_files', 'check_hash', 'hash_algorithm', 'rsync_options',
-                'rsync_base_options', 'final_pass', 'bwlimit')
+                'rsync_base_options', 'final_pass', 'bwlimit', 'migration_id', 'pass_id')
 # The modules the worker needs, shipped into <job folder>/lib/ at each launch.
-WORKER_MODULES = (state_lib, rsync_lib, manifest_lib, fastcopy_lib, worker_lib)
+WORKER_MODULES = (state_lib, seal_lib, rsync_lib, manifest_lib, fastcopy_lib, worker_lib)
 PACKAGE_DIRS = ('ansible_collections', 'storage', 'mobility', 'plugins', 'module_utils', 'data_copy')
 LOCK_TIMEOUT = 30.0
 TERM_TIMEOUT = 5.0
@@ -310,9 +312,17 @@ class DataCopyJobs(object):
 
     def build_request(self, job_id, source, destination, ignore_files=None, check_hash=True,
                       hash_algorithm=manifest_lib.DEFAULT_ALGORITHM, rsync_options=None, rsync_base_options=None,
-                      final_pass=False, bwlimit=None, reuse_hashes=True, hash_cache_key=None, copy_engine='auto'):
-        """Validate a start request and return it as stored in ``job.json``."""
+                      final_pass=False, bwlimit=None, reuse_hashes=True, hash_cache_key=None, copy_engine='auto',
+                      migration_id=None, pass_id=None):
+        """Validate a start request and return it as stored in ``job.json``.
+
+        ``migration_id`` and ``pass_id`` (see signing.py) are written into the report, which the module
+        signs only when they are the ones it is asked to sign for; the signing key is never stored.
+        """
         validate_name(job_id, 'job id')
+        for what, value in (('migration id', migration_id), ('pass id', pass_id)):
+            if value is not None:
+                validate_name(value, what)
         if not source or not destination:
             raise InvalidRequest('Failed to start data copy job %s: source and destination are required' % job_id)
         request = {
@@ -330,6 +340,8 @@ class DataCopyJobs(object):
             'reuse_hashes': bool(reuse_hashes),
             'hash_cache_key': hash_cache_key or None,
             'copy_engine': copy_engine or 'auto',
+            'migration_id': migration_id or None,
+            'pass_id': pass_id or None,
         }
         for side in ('source', 'destination'):
             path = request[side]

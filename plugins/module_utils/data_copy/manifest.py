@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import TreeSeal
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.state import atomic_write, render_path
 
 HASH_ALGORITHMS = ('xxh128', 'sha256', 'blake3', 'blake2b')
@@ -293,6 +294,9 @@ class Walker(object):
         self.cancelled = cancelled
         self.privileged = os.geteuid() == 0 if privileged is None else privileged
         self.digest = hashlib.sha256()
+        # The seal of the tree as this walk saw it (see seal.py): every entry's lstat, taken before
+        # the entry was read.
+        self.seal = TreeSeal()
         self._lines = []
         self._prefix = os.path.join(self.root, b'')
         self.bytes_hashed = 0
@@ -405,6 +409,7 @@ class Walker(object):
 
     def values(self, rel, full, st):
         """The values of one path (see entry_from_values), counted and added to the digest."""
+        self.seal.add(rel, st)
         mode = st.st_mode
         kind = _KINDS.get(stat.S_IFMT(mode), 'unknown')
         mtime = None if kind in self.skip_times else st.st_mtime_ns
@@ -541,7 +546,8 @@ class Walker(object):
 
     def summary(self):
         """What the comparing side needs once the walk has ended."""
-        return {'counts': dict(self.counts), 'digest': self.hexdigest(), 'recorded': self.recorded,
+        return {'counts': dict(self.counts), 'digest': self.hexdigest(), 'seal': self.seal.hexdigest(),
+                'recorded': self.recorded,
                 'files_hashed': self.files_hashed, 'files_reused': self.files_reused,
                 'bytes_hashed': self.bytes_hashed, 'bytes_reused': self.bytes_reused}
 
@@ -648,6 +654,9 @@ class Comparison(object):
         self.source_counts = {}
         self.source_digest = None
         self.destination_digest = None
+        # The seals of both trees as the walks saw them, before each entry was read (see seal.py).
+        self.source_seal = None
+        self.destination_seal = None
         self.cache = None
         self.files_hashed = 0
         self.files_reused = 0
@@ -993,6 +1002,8 @@ def compare_trees(source, destination, ignore=(), algorithm=DEFAULT_ALGORITHM, s
     result.source_counts = dict(summaries[0]['counts'])
     result.source_digest = summaries[0]['digest']
     result.destination_digest = summaries[1]['digest']
+    result.source_seal = summaries[0]['seal']
+    result.destination_seal = summaries[1]['seal']
     result.cache = HashCache(algorithm, {'source': summaries[0]['recorded'], 'destination': summaries[1]['recorded']})
     for key in ('files_hashed', 'files_reused', 'bytes_hashed', 'bytes_reused'):
         setattr(result, key, summaries[0][key] + summaries[1][key])

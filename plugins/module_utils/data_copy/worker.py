@@ -30,6 +30,7 @@ import traceback
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fastcopy as fastcopy_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
 
 # The script written as <job folder>/worker.py and started as: python -B worker.py <job folder>.
@@ -48,6 +49,9 @@ if __name__ == '__main__':
 '''
 
 STATUS_INTERVAL = 1.0
+# A verification whose trees changed while it ran (their seals before and after differ) is run again
+# this many times (reading only what changed) before the job fails.
+SEAL_RETRIES = 2
 # rsync prints progress about once a second: a little less here so that no update is skipped.
 STATUS_THROTTLE = 0.9
 TERMINATE_GRACE = 5.0
@@ -143,6 +147,7 @@ class Worker(object):
         self.hash_stats = {}
         self._scan_thread = None
         self.copy_engine = None
+        self.seals = {}
 
     def path(self, name):
         return os.path.join(self.folder, name)
@@ -497,7 +502,44 @@ class Worker(object):
             pass
 
     def verify(self):
-        """Compare hash manifests of both trees; return the Comparison."""
+        """Compare hash manifests of both trees and prove that the hashes belong to the trees as they
+        are now; return the Comparison.
+
+        Each walk seals its tree from the ``lstat`` taken before each entry was read (see seal.py);
+        after a comparison that matched, both trees are sealed again. Equal seals mean that nothing
+        changed from the moment each entry was looked at until the end, so every hash is of the
+        content the trees hold now; the report carries these seals, which the share migration
+        compares with the instances just before it switches. When a tree changed meanwhile, the
+        verification runs again (reading only what changed), and the job fails when it keeps
+        changing.
+        """
+        job = self.job
+        begun = self.clock()
+        for attempt in range(SEAL_RETRIES + 1):
+            comparison = self.compare()
+            self.seals = {}
+            if not comparison.matched:
+                return comparison
+            try:
+                after = seal_lib.tree_seals((job['source'], job['destination']), job['ignore_files'])
+            except seal_lib.SealError as exc:
+                raise JobFailed('Failed to verify %s against %s: %s' % (job['destination'], job['source'], exc))
+            self.verify_seconds = self.clock() - begun
+            changed = [side for side, walked, now in (('source', comparison.source_seal, after[0]),
+                                                      ('destination', comparison.destination_seal, after[1]))
+                       if walked != now]
+            if not changed:
+                self.seals = {'source_seal': after[0], 'destination_seal': after[1]}
+                return comparison
+            self.log('the %s changed during verification %d (its seal before and after the hashing differ); '
+                     'verifying again' % (' and the '.join(changed), attempt + 1))
+        raise JobFailed('Failed to verify %s against %s: the %s changed while it was verified, %d times in a row '
+                        '(its seal before and after the hashing differ); nothing may write to either tree during '
+                        'the copy' % (job['destination'], job['source'], ' and the '.join(changed),
+                                      SEAL_RETRIES + 1))
+
+    def compare(self):
+        """Compare hash manifests of both trees once; return the Comparison."""
         job = self.job
         algorithm, warning = manifest_lib.resolve_algorithm(job['hash_algorithm'])
         if warning:
@@ -563,12 +605,15 @@ class Worker(object):
             'verify_seconds': round(self.verify_seconds, 3) if comparison is not None else None,
             'rsync_rc': self.rsync_rc, 'rsync_stats': self.rsync_stats, 'copy_engine': self.copy_engine,
             'final_pass': bool(job.get('final_pass')), 'ignore_files': job['ignore_files'],
+            'migration_id': job.get('migration_id'), 'pass_id': job.get('pass_id'),
+            'source_seal': None, 'destination_seal': None,
             'hashing': dict(self.hash_stats) or None,
             'warnings': list(self.warnings), 'started_at': self.status['started_at'],
             'finished_at': state_lib.now_iso(), 'attempt': self.status['attempt'],
         }
         if comparison is not None:
             report.update(comparison.as_dict())
+            report.update(self.seals)
             report['hash_algorithm'] = self.algorithm
             report['verification'] = 'passed' if comparison.matched else 'failed'
         elif job.get('check_hash') and error:

@@ -47,6 +47,13 @@ class ShareDriver(abc.ABC):
     def delete_instance(self, pool, share_name):
         """Delete the instance and its data; return False when already gone."""
 
+    @abc.abstractmethod
+    def tree_seal(self, pool, path, ignore):
+        """The seal (data_copy/seal.py) of the tree at ``path``, an instance folder of ``pool``, with the
+        names in ``ignore`` skipped at any depth, computed where the pool's storage is (a transport to
+        a storage host runs it there). Equal to the seal the data mover computes of the same tree.
+        Raise StorageError when the tree cannot be sealed."""
+
     # -- snapshots ---------------------------------------------------------------------------
     @abc.abstractmethod
     def create_snapshot(self, pool, share_name, snapshot_name):

@@ -21,6 +21,7 @@ import errno
 import os
 import uuid
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import SealError, tree_seal
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.base import ShareDriver
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import export_helper
@@ -151,6 +152,17 @@ class PosixShareDriver(ShareDriver):
     def delete_instance(self, pool, share_name):
         return self._delete_tree(pool, self.instance_path(pool, share_name), 'share-%s.' % share_name,
                                  'share %s in pool %s' % (share_name, pool))
+
+    def tree_seal(self, pool, path, ignore):
+        """The seal of the instance folder ``path`` of ``pool``, walked here (the pools are local);
+        the btrfs driver inherits it (a subvolume is walked as a folder)."""
+        real = os.path.realpath(path)
+        if not (real + '/').startswith(os.path.realpath(pool.path).rstrip('/') + '/'):
+            raise StorageError('Refusing to seal %s: it is not inside pool %s (%s)' % (path, pool, pool.path))
+        try:
+            return tree_seal(path, ignore)
+        except SealError as exc:
+            raise StorageError('Failed to seal the tree of pool %s: %s' % (pool, exc))
 
     # -- snapshots ---------------------------------------------------------------------------
     def snapshot_exists(self, pool, share_name, snapshot_name):

@@ -9,6 +9,16 @@ node and returns a *copy report*. Only a verified report bound to this migration
 share to ``data_copying_completed``. Phase 2 asks for a final pass (a last sync and a second
 verification) and switches only after a verified final report, so the source is never deleted
 before the destination has been proven identical.
+
+Each plan carries a *pass* (see data_copy/signing.py): an id and a key drawn for phase 1 and for
+each final pass, kept in the record. A report proves a verified copy only when the data_copy
+module signed it with the key of the pass the migration waits for; a report made by hand, edited,
+or of another migration or pass is refused and changes nothing. A report that claims no success
+needs no signature: it can only fail a pass, as a cancel could.
+
+Just before every switch, under the share's lock with the source read-only, both instances are
+sealed again (data_copy/seal.py) and compared with the seals of the signed final report; when
+anything changed since that verification, nothing is switched and a new final pass is asked for.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -18,6 +28,7 @@ import time
 import uuid
 
 from ansible_collections.storage.mobility.plugins.module_utils import states
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.signing import new_pass, signature_valid
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import access_mode
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import active_instance, live_copy_progress
@@ -25,6 +36,9 @@ from ansible_collections.storage.mobility.plugins.module_utils.store import now_
 
 FINAL_SUFFIX = '-final'
 DEFAULT_HASH = 'xxh128'
+PHASE1_PASS = 'phase1'
+FINAL_PASS = 'final'
+SIDES = ('source', 'destination')
 
 
 def _listed(report, key, limit=10):
@@ -38,11 +52,25 @@ class HostAssistedMixin(object):
     """Host-assisted phase 1, completion and cancel for ShareMigrationManager."""
 
     # -- the plan ----------------------------------------------------------------------------
+    @staticmethod
+    def _pass(record, final):
+        """The pass the migration waits for (phase 1 or the final pass), or None."""
+        return ((record.get('migration') or {}).get('passes') or {}).get(FINAL_PASS if final else PHASE1_PASS)
+
+    def _draw_pass(self, record, final):
+        """A new pass for phase 1 or the final pass, in the record (the caller saves it)."""
+        drawn = new_pass(final)
+        drawn['issued_at'] = now_iso()
+        record['migration'].setdefault('passes', {})[FINAL_PASS if final else PHASE1_PASS] = drawn
+        return drawn
+
     def copy_plan(self, record, source, dest, final=False):
-        """What the data mover must do: both trees, the ignore list, verification, the job id."""
+        """What the data mover must do: both trees, the ignore list, verification, the job id, and
+        the pass its report must be signed for."""
         mig = record['migration']
         src_inst = active_instance(record)
         dst_inst = self._instance(record, 'destination')
+        current = self._pass(record, final) or {}
         return {
             'migration_id': mig['id'],
             'job_id': mig['id'] + (FINAL_SUFFIX if final else ''),
@@ -56,6 +84,7 @@ class HostAssistedMixin(object):
             'ignore_files': list(source.backend.migration_ignore_files),
             'check_hash': True,
             'hash_algorithm': mig.get('hash_algorithm') or DEFAULT_HASH,
+            'report_signing': {'migration_id': mig['id'], 'pass_id': current.get('id'), 'key': current.get('key')},
         }
 
     # -- phase 1 -----------------------------------------------------------------------------
@@ -90,12 +119,20 @@ class HostAssistedMixin(object):
                 record['instances'].append({'id': str(uuid.uuid4()), 'pool': str(dest.ref),
                                             'status': states.MIGRATING_TO, 'role': 'destination',
                                             'path': dst_driver.instance_path(dest, name), 'created_at': now_iso()})
+            if self._pass(record, final=False) is None:
+                self._draw_pass(record, final=False)
             self._set(record, pool, 'source read-only, destination created', states.DATA_COPYING_STARTING)
         except Exception as exc:
             self._fail_phase1(record, pool, dest, exc)
 
     def _host_result(self, changed, before, record, pool, actions, final=False):
         source, dest = self._pools(record, pool)
+        if self._pass(record, final) is None:
+            # A migration recorded before passes existed, or a final pass not asked for yet.
+            drawn = self._draw_pass(record, final)
+            if not self.ctx.check_mode:
+                self.ctx.repo.save(record, pool, '%s pass %s handed out' % ('final' if final else 'phase 1', drawn['id']))
+                changed = True
         extra = {'copy_required': True, 'copy_plan': self.copy_plan(record, source, dest, final)}
         return self._result(changed, before, record, pool, actions, extra)
 
@@ -120,13 +157,43 @@ class HostAssistedMixin(object):
         return self._host_result(record.get('revision') != before.get('revision'), before, record, pool, [])
 
     def _check_report(self, record, report, final):
+        """Refuse (InvalidRequest, nothing changed) a report that is not of this migration's job, and
+        a report that claims a verified copy, or carries a signature, without a valid signature of
+        the pass the migration waits for."""
         mig = record['migration']
         expected = mig['id'] + (FINAL_SUFFIX if final else '')
+        what = 'the final pass' if final else 'phase 1'
         if not isinstance(report, dict) or report.get('job_id') != expected:
             raise InvalidRequest('Refusing the copy report for share %s: it belongs to job %r, not to %s of migration %s; '
                                  'a stale or foreign report cannot complete anything, nothing was changed'
                                  % (record['name'], (report or {}).get('job_id') if isinstance(report, dict) else report,
-                                    'the final pass' if final else 'phase 1', mig['id']))
+                                    what, mig['id']))
+        if self._report_failure(report) is not None and 'signature' not in report:
+            return  # a failure needs no proof: it completes nothing
+        problem = self._signature_problem(record, report, final)
+        if problem:
+            raise InvalidRequest('Refusing the copy report for share %s: %s. Only the data mover\'s own report, signed '
+                                 'for the pass of %s that migration %s waits for, can prove a verified copy; nothing '
+                                 'was changed' % (record['name'], problem, what, mig['id']))
+
+    def _signature_problem(self, record, report, final):
+        """Why ``report`` is not signed for the current pass, or None."""
+        mig = record['migration']
+        current = self._pass(record, final)
+        if current is None:
+            return 'no %s pass was handed out yet' % ('final' if final else 'phase 1')
+        if not any(report.get(name) for name in ('migration_id', 'pass_id', 'signature')):
+            return 'it carries no signature and names no pass (it was not made by the data mover for this migration)'
+        if report.get('migration_id') != mig['id']:
+            return 'it was made for migration %s' % report.get('migration_id')
+        if report.get('pass_id') != current['id']:
+            return ('it was made for pass %s, not for the current pass %s (a report of an earlier or another pass)'
+                    % (report.get('pass_id'), current['id']))
+        if not report.get('signature'):
+            return 'it carries no signature'
+        if not signature_valid(report, current.get('key')):
+            return 'its signature does not match its contents (the report was changed after it was signed)'
+        return None
 
     @staticmethod
     def _report_failure(report):
@@ -145,7 +212,8 @@ class HostAssistedMixin(object):
     def _copy_summary(self, report):
         keep = ('files', 'bytes', 'directories', 'symlinks', 'hash_algorithm', 'copy_engine', 'copy_seconds',
                 'verify_seconds',
-                'source_digest', 'destination_digest', 'warnings', 'data_node')
+                'source_digest', 'destination_digest', 'source_seal', 'destination_seal', 'pass_id', 'warnings',
+                'data_node')
         summary = dict((k, report.get(k)) for k in keep if report.get(k) is not None)
         summary['verified_at'] = now_iso()
         return summary
@@ -190,28 +258,83 @@ class HostAssistedMixin(object):
 
     # -- phase 2 -----------------------------------------------------------------------------
     def _complete_host(self, record, pool, before, source, dest, copy_report):
-        """The switchover of a host-assisted migration: final pass, verified, then switch."""
+        """The switchover of a host-assisted migration: final pass, verified, sealed, then switch.
+
+        Returns a result when a data node must (again) run the final pass, None when the switch may
+        go on: the final pass is verified and both instances are as it left them.
+        """
         mig = record['migration']
-        if mig.get('final_verified'):
+        if copy_report is not None:
+            self._check_report(record, copy_report, final=True)
+        if not mig.get('final_verified'):
+            if copy_report is None:
+                # Ask for the final pass; a rerun gets the same plan (the data mover attaches).
+                changed = record.get('revision') != before.get('revision')
+                return self._host_result(changed, before, record, pool,
+                                         ['run the final pass on a data node (last sync and verification)'], final=True)
+            problem = self._report_failure(copy_report)
+            if problem:
+                mig['error'] = 'Final pass failed, nothing was switched: %s' % problem
+                # The next completion hands out a new final pass.
+                (mig.get('passes') or {}).pop(FINAL_PASS, None)
+                back = mig.get('phase1_state') or states.DATA_COPYING_COMPLETED
+                self._set(record, pool, 'final pass failed: %s' % problem, back)
+                raise StorageError('Failed to complete the migration of share %s: the final pass %s. Nothing was switched: '
+                                   'the share is back in %s on %s with its source intact; fix the cause and complete again, '
+                                   'or cancel' % (record['name'], problem, back, source), copy_report=copy_report)
+            mig['final_verified'] = True
+            mig['final_copy'] = self._copy_summary(copy_report)
+            self.ctx.repo.save(record, pool, 'final pass verified')
+        return self._sealed_for_switch(record, pool, before, source, dest)
+
+    def _sealed_for_switch(self, record, pool, before, source, dest):
+        """Seal both instances again and compare with the verified final pass's seals: None when they
+        match (the switch may go on), else a result asking for a new final pass.
+
+        Runs on the first run and on every rerun, whatever the record says, until the switch has
+        begun: the run that found the seals equal records it (under the same lock) just before it
+        switches, and a rerun after a crash in the switch finishes it without sealing again (by
+        then the export may serve the destination, whose writes are the users' own).
+        """
+        mig = record['migration']
+        final_pass = self._pass(record, final=True) or {}
+        if mig.get('switch_sealed') == final_pass.get('id') or self._switched(record, source, dest):
             return None
-        if copy_report is None:
-            # Ask for the final pass; a rerun gets the same plan (the data mover attaches).
-            changed = record.get('revision') != before.get('revision')
-            return self._host_result(changed, before, record, pool,
-                                     ['run the final pass on a data node (last sync and verification)'], final=True)
-        self._check_report(record, copy_report, final=True)
-        problem = self._report_failure(copy_report)
-        if problem:
-            mig['error'] = 'Final pass failed, nothing was switched: %s' % problem
-            back = mig.get('phase1_state') or states.DATA_COPYING_COMPLETED
-            self._set(record, pool, 'final pass failed: %s' % problem, back)
-            raise StorageError('Failed to complete the migration of share %s: the final pass %s. Nothing was switched: '
-                               'the share is back in %s on %s with its source intact; fix the cause and complete again, '
-                               'or cancel' % (record['name'], problem, back, source), copy_report=copy_report)
-        mig['final_verified'] = True
-        mig['final_copy'] = self._copy_summary(copy_report)
-        self.ctx.repo.save(record, pool, 'final pass verified')
-        return None
+        verified = mig.get('final_copy') or {}
+        ignore = list(source.backend.migration_ignore_files)
+        paths = {'source': active_instance(record)['path'], 'destination': self._instance(record, 'destination')['path']}
+        seals = {}
+        for side, pool_of in (('source', source), ('destination', dest)):
+            try:
+                seals[side] = self.ctx.driver(pool_of).tree_seal(pool_of, paths[side], ignore)
+            except StorageError as exc:
+                raise StorageError('Failed to complete the migration of share %s: cannot seal its %s instance %s '
+                                   'before the switch: %s. Nothing was switched; the share stays in %s'
+                                   % (record['name'], side, paths[side], exc, record.get('task_state')))
+        changed = [side for side in SIDES if verified.get(side + '_seal') != seals[side]]
+        if not changed:
+            mig['switch_sealed'] = final_pass.get('id')
+            self.ctx.repo.save(record, pool, 'both instances sealed as the final pass verified them: switching')
+            return None
+        if not any(verified.get(side + '_seal') for side in SIDES):
+            why = 'the verified final pass carries no seals of the trees it verified'
+        else:
+            why = 'the %s instance changed since the final pass verified it (%s)' % (
+                ' and the '.join(changed), ', '.join('%s %s' % (side, paths[side]) for side in changed))
+        msg = ('Not switching share %s: %s. The verified final pass is stale, so a new final pass must copy and verify '
+               'again before the switch; the source is kept' % (record['name'], why))
+        mig['final_verified'] = False
+        mig['stale_final_copy'] = mig.pop('final_copy', None)
+        mig['error'] = msg
+        drawn = self._draw_pass(record, final=True)
+        self.ctx.repo.save(record, pool, 'final pass stale (%s changed since its verification): final pass %s requested'
+                           % (' and '.join(changed), drawn['id']))
+        result = self._host_result(True, before, record, pool,
+                                   ['seal both instances: %s changed since the final pass was verified' % ' and '.join(changed),
+                                    'run a new final pass on a data node (last sync and verification)'], final=True)
+        result['msg'] = msg
+        result['warnings'] = [msg]
+        return result
 
     def _cancel_host_check(self, record):
         """Refuse to remove the destination while a local copy job still writes into it."""

@@ -130,6 +130,9 @@ class ShareManager(object):
             return {}
         result = copy.deepcopy(record)
         result.pop('history', None)
+        for drawn in (((result.get('migration') or {}).get('passes')) or {}).values():
+            # A pass's signing key goes to the data mover in the copy plan only (see data_copy/signing.py).
+            drawn.pop('key', None)
         driver = self.ctx.driver(pool)
         path = driver.instance_path(pool, record['name'])
         export = driver.export().state(record['name'], path)

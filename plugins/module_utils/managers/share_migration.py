@@ -419,6 +419,9 @@ class ShareMigrationManager(HostAssistedMixin):
                 raise InvalidRequest('Cannot complete the migration of share %s: its task_state is %s; phase 2 starts only '
                                      'from %s' % (name, ts, ' or '.join(states.COMPLETABLE_TASK_STATES)))
             source, dest = self._pools(record, pool)
+            if copy_report is not None and mig.get('mechanism') == 'host':
+                # A forged, foreign or stale report is refused before anything is recorded.
+                self._check_report(record, copy_report, final=True)
             actions = ['switch share %s from %s to %s' % (name, source, dest),
                        'apply access rules to the destination', 'delete the source instance',
                        'task_state %s -> migration_completing -> migration_success' % ts]

@@ -18,6 +18,7 @@ import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import job as job_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import worker as worker_lib
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
@@ -567,7 +568,8 @@ def test_the_shipped_worker_is_self_contained(jobs, tmp_path):
     script = job_lib.ship_worker(folder)
     lib = os.path.join(folder, "lib", "ansible_collections", "storage", "mobility", "plugins", "module_utils",
                        "data_copy")
-    assert sorted(os.listdir(lib)) == ["__init__.py", "fastcopy.py", "manifest.py", "rsync.py", "state.py", "worker.py"]
+    assert sorted(os.listdir(lib)) == ["__init__.py", "fastcopy.py", "manifest.py", "rsync.py", "seal.py", "state.py",
+                                       "worker.py"]
     with open(script, encoding="utf-8") as handle:
         assert handle.read() == worker_lib.LAUNCHER
     state_lib.write_json(os.path.join(folder, state_lib.JOB_FILE), jobs.build_request("shipped", src, dst))
@@ -632,3 +634,105 @@ def test_another_key_does_not_reuse_hashes(jobs, tmp_path):
     assert other["report"]["verified"] is True
     hashing = other["report"]["hashing"]
     assert hashing["files_hashed"] + hashing["files_hashed_during_copy"] == 2, hashing  # both sides read again
+
+
+# --------------------------------------------------------------------------- seals and passes
+
+
+@pytest.mark.parametrize("engine", ["auto", "rsync"])
+def test_the_report_carries_the_seals_of_the_verified_trees(jobs, tmp_path, engine):
+    """Both seals in the report are those of the trees as the job left them (what the manager compares
+    just before a switch), whichever engine copied."""
+    src, dst = folders(tmp_path)
+    rich_tree(src)
+    request = jobs.build_request("sealed-" + engine, src, dst, copy_engine=engine, migration_id="mig-1",
+                                 pass_id="pass-1")
+    report = jobs.start(request, wait_seconds=POLL_LIMIT)["job"]["report"]
+    assert report["verified"] is True, report
+    assert report["source_seal"] == seal_lib.tree_seal(src, ["lost+found"])
+    assert report["destination_seal"] == seal_lib.tree_seal(dst, ["lost+found"])
+    assert report["source_seal"] != report["destination_seal"]
+    assert (report["migration_id"], report["pass_id"]) == ("mig-1", "pass-1")
+
+
+def test_an_unverified_report_carries_no_seals(jobs, tmp_path):
+    src, dst = folders(tmp_path)
+    write(os.path.join(src, "f"), b"x")
+    report = jobs.start(jobs.build_request("unsealed", src, dst, check_hash=False), wait_seconds=POLL_LIMIT)["job"]["report"]
+    assert report["verified"] is False
+    assert report["source_seal"] is None and report["destination_seal"] is None
+
+
+def test_a_completed_job_of_another_pass_runs_again(jobs, tmp_path):
+    """A new pass of a migration never gets the report of an earlier pass back."""
+    src, dst = folders(tmp_path)
+    write(os.path.join(src, "f"), b"x")
+    first = jobs.start(jobs.build_request("passes", src, dst, migration_id="m", pass_id="p1"), wait_seconds=POLL_LIMIT)
+    assert first["job"]["report"]["pass_id"] == "p1"
+    same = jobs.start(jobs.build_request("passes", src, dst, migration_id="m", pass_id="p1"), wait_seconds=POLL_LIMIT)
+    assert same["changed"] is False
+    result = jobs.start(jobs.build_request("passes", src, dst, migration_id="m", pass_id="p2"), wait_seconds=POLL_LIMIT)
+    assert result["actions"] == ["run job passes again: the request changed"]
+    assert result["job"]["report"]["pass_id"] == "p2" and result["job"]["report"]["verified"] is True
+
+
+@pytest.mark.parametrize("bad", ["../x", "-x", "a/b", ""])
+def test_pass_and_migration_ids_are_names(jobs, tmp_path, bad):
+    src, dst = folders(tmp_path)
+    with pytest.raises(InvalidRequest, match="Invalid pass id"):
+        jobs.build_request("j", src, dst, migration_id="m", pass_id=bad or 5)
+
+
+def in_process_worker(tmp_path, monkeypatch, job_id, src, dst):
+    manager = job_lib.DataCopyJobs(str(tmp_path / "state"))
+    folder = manager.folder(job_id)
+    os.makedirs(folder)
+    state_lib.write_json(os.path.join(folder, state_lib.JOB_FILE), manager.build_request(job_id, src, dst))
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
+    return worker_lib.Worker(folder), folder
+
+
+def test_a_tree_that_changes_during_the_verification_is_verified_again(tmp_path, monkeypatch):
+    """A change after an entry was hashed (here: the destination file's change time, as a write that
+    restores everything else would leave it) makes the seals before and after differ: the verification
+    runs again and its report's seals are those of the trees as they are now."""
+    src, dst = folders(tmp_path)
+    write(os.path.join(src, "f"), b"content" * 100)
+    worker, folder = in_process_worker(tmp_path, monkeypatch, "moving", src, dst)
+    compare = worker.compare
+    calls = []
+
+    def compare_then_touch():
+        result = compare()
+        calls.append(result.matched)
+        if len(calls) == 1:
+            target = os.path.join(dst, "f")
+            os.chmod(target, os.stat(target).st_mode)  # same mode: only the change time moves
+        return result
+
+    monkeypatch.setattr(worker, "compare", compare_then_touch)
+    assert worker.run() == 0
+    assert calls == [True, True]
+    report = state_lib.read_json(os.path.join(folder, state_lib.REPORT_FILE))
+    assert report["verified"] is True
+    assert report["destination_seal"] == seal_lib.tree_seal(dst, ["lost+found"])
+
+
+def test_a_tree_that_keeps_changing_fails_the_verification(tmp_path, monkeypatch):
+    src, dst = folders(tmp_path)
+    write(os.path.join(src, "f"), b"content" * 100)
+    worker, folder = in_process_worker(tmp_path, monkeypatch, "restless", src, dst)
+    compare = worker.compare
+
+    def compare_then_touch():
+        result = compare()
+        os.chmod(src, os.stat(src).st_mode)
+        return result
+
+    monkeypatch.setattr(worker, "compare", compare_then_touch)
+    assert worker.run() == 1
+    status = state_lib.read_json(os.path.join(folder, state_lib.STATUS_FILE))
+    assert status["state"] == "failed"
+    assert "the source changed while it was verified, %d times in a row" % (worker_lib.SEAL_RETRIES + 1) in status["error"]
+    report = state_lib.read_json(os.path.join(folder, state_lib.REPORT_FILE))
+    assert report["verified"] is False and report["source_seal"] is None

@@ -273,6 +273,24 @@ def test_real_instances_and_snapshots_are_subvolumes(real):
     assert drv.delete_instance(pool_a, "s") is True and drv.delete_instance(pool_a, "s") is False
 
 
+def test_real_tree_seal_of_a_subvolume(real):
+    """An instance that is a subvolume is sealed as a folder; a change of content keeping the size and
+    mtime changes the seal."""
+    from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import tree_seal
+    drv, pool_a, _pool_b = real
+    path = drv.create_instance(pool_a, "s")
+    target = os.path.join(path, "f")
+    with open(target, "wb") as handle:
+        handle.write(b"x" * 1000)
+    seal = drv.tree_seal(pool_a, path, ["lost+found"])
+    assert seal == tree_seal(path, ["lost+found"])
+    st = os.stat(target)
+    with open(target, "r+b") as handle:
+        handle.write(b"y")
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert drv.tree_seal(pool_a, path, ["lost+found"]) != seal
+
+
 def test_real_compatibility_is_truthful(real):
     drv, pool_a, pool_b = real
     drv.create_instance(pool_a, "s")

@@ -52,6 +52,30 @@ def test_registry():
     assert "migration_check_compatibility" in ShareDriver.__abstractmethods__
 
 
+# --------------------------------------------------------------------------- seals
+
+
+def test_tree_seal_of_an_instance(drv, tmp_path):
+    """The driver's seal is the data mover's (data_copy/seal.py) of the same folder, ignore list applied;
+    a path outside the pool or a missing instance is an error naming it."""
+    from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import tree_seal
+    driver, a, _b = drv
+    path = driver.create_instance(a, "s1")
+    populate_share(path)
+    seal = driver.tree_seal(a, path, ["lost+found"])
+    assert seal == tree_seal(path, ["lost+found"]) and seal.startswith("seal1:sha256:")
+    os.makedirs(os.path.join(path, "lost+found"))
+    assert driver.tree_seal(a, path, ["lost+found"]) != seal, "the share's own folder changed"
+    with open(os.path.join(path, "plain.txt"), "r+b") as handle:
+        handle.write(b"H")
+    assert driver.tree_seal(a, path, ["lost+found"]) != seal
+    with pytest.raises(StorageError, match="is not inside pool"):
+        driver.tree_seal(a, str(tmp_path), [])
+    with pytest.raises(StorageError, match="Failed to seal the tree of pool .*No such file"):
+        driver.tree_seal(a, driver.instance_path(a, "missing"), [])
+    assert "tree_seal" in ShareDriver.__abstractmethods__
+
+
 # --------------------------------------------------------------------------- instances
 
 

@@ -2,18 +2,24 @@
 ShareMigrationManager, driven by copy plans and copy reports.
 
 The data node is simulated: the test copies the plan's source into its destination with ``cp -a``
-and hands back a report, as the data_mover role would.
+and hands back a report, as the data_mover role would: with the seals of both trees as they are and
+signed with the plan's pass key (as the data_copy module signs). Where it matters, a real data copy
+job (rsync, the hash verification, the detached worker) runs the pass instead.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils import states
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import tree_seal
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.job import DataCopyJobs
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.signing import sign_job_report, sign_report
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import NoneExport
 
@@ -43,11 +49,17 @@ def copy_like_a_data_node(plan):
     subprocess.run(["cp", "-a", "--", plan["source"]["export"] + "/.", plan["destination"]["export"]], check=True)
 
 
-def report(plan, **over):
+def report(plan, sign=True, **over):
+    """The report a data mover would return for ``plan``: the seals of both trees as they are now,
+    the plan's migration and pass, signed with the plan's key (``sign=False``: unsigned)."""
+    binding = plan["report_signing"]
     data = {"job_id": plan["job_id"], "state": "completed", "verified": True, "files": 10, "bytes": 1234,
-            "hash_algorithm": plan["hash_algorithm"]}
+            "hash_algorithm": plan["hash_algorithm"], "migration_id": binding["migration_id"],
+            "pass_id": binding["pass_id"], "final_pass": plan["final_pass"],
+            "source_seal": tree_seal(plan["source"]["export"], plan["ignore_files"]),
+            "destination_seal": tree_seal(plan["destination"]["export"], plan["ignore_files"])}
     data.update(over)
-    return data
+    return sign_report(data, binding["key"]) if sign else data
 
 
 def to_phase1_done(env):
@@ -197,7 +209,8 @@ def test_a_verified_final_pass_switches_the_share(env, share):
     data = tree_state(share)
     to_phase1_done(env)
     final = env.migrations().complete("s1")["copy_plan"]
-    result = env.migrations().complete("s1", copy_report=report(final))
+    final_report = report(final)
+    result = env.migrations().complete("s1", copy_report=final_report)
     assert result["changed"] is True and result["task_state"] == states.MIGRATION_SUCCESS
     assert env.record_pools("s1") == [env.B]
     assert not os.path.lexists(share)
@@ -208,7 +221,7 @@ def test_a_verified_final_pass_switches_the_share(env, share):
     rec = env.read_record(env.B, "s1")
     assert rec["migration"]["final_copy"]["files"] == 10
     assert [(i["pool"], i["status"]) for i in rec["instances"]] == [(env.B, states.AVAILABLE)]
-    assert env.migrations().complete("s1", copy_report=report(final))["changed"] is False
+    assert env.migrations().complete("s1", copy_report=final_report)["changed"] is False
 
 
 # --------------------------------------------------------------------------- cancel and reports out of place
@@ -241,10 +254,11 @@ def test_a_report_for_a_migration_that_is_not_copying_is_refused(env, share):
     with pytest.raises(InvalidRequest, match="no migration to %s is running" % env.B):
         start(env, copy_report={"job_id": "x"})
     plan = start(env)["copy_plan"]
+    genuine = report(plan)
     env.migrations().cancel("s1")
     before = env.state()
     with pytest.raises(InvalidRequest, match="no longer copying"):
-        start(env, copy_report=report(plan))
+        start(env, copy_report=genuine)
     assert env.state() == before
 
 
@@ -254,3 +268,308 @@ def test_a_driver_assisted_migration_takes_no_copy_report(env, share):
     with pytest.raises(InvalidRequest, match="its migration is driver-assisted"):
         env.migrations().start("s1", env.B, {}, copy_report={"job_id": "x"})
     assert env.state() == before
+
+
+# --------------------------------------------------------------------------- reports bound to their pass
+
+
+def test_plans_carry_a_pass_of_their_own_whose_key_no_view_shows(env, share):
+    plan = start(env)["copy_plan"]
+    binding = plan["report_signing"]
+    rec = env.read_record(env.A, "s1")
+    phase1 = rec["migration"]["passes"]["phase1"]
+    assert binding == {"migration_id": rec["migration"]["id"], "pass_id": phase1["id"], "key": phase1["key"]}
+    assert start(env)["copy_plan"]["report_signing"] == binding, "a rerun hands out the same pass"
+    start(env, copy_report=report(plan))
+    final = env.migrations().complete("s1")["copy_plan"]["report_signing"]
+    assert final["migration_id"] == binding["migration_id"]
+    assert final["pass_id"] != binding["pass_id"] and final["key"] != binding["key"]
+    view = env.shares().info("s1")[0]
+    assert set(view["migration"]["passes"]) == {"phase1", "final"}
+    assert all("key" not in drawn for drawn in view["migration"]["passes"].values())
+    assert binding["key"] not in json.dumps(view) and final["key"] not in json.dumps(view)
+
+
+def empty_the_destination(env):
+    dst = env.share_path(env.B, "s1")
+    for name in os.listdir(dst):
+        subprocess.run(["rm", "-rf", "--", os.path.join(dst, name)], check=True)
+
+
+def test_a_hand_made_report_completes_nothing(env, share):
+    """The outside campaign's case: the destination emptied, then a hand-made report of the right job."""
+    data = tree_state(share)
+    plan = to_phase1_done(env)
+    empty_the_destination(env)
+    forged = {"job_id": plan["job_id"] + "-final", "state": "completed", "verified": True}
+    before = env.state()
+    # Straight from data_copying_completed, as in the campaign: refused before anything is recorded.
+    with pytest.raises(InvalidRequest, match="no final pass was handed out yet"):
+        env.migrations().complete("s1", copy_report=forged)
+    assert env.state() == before
+    # After the final pass was asked for: the report names no pass and carries no signature.
+    final = env.migrations().complete("s1")["copy_plan"]
+    before = env.state()
+    with pytest.raises(InvalidRequest, match="carries no signature and names no pass"):
+        env.migrations().complete("s1", copy_report=forged)
+    # Naming the pass (it is in the plan) does not help without the key.
+    with pytest.raises(InvalidRequest, match="carries no signature"):
+        env.migrations().complete("s1", copy_report=report(final, sign=False))
+    with pytest.raises(InvalidRequest, match="signature does not match"):
+        env.migrations().complete("s1", copy_report=dict(report(final, sign=False), signature="hmac-sha256:" + "0" * 64))
+    assert env.state() == before
+    assert env.read_record(env.A, "s1")["task_state"] == states.MIGRATION_COMPLETING
+    assert tree_state(share) == data, "the source must be untouched"
+
+
+def test_a_hand_made_phase1_report_is_refused(env, share):
+    plan = start(env)["copy_plan"]
+    before = env.state()
+    with pytest.raises(InvalidRequest, match="Refusing the copy report for share s1: it carries no signature"):
+        start(env, copy_report={"job_id": plan["job_id"], "state": "completed", "verified": True})
+    assert env.state() == before
+
+
+@pytest.mark.parametrize("edit", [
+    {"destination_seal": "seal1:sha256:" + "0" * 64}, {"files": 11}, {"verified": True, "missing_count": 0,
+                                                                       "destination_digest": "sha256:other"},
+])
+def test_a_report_edited_after_signing_is_refused(env, share, edit):
+    to_phase1_done(env)
+    final = env.migrations().complete("s1")["copy_plan"]
+    edited = dict(report(final), **edit)
+    before = env.state()
+    with pytest.raises(InvalidRequest, match="its signature does not match its contents"):
+        env.migrations().complete("s1", copy_report=edited)
+    assert env.state() == before
+
+
+def test_a_report_of_another_migration_is_refused(env, share):
+    """Share s2's genuine final report, as it is and relabelled with s1's job id."""
+    to_phase1_done(env)
+    final = env.migrations().complete("s1")["copy_plan"]
+    env.create_share("s2", rules=[RULE])
+    populate_share(env.share_path(env.A, "s2"))
+    other_plan = env.migrations().start("s2", env.B, {}, force_host_assisted=True)["copy_plan"]
+    copy_like_a_data_node(other_plan)
+    env.migrations().start("s2", env.B, {}, copy_report=report(other_plan))
+    other_final = env.migrations().complete("s2")["copy_plan"]
+    theirs = report(other_final)
+    before = env.state()
+    with pytest.raises(InvalidRequest, match="not to the final pass of migration %s" % final["migration_id"]):
+        env.migrations().complete("s1", copy_report=theirs)
+    with pytest.raises(InvalidRequest, match="it was made for migration %s" % other_final["migration_id"]):
+        env.migrations().complete("s1", copy_report=dict(theirs, job_id=final["job_id"]))
+    resigned = report(dict(other_final, job_id=final["job_id"]))
+    with pytest.raises(InvalidRequest, match="it was made for migration"):
+        env.migrations().complete("s1", copy_report=resigned)
+    assert env.state() == before
+
+
+def test_a_report_of_an_earlier_pass_is_refused(env, share):
+    """A genuine final report whose pass was replaced (the destination changed after it) completes nothing."""
+    to_phase1_done(env)
+    final = env.migrations().complete("s1")["copy_plan"]
+    earlier = report(final)
+    with open(os.path.join(env.share_path(env.B, "s1"), "plain.txt"), "ab") as handle:
+        handle.write(b"changed after the final pass")
+    result = env.migrations().complete("s1", copy_report=earlier)
+    assert result["copy_required"] is True, "the seals differ: a new final pass is asked for"
+    current = result["copy_plan"]["report_signing"]["pass_id"]
+    assert current != final["report_signing"]["pass_id"]
+    before = env.state()
+    with pytest.raises(InvalidRequest, match="made for pass %s, not for the current pass %s"
+                       % (final["report_signing"]["pass_id"], current)):
+        env.migrations().complete("s1", copy_report=earlier)
+    assert env.state() == before
+
+
+def test_a_failure_report_needs_no_signature_and_switches_nothing(env, share):
+    """The data mover's rescue path reports a failure it could not sign (a mount that failed): taken
+    as a failure, which only ever keeps the source."""
+    data = tree_state(share)
+    to_phase1_done(env)
+    final = env.migrations().complete("s1")["copy_plan"]
+    with pytest.raises(StorageError, match="the copy job ended failed: mount failed"):
+        env.migrations().complete("s1", copy_report={"job_id": final["job_id"], "state": "failed", "verified": False,
+                                                     "error": "mount failed"})
+    rec = env.read_record(env.A, "s1")
+    assert rec["task_state"] == states.DATA_COPYING_COMPLETED
+    assert "final" not in rec["migration"]["passes"], "the next completion hands out a new final pass"
+    assert tree_state(share) == data
+    again = env.migrations().complete("s1")["copy_plan"]
+    assert again["report_signing"]["pass_id"] != final["report_signing"]["pass_id"]
+
+
+# --------------------------------------------------------------------------- the seal check before the switch
+
+
+class Crash(BaseException):
+    """The process dies here (raised from inside the manager by the test)."""
+
+
+def crash_before_the_seal_check(monkeypatch):
+    """The run dies right after 'final pass verified' is written, before anything else."""
+    from ansible_collections.storage.mobility.plugins.module_utils.managers.host_assisted import HostAssistedMixin
+
+    def die(self, *args):
+        raise Crash()
+    monkeypatch.setattr(HostAssistedMixin, "_sealed_for_switch", die)
+
+
+def flip_byte(path, offset=10):
+    """Change one byte, keeping the size and both timestamps to the nanosecond."""
+    st = os.stat(path)
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+@pytest.fixture
+def jobs(tmp_path):
+    if shutil.which("rsync") is None:
+        pytest.skip("rsync is not installed")
+    manager = DataCopyJobs(str(tmp_path / "jobs"))
+    yield manager
+    if os.path.isdir(manager.state_dir):
+        for name in os.listdir(manager.state_dir):
+            if not name.startswith("."):
+                manager.cancel(name)
+
+
+def data_mover(jobs, plan):
+    """What the data_mover role does with a plan on a data node (both sides reached in place): run the
+    data_copy job, have the module sign its report, and report as the role does."""
+    binding = plan["report_signing"]
+    request = jobs.build_request(plan["job_id"], plan["source"]["export"], plan["destination"]["export"],
+                                 plan["ignore_files"], plan["check_hash"], plan["hash_algorithm"],
+                                 final_pass=plan["final_pass"], copy_engine="auto",
+                                 hash_cache_key="%s|%s" % (plan["source"]["export"], plan["destination"]["export"]),
+                                 migration_id=binding["migration_id"], pass_id=binding["pass_id"])
+    job = jobs.start(request, wait_seconds=120)["job"]
+    assert job["state"] in ("completed", "failed"), job
+    assert sign_job_report(job, binding) is None
+    return dict(job["report"], job_id=plan["job_id"], state=job["state"],
+                **({"error": job["error"]} if job["error"] else {}))
+
+
+def test_a_crash_after_the_final_report_then_a_changed_destination_byte_is_not_switched(env, share, jobs,
+                                                                                         monkeypatch):
+    """The outside campaign's case 2, with a real data mover: phase 2 dies right after its verified
+    final report was recorded; a destination byte then changes with size and mtime kept. The rerun
+    must not switch: it asks for a new final pass, which finds the byte, and the run after that repairs
+    it and switches to a share identical to the source."""
+    data = tree_state(share)
+    plan = start(env)["copy_plan"]
+    start(env, copy_report=data_mover(jobs, plan))
+    final = env.migrations().complete("s1")["copy_plan"]
+    verified = data_mover(jobs, final)
+    assert verified["verified"] is True and verified["signature"]
+    with monkeypatch.context() as patch:
+        crash_before_the_seal_check(patch)
+        with pytest.raises(Crash):
+            env.migrations().complete("s1", copy_report=verified)
+    rec = env.read_record(env.A, "s1")
+    assert rec["task_state"] == states.MIGRATION_COMPLETING and rec["migration"]["final_verified"] is True
+    victim = os.path.join(env.share_path(env.B, "s1"), "dir", "sub", "deep.bin")
+    flip_byte(victim)
+
+    rerun = env.migrations().complete("s1")
+    assert rerun["copy_required"] is True and rerun["copy_plan"]["final_pass"] is True
+    assert "the destination instance changed since the final pass verified it" in rerun["msg"]
+    assert rerun["warnings"] == [rerun["msg"]]
+    assert rerun["copy_plan"]["report_signing"]["pass_id"] != final["report_signing"]["pass_id"]
+    rec = env.read_record(env.A, "s1")
+    assert env.record_pools("s1") == [env.A], "nothing was switched"
+    assert rec["task_state"] == states.MIGRATION_COMPLETING and rec["migration"]["final_verified"] is False
+    assert "final_copy" not in rec["migration"] and rec["migration"]["stale_final_copy"]["destination_seal"]
+    assert tree_state(share) == data, "the source is kept"
+    with pytest.raises(InvalidRequest, match="made for pass"):
+        env.migrations().complete("s1", copy_report=verified)
+
+    # The new final pass re-reads the file whose change time moved although rsync skipped it.
+    found = data_mover(jobs, rerun["copy_plan"])
+    assert found["verified"] is False and "signature" not in found
+    assert "dir/sub/deep.bin" in found["error"]
+    with pytest.raises(StorageError, match="Nothing was switched"):
+        env.migrations().complete("s1", copy_report=found)
+    assert env.read_record(env.A, "s1")["task_state"] == states.DATA_COPYING_COMPLETED
+
+    # Completing again: the final pass copies the file again, verifies, and the switch goes through.
+    again = env.migrations().complete("s1")["copy_plan"]
+    repaired = data_mover(jobs, again)
+    assert repaired["verified"] is True, repaired
+    result = env.migrations().complete("s1", copy_report=repaired)
+    assert result["task_state"] == states.MIGRATION_SUCCESS
+    assert env.record_pools("s1") == [env.B]
+    assert not os.path.lexists(share)
+    assert tree_state(env.share_path(env.B, "s1"), mtimes=True) == data
+
+
+def test_a_source_changed_after_the_final_pass_is_named(env, share, monkeypatch):
+    to_phase1_done(env)
+    final = env.migrations().complete("s1")["copy_plan"]
+    with monkeypatch.context() as patch:
+        crash_before_the_seal_check(patch)
+        with pytest.raises(Crash):
+            env.migrations().complete("s1", copy_report=report(final))
+    # Written through the pool path, which the read-only export does not cover.
+    os.chmod(os.path.join(share, "plain.txt"), 0o644)
+    result = env.migrations().complete("s1")
+    assert result["copy_required"] is True
+    assert "the source instance changed" in result["msg"] and share in result["msg"]
+    assert env.record_pools("s1") == [env.A] and os.path.isdir(share)
+
+
+def test_an_unchanged_share_switches_on_the_rerun(env, share, monkeypatch):
+    data = tree_state(share)
+    to_phase1_done(env)
+    final = env.migrations().complete("s1")["copy_plan"]
+    with monkeypatch.context() as patch:
+        crash_before_the_seal_check(patch)
+        with pytest.raises(Crash):
+            env.migrations().complete("s1", copy_report=report(final))
+    result = env.migrations().complete("s1")
+    assert result["task_state"] == states.MIGRATION_SUCCESS and "copy_required" not in result
+    events = [h["event"] for h in env.read_record(env.B, "s1")["history"]]
+    assert "both instances sealed as the final pass verified them: switching" in events
+    assert tree_state(env.share_path(env.B, "s1")) == data
+
+
+def test_a_verified_final_pass_without_seals_is_done_again(env, share):
+    """A record verified before seals existed (an upgrade in the middle of phase 2) is not trusted."""
+    to_phase1_done(env)
+    final = env.migrations().complete("s1")["copy_plan"]
+    old_style = report(final, source_seal=None, destination_seal=None)
+    result = env.migrations().complete("s1", copy_report=old_style)
+    assert result["copy_required"] is True
+    assert "carries no seals" in result["msg"]
+    assert env.record_pools("s1") == [env.A]
+
+
+def test_a_rerun_after_a_crash_inside_the_switch_finishes_it(env, share, monkeypatch):
+    """Once the seals matched and the switch began (recorded under the same lock), a rerun finishes the
+    switch without sealing again: the export may already serve the destination and its users' writes."""
+    to_phase1_done(env)
+    final = env.migrations().complete("s1")["copy_plan"]
+    from ansible_collections.storage.mobility.plugins.module_utils.managers.share_migration import ShareMigrationManager
+
+    def die(self, *args):
+        raise Crash()
+    with monkeypatch.context() as patch:
+        patch.setattr(ShareMigrationManager, "_switch", die)
+        with pytest.raises(Crash):
+            env.migrations().complete("s1", copy_report=report(final))
+    rec = env.read_record(env.A, "s1")
+    assert rec["migration"]["switch_sealed"] == final["report_signing"]["pass_id"]
+    users_write = os.path.join(env.share_path(env.B, "s1"), "written-by-a-user.txt")
+    with open(users_write, "w") as handle:
+        handle.write("kept")
+    result = env.migrations().complete("s1")
+    assert result["task_state"] == states.MIGRATION_SUCCESS
+    assert open(users_write).read() == "kept"

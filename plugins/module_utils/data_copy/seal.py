@@ -1,0 +1,162 @@
+# -*- coding: utf-8 -*-
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Tree seals: one digest over every entry of a tree as ``lstat`` sees it.
+
+A seal covers, for the root (``.``) and every path below it, the relative path and the entry's
+``st_mode`` (type and permission bits), inode number, size, modification and change times in
+nanoseconds, owner, group and link count. Names in the ignore list are skipped at any depth, as
+the verification skips them. The walk is the verification's (``manifest.Walker``): depth first,
+names sorted as bytes, the root followed when it is a symlink. Nothing is read but the folders
+and the ``lstat`` of each entry, and each entry goes into the digest as it is met, so a seal of a
+million entries needs no more memory than one of ten.
+
+Why it proves that nothing changed: every change to an entry (its content, mode, owner, xattrs
+and ACLs, link count, a rename of it) sets its change time to the current time, and no program can
+set a change time back; a folder whose entries change gets a new modification and change time. So
+two equal seals of one tree, taken at two moments, mean that nothing in the tree changed in
+between (see docs/data_mover.md for the limits: the change time's resolution, and damage that
+bypasses the filesystem).
+
+The data mover seals both trees as it hashes them and once more afterwards, and the share
+migration manager seals both instances again just before it switches; equal seals bind the
+verification's hashes to the trees as they are at the switch. Shipped to the data node with the
+worker: standard library only, Python 3.8+.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import errno
+import hashlib
+import multiprocessing
+import os
+import stat
+
+SEAL_FORMAT = 'seal1'
+# Lines fed to the digest at once: the same digest, fewer calls.
+BATCH = 256
+
+
+class SealError(Exception):
+    """A tree could not be sealed (a folder that cannot be listed, an entry that cannot be read)."""
+
+
+class TreeSeal(object):
+    """A seal being computed: ``add`` each entry in walk order, then ``hexdigest``."""
+
+    def __init__(self):
+        self._digest = hashlib.sha256()
+        self._lines = []
+        self.entries = 0
+
+    def add(self, rel, st):
+        """Add the entry at ``rel`` (bytes, relative, ``.`` for the root) with its stat result."""
+        self.entries += 1
+        lines = self._lines
+        lines.append(b'%s\0%d %d %d %d %d %d %d %d\n' % (
+            rel, st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_uid, st.st_gid,
+            st.st_nlink))
+        if len(lines) >= BATCH:
+            self._digest.update(b''.join(lines))
+            del lines[:]
+
+    def hexdigest(self):
+        if self._lines:
+            self._digest.update(b''.join(self._lines))
+            del self._lines[:]
+        return '%s:sha256:%s' % (SEAL_FORMAT, self._digest.hexdigest())
+
+
+def _children(rel, full, ignore):
+    try:
+        names = [name for name in os.listdir(full) if name not in ignore]
+    except OSError as exc:
+        raise SealError('Failed to seal the tree: cannot list %s: %s' % (os.fsdecode(full), exc.strerror))
+    names.sort()
+    return [name if rel == b'.' else rel + b'/' + name for name in names]
+
+
+def tree_seal(root, ignore=()):
+    """The seal of the tree at ``root`` (see the module's description), a string
+    ``seal1:sha256:<hex>``. Raise SealError when the root is not a folder or a folder cannot be
+    listed."""
+    root = os.fsencode(root)
+    ignore = frozenset(os.fsencode(name) for name in ignore or ())
+    seal = TreeSeal()
+    try:
+        root_st = os.stat(root)
+    except OSError as exc:
+        raise SealError('Failed to seal the tree %s: %s' % (os.fsdecode(root), exc.strerror))
+    if not stat.S_ISDIR(root_st.st_mode):
+        raise SealError('Failed to seal the tree %s: it is not a folder' % os.fsdecode(root))
+    seal.add(b'.', root_st)
+    prefix = os.path.join(root, b'')
+    stack = [iter(_children(b'.', root, ignore))]
+    lstat = os.lstat
+    while stack:
+        for rel in stack[-1]:
+            full = prefix + rel
+            try:
+                st = lstat(full)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    continue  # vanished since the folder was listed (the folder's times say so)
+                raise SealError('Failed to seal the tree %s: %s: %s' % (os.fsdecode(root), os.fsdecode(full),
+                                                                        exc.strerror))
+            seal.add(rel, st)
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(iter(_children(rel, full, ignore)))
+                break
+        else:
+            stack.pop()
+    return seal.hexdigest()
+
+
+def _seal_in_process(root, ignore, conn):
+    try:
+        conn.send(('ok', tree_seal(root, ignore)))
+    except BaseException as exc:  # pylint: disable=broad-except
+        conn.send(('failed', str(exc)))
+    finally:
+        conn.close()
+
+
+def tree_seals(roots, ignore=()):
+    """The seals of several trees, each but the last walked in a forked process at the same time
+    (one CPU each); in turn where processes cannot be forked. Raise SealError naming the first
+    tree that could not be sealed."""
+    try:
+        context = multiprocessing.get_context('fork')
+    except ValueError:
+        context = None
+    roots = list(roots)
+    if context is None or len(roots) < 2:
+        return [tree_seal(root, ignore) for root in roots]
+    children = []
+    try:
+        for root in roots[:-1]:
+            receiving, sending = context.Pipe(duplex=False)
+            child = context.Process(target=_seal_in_process, args=(root, list(ignore or ()), sending),
+                                    name='tree-seal')
+            child.daemon = True
+            child.start()
+            sending.close()
+            children.append((child, receiving))
+        last = tree_seal(roots[-1], ignore)
+        seals = []
+        for child, receiving in children:
+            try:
+                outcome, value = receiving.recv()
+            except EOFError:
+                outcome, value = 'failed', 'the sealing process stopped without an answer'
+            if outcome != 'ok':
+                raise SealError(value)
+            seals.append(value)
+        return seals + [last]
+    finally:
+        for child, receiving in children:
+            if child.is_alive():
+                child.kill()
+            child.join()
+            receiving.close()
