@@ -40,8 +40,9 @@ import subprocess
 import tempfile
 import time
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.posix import PosixShareDriver
-from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.mounts import mount_of
 from ansible_collections.storage.mobility.plugins.module_utils.store import (
     CRASH_AFTER_ENV, META_DIR, atomic_write_json, now_iso)
@@ -279,7 +280,23 @@ class BtrfsShareDriver(PosixShareDriver):
     def _delete_subvolume(self, path, what):
         if not self.is_subvolume(path):
             return False
-        self._btrfs(['subvolume', 'delete', '--commit-after', path], 'delete %s (%s)' % (what, path))
+        argv = ['subvolume', 'delete', '--commit-after', path]
+        try:
+            self._btrfs(argv, 'delete %s (%s)' % (what, path))
+        except CommandError:
+            # Files inside do not stop a subvolume's deletion, but an immutable or append-only
+            # attribute on its root folder does: clear it (a read-only snapshot first made
+            # writable, it is being deleted anyway) and try again.
+            if not fileflags.read_carried(path):
+                raise
+            if (self.show(path) or {}).get('readonly'):
+                self._btrfs(['property', 'set', '-ts', path, 'ro', 'false'], 'make %s writable to delete it' % path)
+            try:
+                fileflags.set_carried(path, 0)
+            except OSError as exc:
+                raise StorageError('Failed to delete %s (%s): cannot clear its immutable or append-only attribute: %s'
+                                   % (what, path, exc.strerror))
+            self._btrfs(argv, 'delete %s (%s)' % (what, path))
         return True
 
     @staticmethod
