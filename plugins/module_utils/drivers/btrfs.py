@@ -414,6 +414,15 @@ class BtrfsShareDriver(PosixShareDriver):
             result['reason'] = ('share %s holds nested subvolumes (%s), which btrfs send does not carry'
                                 % (share['name'], ', '.join(nested)))
             return result
+        flagged = fileflags.flagged_entries(source, stay_on=os.lstat(source).st_dev)
+        if flagged:
+            names = sorted(flagged)
+            result['reason'] = ('share %s holds immutable or append-only entries, attributes that btrfs send does not '
+                                'carry (a host copy does): %s%s'
+                                % (share['name'], ', '.join('%s (%s)' % (fileflags.render(n), fileflags.describe(flagged[n]))
+                                                            for n in names[:10]),
+                                   ' and %d more' % (len(names) - 10) if len(names) > 10 else ''))
+            return result
         result.update({
             'compatible': True, 'writable': True, 'preserve_metadata': True, 'preserve_snapshots': True,
             # The switchover swaps the subvolume behind the export: open files and mounts of the
@@ -851,6 +860,11 @@ class BtrfsShareDriver(PosixShareDriver):
             if not self.is_subvolume(final):
                 self._btrfs(['subvolume', 'snapshot', '-r', source, final],
                             'take the final snapshot of share %s' % name)
+            flagged = fileflags.flagged_entries(final, stay_on=os.lstat(final).st_dev)
+            if flagged:
+                raise StorageError('share %s now holds immutable or append-only entries, attributes that btrfs send '
+                                   'does not carry: %s; clear them (chattr -i -a) and complete again, or cancel and '
+                                   'migrate host-assisted' % (name, ', '.join(sorted(fileflags.render(n) for n in flagged)[:10])))
             parent = os.path.join(src_stage, increment_name(max(seqs))) if seqs else None
             progress = self._read_progress(source_pool, share) or {}
             progress.update({'phase': 'final', 'bytes_sent': 0, 'send_seconds': 0, 'total_progress': 0})

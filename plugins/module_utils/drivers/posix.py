@@ -249,6 +249,12 @@ class PosixShareDriver(ShareDriver):
                                 % (src_fs['fstype'], src_fs['source'], src_fs['mount_point'],
                                    dst_fs['fstype'], dst_fs['source'], dst_fs['mount_point']))
             return result
+        root_flags = fileflags.read_carried(self.instance_path(source_pool, share['name']))
+        if root_flags:
+            # rename(2) refuses to move a folder that is immutable or append-only itself.
+            result['reason'] = ('the root folder of share %s is %s, which a rename cannot move (a host copy carries '
+                                'the attribute)' % (share['name'], fileflags.describe(root_flags)))
+            return result
         source_export = self.export().location(share['name'], self.instance_path(source_pool, share['name']))
         destination_export = destination_driver.export().location(
             share['name'], destination_driver.instance_path(destination_pool, share['name']))
