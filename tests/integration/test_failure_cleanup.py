@@ -90,6 +90,9 @@ def test_a_share_larger_than_its_destination_pool_ends_available_and_converges(l
     free = os.statvfs(beta).f_bavail * os.statvfs(beta).f_frsize
     filler = beta / "filler.bin"  # leaves 48 MiB free: the 120 MiB share cannot fit
     subprocess.run(["fallocate", "-l", str(free - 48 * (1 << 20)), str(filler)], check=True)
+    # No reserve for metadata either (xfs keeps a few MiB by default, a small pool hardly any):
+    # once the copy has filled the pool, even creating a folder in it fails with ENOSPC.
+    subprocess.run(["xfs_io", "-x", "-c", "resblks 0", str(beta)], check=True, capture_output=True)
     beta_before = files_below(beta)
 
     run = lab.migrate("big")
