@@ -53,6 +53,13 @@ def describe(entries):
                                             e.get('reason'), e.get('error') or 'not tried yet') for e in entries)
 
 
+def retry(ctx, record, pool):
+    """What every locked run on a share does first: run_pending; True when something was removed
+    (a run that had nothing else to do reports that as its change)."""
+    count = len(record.get('cleanup_pending') or [])
+    return len(run_pending(ctx, record, pool)) < count
+
+
 def run_pending(ctx, record, pool, event='cleanup'):
     """Try every entry of ``record['cleanup_pending']`` (under the share's lock); save the record
     in ``pool`` when the list changed. Returns the entries still pending. Never raises for a

@@ -167,7 +167,7 @@ class ShareMigrationManager(HostAssistedMixin):
         ctx = self.ctx
         with ctx.lock(name, 'migration start'):
             record, pool = ctx.load(name, cleanup=True)
-            cleanup.run_pending(ctx, record, pool)
+            cleaned = cleanup.retry(ctx, record, pool)
             before = copy.deepcopy(record)
             stype = None
             if new_share_type is not None:
@@ -200,7 +200,7 @@ class ShareMigrationManager(HostAssistedMixin):
                                    'removed yet (%s); fix the cause, then run again (every run retries it)'
                                    % (name, dest, cleanup.describe(cleanup.pending_in(record, dest))))
             if dest is None:
-                return self._result(False, before, record, pool, [], {'msg': 'share %s is already in pool %s' % (name, pool)})
+                return self._result(cleaned, before, record, pool, [], {'msg': 'share %s is already in pool %s' % (name, pool)})
             if stype is not None:
                 check_extra_specs(stype, ctx.driver(dest).pool_stats(dest), dest)
             mechanism, compat, refusal = self.plan_mechanism(record, pool, dest, flags, force_host_assisted)
@@ -444,7 +444,7 @@ class ShareMigrationManager(HostAssistedMixin):
         ctx = self.ctx
         with ctx.lock(name, 'migration complete'):
             record, pool = ctx.load(name, cleanup=True)
-            cleanup.run_pending(ctx, record, pool)
+            cleaned = cleanup.retry(ctx, record, pool)
             before = copy.deepcopy(record)
             ts = record.get('task_state')
             mig = record.get('migration') or {}
@@ -453,7 +453,7 @@ class ShareMigrationManager(HostAssistedMixin):
             if ts == states.MIGRATION_SUCCESS:
                 if copy_report is not None:
                     self._check_report(record, copy_report, final=True)
-                return self._result(False, before, record, pool, [], {'msg': 'migration already completed'})
+                return self._result(cleaned, before, record, pool, [], {'msg': 'migration already completed'})
             if ts not in states.COMPLETABLE_TASK_STATES and ts != states.MIGRATION_COMPLETING:
                 raise InvalidRequest('Cannot complete the migration of share %s: its task_state is %s; phase 2 starts only '
                                      'from %s' % (name, ts, ' or '.join(states.COMPLETABLE_TASK_STATES)))
@@ -559,12 +559,12 @@ class ShareMigrationManager(HostAssistedMixin):
         ctx = self.ctx
         with ctx.lock(name, 'migration cancel'):
             record, pool = ctx.load(name, cleanup=True)
-            cleanup.run_pending(ctx, record, pool)
+            cleaned = cleanup.retry(ctx, record, pool)
             before = copy.deepcopy(record)
             ts = record.get('task_state')
             if ts in (None, states.MIGRATION_CANCELLED, states.MIGRATION_SUCCESS, states.MIGRATION_ERROR,
                       states.DATA_COPYING_CANCELLED, states.DATA_COPYING_ERROR):
-                return self._result(False, before, record, pool, [], {'msg': 'no migration to cancel (task_state %s)' % ts})
+                return self._result(cleaned, before, record, pool, [], {'msg': 'no migration to cancel (task_state %s)' % ts})
             source, dest = self._pools(record, pool)
             if ts == states.MIGRATION_COMPLETING:
                 # Beyond the reference: a switchover that died before switching anything can be
@@ -628,10 +628,10 @@ class ShareMigrationManager(HostAssistedMixin):
         ctx = self.ctx
         with ctx.lock(name, 'reset task_state'):
             record, pool = ctx.load(name, cleanup=True)
-            cleanup.run_pending(ctx, record, pool)
+            cleaned = cleanup.retry(ctx, record, pool)
             before = copy.deepcopy(record)
             if record.get('task_state') == task_state:
-                return self._result(False, before, record, pool, [])
+                return self._result(cleaned, before, record, pool, [])
             actions = ['reset task_state of share %s from %s to %s' % (name, record.get('task_state'), task_state)]
             if ctx.check_mode:
                 predicted = copy.deepcopy(record)

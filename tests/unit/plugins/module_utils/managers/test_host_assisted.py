@@ -326,7 +326,7 @@ def test_a_cancel_whose_cleanup_fails_is_cancelled_and_retried(env, share, monke
     assert [e["pool"] for e in rec["cleanup_pending"]] == [env.B]
     assert tree_state(share) == data
     failing["on"] = False
-    assert env.migrations().cancel("s1")["changed"] is False  # a rerun retries the cleanup
+    assert env.migrations().cancel("s1")["changed"] is True  # a rerun retries the cleanup, which is a change
     assert env.read_record(env.A, "s1")["cleanup_pending"] == []
     assert not os.path.lexists(env.share_path(env.B, "s1"))
 
@@ -354,6 +354,7 @@ def test_after_the_switch_a_failed_deletion_of_the_old_instance_is_success_with_
         env.shares().absent("s1")
     assert env.read_record(env.B, "s1")["status"] == states.AVAILABLE
     failing["on"] = False
+    assert env.migrations().complete("s1")["changed"] is True, "the deletion of the old instance is a change"
     assert env.migrations().complete("s1")["changed"] is False
     assert not os.path.lexists(share)
     assert env.read_record(env.B, "s1")["cleanup_pending"] == []

@@ -1091,7 +1091,7 @@ def test_a_crash_during_cancel_converges_on_rerun(env, share, monkeypatch, point
         assert [e["pool"] for e in rec["cleanup_pending"]] == [env.B]
         assert_source_restored(env, rec, data)
         result = env.migrations().cancel("s1")
-        assert result["changed"] is False
+        assert result["changed"] is True and result["task_state"] == states.MIGRATION_CANCELLED
         rec = env.read_record(env.A, "s1")
         assert rec["cleanup_pending"] == [] and not os.path.exists(env.share_path(env.B, "s1"))
         return
