@@ -12,14 +12,46 @@ from ansible_collections.storage.mobility.plugins.module_utils.errors import Inv
 
 _PART = r'[A-Za-z0-9][A-Za-z0-9._-]*'
 _POOL_RE = re.compile(r'^(?P<host>%s)@(?P<backend>%s)#(?P<pool>%s)$' % (_PART, _PART, _PART))
-_NAME_MAX = 255
+# A name becomes one path component, and Linux filesystems hold at most 255 bytes in one.
+COMPONENT_MAX = 255
+# Every path component this collection derives from a name, with ``%s`` where the name goes.
+# The longest accepted name is the one for which all of them still fit in one component; a name
+# that is longer is refused before anything is created. Names derived from a hash or an id of
+# fixed length (trash entries, the btrfs driver's temporary snapshots, copy job folders and mount
+# points, which are named from the migration id) do not grow with the name and are not listed.
+DERIVED_NAMES = {
+    'share name': (
+        '%s',            # <pool>/shares/<share>, <pool>/snapshots/<share>, <export root>/<share>
+        '%s.json',       # <pool>/.mobility/shares/<share>.json, the share's record (store.py)
+        '%s.lock',       # <pool>/.mobility/locks/<share>.lock, the share's lock (store.py)
+    ),
+    'snapshot name': (
+        '%s',            # <pool>/snapshots/<share>/<snapshot>
+        '.%s.partial',   # a posix snapshot while it is being copied (drivers/posix.py)
+    ),
+    'job id': (
+        '%s',            # <state dir>/<job id>, a data copy job's folder (data_copy/job.py)
+        '.%s.lock',      # <state dir>/.<job id>.lock, its lock
+    ),
+}
+
+
+def name_limit(what):
+    """The longest accepted ``what`` (``share name``, ``snapshot name``, ``job id``) in bytes."""
+    patterns = DERIVED_NAMES.get(what, ('%s',))
+    return COMPONENT_MAX - max(len(pattern) - 2 for pattern in patterns)
+
+
+SHARE_NAME_MAX = name_limit('share name')
+SNAPSHOT_NAME_MAX = name_limit('snapshot name')
 
 
 def validate_name(value, what='share name'):
     """Return ``value`` if it is a safe object name, else raise InvalidRequest naming the problem.
 
     A name becomes a path component and a command argument, so it may not contain
-    ``/``, NUL or a newline, may not be ``.`` or ``..`` or start with ``-``.
+    ``/``, NUL or a newline, may not be ``.`` or ``..`` or start with ``-``, and every path
+    component derived from it (DERIVED_NAMES) must fit in 255 bytes.
     """
     if not isinstance(value, str) or value == '':
         raise InvalidRequest('Invalid %s %r: it must be a non-empty string' % (what, value))
@@ -36,8 +68,12 @@ def validate_name(value, what='share name'):
         problems.append("starts with '-'")
     if value.startswith('.'):
         problems.append("starts with '.'")
-    if len(value.encode('utf-8', 'surrogateescape')) > _NAME_MAX:
-        problems.append('is longer than %d bytes' % _NAME_MAX)
+    size = len(value.encode('utf-8', 'surrogateescape'))
+    limit = name_limit(what)
+    if size > limit:
+        problems.append('is %d bytes long, more than the limit of %d bytes for a %s (a path component holds %d '
+                        'bytes and the longest name derived from it adds %d)'
+                        % (size, limit, what, COMPONENT_MAX, COMPONENT_MAX - limit))
     if problems:
         raise InvalidRequest('Invalid %s %r: it %s' % (what, value, ' and '.join(problems)))
     return value

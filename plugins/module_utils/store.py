@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import time
+import uuid
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
@@ -46,7 +47,9 @@ def _fsync_dir(path):
 def atomic_write_json(path, data):
     """Write ``data`` as JSON to ``path``: temp file, fsync, rename, fsync of the folder."""
     folder = os.path.dirname(path)
-    tmp = os.path.join(folder, '.%s.tmp.%d' % (os.path.basename(path), os.getpid()))
+    # Not derived from the name, so that the longest accepted name fits (names.DERIVED_NAMES);
+    # listings skip names that start with a dot.
+    tmp = os.path.join(folder, '.tmp.%d.%s' % (os.getpid(), uuid.uuid4().hex[:12]))
     payload = json.dumps(data, indent=2, sort_keys=True).encode('utf-8')
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -154,27 +157,10 @@ class ShareLock(object):
     def acquire(self):
         try:
             for store in self.stores:
-                path = store.lock_path(self.name)
-                if self.create:
-                    store.ensure()
-                    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-                else:
-                    try:
-                        fd = os.open(path, os.O_RDONLY)
-                    except OSError as exc:
-                        if exc.errno == errno.ENOENT:
-                            continue
-                        raise
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except (IOError, OSError) as exc:
-                    holder = _read_holder(fd)
-                    os.close(fd)
-                    if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                        raise Busy('Share %s is busy: another run holds its lock in pool %s (%s); '
-                                   'try again when it has finished' % (self.name, store.pool, holder or 'holder unknown'))
-                    raise
-                self.handles.append(fd)
+                fd = self._lock_one(store)
+                if fd is None:
+                    continue
+                self.handles.append((store, fd))
                 if not self.create:
                     continue
                 info = json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
@@ -186,19 +172,81 @@ class ShareLock(object):
             raise
         return self
 
-    def release(self):
-        while self.handles:
-            fd = self.handles.pop()
+    def _lock_one(self, store):
+        """The locked descriptor of the share's lock file in ``store`` (None: no file to lock in
+        check mode). A lock file can be removed by the run that holds it (see release): a lock
+        taken on a file that is no longer at its path is dropped and taken again."""
+        path = store.lock_path(self.name)
+        for _attempt in range(100):
+            if self.create:
+                store.ensure()
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            else:
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except OSError as exc:
+                    if exc.errno == errno.ENOENT:
+                        return None
+                    raise
             try:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except (IOError, OSError) as exc:
+                holder = _read_holder(fd)
                 os.close(fd)
+                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise Busy('Share %s is busy: another run holds its lock in pool %s (%s); '
+                               'try again when it has finished' % (self.name, store.pool, holder or 'holder unknown'))
+                raise
+            if _names_inode(path, fd):
+                return fd
+            # The holder before us removed the file after we opened it: lock the current one.
+            os.close(fd)
+        raise Busy('Share %s is busy: its lock file in pool %s keeps being replaced; try again'
+                   % (self.name, store.pool))
+
+    def release(self):
+        """Unlock; when no pool holds a record of the share (an unknown name, a deleted share),
+        remove its lock files first, while still holding them, so bad input leaves nothing behind."""
+        discard = self.create and bool(self.handles) and not any(
+            os.path.lexists(store.share_path(self.name)) for store, _fd in self.handles)
+        while self.handles:
+            store, fd = self.handles.pop()
+            try:
+                if discard:
+                    _unlink_locked(store.lock_path(self.name), fd)
+            finally:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                finally:
+                    os.close(fd)
 
     def __enter__(self):
         return self.acquire()
 
     def __exit__(self, *exc_info):
         self.release()
+
+
+def _names_inode(path, fd):
+    """True when ``path`` still names the file open as ``fd``."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+def _unlink_locked(path, fd):
+    """Remove the lock file ``path`` that this run holds locked as ``fd``: only when the path still
+    names that file (a run that opens it meanwhile finds it replaced and locks again)."""
+    if not _names_inode(path, fd):
+        return False
+    try:
+        os.unlink(path)
+    except OSError:
+        return False
+    return True
 
 
 def _read_holder(fd):

@@ -34,7 +34,11 @@ attributes:
     description: Returns the share before and after.
 options:
   name:
-    description: Name of the share. No V(/), V(..), leading V(-) or V(.), NUL or newline.
+    description:
+      - Name of the share. No V(/), V(..), leading V(-) or V(.), NUL or newline.
+      - At most 250 bytes (UTF-8), so that every file name derived from it (its record
+        C(<name>.json) and lock C(<name>.lock) add 5 bytes) fits in the 255 bytes of a path
+        component. A longer name is refused before anything is created.
     type: str
     required: true
   state:

@@ -90,6 +90,16 @@ shares:
       description: The last migration of the share, with its mechanism, timings, error and driver refusal.
       type: dict
       sample: {destination_pool: stor1@generic1#beta, mechanism: driver, driver_refusal: null}
+    cleanup_pending:
+      description:
+        - What a failed, cancelled or completed migration left to delete and could not delete yet (a
+          full pool, an I/O error) - the destination or old instance, or a driver's temporary copies - each
+          with its pool, reason, error and attempts. Every later run on the share retries it; the share
+          itself is usable meanwhile.
+      type: list
+      elements: dict
+      sample: [{kind: instance, pool: stor1@generic1#alpha, reason: old instance after migration 3c1d..., attempts: 1,
+                error: "Failed to delete share in place: rm exited with 1"}]
     replicas:
       description: Manila only, for a share with a C(replication_type) - its replicas with pool, status and C(replica_state).
       type: list

@@ -61,7 +61,7 @@ attributes:
     description: Returns the share before and after.
 options:
   share:
-    description: Name of the share to migrate.
+    description: Name of the share to migrate (at most 250 bytes, see M(storage.mobility.share)).
     type: str
     required: true
   state:

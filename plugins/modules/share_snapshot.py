@@ -33,7 +33,9 @@ options:
     type: str
     required: true
   name:
-    description: Name of the snapshot. No V(/), V(..), leading V(-) or V(.), NUL or newline.
+    description:
+      - Name of the snapshot. No V(/), V(..), leading V(-) or V(.), NUL or newline.
+      - At most 246 bytes (UTF-8) - a posix snapshot is copied under C(.<name>.partial) first.
     type: str
     required: true
   state:

@@ -157,11 +157,18 @@ def test_crash_at_every_step_then_rerun_converges(lab):
             records = lab.records("crashy")
             assert sorted(records) == ["alpha", "beta"], "the stale record should still be there"
             assert records["beta"]["revision"] > records["alpha"]["revision"]
-            assert not lab.share_path("crashy", "alpha").exists()
+            # The switch is done: deleting the old instance is cleanup, noted before it runs,
+            # which the rerun finishes.
+            assert [e["pool"] for e in records["beta"]["cleanup_pending"]] == [ALPHA]
+            assert lab.share_path("crashy", "alpha").is_dir()
 
     final = lab.complete("crashy")
     _rerun_ok(final)
-    assert final.recap()["changed"] == 0, "completing a completed migration changed something"
+    # The last crash came right after the completed record: this rerun deletes the old instance.
+    assert final.recap()["changed"] == 1, "the rerun did not report the deletion of the old instance"
+    again = lab.complete("crashy")
+    _rerun_ok(again)
+    assert again.recap()["changed"] == 0, "completing a completed migration changed something"
     _assert_migrated(lab, "crashy", before)
 
 

@@ -22,6 +22,7 @@ import sys
 import time
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fastcopy as fastcopy_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags as fileflags_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
@@ -37,7 +38,7 @@ USER_STATE_DIR = '~/.cache/storage-mobility/jobs'
 REQUEST_KEYS = ('source', 'destination', 'ignore_files', 'check_hash', 'hash_algorithm', 'rsync_options',
                 'rsync_base_options', 'final_pass', 'bwlimit', 'migration_id', 'pass_id')
 # The modules the worker needs, shipped into <job folder>/lib/ at each launch.
-WORKER_MODULES = (state_lib, seal_lib, rsync_lib, manifest_lib, fastcopy_lib, worker_lib)
+WORKER_MODULES = (state_lib, seal_lib, fileflags_lib, rsync_lib, manifest_lib, fastcopy_lib, worker_lib)
 PACKAGE_DIRS = ('ansible_collections', 'storage', 'mobility', 'plugins', 'module_utils', 'data_copy')
 LOCK_TIMEOUT = 30.0
 TERM_TIMEOUT = 5.0

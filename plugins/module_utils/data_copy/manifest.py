@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.fileflags import read_carried
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import TreeSeal
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.state import atomic_write, render_path
 
@@ -51,8 +52,9 @@ REPAIR_LIMIT = 100000
 REPAIR_ATTRIBUTES = frozenset(('hash', 'link', 'error'))
 CHUNK = 1024 * 1024
 ACL_XATTRS = ('system.posix_acl_access', 'system.posix_acl_default')
+# ``flags``: the immutable and append-only attributes (see fileflags), absent when neither is set.
 ATTRIBUTES = ('type', 'mode', 'uid', 'gid', 'size', 'mtime_ns', 'target', 'rdev', 'xattrs', 'link', 'hash',
-              'error')
+              'flags', 'error')
 
 _O_NOATIME = getattr(os, 'O_NOATIME', 0)
 _O_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
@@ -453,8 +455,9 @@ class Walker(object):
                         self._links[(st.st_dev, st.st_ino)] = (rel, digest)
         except OSError as exc:
             error = '%s: %s' % (errno.errorcode.get(exc.errno, 'error'), exc.strerror)
+        flags = read_carried(full, st) or None
         values = (kind, stat.S_IMODE(mode), st.st_uid, st.st_gid, size, mtime, target, rdev, xattrs, link, digest,
-                  error)
+                  flags, error)
         self._count(rel, kind, size, values)
         return values
 

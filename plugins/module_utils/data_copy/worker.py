@@ -28,6 +28,7 @@ import time
 import traceback
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fastcopy as fastcopy_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags as fileflags_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
@@ -148,6 +149,8 @@ class Worker(object):
         self._scan_thread = None
         self.copy_engine = None
         self.seals = {}
+        self.flags = fileflags_lib.Carrier(self.job['source'], self.job['destination'], self.job['ignore_files'],
+                                           self.log)
 
     def path(self, name):
         return os.path.join(self.folder, name)
@@ -585,6 +588,14 @@ class Worker(object):
         self.write_status(percent=100, bytes_done=result.bytes_compared, files_done=result.compared, eta_seconds=0)
         return result
 
+    @staticmethod
+    def flag_step(step):
+        """Carry the immutable and append-only attributes (fileflags.Carrier): before a pass, after it."""
+        try:
+            step()
+        except fileflags_lib.FlagError as exc:
+            raise JobFailed(str(exc))
+
     # ------------------------------------------------------------------ run
 
     def report(self, comparison=None, error=None):
@@ -607,7 +618,7 @@ class Worker(object):
             'final_pass': bool(job.get('final_pass')), 'ignore_files': job['ignore_files'],
             'migration_id': job.get('migration_id'), 'pass_id': job.get('pass_id'),
             'source_seal': None, 'destination_seal': None,
-            'hashing': dict(self.hash_stats) or None,
+            'hashing': dict(self.hash_stats) or None, 'flagged_entries': len(self.flags.wanted),
             'warnings': list(self.warnings), 'started_at': self.status['started_at'],
             'finished_at': state_lib.now_iso(), 'attempt': self.status['attempt'],
         }
@@ -634,11 +645,13 @@ class Worker(object):
             self.write_status()
             self.log('attempt %s of job %s: %s -> %s' % (
                 self.status['attempt'], self.job['job_id'], self.job['source'], self.job['destination']))
+            self.flag_step(self.flags.prepare)
             if self.first_copy():
                 self.copy_engine = 'parallel'
             else:
                 self.copy_engine = 'parallel, then rsync' if self.copy_engine else 'rsync'
                 self.copy_with_rsync()
+            self.flag_step(self.flags.apply)
             if self.job.get('check_hash'):
                 comparison = self.verify()
                 if not comparison.matched and self.copy_engine == 'parallel':
@@ -647,7 +660,9 @@ class Worker(object):
                              % comparison.summary())
                     self.copy_engine = 'parallel, then rsync'
                     self.save_repair(comparison)
+                    self.flag_step(self.flags.clear_destination)
                     self.copy_with_rsync()
+                    self.flag_step(self.flags.apply)
                     comparison = self.verify()
                 if not comparison.matched:
                     self.save_repair(comparison)

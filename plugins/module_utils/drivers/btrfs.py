@@ -40,8 +40,9 @@ import subprocess
 import tempfile
 import time
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.posix import PosixShareDriver
-from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.mounts import mount_of
 from ansible_collections.storage.mobility.plugins.module_utils.store import (
     CRASH_AFTER_ENV, META_DIR, atomic_write_json, now_iso)
@@ -279,7 +280,23 @@ class BtrfsShareDriver(PosixShareDriver):
     def _delete_subvolume(self, path, what):
         if not self.is_subvolume(path):
             return False
-        self._btrfs(['subvolume', 'delete', '--commit-after', path], 'delete %s (%s)' % (what, path))
+        argv = ['subvolume', 'delete', '--commit-after', path]
+        try:
+            self._btrfs(argv, 'delete %s (%s)' % (what, path))
+        except CommandError:
+            # Files inside do not stop a subvolume's deletion, but an immutable or append-only
+            # attribute on its root folder does: clear it (a read-only snapshot first made
+            # writable, it is being deleted anyway) and try again.
+            if not fileflags.read_carried(path):
+                raise
+            if (self.show(path) or {}).get('readonly'):
+                self._btrfs(['property', 'set', '-ts', path, 'ro', 'false'], 'make %s writable to delete it' % path)
+            try:
+                fileflags.set_carried(path, 0)
+            except OSError as exc:
+                raise StorageError('Failed to delete %s (%s): cannot clear its immutable or append-only attribute: %s'
+                                   % (what, path, exc.strerror))
+            self._btrfs(argv, 'delete %s (%s)' % (what, path))
         return True
 
     @staticmethod
@@ -396,6 +413,15 @@ class BtrfsShareDriver(PosixShareDriver):
         if nested:
             result['reason'] = ('share %s holds nested subvolumes (%s), which btrfs send does not carry'
                                 % (share['name'], ', '.join(nested)))
+            return result
+        flagged = fileflags.flagged_entries(source, stay_on=os.lstat(source).st_dev)
+        if flagged:
+            names = sorted(flagged)
+            result['reason'] = ('share %s holds immutable or append-only entries, attributes that btrfs send does not '
+                                'carry (a host copy does): %s%s'
+                                % (share['name'], ', '.join('%s (%s)' % (fileflags.render(n), fileflags.describe(flagged[n]))
+                                                            for n in names[:10]),
+                                   ' and %d more' % (len(names) - 10) if len(names) > 10 else ''))
             return result
         result.update({
             'compatible': True, 'writable': True, 'preserve_metadata': True, 'preserve_snapshots': True,
@@ -834,6 +860,11 @@ class BtrfsShareDriver(PosixShareDriver):
             if not self.is_subvolume(final):
                 self._btrfs(['subvolume', 'snapshot', '-r', source, final],
                             'take the final snapshot of share %s' % name)
+            flagged = fileflags.flagged_entries(final, stay_on=os.lstat(final).st_dev)
+            if flagged:
+                raise StorageError('share %s now holds immutable or append-only entries, attributes that btrfs send '
+                                   'does not carry: %s; clear them (chattr -i -a) and complete again, or cancel and '
+                                   'migrate host-assisted' % (name, ', '.join(sorted(fileflags.render(n) for n in flagged)[:10])))
             parent = os.path.join(src_stage, increment_name(max(seqs))) if seqs else None
             progress = self._read_progress(source_pool, share) or {}
             progress.update({'phase': 'final', 'bytes_sent': 0, 'send_seconds': 0, 'total_progress': 0})

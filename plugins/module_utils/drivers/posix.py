@@ -18,12 +18,14 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
+import hashlib
 import os
 import uuid
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import SealError, tree_seal
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.base import ShareDriver
-from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import export_helper
 from ansible_collections.storage.mobility.plugins.module_utils.mounts import mount_of
 from ansible_collections.storage.mobility.plugins.module_utils.store import META_DIR
@@ -40,6 +42,13 @@ def _tree_bytes(path):
             except OSError:
                 pass
     return total
+
+
+def trash_prefix(kind, *names):
+    """The prefix of the trash entries of one object: ``<kind>-<16 hex digits of a hash of its
+    names>.``, a fixed length whatever the names' length (names.DERIVED_NAMES)."""
+    digest = hashlib.sha256(b'\0'.join(n.encode('utf-8', 'surrogateescape') for n in names)).hexdigest()
+    return '%s-%s.' % (kind, digest[:16])
 
 
 def _is_empty_dir(path):
@@ -120,37 +129,61 @@ class PosixShareDriver(ShareDriver):
                                      'empty folder (data not managed by this collection?)' % (share_name, pool, path))
         return path
 
-    def _purge_trash(self, pool, prefix):
+    def _purge_trash(self, pool, prefixes):
         trash = self._trash(pool)
         try:
-            entries = [e for e in os.listdir(trash) if e.startswith(prefix)]
+            entries = [e for e in os.listdir(trash) if e.startswith(tuple(prefixes))]
         except OSError:
             return False
         for entry in entries:
-            self.runner.run(['rm', '-rf', '--one-file-system', '--', os.path.join(trash, entry)],
-                            'delete %s from the trash of pool %s' % (entry, pool))
+            self.remove_tree(os.path.join(trash, entry), 'delete %s from the trash of pool %s' % (entry, pool))
         return bool(entries)
 
-    def _delete_tree(self, pool, path, trash_prefix, what):
-        """Move ``path`` into the pool's trash (atomic), then delete it; converge after a crash."""
+    def remove_tree(self, path, what):
+        """``rm -rf`` of ``path``; when that fails, clear the immutable and append-only attributes
+        below it (fileflags) and try once more. Needs no free space in the filesystem."""
+        try:
+            self.runner.run(['rm', '-rf', '--one-file-system', '--', path], what)
+            return
+        except CommandError as exc:
+            first = exc
+        try:
+            cleared = fileflags.clear_tree(path)
+        except OSError as exc:
+            raise StorageError('Failed to %s: %s; clearing the immutable and append-only attributes failed too: %s'
+                               % (what, first, exc), **first.details)
+        if not cleared:
+            raise first
+        self.runner.run(['rm', '-rf', '--one-file-system', '--', path], what)
+
+    def _delete_tree(self, pool, path, prefixes, what):
+        """Move ``path`` into the pool's trash (atomic), then delete it; converge after a crash.
+
+        Where the move is impossible (a full pool cannot create the trash folder, an immutable
+        folder cannot be renamed) ``path`` is deleted where it is: that needs no free space, and a
+        run that dies half way leaves the rest at the same path for the next run to delete."""
         changed = False
         if os.path.lexists(path):
             trash = self._trash(pool)
+            target = os.path.join(trash, '%s%s' % (prefixes[0], uuid.uuid4().hex))
             try:
-                os.makedirs(trash, 0o700)
-            except OSError as exc:
-                if exc.errno != errno.EEXIST:
-                    raise StorageError('Failed to delete %s: cannot create %s: %s' % (what, trash, exc.strerror))
-            target = os.path.join(trash, '%s%s' % (trash_prefix, uuid.uuid4().hex))
-            try:
+                try:
+                    os.makedirs(trash, 0o700)
+                except OSError as exc:
+                    if exc.errno != errno.EEXIST:
+                        raise
                 os.rename(path, target)
-            except OSError as exc:
-                raise StorageError('Failed to delete %s: cannot move %s to the trash: %s' % (what, path, exc.strerror))
+            except OSError:
+                self.remove_tree(path, 'delete %s in place (it cannot be moved to the trash)' % what)
             changed = True
-        return self._purge_trash(pool, trash_prefix) or changed
+        return self._purge_trash(pool, prefixes) or changed
+
+    def _instance_trash(self, share_name):
+        # The second prefix finds what an earlier version put in the trash.
+        return [trash_prefix('share', share_name), 'share-%s.' % share_name]
 
     def delete_instance(self, pool, share_name):
-        return self._delete_tree(pool, self.instance_path(pool, share_name), 'share-%s.' % share_name,
+        return self._delete_tree(pool, self.instance_path(pool, share_name), self._instance_trash(share_name),
                                  'share %s in pool %s' % (share_name, pool))
 
     def tree_seal(self, pool, path, ignore):
@@ -181,8 +214,7 @@ class PosixShareDriver(ShareDriver):
                 raise StorageError('Failed to create snapshot %s of share %s: %s' % (snapshot_name, share_name, exc.strerror))
         tmp = os.path.join(folder, '.%s.partial' % snapshot_name)
         if os.path.lexists(tmp):
-            self.runner.run(['rm', '-rf', '--one-file-system', '--', tmp],
-                            'remove the partial snapshot %s of share %s' % (snapshot_name, share_name))
+            self.remove_tree(tmp, 'remove the partial snapshot %s of share %s' % (snapshot_name, share_name))
         self.runner.run(['cp', '-a', '--reflink=auto', '--', source, tmp],
                         'copy share %s into snapshot %s' % (share_name, snapshot_name))
         os.rename(tmp, final)
@@ -190,7 +222,8 @@ class PosixShareDriver(ShareDriver):
 
     def delete_snapshot(self, pool, share_name, snapshot_name):
         changed = self._delete_tree(pool, self.snapshot_path(pool, share_name, snapshot_name),
-                                    'snapshot-%s-%s.' % (share_name, snapshot_name),
+                                    [trash_prefix('snapshot', share_name, snapshot_name),
+                                     'snapshot-%s-%s.' % (share_name, snapshot_name)],
                                     'snapshot %s of share %s' % (snapshot_name, share_name))
         folder = self.snapshots_dir(pool, share_name)
         if _is_empty_dir(folder):
@@ -227,6 +260,12 @@ class PosixShareDriver(ShareDriver):
                                 'driver moves shares only by renaming within one filesystem'
                                 % (src_fs['fstype'], src_fs['source'], src_fs['mount_point'],
                                    dst_fs['fstype'], dst_fs['source'], dst_fs['mount_point']))
+            return result
+        root_flags = fileflags.read_carried(self.instance_path(source_pool, share['name']))
+        if root_flags:
+            # rename(2) refuses to move a folder that is immutable or append-only itself.
+            result['reason'] = ('the root folder of share %s is %s, which a rename cannot move (a host copy carries '
+                                'the attribute)' % (share['name'], fileflags.describe(root_flags)))
             return result
         source_export = self.export().location(share['name'], self.instance_path(source_pool, share['name']))
         destination_export = destination_driver.export().location(

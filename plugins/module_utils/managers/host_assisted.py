@@ -235,25 +235,23 @@ class HostAssistedMixin(object):
         return self._result(True, before, record, pool, ['record the verified copy', 'task_state -> data_copying_completed'])
 
     def _fail_copy(self, record, pool, problem, report):
-        """A failed or unverified copy: data_copying_error, destination removed, source restored."""
+        """A failed or unverified copy: data_copying_error with the source restored and the error
+        recorded first, then the destination removed (best effort: cleanup_pending otherwise)."""
         source, dest = self._pools(record, pool)
         name = record['name']
-        kept = None
-        if self._instance(record, 'destination') is not None:
-            if self.ctx.driver(source).instance_exists(source, name):
-                self.ctx.driver(dest).delete_instance(dest, name)
-            else:
-                kept = 'the source data is missing, so the destination was kept'
-        self._restore_source(record, pool)
+        had_destination = self._instance(record, 'destination') is not None
+        kept = self._note_destination_removal(record, source, dest)
+        restore_problem = self._restore_source(record, pool)
         record['migration']['error'] = 'Copy failed: %s' % problem
         record['migration']['copy'] = dict(self._copy_summary(report), differ=report.get('differ'),
                                            missing=report.get('missing'), extra=report.get('extra'))
         record['migration']['ended_at'] = now_iso()
         self._set(record, pool, 'copy failed: %s' % problem, states.DATA_COPYING_ERROR)
-        msg = ('Failed to copy share %s to %s: %s; the destination instance was removed and the share is available '
-               'again, untouched, in %s' % (name, dest, problem, source))
-        if kept:
-            msg += ' (%s)' % kept
+        left = self._run_cleanup(record, pool)
+        removed = had_destination and not left and not kept
+        msg = ('Failed to copy share %s to %s: %s; %sthe share is available again, untouched, in %s'
+               % (name, dest, problem, 'the destination instance was removed and ' if removed else '', source))
+        msg += self._cleanup_note(left, kept, restore_problem)
         raise StorageError(msg, share=self.shares.view(record, pool), copy_report=report)
 
     # -- phase 2 -----------------------------------------------------------------------------

@@ -13,8 +13,9 @@ import os
 import uuid
 
 from ansible_collections.storage.mobility.plugins.module_utils import states
-from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, InvalidRequest
+from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import access_mode
+from ansible_collections.storage.mobility.plugins.module_utils.managers import cleanup
 from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
 from ansible_collections.storage.mobility.plugins.module_utils.store import now_iso
 
@@ -289,6 +290,12 @@ class ShareManager(object):
                                      % (name, ', '.join(s['name'] for s in record['snapshots'])))
             if record.get('replicas'):
                 raise InvalidRequest('Cannot delete share %s: it has replicas; delete them first' % name)
+            # Leftovers of its migrations go first: once the record is gone nothing would retry them.
+            left = cleanup.run_pending(ctx, record, pool)
+            if left:
+                raise StorageError('Cannot delete share %s yet: what its migrations left could not be removed (%s); '
+                                   'the share is unchanged: fix the cause and delete it again'
+                                   % (name, cleanup.describe(left)))
             driver = ctx.driver(pool)
             path = driver.instance_path(pool, name)
             actions = driver.export().plan(name, path, None) + ['delete share %s from pool %s (%s)' % (name, pool, path)]

@@ -21,6 +21,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.drivers.base impo
 from ansible_collections.storage.mobility.plugins.module_utils.errors import (
     Busy, InvalidRequest, StorageError)
 from ansible_collections.storage.mobility.plugins.module_utils.exports import access_mode
+from ansible_collections.storage.mobility.plugins.module_utils.managers import cleanup
 from ansible_collections.storage.mobility.plugins.module_utils.managers.host_assisted import HostAssistedMixin
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import (
     ShareManager, active_instance, check_extra_specs, normalize_share_type)
@@ -166,6 +167,7 @@ class ShareMigrationManager(HostAssistedMixin):
         ctx = self.ctx
         with ctx.lock(name, 'migration start'):
             record, pool = ctx.load(name, cleanup=True)
+            cleaned = cleanup.retry(ctx, record, pool)
             before = copy.deepcopy(record)
             stype = None
             if new_share_type is not None:
@@ -193,8 +195,12 @@ class ShareMigrationManager(HostAssistedMixin):
                 raise InvalidRequest('Refusing the copy report for share %s: no migration to %s is running; nothing was '
                                      'changed' % (name, destination))
             dest = self.validate_start(record, pool, destination, flags, force_host_assisted, stype)
+            if dest is not None and cleanup.pending_in(record, dest):
+                raise StorageError('Cannot migrate share %s to %s: what an earlier migration left there could not be '
+                                   'removed yet (%s); fix the cause, then run again (every run retries it)'
+                                   % (name, dest, cleanup.describe(cleanup.pending_in(record, dest))))
             if dest is None:
-                return self._result(False, before, record, pool, [], {'msg': 'share %s is already in pool %s' % (name, pool)})
+                return self._result(cleaned, before, record, pool, [], {'msg': 'share %s is already in pool %s' % (name, pool)})
             if stype is not None:
                 check_extra_specs(stype, ctx.driver(dest).pool_stats(dest), dest)
             mechanism, compat, refusal = self.plan_mechanism(record, pool, dest, flags, force_host_assisted)
@@ -361,36 +367,62 @@ class ShareMigrationManager(HostAssistedMixin):
         return True
 
     def _fail_phase1(self, record, pool, dest, exc):
-        """Any failure in phase 1: remove the destination, source back to available with its rules."""
+        """Any failure in phase 1: the source back to available with its rules and the error
+        recorded first, then the destination removed (best effort: cleanup_pending otherwise)."""
         name = record['name']
-        cleanup_errors = []
+        problems = []
         try:
             source, _dest = self._pools(record, pool)
-            driver = self.ctx.driver(source)
             try:
-                driver.migration_cancel(source, dest, record)
+                self.ctx.driver(source).migration_cancel(source, dest, record)
             except Exception as cancel_exc:
-                cleanup_errors.append('driver cancel: %s' % cancel_exc)
-            if self._instance(record, 'destination') is None:
-                pass  # the destination was never created by this migration: leave whatever is there
-            elif self.ctx.driver(source).instance_exists(source, name):
-                self.ctx.driver(dest).delete_instance(dest, name)
-            else:
-                cleanup_errors.append('the source data is missing, so the destination was kept')
+                problems.append('driver cancel: %s' % cancel_exc)
+            kept = self._note_destination_removal(record, source, dest)
+            if kept:
+                problems.append(kept)
         except Exception as cleanup_exc:
-            cleanup_errors.append(str(cleanup_exc))
-        self._restore_source(record, pool)
+            problems.append(str(cleanup_exc))
+        before_restore = {'instances': list(record.get('instances') or [])}
+        restore_problem = self._restore_source(record, pool)
         record['migration']['error'] = 'Phase 1 failed: %s' % exc
         record['migration']['ended_at'] = now_iso()
         self._set(record, pool, 'phase 1 failed: %s' % exc, states.MIGRATION_ERROR)
-        msg = ('Failed to migrate share %s to %s: %s; the destination instance was removed and the share is '
-               'available again in %s' % (name, dest, exc, pool))
-        if cleanup_errors:
-            msg += ' (cleanup problems: %s)' % '; '.join(cleanup_errors)
+        left = self._run_cleanup(record, pool)
+        removed = self._instance(before_restore, 'destination') is not None and not left and not problems
+        msg = ('Failed to migrate share %s to %s: %s; %sthe share is available again in %s'
+               % (name, dest, exc, 'the destination instance was removed and ' if removed else '', pool))
+        msg += self._cleanup_note(left, '; '.join(problems) or None, restore_problem)
         details = getattr(exc, 'details', {})
         raise StorageError(msg, share=self.shares.view(record, pool), **details)
 
+    def _note_destination_removal(self, record, source, dest):
+        """Before a failed or cancelled migration is recorded: note its destination instance for
+        deletion (cleanup_pending). Returns why it is kept instead, or None."""
+        if self._instance(record, 'destination') is None:
+            return None  # never created by this migration: whatever is at that path is left alone
+        if not self.ctx.driver(source).instance_exists(source, record['name']):
+            return 'the source data is missing, so the destination was kept'
+        cleanup.add_instance(record, dest, 'destination instance of migration %s' % record['migration']['id'])
+        return None
+
+    def _run_cleanup(self, record, pool):
+        """Delete what cleanup_pending lists; return the entries that are still pending."""
+        return cleanup.run_pending(self.ctx, record, pool)
+
+    @staticmethod
+    def _cleanup_note(left, kept=None, restore_problem=None):
+        notes = []
+        if restore_problem:
+            notes.append('restoring the source export failed: %s' % restore_problem)
+        if kept:
+            notes.append(kept)
+        if left:
+            notes.append('cleanup pending, retried by every later run on the share: %s' % cleanup.describe(left))
+        return (' (%s)' % '; '.join(notes)) if notes else ''
+
     def _restore_source(self, record, pool):
+        """The source instance available with its access rules; returns the export's error, if any
+        (the record is written by the caller in either case)."""
         record['instances'] = [i for i in record['instances'] if i.get('role') == 'active']
         src_inst = active_instance(record)
         src_inst['status'] = states.AVAILABLE
@@ -398,7 +430,13 @@ class ShareMigrationManager(HostAssistedMixin):
         if record.get('migration'):
             record['migration']['source_read_only'] = False
         driver = self.ctx.driver(pool)
-        driver.export().apply(record['name'], src_inst['path'], access_mode(record['access_rules']))
+        try:
+            driver.export().apply(record['name'], src_inst['path'], access_mode(record['access_rules']))
+        except Exception as exc:  # pylint: disable=broad-except
+            if record.get('migration'):
+                record['migration']['restore_error'] = str(exc)
+            return str(exc)
+        return None
 
     # -- phase 2 -----------------------------------------------------------------------------
     def complete(self, name, destination=None, copy_report=None):
@@ -406,6 +444,7 @@ class ShareMigrationManager(HostAssistedMixin):
         ctx = self.ctx
         with ctx.lock(name, 'migration complete'):
             record, pool = ctx.load(name, cleanup=True)
+            cleaned = cleanup.retry(ctx, record, pool)
             before = copy.deepcopy(record)
             ts = record.get('task_state')
             mig = record.get('migration') or {}
@@ -414,7 +453,7 @@ class ShareMigrationManager(HostAssistedMixin):
             if ts == states.MIGRATION_SUCCESS:
                 if copy_report is not None:
                     self._check_report(record, copy_report, final=True)
-                return self._result(False, before, record, pool, [], {'msg': 'migration already completed'})
+                return self._result(cleaned, before, record, pool, [], {'msg': 'migration already completed'})
             if ts not in states.COMPLETABLE_TASK_STATES and ts != states.MIGRATION_COMPLETING:
                 raise InvalidRequest('Cannot complete the migration of share %s: its task_state is %s; phase 2 starts only '
                                      'from %s' % (name, ts, ' or '.join(states.COMPLETABLE_TASK_STATES)))
@@ -441,7 +480,11 @@ class ShareMigrationManager(HostAssistedMixin):
             else:
                 self._complete_driver_data(record, source, dest)
             new_record, new_pool = self._switch(record, source, dest)
-            return self._result(True, before, new_record, new_pool, actions)
+            extra = {}
+            if new_record.get('cleanup_pending'):
+                extra['warnings'] = ['Share %s now lives in %s, but cleanup is pending (retried by every later run on '
+                                     'the share): %s' % (name, dest, cleanup.describe(new_record['cleanup_pending']))]
+            return self._result(True, before, new_record, new_pool, actions, extra)
 
     def _complete_driver_data(self, record, source, dest):
         driver = self.ctx.driver(source)
@@ -480,11 +523,13 @@ class ShareMigrationManager(HostAssistedMixin):
         dst_inst['status'] = states.AVAILABLE
         src_inst['status'] = states.INACTIVE
         ctx.repo.save(record, source, 'destination available, source inactive')
-        src_driver.delete_instance(source, name)
         mig = record['migration']
+        # From here the migration is a success: deleting the old instance (and, driver-assisted,
+        # the temporary copies and the source's snapshots, after it) is cleanup, noted first and
+        # retried by every later run until it succeeds.
+        cleanup.add_instance(record, source, 'old instance after migration %s' % mig['id'])
         if mig.get('mechanism') != 'host':
-            # Temporary copies and the source's snapshots go only now, after the source itself.
-            src_driver.migration_cleanup(source, dest, record)
+            cleanup.add_migration(record, mig, 'temporary copies of migration %s' % mig['id'])
         mig['completed_at'] = now_iso()
         if mig.get('completing_started_epoch'):
             mig['switchover_seconds'] = round(time.time() - mig['completing_started_epoch'], 3)
@@ -508,6 +553,7 @@ class ShareMigrationManager(HostAssistedMixin):
         # locked run removes).
         ctx.repo.save(new, dest, 'migration %s completed: share now in %s' % (mig['id'], dest))
         ctx.repo.delete(name, source)
+        self._run_cleanup(new, dest)
         return new, dest
 
     # -- cancel ------------------------------------------------------------------------------
@@ -516,11 +562,12 @@ class ShareMigrationManager(HostAssistedMixin):
         ctx = self.ctx
         with ctx.lock(name, 'migration cancel'):
             record, pool = ctx.load(name, cleanup=True)
+            cleaned = cleanup.retry(ctx, record, pool)
             before = copy.deepcopy(record)
             ts = record.get('task_state')
             if ts in (None, states.MIGRATION_CANCELLED, states.MIGRATION_SUCCESS, states.MIGRATION_ERROR,
                       states.DATA_COPYING_CANCELLED, states.DATA_COPYING_ERROR):
-                return self._result(False, before, record, pool, [], {'msg': 'no migration to cancel (task_state %s)' % ts})
+                return self._result(cleaned, before, record, pool, [], {'msg': 'no migration to cancel (task_state %s)' % ts})
             source, dest = self._pools(record, pool)
             if ts == states.MIGRATION_COMPLETING:
                 # Beyond the reference: a switchover that died before switching anything can be
@@ -548,14 +595,23 @@ class ShareMigrationManager(HostAssistedMixin):
             if not ctx.driver(source).instance_exists(source, name):
                 raise StorageError('Refusing to finish the cancel of share %s: its source data in %s is missing, so the '
                                    'destination in %s is kept; inspect both by hand' % (name, source, dest))
-            if self._instance(record, 'destination') is not None:
-                # Only a destination this migration recorded is removed; whatever else sits at
-                # that path (a run that died before recording it found it there) is left alone.
-                ctx.driver(dest).delete_instance(dest, name)
-            self._restore_source(record, pool)
+            # Only a destination this migration recorded is removed; whatever else sits at that
+            # path (a run that died before recording it found it there) is left alone. The source
+            # is restored and the cancel recorded first; the removal is cleanup.
+            self._note_destination_removal(record, source, dest)
+            restore_problem = self._restore_source(record, pool)
+            if restore_problem:
+                raise StorageError('Failed to cancel the migration of share %s: cannot restore the export of its source: '
+                                   '%s; run the cancel again' % (name, restore_problem))
             record['migration']['ended_at'] = now_iso()
             self._set(record, pool, 'migration cancelled', states.MIGRATION_CANCELLED)
-            return self._result(True, before, record, pool, actions)
+            left = self._run_cleanup(record, pool)
+            extra = {}
+            if left:
+                extra['warnings'] = ['The migration of share %s is cancelled and the share is available in %s, but '
+                                     'cleanup is pending (retried by every later run on the share): %s'
+                                     % (name, pool, cleanup.describe(left))]
+            return self._result(True, before, record, pool, actions, extra)
 
     def _switched(self, record, source, dest):
         """True once a switchover has moved the share to the destination (no way back)."""
@@ -575,9 +631,10 @@ class ShareMigrationManager(HostAssistedMixin):
         ctx = self.ctx
         with ctx.lock(name, 'reset task_state'):
             record, pool = ctx.load(name, cleanup=True)
+            cleaned = cleanup.retry(ctx, record, pool)
             before = copy.deepcopy(record)
             if record.get('task_state') == task_state:
-                return self._result(False, before, record, pool, [])
+                return self._result(cleaned, before, record, pool, [])
             actions = ['reset task_state of share %s from %s to %s' % (name, record.get('task_state'), task_state)]
             if ctx.check_mode:
                 predicted = copy.deepcopy(record)

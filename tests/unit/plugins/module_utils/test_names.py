@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
-from ansible_collections.storage.mobility.plugins.module_utils.names import PoolRef, parse_pool, validate_name
+from ansible_collections.storage.mobility.plugins.module_utils.names import (
+    COMPONENT_MAX, DERIVED_NAMES, SHARE_NAME_MAX, SNAPSHOT_NAME_MAX, PoolRef, name_limit, parse_pool, validate_name)
 
 
-@pytest.mark.parametrize("name", ["s1", "share-01", "A.b_c", "x" * 255, "caf\u00e9", "with space"])
+@pytest.mark.parametrize("name", ["s1", "share-01", "A.b_c", "x" * 250, "\u00e9" * 125, "caf\u00e9", "with space"])
 def test_validate_name_accepts_safe_names(name):
     assert validate_name(name) == name
 
@@ -25,8 +26,8 @@ def test_validate_name_accepts_safe_names(name):
     ("a\nb", "contains a newline"),
     ("a\rb", "contains a newline"),
     (".hidden", "starts with '.'"),
-    ("x" * 256, "is longer than 255 bytes"),
-    ("\u00e9" * 128, "is longer than 255 bytes"),  # 256 bytes in UTF-8
+    ("x" * 251, "is 251 bytes long, more than the limit of 250 bytes for a share name"),
+    ("\u00e9" * 126, "is 252 bytes long, more than the limit of 250 bytes"),  # 252 bytes in UTF-8
 ])
 def test_validate_name_refuses_unsafe_names_naming_the_problem(name, problem):
     with pytest.raises(InvalidRequest) as info:
@@ -98,3 +99,21 @@ def test_parse_pool_refuses_empty_and_non_strings(value):
     with pytest.raises(InvalidRequest) as info:
         parse_pool(value)
     assert "expected host@backend#pool" in str(info.value)
+
+
+@pytest.mark.parametrize("what", sorted(DERIVED_NAMES))
+def test_the_longest_accepted_name_fits_in_every_derived_name_and_one_more_byte_is_refused(what):
+    limit = name_limit(what)
+    longest = "n" * limit
+    assert validate_name(longest, what) == longest
+    for pattern in DERIVED_NAMES[what]:
+        assert len((pattern % longest).encode()) <= COMPONENT_MAX, pattern
+    assert max(len((p % longest).encode()) for p in DERIVED_NAMES[what]) == COMPONENT_MAX, "the limit is the longest"
+    with pytest.raises(InvalidRequest) as info:
+        validate_name(longest + "n", what)
+    assert "more than the limit of %d bytes for a %s" % (limit, what) in str(info.value)
+
+
+def test_the_limits_are_those_of_the_documentation():
+    # plugins/doc_fragments and docs/share_migration.md name these numbers
+    assert (SHARE_NAME_MAX, SNAPSHOT_NAME_MAX, name_limit("job id")) == (250, 246, 249)

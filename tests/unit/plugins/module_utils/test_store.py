@@ -292,3 +292,67 @@ def test_context_rejects_an_unknown_driver(env):
     spec = dict(env.backends[0], driver="netapp")
     with pytest.raises(InvalidRequest, match="known share drivers are .*posix"):
         Context([spec])
+
+
+# --------------------------------------------------------------------------- no lock file left by bad input
+
+
+def _lock_files(env):
+    found = []
+    for pool in (env.A, env.B):
+        folder = os.path.join(env.pool_path(pool), ".mobility", "locks")
+        if os.path.isdir(folder):
+            found += [os.path.join(pool, name) for name in os.listdir(folder)]
+    return sorted(found)
+
+
+def test_a_request_naming_an_unknown_share_leaves_no_lock_file(env):
+    env.create_share("s1")
+    assert _lock_files(env) == [os.path.join(env.A, "s1.lock"), os.path.join(env.B, "s1.lock")]
+    for call in (lambda: env.migrations().start("ghost", env.B, {}),
+                 lambda: env.migrations().complete("ghost"),
+                 lambda: env.migrations().cancel("ghost"),
+                 lambda: env.shares().snapshot_present("ghost", "snap1")):
+        with pytest.raises(NotFound):
+            call()
+    assert env.shares().absent("ghost")["changed"] is False
+    assert _lock_files(env) == [os.path.join(env.A, "s1.lock"), os.path.join(env.B, "s1.lock")]
+    # a share that is deleted takes its lock files with it
+    env.shares().absent("s1")
+    assert _lock_files(env) == []
+
+
+def test_a_lock_on_a_file_removed_meanwhile_is_taken_again_on_the_current_file(env, repo, monkeypatch):
+    """A run that opened the lock file just before its holder removed it must not believe it
+    holds the lock: it finds the path names another file and locks that one."""
+    store = repo.store(env.pool(env.A))
+    path = store.lock_path("s1")
+    store.ensure()
+    stale = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # opened by the holder, then removed
+    os.unlink(path)
+    real_open = os.open
+    handed = []
+
+    def open_once_stale(name, flags, *args):
+        if name == path and not handed:
+            handed.append(True)
+            return os.dup(stale)
+        return real_open(name, flags, *args)
+
+    monkeypatch.setattr(store_mod.os, "open", open_once_stale)
+    lock = ShareLock([store], "s1", "test")
+    with lock:
+        held = lock.handles[0][1]
+        assert os.fstat(held).st_ino == os.stat(path).st_ino, "the lock is on the file at the path"
+        assert os.fstat(held).st_ino != os.fstat(stale).st_ino
+    os.close(stale)
+
+
+def test_release_removes_a_lock_file_only_while_it_names_the_locked_file(tmp_path):
+    path = tmp_path / "s1.lock"
+    fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o600)
+    os.unlink(str(path))
+    path.write_text("another run's lock")  # the path names another file now
+    assert store_mod._unlink_locked(str(path), fd) is False
+    assert path.read_text() == "another run's lock"
+    os.close(fd)

@@ -568,8 +568,8 @@ def test_the_shipped_worker_is_self_contained(jobs, tmp_path):
     script = job_lib.ship_worker(folder)
     lib = os.path.join(folder, "lib", "ansible_collections", "storage", "mobility", "plugins", "module_utils",
                        "data_copy")
-    assert sorted(os.listdir(lib)) == ["__init__.py", "fastcopy.py", "manifest.py", "rsync.py", "seal.py", "state.py",
-                                       "worker.py"]
+    assert sorted(os.listdir(lib)) == ["__init__.py", "fastcopy.py", "fileflags.py", "manifest.py", "rsync.py", "seal.py",
+                                       "state.py", "worker.py"]
     with open(script, encoding="utf-8") as handle:
         assert handle.read() == worker_lib.LAUNCHER
     state_lib.write_json(os.path.join(folder, state_lib.JOB_FILE), jobs.build_request("shipped", src, dst))

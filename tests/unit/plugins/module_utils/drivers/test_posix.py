@@ -117,13 +117,68 @@ def test_create_instance_in_a_missing_pool_fails_clearly(tmp_path):
 
 def test_delete_finishes_an_interrupted_delete_from_the_trash(drv):
     driver, a, _b = drv
-    trash = os.path.join(a.path, ".mobility", "trash", "share-s1.deadbeef")
+    trash = os.path.join(a.path, ".mobility", "trash", posix_mod.trash_prefix("share", "s1") + "deadbeef")
     os.makedirs(os.path.join(trash, "left", "over"))
     other = os.path.join(a.path, ".mobility", "trash", "share-s10.cafe")
     os.makedirs(other)
+    legacy = os.path.join(a.path, ".mobility", "trash", "share-s1.0123")  # named by an earlier version
+    os.makedirs(legacy)
     assert driver.delete_instance(a, "s1") is True
-    assert not os.path.exists(trash)
+    assert not os.path.exists(trash) and not os.path.exists(legacy)
     assert os.path.isdir(other), "only this share's trash entries are purged"
+
+
+def test_delete_in_place_when_the_trash_cannot_be_used(drv):
+    """A full pool cannot create the trash folder (or an entry in it): the instance is deleted
+    where it is, which needs no free space."""
+    driver, a, _b = drv
+    path = driver.create_instance(a, "s1")
+    populate_share(path)
+    meta = os.path.join(a.path, ".mobility")
+    os.makedirs(meta, exist_ok=True)
+    with open(os.path.join(meta, "trash"), "w") as handle:  # makedirs and rename into it fail
+        handle.write("not a folder")
+    assert driver.delete_instance(a, "s1") is True
+    assert not os.path.lexists(path)
+    assert driver.delete_instance(a, "s1") is False
+
+
+def test_the_longest_share_name_works_end_to_end(drv):
+    """Create, snapshot, delete the snapshot and the share with a name of the limit: every path
+    component the driver derives from it (trash entries included) fits."""
+    from ansible_collections.storage.mobility.plugins.module_utils.names import SHARE_NAME_MAX, SNAPSHOT_NAME_MAX
+    driver, a, _b = drv
+    name, snap = "s" * SHARE_NAME_MAX, "p" * SNAPSHOT_NAME_MAX
+    path = driver.create_instance(a, name)
+    populate_share(path)
+    driver.create_snapshot(a, name, snap)
+    assert driver.snapshot_exists(a, name, snap)
+    assert driver.delete_snapshot(a, name, snap) is True
+    assert driver.delete_instance(a, name) is True
+    assert not os.path.lexists(path)
+    assert os.listdir(os.path.join(a.path, ".mobility", "trash")) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: only root sets immutable and append-only attributes")
+def test_immutable_and_append_only_files_do_not_block_the_deletion(drv):
+    import subprocess
+    driver, a, _b = drv
+    path = driver.create_instance(a, "s1")
+    os.makedirs(os.path.join(path, "d"))
+    for rel in ("d/frozen", "log"):
+        with open(os.path.join(path, rel), "w") as handle:
+            handle.write("x")
+    flagged = [["+i", os.path.join(path, "d", "frozen")], ["+a", os.path.join(path, "log")],
+               ["+i", os.path.join(path, "d")], ["+i", path]]
+    for flag, target in flagged:
+        subprocess.run(["chattr", flag, target], check=True)
+    try:
+        assert driver.delete_instance(a, "s1") is True
+        assert not os.path.lexists(path)
+        assert os.listdir(os.path.join(a.path, ".mobility", "trash")) == []
+    finally:
+        if os.path.lexists(path):
+            subprocess.run(["chattr", "-R", "-i", "-a", path], check=False)
 
 
 # --------------------------------------------------------------------------- snapshots

@@ -573,3 +573,108 @@ def test_a_rerun_after_a_crash_inside_the_switch_finishes_it(env, share, monkeyp
     result = env.migrations().complete("s1")
     assert result["task_state"] == states.MIGRATION_SUCCESS
     assert open(users_write).read() == "kept"
+
+
+# --------------------------------------------------------------------------- cleanup that fails never leaves a share stuck
+
+
+def _failing_deletion(monkeypatch, pool_name, error="No space left on device"):
+    """delete_instance in pool ``pool_name`` fails (a full pool, EIO, ...) until the returned switch is off."""
+    from ansible_collections.storage.mobility.plugins.module_utils.drivers.posix import PosixShareDriver
+    real = PosixShareDriver.delete_instance
+    state = {"on": True, "calls": 0}
+
+    def delete_instance(self, pool, name):
+        if state["on"] and pool.name == pool_name:
+            state["calls"] += 1
+            raise StorageError("Failed to delete share %s in pool %s: %s" % (name, pool, error))
+        return real(self, pool, name)
+
+    monkeypatch.setattr(PosixShareDriver, "delete_instance", delete_instance)
+    return state
+
+
+def test_a_failed_copy_whose_cleanup_fails_still_restores_the_source_and_records_the_error(env, share, monkeypatch):
+    """Case 4 of the data safety issue: ENOSPC in the destination, and the cleanup fails too. The
+    share must end available, not busy, with its rules restored and the error recorded; the
+    leftover is retried by the next runs until it is gone."""
+    data = tree_state(share)
+    modes = []
+    real_apply = NoneExport.apply
+    monkeypatch.setattr(NoneExport, "apply",
+                        lambda self, name, path, mode: modes.append(mode) or real_apply(self, name, path, mode))
+    plan = start(env)["copy_plan"]
+    copy_like_a_data_node(plan)
+    failing = _failing_deletion(monkeypatch, "b")
+    with pytest.raises(StorageError) as info:
+        start(env, copy_report=report(plan, state="failed", error="rsync: write failed: No space left on device (28)"))
+    message = str(info.value)
+    assert "No space left on device (28)" in message and "cleanup pending" in message
+    rec = env.read_record(env.A, "s1")
+    assert rec["task_state"] == states.DATA_COPYING_ERROR and not states.is_busy(rec["task_state"])
+    assert "No space left on device (28)" in rec["migration"]["error"]
+    assert rec["status"] == states.AVAILABLE and rec["migration"]["source_read_only"] is False
+    assert modes == ["ro", "rw"], "read-only for the copy, then the rules restored"
+    assert [(e["kind"], e["pool"], e["attempts"]) for e in rec["cleanup_pending"]] == [("instance", env.B, 1)]
+    assert "No space left on device" in rec["cleanup_pending"][0]["error"]
+    assert env.shares().info("s1")[0]["cleanup_pending"] == rec["cleanup_pending"], "share_info shows it"
+    assert tree_state(share) == data
+    # A new start to the same pool retries, and refuses while the leftover is still there.
+    before_calls = failing["calls"]
+    with pytest.raises(StorageError, match="could not be\\s+removed yet"):
+        start(env)
+    assert failing["calls"] == before_calls + 1
+    rec = env.read_record(env.A, "s1")
+    assert rec["task_state"] == states.DATA_COPYING_ERROR and rec["cleanup_pending"][0]["attempts"] == 2
+    # Once deleting works again, the next run removes it and the migration starts.
+    failing["on"] = False
+    result = start(env)
+    assert result["task_state"] == states.DATA_COPYING_STARTING
+    assert env.read_record(env.A, "s1").get("cleanup_pending") == []
+
+
+def test_a_cancel_whose_cleanup_fails_is_cancelled_and_retried(env, share, monkeypatch):
+    data = tree_state(share)
+    to_phase1_done(env)
+    failing = _failing_deletion(monkeypatch, "b", "Input/output error")
+    result = env.migrations().cancel("s1")
+    assert result["task_state"] == states.MIGRATION_CANCELLED
+    assert "cleanup is pending" in result["warnings"][0] and "Input/output error" in result["warnings"][0]
+    rec = env.read_record(env.A, "s1")
+    assert rec["status"] == states.AVAILABLE and rec["migration"]["source_read_only"] is False
+    assert [e["pool"] for e in rec["cleanup_pending"]] == [env.B]
+    assert tree_state(share) == data
+    failing["on"] = False
+    assert env.migrations().cancel("s1")["changed"] is True  # a rerun retries the cleanup, which is a change
+    assert env.read_record(env.A, "s1")["cleanup_pending"] == []
+    assert not os.path.lexists(env.share_path(env.B, "s1"))
+
+
+def test_after_the_switch_a_failed_deletion_of_the_old_instance_is_success_with_cleanup_pending(env, share, monkeypatch):
+    """Case 5 and 6 of the data safety issue ended stuck in migration_completing when the old
+    instance could not be deleted. The switch is the point of no return: success, and the
+    deletion is retried by later runs, including the share's deletion."""
+    to_phase1_done(env)
+    final = env.migrations().complete("s1")["copy_plan"]
+    failing = _failing_deletion(monkeypatch, "a", "Operation not permitted")
+    result = env.migrations().complete("s1", copy_report=report(final))
+    assert result["task_state"] == states.MIGRATION_SUCCESS
+    assert "cleanup is pending" in result["warnings"][0]
+    rec = env.read_record(env.B, "s1")
+    assert rec["task_state"] == states.MIGRATION_SUCCESS and env.record_pools("s1") == [env.B]
+    assert [(e["pool"], e["reason"].startswith("old instance")) for e in rec["cleanup_pending"]] == [(env.A, True)]
+    assert os.path.isdir(share), "the old instance is still there"
+    # A rerun of the completion retries (and still reports success).
+    again = env.migrations().complete("s1", copy_report=report(final))
+    assert again["changed"] is False and again["task_state"] == states.MIGRATION_SUCCESS
+    assert env.read_record(env.B, "s1")["cleanup_pending"][0]["attempts"] == 2
+    # Deleting the share refuses while its leftover cannot be removed, and changes nothing.
+    with pytest.raises(StorageError, match="Cannot delete share s1 yet"):
+        env.shares().absent("s1")
+    assert env.read_record(env.B, "s1")["status"] == states.AVAILABLE
+    failing["on"] = False
+    assert env.migrations().complete("s1")["changed"] is True, "the deletion of the old instance is a change"
+    assert env.migrations().complete("s1")["changed"] is False
+    assert not os.path.lexists(share)
+    assert env.read_record(env.B, "s1")["cleanup_pending"] == []
+    assert env.shares().absent("s1")["changed"] is True

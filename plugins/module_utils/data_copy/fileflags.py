@@ -1,0 +1,291 @@
+# -*- coding: utf-8 -*-
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Immutable (``chattr +i``) and append-only (``chattr +a``) file attributes.
+
+Neither rsync nor a plain copy carries them, and both block a later pass (a file that cannot be
+replaced or changed) and the deletion of an old instance. This module reads them cheaply with
+statx(2) (``stx_attributes``: no open, any file type), sets and clears them with the
+FS_IOC_GETFLAGS / FS_IOC_SETFLAGS ioctls (which need an open descriptor: regular files and
+folders only, the only types ``chattr`` can flag), and holds the two users of that:
+
+* ``clear_tree``: a driver deleting an instance clears the flags first (root only can set them,
+  and only root clears them);
+* ``Carrier``: the data copy worker reads the source's flags before copying, clears the flags it
+  finds on the destination before a pass rewrites it, sets the source's flags on the destination
+  once its data is final for the pass, and the verification compares them (``read_carried`` is an
+  attribute of every manifest entry), so a missing flag is caught.
+
+Shipped to the data node with the worker: standard library only, Python 3.8+, Linux.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import os
+import stat
+import struct
+import threading
+
+# statx(2) attribute bits and the inode flag bits of the ioctls (the same values).
+ATTR_IMMUTABLE = 0x10
+ATTR_APPEND = 0x20
+CARRIED = ATTR_IMMUTABLE | ATTR_APPEND
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+_AT_FDCWD = -100
+_AT_SYMLINK_NOFOLLOW = 0x100
+_AT_STATX_DONT_SYNC = 0x4000
+_STATX_SIZE = 256
+_O_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
+_O_CLOEXEC = getattr(os, 'O_CLOEXEC', 0)
+_NAMES = ((ATTR_IMMUTABLE, 'immutable'), (ATTR_APPEND, 'append-only'))
+
+
+class FlagError(Exception):
+    """Flags that must be carried cannot be (the destination does not support them, no privilege)."""
+
+
+def _load_statx():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+        function = libc.statx
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p)
+    function.restype = ctypes.c_int
+    return function
+
+
+_STATX = _load_statx()
+_LOCAL = threading.local()
+
+
+def statx_attributes(path):
+    """``(attributes, attributes_mask)`` of ``path`` (not following a symlink) from statx(2),
+    restricted to CARRIED, or None when statx is not available here. Raises OSError."""
+    if _STATX is None:
+        return None
+    buffer = getattr(_LOCAL, 'buffer', None)
+    if buffer is None:
+        buffer = _LOCAL.buffer = ctypes.create_string_buffer(_STATX_SIZE)
+    rc = _STATX(_AT_FDCWD, os.fsencode(path), _AT_SYMLINK_NOFOLLOW | _AT_STATX_DONT_SYNC, 0, buffer)
+    if rc != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), path)
+    attributes = struct.unpack_from('=Q', buffer, 8)[0]
+    mask = struct.unpack_from('=Q', buffer, 56)[0]
+    return attributes & CARRIED, mask & CARRIED
+
+
+def _open(path):
+    return os.open(path, os.O_RDONLY | os.O_NONBLOCK | _O_NOFOLLOW | _O_CLOEXEC)
+
+
+def ioctl_flags(fd):
+    """All inode flags of the open file ``fd`` (FS_IOC_GETFLAGS)."""
+    buffer = bytearray(8)
+    fcntl.ioctl(fd, FS_IOC_GETFLAGS, buffer, True)
+    return struct.unpack_from('=i', buffer, 0)[0]
+
+
+def read_carried(path, st=None):
+    """The CARRIED flags of ``path`` (0 when none); ``st`` (its lstat) saves a look up for the types
+    that cannot hold flags. Never raises for a filesystem without flags."""
+    if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return 0
+    try:
+        found = statx_attributes(path)
+    except OSError:
+        return 0
+    if found is not None:
+        return found[0]
+    try:
+        fd = _open(path)
+    except OSError:
+        return 0
+    try:
+        return ioctl_flags(fd) & CARRIED
+    except (IOError, OSError):
+        return 0
+    finally:
+        os.close(fd)
+
+
+def set_carried(path, wanted):
+    """Make the CARRIED flags of ``path`` (a regular file or folder) exactly ``wanted``, keeping its
+    other flags; return True when something changed. Raises OSError (EPERM without privilege,
+    ENOTTY or EOPNOTSUPP where the filesystem has no flags)."""
+    fd = _open(path)
+    try:
+        current = ioctl_flags(fd)
+        new = (current & ~CARRIED) | (wanted & CARRIED)
+        if new == current:
+            return False
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, bytearray(struct.pack('=i', new) + b'\0' * 4), False)
+        return True
+    finally:
+        os.close(fd)
+
+
+def describe(flags):
+    """``immutable``, ``append-only``, or both."""
+    return ' and '.join(name for bit, name in _NAMES if flags & bit) or 'none'
+
+
+def flagged_entries(root, ignore=(), stay_on=None):
+    """``{relative path (bytes): flags}`` of every entry below ``root`` (the root as ``.``) with a
+    CARRIED flag; names in ``ignore`` are skipped at any depth, folders of another filesystem than
+    ``stay_on`` (a device number) are not entered."""
+    ignore = frozenset(os.fsencode(name) for name in ignore or ())
+    top = os.fsencode(root)
+    found = {}
+    flags = read_carried(top)
+    if flags:
+        found[b'.'] = flags
+    stack = [b'']
+    while stack:
+        rel = stack.pop()
+        folder = os.path.join(top, rel) if rel else top
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name in ignore:
+                continue
+            child = os.path.join(rel, entry.name) if rel else entry.name
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if not is_dir and not entry.is_file(follow_symlinks=False):
+                    continue
+                flags = read_carried(entry.path)
+            except OSError:
+                continue
+            if flags:
+                found[child] = flags
+            if is_dir:
+                if stay_on is not None:
+                    try:
+                        if entry.stat(follow_symlinks=False).st_dev != stay_on:
+                            continue
+                    except OSError:
+                        continue
+                stack.append(child)
+    return found
+
+
+def clear_tree(root, one_file_system=True):
+    """Clear the immutable and append-only flags of ``root`` and everything below it so that it can
+    be deleted; return how many entries were changed. Raises OSError when one cannot be cleared."""
+    try:
+        st = os.lstat(root)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return 0
+        raise
+    if not stat.S_ISDIR(st.st_mode):
+        return 1 if read_carried(root, st) and set_carried(root, 0) else 0
+    changed = 0
+    # An entry's own flags can be cleared whatever its folder's flags are.
+    for rel, flags in sorted(flagged_entries(root, stay_on=st.st_dev if one_file_system else None).items()):
+        path = os.fsencode(root) if rel == b'.' else os.path.join(os.fsencode(root), rel)
+        if set_carried(path, 0):
+            changed += 1
+    return changed
+
+
+def render(rel):
+    return os.fsdecode(rel) if isinstance(rel, bytes) else rel
+
+
+class Carrier(object):
+    """The flags of one copy pass (see the module docstring)."""
+
+    def __init__(self, source, destination, ignore=(), log=None):
+        self.source = source
+        self.destination = destination
+        self.ignore = list(ignore or ())
+        self.log = log or (lambda message: None)
+        self.wanted = {}
+        self.set_count = 0
+
+    def prepare(self):
+        """Before copying: read the source's flags (refusing when the destination cannot hold them)
+        and clear every flag on the destination, so that the pass can rewrite any entry."""
+        self.wanted = flagged_entries(self.source, self.ignore)
+        if self.wanted:
+            self._check_destination()
+            self.log('%d source entries are immutable or append-only; their flags are set on the destination '
+                     'after the copy' % len(self.wanted))
+        cleared = self.clear_destination()
+        if cleared:
+            self.log('cleared the immutable or append-only flags of %d destination entries before copying'
+                     % cleared)
+
+    def _check_destination(self):
+        found = None
+        try:
+            found = statx_attributes(self.destination)
+        except OSError:
+            pass
+        problem = None
+        if found is not None and (found[1] & CARRIED) != CARRIED:
+            problem = 'the destination filesystem does not support them'
+        else:
+            try:
+                fd = _open(self.destination)
+                try:
+                    ioctl_flags(fd)
+                finally:
+                    os.close(fd)
+            except (IOError, OSError) as exc:
+                problem = 'the destination filesystem does not support them (%s)' % exc.strerror
+        if problem is None and os.geteuid() != 0:
+            problem = 'setting them needs root (CAP_LINUX_IMMUTABLE) on the data node'
+        if problem:
+            names = sorted(self.wanted)
+            shown = ', '.join('%s (%s)' % (render(rel), describe(self.wanted[rel])) for rel in names[:10])
+            more = len(names) - 10
+            raise FlagError('Cannot carry the immutable and append-only attributes of %d source entries to %s: %s. '
+                            'The entries: %s%s; clear the attributes on the source (chattr -i -a) or choose '
+                            'another destination' % (len(names), self.destination, problem, shown,
+                                                     ' and %d more' % more if more > 0 else ''))
+
+    def clear_destination(self):
+        """Clear every CARRIED flag on the destination; return how many entries changed."""
+        try:
+            empty = not os.listdir(self.destination)
+        except OSError:
+            return 0
+        if empty and not read_carried(self.destination):
+            return 0
+        try:
+            return clear_tree(self.destination)
+        except OSError as exc:
+            raise FlagError('Failed to clear the immutable or append-only attribute of %s on the destination: %s'
+                            % (render(exc.filename or self.destination), exc.strerror))
+
+    def apply(self):
+        """After a pass copied the data: set the source's flags on the destination (the deepest
+        entries first, an immutable folder last). Return how many were set."""
+        changed = 0
+        top = os.fsencode(self.destination)
+        for rel in sorted(self.wanted, key=lambda item: (-item.count(b'/'), item), reverse=False):
+            path = top if rel == b'.' else os.path.join(top, rel)
+            try:
+                if set_carried(path, self.wanted[rel]):
+                    changed += 1
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    continue  # not copied: the verification reports it missing
+                raise FlagError('Failed to set the %s attribute on %s: %s'
+                                % (describe(self.wanted[rel]), render(path), exc.strerror))
+        self.set_count = changed
+        if changed:
+            self.log('set the immutable or append-only flags of %d destination entries' % changed)
+        return changed

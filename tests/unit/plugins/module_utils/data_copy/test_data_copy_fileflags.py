@@ -1,0 +1,131 @@
+"""Immutable and append-only attributes (plugins/module_utils/data_copy/fileflags.py) on real files:
+read with statx, set and cleared with the ioctls, carried by a real data copy job from pass to pass
+and checked by its verification. Setting them needs root and a filesystem that has them (tmp_path
+here is on one); without them the tests skip with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import job as job_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
+
+POLL_LIMIT = 120.0
+
+
+def _flags_supported(path):
+    probe = os.path.join(str(path), "probe")
+    with open(probe, "w") as handle:
+        handle.write("x")
+    try:
+        fileflags.set_carried(probe, fileflags.ATTR_APPEND)
+        fileflags.set_carried(probe, 0)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.unlink(probe)
+
+
+@pytest.fixture
+def flaggable(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: only root (CAP_LINUX_IMMUTABLE) sets immutable and append-only attributes")
+    if not _flags_supported(tmp_path):
+        pytest.skip("the filesystem of %s has no immutable and append-only attributes" % tmp_path)
+    yield tmp_path
+    subprocess.run(["chattr", "-R", "-i", "-a", str(tmp_path)], capture_output=True, check=False)
+
+
+def lsattr(path):
+    out = subprocess.run(["lsattr", "-d", str(path)], capture_output=True, text=True, check=True).stdout
+    return out.split()[0]
+
+
+def tree(root):
+    root = str(root)
+    os.makedirs(os.path.join(root, "frozen-dir"))
+    for rel, data in (("frozen-dir/inside", b"kept"), ("frozen.txt", b"never changes"), ("journal.log", b"line 1\n"),
+                      ("plain.txt", b"plain")):
+        with open(os.path.join(root, rel), "wb") as handle:
+            handle.write(data)
+    subprocess.run(["chattr", "+i", os.path.join(root, "frozen.txt")], check=True)
+    subprocess.run(["chattr", "+a", os.path.join(root, "journal.log")], check=True)
+    subprocess.run(["chattr", "+i", os.path.join(root, "frozen-dir")], check=True)
+
+
+def test_read_set_and_clear_agree_with_chattr_and_lsattr(flaggable):
+    tree(flaggable / "t")
+    root = flaggable / "t"
+    assert fileflags.read_carried(str(root / "frozen.txt")) == fileflags.ATTR_IMMUTABLE
+    assert fileflags.read_carried(str(root / "journal.log")) == fileflags.ATTR_APPEND
+    assert fileflags.read_carried(str(root / "plain.txt")) == 0
+    assert fileflags.flagged_entries(str(root)) == {
+        b"frozen-dir": fileflags.ATTR_IMMUTABLE, b"frozen.txt": fileflags.ATTR_IMMUTABLE,
+        b"journal.log": fileflags.ATTR_APPEND}
+    assert fileflags.set_carried(str(root / "plain.txt"), fileflags.CARRIED) is True
+    assert "i" in lsattr(root / "plain.txt") and "a" in lsattr(root / "plain.txt")
+    assert fileflags.clear_tree(str(root)) == 4
+    assert fileflags.flagged_entries(str(root)) == {}
+    shutil.rmtree(str(root))  # nothing blocks the deletion any more
+
+
+def test_a_copy_job_carries_the_attributes_and_a_later_pass_can_rewrite_the_files(flaggable):
+    src, dst = flaggable / "src", flaggable / "dst"
+    dst.mkdir()
+    tree(src)
+    jobs = job_lib.DataCopyJobs(str(flaggable / "state"))
+    first = jobs.start(jobs.build_request("pass1", str(src), str(dst)), wait_seconds=POLL_LIMIT)["job"]
+    assert first["state"] == "completed", first
+    assert first["report"]["verified"] is True and first["report"]["flagged_entries"] == 3
+    assert "i" in lsattr(dst / "frozen.txt") and "a" in lsattr(dst / "journal.log")
+    assert "i" in lsattr(dst / "frozen-dir") and "i" not in lsattr(dst / "plain.txt")
+    # The source changes: the append-only file grows, the immutable file is replaced and stays
+    # immutable, the folder loses its attribute. The next pass must rewrite flagged destination
+    # entries (it clears them first) and carry the new state.
+    subprocess.run(["chattr", "-i", str(src / "frozen.txt"), str(src / "frozen-dir")], check=True)
+    (src / "frozen.txt").write_bytes(b"changed once")
+    subprocess.run(["chattr", "+i", str(src / "frozen.txt")], check=True)
+    with open(src / "journal.log", "ab") as handle:
+        handle.write(b"line 2\n")
+    (src / "frozen-dir" / "new").write_bytes(b"new")
+    second = jobs.start(jobs.build_request("pass2", str(src), str(dst), final_pass=True),
+                        wait_seconds=POLL_LIMIT)["job"]
+    assert second["state"] == "completed", second
+    assert second["report"]["verified"] is True
+    assert (dst / "frozen.txt").read_bytes() == b"changed once" and "i" in lsattr(dst / "frozen.txt")
+    assert (dst / "journal.log").read_bytes() == b"line 1\nline 2\n" and "a" in lsattr(dst / "journal.log")
+    assert "i" not in lsattr(dst / "frozen-dir") and (dst / "frozen-dir" / "new").read_bytes() == b"new"
+
+
+def test_the_verification_catches_a_missing_attribute(flaggable):
+    tree(flaggable / "src")
+    dst = flaggable / "dst"
+    subprocess.run(["cp", "-a", str(flaggable / "src"), str(dst)], check=True)  # cp does not carry them
+    result = manifest_lib.compare_trees(str(flaggable / "src"), str(dst), algorithm="sha256")
+    assert not result.matched
+    assert sorted((item["path"], item["attributes"]) for item in result.differ) == [
+        ("frozen-dir", ["flags"]), ("frozen.txt", ["flags"]), ("journal.log", ["flags"])]
+
+
+def test_a_destination_without_the_attributes_is_refused_naming_the_files(flaggable, monkeypatch):
+    tree(flaggable / "src")
+    dst = flaggable / "dst"
+    dst.mkdir()
+    real = fileflags.statx_attributes
+    # The destination is on a filesystem without them (its statx attributes mask lacks them).
+    monkeypatch.setattr(fileflags, "statx_attributes",
+                        lambda path: (0, 0) if os.fsdecode(path).startswith(str(dst)) else real(path))
+    carrier = fileflags.Carrier(str(flaggable / "src"), str(dst))
+    with pytest.raises(fileflags.FlagError) as info:
+        carrier.prepare()
+    message = str(info.value)
+    assert "3 source entries" in message and "frozen.txt (immutable)" in message
+    assert "journal.log (append-only)" in message and "does not support them" in message
+    assert os.listdir(str(dst)) == []
