@@ -157,7 +157,9 @@ def test_rich_tree_is_copied_and_verified(jobs, tmp_path, engine):
     assert report["source_digest"] == report["destination_digest"]
     assert (report["differ"], report["missing"], report["extra"]) == ([], [], [])
     assert report["files"] == 7 and report["symlinks"] == 2 and report["directories"] == 5
-    assert report["warnings"] == []
+    # Both ignored folders hold files: each is named, and the one warning says so.
+    assert sorted(report["ignored"]) == ["docs/lost+found/", "lost+found/"] and report["ignored_count"] == 2
+    assert len(report["warnings"]) == 1 and "docs/lost+found/" in report["warnings"][0], report["warnings"]
     if engine == "auto":
         assert report["copy_engine"] == "parallel"
         assert report["rsync_rc"] is None and report["rsync_stats"] == {}
@@ -313,7 +315,7 @@ def test_worker_killed_mid_copy_resumes_without_copying_again(jobs, tmp_path):
     poll(lambda: group_alive(started["pid"]), lambda alive: not alive, "the killed process group to end")
     interrupted = jobs.view("resume")
     assert interrupted["state"] == "failed" and interrupted["interrupted"] is True
-    assert "start the job again to resume" in interrupted["error"]
+    assert "start the job again (state=started" in interrupted["error"] and "it resumes" in interrupted["error"]
 
     resumed = jobs.start(request)
     assert resumed["changed"] is True
@@ -567,7 +569,8 @@ def test_the_shipped_worker_is_self_contained(jobs, tmp_path):
     script = job_lib.ship_worker(folder)
     lib = os.path.join(folder, "lib", "ansible_collections", "storage", "mobility", "plugins", "module_utils",
                        "data_copy")
-    assert sorted(os.listdir(lib)) == ["__init__.py", "fastcopy.py", "manifest.py", "rsync.py", "state.py", "worker.py"]
+    assert sorted(os.listdir(lib)) == ["__init__.py", "fastcopy.py", "lifeline.py", "manifest.py", "rsync.py", "state.py",
+                                     "worker.py"]
     with open(script, encoding="utf-8") as handle:
         assert handle.read() == worker_lib.LAUNCHER
     state_lib.write_json(os.path.join(folder, state_lib.JOB_FILE), jobs.build_request("shipped", src, dst))
