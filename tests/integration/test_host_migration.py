@@ -594,7 +594,10 @@ def test_a_killed_final_pass_worker_is_reported_leaves_nothing_and_a_rerun_finis
         status = lab.job_status(final)
         assert status["state"] == "running", status
         folder = lab.job_folder(final)
-        assert len(processes_naming(folder)) >= 2, "the worker and its helpers should run"
+        # The worker, its hashing process and rsync (which names the job's mount point).
+        wait_until(lambda: len(processes_naming(folder, "/tmp/" + final)) >= 3 or proc.poll() is not None,
+                   "the worker's helpers to run", attempts=600)
+        assert proc.poll() is None and len(processes_naming(folder)) >= 2, processes_naming(folder)
         os.kill(status["pid"], signal.SIGKILL)
         wait_until(lambda: not processes_naming(folder, "/tmp/" + final), "the job's processes to go", attempts=100)
     finally:
