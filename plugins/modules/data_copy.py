@@ -25,6 +25,13 @@ description:
   - Running O(state=started) again attaches to a running job, returns the report of a completed one, resumes
     a job whose worker is gone (files already copied are not copied again) and restarts a failed or cancelled
     one. After a failed verification the files whose content differed are copied again.
+  - Every process a job starts (rsync, the copying, hashing and walking processes) dies with the job's worker,
+    also when the worker is killed with SIGKILL; a run that finds the worker gone stops whatever is left of
+    its process group and records in C(status.json) that it failed, in which pass and how far it got.
+  - Job folders stay until O(state=absent) removes them (the C(storage.mobility.data_mover) role does at the end
+    of a migration). When a job is launched, finished job folders (not running) older than
+    O(keep_finished_days) are removed, then the oldest while they take more than O(keep_finished_mb); never
+    the folder of a running job, of the job being started, or of the job whose hashes it reuses.
   - Used by the C(storage.mobility.data_mover) role; it can be used on its own.
 author:
   - storage.mobility maintainers (@storage-mobility)
@@ -73,6 +80,9 @@ options:
     description:
       - Names skipped at any depth, in the copy and in the verification. Names are literal (wildcard
         characters are escaped); a name may not contain V(/).
+      - Nothing is left out silently. The report names what was left out (C(ignored), the first 100 paths
+        relative to O(source), and C(ignored_count)), and warns unless all that was left out is an empty folder
+        at the top (the C(lost+found) of a filesystem's root).
     type: list
     elements: str
     default: [lost+found]
@@ -179,6 +189,20 @@ options:
         description: The pass's signing key.
         type: str
         required: true
+  keep_finished_days:
+    description:
+      - When a job is launched, remove the folders of finished jobs (completed, failed, cancelled, or whose
+        worker is gone) in O(state_dir) not updated for more than this many days. V(0) keeps them.
+    type: int
+    default: 30
+  keep_finished_mb:
+    description:
+      - When a job is launched and the folders of finished jobs in O(state_dir) take more than this many MiB
+        together (mostly their hash caches, about 200 bytes per file), remove the oldest until they do not.
+        V(0) sets no bound.
+      - A removed phase-1 job only costs its hashes; a final pass then reads every file again.
+    type: int
+    default: 4096
   warn_writable_source:
     description:
       - Warn when O(source) is writable. The C(storage.mobility.data_mover) role sets it when both sides use
@@ -190,7 +214,8 @@ notes:
     does not exist). The module fails when the job has failed (with O(state=started) or O(state=status)),
     with the job's error as message and the job in the result.
   - A job whose worker disappeared (the data node restarted, the process was killed) is reported as failed
-    with C(interrupted=true); O(state=started) resumes it.
+    with C(interrupted=true) and an error that names the pass (a copy pass or the final pass), the phase and
+    the progress of its last status; O(state=started) resumes it.
   - Job progress during the copy is rsync's; when a copy resumes, the percentage counts only what this
     attempt transfers. During verification the progress counts the bytes compared.
   - While rsync copies, a second process reads and hashes the source files; the verification then walks
@@ -286,6 +311,9 @@ job:
         - C(source_seal) and C(destination_seal) - the seals of both trees (a digest of every entry's C(lstat),
           change time included) that the verification proved its hashes belong to; null unless verified.
         - C(migration_id) and C(pass_id) from O(report_signing), and C(signature) when the report was signed.
+        - C(ignored) (the paths the ignore list left out, relative to the source, a folder with a trailing C(/), the
+          first 100) and C(ignored_count) (all of them; both null when the count of the source did not finish),
+          C(log_tail) (the last lines of the worker's log).
       returned: always
       type: dict
       sample: {job_id: 9f3c1e0a-mig, verified: true, verification: passed, files: 1200, bytes: 734003200,
@@ -312,6 +340,23 @@ job:
       returned: when the worker is gone
       type: bool
       sample: true
+    final_pass:
+      description: True when the job is a final pass (O(final_pass)).
+      returned: when the job exists
+      type: bool
+      sample: false
+    log_tail:
+      description: The last lines of the worker's log, for a job that ended without a report (its worker was killed).
+      returned: when the job is not running and has no report
+      type: list
+      elements: str
+      sample: ["2026-12-01T16:01:04.547962Z first copy into the empty destination: 4 copying processes, hashing xxh128"]
+removed:
+  description: With O(state=absent), the job as it was before its folder was removed (its state, error, report and
+    the end of its log), so that a caller can keep them.
+  returned: when O(state=absent) removed a job folder
+  type: dict
+  sample: {id: 9f3c1e0a-mig, state: completed, report: {verified: true}}
 actions:
   description: What the run did, or would do in check mode.
   returned: always
@@ -382,6 +427,8 @@ def main():
             reuse_hashes=dict(type='bool', default=True),
             hash_cache_key=dict(type='str', no_log=False),
             copy_engine=dict(type='str', choices=['auto', 'rsync'], default='auto'),
+            keep_finished_days=dict(type='int', default=30),
+            keep_finished_mb=dict(type='int', default=4096),
             warn_writable_source=dict(type='bool', default=False),
             report_signing=dict(type='dict', options=dict(
                 migration_id=dict(type='str', required=True),
@@ -392,8 +439,13 @@ def main():
         required_if=[('state', 'started', ['source', 'destination'])],
         supports_check_mode=True,
     )
+    for name in ('keep_finished_days', 'keep_finished_mb'):
+        if module.params[name] < 0:
+            module.fail_json(msg='Invalid %s %d: expected 0 (no bound) or more' % (name, module.params[name]))
     try:
-        result = run(module, DataCopyJobs(module.params['state_dir'], check_mode=module.check_mode))
+        result = run(module, DataCopyJobs(module.params['state_dir'], check_mode=module.check_mode,
+                                          keep_finished_days=module.params['keep_finished_days'],
+                                          keep_finished_mb=module.params['keep_finished_mb']))
     except MissingLibrary as exc:
         module.fail_json(msg=missing_required_lib(exc.library), error=exc.message, error_type='missing_library')
     except StorageError as exc:

@@ -96,6 +96,13 @@ def _assert_migrated(lab: Lab, share: str, before: dict) -> None:
     for job in (mig, mig + "-final"):
         assert not lab.job_mounts(job), f"job {job} left mounts: {lab.job_mounts(job)}"
         assert not alive(lab.job_status(job).get("pid")), f"the worker of job {job} still runs"
+        # The migration ended: nothing of its copy jobs stays on the data node.
+        assert not lab.job_folder(job).exists(), f"the folder of job {job} was not removed"
+        assert not processes_naming(lab.job_folder(job)), f"processes of job {job} are left"
+    # ... while the record keeps their reports, small, with the end of their logs.
+    for key in ("copy", "final_copy"):
+        assert record["migration"][key]["log_tail"], (key, record["migration"][key])
+        assert record["migration"][key]["ignored_count"] == 0
 
 
 def _rerun_ok(run) -> None:
@@ -460,8 +467,10 @@ def test_cancel_in_the_middle_of_a_copy(lab):
 
     run = lab.cancel("halted")
     _rerun_ok(run)
-    assert lab.job_status(mig)["state"] == "cancelled", "the copy was not cancelled mid-copy"
     wait_until(lambda: not alive(worker), f"the worker {worker} to be gone", attempts=100)
+    # The migration ended: its copy jobs are gone from the data node, folders and lock files.
+    assert not lab.job_folder(mig).exists() and not lab.job_folder(mig + "-final").exists()
+    assert not (lab.job_folder(mig).parent / f".{mig}.lock").exists()
     assert not processes_naming(lab.job_folder(mig), "/tmp/" + mig), "processes of the job survived the cancel"
     assert not lab.job_mounts(mig), f"mounts left behind: {lab.job_mounts(mig)}"
     assert not lab.share_path("halted", "beta").exists(), "the destination instance is still there"
@@ -498,9 +507,9 @@ def two_at_once(tmp_path_factory, collections_path):
         procs = [the_lab.spawn(COMPLETE, {"share": s, "mobility_poll_seconds": 1}) for s in ("left", "right")]
         evidence["complete"] = [the_lab.finish(p, log) for p, log in procs]
         evidence["phase2"] = {s: the_lab.record(s) for s in ("left", "right")}
-        evidence["final_before"] = _job_files(the_lab, mig + "-final")
+        evidence["jobs_left_after_complete"] = [job for job in (mig, mig + "-final") if the_lab.job_folder(job).exists()]
         evidence["complete_again"] = the_lab.complete("left")
-        evidence["final_after"] = _job_files(the_lab, mig + "-final")
+        evidence["jobs_left_after_rerun"] = [job for job in (mig, mig + "-final") if the_lab.job_folder(job).exists()]
         evidence["phase2_again"] = the_lab.record("left")
         evidence["records"] = {s: sorted(the_lab.records(s)) for s in ("left", "right")}
         evidence["after"] = {s: tree_tool.manifest(str(the_lab.export_path(s))) for s in ("left", "right")}
@@ -557,7 +566,9 @@ def test_rerunning_the_playbooks_changes_nothing(two_at_once):
     _rerun_ok(again)
     assert again.recap()["changed"] == 0, f"complete_share_migration after success changed something\n{again}"
     assert ev["phase2_again"]["revision"] == ev["phase2"]["left"]["revision"]
-    assert ev["final_after"] == ev["final_before"], "the final pass ran again"
+    # The finished migration left no copy job on the data node, and the rerun started none.
+    assert ev["jobs_left_after_complete"] == [] and ev["jobs_left_after_rerun"] == []
+    assert ev["phase2_again"]["migration"]["final_copy"] == ev["phase2"]["left"]["migration"]["final_copy"]
 
 
 # ---------------------------------------------------------------------------------------- cancel edge cases
@@ -617,7 +628,8 @@ def test_cancel_during_the_final_pass_rolls_everything_back(lab):
         assert lab.job_status(final)["state"] == "running", lab.job_status(final)
         cancel = lab.cancel("late")
         assert cancel.rc == 0, cancel
-        assert lab.job_status(final)["state"] == "cancelled"
+        # Cancelled, then removed with the migration's end.
+        assert not lab.job_folder(final).exists()
     finally:
         done = lab.finish(proc, log)
     assert done.rc != 0, "the switchover went on after its final pass was cancelled"
@@ -627,3 +639,63 @@ def test_cancel_during_the_final_pass_rolls_everything_back(lab):
     assert [(i["pool"], i["status"]) for i in records["alpha"]["instances"]] == [(ALPHA, "available")]
     assert not lab.share_path("late", "beta").exists()
     assert tree_tool.compare(before, tree_tool.manifest(str(lab.share_path("late"))))["equal"]
+
+
+# ---------------------------------------------------------------------------------------- killed worker
+
+
+def test_a_killed_final_pass_worker_is_reported_leaves_nothing_and_a_rerun_finishes(lab):
+    """kill -9 of the final pass's worker while the playbook waits: none of its processes stay, the
+    run fails with the job's own words (the final pass, gone without a final status, how to resume)
+    and switches nothing; the rerun finishes, removes both copy jobs, and a deep lost+found that the
+    ignore list left out is named in the phase 1 summary and in the record."""
+    lab.create_shares("stopped")
+    lab.fill_plain("stopped", files=10)
+    deep = lab.share_path("stopped") / "dir0" / "lost+found"
+    deep.mkdir()
+    (deep / "notes.txt").write_bytes(b"a user's file in a folder the reference ignores")
+    first = lab.migrate("stopped")
+    _rerun_ok(first)
+    assert "left out    : 1 entries by the ignore list: dir0/lost+found/" in first.out, first
+    record = lab.record("stopped")
+    assert record["migration"]["copy"]["ignored"] == ["dir0/lost+found/"]
+    assert record["migration"]["copy"]["ignored_count"] == 1
+    lab.fill_plain("stopped", files=0, big_mb=24)
+    final = lab.migration_id("stopped") + "-final"
+    proc, log = lab.spawn(COMPLETE, dict({"share": "stopped", "mobility_poll_seconds": 1}, **slow("2m")))
+    try:
+        wait_until(lambda: lab.job_status(final).get("phase") == "copying" or proc.poll() is not None,
+                   "the final pass to copy", attempts=1200)
+        status = lab.job_status(final)
+        assert status["state"] == "running", status
+        folder = lab.job_folder(final)
+        # The worker, its hashing process and rsync (which names the job's mount point).
+        wait_until(lambda: len(processes_naming(folder, "/tmp/" + final)) >= 3 or proc.poll() is not None,
+                   "the worker's helpers to run", attempts=600)
+        assert proc.poll() is None and len(processes_naming(folder)) >= 2, processes_naming(folder)
+        os.kill(status["pid"], signal.SIGKILL)
+        wait_until(lambda: not processes_naming(folder, "/tmp/" + final), "the job's processes to go", attempts=100)
+    finally:
+        done = lab.finish(proc, log)
+    assert done.rc != 0, done
+    assert "is gone without a final status" in done.out and "the final pass" in done.out, done
+    assert "no error given" not in done.out and "ended absent" not in done.out, done
+    record = lab.record("stopped")
+    assert record["task_state"] == "data_copying_completed", record["task_state"]
+    assert "is gone without a final status" in record["migration"]["error"]
+    assert lab.share_path("stopped", "alpha").is_dir(), "the source went without a verified final pass"
+    assert not lab.job_mounts(final), lab.job_mounts(final)
+
+    before = tree_tool.manifest(str(lab.share_path("stopped")))
+    rerun = lab.complete("stopped")
+    _rerun_ok(rerun)
+    assert "left out    : 1 entries by the ignore list" in rerun.out, rerun
+    records = lab.records("stopped")
+    assert records["beta"]["migration"]["final_copy"]["ignored"] == ["dir0/lost+found/"]
+    for job in (lab.migration_id("stopped"), final):
+        assert not lab.job_folder(job).exists(), f"job {job} was not removed"
+    after = tree_tool.manifest(str(lab.export_path("stopped")))
+    verdict = tree_tool.compare(before, after)
+    # Everything moved, except what the ignore list left out (and named, above).
+    assert (verdict["missing"], verdict["extra"], verdict["differ"]) == (
+        ["dir0/lost+found", "dir0/lost+found/notes.txt"], [], []), verdict

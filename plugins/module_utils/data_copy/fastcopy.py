@@ -48,8 +48,10 @@ import stat
 import threading
 import time
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import lifeline
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
 
 ENGINES = ('auto', 'rsync')
 BATCH = 256
@@ -460,8 +462,13 @@ class _Copier(object):
         self.conn.send(('end', self.errors))
 
 
-def _copy_in_process(source, destination, algorithm, conn):
-    """The body of a copying process (forked from the worker)."""
+def _copy_in_process(source, destination, algorithm, conn, parent=None, inherited=()):
+    """The body of a copying process (forked from the worker).
+
+    ``inherited``: the walking process's ends of the pipes (this process's own and those of the
+    copying processes forked before it), closed first: holding them, this process would never see
+    the end of its pipe when the walking process dies, and would wait for work forever."""
+    lifeline.child_start(parent, inherited)
     # A cancel signals the whole process group: a copying process just stops.
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
@@ -503,6 +510,7 @@ class ParallelCopy(object):
         self.error_count = 0
         self.done = {}
         self.failures = []
+        self.ignored = state_lib.Ignored()
         self._lock = threading.Lock()
 
     def _error(self, rel, text):
@@ -554,11 +562,14 @@ class ParallelCopy(object):
     def run(self):
         self._last_progress = time.monotonic()
         children = []
+        parent = os.getpid()
         try:
             for index in range(self.workers):
                 to_child, child_end = self.context.Pipe()
+                inherited = [item[1] for item in children] + [to_child]
                 child = self.context.Process(target=_copy_in_process, name='first-copy-%d' % index,
-                                             args=(self.source, self.destination, self.algorithm, child_end))
+                                             args=(self.source, self.destination, self.algorithm, child_end, parent,
+                                                   inherited))
                 child.daemon = True
                 child.start()
                 child_end.close()
@@ -605,9 +616,14 @@ class ParallelCopy(object):
                 continue
             subfolders = []
             for entry in entries:
-                if entry.name in self.ignore:
-                    continue
                 child = entry.name if rel == b'.' else rel + b'/' + entry.name
+                if entry.name in self.ignore:
+                    try:
+                        folder_entry = entry.is_dir(follow_symlinks=False)
+                    except OSError:
+                        folder_entry = False
+                    self.ignored.add(child, folder_entry, os.path.join(self.source, child))
+                    continue
                 try:
                     st = entry.stat(follow_symlinks=False)
                     if stat.S_ISDIR(st.st_mode):

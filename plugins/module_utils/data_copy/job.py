@@ -23,6 +23,7 @@ import time
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fastcopy as fastcopy_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags as fileflags_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import lifeline as lifeline_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
@@ -38,9 +39,13 @@ USER_STATE_DIR = '~/.cache/storage-mobility/jobs'
 REQUEST_KEYS = ('source', 'destination', 'ignore_files', 'check_hash', 'hash_algorithm', 'rsync_options',
                 'rsync_base_options', 'final_pass', 'bwlimit', 'migration_id', 'pass_id')
 # The modules the worker needs, shipped into <job folder>/lib/ at each launch.
-WORKER_MODULES = (state_lib, seal_lib, fileflags_lib, rsync_lib, manifest_lib, fastcopy_lib, worker_lib)
+WORKER_MODULES = (state_lib, lifeline_lib, seal_lib, fileflags_lib, rsync_lib, manifest_lib, fastcopy_lib, worker_lib)
 PACKAGE_DIRS = ('ansible_collections', 'storage', 'mobility', 'plugins', 'module_utils', 'data_copy')
 LOCK_TIMEOUT = 30.0
+# Finished job folders are pruned when a job is launched: those not updated for this many days,
+# then the oldest while they take more than this many MiB together (0: no such bound).
+KEEP_FINISHED_DAYS = 30
+KEEP_FINISHED_MB = 4096
 TERM_TIMEOUT = 5.0
 KILL_TIMEOUT = 5.0
 
@@ -170,6 +175,37 @@ def _signal(pids, signum):
                 raise
 
 
+def _size(count):
+    count = float(count or 0)
+    for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
+        if count < 1024 or unit == 'TiB':
+            return ('%d %s' if unit == 'B' else '%.1f %s') % (count, unit)
+        count /= 1024
+
+
+GONE_WHILE = {
+    'scanning': 'while it was starting',
+    'copying': 'while it was copying',
+    'verifying': 'while it was verifying the copy (the copy itself had ended; the verification runs again)',
+    'done': 'after its last step',
+}
+
+
+def gone_error(job_id, request, status):
+    """Why a job whose worker disappeared without a final status failed: which pass, where it was,
+    what it had done, and that running it again resumes it."""
+    phase = status.get('phase') or 'scanning'
+    done = '%s%%, %s of %s files and %s of %s' % (
+        status.get('percent') or 0, status.get('files_done') or 0, status.get('files_total') or '?',
+        _size(status.get('bytes_done')), _size(status.get('bytes_total')) if status.get('bytes_total') else '?')
+    return ('The worker of data copy job %s (%s, attempt %s) is gone without a final status: its process was killed '
+            'or the data node restarted %s. Its last status (%s) said %s done. Nothing copied is lost: start the '
+            'job again (state=started; rerunning the phase playbook does) and it resumes, without copying finished '
+            'files again' % (job_id, 'the final pass' if request.get('final_pass') else 'a copy pass',
+                             status.get('attempt') or 1, GONE_WHILE.get(phase, 'in phase %s' % phase),
+                             status.get('updated_at') or 'none written', done))
+
+
 # ---------------------------------------------------------------------- jobs
 
 
@@ -190,7 +226,14 @@ class JobLock(object):
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
+                if self._current():
+                    return self
+                # The job was removed (and its lock file with it) while this run waited: lock the
+                # file that is there now.
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+                os.close(self.fd)
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                continue
             except (IOError, OSError) as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                     raise
@@ -200,6 +243,21 @@ class JobLock(object):
                 raise Busy('Data copy job %s is busy: another run has held its lock for %d seconds'
                            % (self.job_id, self.timeout))
             self.sleeper(0.1)
+
+    def _current(self):
+        """True when the locked file is still the one at the lock's path."""
+        try:
+            return os.stat(self.path).st_ino == os.fstat(self.fd).st_ino
+        except OSError:
+            return False
+
+    def unlink(self):
+        """Remove the lock file while holding it (a job that is removed leaves nothing behind)."""
+        try:
+            os.unlink(self.path)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
 
     def __exit__(self, *exc_info):
         if self.fd is not None:
@@ -212,8 +270,12 @@ class DataCopyJobs(object):
     """The data copy jobs of one state folder on this data node."""
 
     def __init__(self, state_dir=None, check_mode=False, python=None, clock=time.monotonic, sleeper=time.sleep,
-                 term_timeout=TERM_TIMEOUT, kill_timeout=KILL_TIMEOUT):
+                 term_timeout=TERM_TIMEOUT, kill_timeout=KILL_TIMEOUT, keep_finished_days=KEEP_FINISHED_DAYS,
+                 keep_finished_mb=KEEP_FINISHED_MB):
         self.state_dir = os.path.realpath(os.path.expanduser(state_dir or default_state_dir()))
+        # The bound on what stays on a data node: applied each time a job is launched (see prune).
+        self.keep_finished_days = keep_finished_days
+        self.keep_finished_mb = keep_finished_mb
         self.check_mode = check_mode
         self.python = python or sys.executable
         self.clock = clock
@@ -254,17 +316,22 @@ class DataCopyJobs(object):
         for field in state_lib.PROGRESS_FIELDS:
             if field in status:
                 job['progress'][field] = status[field]
+        job['final_pass'] = bool(request.get('final_pass'))
         job['alive'] = worker_alive(folder, job['pid'])
         if not job['alive'] and job['pid'] is None and job['state'] == 'running':
             # Between writing status.json and recording the new worker's pid: starting.
             job['alive'] = self._recent(os.path.join(folder, state_lib.STATUS_FILE))
+        if status.get('interrupted'):
+            job['interrupted'] = True  # found gone by an earlier run (see settle)
         if job['state'] == 'running' and not job['alive']:
             job['interrupted'] = True
             job['state'] = 'failed'
-            job['error'] = ('The worker of data copy job %s is gone (the data node restarted or the process was '
-                            'killed) in phase %s; start the job again to resume the copy' % (job_id, job['phase']))
+            job['error'] = gone_error(job_id, request, status)
         if job['state'] != 'running':
             job['report'] = state_lib.read_json(os.path.join(folder, state_lib.REPORT_FILE))
+            if job['report'] is None:
+                # No report (a worker that was killed): the end of its log says how far it got.
+                job['log_tail'] = state_lib.log_tail(os.path.join(folder, state_lib.WORKER_LOG))
         return job
 
     @staticmethod
@@ -278,7 +345,7 @@ class DataCopyJobs(object):
         """Wait up to ``seconds`` (monotonic) for the job to stop running; return its view.
 
         Where Linux gives a pidfd of the worker, the wait ends as soon as the worker exits, not at
-        the next look at its status.
+        the next look at its status. A worker found gone is settled (see settle).
         """
         deadline = self.clock() + max(0, seconds or 0)
         interval = 0.1
@@ -288,6 +355,8 @@ class DataCopyJobs(object):
                 job = self.view(job_id)
                 remaining = deadline - self.clock()
                 if job['state'] != 'running' or remaining <= 0:
+                    if job['state'] == 'failed' and job.get('interrupted') and not self.check_mode:
+                        job = self.settle(job_id) or job
                     return job
                 if watched is None and job.get('alive') and job.get('pid'):
                     watched = self._pidfd(job['pid'])
@@ -299,6 +368,33 @@ class DataCopyJobs(object):
         finally:
             if watched:
                 os.close(watched)
+
+    def settle(self, job_id):
+        """A job whose worker is gone: stop what is left of its process group and record in its
+        status that it failed, and why (``interrupted``), so that every reader of ``status.json``
+        sees it. Returns the job's view, or None when another run holds the job's lock (it acts on
+        the job itself) or the worker is not gone after all."""
+        folder = self.folder(job_id)
+        try:
+            lock = JobLock(self.state_dir, job_id, self.clock, self.sleeper, timeout=0)
+            lock.__enter__()
+        except Busy:
+            return None
+        try:
+            job = self.view(job_id)
+            if not (job['state'] == 'failed' and job.get('interrupted')):
+                return None
+            left = self._members(folder, job)
+            if left:
+                self._kill(left, job['pid'])
+            status = state_lib.read_json(os.path.join(folder, state_lib.STATUS_FILE)) or {}
+            if status.get('state') == 'running':
+                status.update(state='failed', interrupted=True, error=job['error'], eta_seconds=None,
+                              rate_bytes_per_s=0, ended_at=state_lib.now_iso())
+                state_lib.write_json(os.path.join(folder, state_lib.STATUS_FILE), status)
+        finally:
+            lock.__exit__(None, None, None)
+        return self.view(job_id)
 
     def _pidfd(self, pid):
         """A pidfd of ``pid`` (readable once it exits), or 0 where there is none or sleeping is faked."""
@@ -449,13 +545,16 @@ class DataCopyJobs(object):
             action = 'run job %s again: the request changed' % job_id
         else:
             action = 'restart job %s (it is %s)' % (job_id, job['state'])
+        # The job whose hashes this one reuses (the phase-1 copy of a final pass) is kept too.
+        reused = (state_lib.read_json(worker_lib.hash_index_path(self.state_dir, request)) or {}).get('job_id')
+        pruned = self.prune(keep=(job_id, reused), max_days=self.keep_finished_days, max_mb=self.keep_finished_mb)
         if self.check_mode:
             predicted = dict(job, state='running', phase='scanning', error=None, report=None,
                              progress=state_lib.empty_progress())
             predicted.pop('interrupted', None)
-            return self._result(True, predicted, [action], warnings)
+            return self._result(True, predicted, [action] + pruned, warnings)
         self._launch(folder, request, job)
-        return self._result(True, self.view(job_id), [action], warnings)
+        return self._result(True, self.view(job_id), [action] + pruned, warnings)
 
     @staticmethod
     def _result(changed, job, actions, warnings):
@@ -534,16 +633,21 @@ class DataCopyJobs(object):
         return {'changed': True, 'job': self.view(job_id), 'actions': [action], 'warnings': []}
 
     def remove(self, job_id):
-        """Cancel the job if it runs and delete its folder."""
+        """Cancel the job if it runs and delete its folder, its lock file and the hash index entries
+        that name it. ``removed`` in the result: the job as it was (its report, the end of its log)."""
         folder = self.folder(job_id)
-        with self._lock(job_id):
+        with self._lock(job_id) as lock:
             if not os.path.lexists(folder):
+                if not self.check_mode:
+                    lock.unlink()
                 return {'changed': False, 'job': self.view(job_id), 'actions': [], 'warnings': []}
             if not os.path.isdir(folder) or os.path.islink(folder) or not os.path.isfile(
                     os.path.join(folder, state_lib.JOB_FILE)) and os.listdir(folder):
                 raise InvalidRequest('Failed to remove data copy job %s: %s is not a data copy job folder (no %s); '
                                      'it was left alone' % (job_id, folder, state_lib.JOB_FILE))
             job = self.view(job_id)
+            if job['state'] != 'absent' and job.get('report') is None and 'log_tail' not in job:
+                job['log_tail'] = state_lib.log_tail(os.path.join(folder, state_lib.WORKER_LOG))
             actions = []
             members = self._members(folder, job) if job['state'] != 'absent' else []
             if members:
@@ -552,5 +656,120 @@ class DataCopyJobs(object):
             if not self.check_mode:
                 self._kill(members, job.get('pid'))
                 shutil.rmtree(folder)
+                self._forget_hashes(job_id)
+                lock.unlink()
         gone = dict(self.view(job_id)) if not self.check_mode else dict(job, state='absent')
-        return {'changed': True, 'job': gone, 'actions': actions, 'warnings': []}
+        return {'changed': True, 'job': gone, 'removed': job, 'actions': actions, 'warnings': []}
+
+    def _forget_hashes(self, job_id=None):
+        """Remove the hash index entries that name ``job_id`` (None: that name a job folder that is gone)."""
+        index_dir = os.path.join(self.state_dir, state_lib.HASH_INDEX_DIR)
+        try:
+            names = os.listdir(index_dir)
+        except OSError:
+            return
+        for name in names:
+            path = os.path.join(index_dir, name)
+            other = (state_lib.read_json(path) or {}).get('job_id')
+            if job_id is not None and other != job_id:
+                continue
+            if job_id is None and other and '/' not in other and os.path.isdir(os.path.join(self.state_dir, other)):
+                continue
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+
+    # ------------------------------------------------------------------ the bound on job folders
+
+    def finished_jobs(self, keep=()):
+        """``(job id, seconds since its last update, bytes)`` of every job folder whose job is not
+        running (completed, failed, cancelled, or its worker gone), oldest first; never ``keep``."""
+        found = []
+        try:
+            names = os.listdir(self.state_dir)
+        except OSError:
+            return found
+        now = time.time()
+        for name in names:
+            if name.startswith('.') or name in keep:
+                continue
+            folder = os.path.join(self.state_dir, name)
+            if os.path.islink(folder) or not os.path.isfile(os.path.join(folder, state_lib.JOB_FILE)):
+                continue
+            try:
+                validate_name(name, 'job id')
+                job = self.view(name)
+            except (InvalidRequest, IOError, OSError):
+                continue
+            if job['state'] == 'running' or job.get('alive'):
+                continue
+            updated = 0
+            for item in (state_lib.STATUS_FILE, state_lib.REPORT_FILE, state_lib.JOB_FILE):
+                try:
+                    updated = max(updated, os.stat(os.path.join(folder, item)).st_mtime)
+                except OSError:
+                    pass
+            found.append((name, max(0.0, now - updated), _folder_bytes(folder)))
+        found.sort(key=lambda item: -item[1])
+        return found
+
+    def prune_plan(self, keep=(), max_days=None, max_mb=None):
+        """The finished job folders the bound removes: those not updated for more than ``max_days``
+        days, then the oldest until the rest take at most ``max_mb`` MiB (0 or None: no such bound).
+        Returns ``[(job id, why)]``."""
+        plan = []
+        jobs = self.finished_jobs(keep)
+        total = sum(item[2] for item in jobs)
+        for name, age, size in jobs:
+            why = None
+            if max_days and age > max_days * 86400:
+                why = 'finished, last updated %.1f days ago (more than %s)' % (age / 86400.0, max_days)
+            elif max_mb and total > max_mb * 1024 * 1024:
+                why = 'finished job folders take %s, more than %s MiB; the oldest go first' % (_size(total), max_mb)
+            if why:
+                plan.append((name, why))
+                total -= size
+        return plan
+
+    def prune(self, keep=(), max_days=None, max_mb=None):
+        """Remove the finished job folders of ``prune_plan``; a job another run holds the lock of is
+        skipped. Returns the actions (planned ones in check mode)."""
+        actions = []
+        for name, why in self.prune_plan(keep, max_days, max_mb):
+            if self.check_mode:
+                actions.append('prune job folder %s (%s)' % (name, why))
+                continue
+            try:
+                lock = JobLock(self.state_dir, name, self.clock, self.sleeper, timeout=0)
+                lock.__enter__()
+            except Busy:
+                continue
+            try:
+                job = self.view(name)
+                if job['state'] == 'running' or job.get('alive'):
+                    continue
+                folder = self.folder(name)
+                self._kill(self._members(folder, job), job.get('pid'))
+                shutil.rmtree(folder)
+                self._forget_hashes(name)
+                lock.unlink()
+            finally:
+                lock.__exit__(None, None, None)
+            actions.append('prune job folder %s (%s)' % (name, why))
+        if actions and not self.check_mode:
+            self._forget_hashes()
+        return actions
+
+
+def _folder_bytes(folder):
+    """Space a folder takes (allocated blocks of everything below it)."""
+    total = 0
+    for top, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            try:
+                total += os.lstat(os.path.join(top, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total

@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import lifeline
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.fileflags import read_carried
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import TreeSeal
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.state import atomic_write, render_path
@@ -716,10 +717,12 @@ class Comparison(object):
         }
 
 
-def _walk_in_process(walker, conn):
+def _walk_in_process(walker, conn, parent=None, inherited=()):
     """In a forked process: send the walk's items in batches, then its summary. An item is
     ``(path, values)``, or ``(path, values, error)`` for a folder that could not be listed (cheaper
-    to send and to compare than a dict)."""
+    to send and to compare than a dict). ``inherited``: the reading ends this process must not hold
+    (see lifeline): holding its own, it would wait forever on a full pipe once the reader died."""
+    lifeline.child_start(parent, inherited)
     try:
         batch = []
         for path, values, error in walker.walk():
@@ -899,7 +902,7 @@ class _Prehash(object):
         self.conn.send(('end',))
 
 
-def prehash(source, ignore, algorithm, caches, conn, destination=None):
+def prehash(source, ignore, algorithm, caches, conn, destination=None, parent=None, inherited=()):
     """In a forked process while the copy runs: read and hash what can be read already.
 
     Reads the regular files of ``source`` in the walk's order, keeping the page cache (the copy
@@ -910,7 +913,10 @@ def prehash(source, ignore, algorithm, caches, conn, destination=None):
     ``caches`` (side -> path -> (identity, hash)) are not read. Sends ``[(side, path, (identity,
     hash))]`` batches on ``conn``, then ``('end',)``. The verification reuses these hashes where the
     files have not changed since (see HashCache), so it reads only the rest.
+    ``parent`` and ``inherited``: see lifeline (this process dies with the worker and does not hold
+    the reading end of its own pipe).
     """
+    lifeline.child_start(parent, inherited)
     try:
         _Prehash(source, destination, ignore, algorithm, caches, conn).run()
     except (IOError, OSError, EOFError):
@@ -944,9 +950,12 @@ def compare_trees(source, destination, ignore=(), algorithm=DEFAULT_ALGORITHM, s
     context = fork_context() if processes else None
     children = []
     if context is not None:
+        parent = os.getpid()
         for walker in walkers:
             receiving, sending = context.Pipe(duplex=False)
-            child = context.Process(target=_walk_in_process, args=(walker, sending), name='manifest-walk')
+            inherited = [item[1] for item in children] + [receiving]
+            child = context.Process(target=_walk_in_process, args=(walker, sending, parent, inherited),
+                                    name='manifest-walk')
             child.daemon = True
             child.start()
             sending.close()

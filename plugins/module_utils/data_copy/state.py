@@ -126,3 +126,58 @@ def empty_progress():
     """Progress fields before anything is known: zeros, and no ETA."""
     return {'percent': 0, 'bytes_done': 0, 'bytes_total': 0, 'files_done': 0, 'files_total': 0,
             'rate_bytes_per_s': 0, 'eta_seconds': None}
+
+
+# How many ignored paths a report names (all of them are counted), and how much of a log's end a
+# report or a job keeps.
+IGNORED_LIMIT = 100
+LOG_TAIL_LINES = 12
+LOG_TAIL_WIDTH = 240
+
+
+class Ignored(object):
+    """The paths the ignore list left out of a copy: the first ``limit`` by name (relative to the
+    copied folder, a folder with a trailing ``/``), and how many there were in all."""
+
+    def __init__(self, limit=IGNORED_LIMIT):
+        self.limit = limit
+        self.paths = []
+        self.count = 0
+        # Entries other than an empty folder at the top (the lost+found of a filesystem's root,
+        # which holds nothing of the users'): these are worth a warning.
+        self.notable = 0
+
+    def add(self, rel, folder=False, full=None):
+        """Note ``rel``; ``full``, the path to look into (is a folder at the top empty?)."""
+        self.count += 1
+        if len(self.paths) < self.limit:
+            self.paths.append(render_path(rel) + ('/' if folder else ''))
+        top = b'/' not in os.fsencode(rel)
+        if not (folder and top and full is not None and _empty(full)):
+            self.notable += 1
+
+    def as_dict(self):
+        return {'ignored': list(self.paths), 'ignored_count': self.count}
+
+
+def _empty(folder):
+    try:
+        return not os.listdir(folder)
+    except OSError:
+        return False
+
+
+def log_tail(path, lines=LOG_TAIL_LINES, width=LOG_TAIL_WIDTH):
+    """The last ``lines`` lines of a log (each cut to ``width`` characters); empty when there is none."""
+    try:
+        with open(path, 'rb') as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - lines * (width + 80)))
+            data = handle.read()
+    except (IOError, OSError):
+        return []
+    text = data.decode('utf-8', 'backslashreplace').splitlines()
+    if len(text) > lines:
+        text = text[-lines:]
+    return [line if len(line) <= width else line[:width - 3] + '...' for line in text]

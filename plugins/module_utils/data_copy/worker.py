@@ -29,6 +29,7 @@ import traceback
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fastcopy as fastcopy_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags as fileflags_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import lifeline
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
@@ -74,21 +75,28 @@ def _on_signal(signum, frame):  # pylint: disable=unused-argument
 sync_filesystem = manifest_lib.sync_filesystem
 
 
-def scan_tree(root, ignore, on_progress=None):
-    """Totals of a tree: entries (the root included), files, bytes, directories, symlinks."""
+def scan_tree(root, ignore, on_progress=None, ignored=None):
+    """Totals of a tree: entries (the root included), files, bytes, directories, symlinks.
+
+    ``ignored`` (a state.Ignored): where the paths left out by the ignore list are noted."""
     ignore = frozenset(os.fsencode(name) for name in ignore)
     totals = {'entries': 1, 'files': 0, 'bytes': 0, 'directories': 1, 'symlinks': 0}
-    stack = [os.fsencode(root)]
+    top = os.fsencode(root)
+    stack = [top]
     while stack:
         folder = stack.pop()
         try:
             names = os.listdir(folder)
         except OSError:
             continue
+        if ignored is not None:
+            names.sort()
         for name in names:
-            if name in ignore:
-                continue
             path = os.path.join(folder, name)
+            if name in ignore:
+                if ignored is not None:
+                    ignored.add(path[len(top) + 1:], os.path.isdir(path) and not os.path.islink(path), path)
+                continue
             try:
                 st = os.lstat(path)
             except OSError:
@@ -117,12 +125,30 @@ def skipped_times(options):
     return kinds
 
 
+def cache_key(job):
+    """The key under which jobs share recorded hashes: the request's, or both real paths, and the
+    ignore list."""
+    paths = (os.path.realpath(job['source']), os.path.realpath(job['destination']))
+    key = job.get('hash_cache_key') or '%s\0%s' % paths
+    return '%s\0%s' % (key, '\0'.join(job['ignore_files']))
+
+
+def hash_index_path(state_dir, job):
+    """``<state_dir>/.hash-index/<sha256 of the key>.json``: names the last job that verified a copy
+    under the key of ``job`` (a later job with that key reuses its hashes)."""
+    digest = hashlib.sha256(cache_key(job).encode('utf-8', 'surrogateescape')).hexdigest()
+    return os.path.join(state_dir, state_lib.HASH_INDEX_DIR, digest + '.json')
+
+
 class Worker(object):
     """Runs one attempt of the job described by ``<folder>/job.json``."""
 
-    def __init__(self, folder, clock=time.monotonic):
+    def __init__(self, folder, clock=time.monotonic, leader=False):
         self.folder = os.path.abspath(folder)
         self.clock = clock
+        # The launched worker leads its own process group (see job.py); only then does it kill
+        # what is left in that group when it ends.
+        self.leader = bool(leader) and os.getpgrp() == os.getpid()
         self.job = state_lib.read_json(self.path(state_lib.JOB_FILE))
         if self.job is None:
             raise JobFailed('No readable %s in %s' % (state_lib.JOB_FILE, self.folder))
@@ -151,6 +177,7 @@ class Worker(object):
         self.seals = {}
         self.flags = fileflags_lib.Carrier(self.job['source'], self.job['destination'], self.job['ignore_files'],
                                            self.log)
+        self.ignored = None
 
     def path(self, name):
         return os.path.join(self.folder, name)
@@ -176,7 +203,9 @@ class Worker(object):
             self.write_status(force=False, files_total=totals['entries'], bytes_total=totals['bytes'])
 
         self.write_status(phase='scanning')
-        self.totals = scan_tree(self.job['source'], self.job['ignore_files'], progress)
+        ignored = state_lib.Ignored()
+        self.totals = scan_tree(self.job['source'], self.job['ignore_files'], progress, ignored)
+        self.ignored = ignored
         self.write_status(files_total=self.totals['entries'], bytes_total=self.totals['bytes'])
         self.log('scanned %(entries)d entries, %(files)d files, %(bytes)d bytes' % self.totals)
 
@@ -190,7 +219,9 @@ class Worker(object):
 
         def scan():
             try:
-                self.totals = scan_tree(self.job['source'], self.job['ignore_files'], check)
+                ignored = state_lib.Ignored()
+                self.totals = scan_tree(self.job['source'], self.job['ignore_files'], check, ignored)
+                self.ignored = ignored
             except Terminated:
                 pass
             except Exception as exc:  # pylint: disable=broad-except
@@ -215,14 +246,10 @@ class Worker(object):
 
     def cache_key(self):
         """Jobs with the same key reuse each other's hashes: the request's, or both real paths."""
-        job = self.job
-        paths = (os.path.realpath(job['source']), os.path.realpath(job['destination']))
-        key = job.get('hash_cache_key') or '%s\0%s' % paths
-        return '%s\0%s' % (key, '\0'.join(job['ignore_files']))
+        return cache_key(self.job)
 
     def _index_path(self):
-        digest = hashlib.sha256(self.cache_key().encode('utf-8', 'surrogateescape')).hexdigest()
-        return os.path.join(os.path.dirname(self.folder), state_lib.HASH_INDEX_DIR, digest + '.json')
+        return hash_index_path(os.path.dirname(self.folder), self.job)
 
     def load_cache(self, algorithm):
         """The hashes of this job's last verification, else of the last verified job with the same
@@ -270,9 +297,14 @@ class Worker(object):
         self.cache = self.load_cache(algorithm)
         known = self.cache.sides if self.cache is not None else {}
         receiving, sending = context.Pipe(duplex=False)
+        # The child closes this process's reading end (and rsync's output, if rsync runs already):
+        # holding them it would block forever on a full pipe, and keep rsync blocked, once the
+        # worker is gone (see lifeline).
+        inherited = [receiving] + ([self.rsync.stdout] if self.rsync is not None and self.rsync.stdout else [])
         child = context.Process(target=manifest_lib.prehash, name='prehash',
                                 args=(job['source'], job['ignore_files'], algorithm, known, sending),
-                                kwargs={'destination': job['destination']})
+                                kwargs={'destination': job['destination'], 'parent': os.getpid(),
+                                        'inherited': inherited})
         child.daemon = True
         child.start()
         sending.close()
@@ -357,8 +389,9 @@ class Worker(object):
         self.log('removed %d destination files that failed verification, to copy them again' % removed)
         return ['--checksum'] if plan.get('checksum') else []
 
-    def copy(self):
-        """Run rsync; return its exit code. Raise JobFailed when the copy failed."""
+    def copy(self, scan=False):
+        """Run rsync (with ``scan``, count the source meanwhile); return its exit code. Raise
+        JobFailed when the copy failed."""
         job = self.job
         program = shutil.which('rsync')
         if program is None:
@@ -381,9 +414,19 @@ class Worker(object):
 
             reader = rsync_lib.ProgressReader(on_line=log_line)
             started = self.clock()
-            self.rsync = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, env=env, close_fds=True)
+            # The hashing process is forked first, so that it holds no end of rsync's pipe; rsync is
+            # started while this process runs no other thread (its preexec_fn runs between fork and
+            # exec) and dies with it; the count of the source runs in a thread from then on.
             self.start_prehash()
+            try:
+                self.rsync = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT, env=env, close_fds=True,
+                                              preexec_fn=lifeline.preexec())
+            except OSError:
+                self.stop_prehash()
+                raise
+            if scan:
+                self.start_scan()
             try:
                 fd = self.rsync.stdout.fileno()
                 while True:
@@ -475,6 +518,7 @@ class Worker(object):
             engine.failures.append('%s: %s' % (type(exc).__name__, exc))
         self.copy_seconds += self.clock() - started
         self.totals = dict(engine.totals)
+        self.ignored = engine.ignored
         self.algorithm = algorithm or self.algorithm
         for side, records in engine.records.items():
             self.prehashed.setdefault(side, {}).update(records)
@@ -491,8 +535,7 @@ class Worker(object):
         return True
 
     def copy_with_rsync(self):
-        self.start_scan()
-        self.copy()
+        self.copy(scan=True)
 
     def _stop_rsync(self):
         try:
@@ -622,6 +665,13 @@ class Worker(object):
             'warnings': list(self.warnings), 'started_at': self.status['started_at'],
             'finished_at': state_lib.now_iso(), 'attempt': self.status['attempt'],
         }
+        # What the ignore list left out, by name; unknown (None) when the count of the source did
+        # not finish (a failed copy).
+        ignored = self.ignored
+        report.update(ignored.as_dict() if ignored is not None else {'ignored': None, 'ignored_count': None})
+        if ignored is not None and ignored.notable:
+            report['warnings'].append(self.ignored_warning(ignored))
+        report['log_tail'] = state_lib.log_tail(self.path(state_lib.WORKER_LOG))
         if comparison is not None:
             report.update(comparison.as_dict())
             report.update(self.seals)
@@ -632,7 +682,33 @@ class Worker(object):
         state_lib.write_json(self.path(state_lib.REPORT_FILE), report)
         return report
 
+    def ignored_warning(self, ignored):
+        shown = ', '.join(ignored.paths[:5])
+        more = ignored.count - min(5, len(ignored.paths))
+        return ('The ignore list (%s) left %d entries of %s out of the copy and the verification: %s%s; they '
+                'are not in the destination' % (', '.join(self.job['ignore_files']), ignored.count,
+                                                self.job['source'], shown, ' and %d more' % more if more > 0 else ''))
+
     def run(self):
+        try:
+            return self._run()
+        finally:
+            self.reap()
+
+    def reap(self):
+        """The leader of the job's process group kills what is left in it (nothing, normally: each
+        helper has ended or dies with this process)."""
+        if not self.leader:
+            return
+        try:
+            left = lifeline.kill_group_members(os.getpid(), exclude=(os.getpid(),))
+        except OSError:
+            return
+        if left:
+            self.log('stopped %d processes left in the job\'s process group: %s'
+                     % (len(left), ', '.join(str(pid) for pid in left)))
+
+    def _run(self):
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, _on_signal)
         comparison = None
@@ -701,7 +777,7 @@ def main(argv=None):
         sys.stderr.write('usage: worker.py JOB_FOLDER\n')
         return 2
     try:
-        worker = Worker(argv[0])
+        worker = Worker(argv[0], leader=True)
     except JobFailed as exc:
         sys.stderr.write('%s\n' % exc)
         return 2

@@ -40,6 +40,18 @@ PHASE1_PASS = 'phase1'
 FINAL_PASS = 'final'
 SIDES = ('source', 'destination')
 
+# The record keeps a copy report small: this many ignored paths (the count is always kept) and log lines.
+SUMMARY_IGNORED = 20
+SUMMARY_LOG_LINES = 12
+SUMMARY_LOG_WIDTH = 240
+# Why a copy job that did not complete did not, when its report gives no error.
+JOB_STATE_TEXT = {
+    'absent': 'the data node has no such job (it never started there, or its folder was removed)',
+    'cancelled': 'it was cancelled before it completed',
+    'running': 'it is still running',
+    'failed': 'it failed without saying why',
+}
+
 
 def _listed(report, key, limit=10):
     items = report.get(key) or []
@@ -198,8 +210,11 @@ class HostAssistedMixin(object):
     @staticmethod
     def _report_failure(report):
         """None when the report proves a verified copy, else why not."""
-        if report.get('state') not in (None, 'completed'):
-            return 'the copy job ended %s: %s' % (report.get('state'), report.get('error') or 'no error given')
+        state = report.get('state')
+        if state not in (None, 'completed'):
+            why = report.get('error') or JOB_STATE_TEXT.get(state) or 'no error given'
+            return 'copy job %s %s: %s' % (report.get('job_id'), 'is still running' if state == 'running'
+                                           else 'did not complete (%s)' % state, why)
         if report.get('verified') is not True:
             problems = []
             for key in ('differ', 'missing', 'extra'):
@@ -215,6 +230,13 @@ class HostAssistedMixin(object):
                 'source_digest', 'destination_digest', 'source_seal', 'destination_seal', 'pass_id', 'warnings',
                 'data_node')
         summary = dict((k, report.get(k)) for k in keep if report.get(k) is not None)
+        # What the ignore list left out (the first names, always the count) and the end of the log:
+        # the job folder that holds the whole report is removed when the migration ends.
+        if isinstance(report.get('ignored_count'), int):
+            summary['ignored_count'] = report['ignored_count']
+            summary['ignored'] = [str(item) for item in (report.get('ignored') or [])[:SUMMARY_IGNORED]]
+        if isinstance(report.get('log_tail'), list):
+            summary['log_tail'] = [str(line)[:SUMMARY_LOG_WIDTH] for line in report['log_tail'][-SUMMARY_LOG_LINES:]]
         summary['verified_at'] = now_iso()
         return summary
 

@@ -158,7 +158,9 @@ def test_rich_tree_is_copied_and_verified(jobs, tmp_path, engine):
     assert report["source_digest"] == report["destination_digest"]
     assert (report["differ"], report["missing"], report["extra"]) == ([], [], [])
     assert report["files"] == 7 and report["symlinks"] == 2 and report["directories"] == 5
-    assert report["warnings"] == []
+    # Both ignored folders hold files: each is named, and the one warning says so.
+    assert sorted(report["ignored"]) == ["docs/lost+found/", "lost+found/"] and report["ignored_count"] == 2
+    assert len(report["warnings"]) == 1 and "docs/lost+found/" in report["warnings"][0], report["warnings"]
     if engine == "auto":
         assert report["copy_engine"] == "parallel"
         assert report["rsync_rc"] is None and report["rsync_stats"] == {}
@@ -314,7 +316,7 @@ def test_worker_killed_mid_copy_resumes_without_copying_again(jobs, tmp_path):
     poll(lambda: group_alive(started["pid"]), lambda alive: not alive, "the killed process group to end")
     interrupted = jobs.view("resume")
     assert interrupted["state"] == "failed" and interrupted["interrupted"] is True
-    assert "start the job again to resume" in interrupted["error"]
+    assert "start the job again (state=started" in interrupted["error"] and "it resumes" in interrupted["error"]
 
     resumed = jobs.start(request)
     assert resumed["changed"] is True
@@ -568,8 +570,8 @@ def test_the_shipped_worker_is_self_contained(jobs, tmp_path):
     script = job_lib.ship_worker(folder)
     lib = os.path.join(folder, "lib", "ansible_collections", "storage", "mobility", "plugins", "module_utils",
                        "data_copy")
-    assert sorted(os.listdir(lib)) == ["__init__.py", "fastcopy.py", "fileflags.py", "manifest.py", "rsync.py", "seal.py",
-                                       "state.py", "worker.py"]
+    assert sorted(os.listdir(lib)) == ["__init__.py", "fastcopy.py", "fileflags.py", "lifeline.py", "manifest.py",
+                                       "rsync.py", "seal.py", "state.py", "worker.py"]
     with open(script, encoding="utf-8") as handle:
         assert handle.read() == worker_lib.LAUNCHER
     state_lib.write_json(os.path.join(folder, state_lib.JOB_FILE), jobs.build_request("shipped", src, dst))
@@ -736,3 +738,137 @@ def test_a_tree_that_keeps_changing_fails_the_verification(tmp_path, monkeypatch
     assert "the source changed while it was verified, %d times in a row" % (worker_lib.SEAL_RETRIES + 1) in status["error"]
     report = state_lib.read_json(os.path.join(folder, state_lib.REPORT_FILE))
     assert report["verified"] is False and report["source_seal"] is None
+
+
+# --------------------------------------------------------------------------- nothing dropped silently
+
+
+@pytest.mark.parametrize("engine", ["auto", "rsync"])
+def test_a_deep_lost_and_found_is_named_in_the_report(jobs, tmp_path, engine):
+    """The ignore list matches at any depth (as the reference does): what it leaves out is named, by
+    path relative to the share, with the count of all of them and a warning; an empty top-level
+    lost+found alone (a filesystem root's) is named but not warned about."""
+    src, dst = folders(tmp_path)
+    write(os.path.join(src, "projects", "a", "lost+found", "thesis.tex"), b"not fsck's")
+    write(os.path.join(src, "projects", "keep.txt"), b"kept")
+    for index in range(150):
+        os.makedirs(os.path.join(src, "many", "%03d" % index, "lost+found"))
+    os.makedirs(os.path.join(src, "lost+found"))
+    job = jobs.start(jobs.build_request("deep", src, dst, copy_engine=engine), wait_seconds=POLL_LIMIT)["job"]
+    report = job["report"]
+    assert job["state"] == "completed" and report["verified"] is True, job
+    assert report["ignored_count"] == 152
+    assert len(report["ignored"]) == state_lib.IGNORED_LIMIT
+    assert "projects/a/lost+found/" in report["ignored"] or report["ignored_count"] > len(report["ignored"])
+    warning = [text for text in report["warnings"] if "ignore list" in text]
+    assert len(warning) == 1 and "152 entries" in warning[0], report["warnings"]
+    assert not os.path.exists(os.path.join(dst, "projects", "a", "lost+found"))
+    assert os.path.exists(os.path.join(dst, "projects", "keep.txt"))
+    assert report["log_tail"] and any("completed" in line or "attempt 1" in line for line in report["log_tail"])
+
+    # Only an empty lost+found at the top: named, counted, no warning.
+    src2, dst2 = str(tmp_path / "src2"), str(tmp_path / "dst2")
+    os.makedirs(os.path.join(src2, "lost+found"))
+    write(os.path.join(src2, "f"), b"f")
+    os.makedirs(dst2)
+    report = jobs.start(jobs.build_request("top", src2, dst2, copy_engine=engine), wait_seconds=POLL_LIMIT)["job"]["report"]
+    assert (report["ignored"], report["ignored_count"], report["warnings"]) == (["lost+found/"], 1, [])
+
+
+def test_a_deep_lost_and_found_is_named_by_path(jobs, tmp_path):
+    src, dst = folders(tmp_path)
+    write(os.path.join(src, "x", "y", "lost+found", "z"), b"z")
+    report = jobs.start(jobs.build_request("named", src, dst), wait_seconds=POLL_LIMIT)["job"]["report"]
+    assert (report["ignored"], report["ignored_count"]) == (["x/y/lost+found/"], 1)
+
+
+# --------------------------------------------------------------------------- job folders do not pile up
+
+
+def finished_job(jobs, tmp_path, job_id, days_old=0.0):
+    src, dst = str(tmp_path / ("src-" + job_id)), str(tmp_path / ("dst-" + job_id))
+    write(os.path.join(src, "f"), os.urandom(4096))
+    os.makedirs(dst, exist_ok=True)
+    job = jobs.start(jobs.build_request(job_id, src, dst), wait_seconds=POLL_LIMIT)["job"]
+    assert job["state"] == "completed", job
+    if days_old:
+        when = time.time() - days_old * 86400
+        for name in os.listdir(jobs.folder(job_id)):
+            path = os.path.join(jobs.folder(job_id), name)
+            if os.path.isfile(path):
+                os.utime(path, (when, when))
+    return src, dst
+
+
+def test_remove_leaves_nothing_of_the_job_and_returns_what_it_was(jobs, tmp_path):
+    finished_job(jobs, tmp_path, "gone")
+    index_dir = os.path.join(jobs.state_dir, state_lib.HASH_INDEX_DIR)
+    assert os.listdir(index_dir), "the verified job is in the hash index"
+    check = job_lib.DataCopyJobs(jobs.state_dir, check_mode=True).remove("gone")
+    assert check["changed"] is True and os.path.isdir(jobs.folder("gone"))
+    result = jobs.remove("gone")
+    assert result["changed"] is True and result["job"]["state"] == "absent"
+    assert result["removed"]["state"] == "completed" and result["removed"]["report"]["verified"] is True
+    assert not os.path.exists(jobs.folder("gone"))
+    assert not os.path.exists(os.path.join(jobs.state_dir, ".gone.lock"))
+    assert os.listdir(index_dir) == []
+    again = jobs.remove("gone")
+    assert again["changed"] is False and not os.path.exists(os.path.join(jobs.state_dir, ".gone.lock"))
+
+
+def test_a_lock_whose_file_was_removed_meanwhile_is_taken_again(jobs, tmp_path):
+    """remove() unlinks the lock file while holding it: a run that waited on the old file must not
+    believe it holds the lock (it would act beside a run holding the new file)."""
+    os.makedirs(jobs.state_dir, exist_ok=True)
+    first = job_lib.JobLock(jobs.state_dir, "j", time.monotonic, time.sleep)
+    first.__enter__()
+    waiting = job_lib.JobLock(jobs.state_dir, "j", time.monotonic, time.sleep, timeout=5)
+    waiting.fd = os.open(waiting.path, os.O_RDWR)  # opened the old file before the unlink
+    first.unlink()
+    first.__exit__(None, None, None)
+    newcomer = job_lib.JobLock(jobs.state_dir, "j", time.monotonic, time.sleep)
+    newcomer.__enter__()  # holds the new file
+    os.close(waiting.fd)
+    with pytest.raises(job_lib.Busy):
+        job_lib.JobLock(jobs.state_dir, "j", time.monotonic, time.sleep, timeout=0.3).__enter__()
+    newcomer.__exit__(None, None, None)
+
+
+def test_starting_a_job_prunes_old_and_oversized_finished_job_folders(jobs, tmp_path):
+    """The bound on a data node: finished folders older than keep_finished_days go, then the oldest
+    while the rest take more than keep_finished_mb; never a running job, never the one starting."""
+    unbounded = job_lib.DataCopyJobs(jobs.state_dir, keep_finished_days=0, keep_finished_mb=0)
+    finished_job(unbounded, tmp_path, "ancient", days_old=40)
+    finished_job(unbounded, tmp_path, "recent", days_old=1)
+    src, dst = folders(tmp_path)
+    slow_tree(src)
+    running = unbounded.start(jobs.build_request("running", src, dst, bwlimit="1m"))["job"]
+    assert running["state"] == "running"
+    # Old enough to be pruned if it were finished: its files are 60 days old, its worker is alive.
+    when = time.time() - 60 * 86400
+    for name in ("job.json", "status.json"):
+        os.utime(os.path.join(jobs.folder("running"), name), (when, when))
+
+    bounded = job_lib.DataCopyJobs(jobs.state_dir, keep_finished_days=30, keep_finished_mb=0)
+    plan = bounded.prune_plan(keep=("new",), max_days=30, max_mb=0)
+    assert [name for name, why in plan] == ["ancient"]
+    src_new, dst_new = str(tmp_path / "src-new"), str(tmp_path / "dst-new")
+    write(os.path.join(src_new, "f"), b"new")
+    os.makedirs(dst_new)
+    predicted = job_lib.DataCopyJobs(jobs.state_dir, check_mode=True).start(bounded.build_request("new", src_new, dst_new))
+    assert any(action.startswith("prune job folder ancient") for action in predicted["actions"])
+    assert os.path.isdir(jobs.folder("ancient")), "check mode removed a folder"
+    result = bounded.start(bounded.build_request("new", src_new, dst_new), wait_seconds=POLL_LIMIT)
+    assert any(action.startswith("prune job folder ancient") for action in result["actions"]), result["actions"]
+    assert not os.path.exists(jobs.folder("ancient"))
+    assert os.path.isdir(jobs.folder("recent")) and os.path.isdir(jobs.folder("running"))
+    assert jobs.view("running")["state"] == "running"
+
+    # A size bound of 0 MiB... is no bound; a bound smaller than the finished folders removes the
+    # oldest first ("recent", then "new" would go; "new" is kept as the job being started).
+    tiny = job_lib.DataCopyJobs(jobs.state_dir, keep_finished_days=0, keep_finished_mb=0)
+    assert tiny.prune_plan(max_days=0, max_mb=0) == []
+    plan = tiny.prune_plan(keep=("new",), max_days=0, max_mb=1e-6)
+    assert [name for name, why in plan] == ["recent"]
+    assert "running" not in [name for name, why in tiny.prune_plan(max_days=0, max_mb=1e-6)]
+    jobs.cancel("running")

@@ -154,7 +154,9 @@ def test_a_foreign_or_stale_report_is_refused_and_changes_nothing(env, share, ba
 
 @pytest.mark.parametrize("over, reason", [
     ({"verified": False, "differ": ["a.txt"], "missing": ["b"]}, "the copy was not verified (differ: a.txt; missing: b)"),
-    ({"state": "failed", "error": "disk full"}, "the copy job ended failed: disk full"),
+    ({"state": "failed", "error": "disk full"}, "did not complete (failed): disk full"),
+    # The role's own report when the job never got a folder: said as such, not "no error given".
+    ({"state": "absent", "error": None}, "did not complete (absent): the data node has no such job"),
 ])
 def test_a_failed_copy_ends_in_data_copying_error_with_cleanup(env, share, over, reason):
     data = tree_state(share)
@@ -203,6 +205,44 @@ def test_a_failed_final_pass_goes_back_to_data_copying_completed(env, share):
     assert "Final pass failed" in rec["migration"]["error"]
     assert tree_state(share) == data
     assert env.record_pools("s1") == [env.A]
+
+
+def test_a_killed_final_pass_worker_is_named_in_the_error_and_nothing_is_switched(env, share):
+    """What the data mover reports for a final pass whose worker was killed: the manager's error says
+    which job, that it did not complete and the job's own words (its pass, where it was, how to resume)."""
+    data = tree_state(share)
+    to_phase1_done(env)
+    final = env.migrations().complete("s1")["copy_plan"]
+    gone = ("The worker of data copy job %s (the final pass, attempt 1) is gone without a final status: its process "
+            "was killed or the data node restarted while it was copying." % final["job_id"])
+    with pytest.raises(StorageError) as info:
+        env.migrations().complete("s1", copy_report={"job_id": final["job_id"], "state": "failed", "verified": False,
+                                                     "error": gone})
+    message = str(info.value)
+    assert "copy job %s did not complete (failed): The worker of data copy job" % final["job_id"] in message
+    assert "the final pass" in message and "Nothing was switched" in message
+    assert "no error given" not in message
+    rec = env.read_record(env.A, "s1")
+    assert rec["task_state"] == states.DATA_COPYING_COMPLETED and "is gone without a final status" in rec["migration"]["error"]
+    assert tree_state(share) == data
+
+
+def test_the_record_keeps_what_the_ignore_list_left_out_and_the_log_tail_small(env, share):
+    """The copy summary keeps the count of ignored entries, the first 20 names and the end of the log,
+    since the job folder with the whole report goes when the migration ends."""
+    plan = start(env)["copy_plan"]
+    copy_like_a_data_node(plan)
+    ignored = ["deep/%d/lost+found/" % index for index in range(100)]
+    log = ["line %d %s" % (index, "x" * 500) for index in range(40)]
+    start(env, copy_report=report(plan, ignored=ignored, ignored_count=250, log_tail=log))
+    summary = env.read_record(env.A, "s1")["migration"]["copy"]
+    assert summary["ignored_count"] == 250
+    assert summary["ignored"] == ignored[:20]
+    assert len(summary["log_tail"]) == 12 and summary["log_tail"][0].startswith("line 28 ")
+    assert all(len(line) <= 240 for line in summary["log_tail"])
+    # share_info shows the record's migration: the same summary.
+    view = env.shares().view(*env.load("s1"))
+    assert view["migration"]["copy"]["ignored"] == ignored[:20] and view["migration"]["copy"]["ignored_count"] == 250
 
 
 def test_a_verified_final_pass_switches_the_share(env, share):
