@@ -430,7 +430,7 @@ def test_a_failure_report_needs_no_signature_and_switches_nothing(env, share):
     data = tree_state(share)
     to_phase1_done(env)
     final = env.migrations().complete("s1")["copy_plan"]
-    with pytest.raises(StorageError, match="the copy job ended failed: mount failed"):
+    with pytest.raises(StorageError, match=r"did not complete \(failed\): mount failed"):
         env.migrations().complete("s1", copy_report={"job_id": final["job_id"], "state": "failed", "verified": False,
                                                      "error": "mount failed"})
     rec = env.read_record(env.A, "s1")
