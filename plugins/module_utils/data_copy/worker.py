@@ -145,7 +145,7 @@ class Worker(object):
         self._scan_thread = None
         self.copy_engine = None
         self.flags = fileflags_lib.Carrier(self.job['source'], self.job['destination'], self.job['ignore_files'],
-                                           self.log)
+                                           self.log, ledger=self._index_path()[:-len('.json')] + '.flags.json')
 
     def path(self, name):
         return os.path.join(self.folder, name)
