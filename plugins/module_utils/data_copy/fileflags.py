@@ -31,6 +31,8 @@ import stat
 import struct
 import threading
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.state import read_json, write_json
+
 # statx(2) attribute bits and the inode flag bits of the ioctls (the same values).
 ATTR_IMMUTABLE = 0x10
 ATTR_APPEND = 0x20
@@ -204,13 +206,19 @@ def render(rel):
 
 
 class Carrier(object):
-    """The flags of one copy pass (see the module docstring)."""
+    """The flags of one copy pass (see the module docstring).
 
-    def __init__(self, source, destination, ignore=(), log=None):
+    ``ledger``: a file (shared by the passes of one pair of trees) listing the destination entries
+    a pass flagged, written before it flags them; the next pass clears exactly those instead of
+    walking the whole destination. Without it (or before any pass wrote it) the destination is
+    walked."""
+
+    def __init__(self, source, destination, ignore=(), log=None, ledger=None):
         self.source = source
         self.destination = destination
         self.ignore = list(ignore or ())
         self.log = log or (lambda message: None)
+        self.ledger = ledger
         self.wanted = {}
         self.set_count = 0
 
@@ -256,26 +264,60 @@ class Carrier(object):
                             'another destination' % (len(names), self.destination, problem, shown,
                                                      ' and %d more' % more if more > 0 else ''))
 
+    def _read_ledger(self):
+        data = read_json(self.ledger) if self.ledger else None
+        if not data or not isinstance(data.get('flagged'), list):
+            return None
+        try:
+            return [bytes.fromhex(item) for item in data.get('flagged') or []]
+        except (TypeError, ValueError):
+            return None
+
+    def _write_ledger(self, paths):
+        if not self.ledger:
+            return
+        folder = os.path.dirname(self.ledger)
+        if not os.path.isdir(folder):
+            os.makedirs(folder, 0o700)
+        write_json(self.ledger, {'flagged': sorted(rel.hex() for rel in paths)})
+
     def clear_destination(self):
         """Clear every CARRIED flag on the destination; return how many entries changed."""
         try:
             empty = not os.listdir(self.destination)
         except OSError:
             return 0
-        if empty and not read_carried(self.destination):
-            return 0
+        top = os.fsencode(self.destination)
+        known = None if empty else self._read_ledger()
         try:
-            return clear_tree(self.destination)
+            if empty:
+                changed = 1 if read_carried(top) and set_carried(top, 0) else 0
+            elif known is None:
+                changed = clear_tree(self.destination)
+            else:
+                changed = 0
+                for rel in known:
+                    path = top if rel == b'.' else os.path.join(top, rel)
+                    try:
+                        if read_carried(path) and set_carried(path, 0):
+                            changed += 1
+                    except OSError as exc:
+                        if exc.errno != errno.ENOENT:
+                            raise
         except OSError as exc:
             raise FlagError('Failed to clear the immutable or append-only attribute of %s on the destination: %s'
                             % (render(exc.filename or self.destination), exc.strerror))
+        self._write_ledger([])
+        return changed
 
     def apply(self):
         """After a pass copied the data: set the source's flags on the destination (the deepest
         entries first, an immutable folder last). Return how many were set."""
         changed = 0
         top = os.fsencode(self.destination)
-        for rel in sorted(self.wanted, key=lambda item: (-item.count(b'/'), item), reverse=False):
+        if self.wanted:
+            self._write_ledger(list(self.wanted))  # before any is set: a crash leaves them listed
+        for rel in sorted(self.wanted, key=lambda item: (-item.count(b'/'), item)):
             path = top if rel == b'.' else os.path.join(top, rel)
             try:
                 if set_carried(path, self.wanted[rel]):

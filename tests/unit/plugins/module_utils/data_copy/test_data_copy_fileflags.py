@@ -129,3 +129,25 @@ def test_a_destination_without_the_attributes_is_refused_naming_the_files(flagga
     assert "3 source entries" in message and "frozen.txt (immutable)" in message
     assert "journal.log (append-only)" in message and "does not support them" in message
     assert os.listdir(str(dst)) == []
+
+
+def test_a_later_pass_clears_what_the_ledger_lists_without_walking_the_destination(flaggable, monkeypatch):
+    src, dst = flaggable / "src", flaggable / "dst"
+    tree(src)
+    subprocess.run(["cp", "-a", str(src), str(dst)], check=True)  # data there, attributes not
+    ledger = str(flaggable / "index" / "key.flags.json")
+    first = fileflags.Carrier(str(src), str(dst), ledger=ledger)
+    first.prepare()  # no ledger yet: walks the destination (nothing flagged there)
+    assert first.apply() == 3
+    assert "i" in lsattr(dst / "frozen.txt")
+
+    def no_walk(*args, **kwargs):
+        raise AssertionError("the destination was walked although the ledger lists what is flagged")
+
+    monkeypatch.setattr(fileflags, "clear_tree", no_walk)
+    second = fileflags.Carrier(str(src), str(dst), ledger=ledger)
+    second.prepare()
+    assert fileflags.flagged_entries(str(dst)) == {}, "the next pass must be able to rewrite every entry"
+    (dst / "frozen.txt").write_bytes(b"rewritable now")
+    assert second.apply() == 3
+    assert fileflags.flagged_entries(str(dst)) == fileflags.flagged_entries(str(src))
