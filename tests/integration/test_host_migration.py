@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -171,8 +172,12 @@ def test_crash_at_every_step_then_rerun_converges(lab):
 
     final = lab.complete("crashy")
     _rerun_ok(final)
-    # The last crash came right after the completed record: this rerun deletes the old instance.
-    assert final.recap()["changed"] == 1, "the rerun did not report the deletion of the old instance"
+    # The last crash came right after the completed record: this rerun deletes the old instance and
+    # removes the two copy jobs from the data node, and changes nothing else.
+    changed = re.findall(r"^TASK \[(.*)\] \*+\nchanged:", final.out, re.M)
+    jobs = [task for task in changed if " : Remove copy job " in task]
+    assert len(jobs) == 2, changed
+    assert final.recap()["changed"] == 3, "the rerun did not report the deletion of the old instance: %s" % changed
     again = lab.complete("crashy")
     _rerun_ok(again)
     assert again.recap()["changed"] == 0, "completing a completed migration changed something"
