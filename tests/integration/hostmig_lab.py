@@ -189,6 +189,7 @@ class Lab:
         self.work = tmp_path / "work"
         self.images: list[Path] = []
         self.migration_ids: set[str] = set()
+        self.extra_jobs: set[str] = set()
         self.shares: set[str] = set()
         self._runs = 0
         self.inventory = self.work / "inventory.yml"
@@ -232,8 +233,13 @@ class Lab:
             for record in self.records(name).values():
                 if (record.get("migration") or {}).get("id"):
                     self.migration_ids.add(record["migration"]["id"])
+                    # Final passes taken again (open writers after the first) have ids of their own.
+                    self.extra_jobs.update(record["migration"].get("final_job_ids") or [])
         for mig in sorted(self.migration_ids):
             for job in (mig, mig + "-final"):
+                problems += self._remove_job(job)
+        for job in sorted(self.extra_jobs):
+            if not job.endswith("-final"):
                 problems += self._remove_job(job)
         if self.root:
             for point in sorted(mounts_below(self.base), key=len, reverse=True):

@@ -17,7 +17,7 @@ __metaclass__ = type
 import time
 import uuid
 
-from ansible_collections.storage.mobility.plugins.module_utils import states
+from ansible_collections.storage.mobility.plugins.module_utils import openfiles, states
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import access_mode
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import active_instance, live_copy_progress
@@ -25,6 +25,14 @@ from ansible_collections.storage.mobility.plugins.module_utils.store import now_
 
 FINAL_SUFFIX = '-final'
 DEFAULT_HASH = 'xxh128'
+
+
+def final_job_id(mig):
+    """The job id of the final pass: ``<id>-final``, then ``<id>-final-2``, ... when a pass had to
+    be taken again because something may have written into the source after it (a completed job
+    of the same id is never run again, so a new pass needs a new id)."""
+    number = mig.get('final_pass_number') or 1
+    return mig['id'] + FINAL_SUFFIX + ('-%d' % number if number > 1 else '')
 
 
 def _listed(report, key, limit=10):
@@ -45,7 +53,7 @@ class HostAssistedMixin(object):
         dst_inst = self._instance(record, 'destination')
         return {
             'migration_id': mig['id'],
-            'job_id': mig['id'] + (FINAL_SUFFIX if final else ''),
+            'job_id': final_job_id(mig) if final else mig['id'],
             'final_pass': final,
             'share': record['name'],
             'source': {'helper': 'local', 'export': src_inst['path'], 'read_only': True,
@@ -121,7 +129,7 @@ class HostAssistedMixin(object):
 
     def _check_report(self, record, report, final):
         mig = record['migration']
-        expected = mig['id'] + (FINAL_SUFFIX if final else '')
+        expected = final_job_id(mig) if final else mig['id']
         if not isinstance(report, dict) or report.get('job_id') != expected:
             raise InvalidRequest('Refusing the copy report for share %s: it belongs to job %r, not to %s of migration %s; '
                                  'a stale or foreign report cannot complete anything, nothing was changed'
@@ -189,12 +197,19 @@ class HostAssistedMixin(object):
         raise StorageError(msg, share=self.shares.view(record, pool), copy_report=report)
 
     # -- phase 2 -----------------------------------------------------------------------------
-    def _complete_host(self, record, pool, before, source, dest, copy_report):
-        """The switchover of a host-assisted migration: final pass, verified, then switch."""
+    def _complete_host(self, record, pool, before, source, dest, copy_report, open_writers_wait=0):
+        """The switchover of a host-assisted migration: final pass, verified, then switch.
+
+        Processes holding files of the source open for writing (through the pool path, the export
+        or any other path into it) are looked for before the final pass is handed out and again
+        immediately before the switch; see _refuse_open_writers."""
         mig = record['migration']
         if mig.get('final_verified'):
+            if not self._switch_begun(record, dest):
+                self._refuse_open_writers(record, pool, source, open_writers_wait, after_final=True)
             return None
         if copy_report is None:
+            self._refuse_open_writers(record, pool, source, open_writers_wait, after_final=False)
             # Ask for the final pass; a rerun gets the same plan (the data mover attaches).
             changed = record.get('revision') != before.get('revision')
             return self._host_result(changed, before, record, pool,
@@ -208,10 +223,72 @@ class HostAssistedMixin(object):
             raise StorageError('Failed to complete the migration of share %s: the final pass %s. Nothing was switched: '
                                'the share is back in %s on %s with its source intact; fix the cause and complete again, '
                                'or cancel' % (record['name'], problem, back, source), copy_report=copy_report)
+        self._refuse_open_writers(record, pool, source, open_writers_wait, after_final=True)
         mig['final_verified'] = True
         mig['final_copy'] = self._copy_summary(copy_report)
         self.ctx.repo.save(record, pool, 'final pass verified')
         return None
+
+    def _switch_begun(self, record, dest):
+        """True once _switch may have changed something: the destination is available, or an
+        enforcing export already serves it."""
+        dst_inst = self._instance(record, 'destination')
+        if dst_inst is None:
+            return False
+        if dst_inst.get('status') == states.AVAILABLE:
+            return True
+        export = self.ctx.driver(dest).export()
+        return bool(export.enforced and export.state(record['name'], dst_inst['path'])['exported'])
+
+    def _refuse_open_writers(self, record, pool, source, wait_seconds, after_final):
+        """Find processes holding files of the source open for writing, through its path in the
+        pool or its export, and wait up to ``wait_seconds`` for them to close.
+
+        Before the final pass (``after_final`` false) writers that closed in time are harmless:
+        the pass copies what they wrote. After it, any writer seen may have written after the
+        pass read its files, so the pass is no longer proof: a new one is needed (a new job id).
+        Refusing switches nothing: the share goes back to the state phase 2 started from, with the
+        source intact and the error recorded; completing again (or cancelling) works from there."""
+        name = record['name']
+        src_inst = active_instance(record)
+        paths = [src_inst['path'], self.ctx.driver(source).export().location(name, src_inst['path'])]
+        found = openfiles.open_writers(paths)
+        if not found:
+            record['migration'].pop('open_writers', None)
+            return
+        remaining = found
+        if wait_seconds:
+            remaining = openfiles.wait_closed(lambda: openfiles.open_writers(paths), wait_seconds,
+                                              clock=self.clock, sleeper=self.sleeper)
+        if not remaining and not after_final:
+            return
+        mig = record['migration']
+        listed = openfiles.describe(remaining or found)
+        if remaining:
+            why = 'processes hold files of the source %s open for writing: %s' % (src_inst['path'], listed)
+            if wait_seconds:
+                why += ' (still open after waiting %s s, open_writers_wait)' % wait_seconds
+        else:
+            why = 'processes held files of the source %s open for writing: %s' % (src_inst['path'], listed)
+        if after_final:
+            # Their writes may be missing from the destination: the verified pass proves nothing now.
+            mig['final_pass_number'] = (mig.get('final_pass_number') or 1) + 1
+            # Every final job id of this migration, for the cancel playbook and the cleanup.
+            mig['final_job_ids'] = [mig['id'] + FINAL_SUFFIX + ('-%d' % n if n > 1 else '')
+                                    for n in range(1, mig['final_pass_number'] + 1)]
+            mig.pop('final_verified', None)
+            mig.pop('final_copy', None)
+            why += ' after the final pass; a new final pass (job %s) is needed' % final_job_id(mig)
+        else:
+            why += ' before the final pass'
+        back = mig.get('phase1_state') or states.DATA_COPYING_COMPLETED
+        mig['error'] = 'Switchover refused, nothing was switched: %s' % why
+        mig['open_writers'] = remaining or found
+        self._set(record, pool, 'switchover refused: open writers', back)
+        raise StorageError('Failed to complete the migration of share %s: %s. Nothing was switched: the share is back '
+                           'in %s on %s with its source intact; stop those processes (or let open_writers_wait wait '
+                           'for them) and complete again, or cancel' % (name, why, back, source),
+                           open_writers=remaining or found)
 
     def _cancel_host_check(self, record):
         """Refuse to remove the destination while a local copy job still writes into it."""
@@ -219,8 +296,8 @@ class HostAssistedMixin(object):
         job = mig.get('copy_job') or {}
         jobs = [job]
         if job.get('status_file') and job.get('job_id'):
-            # The final pass runs as <id>-final next to the phase-1 job.
-            final_id = mig['id'] + FINAL_SUFFIX
+            # The final pass runs as <id>-final (-2, ...) next to the phase-1 job.
+            final_id = final_job_id(mig)
             jobs.append(dict(job, job_id=final_id, status_file=job['status_file'].replace(job['job_id'], final_id)))
         for candidate in jobs:
             progress = live_copy_progress({'copy_job': candidate})
