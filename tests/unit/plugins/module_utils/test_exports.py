@@ -363,9 +363,12 @@ def test_a_busy_export_is_not_switched_and_the_error_names_who_uses_it(bind_lab)
             helper.apply("s1", dst, RW)
         message = str(info.value)
         assert "busy" in message and "%d (python" % squatter.pid in message
-        # Nothing changed: the export still serves the source, read-only.
+        # Nothing changed: the export still serves the source, read-only, so a process inside it
+        # cannot write there either.
         state = helper.state("s1", src)
         assert state["exported"] is True and state["mode"] == RO
+        touch = subprocess.run(["touch", "written-from-inside"], cwd=export, capture_output=True, text=True)
+        assert touch.returncode != 0 and "Read-only file system" in touch.stderr
     finally:
         squatter.kill()
         squatter.wait()
