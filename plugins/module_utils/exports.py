@@ -5,20 +5,39 @@
 
 ``bind``: the share is bind-mounted at ``<export root>/<share>``, a path that never changes, read-only
 or read-write as its access rules (or a read-only migration phase) say; no rule means not exported.
+Under the bind mount lies a read-only base, so the path is never a writable folder of the export
+root's filesystem, not even for the instant of a switchover.
 ``none``: the share is reached at its path inside the pool; access levels are recorded, not enforced.
 """
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import ctypes
 import errno
 import os
 
+from ansible_collections.storage.mobility.plugins.module_utils import openfiles
 from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.mounts import is_mount_point, same_inode as _same_inode
+from ansible_collections.storage.mobility.plugins.module_utils.mounts import (
+    is_mount_point, same_inode as _same_inode, stacked_mounts)
 
 RW = 'rw'
 RO = 'ro'
+
+# The read-only base under every bind export: an empty tmpfs, recognised by this source name.
+BASE_SOURCE = 'storage-mobility-base'
+BASE_OPTIONS = (('size', '4k'), ('mode', '0755'))
+# Linux syscalls (one numbering on every architecture since 5.2) and their flags.
+SYS_FSOPEN, SYS_FSCONFIG, SYS_FSMOUNT, SYS_MOVE_MOUNT = 430, 431, 432, 429
+FSOPEN_CLOEXEC = 0x1
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+FSMOUNT_CLOEXEC = 0x1
+BASE_ATTRS = 0x1 | 0x2 | 0x4 | 0x8  # MOUNT_ATTR_RDONLY | NOSUID | NODEV | NOEXEC
+AT_FDCWD = -100
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_BENEATH = 0x200
 
 
 def access_mode(rules, read_only_phase=False):
@@ -58,8 +77,71 @@ class NoneExport(object):
         return False
 
 
+class BaseUnsupported(StorageError):
+    """This kernel cannot slide a mount beneath another one (before Linux 6.5)."""
+
+
+def _syscall(number, *args):
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    result = libc.syscall(ctypes.c_long(number), *args)
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+def mount_base_beneath(path):
+    """Slide a new read-only base (an empty tmpfs) beneath the mount on top of ``path``, without
+    ever uncovering ``path``: fsopen, fsconfig, fsmount, then move_mount with
+    MOVE_MOUNT_BENEATH (Linux 6.5). Raises BaseUnsupported when the kernel cannot do it."""
+    fds = []
+    try:
+        try:
+            fs_fd = _syscall(SYS_FSOPEN, b'tmpfs', FSOPEN_CLOEXEC)
+        except OSError as exc:
+            raise BaseUnsupported('fsopen: %s' % exc.strerror)
+        fds.append(fs_fd)
+        _syscall(SYS_FSCONFIG, fs_fd, FSCONFIG_SET_STRING, b'source', BASE_SOURCE.encode(), 0)
+        for key, value in BASE_OPTIONS:
+            _syscall(SYS_FSCONFIG, fs_fd, FSCONFIG_SET_STRING, key.encode(), value.encode(), 0)
+        _syscall(SYS_FSCONFIG, fs_fd, FSCONFIG_CMD_CREATE, None, None, 0)
+        mnt_fd = _syscall(SYS_FSMOUNT, fs_fd, FSMOUNT_CLOEXEC, BASE_ATTRS)
+        fds.append(mnt_fd)
+        try:
+            _syscall(SYS_MOVE_MOUNT, mnt_fd, b'', AT_FDCWD, os.fsencode(path),
+                     MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_BENEATH)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOSYS):
+                raise BaseUnsupported('move_mount beneath %s: %s' % (path, exc.strerror))
+            raise
+    except AttributeError as exc:  # no libc syscall() on this platform
+        raise BaseUnsupported(str(exc))
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def is_base(entry):
+    """True for the read-only base this module mounts under every bind export."""
+    return entry.get('fstype') == 'tmpfs' and entry.get('source') == BASE_SOURCE
+
+
+def _mode_of(entry):
+    return RO if 'ro' in entry.get('options', '').split(',') else RW
+
+
 class BindExport(object):
-    """A bind mount of the share instance at ``<export root>/<share>``; needs root."""
+    """A bind mount of the share instance at ``<export root>/<share>``; needs root.
+
+    The bind mount sits on a read-only base, an empty tmpfs mounted at the same path first. The
+    export path therefore never shows the export root's own (writable) folder: while one instance
+    is unmounted and the next one mounted (a switchover), or while the share is not exported, a
+    write through the export path fails with EROFS instead of landing in a folder that the next
+    bind mount hides. An export made before the base existed gets one slid beneath its bind mount
+    (Linux 6.5 and later) on its next apply; an older kernel gets the base stacked on top and the
+    bind mount again above it, so that even then the path is never uncovered.
+    """
 
     name = 'bind'
     enforced = True
@@ -72,29 +154,48 @@ class BindExport(object):
     def location(self, share_name, instance_path):
         return os.path.join(self.root, share_name)
 
+    @staticmethod
+    def _layers(path):
+        """(below, base, above): the mounts stacked at ``path`` under the highest base, the base
+        (or None), and the mounts above it, each lowest first. Without a base all are above."""
+        stack = stacked_mounts(path)
+        bases = [i for i, entry in enumerate(stack) if is_base(entry)]
+        if not bases:
+            return [], None, stack
+        top_base = bases[-1]
+        return stack[:top_base], stack[top_base], stack[top_base + 1:]
+
     def _current(self, export_path, instance_path):
-        """(mounted, serves_instance, mode) of the export path now."""
-        if not is_mount_point(export_path):
-            return False, False, None
-        mode = RO if os.statvfs(export_path).f_flag & os.ST_RDONLY else RW
-        return True, _same_inode(export_path, instance_path), mode
+        """(mounted, serves_instance, mode, has_base) of the export path now: mounted and mode are
+        those of the share mount on top, if any."""
+        below, base, above = self._layers(export_path)
+        if not above:
+            return False, False, None, base is not None
+        serves = len(above) == 1 and _same_inode(export_path, instance_path)
+        return True, serves, _mode_of(above[-1]), base is not None
 
     def state(self, share_name, instance_path):
         path = self.location(share_name, instance_path)
-        mounted, serves, mode = self._current(path, instance_path)
+        mounted, serves, mode, has_base = self._current(path, instance_path)
+        below = self._layers(path)[0]
         return {'helper': self.name, 'path': path, 'mode': mode if serves else None, 'enforced': True,
-                'exported': mounted and serves}
+                'exported': mounted and serves, 'read_only_base': has_base,
+                'hidden_mounts': len(below)}
 
     def plan(self, share_name, instance_path, mode):
         """Actions needed to bring the export to ``mode`` (``rw``, ``ro`` or None)."""
         path = self.location(share_name, instance_path)
-        mounted, serves, current = self._current(path, instance_path)
+        mounted, serves, current, has_base = self._current(path, instance_path)
         actions = []
+        if mounted and not has_base:
+            actions.append('mount a read-only base beneath export %s' % path)
         if mounted and (not serves or mode is None):
             actions.append('unmount export %s' % path)
             mounted = False
         if mode is None:
             return actions
+        if not mounted and not has_base and not actions:
+            actions.append('mount a read-only base at %s' % path)
         if not mounted:
             actions.append('bind-mount %s at %s' % (instance_path, path))
             current = RW
@@ -108,26 +209,68 @@ class BindExport(object):
                                'run as root (become: true) or use export helper none'
                                % (share_name, self.backend.name))
 
+    def _mount_base(self, share_name, path):
+        self.runner.run(['mount', '-t', 'tmpfs', '-o', ','.join(['ro'] + ['%s=%s' % kv for kv in BASE_OPTIONS]
+                                                                + ['nosuid', 'nodev', 'noexec']),
+                         '--', BASE_SOURCE, path],
+                        'mount the read-only base of export %s of share %s' % (path, share_name))
+
+    def _add_base(self, share_name, path):
+        """Give a mounted export without a base one, never uncovering the path."""
+        try:
+            mount_base_beneath(path)
+        except BaseUnsupported:
+            # Older kernels: the base goes on top (the share is briefly read-only and empty,
+            # never writable), the share's bind mount above it again; the old bind mount stays
+            # hidden below until the export is removed.
+            self._mount_base(share_name, path)
+        except OSError as exc:
+            raise StorageError('Failed to mount the read-only base beneath export %s of share %s: %s'
+                               % (path, share_name, exc.strerror))
+
+    def _unmount_top(self, share_name, path, what):
+        """Unmount the mount on top of ``path``; a busy export stays as it is and the error names
+        the processes using it."""
+        try:
+            self.runner.run(['umount', path], '%s %s of share %s' % (what, path, share_name))
+        except StorageError as exc:
+            using = openfiles.users([path])
+            if not using:
+                raise
+            raise StorageError('Failed to %s %s of share %s: it is busy, used by %s; the export still serves '
+                               'what it served before: those processes must close their files there and leave the '
+                               'folder, then run again (%s)'
+                               % (what, path, share_name, openfiles.describe(using), exc), **exc.details)
+
     def apply(self, share_name, instance_path, mode):
-        """Make the export serve ``instance_path`` in ``mode``; return whether anything changed."""
+        """Make the export serve ``instance_path`` in ``mode``; return whether anything changed.
+
+        Order: the base exists before anything on top of it is unmounted, so unmounting the share
+        uncovers the read-only base; the new instance is then mounted on the base."""
         path = self.location(share_name, instance_path)
         actions = self.plan(share_name, instance_path, mode)
         if not actions:
             return False
         self._require_root(share_name)
-        mounted, serves, current = self._current(path, instance_path)
+        mounted, serves, current, has_base = self._current(path, instance_path)
+        if mounted and not has_base:
+            self._add_base(share_name, path)
+            mounted, serves, current, has_base = self._current(path, instance_path)
         if mounted and (not serves or mode is None):
-            self.runner.run(['umount', path], 'unmount export %s of share %s' % (path, share_name))
+            for _entry in self._layers(path)[2]:
+                self._unmount_top(share_name, path, 'unmount export')
             mounted = False
         if mode is None:
             return True
-        if not mounted:
+        if not has_base:
             try:
                 os.makedirs(path, 0o755)
             except OSError as exc:
                 if exc.errno != errno.EEXIST:
                     raise StorageError('Failed to create export path %s of share %s: %s'
                                        % (path, share_name, exc.strerror))
+            self._mount_base(share_name, path)
+        if not mounted:
             self.runner.run(['mount', '--bind', '--', instance_path, path],
                             'bind-mount share %s at %s' % (share_name, path))
             current = RW
@@ -137,9 +280,16 @@ class BindExport(object):
         return True
 
     def remove(self, share_name, instance_path):
-        """Unmount and remove the export path (only an empty, unmounted folder is removed)."""
+        """Unmount every layer (the share, its base, anything hidden below) and remove the export
+        path (only an empty, unmounted folder is removed)."""
         path = self.location(share_name, instance_path)
-        changed = self.apply(share_name, instance_path, None)
+        stack = stacked_mounts(path)
+        changed = False
+        if stack:
+            self._require_root(share_name)
+            for _entry in stack:
+                self._unmount_top(share_name, path, 'unmount export')
+                changed = True
         if os.path.isdir(path) and not is_mount_point(path):
             try:
                 os.rmdir(path)

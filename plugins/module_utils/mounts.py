@@ -21,7 +21,9 @@ def _unescape(field):
 
 
 def mount_table():
-    """A list of dicts: mount_point, root (path inside the filesystem), fstype, source, options."""
+    """A list of dicts: mount_point, root (path inside the filesystem), fstype, source, options
+    (the mount's own, ``ro`` or ``rw`` first), mount_id and parent_id (to order mounts stacked on
+    one mount point: the upper one's parent is the one beneath)."""
     table = []
     try:
         with open('/proc/self/mountinfo') as handle:
@@ -32,7 +34,8 @@ def mount_table():
                 except ValueError:
                     continue
                 table.append({'mount_point': _unescape(fields[4]), 'root': _unescape(fields[3]),
-                              'options': fields[5], 'fstype': fields[sep + 1], 'source': _unescape(fields[sep + 2])})
+                              'options': fields[5], 'fstype': fields[sep + 1], 'source': _unescape(fields[sep + 2]),
+                              'mount_id': fields[0], 'parent_id': fields[1]})
     except IOError:
         pass
     return table
@@ -61,3 +64,20 @@ def mount_of(path):
         if (real == point or real.startswith(point.rstrip('/') + '/')) and len(point) >= len(best['mount_point']):
             best = entry
     return best
+
+
+def stacked_mounts(path, table=None):
+    """The mounts stacked on the mount point ``path``, lowest first (the last one is what ``path``
+    shows); an empty list when nothing is mounted there."""
+    real = os.path.realpath(path)
+    here = [entry for entry in (mount_table() if table is None else table) if entry['mount_point'] == real]
+    ids = set(entry.get('mount_id') for entry in here)
+    above = dict((entry.get('parent_id'), entry) for entry in here)
+    bottom = [entry for entry in here if entry.get('parent_id') not in ids]
+    ordered = []
+    current = bottom[0] if bottom else None
+    while current is not None and current not in ordered:
+        ordered.append(current)
+        current = above.get(current.get('mount_id'))
+    # Anything the parent links do not reach (should not happen) still counts as mounted.
+    return ordered + [entry for entry in here if entry not in ordered]

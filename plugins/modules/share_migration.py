@@ -39,6 +39,9 @@ description:
     V(started) sends an increment of what changed. Phase 2 makes the source read-only (it stops
     while a process still holds a file of the share open for writing), sends the last increment and
     switches the export. See C(docs/btrfs.md).
+  - With the V(bind) export helper the export path never accepts a write that does not end up in
+    the share, not even during the switch: the share's bind mount sits on a read-only base, so
+    between unmounting the source and mounting the destination a write through the export fails.
   - With a backend of driver V(manila) the share migrates through OpenStack Manila's own migration API,
     to a pool as Manila names it (V(host@backend#pool)). V(started) sends C(migration_start) with the flags
     and waits (with O(wait)) until V(migration_driver_phase1_done) or V(data_copying_completed), recording
@@ -130,6 +133,21 @@ options:
         final report; when either changed since, nothing is switched and a new C(copy_plan) for a final
         pass is returned, with C(msg) naming the instance that changed.
     type: dict
+  open_writers_wait:
+    description:
+      - With O(state=completed), how many seconds phase 2 waits for processes that hold files of the
+        source open for writing (or mapped shared and writable) to close them; V(0) refuses at once.
+      - Processes are found through any path into the source (its path in the pool, its export) and
+        named in the error (pid, command, files). Host-assisted, they are looked for before the final
+        pass is handed out and again immediately before the switch; with the btrfs driver, after the
+        source became read-only and before its last send.
+      - A refusal switches nothing; the share goes back to the state phase 2 started from with its
+        source intact, and completing again (or cancelling) works from there. A writer seen after the
+        final pass of a host-assisted migration may have changed the source after it was read, so a
+        new final pass is asked for (a new pass of job C(<id>-final)) even when it closed while waiting.
+      - Not used with backends of driver V(manila).
+    type: int
+    default: 0
   task_state:
     description:
       - With O(state=reset), the value to set, or V(none) to clear it. Every C(task_state) except
@@ -267,6 +285,7 @@ def main():
         task_state=dict(type='str', choices=['none'] + list(RESETTABLE_TASK_STATES)),
         copy_job=dict(type='dict'),
         copy_report=dict(type='dict'),
+        open_writers_wait=dict(type='int', default=0),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_if=[('state', 'started', ['destination_pool']),
@@ -281,7 +300,8 @@ def main():
         if p['state'] == 'reset':
             return manager.reset(p['share'], None if p['task_state'] == 'none' else p['task_state'])
         if p['state'] == 'completed':
-            return manager.complete(p['share'], p['destination_pool'], copy_report=p['copy_report'])
+            return manager.complete(p['share'], p['destination_pool'], copy_report=p['copy_report'],
+                                    open_writers_wait=p['open_writers_wait'])
         if p['state'] == 'cancelled':
             return manager.cancel(p['share'])
         if p['new_share_network']:

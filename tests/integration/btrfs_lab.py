@@ -293,7 +293,8 @@ def _child(argv: list[str]) -> int:
         if op == "start":
             result = manager.start(share, argv[3], FLAGS, wait=True, timeout=120, sleep=1)
         elif op == "complete":
-            result = manager.complete(share)
+            # An optional fourth argument: open_writers_wait in seconds.
+            result = manager.complete(share, open_writers_wait=int(argv[3]) if len(argv) > 3 else 0)
         elif op == "cancel":
             result = manager.cancel(share)
         else:

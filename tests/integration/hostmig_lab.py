@@ -189,6 +189,7 @@ class Lab:
         self.work = tmp_path / "work"
         self.images: list[Path] = []
         self.migration_ids: set[str] = set()
+        self.extra_jobs: set[str] = set()
         self.shares: set[str] = set()
         self._runs = 0
         self.inventory = self.work / "inventory.yml"
@@ -234,6 +235,9 @@ class Lab:
                     self.migration_ids.add(record["migration"]["id"])
         for mig in sorted(self.migration_ids):
             for job in (mig, mig + "-final"):
+                problems += self._remove_job(job)
+        for job in sorted(self.extra_jobs):
+            if not job.endswith("-final"):
                 problems += self._remove_job(job)
         if self.root:
             for point in sorted(mounts_below(self.base), key=len, reverse=True):

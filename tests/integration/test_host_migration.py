@@ -23,10 +23,14 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from appender import Appender, lost_writes
 from hostmig_lab import (
     ALPHA, BETA, COMPLETE, CRASH_ENV, MIGRATE, Lab, alive, can_write, mount_options, processes_naming, read_json,
     tree_tool, wait_until)
@@ -704,3 +708,92 @@ def test_a_killed_final_pass_worker_is_reported_leaves_nothing_and_a_rerun_finis
     # Everything moved, except what the ignore list left out (and named, above).
     assert (verdict["missing"], verdict["extra"], verdict["differ"]) == (
         ["dir0/lost+found", "dir0/lost+found/notes.txt"], [], []), verdict
+
+
+# ---------------------------------------------------------------------------- writers at the switchover
+
+HOLDER = """
+import sys
+f = open(sys.argv[1], 'a')
+f.write('before\\n'); f.flush()
+print('ready', flush=True)
+sys.stdin.readline()
+f.write('late\\n'); f.close()
+print('closed', flush=True)
+sys.stdin.readline()
+"""
+
+
+def _raw_folder(lab: Lab, share: str, peek: Path) -> list[str]:
+    """What the export root's own folder of the share holds under the mounts (seen through a
+    non-recursive bind mount of the export root)."""
+    peek.mkdir()
+    subprocess.run(["mount", "--bind", str(lab.exports), str(peek)], check=True)
+    try:
+        return sorted(os.listdir(peek / share))
+    finally:
+        subprocess.run(["umount", str(peek)], check=True)
+
+
+def test_writes_through_the_export_during_phase2_are_never_lost(lab):
+    """A program appending through the export path for the whole of phase 2 (ext4 -> xfs, bind
+    export): writes fail while the share is read-only, succeed into the destination after the
+    switch, and no write it saw succeed is missing from the share; nothing is left in the export
+    root's own folder under the mounts."""
+    needs_root(lab, "bind exports over loop-mounted pools")
+    lab.create_shares("busy")
+    lab.fill_plain("busy", files=20)
+    _rerun_ok(lab.migrate("busy"))
+    export = lab.export_path("busy")
+    appender = Appender(export / "appended.log", lab.work)
+    try:
+        run = lab.complete("busy")
+        assert run.rc == 0, run
+        result = appender.stop_after_successes(300)
+    finally:
+        appender.kill()
+    assert result["failed"] > 0, "the read-only phase should have refused writes"
+    assert len(result["accepted"]) >= 300, "the writer should have written into the share after the switch"
+    assert lost_writes(result, lab.share_path("busy", "beta") / "appended.log") == []
+    assert lab.record("busy")["task_state"] == "migration_success"
+    assert _raw_folder(lab, "busy", lab.work / "peek") == []
+
+
+def test_a_writer_through_the_pool_path_is_named_and_the_switch_refuses_or_waits(lab):
+    """A process holding a source file open for writing through the pool path (not the export):
+    phase 2 refuses, naming it, and switches nothing; with open_writers_wait it waits for the
+    file to be closed, and what was written before the close is in the share."""
+    lab.create_shares("held")
+    before = lab.fill_plain("held", files=10)
+    _rerun_ok(lab.migrate("held"))
+    held = lab.share_path("held") / "held.log"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(held)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    timer = None
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        run = lab.complete("held")
+        assert run.rc != 0, run
+        assert f"{holder.pid} (python" in run.out and "open for writing" in run.out, run
+        record = lab.record("held")
+        assert record["task_state"] == "data_copying_completed"
+        assert list(lab.records("held")) == ["alpha"]
+        assert "Switchover refused" in record["migration"]["error"]
+
+        def close_it():
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+        timer = threading.Timer(3.0, close_it)
+        timer.start()
+        run = lab.complete("held", open_writers_wait=120)
+        assert run.rc == 0, run
+        assert holder.stdout.readline().strip() == "closed"
+    finally:
+        if timer is not None:
+            timer.cancel()
+        holder.kill()
+        holder.wait()
+    assert lab.record("held")["task_state"] == "migration_success"
+    assert (lab.share_path("held", "beta") / "held.log").read_text() == "before\nlate\n"
+    verdict = tree_tool.compare(before, tree_tool.manifest(str(lab.share_path("held", "beta"))))
+    assert (verdict["missing"], verdict["differ"], verdict["extra"]) == ([], [], ["held.log"]), verdict

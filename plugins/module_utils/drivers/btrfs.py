@@ -40,6 +40,7 @@ import subprocess
 import tempfile
 import time
 
+from ansible_collections.storage.mobility.plugins.module_utils import openfiles
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.posix import PosixShareDriver
 from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, InvalidRequest, StorageError
@@ -165,52 +166,9 @@ def crash_point(event):
 def open_writers(path):
     """Processes holding a file of the subvolume at ``path`` open for writing (or mapped shared
     and writable): a list of ``pid (command): file``. btrfs lets a descriptor opened before the
-    subvolume became read-only keep writing, so the switchover must know about these."""
-    try:
-        dev = os.stat(path).st_dev
-    except OSError:
-        return []
-    found = []
-    for pid in os.listdir('/proc'):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        hits = []
-        fd_dir = os.path.join('/proc', pid, 'fd')
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            fds = []
-        for fd in fds:
-            try:
-                if os.stat(os.path.join(fd_dir, fd)).st_dev != dev:
-                    continue
-                with open(os.path.join('/proc', pid, 'fdinfo', fd)) as handle:
-                    flags = [ln for ln in handle.read().splitlines() if ln.startswith('flags:')]
-                if flags and int(flags[0].split()[1], 8) & 3 in (1, 2):
-                    hits.append(os.readlink(os.path.join(fd_dir, fd)))
-            except (OSError, ValueError, IndexError):
-                continue
-        try:
-            with open(os.path.join('/proc', pid, 'maps')) as handle:
-                for line in handle:
-                    fields = line.split(None, 5)
-                    if len(fields) == 6 and fields[1][1] == 'w' and fields[1][3] == 's':
-                        target = fields[5].strip()
-                        try:
-                            if target.startswith('/') and os.stat(target).st_dev == dev:
-                                hits.append(target)
-                        except OSError:
-                            continue
-        except (OSError, IndexError):
-            pass
-        if hits:
-            try:
-                with open(os.path.join('/proc', pid, 'comm')) as handle:
-                    comm = handle.read().strip()
-            except OSError:
-                comm = '?'
-            found.append('%s (%s): %s' % (pid, comm, ', '.join(sorted(set(hits)))))
-    return found
+    subvolume became read-only keep writing, so the switchover must know about these. The
+    subvolume has a device of its own, so every path into it counts (the export's too)."""
+    return [openfiles.describe([item]) for item in openfiles.open_writers([path], whole_device=True)]
 
 
 def stray_transfers(paths, proc='/proc'):
@@ -850,7 +808,9 @@ class BtrfsShareDriver(PosixShareDriver):
                 stats['read_only_epoch'] = time.time()
                 stats['read_only_at'] = now_iso()
             crash_point('btrfs source read-only')
-            writers = open_writers(source)
+            # Waits up to open_writers_wait seconds (0: refuses at once) for them to close.
+            writers = openfiles.wait_closed(lambda: open_writers(source),
+                                            share['migration'].get('open_writers_wait') or 0)
             if writers:
                 raise StorageError('share %s is read-only now, but processes still hold its files open for writing '
                                    'and could change it after the last send: %s; stop them and complete again'

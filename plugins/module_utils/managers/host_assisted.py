@@ -27,7 +27,7 @@ __metaclass__ = type
 import time
 import uuid
 
-from ansible_collections.storage.mobility.plugins.module_utils import states
+from ansible_collections.storage.mobility.plugins.module_utils import openfiles, states
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.signing import new_pass, signature_valid
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import access_mode
@@ -51,6 +51,13 @@ JOB_STATE_TEXT = {
     'running': 'it is still running',
     'failed': 'it failed without saying why',
 }
+
+
+def final_job_id(mig):
+    """The job id of the final pass, ``<id>-final``. A final pass taken again (something may have
+    written into the source after it) keeps the id and gets a new pass, which makes the data mover
+    run the job again (see _draw_pass)."""
+    return mig['id'] + FINAL_SUFFIX
 
 
 def _listed(report, key, limit=10):
@@ -85,7 +92,7 @@ class HostAssistedMixin(object):
         current = self._pass(record, final) or {}
         return {
             'migration_id': mig['id'],
-            'job_id': mig['id'] + (FINAL_SUFFIX if final else ''),
+            'job_id': final_job_id(mig) if final else mig['id'],
             'final_pass': final,
             'share': record['name'],
             'source': {'helper': 'local', 'export': src_inst['path'], 'read_only': True,
@@ -173,7 +180,7 @@ class HostAssistedMixin(object):
         a report that claims a verified copy, or carries a signature, without a valid signature of
         the pass the migration waits for."""
         mig = record['migration']
-        expected = mig['id'] + (FINAL_SUFFIX if final else '')
+        expected = final_job_id(mig) if final else mig['id']
         what = 'the final pass' if final else 'phase 1'
         if not isinstance(report, dict) or report.get('job_id') != expected:
             raise InvalidRequest('Refusing the copy report for share %s: it belongs to job %r, not to %s of migration %s; '
@@ -277,17 +284,21 @@ class HostAssistedMixin(object):
         raise StorageError(msg, share=self.shares.view(record, pool), copy_report=report)
 
     # -- phase 2 -----------------------------------------------------------------------------
-    def _complete_host(self, record, pool, before, source, dest, copy_report):
+    def _complete_host(self, record, pool, before, source, dest, copy_report, open_writers_wait=0):
         """The switchover of a host-assisted migration: final pass, verified, sealed, then switch.
 
         Returns a result when a data node must (again) run the final pass, None when the switch may
-        go on: the final pass is verified and both instances are as it left them.
+        go on: the final pass is verified and both instances are as it left them. Processes holding
+        files of the source open for writing (through the pool path, the export or any other path
+        into it) are looked for before the final pass is handed out and again immediately before
+        the switch (see _refuse_open_writers).
         """
         mig = record['migration']
         if copy_report is not None:
             self._check_report(record, copy_report, final=True)
         if not mig.get('final_verified'):
             if copy_report is None:
+                self._refuse_open_writers(record, pool, source, open_writers_wait, after_final=False)
                 # Ask for the final pass; a rerun gets the same plan (the data mover attaches).
                 changed = record.get('revision') != before.get('revision')
                 return self._host_result(changed, before, record, pool,
@@ -305,9 +316,9 @@ class HostAssistedMixin(object):
             mig['final_verified'] = True
             mig['final_copy'] = self._copy_summary(copy_report)
             self.ctx.repo.save(record, pool, 'final pass verified')
-        return self._sealed_for_switch(record, pool, before, source, dest)
+        return self._sealed_for_switch(record, pool, before, source, dest, open_writers_wait)
 
-    def _sealed_for_switch(self, record, pool, before, source, dest):
+    def _sealed_for_switch(self, record, pool, before, source, dest, open_writers_wait=0):
         """Seal both instances again and compare with the verified final pass's seals: None when they
         match (the switch may go on), else a result asking for a new final pass.
 
@@ -320,6 +331,7 @@ class HostAssistedMixin(object):
         final_pass = self._pass(record, final=True) or {}
         if mig.get('switch_sealed') == final_pass.get('id') or self._switched(record, source, dest):
             return None
+        self._refuse_open_writers(record, pool, source, open_writers_wait, after_final=True)
         verified = mig.get('final_copy') or {}
         ignore = list(source.backend.migration_ignore_files)
         paths = {'source': active_instance(record)['path'], 'destination': self._instance(record, 'destination')['path']}
@@ -356,14 +368,74 @@ class HostAssistedMixin(object):
         result['warnings'] = [msg]
         return result
 
+    def _switch_begun(self, record, dest):
+        """True once _switch may have changed something: the destination is available, or an
+        enforcing export already serves it."""
+        dst_inst = self._instance(record, 'destination')
+        if dst_inst is None:
+            return False
+        if dst_inst.get('status') == states.AVAILABLE:
+            return True
+        export = self.ctx.driver(dest).export()
+        return bool(export.enforced and export.state(record['name'], dst_inst['path'])['exported'])
+
+    def _refuse_open_writers(self, record, pool, source, wait_seconds, after_final):
+        """Find processes holding files of the source open for writing, through its path in the
+        pool or its export, and wait up to ``wait_seconds`` for them to close.
+
+        Before the final pass (``after_final`` false) writers that closed in time are harmless:
+        the pass copies what they wrote. After it, any writer seen may have written after the
+        pass read its files, so the pass is no longer proof: a new one is needed (a new job id).
+        Refusing switches nothing: the share goes back to the state phase 2 started from, with the
+        source intact and the error recorded; completing again (or cancelling) works from there."""
+        name = record['name']
+        src_inst = active_instance(record)
+        paths = [src_inst['path'], self.ctx.driver(source).export().location(name, src_inst['path'])]
+        found = openfiles.open_writers(paths)
+        if not found:
+            record['migration'].pop('open_writers', None)
+            return
+        remaining = found
+        if wait_seconds:
+            remaining = openfiles.wait_closed(lambda: openfiles.open_writers(paths), wait_seconds,
+                                              clock=self.clock, sleeper=self.sleeper)
+        if not remaining and not after_final:
+            return
+        mig = record['migration']
+        listed = openfiles.describe(remaining or found)
+        if remaining:
+            why = 'processes hold files of the source %s open for writing: %s' % (src_inst['path'], listed)
+            if wait_seconds:
+                why += ' (still open after waiting %s s, open_writers_wait)' % wait_seconds
+        else:
+            why = 'processes held files of the source %s open for writing: %s' % (src_inst['path'], listed)
+        if after_final:
+            # Their writes may be missing from the destination: the verified pass proves nothing now.
+            # A new pass is drawn: the data mover runs the final job again for it, and only its
+            # report can complete the migration.
+            mig['final_verified'] = False
+            mig.pop('final_copy', None)
+            drawn = self._draw_pass(record, final=True)
+            why += ' after the final pass; a new final pass (pass %s) is needed' % drawn['id']
+        else:
+            why += ' before the final pass'
+        back = mig.get('phase1_state') or states.DATA_COPYING_COMPLETED
+        mig['error'] = 'Switchover refused, nothing was switched: %s' % why
+        mig['open_writers'] = remaining or found
+        self._set(record, pool, 'switchover refused: open writers', back)
+        raise StorageError('Failed to complete the migration of share %s: %s. Nothing was switched: the share is back '
+                           'in %s on %s with its source intact; stop those processes (or let open_writers_wait wait '
+                           'for them) and complete again, or cancel' % (name, why, back, source),
+                           open_writers=remaining or found)
+
     def _cancel_host_check(self, record):
         """Refuse to remove the destination while a local copy job still writes into it."""
         mig = record.get('migration') or {}
         job = mig.get('copy_job') or {}
         jobs = [job]
         if job.get('status_file') and job.get('job_id'):
-            # The final pass runs as <id>-final next to the phase-1 job.
-            final_id = mig['id'] + FINAL_SUFFIX
+            # The final pass runs as <id>-final (-2, ...) next to the phase-1 job.
+            final_id = final_job_id(mig)
             jobs.append(dict(job, job_id=final_id, status_file=job['status_file'].replace(job['job_id'], final_id)))
         for candidate in jobs:
             progress = live_copy_progress({'copy_job': candidate})

@@ -439,8 +439,13 @@ class ShareMigrationManager(HostAssistedMixin):
         return None
 
     # -- phase 2 -----------------------------------------------------------------------------
-    def complete(self, name, destination=None, copy_report=None):
+    def complete(self, name, destination=None, copy_report=None, open_writers_wait=0):
+        """Phase 2. ``open_writers_wait``: seconds to wait for processes holding files of the source
+        open for writing to close them before refusing (0 refuses at once)."""
         validate_name(name)
+        if open_writers_wait is None or open_writers_wait < 0:
+            raise InvalidRequest('Invalid open_writers_wait %r for share %s: give 0 or more seconds'
+                                 % (open_writers_wait, name))
         ctx = self.ctx
         with ctx.lock(name, 'migration complete'):
             record, pool = ctx.load(name, cleanup=True)
@@ -473,8 +478,9 @@ class ShareMigrationManager(HostAssistedMixin):
                 mig['completing_started_at'] = now_iso()
                 mig['completing_started_epoch'] = time.time()
                 self._set(record, pool, 'switchover started', states.MIGRATION_COMPLETING)
+            mig['open_writers_wait'] = open_writers_wait
             if mig.get('mechanism') == 'host':
-                pending = self._complete_host(record, pool, before, source, dest, copy_report)
+                pending = self._complete_host(record, pool, before, source, dest, copy_report, open_writers_wait)
                 if pending is not None:
                     return pending
             else:

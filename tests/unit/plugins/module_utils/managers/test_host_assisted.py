@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -22,6 +23,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.data_copy.job imp
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.signing import sign_job_report, sign_report
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import NoneExport
+from ansible_collections.storage.mobility.plugins.module_utils.managers.share_migration import ShareMigrationManager
 
 from mobility_helpers import Env, populate_share, tree_state
 
@@ -718,3 +720,142 @@ def test_after_the_switch_a_failed_deletion_of_the_old_instance_is_success_with_
     assert not os.path.lexists(share)
     assert env.read_record(env.B, "s1")["cleanup_pending"] == []
     assert env.shares().absent("s1")["changed"] is True
+
+
+# --------------------------------------------------------------------------- open writers in phase 2
+
+
+class Writer:
+    """A process that appends to a file of the source through its path in the pool and holds it
+    open until told to close it: what a user's program does."""
+
+    def __init__(self, path):
+        self.path = path
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c",
+             "import sys\nf = open(sys.argv[1], 'a')\nf.write('before\\n'); f.flush()\nprint('open', flush=True)\n"
+             "sys.stdin.readline()\nf.write('late write\\n'); f.close()\nprint('closed', flush=True)\n"
+             "sys.stdin.readline()\n", path],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "open"
+
+    def write_and_close(self):
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "closed"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def writers():
+    started = []
+
+    def make(path):
+        started.append(Writer(path))
+        return started[-1]
+    yield make
+    for writer in started:
+        writer.stop()
+
+
+def manager_with_sleeper(env, on_sleep):
+    def sleeper(seconds):
+        on_sleep()
+        env.clock.sleep(seconds)
+    return ShareMigrationManager(env.ctx(), clock=env.clock.clock, sleeper=sleeper)
+
+
+def test_an_open_writer_before_the_final_pass_is_named_and_refused(env, share, writers):
+    to_phase1_done(env)
+    target = os.path.join(share, "held.log")
+    writer = writers(target)
+    with pytest.raises(StorageError) as info:
+        env.migrations().complete("s1")
+    message = str(info.value)
+    assert "%d (python" % writer.proc.pid in message and target in message
+    assert "Nothing was switched" in message and "before the final pass" in message
+    rec = env.read_record(env.A, "s1")
+    assert rec["task_state"] == states.DATA_COPYING_COMPLETED
+    assert rec["migration"]["open_writers"][0]["pid"] == writer.proc.pid
+    assert "Switchover refused" in rec["migration"]["error"]
+    assert env.record_pools("s1") == [env.A] and os.path.isdir(share)
+    writer.write_and_close()
+    plan = env.migrations().complete("s1")["copy_plan"]
+    assert plan["job_id"] == plan["migration_id"] + "-final"
+
+
+def test_a_reader_is_no_writer(env, share):
+    with open(os.path.join(share, "read-me"), "w") as handle:
+        handle.write("data")
+    to_phase1_done(env)
+    reader = subprocess.Popen([sys.executable, "-c", "import sys,time; f = open(sys.argv[1], 'rb'); "
+                               "print('open', flush=True); time.sleep(60)", os.path.join(share, "read-me")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        assert env.migrations().complete("s1")["copy_required"] is True
+    finally:
+        reader.kill()
+        reader.wait()
+
+
+def test_open_writers_wait_waits_for_a_writer_to_close(env, share, writers):
+    to_phase1_done(env)
+    writer = writers(os.path.join(share, "held.log"))
+    manager = manager_with_sleeper(env, writer.write_and_close)
+    result = manager.complete("s1", open_writers_wait=30)
+    assert result["copy_required"] is True and result["task_state"] == states.MIGRATION_COMPLETING
+    assert env.clock.sleeps, "it waited"
+
+
+def test_open_writers_wait_refuses_when_the_writer_stays(env, share, writers):
+    to_phase1_done(env)
+    writer = writers(os.path.join(share, "held.log"))
+    with pytest.raises(StorageError, match=r"still open after waiting 5 s, open_writers_wait"):
+        env.migrations().complete("s1", open_writers_wait=5)
+    assert 5 <= sum(env.clock.sleeps) < 6
+    assert env.read_record(env.A, "s1")["task_state"] == states.DATA_COPYING_COMPLETED
+    assert writer.proc.poll() is None
+
+
+def test_a_writer_after_the_final_pass_forces_a_new_pass_and_no_write_is_lost(env, share, writers):
+    to_phase1_done(env)
+    final = env.migrations().complete("s1")["copy_plan"]
+    copy_like_a_data_node(final)
+    target = os.path.join(share, "held.log")
+    writer = writers(target)  # opened after the final pass read the source
+    with pytest.raises(StorageError) as info:
+        env.migrations().complete("s1", copy_report=report(final))
+    rec = env.read_record(env.A, "s1")
+    drawn = rec["migration"]["passes"]["final"]["id"]
+    assert drawn != final["report_signing"]["pass_id"], "a new final pass was drawn"
+    assert "after the final pass" in str(info.value) and drawn in str(info.value)
+    assert rec["task_state"] == states.DATA_COPYING_COMPLETED and rec["migration"]["final_verified"] is False
+    assert env.record_pools("s1") == [env.A]
+    writer.write_and_close()
+    # The old final pass no longer proves anything.
+    with pytest.raises(InvalidRequest, match="made for pass"):
+        env.migrations().complete("s1", copy_report=report(final))
+    again = env.migrations().complete("s1")["copy_plan"]
+    assert again["job_id"] == final["job_id"] and again["report_signing"]["pass_id"] == drawn
+    copy_like_a_data_node(again)
+    result = env.migrations().complete("s1", copy_report=report(again))
+    assert result["task_state"] == states.MIGRATION_SUCCESS
+    with open(os.path.join(env.share_path(env.B, "s1"), "held.log")) as handle:
+        assert handle.read() == "before\nlate write\n"
+
+
+def test_a_writer_that_closed_while_waiting_after_the_final_pass_still_needs_a_new_pass(env, share, writers):
+    to_phase1_done(env)
+    final = env.migrations().complete("s1")["copy_plan"]
+    copy_like_a_data_node(final)
+    writer = writers(os.path.join(share, "held.log"))
+    manager = manager_with_sleeper(env, writer.write_and_close)
+    with pytest.raises(StorageError, match="processes held files .* after the final pass; a new final pass"):
+        manager.complete("s1", copy_report=report(final), open_writers_wait=30)
+    passes = env.read_record(env.A, "s1")["migration"]["passes"]
+    assert passes["final"]["id"] != final["report_signing"]["pass_id"], "a new final pass was drawn"
