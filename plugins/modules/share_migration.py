@@ -40,7 +40,7 @@ description:
     while a process still holds a file of the share open for writing), sends the last increment and
     switches the export. See C(docs/btrfs.md).
   - With the V(bind) export helper the export path never accepts a write that does not end up in
-    the share, not even during the switch: the share's bind mount sits on a read-only base, so
+    the share, not even during the switch. The share's bind mount sits on a read-only base, so
     between unmounting the source and mounting the destination a write through the export fails.
   - With a backend of driver V(manila) the share migrates through OpenStack Manila's own migration API,
     to a pool as Manila names it (V(host@backend#pool)). V(started) sends C(migration_start) with the flags
