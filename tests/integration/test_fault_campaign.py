@@ -20,13 +20,15 @@ Needs root (loop devices, mounts); skipped with "needs root" otherwise (a failur
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from fault_campaign import (
-    JOB_FOLDERS, Campaign, FaultLab, campaign_seed, cleanup_jobs_dir_locks, lanes_wanted, only_cases, points_wanted,
-    replay_hint, summary)
+    JOB_FOLDERS, Campaign, FaultLab, campaign_seed, cleanup_jobs_dir_locks, lanes_wanted, make_tree, only_cases,
+    points_wanted, replay_hint, summary, tree_differences, walk)
 from hostmig_lab import is_root
 
 pytestmark = [pytest.mark.integration,
@@ -90,3 +92,59 @@ def test_posix_rename_fault_campaign(tmp_path, collections_path, say):
 
 def test_btrfs_fault_campaign(tmp_path, collections_path, say):
     _campaign("btrfs", tmp_path, collections_path, say)
+
+
+def test_the_campaign_walk_sees_every_difference_that_matters(tmp_path):
+    """The comparison the campaign relies on is not blind: an exact copy compares equal, and each
+    kind of damage a migration could do is named (same size and mtime kept where that matters)."""
+    tree = tmp_path / "tree"
+    make_tree(tree, seed=1)
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-a", "--sparse=always", str(tree), str(copy)], check=True)
+    assert tree_differences(walk(tree), walk(copy), limit=100) == []
+
+    def keep_times(path: Path, change) -> None:
+        st = os.lstat(path)
+        change(path)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+    def flip(path: Path) -> None:
+        with open(path, "r+b") as handle:
+            byte = handle.read(1)
+            handle.seek(0)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+
+    def fill_holes(path: Path) -> None:
+        data = path.read_bytes()
+        with open(path, "r+b") as handle:
+            handle.write(data)  # the same bytes, but every block allocated
+
+    def break_link(path: Path) -> None:
+        data = path.read_bytes()
+        path.unlink()
+        path.write_bytes(data)
+        os.setxattr(path, "user.mobility", b"kept")
+        subprocess.run(["setfacl", "-m", "u:12345:rw,g:2345:r", str(path)], check=True)
+
+    extras = copy / "extras"
+    victim = sorted((copy / "d00").glob("sub*/f*.dat"), key=lambda p: -p.stat().st_size)[0]
+    keep_times(victim, flip)
+    keep_times(extras / "sparse.img", fill_holes)
+    keep_times(extras / "hard-b", break_link)
+    keep_times(extras / os.fsdecode(b"with space"), lambda p: os.removexattr(p, "user.binary"))
+    keep_times(copy / "d05", lambda p: subprocess.run(["setfacl", "-k", str(p)], check=True))
+    keep_times(extras / "link-relative", lambda p: (p.unlink(), p.symlink_to("hard-b"),
+                                                     os.lchown(p, 4242, 4343)))
+    (extras / "empty-file").chmod(0o600)
+    os.lchown(extras / os.fsdecode(b"new\nline"), 0, 0)
+    os.utime(extras / "empty", ns=(1, 2))
+    (extras / "fifo").unlink()
+    (copy / "d01" / "extra").write_text("not in the source")
+    differences = "\n".join(tree_differences(walk(tree), walk(copy), limit=100))
+    rel = os.path.relpath(victim, copy).encode()
+    for expected in (repr(rel) + " differs in sha256", "b'extras/sparse.img' differs in data_bytes",
+                     "hard-link groups differ", "b'extras/with space' differs in xattrs",
+                     "b'd05' differs in xattrs", "b'extras/link-relative' differs in target",
+                     "b'extras/empty-file' differs in mode", "b'extras/new\\nline' differs in gid",
+                     "b'extras/empty' differs in mtime_ns", "missing b'extras/fifo'", "extra b'd01/extra'"):
+        assert expected in differences, f"{expected!r} not reported:\n{differences}"
