@@ -45,6 +45,7 @@ import os
 import random
 import signal
 import stat
+import statistics
 import subprocess
 import threading
 import time
@@ -469,26 +470,36 @@ class Span:
         self.first = at if self.first is None else min(self.first, at)
         self.last = at if self.last is None else max(self.last, at)
 
-    def merge(self, other: "Span") -> None:
-        if other.first is not None:
-            self.see(other.first)
-            self.see(other.last)
-
 
 @dataclass
 class Timing:
-    """Measured durations and spans of one phase of one mechanism (the largest seen)."""
-    duration: float = 0.0
-    spans: dict = field(default_factory=lambda: {"module": Span(), "copy": Span()})
-    worker_life: float = 0.0
-    runs: int = 0
+    """Measured durations and spans of one phase of one mechanism: the median of the runs that
+    were not killed (the machine's load moves them; a median follows it without the outliers)."""
+    durations: list = field(default_factory=list)
+    seen: dict = field(default_factory=lambda: {"module": [], "copy": []})
+    worker_lives: list = field(default_factory=list)
+
+    @property
+    def duration(self) -> float:
+        return statistics.median(self.durations) if self.durations else 0.0
+
+    @property
+    def worker_life(self) -> float:
+        return statistics.median(self.worker_lives) if self.worker_lives else 0.0
+
+    def span(self, kind: str) -> Span:
+        seen = self.seen[kind]
+        if not seen:
+            return Span()
+        return Span(statistics.median(s.first for s in seen), statistics.median(s.last for s in seen))
 
     def learn(self, duration: float, spans: dict, worker_life: float) -> None:
-        self.duration = max(self.duration, duration)
+        self.durations.append(duration)
         for kind, span in spans.items():
-            self.spans[kind].merge(span)
-        self.worker_life = max(self.worker_life, worker_life)
-        self.runs += 1
+            if span.first is not None:
+                self.seen[kind].append(span)
+        if worker_life:
+            self.worker_lives.append(worker_life)
 
 
 @dataclass
@@ -497,6 +508,7 @@ class Outcome:
     hit: bool
     detail: str
     seconds: float
+    target: str | None
 
 
 # ------------------------------------------------------------------------------------------ labs
@@ -688,6 +700,8 @@ class Campaign:
         playbook, extra = lab.playbook_vars(phase, case.share)
         env = {}
         target = point.target if point else None
+        if phase == "cancel" and target in ("worker", "copy"):
+            target = "group"  # a cancel copies nothing: its run is killed instead
         kill_at = None
         describe = "clean"
         if target == "crash":
@@ -700,7 +714,7 @@ class Campaign:
             kill_at = point.fraction * estimate
             describe = f"SIGKILL the whole playbook run at {kill_at:.2f}s of {estimate:.1f}s"
         elif target in ("module", "copy"):
-            span = timing.spans[target]
+            span = timing.span(target)
             if span.first is None:
                 estimate = timing.duration or self.timing["migrate"].duration * 0.6
                 kill_at = point.fraction * estimate
@@ -780,7 +794,7 @@ class Campaign:
         if not hit:
             timing.learn(seconds, spans, worker_life)
         line = f"{label} -> {'HIT: ' + detail if hit else (detail or 'done')}; rc {run.rc} in {seconds:.1f}s"
-        return Outcome(run, hit, detail, seconds), line
+        return Outcome(run, hit, detail, seconds, target), line
 
     # -- checks ------------------------------------------------------------------------------------
     def check_data(self, case: Case, after: str) -> None:
@@ -994,7 +1008,7 @@ class Campaign:
         for phase in ("migrate", "complete"):
             t = self.timing[phase]
             self.note(f"  measured {phase}: {t.duration:.1f}s, share_migration seen "
-                      f"{_span(t.spans['module'])}, btrfs copies {_span(t.spans['copy'])}, "
+                      f"{_span(t.span('module'))}, btrfs copies {_span(t.span('copy'))}, "
                       f"copy worker lived {t.worker_life:.2f}s")
 
     def next_point(self, case: Case) -> Point | None:
@@ -1043,7 +1057,7 @@ class Campaign:
                 case.hits += 1
                 with self.lock:
                     self.hits += 1
-                    key = (phase, point.target)
+                    key = (phase, outcome.target)
                     self.kinds_hit[key] = self.kinds_hit.get(key, 0) + 1
                 last = line.split(" -> ", 1)[0]
             after = last if outcome.hit else f"a {'clean ' if point is None else 'missed '}{phase} run after {last}"
