@@ -383,7 +383,7 @@ def live_pids() -> list[int]:
 
 def kill_run(playbook_pid: int, sessions: set) -> int:
     """SIGKILL every process of a playbook run (its group and its workers' sessions) until none is
-    left, as a crash of the controller would; returns how many were killed."""
+    left, as a crash of the controller would; returns how many were killed besides the group."""
     killed = set()
     try:
         os.killpg(playbook_pid, signal.SIGKILL)
@@ -767,7 +767,7 @@ class Campaign:
             if not hit and kill_at is not None and now >= kill_at:
                 if target == "group":
                     count = kill_run(sid, sessions)
-                    hit, detail = True, f"killed the run's {count} processes at {now:.2f}s"
+                    hit, detail = True, f"killed the run (its process group and {count} more processes) at {now:.2f}s"
                     break
                 elif target == "module" and modules:
                     victim = modules[0]
@@ -1023,9 +1023,12 @@ class Campaign:
         follow = None
         clean_in_a_row = 0
         last = "start"
+        failed = False  # the last run failed (or was killed): an operator runs it again
         while case.runs < RUN_LIMIT:
             record = self.record(case.share)
             phase = "cancel" if follow == "cancel" else self.next_phase(record)
+            if phase is None and failed:
+                phase = "complete"  # the migration has ended, but the run that ended it failed
             if phase is None:
                 break
             if self.mechanism == "btrfs" and phase != "cancel" and record.get("task_state") in PHASE1_DONE:
@@ -1051,6 +1054,7 @@ class Campaign:
                 clean_in_a_row = 0
             outcome, line = self.execute(case, phase, point)
             case.runs += 1
+            failed = outcome.hit or outcome.run.rc != 0
             self.note(line)
             self.remember_migration(case)
             if outcome.hit:
@@ -1184,7 +1188,9 @@ def summary(findings: list[dict]) -> str:
     lines = []
     for finding in findings:
         lines.append(f"- [{finding['mechanism']}] {finding['share'] or '(lab)'} {finding['kind']}: "
-                     f"{finding['detail'][:1500]}" + (f"\n    after {finding['point']}" if finding["point"] else ""))
+                     f"{finding['detail'][:1500]}" + (f"\n    after {finding['point']}" if finding["point"] else "")
+                     + (f"\n    replay this share: {SEED_ENV}={finding['seed']} {CASES_ENV}={finding['share']}"
+                        if finding["share"] else ""))
     return "\n".join(lines)
 
 
