@@ -810,9 +810,10 @@ class Campaign:
             dst_inst = [i for i in record.get("instances", []) if i.get("pool") == self.lab.beta]
             differences = tree_differences(case.reference, walk(destination))
             if differences:
-                self.find(case, "data lost", f"the source is gone and the destination differs "
-                          f"(record: {record.get('task_state')}, destination instance {dst_inst}): "
-                          f"{'; '.join(differences)}", after)
+                self.find(case, "destination differs, source gone",
+                          f"the source was deleted and the destination differs (record: "
+                          f"{record.get('task_state')}, destination instance {dst_inst}): {'; '.join(differences)}",
+                          after)
         else:
             self.find(case, "data lost", "neither the source nor the destination instance exists", after)
 
