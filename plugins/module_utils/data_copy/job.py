@@ -669,17 +669,24 @@ class DataCopyJobs(object):
         except OSError:
             return
         for name in names:
+            if name.endswith(state_lib.FLAGS_LEDGER_SUFFIX):
+                continue  # goes with the index entry it belongs to
             path = os.path.join(index_dir, name)
             other = (state_lib.read_json(path) or {}).get('job_id')
             if job_id is not None and other != job_id:
                 continue
             if job_id is None and other and '/' not in other and os.path.isdir(os.path.join(self.state_dir, other)):
                 continue
-            try:
-                os.unlink(path)
-            except OSError as exc:
-                if exc.errno != errno.ENOENT:
-                    raise
+            # The file-attribute ledger of the same destination (worker.py) goes with its index.
+            ledger = path[:-len('.json')] + state_lib.FLAGS_LEDGER_SUFFIX if path.endswith('.json') else None
+            for gone in (path, ledger):
+                if gone is None:
+                    continue
+                try:
+                    os.unlink(gone)
+                except OSError as exc:
+                    if exc.errno != errno.ENOENT:
+                        raise
 
     # ------------------------------------------------------------------ the bound on job folders
 

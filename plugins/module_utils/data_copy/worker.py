@@ -176,7 +176,7 @@ class Worker(object):
         self.copy_engine = None
         self.seals = {}
         self.flags = fileflags_lib.Carrier(self.job['source'], self.job['destination'], self.job['ignore_files'],
-                                           self.log, ledger=self._index_path()[:-len('.json')] + '.flags.json')
+                                           self.log, ledger=self._index_path()[:-len('.json')] + state_lib.FLAGS_LEDGER_SUFFIX)
         self.ignored = None
 
     def path(self, name):

@@ -872,3 +872,23 @@ def test_starting_a_job_prunes_old_and_oversized_finished_job_folders(jobs, tmp_
     assert [name for name, why in plan] == ["recent"]
     assert "running" not in [name for name, why in tiny.prune_plan(max_days=0, max_mb=1e-6)]
     jobs.cancel("running")
+
+
+def test_the_file_attribute_ledger_goes_with_its_hash_index_entry(jobs, tmp_path):
+    """Removing a job removes its hash index entry and the attribute ledger beside it, and only
+    those; a job folder that is gone takes both of its entries with it when the index is pruned."""
+    index = os.path.join(jobs.state_dir, state_lib.HASH_INDEX_DIR)
+    os.makedirs(index)
+    entries = {"mine": "gone-job", "theirs": "kept-job"}
+    for key, job_id in entries.items():
+        state_lib.write_json(os.path.join(index, key + ".json"), {"job_id": job_id})
+        state_lib.write_json(os.path.join(index, key + state_lib.FLAGS_LEDGER_SUFFIX), {"set": ["a"]})
+    os.makedirs(os.path.join(jobs.state_dir, "kept-job"))
+    jobs._forget_hashes("gone-job")
+    assert sorted(os.listdir(index)) == ["theirs" + state_lib.FLAGS_LEDGER_SUFFIX, "theirs.json"]
+    jobs._forget_hashes(None)
+    assert sorted(os.listdir(index)) == ["theirs" + state_lib.FLAGS_LEDGER_SUFFIX, "theirs.json"], \
+        "a job that still has its folder keeps its entry and ledger"
+    os.rmdir(os.path.join(jobs.state_dir, "kept-job"))
+    jobs._forget_hashes(None)
+    assert os.listdir(index) == []
