@@ -324,12 +324,14 @@ class HostAssistedMixin(object):
 
         Runs on the first run and on every rerun, whatever the record says, until the switch has
         begun: the run that found the seals equal records it (under the same lock) just before it
-        switches, and a rerun after a crash in the switch finishes it without sealing again (by
-        then the export may serve the destination, whose writes are the users' own).
+        switches, and a rerun after a crash in the switch finishes it without sealing again once
+        the destination is available or an enforcing export serves it (its writes are then the
+        users' own). A switch that stopped before that point (a crash, a busy export) seals again.
         """
         mig = record['migration']
         final_pass = self._pass(record, final=True) or {}
-        if mig.get('switch_sealed') == final_pass.get('id') or self._switched(record, source, dest):
+        if self._switched(record, source, dest) or (
+                mig.get('switch_sealed') == final_pass.get('id') and self._switch_begun(record, dest)):
             return None
         self._refuse_open_writers(record, pool, source, open_writers_wait, after_final=True)
         verified = mig.get('final_copy') or {}

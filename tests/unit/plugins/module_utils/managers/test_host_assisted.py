@@ -594,9 +594,8 @@ def test_a_verified_final_pass_without_seals_is_done_again(env, share):
     assert env.record_pools("s1") == [env.A]
 
 
-def test_a_rerun_after_a_crash_inside_the_switch_finishes_it(env, share, monkeypatch):
-    """Once the seals matched and the switch began (recorded under the same lock), a rerun finishes the
-    switch without sealing again: the export may already serve the destination and its users' writes."""
+def _crash_in_the_switch(env, monkeypatch):
+    """Phase 2 with a verified final pass whose seals matched, dying as the switch begins."""
     to_phase1_done(env)
     final = env.migrations().complete("s1")["copy_plan"]
     from ansible_collections.storage.mobility.plugins.module_utils.managers.share_migration import ShareMigrationManager
@@ -612,9 +611,29 @@ def test_a_rerun_after_a_crash_inside_the_switch_finishes_it(env, share, monkeyp
     users_write = os.path.join(env.share_path(env.B, "s1"), "written-by-a-user.txt")
     with open(users_write, "w") as handle:
         handle.write("kept")
+    return final, users_write
+
+
+def test_a_rerun_after_a_crash_once_the_export_serves_the_destination_finishes_it(env, share, monkeypatch):
+    """Once the seals matched and an enforcing export serves the destination (stood for here by
+    _switch_begun: the export tests cover the real mounts), a rerun finishes the switch without
+    sealing again: the destination's writes are the users' own."""
+    from ansible_collections.storage.mobility.plugins.module_utils.managers.host_assisted import HostAssistedMixin
+    final, users_write = _crash_in_the_switch(env, monkeypatch)
+    monkeypatch.setattr(HostAssistedMixin, "_switch_begun", lambda self, record, dest: True)
     result = env.migrations().complete("s1")
     assert result["task_state"] == states.MIGRATION_SUCCESS
     assert open(users_write).read() == "kept"
+
+
+def test_a_rerun_after_a_crash_before_the_export_serves_the_destination_seals_again(env, share, monkeypatch):
+    """A switch that stopped before the destination was exported or available switched nothing
+    users can see: a destination changed since (here through its pool path) is not switched to."""
+    final, users_write = _crash_in_the_switch(env, monkeypatch)
+    result = env.migrations().complete("s1")
+    assert result["copy_required"] is True and "the destination instance changed" in result["msg"]
+    assert result["copy_plan"]["report_signing"]["pass_id"] != final["report_signing"]["pass_id"]
+    assert env.record_pools("s1") == [env.A], "nothing was switched"
 
 
 # --------------------------------------------------------------------------- cleanup that fails never leaves a share stuck
