@@ -49,6 +49,12 @@ description:
     apply; Manila's data service copies host-assisted migrations itself. See C(docs/openstack.md).
 author:
   - storage.mobility maintainers (@storage-mobility)
+requirements:
+  - The Python package C(openstacksdk) on the host that runs the module, for backends of driver V(manila)
+  - C(btrfs-progs) for backends of driver V(btrfs)
+  - Root and C(mount) (util-linux) for backends whose export helper is V(bind)
+  - Host-assisted migrations copy on a data node (the C(storage.mobility.data_mover) role), which needs what
+    M(storage.mobility.data_copy) needs
 extends_documentation_fragment:
   - storage.mobility.backends
   - storage.mobility.wait
@@ -145,28 +151,49 @@ notes:
 '''
 
 EXAMPLES = r'''
-- name: Phase 1 - move the share while users keep working
-  storage.mobility.share_migration:
-    share: projects
-    destination_pool: stor1@generic1#beta
-    writable: true
-    preserve_snapshots: true
+# The backends are declared once, in inventory variables (group_vars/all.yml), for example:
+#   mobility_backends:
+#     - name: generic1
+#       driver: posix
+#       host: stor1
+#       pools:
+#         alpha: {path: /srv/pools/alpha}
+#         beta: {path: /srv/pools/beta}
+# and every module of the collection gets them through module_defaults on its action group.
+- name: Move a share of mobility_backends to another pool
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/storage.mobility.mobility:
+      backends: "{{ mobility_backends }}"
+  tasks:
+    - name: Phase 1 - move the share while users keep working
+      storage.mobility.share_migration:
+        share: projects
+        destination_pool: stor1@generic1#beta
+        writable: true
+        preserve_snapshots: true
 
-- name: Phase 2 - switch over in the maintenance window
-  storage.mobility.share_migration:
-    share: projects
-    state: completed
+    - name: Phase 2 - switch over in the maintenance window
+      storage.mobility.share_migration:
+        share: projects
+        state: completed
 
-- name: Or roll phase 1 back
-  storage.mobility.share_migration:
-    share: projects
-    state: cancelled
+    - name: Move it back, but roll phase 1 back instead of completing it
+      storage.mobility.share_migration:
+        share: projects
+        destination_pool: stor1@generic1#alpha
 
-- name: Recover a share stuck in a task by hand
-  storage.mobility.share_migration:
-    share: projects
-    state: reset
-    task_state: migration_error
+    - name: Roll phase 1 back
+      storage.mobility.share_migration:
+        share: projects
+        state: cancelled
+
+    - name: Recover a share stuck in a task by hand
+      storage.mobility.share_migration:
+        share: projects
+        state: reset
+        task_state: migration_error
 '''
 
 RETURN = r'''
