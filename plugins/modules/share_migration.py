@@ -16,7 +16,7 @@ description:
   - V(started) runs phase 1 while users keep access. A driver-assisted migration is tried first;
     when the driver cannot move the share and all four flags are false (and the share has no
     snapshots), a host-assisted copy is used. The source is then read-only, a destination instance
-    is created and the module returns a C(copy_plan) for the M(storage.mobility.data_mover) role,
+    is created and the module returns a C(copy_plan) for the P(storage.mobility.data_mover#role) role,
     which copies and verifies on a data node. Calling V(started) again with O(copy_report) set to
     the role's verified report moves the share to V(data_copying_completed). The playbooks
     C(storage.mobility.migrate_share), C(complete_share_migration) and C(cancel_share_migration)
@@ -123,7 +123,7 @@ options:
     type: dict
   copy_report:
     description:
-      - The report of the M(storage.mobility.data_mover) role for this migration. With
+      - The report of the P(storage.mobility.data_mover#role) role for this migration. With
         O(state=started) it ends phase 1, with O(state=completed) it is the final pass.
       - A report whose C(job_id) does not belong to this migration, or that is not verified, never
         completes anything; an unverified phase-1 report ends in V(data_copying_error) with the
