@@ -273,9 +273,11 @@ def test_artifact_keeps_dev_files_out_and_collection_files_in(artifact: Path, in
         members = {m.name[2:] if m.name.startswith("./") else m.name for m in tar.getmembers() if m.isfile()}
     leaked = sorted(name for name in members if _is_dev_file(name))
     assert not leaked, "development files in the built collection: %s" % leaked
-    missing = sorted(name for name in _tracked_files() if not _is_dev_file(name) and name not in members)
+    # galaxy.yml becomes MANIFEST.json and FILES.json in the artifact.
+    missing = sorted(name for name in _tracked_files()
+                     if not _is_dev_file(name) and name not in members and name != "galaxy.yml")
     assert not missing, "tracked collection files missing from the built collection: %s" % missing
-    for needed in ("meta/runtime.yml", "meta/execution-environment.yml", "requirements.txt", "bindep.txt",
+    for needed in ("MANIFEST.json", "FILES.json", "meta/runtime.yml", "meta/execution-environment.yml", "requirements.txt", "bindep.txt",
                    "changelogs/changelog.yaml", "docs/docsite/extra-docs.yml", "docs/docsite/links.yml"):
         assert needed in members, "%s is not in the built collection" % needed
 
