@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Generate the collection's docsite pages (antsibull-docs) from docs/*.md and playbooks/*.yml.
 
 antsibull-docs renders a collection's extra documentation from reStructuredText files in
@@ -205,8 +204,9 @@ def _comment_to_rst(lines: list[str]) -> str:
             out.append(_escape(" ".join(line.strip() for line in prose)))
             prose.clear()
         if code:
-            out.append(".. code-block:: bash\n\n" + _indent("\n".join(line.strip() and line[2:] if line.startswith("  ")
-                                                                       else line for line in code), "    "))
+            # Commands are indented by two spaces in the comment; the code block keeps the rest.
+            commands = "\n".join(line[2:] if line.startswith("  ") else line for line in code)
+            out.append(".. code-block:: bash\n\n" + _indent(commands, "    "))
             code.clear()
 
     for line in lines:
@@ -290,7 +290,7 @@ def generate() -> dict[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--check", action="store_true", help="only check that the files are up to date")
     args = parser.parse_args(argv)
     files = generate()

@@ -55,7 +55,7 @@ def test_every_page_and_playbook_is_in_the_docsite() -> None:
         assert "storage.mobility.%s\n" % playbook.stem in playbooks_page, "%s is not documented" % playbook.name
 
 
-@pytest.mark.parametrize("page", [p for p in docsite.pages()])
+@pytest.mark.parametrize("page", docsite.pages())
 def test_conversion_keeps_every_block(page: str) -> None:
     markdown = (REPO_ROOT / "docs" / (page + ".md")).read_text(encoding="utf-8")
     rst = (DOCSITE / "rst" / (page + ".rst")).read_text(encoding="utf-8")
