@@ -226,19 +226,20 @@ seealso:
 '''
 
 EXAMPLES = r'''
+# On a data node, with the source and the destination mounted (the data_mover role does this).
 - name: Start copying a share (or attach to the copy already running)
   storage.mobility.data_copy:
-    job_id: "{{ migration.id }}"
-    source: /mnt/mobility/{{ migration.id }}/source
-    destination: /mnt/mobility/{{ migration.id }}/destination
+    job_id: projects-to-beta
+    source: /mnt/mobility/projects-to-beta/source
+    destination: /mnt/mobility/projects-to-beta/destination
     ignore_files: [lost+found, .snapshot]
   register: copy_job
 
 - name: Wait for it, printing progress every poll
   storage.mobility.data_copy:
-    job_id: "{{ migration.id }}"
-    source: /mnt/mobility/{{ migration.id }}/source
-    destination: /mnt/mobility/{{ migration.id }}/destination
+    job_id: projects-to-beta
+    source: /mnt/mobility/projects-to-beta/source
+    destination: /mnt/mobility/projects-to-beta/destination
     ignore_files: [lost+found, .snapshot]
     wait_seconds: 60
   register: copy_job
@@ -252,21 +253,21 @@ EXAMPLES = r'''
 
 - name: Final pass in the maintenance window (vanished files are an error now)
   storage.mobility.data_copy:
-    job_id: "{{ migration.id }}-final"
-    source: /mnt/mobility/{{ migration.id }}/source
-    destination: /mnt/mobility/{{ migration.id }}/destination
+    job_id: projects-to-beta-final
+    source: /mnt/mobility/projects-to-beta/source
+    destination: /mnt/mobility/projects-to-beta/destination
     final_pass: true
     hash_algorithm: sha256
     wait_seconds: 3600
 
 - name: Cancel the copy
   storage.mobility.data_copy:
-    job_id: "{{ migration.id }}"
+    job_id: projects-to-beta
     state: cancelled
 
 - name: Forget the job
   storage.mobility.data_copy:
-    job_id: "{{ migration.id }}"
+    job_id: projects-to-beta
     state: absent
 '''
 

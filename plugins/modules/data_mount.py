@@ -22,6 +22,11 @@ description:
   - Mounting needs root, except with O(helper=none), which mounts nothing.
 author:
   - storage.mobility maintainers (@storage-mobility)
+requirements:
+  - Root on the data node, except with O(helper=none)
+  - C(mount) and C(umount) (util-linux) on the data node
+  - For O(helper=nfs), C(mount.nfs) (Debian C(nfs-common), RHEL C(nfs-utils)); for O(helper=cifs), C(mount.cifs)
+    (C(cifs-utils))
 attributes:
   check_mode:
     support: full

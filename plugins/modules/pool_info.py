@@ -15,6 +15,8 @@ description:
     matches share types against, in the names operators know from the reference service.
 author:
   - storage.mobility maintainers (@storage-mobility)
+requirements:
+  - C(btrfs-progs) for backends of driver V(btrfs)
 extends_documentation_fragment:
   - storage.mobility.backends
 attributes:
@@ -31,14 +33,30 @@ options:
 '''
 
 EXAMPLES = r'''
-- name: Show free space per pool
-  storage.mobility.pool_info:
-  register: pools
+# The backends are declared once, in inventory variables (group_vars/all.yml), for example:
+#   mobility_backends:
+#     - name: generic1
+#       driver: posix
+#       host: stor1
+#       pools:
+#         alpha: {path: /srv/pools/alpha}
+#         beta: {path: /srv/pools/beta}
+# and every module of the collection gets them through module_defaults on its action group.
+- name: Pools of mobility_backends
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/storage.mobility.mobility:
+      backends: "{{ mobility_backends }}"
+  tasks:
+    - name: Show free space per pool
+      storage.mobility.pool_info:
+      register: pools
 
-- name: Print it
-  ansible.builtin.debug:
-    msg: "{{ item.name }}: {{ item.capabilities.free_capacity_gb }} GiB free"
-  loop: "{{ pools.pools }}"
+    - name: Print it
+      ansible.builtin.debug:
+        msg: "{{ item.name }}: {{ item.capabilities.free_capacity_gb }} GiB free"
+      loop: "{{ pools.pools }}"
 '''
 
 RETURN = r'''

@@ -22,6 +22,10 @@ description:
     See C(docs/openstack.md).
 author:
   - storage.mobility maintainers (@storage-mobility)
+requirements:
+  - The Python package C(openstacksdk) on the host that runs the module, for backends of driver V(manila)
+  - C(btrfs-progs) for backends of driver V(btrfs)
+  - Root and C(mount) (util-linux) for backends whose export helper is V(bind)
 extends_documentation_fragment:
   - storage.mobility.backends
   - storage.mobility.wait
@@ -101,27 +105,58 @@ options:
 '''
 
 EXAMPLES = r'''
-- name: Create a share readable and writable by one network
-  storage.mobility.share:
-    name: projects
-    pool: stor1@generic1#alpha
-    size: 10
-    protocol: NFS
-    access_rules:
-      - access_to: 10.0.0.0/24
-        access_level: rw
+# The backends are declared once, in inventory variables (group_vars/all.yml), for example:
+#   mobility_backends:
+#     - name: generic1
+#       driver: posix
+#       host: stor1
+#       pools:
+#         alpha: {path: /srv/pools/alpha}
+#         beta: {path: /srv/pools/beta}
+# and every module of the collection gets them through module_defaults on its action group.
+- name: Shares of the pools in mobility_backends
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/storage.mobility.mobility:
+      backends: "{{ mobility_backends }}"
+  tasks:
+    - name: Create a share readable and writable by one network
+      storage.mobility.share:
+        name: projects
+        pool: stor1@generic1#alpha
+        size: 10
+        protocol: NFS
+        access_rules:
+          - access_to: 10.0.0.0/24
+            access_level: rw
 
-- name: Make it read-only for everybody
-  storage.mobility.share:
-    name: projects
-    access_rules:
-      - access_to: 10.0.0.0/24
-        access_level: ro
+    - name: Make it read-only for everybody
+      storage.mobility.share:
+        name: projects
+        access_rules:
+          - access_to: 10.0.0.0/24
+            access_level: ro
 
-- name: Delete it
-  storage.mobility.share:
-    name: projects
-    state: absent
+    - name: Delete it
+      storage.mobility.share:
+        name: projects
+        state: absent
+
+- name: The same share in OpenStack Manila (backends passed directly)
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Create a share where Manila's scheduler puts it
+      storage.mobility.share:
+        backends:
+          - name: manila
+            driver: manila
+            cloud: devstack-admin   # a cloud in clouds.yaml
+        name: projects
+        size: 10
+        protocol: NFS
+        share_type: default
 '''
 
 RETURN = r'''

@@ -21,6 +21,9 @@ description:
     its instances, its access rules and, for a replicated share, its C(replicas).
 author:
   - storage.mobility maintainers (@storage-mobility)
+requirements:
+  - The Python package C(openstacksdk) on the host that runs the module, for backends of driver V(manila)
+  - C(btrfs-progs) for backends of driver V(btrfs)
 extends_documentation_fragment:
   - storage.mobility.backends
 attributes:
@@ -40,14 +43,35 @@ options:
 '''
 
 EXAMPLES = r'''
-- name: Watch a migration
-  storage.mobility.share_info:
-    name: projects
-  register: info
+# The backends are declared once, in inventory variables (group_vars/all.yml), for example:
+#   mobility_backends:
+#     - name: generic1
+#       driver: posix
+#       host: stor1
+#       pools:
+#         alpha: {path: /srv/pools/alpha}
+#         beta: {path: /srv/pools/beta}
+# and every module of the collection gets them through module_defaults on its action group.
+- name: Shares of mobility_backends
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/storage.mobility.mobility:
+      backends: "{{ mobility_backends }}"
+  tasks:
+    - name: Watch a migration
+      storage.mobility.share_info:
+        name: projects
+      register: info
 
-- name: Show its progress
-  ansible.builtin.debug:
-    msg: "{{ info.shares[0].task_state }} {{ info.shares[0].total_progress }}%"
+    - name: Show its progress
+      ansible.builtin.debug:
+        msg: "{{ info.shares[0].host }}: task_state {{ info.shares[0].task_state }}, {{ info.shares[0].total_progress }}% done"
+
+    - name: Every share of one pool
+      storage.mobility.share_info:
+        pool: stor1@generic1#alpha
+      register: in_alpha
 '''
 
 RETURN = r'''

@@ -16,7 +16,7 @@ description:
   - V(started) runs phase 1 while users keep access. A driver-assisted migration is tried first;
     when the driver cannot move the share and all four flags are false (and the share has no
     snapshots), a host-assisted copy is used. The source is then read-only, a destination instance
-    is created and the module returns a C(copy_plan) for the M(storage.mobility.data_mover) role,
+    is created and the module returns a C(copy_plan) for the P(storage.mobility.data_mover#role) role,
     which copies and verifies on a data node. Calling V(started) again with O(copy_report) set to
     the role's verified report moves the share to V(data_copying_completed). The playbooks
     C(storage.mobility.migrate_share), C(complete_share_migration) and C(cancel_share_migration)
@@ -52,6 +52,12 @@ description:
     apply; Manila's data service copies host-assisted migrations itself. See C(docs/openstack.md).
 author:
   - storage.mobility maintainers (@storage-mobility)
+requirements:
+  - The Python package C(openstacksdk) on the host that runs the module, for backends of driver V(manila)
+  - C(btrfs-progs) for backends of driver V(btrfs)
+  - Root and C(mount) (util-linux) for backends whose export helper is V(bind)
+  - Host-assisted migrations copy on a data node (the C(storage.mobility.data_mover) role), which needs what
+    M(storage.mobility.data_copy) needs
 extends_documentation_fragment:
   - storage.mobility.backends
   - storage.mobility.wait
@@ -120,7 +126,7 @@ options:
     type: dict
   copy_report:
     description:
-      - The report of the M(storage.mobility.data_mover) role for this migration. With
+      - The report of the P(storage.mobility.data_mover#role) role for this migration. With
         O(state=started) it ends phase 1, with O(state=completed) it is the final pass.
       - A report whose C(job_id) does not belong to this migration, or that is not verified, never
         completes anything; an unverified phase-1 report ends in V(data_copying_error) with the
@@ -170,28 +176,49 @@ notes:
 '''
 
 EXAMPLES = r'''
-- name: Phase 1 - move the share while users keep working
-  storage.mobility.share_migration:
-    share: projects
-    destination_pool: stor1@generic1#beta
-    writable: true
-    preserve_snapshots: true
+# The backends are declared once, in inventory variables (group_vars/all.yml), for example:
+#   mobility_backends:
+#     - name: generic1
+#       driver: posix
+#       host: stor1
+#       pools:
+#         alpha: {path: /srv/pools/alpha}
+#         beta: {path: /srv/pools/beta}
+# and every module of the collection gets them through module_defaults on its action group.
+- name: Move a share of mobility_backends to another pool
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/storage.mobility.mobility:
+      backends: "{{ mobility_backends }}"
+  tasks:
+    - name: Phase 1 - move the share while users keep working
+      storage.mobility.share_migration:
+        share: projects
+        destination_pool: stor1@generic1#beta
+        writable: true
+        preserve_snapshots: true
 
-- name: Phase 2 - switch over in the maintenance window
-  storage.mobility.share_migration:
-    share: projects
-    state: completed
+    - name: Phase 2 - switch over in the maintenance window
+      storage.mobility.share_migration:
+        share: projects
+        state: completed
 
-- name: Or roll phase 1 back
-  storage.mobility.share_migration:
-    share: projects
-    state: cancelled
+    - name: Move it back, but roll phase 1 back instead of completing it
+      storage.mobility.share_migration:
+        share: projects
+        destination_pool: stor1@generic1#alpha
 
-- name: Recover a share stuck in a task by hand
-  storage.mobility.share_migration:
-    share: projects
-    state: reset
-    task_state: migration_error
+    - name: Roll phase 1 back
+      storage.mobility.share_migration:
+        share: projects
+        state: cancelled
+
+    - name: Recover a share stuck in a task by hand
+      storage.mobility.share_migration:
+        share: projects
+        state: reset
+        task_state: migration_error
 '''
 
 RETURN = r'''

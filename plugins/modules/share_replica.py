@@ -27,6 +27,8 @@ description:
     is too old for (O(quiesce_wait_time) before 2.75, O(pool) before 2.67) fail with a clear error.
 author:
   - storage.mobility maintainers (@storage-mobility)
+requirements:
+  - The Python package C(openstacksdk) on the host that runs the module (replicas need a backend of driver V(manila))
 extends_documentation_fragment:
   - storage.mobility.backends
   - storage.mobility.wait
@@ -92,36 +94,47 @@ seealso:
 '''
 
 EXAMPLES = r'''
-- name: Add a replica in another backend of the same replication domain
-  storage.mobility.share_replica:
-    share: projects
-    pool: devhost@beta#pool1
+# Replicas need OpenStack Manila: a backend with driver manila, here passed directly.
+- name: Replicas of a share in OpenStack Manila
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/storage.mobility.mobility:
+      backends:
+        - name: manila
+          driver: manila
+          cloud: devstack-admin   # a cloud in clouds.yaml
+  tasks:
+    - name: Add a replica in another backend of the same replication domain
+      storage.mobility.share_replica:
+        share: projects
+        pool: devhost@beta#pool1
 
-- name: Fail over to it
-  storage.mobility.share_replica:
-    share: projects
-    pool: devhost@beta#pool1
-    state: promoted
-    quiesce_wait_time: 30
+    - name: Fail over to it
+      storage.mobility.share_replica:
+        share: projects
+        pool: devhost@beta#pool1
+        state: promoted
+        quiesce_wait_time: 30
 
-- name: Bring the old active replica up to date
-  storage.mobility.share_replica:
-    share: projects
-    pool: devhost@alpha#pool1
-    state: resynced
+    - name: Bring the old active replica up to date
+      storage.mobility.share_replica:
+        share: projects
+        pool: devhost@alpha#pool1
+        state: resynced
 
-- name: Recover a replica stuck in error by hand
-  storage.mobility.share_replica:
-    share: projects
-    pool: devhost@alpha#pool1
-    status: available
-    replica_state: out_of_sync
+    - name: Recover a replica stuck in error by hand
+      storage.mobility.share_replica:
+        share: projects
+        pool: devhost@alpha#pool1
+        status: available
+        replica_state: out_of_sync
 
-- name: Delete it
-  storage.mobility.share_replica:
-    share: projects
-    pool: devhost@alpha#pool1
-    state: absent
+    - name: Delete it
+      storage.mobility.share_replica:
+        share: projects
+        pool: devhost@alpha#pool1
+        state: absent
 '''
 
 RETURN = r'''

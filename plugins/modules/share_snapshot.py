@@ -18,6 +18,8 @@ description:
     cannot carry them.
 author:
   - storage.mobility maintainers (@storage-mobility)
+requirements:
+  - C(btrfs-progs) for backends of driver V(btrfs)
 extends_documentation_fragment:
   - storage.mobility.backends
 attributes:
@@ -49,16 +51,32 @@ options:
 '''
 
 EXAMPLES = r'''
-- name: Snapshot a share before a change
-  storage.mobility.share_snapshot:
-    share: projects
-    name: before-upgrade
+# The backends are declared once, in inventory variables (group_vars/all.yml), for example:
+#   mobility_backends:
+#     - name: generic1
+#       driver: posix
+#       host: stor1
+#       pools:
+#         alpha: {path: /srv/pools/alpha}
+#         beta: {path: /srv/pools/beta}
+# and every module of the collection gets them through module_defaults on its action group.
+- name: Snapshots of a share of mobility_backends
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/storage.mobility.mobility:
+      backends: "{{ mobility_backends }}"
+  tasks:
+    - name: Snapshot a share before a change
+      storage.mobility.share_snapshot:
+        share: projects
+        name: before-upgrade
 
-- name: Delete the snapshot
-  storage.mobility.share_snapshot:
-    share: projects
-    name: before-upgrade
-    state: absent
+    - name: Delete the snapshot
+      storage.mobility.share_snapshot:
+        share: projects
+        name: before-upgrade
+        state: absent
 '''
 
 RETURN = r'''

@@ -22,6 +22,8 @@ description:
   - With O(wait) the module waits until Cinder reports the volume V(available) (or gone).
 author:
   - storage.mobility maintainers (@storage-mobility)
+requirements:
+  - The Python package C(openstacksdk) on the host that runs the module (volumes need a backend of driver V(cinder))
 extends_documentation_fragment:
   - storage.mobility.backends
   - storage.mobility.wait
@@ -60,16 +62,27 @@ seealso:
 '''
 
 EXAMPLES = r'''
-- name: A 10 GiB volume of type fast
-  storage.mobility.volume:
-    name: db-data
-    size: 10
-    volume_type: fast
+# Volumes need OpenStack Cinder: a backend with driver cinder, here passed directly.
+- name: Volumes in OpenStack Cinder
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/storage.mobility.mobility:
+      backends:
+        - name: cinder
+          driver: cinder
+          cloud: devstack-admin   # a cloud in clouds.yaml
+  tasks:
+    - name: A 10 GiB volume of type fast
+      storage.mobility.volume:
+        name: db-data
+        size: 10
+        volume_type: fast
 
-- name: Delete it
-  storage.mobility.volume:
-    name: db-data
-    state: absent
+    - name: Delete it
+      storage.mobility.volume:
+        name: db-data
+        state: absent
 '''
 
 RETURN = r'''

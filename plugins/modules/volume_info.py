@@ -19,6 +19,8 @@ description:
     the policy forbids it).
 author:
   - storage.mobility maintainers (@storage-mobility)
+requirements:
+  - The Python package C(openstacksdk) on the host that runs the module (volumes need a backend of driver V(cinder))
 extends_documentation_fragment:
   - storage.mobility.backends
 attributes:
@@ -38,14 +40,25 @@ seealso:
 '''
 
 EXAMPLES = r'''
-- name: Where is the volume, and is it migrating?
-  storage.mobility.volume_info:
-    name: db-data
-  register: info
+# Volumes need OpenStack Cinder: a backend with driver cinder, here passed directly.
+- name: Volumes in OpenStack Cinder
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/storage.mobility.mobility:
+      backends:
+        - name: cinder
+          driver: cinder
+          cloud: devstack-admin   # a cloud in clouds.yaml
+  tasks:
+    - name: Where is the volume, and is it migrating?
+      storage.mobility.volume_info:
+        name: db-data
+      register: info
 
-- name: Show it
-  ansible.builtin.debug:
-    msg: "{{ info.volumes[0].host }} {{ info.volumes[0].migration_status }}"
+    - name: Show it
+      ansible.builtin.debug:
+        msg: "{{ info.volumes[0].host }} {{ info.volumes[0].migration_status }}"
 '''
 
 RETURN = r'''

@@ -35,6 +35,8 @@ description:
     cloud (or the backend's C(api_version)) is older than microversion 3.16.
 author:
   - storage.mobility maintainers (@storage-mobility)
+requirements:
+  - The Python package C(openstacksdk) on the host that runs the module (volumes need a backend of driver V(cinder))
 extends_documentation_fragment:
   - storage.mobility.backends
   - storage.mobility.wait
@@ -87,29 +89,40 @@ seealso:
 '''
 
 EXAMPLES = r'''
-- name: Move a volume to another backend, letting the driver do it when it can
-  storage.mobility.volume_migrate:
-    volume: db-data
-    host: devhost@file2#file2
+# Volumes need OpenStack Cinder: a backend with driver cinder, here passed directly.
+- name: Move volumes in OpenStack Cinder
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/storage.mobility.mobility:
+      backends:
+        - name: cinder
+          driver: cinder
+          cloud: devstack-admin   # a cloud in clouds.yaml
+  tasks:
+    - name: Move a volume to another backend, letting the driver do it when it can
+      storage.mobility.volume_migrate:
+        volume: db-data
+        host: devhost@file2#file2
 
-- name: Move it back with a copy through the volume service's host, locked meanwhile
-  storage.mobility.volume_migrate:
-    volume: db-data
-    host: devhost@file1#file1
-    force_host_copy: true
-    lock_volume: true
+    - name: Move it back with a copy through the volume service's host, locked meanwhile
+      storage.mobility.volume_migrate:
+        volume: db-data
+        host: devhost@file1#file1
+        force_host_copy: true
+        lock_volume: true
 
-- name: Start a long migration and come back later
-  storage.mobility.volume_migrate:
-    volume: archive
-    host: devhost@file2
-    wait: false
+    - name: Start a long migration and come back later
+      storage.mobility.volume_migrate:
+        volume: archive
+        host: devhost@file2
+        wait: false
 
-- name: Retype, moving the volume if the new type needs it
-  storage.mobility.volume_migrate:
-    volume: db-data
-    new_type: fast
-    migration_policy: on-demand
+    - name: Retype, moving the volume if the new type needs it
+      storage.mobility.volume_migrate:
+        volume: db-data
+        new_type: fast
+        migration_policy: on-demand
 '''
 
 RETURN = r'''
