@@ -39,8 +39,8 @@ SEED = campaign_seed() if is_root() else 0
 
 
 class JobFoldersLeftBehind(AssertionError):
-    """The only findings are data_copy job folders (and their lock files) that outlive their
-    migration: issue 15 wants them removed when the migration ends."""
+    """data_copy job folders (or their lock files) that outlive their migration: the phase playbooks
+    remove them when a migration ends."""
 
 
 @pytest.fixture
@@ -79,9 +79,6 @@ def _campaign(mechanism: str, tmp_path: Path, collections_path: Path, say) -> No
         raise JobFoldersLeftBehind(header + summary(findings))
 
 
-@pytest.mark.xfail(raises=JobFoldersLeftBehind, strict=True,
-                   reason="issue 15: data_copy job folders stay after their migration ends on main (task D removes "
-                          "them); only that finding is expected, any other fails the test")
 def test_host_assisted_fault_campaign(tmp_path, collections_path, say):
     _campaign("host", tmp_path, collections_path, say)
 
