@@ -12,6 +12,8 @@ What is checked, as root (skipped with the reason "needs root" otherwise, a fail
   missing from the share (the export's read-only base refuses writes between the two mounts);
 * kills during a send, after a receive, and at each step of the switchover converge on rerun,
   and a partially received subvolume is detected and sent again;
+* the share's root folder keeps its times when users only add files in a subfolder after phase 1
+  (the receive puts new files in the root folder first), with kills during those sends;
 * cancel (after increments, after a failed switchover, after a crash during the cancel) removes
   the destination and every temporary snapshot and leaves the source writable;
 * btrfs to posix takes the host-assisted path only as the reference allows;
@@ -420,3 +422,34 @@ def test_the_switch_waits_for_a_process_holding_a_file_open(lab: BtrfsLab):
     # The write made after the source became read-only (btrfs lets an open descriptor write on)
     # arrived: the last send waited for the file to be closed.
     assert (lab.instance("wait", "beta") / "held").read_bytes() == b"before\nlate\n"
+
+
+def test_the_share_root_keeps_its_times_when_users_add_files_in_a_subfolder(lab: BtrfsLab):
+    """A receive creates new files under temporary names in the subvolume's root folder, and the
+    send carries the root's times only when the root itself changed: users adding files in a
+    subfolder while phase 1 was done gave the migrated share's root the time of the switchover
+    (the fault campaign, seed 5). Killed halfway through the sends that carry those files, and
+    rerun, the share still arrives with its root's times."""
+    inst = _make_share(lab, "rooted", snapshots=("s1",))
+    (inst / "user").mkdir()
+    os.utime(inst, ns=(978307200123456789, 978307201987654321))
+    rc, res = lab.op("start", "rooted", BETA)
+    assert rc == 0 and res["task_state"] == "migration_driver_phase1_done", res
+    (lab.exports / "rooted" / "user" / "new-1.txt").write_bytes(b"a user's first file")
+    rc, res = lab.op("start", "rooted", BETA, crash="btrfs sending increment 2")
+    assert rc == 70, res
+    rc, res = lab.op("start", "rooted", BETA)
+    assert (rc, res["changed"]) == (0, True), res
+    (lab.exports / "rooted" / "user" / "new-2.txt").write_bytes(b"a user's second file")
+    assert os.stat(inst).st_mtime_ns == 978307201987654321  # the users' files left the root alone
+    expected = digest(inst)
+    for point in ("btrfs sending increment 3", "btrfs sending final"):
+        rc, res = lab.op("complete", "rooted", crash=point)
+        assert rc == 70, (point, res)
+    rc, res = lab.op("complete", "rooted")
+    assert rc == 0 and res["task_state"] == "migration_success", res
+    dest = lab.instance("rooted", "beta")
+    assert digest(dest) == expected
+    assert (dest / "user" / "new-2.txt").read_bytes() == b"a user's second file"
+    assert os.stat(dest).st_mtime_ns == 978307201987654321
+    assert lab.temporary_subvolumes() == [] and not inst.exists()

@@ -21,6 +21,9 @@ Driver-assisted migration between two btrfs pools (any two btrfs filesystems of 
   export and deletes the source, and ``migration_cleanup`` removes the temporary snapshots and the
   source's share snapshots (their copies are verified on the destination).
 
+The stream passes through this process: it is measured, and a ``utimes`` of the received root
+folder with the sent root's times goes in before its closing ``end`` (see root_utimes_command).
+
 Everything this driver needs to resume is on the filesystems: temporary snapshots are named from
 the migration id and a sequence number, and a received subvolume counts only when its
 ``Received UUID`` is the one the sent subvolume carries. A receive that was killed leaves a
@@ -36,6 +39,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 import time
@@ -59,6 +63,15 @@ MIGRATION_ID_RE = re.compile(r'^[0-9A-Za-z][0-9A-Za-z-]{0,63}$')
 CHUNK = 1024 * 1024
 PROGRESS_INTERVAL = 1.0
 EMPTY_VALUES = ('', '-')
+# The send stream (btrfs-progs' send.h): commands are a little-endian header (payload length u32,
+# command u16, CRC32C u32 of header and payload with the CRC field zero) and TLV attributes.
+SEND_C_UTIMES = 20
+SEND_C_END = 21
+SEND_A_CTIME = 9
+SEND_A_MTIME = 10
+SEND_A_ATIME = 11
+SEND_A_PATH = 15
+SEND_HEADER = struct.Struct('<IHI')
 
 
 # -- parsing (pure functions, unit-tested on recorded and real output) ---------------------------
@@ -132,6 +145,61 @@ def parse_du_total(text):
         if fields and fields[0].isdigit():
             return int(fields[0])
     return 0
+
+
+def _crc32c_table():
+    table = []
+    for index in range(256):
+        crc = index
+        for _bit in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data, crc=0):
+    """CRC32C as the send stream uses it: seed 0, no final inversion."""
+    for byte in bytearray(data):
+        crc = CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc
+
+
+def send_command(command, attributes=()):
+    """One send stream command: ``attributes`` are (type, bytes) pairs."""
+    payload = b''.join(struct.pack('<HH', kind, len(value)) + value for kind, value in attributes)
+    crc = crc32c(SEND_HEADER.pack(len(payload), command, 0) + payload)
+    return SEND_HEADER.pack(len(payload), command, crc) + payload
+
+
+END_COMMAND = send_command(SEND_C_END)
+
+
+def root_utimes_command(st):
+    """A ``utimes`` command for the root folder of the received subvolume (the empty path) with
+    the times of ``st`` (a stat result of the sent subvolume's root).
+
+    An incremental send creates every new inode under a temporary name in the subvolume's root
+    folder and then renames it into place, but it sends the root's times only when the root
+    itself changed: a receive of new files in subfolders leaves the received root with the time
+    of the receive. Appended before the stream's end, this command puts the source's times back."""
+    def stamp(ns):
+        return struct.pack('<QI', ns // 1000000000, ns % 1000000000)
+    return send_command(SEND_C_UTIMES, [(SEND_A_PATH, b''), (SEND_A_ATIME, stamp(st.st_atime_ns)),
+                                        (SEND_A_MTIME, stamp(st.st_mtime_ns)), (SEND_A_CTIME, stamp(st.st_ctime_ns))])
+
+
+def _write_all(fd, data):
+    """Write all of ``data``; False when the reader went away (BrokenPipeError)."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        return False
+    return True
 
 
 def _drain(handle):
@@ -433,9 +501,12 @@ class BtrfsShareDriver(PosixShareDriver):
         return plan
 
     # -- the pipe ----------------------------------------------------------------------------
-    def _pipe(self, send_argv, recv_argv, what, on_chunk=None, capture=False, crash_event=None):
+    def _pipe(self, send_argv, recv_argv, what, on_chunk=None, capture=False, crash_event=None, before_end=None):
         """Run ``send_argv | recv_argv`` as two processes joined by a pipe that passes through this
         process (so the stream is measured); return (bytes, receive stdout).
+
+        ``before_end``: bytes (whole send stream commands) passed on just before the stream's
+        closing ``end`` command; a stream that does not close with one is passed on unchanged.
 
         Fault injection: when ``crash_event`` matches STORAGE_MOBILITY_CRASH_AFTER, the process
         dies after passing on half of the stream, as a run killed in the middle of a send."""
@@ -451,28 +522,31 @@ class BtrfsShareDriver(PosixShareDriver):
             raise
         done = 0
         broken = False
+        # The last bytes read are held back until the next read or the end: they may be the
+        # closing command, which ``before_end`` goes in front of.
+        held = b''
+        hold = len(END_COMMAND) if before_end else 0
         try:
             src, dst = send.stdout.fileno(), recv.stdin.fileno()
             if crash_event and crash_wanted(crash_event):
                 stream = b''.join(iter(lambda: os.read(src, CHUNK), b''))
-                view = memoryview(stream)[:len(stream) // 2]
-                while view:
-                    view = view[os.write(dst, view):]
+                _write_all(dst, stream[:len(stream) // 2])
                 os._exit(70)
             while True:
                 chunk = os.read(src, CHUNK)
                 if not chunk:
                     break
-                view = memoryview(chunk)
-                try:
-                    while view:
-                        view = view[os.write(dst, view):]
-                except OSError:  # BrokenPipeError: the receive ended early
+                done += len(chunk)
+                if hold:
+                    chunk = held + chunk
+                    held, chunk = chunk[-hold:], chunk[:-hold]
+                if not _write_all(dst, chunk):
                     broken = True
                     break
-                done += len(chunk)
                 if on_chunk is not None:
                     on_chunk(done)
+            if held and not broken:
+                broken = not _write_all(dst, before_end + held if held == END_COMMAND else held)
         except BaseException:
             send.kill()
             recv.kill()
@@ -572,8 +646,9 @@ class BtrfsShareDriver(PosixShareDriver):
             self._write_progress(source_pool, share, progress)
 
         what = 'send %s of share %s to %s' % (label, share['name'], dest_dir)
+        # The sent subvolume is read-only: its root's times stay as read here.
         sent = self._pipe(self._send_argv(path, parent), ['btrfs', 'receive', dest_dir], what, on_chunk,
-                          crash_event='btrfs sending %s' % label)[0]
+                          crash_event='btrfs sending %s' % label, before_end=root_utimes_command(os.lstat(path)))[0]
         crash_point('btrfs received %s' % label)
         if not self.received_ok(path, received):
             raise StorageError('Failed to %s: the receive ended but %s is not a complete copy (no matching '

@@ -8,6 +8,7 @@ compatibility answers, change detection, open writers, a send through the measur
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 
@@ -16,8 +17,8 @@ import pytest
 from ansible_collections.storage.mobility.plugins.module_utils.config import Backends
 from ansible_collections.storage.mobility.plugins.module_utils.drivers import btrfs as btrfs_mod
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.btrfs import (
-    BtrfsShareDriver, crash_wanted, increment_name, increment_seq, parse_du_total, parse_dump_data_bytes,
-    parse_subvolume_list, parse_subvolume_show, stray_transfers)
+    END_COMMAND, BtrfsShareDriver, crash_wanted, increment_name, increment_seq, parse_du_total, parse_dump_data_bytes,
+    parse_subvolume_list, parse_subvolume_show, root_utimes_command, stray_transfers)
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.posix import PosixShareDriver
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
@@ -139,6 +140,29 @@ def test_crash_injection_matches_the_pattern_only(monkeypatch):
     monkeypatch.setenv(CRASH_AFTER_ENV, "btrfs sending *")
     assert crash_wanted("btrfs sending increment 2") is True
     assert crash_wanted("btrfs received increment 2") is False
+
+
+def test_the_end_command_is_the_one_btrfs_send_writes():
+    # The last 10 bytes of a stream written by btrfs send (kernel 6.18, read by btrfs-progs 6.2):
+    # length 0, command 21 (end) and its CRC32C; the same CRC code signs the utimes command.
+    assert END_COMMAND == bytes.fromhex("000000001500506cc99d")
+
+
+def test_the_root_utimes_command_carries_the_times_of_the_sent_root():
+    st = os.stat_result((0o40755, 256, 1, 1, 0, 0, 0, 0, 0, 0, 978307200.0, 978307200.0, 978307200.0,
+                         978307200123456789, 978307201987654321, 978307202000000001))
+    command = root_utimes_command(st)
+    length, kind, crc = struct.unpack("<IHI", command[:10])
+    assert (kind, length) == (20, len(command) - 10)
+    assert crc == btrfs_mod.crc32c(command[:6] + b"\0\0\0\0" + command[10:]) and crc != 0
+    attrs, payload = {}, command[10:]
+    while payload:
+        kind, size = struct.unpack("<HH", payload[:4])
+        attrs[kind], payload = payload[4:4 + size], payload[4 + size:]
+    assert attrs[15] == b""  # the path of the received subvolume's root
+    assert struct.unpack("<QI", attrs[11]) == (978307200, 123456789)  # atime
+    assert struct.unpack("<QI", attrs[10]) == (978307201, 987654321)  # mtime
+    assert struct.unpack("<QI", attrs[9]) == (978307202, 1)  # ctime
 
 
 def test_stray_transfers_are_found_by_exact_path(tmp_path):
@@ -328,6 +352,33 @@ def test_real_change_detection_and_a_measured_send(real):
         assert handle.read(7) == b"changed"
     drv.migration_cancel(pool_a, pool_b, share)
     assert not os.path.exists(stage) and not os.path.exists(drv.staging_dir(pool_a, share))
+
+
+def test_real_root_times_survive_an_increment_of_new_files_in_a_subfolder(real):
+    """The receive creates new files under temporary names in the subvolume's root folder before
+    moving them into their folder; the send does not carry the root's times when only a subfolder
+    changed, so the received root got the time of the receive (seen in the fault campaign)."""
+    drv, pool_a, pool_b = real
+    path = drv.create_instance(pool_a, "s")
+    share = {"name": "s", "migration": {"id": "0123-root"}, "snapshots": []}
+    os.mkdir(os.path.join(path, "user"))
+    os.utime(path, ns=(978307200123456789, 978307201987654321))
+    drv.migration_start(pool_a, pool_b, share)
+    assert drv.migration_continue(pool_a, pool_b, share) is True
+    stage = drv.staging_dir(pool_b, share)
+    assert os.stat(os.path.join(stage, "inc-000001")).st_mtime_ns == 978307201987654321
+    with open(os.path.join(path, "user", "new"), "wb") as handle:
+        handle.write(b"written by a user")
+    assert os.stat(path).st_mtime_ns == 978307201987654321  # the user's write left the root alone
+    assert drv.migration_refresh(pool_a, pool_b, share) is True
+    received = os.path.join(stage, "inc-000002")
+    with open(os.path.join(received, "user", "new"), "rb") as handle:
+        assert handle.read() == b"written by a user"
+    assert drv.received_ok(os.path.join(drv.staging_dir(pool_a, share), "inc-000002"), received)
+    st, sent = os.stat(received), os.stat(os.path.join(drv.staging_dir(pool_a, share), "inc-000002"))
+    assert st.st_mtime_ns == 978307201987654321
+    assert st.st_atime_ns == sent.st_atime_ns
+    drv.migration_cancel(pool_a, pool_b, share)
 
 
 def test_real_open_writers_are_named(real):
