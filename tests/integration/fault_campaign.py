@@ -845,8 +845,13 @@ class Campaign:
         export = self.lab.exports / share
         stack = [m for m in mounts() if m["point"] == str(export)]
         problems = []
-        if len(stack) != 1:
-            problems.append(f"{len(stack)} mounts at the export {export}, not 1")
+        # An export is the read-only base (a small tmpfs named storage-mobility-base, so that the
+        # path never shows a writable folder) with the share's bind mount on it, and nothing else.
+        base = [m for m in stack[:1] if m["fstype"] == "tmpfs" and m["source"] == "storage-mobility-base"
+                and "ro" in m["options"].split(",")]
+        if not base or len(stack) != 2:
+            problems.append(f"mounts at the export {export} are {[(m['fstype'], m['source']) for m in stack]}, "
+                            "not the read-only base and the share")
         if stack and "rw" not in stack[-1]["options"].split(","):
             problems.append(f"the export is mounted {stack[-1]['options']}, not rw")
         try:
@@ -941,7 +946,8 @@ class Campaign:
         """At the end: one export mount per share, no playbook left running, no btrfs copy left."""
         lab = self.lab
         exports = sorted(m["point"] for m in mounts() if m["point"].startswith(str(lab.exports) + "/"))
-        expected = sorted(str(lab.exports / s) for s in lab.shares)
+        # Two mounts per exported share: its read-only base and the share on it (_export_problems).
+        expected = sorted(str(lab.exports / s) for s in lab.shares for _layer in range(2))
         if exports != expected:
             self.find(None, "left behind", f"mounts under the export root {exports}, expected {expected}")
         for name, pool in lab.pools.items():
