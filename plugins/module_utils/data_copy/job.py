@@ -97,20 +97,6 @@ def ship_worker(folder):
 # ---------------------------------------------------------------------- processes
 
 
-def _proc_stat(pid):
-    """``(state letter, process group)`` of a live process, or None."""
-    try:
-        with open('/proc/%d/stat' % pid, 'rb') as handle:
-            data = handle.read()
-    except (IOError, OSError):
-        return None
-    fields = data[data.rfind(b')') + 2:].split()
-    try:
-        return fields[0].decode('ascii'), int(fields[2])
-    except (IndexError, ValueError):
-        return None
-
-
 def _cmdline(pid):
     try:
         with open('/proc/%d/cmdline' % pid, 'rb') as handle:
@@ -131,7 +117,7 @@ def worker_alive(folder, pid):
     """True when ``pid`` is a live (not zombie) process whose command line names the job folder."""
     if not pid:
         return False
-    info = _proc_stat(pid)
+    info = lifeline_lib.proc_stat(pid)
     if info is None or info[0] in ('Z', 'X', 'x'):
         return False
     return _mentions(_cmdline(pid), (folder, os.path.join(folder, state_lib.WORKER_SCRIPT)))
@@ -153,7 +139,7 @@ def group_members(pgid, folder, destination=None):
         if not name.isdigit():
             continue
         pid = int(name)
-        info = _proc_stat(pid)
+        info = lifeline_lib.proc_stat(pid)
         if info is None or info[1] != pgid or info[0] in ('Z', 'X', 'x'):
             continue
         if _mentions(_cmdline(pid), marks):
@@ -162,7 +148,7 @@ def group_members(pgid, folder, destination=None):
 
 
 def _in_group(pid, pgid):
-    info = _proc_stat(pid)
+    info = lifeline_lib.proc_stat(pid)
     return info is not None and info[0] not in ('Z', 'X', 'x') and info[1] == pgid
 
 

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import job as job_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import lifeline as lifeline_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
@@ -65,7 +66,7 @@ def finish(jobs, job_id):
 def group_alive(pgid):
     for name in os.listdir("/proc"):
         if name.isdigit():
-            info = job_lib._proc_stat(int(name))
+            info = lifeline_lib.proc_stat(int(name))
             if info and info[1] == pgid and info[0] not in ("Z", "X", "x"):
                 return True
     return False

@@ -27,7 +27,7 @@ POLL_LIMIT = 120.0
 
 
 def live(pid):
-    info = job_lib._proc_stat(pid)
+    info = lifeline.proc_stat(pid)
     return info is not None and info[0] not in ("Z", "X", "x")
 
 
@@ -39,7 +39,7 @@ def processes(*marks, pgid=None):
         if not name.isdigit() or int(name) == os.getpid():
             continue
         pid = int(name)
-        info = job_lib._proc_stat(pid)
+        info = lifeline.proc_stat(pid)
         if info is None or info[0] in ("Z", "X", "x"):
             continue
         args = b" ".join(job_lib._cmdline(pid))
