@@ -200,6 +200,7 @@ class JobLock(object):
 
     def __init__(self, state_dir, job_id, clock, sleeper, timeout=LOCK_TIMEOUT):
         self.path = os.path.join(state_dir, '.%s.lock' % job_id)
+        self.state_dir = state_dir
         self.job_id = job_id
         self.clock = clock
         self.sleeper = sleeper
@@ -247,9 +248,15 @@ class JobLock(object):
 
     def __exit__(self, *exc_info):
         if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+            try:
+                # A run that looked at a job that does not exist (a status query after the job was
+                # removed, a cancel of a pass that never ran) leaves no lock file behind.
+                if not os.path.lexists(os.path.join(self.state_dir, self.job_id)) and self._current():
+                    self.unlink()
+            finally:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+                os.close(self.fd)
+                self.fd = None
 
 
 class DataCopyJobs(object):

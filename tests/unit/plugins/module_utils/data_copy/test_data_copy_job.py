@@ -893,3 +893,10 @@ def test_the_file_attribute_ledger_goes_with_its_hash_index_entry(jobs, tmp_path
     os.rmdir(os.path.join(jobs.state_dir, "kept-job"))
     jobs._forget_hashes(None)
     assert os.listdir(index) == []
+
+
+def test_a_run_on_a_job_that_does_not_exist_leaves_no_lock_file(jobs):
+    """A cancel of a final pass that never ran, or a look at a job already removed, must not leave
+    a lock file in the state folder (a migration that ended leaves nothing on the data node)."""
+    jobs.cancel("never-ran")
+    assert [name for name in os.listdir(jobs.state_dir) if name.endswith(".lock")] == []
