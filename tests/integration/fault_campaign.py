@@ -1075,6 +1075,15 @@ class Campaign:
             self.check_data(case, after)
             record = self.record(case.share)
             if phase == "cancel":
+                if record.get("task_state") == "migration_cancelled" and failed:
+                    # A cancel whose run failed is run again before it is judged, as an operator
+                    # would: a run killed after recording the cancel leaves the destination's
+                    # removal as pending cleanup, which the next run on the share does.
+                    _again, line = self.execute(case, "cancel", None)
+                    case.runs += 1
+                    self.note(line)
+                    after = f"a clean cancel run after {last}"
+                    record = self.record(case.share)
                 if record.get("task_state") == "migration_cancelled":
                     self.check_cancelled(case, after)
                     follow = None
