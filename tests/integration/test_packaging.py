@@ -131,7 +131,17 @@ def _first_string(node: ast.AST) -> str | None:
 
 
 def _lists_in(node: ast.AST):
+    """The first string of every list in ``node`` that can be an argv: not the lists handed to a
+    ``join`` (mount options built as ``','.join(['ro'] + ...)``) nor those added to another list."""
+    skipped: set[int] = set()
     for child in ast.walk(node):
+        if isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute) and child.func.attr == "join":
+            skipped.update(id(inner) for arg in child.args for inner in ast.walk(arg))
+        if isinstance(child, ast.BinOp) and isinstance(child.op, ast.Add):
+            skipped.update(id(inner) for inner in ast.walk(child.right))
+    for child in ast.walk(node):
+        if id(child) in skipped:
+            continue
         value = _first_string(child)
         if value is not None:
             yield value

@@ -306,9 +306,9 @@ class BtrfsShareDriver(PosixShareDriver):
     def _delete_subvolume(self, path, what):
         if not self.is_subvolume(path):
             return False
-        argv = ['subvolume', 'delete', '--commit-after', path]
+        args = ['subvolume', 'delete', '--commit-after', path]
         try:
-            self._btrfs(argv, 'delete %s (%s)' % (what, path))
+            self._btrfs(args, 'delete %s (%s)' % (what, path))
         except CommandError:
             # Files inside do not stop a subvolume's deletion, but an immutable or append-only
             # attribute on its root folder does: clear it (a read-only snapshot first made
@@ -322,7 +322,7 @@ class BtrfsShareDriver(PosixShareDriver):
             except OSError as exc:
                 raise StorageError('Failed to delete %s (%s): cannot clear its immutable or append-only attribute: %s'
                                    % (what, path, exc.strerror))
-            self._btrfs(argv, 'delete %s (%s)' % (what, path))
+            self._btrfs(args, 'delete %s (%s)' % (what, path))
         return True
 
     @staticmethod
