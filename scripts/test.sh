@@ -16,7 +16,7 @@
 #   MOBILITY_OPENSTACK_LAB=FILE  lab.json of a running OpenStack lab to test against (as root,
 #                                test.sh otherwise starts one in the background and stops it)
 #   MOBILITY_KEEP_LAB=1          keep the folder of the lab test.sh started (logs)
-#   MOBILITY_SERIAL_STAGES=1     run sanity and lint after pytest, not beside it
+#   MOBILITY_SERIAL_STAGES=1     run the fault campaign, sanity and lint after pytest, not beside it
 set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -73,7 +73,12 @@ stage_pytest() {
         return 1
     fi
     set +e
-    python -m pytest -ra "${dirs[@]}" 2>&1 | tee "${LOG_DIR}/pytest.log"
+    # PYTEST_EXCLUDE: paths another stage runs (the fault campaign, when it runs beside pytest).
+    local exclude=()
+    if [[ -n "${PYTEST_EXCLUDE:-}" ]]; then
+        exclude=(--ignore "${PYTEST_EXCLUDE}")
+    fi
+    python -m pytest -ra "${exclude[@]}" "${dirs[@]}" 2>&1 | tee "${LOG_DIR}/${PYTEST_LOG_NAME:-pytest.log}"
     rc="${PIPESTATUS[0]}"
     set -e
     if ((rc == 5)); then
@@ -205,6 +210,13 @@ stage_sanity() {
     rc=$?
     set -e
     return "${rc}"
+}
+
+# The seeded fault-injection campaign (tests/integration/test_fault_campaign.py) spends most of
+# its time waiting for the playbooks it kills and reruns: in a full run it runs beside pytest.
+CAMPAIGN_TESTS="tests/integration/test_fault_campaign.py"
+stage_campaign() {
+    PYTEST_LOG_NAME=campaign.log stage_pytest "${CAMPAIGN_TESTS}"
 }
 
 stage_lint() {
@@ -351,9 +363,10 @@ case "${only}" in
             run_stage "ansible-test sanity" stage_sanity
             run_stage "ansible-lint" stage_lint
         else
+            start_background_stage "fault campaign" stage_campaign
             start_background_stage "ansible-test sanity" stage_sanity
             start_background_stage "ansible-lint" stage_lint
-            run_stage "pytest" stage_pytest tests/unit tests/integration
+            PYTEST_EXCLUDE="${CAMPAIGN_TESTS}" run_stage "pytest" stage_pytest tests/unit tests/integration
             finish_background_stages
         fi
         ;;
@@ -370,6 +383,20 @@ for i in "${!STAGE_NAMES[@]}"; do
     fi
 done
 printf '%-22s %-16s %9s\n' "total" "" "$(awk -v s="${total_start}" -v e="${total_end}" 'BEGIN { printf "%.1fs", e - s }')"
+
+# One closing line for every pytest run of this command together (pytest and the fault campaign).
+if compgen -G "${LOG_DIR}/*.log" >/dev/null; then
+    awk '/ (passed|failed|errors?)[ ,]/ && / in [0-9.]+s/ {
+            for (i = 1; i <= NF; i++) {
+                if ($(i) ~ /^passed/) p += $(i - 1)
+                if ($(i) ~ /^failed/) f += $(i - 1)
+                if ($(i) ~ /^error/) f += $(i - 1)
+                if ($(i) ~ /^skipped/) k += $(i - 1)
+            }
+         }
+         END { if (p + f + k > 0) printf "\npytest: %d passed, %d failed, %d skipped\n", p, f, k }' \
+        "${LOG_DIR}"/*.log
+fi
 
 if ((${#failed[@]})); then
     joined="${failed[0]}"
