@@ -58,11 +58,11 @@ now() { printf '%s\n' "${EPOCHREALTIME:-${SECONDS}}"; }
 
 # ---------------------------------------------------------------- stages ----
 
-# pytest over the given test directories (those that exist: git drops empty ones).
+# pytest over the given test directories or files (those that exist: git drops empty folders).
 stage_pytest() {
     local dirs=() d rc
     for d in "$@"; do
-        if [[ -d "${d}" ]]; then
+        if [[ -e "${d}" ]]; then
             dirs+=("${d}")
         else
             echo "test.sh: ${d} does not exist; not passing it to pytest"

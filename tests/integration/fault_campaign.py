@@ -855,8 +855,8 @@ class Campaign:
         if stack and "rw" not in stack[-1]["options"].split(","):
             problems.append(f"the export is mounted {stack[-1]['options']}, not rw")
         try:
-            same = (os.stat(export).st_dev, os.stat(export).st_ino) == (os.stat(instance).st_dev,
-                                                                           os.stat(instance).st_ino)
+            served, wanted = os.stat(export), os.stat(instance)
+            same = (served.st_dev, served.st_ino) == (wanted.st_dev, wanted.st_ino)
         except OSError as exc:
             same = False
             problems.append(f"cannot compare the export with {instance}: {exc}")
@@ -1135,7 +1135,7 @@ class Campaign:
         errors: list = []
         next_number = max(numbers, default=0) + 1
         while numbers:
-            threads = [threading.Thread(target=self._lane, args=(numbers, errors), daemon=True) for _ in range(lanes)]
+            threads = [threading.Thread(target=self._lane, args=(numbers, errors), daemon=True) for _lane in range(lanes)]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -1213,4 +1213,3 @@ def summary(findings: list[dict]) -> str:
 def replay_hint(seed: int, mechanism: str) -> str:
     return (f"replay: {SEED_ENV}={seed} python -m pytest -q tests/integration/test_fault_campaign.py -k {mechanism}"
             + (f" (with {POINTS_ENV}={os.environ[POINTS_ENV]})" if os.environ.get(POINTS_ENV) else ""))
-

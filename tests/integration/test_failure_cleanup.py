@@ -27,7 +27,7 @@ import pytest
 
 from btrfs_lab import BETA as BTRFS_BETA
 from btrfs_lab import BtrfsLab, digest, fill
-from hostmig_lab import ALPHA, BETA, Lab, can_write, tree_tool, write_big_file
+from hostmig_lab import ALPHA, BETA, Lab, can_write, tree_tool
 
 pytestmark = pytest.mark.integration
 

@@ -130,8 +130,8 @@ def test_the_campaign_walk_sees_every_difference_that_matters(tmp_path):
     keep_times(extras / "hard-b", break_link)
     keep_times(extras / os.fsdecode(b"with space"), lambda p: os.removexattr(p, "user.binary"))
     keep_times(copy / "d05", lambda p: subprocess.run(["setfacl", "-k", str(p)], check=True))
-    keep_times(extras / "link-relative", lambda p: (p.unlink(), p.symlink_to("hard-b"),
-                                                     os.lchown(p, 4242, 4343)))
+    keep_times(extras / "link-relative",
+               lambda p: (p.unlink(), p.symlink_to("hard-b"), os.lchown(p, 4242, 4343)))
     (extras / "empty-file").chmod(0o600)
     os.lchown(extras / os.fsdecode(b"new\nline"), 0, 0)
     os.utime(extras / "empty", ns=(1, 2))

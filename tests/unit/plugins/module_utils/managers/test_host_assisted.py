@@ -373,8 +373,9 @@ def test_a_hand_made_phase1_report_is_refused(env, share):
 
 
 @pytest.mark.parametrize("edit", [
-    {"destination_seal": "seal1:sha256:" + "0" * 64}, {"files": 11}, {"verified": True, "missing_count": 0,
-                                                                       "destination_digest": "sha256:other"},
+    {"destination_seal": "seal1:sha256:" + "0" * 64},
+    {"files": 11},
+    {"verified": True, "missing_count": 0, "destination_digest": "sha256:other"},
 ])
 def test_a_report_edited_after_signing_is_refused(env, share, edit):
     to_phase1_done(env)
@@ -500,8 +501,8 @@ def data_mover(jobs, plan):
                 **({"error": job["error"]} if job["error"] else {}))
 
 
-def test_a_crash_after_the_final_report_then_a_changed_destination_byte_is_not_switched(env, share, jobs,
-                                                                                         monkeypatch):
+def test_a_crash_after_the_final_report_then_a_changed_destination_byte_is_not_switched(
+        env, share, jobs, monkeypatch):
     """The outside campaign's case 2, with a real data mover: phase 2 dies right after its verified
     final report was recorded; a destination byte then changes with size and mtime kept. The rerun
     must not switch: it asks for a new final pass, which finds the byte, and the run after that repairs
