@@ -267,6 +267,15 @@ class Filesystems:
         self.dst_loop = self._image('dst-xfs.img', (dst_bytes * 14 // 10 // gib + 2) * gib)
         self.format_dst()
 
+    def _replace_dst_loop(self):
+        old_loop, old_image = self.dst_loop, self.work / 'dst-xfs.img'
+        size = old_image.stat().st_size
+        subprocess.run(['losetup', '-d', old_loop], check=False)
+        self.loops.remove(old_loop)
+        self.images.remove(old_image)
+        old_image.unlink()
+        self.dst_loop = self._image('dst-xfs.img', size)
+
     def _mount(self, device, path):
         run_cmd(['mount', device, str(path)])
         self.mounted.append(path)
@@ -277,7 +286,13 @@ class Filesystems:
             if self.dst in self.mounted:
                 run_cmd(['umount', str(self.dst)])
                 self.mounted.remove(self.dst)
-            run_cmd(['mkfs.xfs', '-q', '-f', self.dst_loop])
+            try:
+                run_cmd(['mkfs.xfs', '-q', '-f', self.dst_loop])
+            except RuntimeError:
+                # The old filesystem can outlive its unmount here when a process in another mount
+                # namespace still holds it (the device is then busy): format a new image instead.
+                self._replace_dst_loop()
+                run_cmd(['mkfs.xfs', '-q', '-f', self.dst_loop])
             self._mount(self.dst_loop, self.dst)
         else:
             for child in self.dst.iterdir():
