@@ -12,9 +12,9 @@ from ansible_collections.storage.mobility.plugins.module_utils.config import (
     EXPORT_HELPERS, OPENSTACK_DRIVERS, OPENSTACK_INTERFACES, TRANSPORTS)
 from ansible_collections.storage.mobility.plugins.module_utils.context import Context
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.registry import share_driver_names
-from ansible_collections.storage.mobility.plugins.module_utils.errors import (
-    Busy, CommandError, InvalidRequest, NotFound, StorageError, WaitTimeout)
+from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
+from ansible_collections.storage.mobility.plugins.module_utils.wait import Waits
 
 
 def backends_argument_spec():
@@ -55,19 +55,23 @@ def wait_argument_spec(default_timeout=3600):
 
 
 def make_context(module):
+    """The run's Context: the declared backends, check mode, and the wait options (when the module has them)."""
     runner = CommandRunner(module.run_command)
-    return Context(module.params['backends'], runner=runner, check_mode=module.check_mode)
+    ctx = Context(module.params['backends'], runner=runner, check_mode=module.check_mode)
+    ctx.waits = Waits.from_params(module.params, module.check_mode)
+    return ctx
 
 
 def run_module(module, action):
-    """Run ``action(ctx)`` and exit with its result; typed errors become fail_json with their facts."""
+    """Run ``action(ctx)`` and exit with its result; typed errors become fail_json with their facts.
+
+    ``error_type`` is the error class's own (errors.py ERROR_TYPES)."""
     try:
         ctx = make_context(module)
         result = action(ctx)
     except StorageError as exc:
         facts = dict(exc.details)
-        facts['error_type'] = {InvalidRequest: 'invalid_request', NotFound: 'not_found', Busy: 'busy',
-                               WaitTimeout: 'timeout', CommandError: 'command'}.get(type(exc), 'storage')
+        facts['error_type'] = exc.error_type
         if 'result' in facts and isinstance(facts['result'], dict) and 'share' not in facts:
             facts['share'] = facts.pop('result')
         module.fail_json(msg=exc.message, **facts)

@@ -10,7 +10,7 @@ import os
 import re
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, NotFound
-from ansible_collections.storage.mobility.plugins.module_utils.names import PoolRef, parse_pool
+from ansible_collections.storage.mobility.plugins.module_utils.names import PoolAddress
 
 _PART_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
 EXPORT_HELPERS = ('bind', 'none')
@@ -47,7 +47,7 @@ class Pool(object):
         self.backend = backend
         self.name = name
         self.path = path
-        self.ref = PoolRef(backend.host, backend.name, name)
+        self.ref = PoolAddress(backend.host, backend.name, name)
 
     def __str__(self):
         return str(self.ref)
@@ -183,7 +183,7 @@ class Backends(object):
 
     def resolve(self, address, what='pool'):
         """Return the Pool for ``host@backend#pool``; say exactly which part is unknown."""
-        ref = address if isinstance(address, PoolRef) else parse_pool(address, what)
+        ref = address if isinstance(address, PoolAddress) else PoolAddress.parse(address, what)
         hosts = sorted(set(b.host for b in self.local()))
         if ref.host not in hosts:
             raise NotFound('Unknown host %r in %s %s: declared hosts are %s'

@@ -93,14 +93,15 @@ pools:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.storage.mobility.plugins.module_utils.common import backends_argument_spec, run_module
-from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
+from ansible_collections.storage.mobility.plugins.module_utils.services.registry import local_service
 
 
 def main():
     argument_spec = backends_argument_spec()
     argument_spec.update(pool=dict(type='str'))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    run_module(module, lambda ctx: {'changed': False, 'pools': ShareManager(ctx).pools(module.params['pool'])})
+    p = module.params
+    run_module(module, lambda ctx: {'changed': False, 'pools': local_service(ctx, 'share').pools(p['pool'])})
 
 
 if __name__ == '__main__':

@@ -186,8 +186,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.storage.mobility.plugins.module_utils.common import (
     backends_argument_spec, run_module, wait_argument_spec)
-from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
-from ansible_collections.storage.mobility.plugins.module_utils.manila.shares import ManilaShareManager
+from ansible_collections.storage.mobility.plugins.module_utils.services.registry import service
 
 
 def main():
@@ -211,23 +210,7 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
-
-    def action(ctx):
-        manila = ctx.openstack_backend('manila', pool=p['pool'], share=p['name'])
-        if manila is not None:
-            waits = dict(wait=p['wait'] and not module.check_mode, timeout=p['wait_timeout'], sleep=p['wait_sleep'])
-            if p['state'] == 'absent':
-                return ManilaShareManager(ctx, manila).absent(p['name'], **waits)
-            return ManilaShareManager(ctx, manila).present(
-                p['name'], p['pool'], p['size'], p['protocol'], p['share_type'], p['extra_specs'], p['access_rules'],
-                p['description'], p['metadata'], **waits)
-        manager = ShareManager(ctx)
-        if p['state'] == 'absent':
-            return manager.absent(p['name'])
-        return manager.present(p['name'], p['pool'], p['size'], p['protocol'], p['share_type'], p['extra_specs'],
-                               p['access_rules'], p['description'], p['metadata'])
-
-    run_module(module, action)
+    run_module(module, lambda ctx: service(ctx, 'share', pool=p['pool'], share=p['name']).run(p))
 
 
 if __name__ == '__main__':

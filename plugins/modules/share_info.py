@@ -135,24 +135,15 @@ shares:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.storage.mobility.plugins.module_utils.common import backends_argument_spec, run_module
-from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
-from ansible_collections.storage.mobility.plugins.module_utils.manila.shares import ManilaShareManager
+from ansible_collections.storage.mobility.plugins.module_utils.services.registry import share_info
 
 
 def main():
     argument_spec = backends_argument_spec()
     argument_spec.update(name=dict(type='str'), pool=dict(type='str'))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-
-    def action(ctx):
-        name, pool = module.params['name'], module.params['pool']
-        manila = ctx.openstack_backend('manila', pool=pool, share=name)
-        shares = ManilaShareManager(ctx, manila).info(name, pool) if manila is not None else []
-        if manila is None or (name is None and pool is None and ctx.backends.local()):
-            shares += ShareManager(ctx).info(name, pool)
-        return {'changed': False, 'shares': shares}
-
-    run_module(module, action)
+    p = module.params
+    run_module(module, lambda ctx: share_info(ctx, p['name'], p['pool']))
 
 
 if __name__ == '__main__':

@@ -286,12 +286,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.storage.mobility.plugins.module_utils.common import (
     backends_argument_spec, run_module, wait_argument_spec)
-from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
-from ansible_collections.storage.mobility.plugins.module_utils.managers.share_migration import ShareMigrationManager
-from ansible_collections.storage.mobility.plugins.module_utils.manila.migration import ManilaMigrationManager
+from ansible_collections.storage.mobility.plugins.module_utils.services.registry import service
 from ansible_collections.storage.mobility.plugins.module_utils.states import RESETTABLE_TASK_STATES
-
-FLAGS = ('writable', 'preserve_metadata', 'preserve_snapshots', 'nondisruptive')
 
 
 def main():
@@ -318,48 +314,8 @@ def main():
                            required_if=[('state', 'started', ['destination_pool']),
                                         ('state', 'reset', ['task_state'])])
     p = module.params
-
-    def action(ctx):
-        manila = ctx.openstack_backend('manila', pool=p['destination_pool'], share=p['share'])
-        if manila is not None:
-            return manila_action(ctx, manila)
-        manager = ShareMigrationManager(ctx)
-        if p['state'] == 'reset':
-            return manager.reset(p['share'], None if p['task_state'] == 'none' else p['task_state'])
-        if p['state'] == 'completed':
-            return manager.complete(p['share'], p['destination_pool'], copy_report=p['copy_report'],
-                                    open_writers_wait=p['open_writers_wait'])
-        if p['state'] == 'cancelled':
-            return manager.cancel(p['share'])
-        if p['new_share_network']:
-            raise InvalidRequest('Cannot migrate share %s: new_share_network is not supported by the posix driver, '
-                                 'which has no share networks' % p['share'])
-        return manager.start(p['share'], p['destination_pool'], dict((f, p[f]) for f in FLAGS),
-                             p['force_host_assisted_migration'], p['new_share_type'],
-                             wait=p['wait'] and not module.check_mode, timeout=p['wait_timeout'],
-                             sleep=p['wait_sleep'], copy_job=p['copy_job'], copy_report=p['copy_report'])
-
-    def manila_action(ctx, manila):
-        manager = ManilaMigrationManager(ctx, manila)
-        waits = dict(wait=p['wait'] and not module.check_mode, timeout=p['wait_timeout'], sleep=p['wait_sleep'])
-        if p['copy_job'] or p['copy_report']:
-            raise InvalidRequest('Cannot use copy_job or copy_report with share %s on backend %s: Manila copies '
-                                 'host-assisted migrations with its own data service' % (p['share'], manila.name))
-        if p['state'] == 'reset':
-            return manager.reset(p['share'], None if p['task_state'] == 'none' else p['task_state'])
-        if p['state'] == 'completed':
-            return manager.complete(p['share'], p['destination_pool'], **waits)
-        if p['state'] == 'cancelled':
-            return manager.cancel(p['share'], **waits)
-        new_type = p['new_share_type']
-        if new_type and new_type.get('extra_specs'):
-            raise InvalidRequest('Cannot migrate share %s: in Manila new_share_type names an existing share type; '
-                                 'its extra specs are defined there, not in new_share_type.extra_specs' % p['share'])
-        return manager.start(p['share'], p['destination_pool'], dict((f, p[f]) for f in FLAGS),
-                             p['force_host_assisted_migration'], new_type['name'] if new_type else None,
-                             p['new_share_network'], **waits)
-
-    run_module(module, action)
+    run_module(module, lambda ctx: service(ctx, 'share_migration', pool=p['destination_pool'],
+                                           share=p['share']).run(p))
 
 
 if __name__ == '__main__':

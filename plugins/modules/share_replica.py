@@ -166,9 +166,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.storage.mobility.plugins.module_utils.common import (
     backends_argument_spec, run_module, wait_argument_spec)
-from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
-from ansible_collections.storage.mobility.plugins.module_utils.manila.replicas import (
-    REPLICA_STATUSES, RESETTABLE_REPLICA_STATES, ManilaReplicaManager)
+from ansible_collections.storage.mobility.plugins.module_utils.manila.replicas import REPLICA_STATUSES, RESETTABLE_REPLICA_STATES
+from ansible_collections.storage.mobility.plugins.module_utils.services.registry import service
 
 
 def main():
@@ -188,34 +187,7 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            mutually_exclusive=[('pool', 'replica_id')])
     p = module.params
-
-    def action(ctx):
-        backend = ctx.openstack_backend('manila', pool=p['pool'])
-        if backend is None:
-            raise InvalidRequest('Cannot manage replicas of share %s: replicas need a backend with driver manila '
-                                 '(declared drivers: %s)' % (p['share'], ', '.join(sorted(set(
-                                     b.driver for b in ctx.backends.backends)))))
-        state = p['state']
-        misplaced = [o for o in ('status', 'replica_state') if p[o] and state != 'present']
-        misplaced += [o for o, states in (('quiesce_wait_time', ('promoted',)), ('availability_zone', ('present',)))
-                      if p[o] is not None and state not in states]
-        if misplaced:
-            raise InvalidRequest('Cannot make a replica of share %s %s: %s apply to other states (see the module '
-                                 'documentation)' % (p['share'], state, ', '.join(misplaced)))
-        manager = ManilaReplicaManager(ctx, backend)
-        waits = dict(wait=p['wait'] and not module.check_mode, timeout=p['wait_timeout'], sleep=p['wait_sleep'])
-        target = dict(pool=p['pool'], replica_id=p['replica_id'])
-        if state == 'absent':
-            return manager.absent(p['share'], force=p['force'], **dict(target, **waits))
-        if state == 'promoted':
-            return manager.promoted(p['share'], force=p['force'], quiesce_wait_time=p['quiesce_wait_time'],
-                                    **dict(target, **waits))
-        if state == 'resynced':
-            return manager.resynced(p['share'], **dict(target, **waits))
-        return manager.present(p['share'], availability_zone=p['availability_zone'], status=p['status'],
-                               replica_state=p['replica_state'], **dict(target, **waits))
-
-    run_module(module, action)
+    run_module(module, lambda ctx: service(ctx, 'replica', pool=p['pool']).run(p))
 
 
 if __name__ == '__main__':

@@ -96,7 +96,7 @@ actions:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.storage.mobility.plugins.module_utils.common import backends_argument_spec, run_module
-from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
+from ansible_collections.storage.mobility.plugins.module_utils.services.registry import local_service
 
 
 def main():
@@ -109,14 +109,7 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
-
-    def action(ctx):
-        manager = ShareManager(ctx)
-        if p['state'] == 'absent':
-            return manager.snapshot_absent(p['share'], p['name'])
-        return manager.snapshot_present(p['share'], p['name'], p['description'])
-
-    run_module(module, action)
+    run_module(module, lambda ctx: local_service(ctx, 'share').run_snapshot(p))
 
 
 if __name__ == '__main__':

@@ -102,9 +102,9 @@ actions:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.storage.mobility.plugins.module_utils.cinder.volumes import CinderVolumeManager
 from ansible_collections.storage.mobility.plugins.module_utils.common import (
     backends_argument_spec, run_module, wait_argument_spec)
+from ansible_collections.storage.mobility.plugins.module_utils.services.registry import service
 
 
 def main():
@@ -120,16 +120,7 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
-
-    def action(ctx):
-        manager = CinderVolumeManager.for_context(ctx, 'manage volume %s' % p['name'])
-        waits = dict(wait=p['wait'] and not module.check_mode, timeout=p['wait_timeout'], sleep=p['wait_sleep'])
-        if p['state'] == 'absent':
-            return manager.absent(p['name'], **waits)
-        return manager.present(p['name'], size=p['size'], volume_type=p['volume_type'],
-                               availability_zone=p['availability_zone'], description=p['description'], **waits)
-
-    run_module(module, action)
+    run_module(module, lambda ctx: service(ctx, 'volume').run(p))
 
 
 if __name__ == '__main__':

@@ -143,20 +143,16 @@ pools:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.storage.mobility.plugins.module_utils.cinder.volumes import CinderVolumeManager
 from ansible_collections.storage.mobility.plugins.module_utils.common import backends_argument_spec, run_module
+from ansible_collections.storage.mobility.plugins.module_utils.services.registry import service
 
 
 def main():
     argument_spec = backends_argument_spec()
     argument_spec.update(name=dict(type='str'))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-
-    def action(ctx):
-        manager = CinderVolumeManager.for_context(ctx, 'list volumes')
-        return {'changed': False, 'volumes': manager.info(module.params['name']), 'pools': manager.pools()}
-
-    run_module(module, action)
+    p = module.params
+    run_module(module, lambda ctx: service(ctx, 'volume').run_info(p))
 
 
 if __name__ == '__main__':

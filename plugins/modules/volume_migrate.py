@@ -211,10 +211,10 @@ actions:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.storage.mobility.plugins.module_utils.cinder.volumes import (
-    MIGRATION_POLICIES, CinderVolumeManager)
 from ansible_collections.storage.mobility.plugins.module_utils.common import (
     backends_argument_spec, run_module, wait_argument_spec)
+from ansible_collections.storage.mobility.plugins.module_utils.services.registry import service
+from ansible_collections.storage.mobility.plugins.module_utils.services.volume_migration import MIGRATION_POLICIES
 
 
 def main():
@@ -231,19 +231,7 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
-
-    def action(ctx):
-        CinderVolumeManager.check_request(p['volume'], host=p['host'], cluster=p['cluster'],
-                                          force_host_copy=p['force_host_copy'], lock_volume=p['lock_volume'],
-                                          new_type=p['new_type'], migration_policy=p['migration_policy'])
-        manager = CinderVolumeManager.for_context(ctx, 'migrate volume %s' % p['volume'])
-        waits = dict(wait=p['wait'] and not module.check_mode, timeout=p['wait_timeout'], sleep=p['wait_sleep'])
-        if p['new_type']:
-            return manager.retype(p['volume'], p['new_type'], migration_policy=p['migration_policy'], **waits)
-        return manager.migrate(p['volume'], host=p['host'], cluster=p['cluster'], force_host_copy=p['force_host_copy'],
-                               lock_volume=p['lock_volume'], **waits)
-
-    run_module(module, action)
+    run_module(module, lambda ctx: service(ctx, 'volume_migration').run_migrate(p))
 
 
 if __name__ == '__main__':
