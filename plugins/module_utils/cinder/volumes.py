@@ -21,7 +21,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.errors import (
 from ansible_collections.storage.mobility.plugins.module_utils.names import PoolAddress
 from ansible_collections.storage.mobility.plugins.module_utils.services.volume import VolumeService
 from ansible_collections.storage.mobility.plugins.module_utils.services.volume_migration import (
-    MIGRATION_POLICIES, VolumeMigrationService, check_request)
+    VolumeMigrationService, check_request)
 from ansible_collections.storage.mobility.plugins.module_utils.wait import wait_for
 
 GONE = 'deleted'
