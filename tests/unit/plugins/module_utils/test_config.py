@@ -127,8 +127,9 @@ def test_resolve_refuses_malformed_addresses(two_hosts, address):
 def test_each_kind_of_backend_validates_only_what_it_takes():
     local, cloud = Backends([{"name": "be1", "driver": "btrfs", "pools": {"a": "/srv/a"}},
                              {"name": "cloud1", "driver": "cinder", "cloud": "lab"}]).backends
-    assert type(local) is LocalBackend and type(cloud) is OpenStackBackend
+    assert isinstance(local, LocalBackend) and isinstance(cloud, OpenStackBackend)
     assert isinstance(local, Backend) and isinstance(cloud, Backend)
+    assert not isinstance(local, OpenStackBackend) and not isinstance(cloud, LocalBackend)
     assert (local.is_openstack, local.transport, local.openstack) == (False, "local", {})
     assert (cloud.is_openstack, cloud.transport, cloud.pools, cloud.openstack) == (True, "rest", {}, {"cloud": "lab"})
     # the name, host and transport are checked the same way for both kinds, before the kind's own checks

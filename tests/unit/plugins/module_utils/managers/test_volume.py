@@ -28,7 +28,7 @@ def test_every_volume_request_is_refused_naming_the_backend(ctx):
                                   description=None)), "manage volume v1"),
         (lambda: manager.run(dict(state="absent", name="v1")), "manage volume v1"),
         (lambda: manager.run_info(dict(name=None)), "list volumes"),
-        (lambda: manager.pools(), "list volumes"),
+        (manager.pools, "list volumes"),
         (lambda: manager.run_migrate(MIGRATE), "migrate volume v1"),
         (lambda: manager.run_migrate(dict(MIGRATE, host=None, new_type="gold")), "migrate volume v1"),
     ]

@@ -39,36 +39,36 @@ def test_every_implementation_implements_the_interface_of_its_kind():
 
 def test_only_local_backends_pick_the_collections_own_implementations(tmp_path):
     ctx = Env(tmp_path).ctx()
-    assert type(service(ctx, "share", pool=Env.A, share="s1")) is ShareManager
-    assert type(service(ctx, "share_migration", pool=Env.B, share="s1")) is LocalShareMigrations
-    assert type(service(ctx, "replica")) is LocalReplicaManager
-    assert type(service(ctx, "volume")) is LocalVolumeManager
-    assert type(service(ctx, "volume_migration")) is LocalVolumeManager
+    assert isinstance(service(ctx, "share", pool=Env.A, share="s1"), ShareManager)
+    assert isinstance(service(ctx, "share_migration", pool=Env.B, share="s1"), LocalShareMigrations)
+    assert isinstance(service(ctx, "replica"), LocalReplicaManager)
+    assert isinstance(service(ctx, "volume"), LocalVolumeManager)
+    assert isinstance(service(ctx, "volume_migration"), LocalVolumeManager)
 
 
 def test_a_declared_openstack_backend_serves_what_the_local_backends_do_not(tmp_path):
     ctx = Context([backend_spec(tmp_path / "pools"), MANILA, CINDER])
     # a pool of a declared local backend stays local, a pool Manila names goes to Manila
-    assert type(service(ctx, "share", pool=Env.A)) is ShareManager
+    assert isinstance(service(ctx, "share", pool=Env.A), ShareManager)
     chosen = service(ctx, "share", pool="devhost@alpha#p1")
-    assert type(chosen) is ManilaShareManager and chosen.backend.name == "cloud1"
+    assert isinstance(chosen, ManilaShareManager) and chosen.backend.name == "cloud1"
     # a share not in the local records goes to Manila
-    assert type(service(ctx, "share_migration", share="elsewhere")) is ManilaShareMigrations
-    assert type(service(ctx, "replica", pool="devhost@beta#p1")) is ManilaReplicaManager
-    assert type(service(ctx, "replica", pool=Env.B)) is LocalReplicaManager
-    assert type(service(ctx, "volume")) is CinderVolumeManager
+    assert isinstance(service(ctx, "share_migration", share="elsewhere"), ManilaShareMigrations)
+    assert isinstance(service(ctx, "replica", pool="devhost@beta#p1"), ManilaReplicaManager)
+    assert isinstance(service(ctx, "replica", pool=Env.B), LocalReplicaManager)
+    assert isinstance(service(ctx, "volume"), CinderVolumeManager)
     assert service(ctx, "volume_migration").backend.name == "blocks"
     # the snapshot and pool modules ask the collection's own implementation whatever else is declared
-    assert type(local_service(ctx, "share")) is ShareManager
+    assert isinstance(local_service(ctx, "share"), ShareManager)
 
 
 def test_a_share_in_the_local_records_stays_local_although_manila_is_declared(tmp_path):
     env = Env(tmp_path)
     env.shares().present("s1", Env.A, 1, "NFS", None, None, None)
     ctx = Context(env.backends + [MANILA])
-    assert type(service(ctx, "share", share="s1")) is ShareManager
-    assert type(service(ctx, "share_migration", share="s1", pool="devhost@alpha#p1")) is ManilaShareMigrations
-    assert type(service(ctx, "share_migration", share="s1")) is LocalShareMigrations
+    assert isinstance(service(ctx, "share", share="s1"), ShareManager)
+    assert isinstance(service(ctx, "share_migration", share="s1", pool="devhost@alpha#p1"), ManilaShareMigrations)
+    assert isinstance(service(ctx, "share_migration", share="s1"), LocalShareMigrations)
 
 
 def test_two_backends_with_one_openstack_driver_are_refused():
