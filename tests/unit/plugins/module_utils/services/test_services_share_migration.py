@@ -46,10 +46,10 @@ def ctx(tmp_path):
 def test_local_start_takes_the_waits_from_the_context(ctx):
     manager = Recorder()
     LocalShareMigrations(ctx, manager).run(params(copy_job={"id": "j"}))
-    assert manager.calls == [("start", ("s1", "localhost@bt#b", {"writable": True, "preserve_metadata": False,
-                                                                   "preserve_snapshots": False, "nondisruptive": False},
-                                        False, None),
-                              {"wait": True, "timeout": 77, "sleep": 3, "copy_job": {"id": "j"}, "copy_report": None})]
+    flags = {"writable": True, "preserve_metadata": False, "preserve_snapshots": False, "nondisruptive": False}
+    waits = {"wait": True, "timeout": 77, "sleep": 3}
+    assert manager.calls == [("start", ("s1", "localhost@bt#b", flags, False, None),
+                              dict(waits, copy_job={"id": "j"}, copy_report=None))]
 
 
 def test_local_states_reach_the_state_machine(ctx):
