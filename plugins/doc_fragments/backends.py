@@ -7,8 +7,16 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
+    """What every module of the collection shares: its authors, the ``backends`` option and what its drivers need."""
 
     DOCUMENTATION = r'''
+author:
+  - storage.mobility maintainers (@storage-mobility)
+requirements:
+  - The Python package C(openstacksdk) on the host that runs the module, for backends of driver V(manila)
+    or V(cinder) (shares, share migrations and replicas in Manila; volumes in Cinder)
+  - C(btrfs-progs) for backends of driver V(btrfs)
+  - Root and C(mount) (util-linux) for backends whose export helper is V(bind)
 options:
   backends:
     description:

@@ -8,20 +8,28 @@ __metaclass__ = type
 
 import traceback
 
+from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.storage.mobility.plugins.module_utils.config import (
     EXPORT_HELPERS, OPENSTACK_DRIVERS, OPENSTACK_INTERFACES, TRANSPORTS)
 from ansible_collections.storage.mobility.plugins.module_utils.context import Context
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.registry import share_driver_names
-from ansible_collections.storage.mobility.plugins.module_utils.errors import (
-    Busy, CommandError, InvalidRequest, NotFound, StorageError, WaitTimeout)
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.volume.registry import volume_driver_names
+from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
+from ansible_collections.storage.mobility.plugins.module_utils.wait import Waits
+
+
+def driver_names():
+    """The choices of a backend's ``driver``: the share drivers, the volume drivers, the OpenStack services."""
+    return share_driver_names() + volume_driver_names() + list(OPENSTACK_DRIVERS)
 
 
 def backends_argument_spec():
     return dict(
         backends=dict(type='list', elements='dict', required=True, options=dict(
             name=dict(type='str', required=True),
-            driver=dict(type='str', default='posix', choices=share_driver_names() + list(OPENSTACK_DRIVERS)),
+            driver=dict(type='str', default='posix', choices=driver_names()),
             host=dict(type='str', default='localhost'),
             transport=dict(type='str', choices=list(TRANSPORTS)),
             pools=dict(type='dict'),
@@ -54,20 +62,38 @@ def wait_argument_spec(default_timeout=3600):
     )
 
 
+def mobility_module(options, wait=False, states=None, **kwargs):
+    """The AnsibleModule of a collection module: ``backends``, the wait options when ``wait``, then ``options``.
+
+    ``states``: the choices of the module's ``state`` option, the first being its default. Every
+    module supports check mode; ``kwargs`` go to AnsibleModule (mutually_exclusive, required_if)."""
+    argument_spec = backends_argument_spec()
+    if wait:
+        argument_spec.update(wait_argument_spec())
+    if states:
+        argument_spec['state'] = dict(type='str', choices=list(states), default=states[0])
+    argument_spec.update(options)
+    return AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, **kwargs)
+
+
 def make_context(module):
+    """The run's Context: the declared backends, check mode, and the wait options (when the module has them)."""
     runner = CommandRunner(module.run_command)
-    return Context(module.params['backends'], runner=runner, check_mode=module.check_mode)
+    ctx = Context(module.params['backends'], runner=runner, check_mode=module.check_mode)
+    ctx.waits = Waits.from_params(module.params, module.check_mode)
+    return ctx
 
 
 def run_module(module, action):
-    """Run ``action(ctx)`` and exit with its result; typed errors become fail_json with their facts."""
+    """Run ``action(ctx, module.params)`` and exit with its result; typed errors become fail_json with their facts.
+
+    ``error_type`` is the error class's own (errors.py ERROR_TYPES)."""
     try:
         ctx = make_context(module)
-        result = action(ctx)
+        result = action(ctx, module.params)
     except StorageError as exc:
         facts = dict(exc.details)
-        facts['error_type'] = {InvalidRequest: 'invalid_request', NotFound: 'not_found', Busy: 'busy',
-                               WaitTimeout: 'timeout', CommandError: 'command'}.get(type(exc), 'storage')
+        facts['error_type'] = exc.error_type
         if 'result' in facts and isinstance(facts['result'], dict) and 'share' not in facts:
             facts['share'] = facts.pop('result')
         module.fail_json(msg=exc.message, **facts)

@@ -10,7 +10,7 @@ import os
 import re
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, NotFound
-from ansible_collections.storage.mobility.plugins.module_utils.names import PoolRef, parse_pool
+from ansible_collections.storage.mobility.plugins.module_utils.names import PoolAddress
 
 _PART_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
 EXPORT_HELPERS = ('bind', 'none')
@@ -47,7 +47,7 @@ class Pool(object):
         self.backend = backend
         self.name = name
         self.path = path
-        self.ref = PoolRef(backend.host, backend.name, name)
+        self.ref = PoolAddress(backend.host, backend.name, name)
 
     def __str__(self):
         return str(self.ref)
@@ -57,17 +57,23 @@ class Pool(object):
 
 
 class Backend(object):
-    """A declared backend: its driver, host, transport, pools, export and migration options."""
+    """What every declared backend has: a name, a driver, a host and a transport.
+
+    ``Backend.declared(spec)`` makes the right kind: LocalBackend for the collection's own drivers
+    (pools, export, migration options), OpenStackBackend for the drivers whose service keeps the
+    state (connection options). Each kind validates only what it takes."""
+
+    #: True for backends whose storage is an OpenStack service reached over its REST API
+    is_openstack = False
+    #: the transport a backend of this kind uses when ``transport`` is left out
+    default_transport = 'local'
 
     def __init__(self, spec):
-        if not isinstance(spec, dict):
-            raise InvalidRequest('Invalid backend %r: each entry of backends must be a dictionary' % (spec,))
         self.spec = spec
         self.name = _part(spec.get('name'), 'backend name')
         self.driver = spec.get('driver') or 'posix'
         self.host = _part(spec.get('host') or 'localhost', 'host of backend %s' % self.name)
-        self.is_openstack = self.driver in OPENSTACK_DRIVERS
-        self.transport = spec.get('transport') or ('rest' if self.is_openstack else 'local')
+        self.transport = spec.get('transport') or self.default_transport
         if self.transport not in TRANSPORTS:
             raise InvalidRequest('Invalid transport %r for backend %s: supported transports are %s'
                                  % (self.transport, self.name, ', '.join(TRANSPORTS)))
@@ -77,9 +83,25 @@ class Backend(object):
         self.export_root = None
         self.migration_ignore_files = list(DEFAULT_IGNORE_FILES)
         self.replication_domain = spec.get('replication_domain')
-        if self.is_openstack:
-            self._openstack(spec)
-            return
+        self.validate(spec)
+
+    @staticmethod
+    def declared(spec):
+        """The backend an entry of ``backends`` declares, validated by its kind."""
+        if not isinstance(spec, dict):
+            raise InvalidRequest('Invalid backend %r: each entry of backends must be a dictionary' % (spec,))
+        kind = OpenStackBackend if (spec.get('driver') or 'posix') in OPENSTACK_DRIVERS else LocalBackend
+        return kind(spec)
+
+    def validate(self, spec):
+        """Check and keep the options this kind of backend takes; refuse the others."""
+        raise NotImplementedError
+
+
+class LocalBackend(Backend):
+    """A backend of the collection's own drivers: its pools (name -> path), export and migration options."""
+
+    def validate(self, spec):
         if self.transport == 'rest':
             raise InvalidRequest('Invalid transport rest for backend %s: only the OpenStack drivers (%s) use it; '
                                  'driver %s reaches its storage with transport local'
@@ -89,22 +111,24 @@ class Backend(object):
             raise InvalidRequest('Backend %s uses driver %s, which takes no OpenStack options (%s): they belong '
                                  'to backends with driver %s' % (self.name, self.driver, ', '.join(unexpected),
                                                                  ' or '.join(OPENSTACK_DRIVERS)))
-        export = spec.get('export') or {}
+        self._export(spec.get('export') or {})
+        ignore = spec.get('migration_ignore_files')
+        self.migration_ignore_files = list(DEFAULT_IGNORE_FILES if ignore is None else ignore)
+        self._pools(spec.get('pools'))
+
+    def _export(self, export):
         if not isinstance(export, dict):
             raise InvalidRequest('Invalid export for backend %s: expected a dictionary with helper and root' % self.name)
         self.export_helper = export.get('helper') or 'none'
         if self.export_helper not in EXPORT_HELPERS:
             raise InvalidRequest('Invalid export helper %r for backend %s: choose one of %s'
                                  % (self.export_helper, self.name, ', '.join(EXPORT_HELPERS)))
-        self.export_root = None
         if self.export_helper == 'bind':
             if not export.get('root'):
                 raise InvalidRequest('Backend %s uses the bind export helper but sets no export root' % self.name)
             self.export_root = _abs_path(export['root'], 'export root of backend %s' % self.name)
-        ignore = spec.get('migration_ignore_files')
-        self.migration_ignore_files = list(DEFAULT_IGNORE_FILES if ignore is None else ignore)
-        self.replication_domain = spec.get('replication_domain')
-        pools = spec.get('pools')
+
+    def _pools(self, pools):
         if not isinstance(pools, dict) or not pools:
             raise InvalidRequest('Backend %s declares no pools: pools must map pool names to {path: ...}' % self.name)
         for pool_name in sorted(pools):
@@ -117,8 +141,14 @@ class Backend(object):
             path = _abs_path(pool_spec['path'], 'path of pool %s#%s' % (self.name, pool_name))
             self.pools[pool_name] = Pool(self, pool_name, path)
 
-    def _openstack(self, spec):
-        """An OpenStack backend: no local pools, the connection options, a microversion cap."""
+
+class OpenStackBackend(Backend):
+    """A backend whose storage is an OpenStack service: no local pools, the connection options, a microversion cap."""
+
+    is_openstack = True
+    default_transport = 'rest'
+
+    def validate(self, spec):
         if self.transport != 'rest':
             raise InvalidRequest('Invalid transport %r for backend %s: driver %s is reached over its REST API, '
                                  'use transport rest (or leave transport out)' % (self.transport, self.name, self.driver))
@@ -154,7 +184,7 @@ class Backends(object):
         self.backends = []
         seen = set()
         for spec in specs:
-            backend = Backend(spec)
+            backend = Backend.declared(spec)
             key = (backend.host, backend.name)
             if key in seen:
                 raise InvalidRequest('Backend %s@%s is declared twice' % key)
@@ -183,7 +213,7 @@ class Backends(object):
 
     def resolve(self, address, what='pool'):
         """Return the Pool for ``host@backend#pool``; say exactly which part is unknown."""
-        ref = address if isinstance(address, PoolRef) else parse_pool(address, what)
+        ref = address if isinstance(address, PoolAddress) else PoolAddress.parse(address, what)
         hosts = sorted(set(b.host for b in self.local()))
         if ref.host not in hosts:
             raise NotFound('Unknown host %r in %s %s: declared hosts are %s'

@@ -9,12 +9,19 @@ __metaclass__ = type
 from ansible_collections.storage.mobility.plugins.module_utils.config import Backends
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.registry import share_driver
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, NotFound, StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
+from ansible_collections.storage.mobility.plugins.module_utils.names import PoolAddress, validate_name
 from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
 from ansible_collections.storage.mobility.plugins.module_utils.store import ShareRepository
+from ansible_collections.storage.mobility.plugins.module_utils.wait import Waits
 
 
 class Context(object):
+    """One run: the declared backends, their drivers, the records, check mode and the wait options.
+
+    ``waits`` (wait.py Waits) is what every service waits with; make_context sets it from the
+    module's options. openstack_backend is the rule services/registry.py picks a service by."""
+
+    waits = Waits()
 
     def __init__(self, backends, runner=None, check_mode=False):
         self.backends = backends if isinstance(backends, Backends) else Backends(backends)
@@ -36,9 +43,8 @@ class Context(object):
             return None
         local = self.backends.local()
         if pool:
-            host, _sep, rest = pool.partition('@')
-            backend = rest.partition('#')[0]
-            if any(b.host == host and b.name == backend for b in local):
+            address = pool if isinstance(pool, PoolAddress) else PoolAddress.split(pool)
+            if any(b.host == address.host and b.name == address.backend for b in local):
                 return None
         elif local and share:
             validate_name(share)

@@ -79,24 +79,35 @@ def validate_name(value, what='share name'):
     return value
 
 
-class PoolRef(object):
-    """A parsed pool address ``host@backend#pool``."""
+class PoolAddress(object):
+    """A pool address ``host@backend#pool``, parsed once and passed down as this value.
+
+    ``parse`` is for the pools the collection declares (every part a safe name, all three present);
+    ``service`` for a pool an OpenStack service names (any non-empty parts); ``split`` reads an
+    address without judging it (``pool`` and ``backend`` are None where the ``#`` or ``@`` is missing,
+    as in Cinder's ``host@backend``), for choosing a backend or naming one in a message. ``str()``
+    gives the address back as written."""
 
     __slots__ = ('host', 'backend', 'pool')
 
-    def __init__(self, host, backend, pool):
+    def __init__(self, host, backend, pool=None):
         self.host = host
         self.backend = backend
         self.pool = pool
 
+    @property
+    def host_backend(self):
+        """``host@backend``, the part before ``#`` (Manila's and Cinder's service host)."""
+        return self.host if self.backend is None else '%s@%s' % (self.host, self.backend)
+
     def __str__(self):
-        return '%s@%s#%s' % (self.host, self.backend, self.pool)
+        return self.host_backend if self.pool is None else '%s#%s' % (self.host_backend, self.pool)
 
     def __repr__(self):
-        return 'PoolRef(%r)' % str(self)
+        return 'PoolAddress(%r)' % str(self)
 
     def __eq__(self, other):
-        return isinstance(other, PoolRef) and str(self) == str(other)
+        return isinstance(other, PoolAddress) and str(self) == str(other)
 
     def __ne__(self, other):
         return not self == other
@@ -104,18 +115,43 @@ class PoolRef(object):
     def __hash__(self):
         return hash(str(self))
 
+    @classmethod
+    def parse(cls, value, what='pool'):
+        """A declared pool's address, or InvalidRequest saying what the form must be."""
+        if not isinstance(value, str) or not value:
+            raise InvalidRequest('Invalid %s %r: expected host@backend#pool' % (what, value))
+        match = _POOL_RE.fullmatch(value)
+        if not match:
+            hint = ''
+            if '@' not in value:
+                hint = " (no '@' between host and backend)"
+            elif '#' not in value:
+                hint = " (no '#' before the pool name)"
+            raise InvalidRequest('Invalid %s %r: expected host@backend#pool, each part letters, digits, '
+                                 "'.', '_' or '-' and not starting with a punctuation mark%s" % (what, value, hint))
+        return cls(match.group('host'), match.group('backend'), match.group('pool'))
+
+    @classmethod
+    def split(cls, value):
+        """The parts of ``value`` as written, without judging them; never raises."""
+        head, sep, pool = (value or '').partition('#')
+        host, at, backend = head.partition('@')
+        return cls(host, backend if at else None, pool if sep else None)
+
+    @classmethod
+    def service(cls, value, what, service, example):
+        """A pool as OpenStack ``service`` names it (``host@backend#pool``, no part empty)."""
+        address = cls.split(value if isinstance(value, str) else '')
+        if not (address.host and address.backend and address.pool):
+            raise InvalidRequest('Invalid %s %r: expected host@backend#pool as %s names pools, for example %s'
+                                 % (what, value, service, example))
+        return address
+
+
+#: the name this value had before it took the OpenStack forms too
+PoolRef = PoolAddress
+
 
 def parse_pool(value, what='pool'):
-    """Parse ``host@backend#pool`` or raise InvalidRequest saying what the form must be."""
-    if not isinstance(value, str) or not value:
-        raise InvalidRequest('Invalid %s %r: expected host@backend#pool' % (what, value))
-    match = _POOL_RE.fullmatch(value)
-    if not match:
-        hint = ''
-        if '@' not in value:
-            hint = " (no '@' between host and backend)"
-        elif '#' not in value:
-            hint = " (no '#' before the pool name)"
-        raise InvalidRequest('Invalid %s %r: expected host@backend#pool, each part letters, digits, '
-                             "'.', '_' or '-' and not starting with a punctuation mark%s" % (what, value, hint))
-    return PoolRef(match.group('host'), match.group('backend'), match.group('pool'))
+    """Parse a declared pool's ``host@backend#pool`` or raise InvalidRequest (PoolAddress.parse)."""
+    return PoolAddress.parse(value, what)

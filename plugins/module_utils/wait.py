@@ -38,3 +38,33 @@ def wait_for(fetch, state_of, success, pending, failure, timeout, sleep, what,
             raise WaitTimeout('Timed out after %d seconds waiting for %s to reach %s (last state %s)'
                               % (int(waited), what, ' or '.join(success), state), result=result)
         sleeper(max(0.0, min(sleep, timeout - waited)))
+
+
+class Waits(object):
+    """The run's wait options (``wait``, ``wait_timeout``, ``wait_sleep``), one value for every service.
+
+    The Context carries it, so local and OpenStack services share one method signature. Check
+    mode never waits."""
+
+    __slots__ = ('wait', 'timeout', 'sleep')
+
+    def __init__(self, wait=True, timeout=3600, sleep=5):
+        self.wait = bool(wait)
+        self.timeout = timeout
+        self.sleep = sleep
+
+    @classmethod
+    def from_params(cls, params, check_mode=False):
+        """The module's wait options; a module without them waits with the defaults."""
+        def option(name, default):
+            value = params.get(name)
+            return default if value is None else value
+        return cls(wait=option('wait', True) and not check_mode, timeout=option('wait_timeout', 3600),
+                   sleep=option('wait_sleep', 5))
+
+    def __iter__(self):
+        """``wait, timeout, sleep = ctx.waits``"""
+        return iter((self.wait, self.timeout, self.sleep))
+
+    def __repr__(self):
+        return 'Waits(wait=%r, timeout=%r, sleep=%r)' % (self.wait, self.timeout, self.sleep)

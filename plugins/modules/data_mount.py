@@ -176,8 +176,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_mount import (
     HELPERS, REFERENCE_UNMOUNT_TEMPLATE, DataMount)
-from ansible_collections.storage.mobility.plugins.module_utils.errors import (
-    CommandError, InvalidRequest, StorageError)
+from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
 
 
@@ -205,8 +204,7 @@ def main():
                           remove_path=p['remove_path'], check_mode=module.check_mode)
         result = mount.mounted() if p['state'] == 'mounted' else mount.unmounted()
     except StorageError as exc:
-        error_type = {InvalidRequest: 'invalid_request', CommandError: 'command'}.get(type(exc), 'storage')
-        module.fail_json(msg=exc.message, error_type=error_type, **exc.details)
+        module.fail_json(msg=exc.message, error_type=exc.error_type, **exc.details)
     except Exception as exc:  # an unexpected failure: report it whole rather than a bare traceback
         module.fail_json(msg='Unexpected error: %s' % exc, exception=traceback.format_exc())
     for warning in result.pop('warnings'):

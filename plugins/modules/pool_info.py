@@ -13,19 +13,7 @@ version_added: 0.1.0
 description:
   - Returns every declared pool (or one) with its capacity and the capabilities a scheduler
     matches share types against, in the names operators know from the reference service.
-author:
-  - storage.mobility maintainers (@storage-mobility)
-requirements:
-  - C(btrfs-progs) for backends of driver V(btrfs)
-extends_documentation_fragment:
-  - storage.mobility.backends
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is nothing to compare.
+extends_documentation_fragment: [storage.mobility.backends, storage.mobility.attributes, storage.mobility.attributes.info_module]
 options:
   pool:
     description: Only this pool, V(host@backend#pool).
@@ -33,22 +21,10 @@ options:
 '''
 
 EXAMPLES = r'''
-# The backends are declared once, in inventory variables (group_vars/all.yml), for example:
-#   mobility_backends:
-#     - name: generic1
-#       driver: posix
-#       host: stor1
-#       pools:
-#         alpha: {path: /srv/pools/alpha}
-#         beta: {path: /srv/pools/beta}
-# and every module of the collection gets them through module_defaults on its action group.
+# Every pool of mobility_backends (declared once in inventory variables, see storage.mobility.share).
 - name: Pools of mobility_backends
-  hosts: localhost
-  gather_facts: false
-  module_defaults:
-    group/storage.mobility.mobility:
-      backends: "{{ mobility_backends }}"
-  tasks:
+  module_defaults: {group/storage.mobility.mobility: {backends: "{{ mobility_backends }}"}}
+  block:
     - name: Show free space per pool
       storage.mobility.pool_info:
       register: pools
@@ -90,17 +66,17 @@ pools:
   sample: []
 '''
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.storage.mobility.plugins.module_utils.common import mobility_module, run_module
+from ansible_collections.storage.mobility.plugins.module_utils.services.registry import local_service
 
-from ansible_collections.storage.mobility.plugins.module_utils.common import backends_argument_spec, run_module
-from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
+
+def serve(ctx, params):
+    """The pools of the collection's own backends."""
+    return {'changed': False, 'pools': local_service(ctx, 'share').pools(params['pool'])}
 
 
 def main():
-    argument_spec = backends_argument_spec()
-    argument_spec.update(pool=dict(type='str'))
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    run_module(module, lambda ctx: {'changed': False, 'pools': ShareManager(ctx).pools(module.params['pool'])})
+    run_module(mobility_module(dict(pool=dict(type='str'))), serve)
 
 
 if __name__ == '__main__':

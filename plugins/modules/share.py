@@ -20,22 +20,7 @@ description:
     given, through the scheduler hint C(only_host), else where Manila's scheduler puts it), resized with
     Manila's extend and shrink, and deleted there; O(wait) waits until Manila reports it V(available) or gone.
     See C(docs/openstack.md).
-author:
-  - storage.mobility maintainers (@storage-mobility)
-requirements:
-  - The Python package C(openstacksdk) on the host that runs the module, for backends of driver V(manila)
-  - C(btrfs-progs) for backends of driver V(btrfs)
-  - Root and C(mount) (util-linux) for backends whose export helper is V(bind)
-extends_documentation_fragment:
-  - storage.mobility.backends
-  - storage.mobility.wait
-attributes:
-  check_mode:
-    support: full
-    description: Returns the planned actions and the predicted share; changes nothing.
-  diff_mode:
-    support: full
-    description: Returns the share before and after.
+extends_documentation_fragment: [storage.mobility.backends, storage.mobility.wait, storage.mobility.attributes, storage.mobility.attributes.state_module]
 options:
   name:
     description:
@@ -175,27 +160,25 @@ share:
     export_location: /srv/exports/projects
     access_rules: [{access_type: ip, access_to: 10.0.0.0/24, access_level: rw, state: active}]
 actions:
-  description: What the run did, or would do in check mode.
+  description: What the run did, or would do in check mode; one line per step (create, resize, export, access rules, delete).
   returned: always
   type: list
   elements: str
   sample: ["create share projects (10 GiB) in pool stor1@generic1#alpha at /srv/pools/alpha/shares/projects"]
 '''
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.storage.mobility.plugins.module_utils.common import mobility_module, run_module
+from ansible_collections.storage.mobility.plugins.module_utils.services.registry import service
 
-from ansible_collections.storage.mobility.plugins.module_utils.common import (
-    backends_argument_spec, run_module, wait_argument_spec)
-from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
-from ansible_collections.storage.mobility.plugins.module_utils.manila.shares import ManilaShareManager
+
+def serve(ctx, params):
+    """Bring the share to its state, through the implementation that serves its pool or name."""
+    return service(ctx, 'share', pool=params['pool'], share=params['name']).run(params)
 
 
 def main():
-    argument_spec = backends_argument_spec()
-    argument_spec.update(wait_argument_spec())
-    argument_spec.update(
+    run_module(mobility_module(dict(
         name=dict(type='str', required=True),
-        state=dict(type='str', choices=['present', 'absent'], default='present'),
         pool=dict(type='str'),
         size=dict(type='int'),
         protocol=dict(type='str', choices=['NFS', 'CIFS', 'CEPHFS', 'GLUSTERFS', 'HDFS', 'MAPRFS']),
@@ -208,26 +191,7 @@ def main():
         )),
         description=dict(type='str'),
         metadata=dict(type='dict'),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    p = module.params
-
-    def action(ctx):
-        manila = ctx.openstack_backend('manila', pool=p['pool'], share=p['name'])
-        if manila is not None:
-            waits = dict(wait=p['wait'] and not module.check_mode, timeout=p['wait_timeout'], sleep=p['wait_sleep'])
-            if p['state'] == 'absent':
-                return ManilaShareManager(ctx, manila).absent(p['name'], **waits)
-            return ManilaShareManager(ctx, manila).present(
-                p['name'], p['pool'], p['size'], p['protocol'], p['share_type'], p['extra_specs'], p['access_rules'],
-                p['description'], p['metadata'], **waits)
-        manager = ShareManager(ctx)
-        if p['state'] == 'absent':
-            return manager.absent(p['name'])
-        return manager.present(p['name'], p['pool'], p['size'], p['protocol'], p['share_type'], p['extra_specs'],
-                               p['access_rules'], p['description'], p['metadata'])
-
-    run_module(module, action)
+    ), wait=True, states=('present', 'absent')), serve)
 
 
 if __name__ == '__main__':

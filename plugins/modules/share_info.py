@@ -19,20 +19,7 @@ description:
   - With a backend of driver V(manila) the shares come from OpenStack Manila (the project's shares, or the
     one named); each has its C(task_state), the migration's C(total_progress) from Manila's progress call,
     its instances, its access rules and, for a replicated share, its C(replicas).
-author:
-  - storage.mobility maintainers (@storage-mobility)
-requirements:
-  - The Python package C(openstacksdk) on the host that runs the module, for backends of driver V(manila)
-  - C(btrfs-progs) for backends of driver V(btrfs)
-extends_documentation_fragment:
-  - storage.mobility.backends
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is nothing to compare.
+extends_documentation_fragment: [storage.mobility.backends, storage.mobility.attributes, storage.mobility.attributes.info_module]
 options:
   name:
     description: Only the share with this name.
@@ -43,22 +30,10 @@ options:
 '''
 
 EXAMPLES = r'''
-# The backends are declared once, in inventory variables (group_vars/all.yml), for example:
-#   mobility_backends:
-#     - name: generic1
-#       driver: posix
-#       host: stor1
-#       pools:
-#         alpha: {path: /srv/pools/alpha}
-#         beta: {path: /srv/pools/beta}
-# and every module of the collection gets them through module_defaults on its action group.
+# mobility_backends: declared once in inventory variables, as the examples of storage.mobility.share show.
 - name: Shares of mobility_backends
-  hosts: localhost
-  gather_facts: false
-  module_defaults:
-    group/storage.mobility.mobility:
-      backends: "{{ mobility_backends }}"
-  tasks:
+  module_defaults: {group/storage.mobility.mobility: {backends: "{{ mobility_backends }}"}}
+  block:
     - name: Watch a migration
       storage.mobility.share_info:
         name: projects
@@ -132,27 +107,17 @@ shares:
   sample: []
 '''
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.storage.mobility.plugins.module_utils.common import mobility_module, run_module
+from ansible_collections.storage.mobility.plugins.module_utils.services.registry import share_info
 
-from ansible_collections.storage.mobility.plugins.module_utils.common import backends_argument_spec, run_module
-from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
-from ansible_collections.storage.mobility.plugins.module_utils.manila.shares import ManilaShareManager
+
+def serve(ctx, params):
+    """The shares the serving implementations know."""
+    return share_info(ctx, params['name'], params['pool'])
 
 
 def main():
-    argument_spec = backends_argument_spec()
-    argument_spec.update(name=dict(type='str'), pool=dict(type='str'))
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-
-    def action(ctx):
-        name, pool = module.params['name'], module.params['pool']
-        manila = ctx.openstack_backend('manila', pool=pool, share=name)
-        shares = ManilaShareManager(ctx, manila).info(name, pool) if manila is not None else []
-        if manila is None or (name is None and pool is None and ctx.backends.local()):
-            shares += ShareManager(ctx).info(name, pool)
-        return {'changed': False, 'shares': shares}
-
-    run_module(module, action)
+    run_module(mobility_module(dict(name=dict(type='str'), pool=dict(type='str'))), serve)
 
 
 if __name__ == '__main__':

@@ -50,31 +50,19 @@ description:
     O(new_share_network) name a Manila share type and share network (name or id). The microversion is
     picked per call, with Manila's experimental header below 2.96. O(copy_job) and O(copy_report) do not
     apply; Manila's data service copies host-assisted migrations itself. See C(docs/openstack.md).
-author:
-  - storage.mobility maintainers (@storage-mobility)
 requirements:
-  - The Python package C(openstacksdk) on the host that runs the module, for backends of driver V(manila)
-  - C(btrfs-progs) for backends of driver V(btrfs)
-  - Root and C(mount) (util-linux) for backends whose export helper is V(bind)
   - Host-assisted migrations copy on a data node (the C(storage.mobility.data_mover) role), which needs what
     M(storage.mobility.data_copy) needs
-extends_documentation_fragment:
-  - storage.mobility.backends
-  - storage.mobility.wait
-attributes:
-  check_mode:
-    support: full
-    description: Validates, then returns the planned actions and the predicted share; never waits.
-  diff_mode:
-    support: full
-    description: Returns the share before and after.
+extends_documentation_fragment: [storage.mobility.backends, storage.mobility.wait, storage.mobility.attributes, storage.mobility.attributes.state_module]
 options:
   share:
     description: Name of the share to migrate (at most 250 bytes, see M(storage.mobility.share)).
     type: str
     required: true
   state:
-    description: The goal; see the description.
+    description:
+      - V(started) runs phase 1, V(completed) phase 2 (the switchover), V(cancelled) rolls phase 1 back and
+        V(reset) sets O(task_state) by hand; the description says what each does.
     type: str
     choices: [started, completed, cancelled, reset]
     default: started
@@ -115,7 +103,7 @@ options:
         description: Its extra specs.
         type: dict
   new_share_network:
-    description: Share network at the destination. The posix driver has no share networks and refuses it.
+    description: Share network at the destination. The collection's own drivers (posix, btrfs) have no share networks and refuse it.
     type: str
   copy_job:
     description:
@@ -176,22 +164,10 @@ notes:
 '''
 
 EXAMPLES = r'''
-# The backends are declared once, in inventory variables (group_vars/all.yml), for example:
-#   mobility_backends:
-#     - name: generic1
-#       driver: posix
-#       host: stor1
-#       pools:
-#         alpha: {path: /srv/pools/alpha}
-#         beta: {path: /srv/pools/beta}
-# and every module of the collection gets them through module_defaults on its action group.
+# mobility_backends holds the pools stor1@generic1#alpha and #beta (see the examples of storage.mobility.share).
 - name: Move a share of mobility_backends to another pool
-  hosts: localhost
-  gather_facts: false
-  module_defaults:
-    group/storage.mobility.mobility:
-      backends: "{{ mobility_backends }}"
-  tasks:
+  module_defaults: {group/storage.mobility.mobility: {backends: "{{ mobility_backends }}"}}
+  block:
     - name: Phase 1 - move the share while users keep working
       storage.mobility.share_migration:
         share: projects
@@ -244,7 +220,7 @@ share:
   type: dict
   sample: {name: projects, host: stor1@generic1#beta, status: available, task_state: migration_success}
 actions:
-  description: What the run did, or would do in check mode.
+  description: The steps of the migration the run took, or would take in check mode.
   returned: always
   type: list
   elements: str
@@ -282,24 +258,19 @@ msg:
   sample: "Not switching share projects: the destination instance changed since the final pass verified it (...)"
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.storage.mobility.plugins.module_utils.common import (
-    backends_argument_spec, run_module, wait_argument_spec)
-from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
-from ansible_collections.storage.mobility.plugins.module_utils.managers.share_migration import ShareMigrationManager
-from ansible_collections.storage.mobility.plugins.module_utils.manila.migration import ManilaMigrationManager
+from ansible_collections.storage.mobility.plugins.module_utils.common import mobility_module, run_module
+from ansible_collections.storage.mobility.plugins.module_utils.services.registry import service
 from ansible_collections.storage.mobility.plugins.module_utils.states import RESETTABLE_TASK_STATES
 
-FLAGS = ('writable', 'preserve_metadata', 'preserve_snapshots', 'nondisruptive')
+
+def serve(ctx, params):
+    """Bring the migration to its state, through the state machine that serves the share."""
+    return service(ctx, 'share_migration', pool=params['destination_pool'], share=params['share']).run(params)
 
 
 def main():
-    argument_spec = backends_argument_spec()
-    argument_spec.update(wait_argument_spec())
-    argument_spec.update(
+    run_module(mobility_module(dict(
         share=dict(type='str', required=True),
-        state=dict(type='str', choices=['started', 'completed', 'cancelled', 'reset'], default='started'),
         destination_pool=dict(type='str'),
         writable=dict(type='bool', default=False),
         preserve_metadata=dict(type='bool', default=False),
@@ -313,53 +284,8 @@ def main():
         copy_job=dict(type='dict'),
         copy_report=dict(type='dict'),
         open_writers_wait=dict(type='int', default=0),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           required_if=[('state', 'started', ['destination_pool']),
-                                        ('state', 'reset', ['task_state'])])
-    p = module.params
-
-    def action(ctx):
-        manila = ctx.openstack_backend('manila', pool=p['destination_pool'], share=p['share'])
-        if manila is not None:
-            return manila_action(ctx, manila)
-        manager = ShareMigrationManager(ctx)
-        if p['state'] == 'reset':
-            return manager.reset(p['share'], None if p['task_state'] == 'none' else p['task_state'])
-        if p['state'] == 'completed':
-            return manager.complete(p['share'], p['destination_pool'], copy_report=p['copy_report'],
-                                    open_writers_wait=p['open_writers_wait'])
-        if p['state'] == 'cancelled':
-            return manager.cancel(p['share'])
-        if p['new_share_network']:
-            raise InvalidRequest('Cannot migrate share %s: new_share_network is not supported by the posix driver, '
-                                 'which has no share networks' % p['share'])
-        return manager.start(p['share'], p['destination_pool'], dict((f, p[f]) for f in FLAGS),
-                             p['force_host_assisted_migration'], p['new_share_type'],
-                             wait=p['wait'] and not module.check_mode, timeout=p['wait_timeout'],
-                             sleep=p['wait_sleep'], copy_job=p['copy_job'], copy_report=p['copy_report'])
-
-    def manila_action(ctx, manila):
-        manager = ManilaMigrationManager(ctx, manila)
-        waits = dict(wait=p['wait'] and not module.check_mode, timeout=p['wait_timeout'], sleep=p['wait_sleep'])
-        if p['copy_job'] or p['copy_report']:
-            raise InvalidRequest('Cannot use copy_job or copy_report with share %s on backend %s: Manila copies '
-                                 'host-assisted migrations with its own data service' % (p['share'], manila.name))
-        if p['state'] == 'reset':
-            return manager.reset(p['share'], None if p['task_state'] == 'none' else p['task_state'])
-        if p['state'] == 'completed':
-            return manager.complete(p['share'], p['destination_pool'], **waits)
-        if p['state'] == 'cancelled':
-            return manager.cancel(p['share'], **waits)
-        new_type = p['new_share_type']
-        if new_type and new_type.get('extra_specs'):
-            raise InvalidRequest('Cannot migrate share %s: in Manila new_share_type names an existing share type; '
-                                 'its extra specs are defined there, not in new_share_type.extra_specs' % p['share'])
-        return manager.start(p['share'], p['destination_pool'], dict((f, p[f]) for f in FLAGS),
-                             p['force_host_assisted_migration'], new_type['name'] if new_type else None,
-                             p['new_share_network'], **waits)
-
-    run_module(module, action)
+    ), wait=True, states=('started', 'completed', 'cancelled', 'reset'),
+        required_if=[('state', 'started', ['destination_pool']), ('state', 'reset', ['task_state'])]), serve)
 
 
 if __name__ == '__main__':

@@ -25,27 +25,17 @@ description:
     C(replica_state) of the active replica; resyncing the active replica.
   - The microversion is picked per call (Manila's experimental header below 2.56); features the cloud
     is too old for (O(quiesce_wait_time) before 2.75, O(pool) before 2.67) fail with a clear error.
-author:
-  - storage.mobility maintainers (@storage-mobility)
-requirements:
-  - The Python package C(openstacksdk) on the host that runs the module (replicas need a backend of driver V(manila))
-extends_documentation_fragment:
-  - storage.mobility.backends
-  - storage.mobility.wait
-attributes:
-  check_mode:
-    support: full
-    description: Validates, then returns the planned actions and the predicted replica; never waits.
-  diff_mode:
-    support: full
-    description: Returns the replica before and after.
+extends_documentation_fragment: [storage.mobility.backends, storage.mobility.wait, storage.mobility.attributes, storage.mobility.attributes.state_module]
 options:
   share:
-    description: Name (or id) of the share.
+    description:
+      - Name (or id) of the share in Manila. Its share type must have a C(replication_type).
     type: str
     required: true
   state:
-    description: The goal; see the description.
+    description:
+      - V(present) adds the replica (or resets its status), V(promoted) makes it the active replica,
+        V(resynced) brings it up to date and V(absent) deletes it; the description says how.
     type: str
     choices: [present, absent, promoted, resynced]
     default: present
@@ -94,17 +84,10 @@ seealso:
 '''
 
 EXAMPLES = r'''
-# Replicas need OpenStack Manila: a backend with driver manila, here passed directly.
+# Replicas need OpenStack Manila: a backend with driver manila (cloud names a cloud in clouds.yaml), here passed directly.
 - name: Replicas of a share in OpenStack Manila
-  hosts: localhost
-  gather_facts: false
-  module_defaults:
-    group/storage.mobility.mobility:
-      backends:
-        - name: manila
-          driver: manila
-          cloud: devstack-admin   # a cloud in clouds.yaml
-  tasks:
+  module_defaults: {group/storage.mobility.mobility: {backends: [{name: manila, driver: manila, cloud: devstack-admin}]}}
+  block:
     - name: Add a replica in another backend of the same replication domain
       storage.mobility.share_replica:
         share: projects
@@ -155,67 +138,35 @@ share:
   type: dict
   sample: {name: projects, id: 0f0e..., replication_type: readable}
 actions:
-  description: What the run did, or would do in check mode.
+  description: What the run did to the replica, or would do in check mode.
   returned: always
   type: list
   elements: str
   sample: ["promote replica 5c1f... of share projects in devhost@beta#pool1"]
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.storage.mobility.plugins.module_utils.common import (
-    backends_argument_spec, run_module, wait_argument_spec)
-from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
+from ansible_collections.storage.mobility.plugins.module_utils.common import mobility_module, run_module
 from ansible_collections.storage.mobility.plugins.module_utils.manila.replicas import (
-    REPLICA_STATUSES, RESETTABLE_REPLICA_STATES, ManilaReplicaManager)
+    REPLICA_STATUSES, RESETTABLE_REPLICA_STATES)
+from ansible_collections.storage.mobility.plugins.module_utils.services.registry import service
+
+
+def serve(ctx, params):
+    """Bring the replica to its state (Manila serves replicas; the collection's own drivers refuse)."""
+    return service(ctx, 'replica', pool=params['pool']).run(params)
 
 
 def main():
-    argument_spec = backends_argument_spec()
-    argument_spec.update(wait_argument_spec())
-    argument_spec.update(
+    run_module(mobility_module(dict(
         share=dict(type='str', required=True),
-        state=dict(type='str', choices=['present', 'absent', 'promoted', 'resynced'], default='present'),
+        force=dict(type='bool', default=False),
         pool=dict(type='str'),
         replica_id=dict(type='str'),
         availability_zone=dict(type='str'),
-        force=dict(type='bool', default=False),
         quiesce_wait_time=dict(type='int'),
         status=dict(type='str', choices=list(REPLICA_STATUSES)),
         replica_state=dict(type='str', choices=list(RESETTABLE_REPLICA_STATES)),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=[('pool', 'replica_id')])
-    p = module.params
-
-    def action(ctx):
-        backend = ctx.openstack_backend('manila', pool=p['pool'])
-        if backend is None:
-            raise InvalidRequest('Cannot manage replicas of share %s: replicas need a backend with driver manila '
-                                 '(declared drivers: %s)' % (p['share'], ', '.join(sorted(set(
-                                     b.driver for b in ctx.backends.backends)))))
-        state = p['state']
-        misplaced = [o for o in ('status', 'replica_state') if p[o] and state != 'present']
-        misplaced += [o for o, states in (('quiesce_wait_time', ('promoted',)), ('availability_zone', ('present',)))
-                      if p[o] is not None and state not in states]
-        if misplaced:
-            raise InvalidRequest('Cannot make a replica of share %s %s: %s apply to other states (see the module '
-                                 'documentation)' % (p['share'], state, ', '.join(misplaced)))
-        manager = ManilaReplicaManager(ctx, backend)
-        waits = dict(wait=p['wait'] and not module.check_mode, timeout=p['wait_timeout'], sleep=p['wait_sleep'])
-        target = dict(pool=p['pool'], replica_id=p['replica_id'])
-        if state == 'absent':
-            return manager.absent(p['share'], force=p['force'], **dict(target, **waits))
-        if state == 'promoted':
-            return manager.promoted(p['share'], force=p['force'], quiesce_wait_time=p['quiesce_wait_time'],
-                                    **dict(target, **waits))
-        if state == 'resynced':
-            return manager.resynced(p['share'], **dict(target, **waits))
-        return manager.present(p['share'], availability_zone=p['availability_zone'], status=p['status'],
-                               replica_state=p['replica_state'], **dict(target, **waits))
-
-    run_module(module, action)
+    ), wait=True, states=('present', 'absent', 'promoted', 'resynced'), mutually_exclusive=[('pool', 'replica_id')]), serve)
 
 
 if __name__ == '__main__':

@@ -16,19 +16,14 @@ description:
     no extra space on filesystems that can share blocks (xfs, btrfs) and a full copy elsewhere.
   - Snapshots move with the share in a driver-assisted migration; a host-assisted migration
     cannot carry them.
-author:
-  - storage.mobility maintainers (@storage-mobility)
-requirements:
-  - C(btrfs-progs) for backends of driver V(btrfs)
-extends_documentation_fragment:
-  - storage.mobility.backends
+extends_documentation_fragment: [storage.mobility.backends, storage.mobility.attributes]
 attributes:
   check_mode:
     support: full
-    description: Returns the planned actions; changes nothing.
+    details: Returns the planned actions; changes nothing.
   diff_mode:
     support: none
-    description: The snapshot itself is returned.
+    details: The snapshot itself is returned.
 options:
   share:
     description: Name of the share.
@@ -51,22 +46,10 @@ options:
 '''
 
 EXAMPLES = r'''
-# The backends are declared once, in inventory variables (group_vars/all.yml), for example:
-#   mobility_backends:
-#     - name: generic1
-#       driver: posix
-#       host: stor1
-#       pools:
-#         alpha: {path: /srv/pools/alpha}
-#         beta: {path: /srv/pools/beta}
-# and every module of the collection gets them through module_defaults on its action group.
+# Snapshots of a share in a pool of mobility_backends (declared as in the examples of storage.mobility.share).
 - name: Snapshots of a share of mobility_backends
-  hosts: localhost
-  gather_facts: false
-  module_defaults:
-    group/storage.mobility.mobility:
-      backends: "{{ mobility_backends }}"
-  tasks:
+  module_defaults: {group/storage.mobility.mobility: {backends: "{{ mobility_backends }}"}}
+  block:
     - name: Snapshot a share before a change
       storage.mobility.share_snapshot:
         share: projects
@@ -86,37 +69,28 @@ snapshot:
   type: dict
   sample: {name: before-upgrade, status: available, path: /srv/pools/alpha/snapshots/projects/before-upgrade}
 actions:
-  description: What the run did, or would do in check mode.
+  description: The snapshot taken or deleted (in check mode, the one that would be).
   returned: always
   type: list
   elements: str
   sample: ["snapshot share projects as before-upgrade"]
 '''
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.storage.mobility.plugins.module_utils.common import mobility_module, run_module
+from ansible_collections.storage.mobility.plugins.module_utils.services.registry import local_service
 
-from ansible_collections.storage.mobility.plugins.module_utils.common import backends_argument_spec, run_module
-from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
+
+def serve(ctx, params):
+    """Snapshots are taken by the collection's own drivers."""
+    return local_service(ctx, 'share').run_snapshot(params)
 
 
 def main():
-    argument_spec = backends_argument_spec()
-    argument_spec.update(
+    run_module(mobility_module(dict(
         share=dict(type='str', required=True),
         name=dict(type='str', required=True),
-        state=dict(type='str', choices=['present', 'absent'], default='present'),
         description=dict(type='str'),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    p = module.params
-
-    def action(ctx):
-        manager = ShareManager(ctx)
-        if p['state'] == 'absent':
-            return manager.snapshot_absent(p['share'], p['name'])
-        return manager.snapshot_present(p['share'], p['name'], p['description'])
-
-    run_module(module, action)
+    ), states=('present', 'absent')), serve)
 
 
 if __name__ == '__main__':

@@ -20,20 +20,7 @@ description:
   - V(absent) deletes the volume; deleting one that is gone changes nothing. Cinder refuses to delete a
     volume that is attached, migrating or has snapshots, and the module reports its answer.
   - With O(wait) the module waits until Cinder reports the volume V(available) (or gone).
-author:
-  - storage.mobility maintainers (@storage-mobility)
-requirements:
-  - The Python package C(openstacksdk) on the host that runs the module (volumes need a backend of driver V(cinder))
-extends_documentation_fragment:
-  - storage.mobility.backends
-  - storage.mobility.wait
-attributes:
-  check_mode:
-    support: full
-    description: Validates, then returns the planned actions and the predicted volume; never waits.
-  diff_mode:
-    support: full
-    description: Returns the volume before and after.
+extends_documentation_fragment: [storage.mobility.backends, storage.mobility.wait, storage.mobility.attributes, storage.mobility.attributes.state_module]
 options:
   name:
     description: Name of the volume (or the id of an existing volume).
@@ -58,21 +45,16 @@ options:
     type: str
 seealso:
   - module: storage.mobility.volume_info
+    description: Where the volume is, and whether it is migrating.
   - module: storage.mobility.volume_migrate
+    description: Moves the volume to another pool or cluster, or gives it another type.
 '''
 
 EXAMPLES = r'''
-# Volumes need OpenStack Cinder: a backend with driver cinder, here passed directly.
+# Volumes need OpenStack Cinder: a backend with driver cinder (cloud names a cloud in clouds.yaml), here passed directly.
 - name: Volumes in OpenStack Cinder
-  hosts: localhost
-  gather_facts: false
-  module_defaults:
-    group/storage.mobility.mobility:
-      backends:
-        - name: cinder
-          driver: cinder
-          cloud: devstack-admin   # a cloud in clouds.yaml
-  tasks:
+  module_defaults: {group/storage.mobility.mobility: {backends: [{name: cinder, driver: cinder, cloud: devstack-admin}]}}
+  block:
     - name: A 10 GiB volume of type fast
       storage.mobility.volume:
         name: db-data
@@ -100,36 +82,23 @@ actions:
   sample: [create volume db-data (10 GiB)]
 '''
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.storage.mobility.plugins.module_utils.common import mobility_module, run_module
+from ansible_collections.storage.mobility.plugins.module_utils.services.registry import service
 
-from ansible_collections.storage.mobility.plugins.module_utils.cinder.volumes import CinderVolumeManager
-from ansible_collections.storage.mobility.plugins.module_utils.common import (
-    backends_argument_spec, run_module, wait_argument_spec)
+
+def serve(ctx, params):
+    """Bring the volume to its state (Cinder serves volumes; the collection's own drivers refuse)."""
+    return service(ctx, 'volume').run(params)
 
 
 def main():
-    argument_spec = backends_argument_spec()
-    argument_spec.update(wait_argument_spec())
-    argument_spec.update(
+    run_module(mobility_module(dict(
         name=dict(type='str', required=True),
-        state=dict(type='str', choices=['present', 'absent'], default='present'),
         size=dict(type='int'),
         volume_type=dict(type='str'),
         availability_zone=dict(type='str'),
         description=dict(type='str'),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    p = module.params
-
-    def action(ctx):
-        manager = CinderVolumeManager.for_context(ctx, 'manage volume %s' % p['name'])
-        waits = dict(wait=p['wait'] and not module.check_mode, timeout=p['wait_timeout'], sleep=p['wait_sleep'])
-        if p['state'] == 'absent':
-            return manager.absent(p['name'], **waits)
-        return manager.present(p['name'], size=p['size'], volume_type=p['volume_type'],
-                               availability_zone=p['availability_zone'], description=p['description'], **waits)
-
-    run_module(module, action)
+    ), wait=True, states=('present', 'absent')), serve)
 
 
 if __name__ == '__main__':

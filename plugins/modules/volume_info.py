@@ -17,19 +17,7 @@ description:
     host copy. Changes nothing.
   - The pools Cinder can place volumes in are returned as C(pools) (an administrator call; empty when
     the policy forbids it).
-author:
-  - storage.mobility maintainers (@storage-mobility)
-requirements:
-  - The Python package C(openstacksdk) on the host that runs the module (volumes need a backend of driver V(cinder))
-extends_documentation_fragment:
-  - storage.mobility.backends
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is nothing to compare.
+extends_documentation_fragment: [storage.mobility.backends, storage.mobility.attributes, storage.mobility.attributes.info_module]
 options:
   name:
     description: Only the volume with this name (or id).
@@ -40,17 +28,10 @@ seealso:
 '''
 
 EXAMPLES = r'''
-# Volumes need OpenStack Cinder: a backend with driver cinder, here passed directly.
+# Volumes need OpenStack Cinder: a backend with driver cinder (cloud names a cloud in clouds.yaml), here passed directly.
 - name: Volumes in OpenStack Cinder
-  hosts: localhost
-  gather_facts: false
-  module_defaults:
-    group/storage.mobility.mobility:
-      backends:
-        - name: cinder
-          driver: cinder
-          cloud: devstack-admin   # a cloud in clouds.yaml
-  tasks:
+  module_defaults: {group/storage.mobility.mobility: {backends: [{name: cinder, driver: cinder, cloud: devstack-admin}]}}
+  block:
     - name: Where is the volume, and is it migrating?
       storage.mobility.volume_info:
         name: db-data
@@ -141,22 +122,17 @@ pools:
   sample: [devhost@file1#file1, devhost@file2#file2]
 '''
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.storage.mobility.plugins.module_utils.common import mobility_module, run_module
+from ansible_collections.storage.mobility.plugins.module_utils.services.registry import service
 
-from ansible_collections.storage.mobility.plugins.module_utils.cinder.volumes import CinderVolumeManager
-from ansible_collections.storage.mobility.plugins.module_utils.common import backends_argument_spec, run_module
+
+def serve(ctx, params):
+    """The volumes and pools of the backend that serves volumes."""
+    return service(ctx, 'volume').run_info(params)
 
 
 def main():
-    argument_spec = backends_argument_spec()
-    argument_spec.update(name=dict(type='str'))
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-
-    def action(ctx):
-        manager = CinderVolumeManager.for_context(ctx, 'list volumes')
-        return {'changed': False, 'volumes': manager.info(module.params['name']), 'pools': manager.pools()}
-
-    run_module(module, action)
+    run_module(mobility_module(dict(name=dict(type='str'))), serve)
 
 
 if __name__ == '__main__':

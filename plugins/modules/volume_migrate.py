@@ -33,20 +33,7 @@ description:
     O(force_host_copy) or O(lock_volume); O(migration_policy) without O(new_type); an unknown volume,
     destination or type; a volume that is neither V(available) nor V(in-use); O(cluster) when the
     cloud (or the backend's C(api_version)) is older than microversion 3.16.
-author:
-  - storage.mobility maintainers (@storage-mobility)
-requirements:
-  - The Python package C(openstacksdk) on the host that runs the module (volumes need a backend of driver V(cinder))
-extends_documentation_fragment:
-  - storage.mobility.backends
-  - storage.mobility.wait
-attributes:
-  check_mode:
-    support: full
-    description: Validates, then returns the planned actions and the predicted volume; never waits.
-  diff_mode:
-    support: full
-    description: Returns the volume before and after.
+extends_documentation_fragment: [storage.mobility.backends, storage.mobility.wait, storage.mobility.attributes, storage.mobility.attributes.state_module]
 options:
   volume:
     description: Name (or id) of the volume.
@@ -89,17 +76,10 @@ seealso:
 '''
 
 EXAMPLES = r'''
-# Volumes need OpenStack Cinder: a backend with driver cinder, here passed directly.
+# Volumes need OpenStack Cinder: a backend with driver cinder (cloud names a cloud in clouds.yaml), here passed directly.
 - name: Move volumes in OpenStack Cinder
-  hosts: localhost
-  gather_facts: false
-  module_defaults:
-    group/storage.mobility.mobility:
-      backends:
-        - name: cinder
-          driver: cinder
-          cloud: devstack-admin   # a cloud in clouds.yaml
-  tasks:
+  module_defaults: {group/storage.mobility.mobility: {backends: [{name: cinder, driver: cinder, cloud: devstack-admin}]}}
+  block:
     - name: Move a volume to another backend, letting the driver do it when it can
       storage.mobility.volume_migrate:
         volume: db-data
@@ -202,48 +182,33 @@ retype:
       sample: 3.2
   sample: {new_type: fast, migration_policy: on-demand, moved: true}
 actions:
-  description: What was done (in check mode, what would be done).
+  description: The migration or retype the run started (in check mode, the one it would start).
   returned: always
   type: list
   elements: str
   sample: [migrate volume db-data to host devhost@file2#file2]
 '''
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.storage.mobility.plugins.module_utils.common import mobility_module, run_module
+from ansible_collections.storage.mobility.plugins.module_utils.services.registry import service
+from ansible_collections.storage.mobility.plugins.module_utils.services.volume_migration import MIGRATION_POLICIES
 
-from ansible_collections.storage.mobility.plugins.module_utils.cinder.volumes import (
-    MIGRATION_POLICIES, CinderVolumeManager)
-from ansible_collections.storage.mobility.plugins.module_utils.common import (
-    backends_argument_spec, run_module, wait_argument_spec)
+
+def serve(ctx, params):
+    """Move or retype the volume (Cinder serves volumes; the collection's own drivers refuse)."""
+    return service(ctx, 'volume_migration').run_migrate(params)
 
 
 def main():
-    argument_spec = backends_argument_spec()
-    argument_spec.update(wait_argument_spec())
-    argument_spec.update(
+    run_module(mobility_module(dict(
         volume=dict(type='str', required=True),
-        host=dict(type='str'),
-        cluster=dict(type='str'),
         force_host_copy=dict(type='bool', default=False),
         lock_volume=dict(type='bool', default=False),
+        host=dict(type='str'),
+        cluster=dict(type='str'),
         new_type=dict(type='str'),
         migration_policy=dict(type='str', choices=list(MIGRATION_POLICIES)),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    p = module.params
-
-    def action(ctx):
-        CinderVolumeManager.check_request(p['volume'], host=p['host'], cluster=p['cluster'],
-                                          force_host_copy=p['force_host_copy'], lock_volume=p['lock_volume'],
-                                          new_type=p['new_type'], migration_policy=p['migration_policy'])
-        manager = CinderVolumeManager.for_context(ctx, 'migrate volume %s' % p['volume'])
-        waits = dict(wait=p['wait'] and not module.check_mode, timeout=p['wait_timeout'], sleep=p['wait_sleep'])
-        if p['new_type']:
-            return manager.retype(p['volume'], p['new_type'], migration_policy=p['migration_policy'], **waits)
-        return manager.migrate(p['volume'], host=p['host'], cluster=p['cluster'], force_host_copy=p['force_host_copy'],
-                               lock_volume=p['lock_volume'], **waits)
-
-    run_module(module, action)
+    ), wait=True), serve)
 
 
 if __name__ == '__main__':

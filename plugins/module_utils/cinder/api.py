@@ -14,6 +14,7 @@ __metaclass__ = type
 from urllib.parse import urlencode
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, NotFound, StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.names import PoolAddress
 from ansible_collections.storage.mobility.plugins.module_utils.openstack import OpenStackClient, is_uuid
 from ansible_collections.storage.mobility.plugins.module_utils.openstack import path_segment as _q
 
@@ -27,7 +28,7 @@ MIGRATE_TO_CLUSTER = '3.16'
 
 def backend_of(address):
     """``host@backend#pool`` -> ``host@backend`` (Cinder's service host of a pool)."""
-    return (address or '').partition('#')[0]
+    return PoolAddress.split(address).host_backend
 
 
 class CinderAPI(object):

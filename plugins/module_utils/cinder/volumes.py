@@ -18,6 +18,10 @@ import time
 from ansible_collections.storage.mobility.plugins.module_utils.cinder.api import CinderAPI, backend_of
 from ansible_collections.storage.mobility.plugins.module_utils.errors import (
     InvalidRequest, NotFound, StorageError, WaitTimeout)
+from ansible_collections.storage.mobility.plugins.module_utils.names import PoolAddress
+from ansible_collections.storage.mobility.plugins.module_utils.services.volume import VolumeService
+from ansible_collections.storage.mobility.plugins.module_utils.services.volume_migration import (
+    VolumeMigrationService, check_request)
 from ansible_collections.storage.mobility.plugins.module_utils.wait import wait_for
 
 GONE = 'deleted'
@@ -31,7 +35,6 @@ MOVABLE_STATUSES = ('available', 'in-use')
 MIGRATION_RUNNING = ('starting', 'migrating', 'completing')
 MIGRATION_DONE = ('success',)
 MIGRATION_FAILED = ('error',)
-MIGRATION_POLICIES = ('never', 'on-demand')
 #: seconds an empty migration_status counts as the end of a host copy (see _follow)
 SWAP_GRACE = 30
 #: the volume detail attributes an administrator sees (Cinder's names)
@@ -46,7 +49,7 @@ def same_destination(current, destination):
     ``destination`` is ``host@backend#pool`` or ``host@backend`` (any pool of that backend)."""
     if not current or not destination:
         return False
-    if '#' in destination:
+    if PoolAddress.split(destination).pool is not None:
         return current == destination
     return backend_of(current) == destination
 
@@ -70,8 +73,11 @@ class Recorder(object):
         return round(self.clock() - self.start, 1)
 
 
-class CinderVolumeManager(object):
-    """The states of the modules volume and volume_migrate, and volume_info, for a backend with driver cinder."""
+class CinderVolumeManager(VolumeService, VolumeMigrationService):
+    """The volume and volume migration services for a backend with driver cinder."""
+
+    #: the options checks every volume migration service makes (services/volume_migration.py)
+    check_request = staticmethod(check_request)
 
     def __init__(self, ctx, backend, api=None, clock=time.monotonic, sleeper=time.sleep):
         self.ctx = ctx
@@ -79,15 +85,6 @@ class CinderVolumeManager(object):
         self.api = api or CinderAPI(backend)
         self.clock = clock
         self.sleeper = sleeper
-
-    @classmethod
-    def for_context(cls, ctx, what):
-        """The manager for the run's backend with driver cinder; InvalidRequest naming ``what`` without one."""
-        backend = ctx.openstack_backend('cinder')
-        if backend is None:
-            raise InvalidRequest('Cannot %s: volumes need a backend with driver cinder (declared drivers: %s)'
-                                 % (what, ', '.join(sorted(set(b.driver for b in ctx.backends.backends)))))
-        return cls(ctx, backend)
 
     # -------------------------------------------------------------------------- views
     def view(self, volume):
@@ -159,8 +156,8 @@ class CinderVolumeManager(object):
         return ' Cinder says: %s' % (message.get('user_message') or message.get('event_id'))
 
     # -------------------------------------------------------------------------- volume: present / absent
-    def present(self, name, size=None, volume_type=None, availability_zone=None, description=None,
-                wait=True, timeout=3600, sleep=5):
+    def present(self, name, size=None, volume_type=None, availability_zone=None, description=None):
+        wait, timeout, sleep = self.ctx.waits
         volume = self.api.find_volume(name)
         if volume is None:
             return self._create(name, size, volume_type, availability_zone, description, wait, timeout, sleep)
@@ -242,7 +239,8 @@ class CinderVolumeManager(object):
         return {'changed': True, 'actions': actions, 'volume': self.view(volume),
                 'diff': {'before': before, 'after': self.view(volume)}}
 
-    def absent(self, name, wait=True, timeout=3600, sleep=5):
+    def absent(self, name):
+        wait, timeout, sleep = self.ctx.waits
         volume = self.api.find_volume(name)
         if volume is None:
             return {'changed': False, 'actions': [], 'volume': {}}
@@ -261,30 +259,8 @@ class CinderVolumeManager(object):
         return {'changed': True, 'actions': actions, 'volume': {}, 'diff': {'before': before, 'after': {}}}
 
     # -------------------------------------------------------------------------- volume_migrate
-    @staticmethod
-    def check_request(name, host=None, cluster=None, force_host_copy=False, lock_volume=False, new_type=None,
-                      migration_policy=None):
-        """Refuse conflicting or missing options before anything is read or changed."""
-        if host and cluster:
-            raise InvalidRequest('Cannot migrate volume %s: give host or cluster, not both' % name)
-        if new_type and (host or cluster):
-            raise InvalidRequest('Cannot migrate volume %s: new_type (a retype) and %s (a migration) are two '
-                                 'requests; run them one after the other' % (name, 'host' if host else 'cluster'))
-        if new_type and (force_host_copy or lock_volume):
-            raise InvalidRequest('Cannot retype volume %s: %s belong to a migration to a host or cluster; a retype '
-                                 'moves the volume as migration_policy says'
-                                 % (name, ' and '.join(o for o, v in (('force_host_copy', force_host_copy),
-                                                                      ('lock_volume', lock_volume)) if v)))
-        if migration_policy and not new_type:
-            raise InvalidRequest('Cannot migrate volume %s: migration_policy applies to a retype (new_type)' % name)
-        if migration_policy and migration_policy not in MIGRATION_POLICIES:
-            raise InvalidRequest('Invalid migration_policy %r: choose one of %s'
-                                 % (migration_policy, ', '.join(MIGRATION_POLICIES)))
-        if not (host or cluster or new_type):
-            raise InvalidRequest('Cannot migrate volume %s: give a destination (host or cluster) or a new_type' % name)
-
-    def migrate(self, name, host=None, cluster=None, force_host_copy=False, lock_volume=False,
-                wait=True, timeout=3600, sleep=5):
+    def migrate(self, name, host=None, cluster=None, force_host_copy=False, lock_volume=False):
+        wait, timeout, sleep = self.ctx.waits
         self.check_request(name, host=host, cluster=cluster, force_host_copy=force_host_copy, lock_volume=lock_volume)
         destination = cluster or host
         what = 'migrate volume %s to %s %s' % (name, 'cluster' if cluster else 'host', destination)
@@ -388,11 +364,12 @@ class CinderVolumeManager(object):
             return
         if host.count('@') != 1 or host.startswith('@') or host.endswith(('@', '#')):
             raise InvalidRequest('Failed to %s: the host must read host@backend#pool or host@backend' % what)
+        in_pool = PoolAddress.split(host).pool is not None
         pools = self.api.pools()
-        known = pools if '#' in host else sorted(set(backend_of(p) for p in pools))
+        known = pools if in_pool else sorted(set(backend_of(p) for p in pools))
         if host not in known:
             raise NotFound('Failed to %s: Cinder of backend %s reports no such %s (pools: %s)'
-                           % (what, self.backend.name, 'pool' if '#' in host else 'backend', ', '.join(pools) or 'none'))
+                           % (what, self.backend.name, 'pool' if in_pool else 'backend', ', '.join(pools) or 'none'))
 
     @staticmethod
     def _at(volume, host, cluster):
@@ -415,7 +392,8 @@ class CinderVolumeManager(object):
         }
 
     # -------------------------------------------------------------------------- retype
-    def retype(self, name, new_type, migration_policy=None, wait=True, timeout=3600, sleep=5):
+    def retype(self, name, new_type, migration_policy=None):
+        wait, timeout, sleep = self.ctx.waits
         self.check_request(name, new_type=new_type, migration_policy=migration_policy)
         policy = migration_policy or 'never'
         volume = self.api.require_volume(name)

@@ -17,6 +17,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.errors import Bus
 from ansible_collections.storage.mobility.plugins.module_utils.exports import access_mode
 from ansible_collections.storage.mobility.plugins.module_utils.managers import cleanup
 from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
+from ansible_collections.storage.mobility.plugins.module_utils.services.share import ShareService
 from ansible_collections.storage.mobility.plugins.module_utils.store import now_iso
 
 PROTOCOLS = ('NFS', 'CIFS', 'CEPHFS', 'GLUSTERFS', 'HDFS', 'MAPRFS')
@@ -119,7 +120,8 @@ def active_instance(record):
     return None
 
 
-class ShareManager(object):
+class ShareManager(ShareService):
+    """The share service for the collection's own drivers: records in the pools, data through the drivers."""
 
     def __init__(self, ctx):
         self.ctx = ctx

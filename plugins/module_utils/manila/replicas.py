@@ -14,6 +14,7 @@ __metaclass__ = type
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, NotFound
 from ansible_collections.storage.mobility.plugins.module_utils.manila.api import QUIESCE_WAIT_TIME, ManilaAPI
+from ansible_collections.storage.mobility.plugins.module_utils.services.replica import ReplicaService
 from ansible_collections.storage.mobility.plugins.module_utils.wait import wait_for
 
 ACTIVE = 'active'
@@ -48,7 +49,7 @@ def replica_condition(replica):
     return 'replica_error' if state == 'error' else state
 
 
-class ManilaReplicaManager(object):
+class ManilaReplicaManager(ReplicaService):
 
     def __init__(self, ctx, backend, api=None):
         self.ctx = ctx
@@ -107,8 +108,8 @@ class ManilaReplicaManager(object):
                 'diff': {'before': before if before is not None else view, 'after': view}}
 
     # -------------------------------------------------------------------------- states
-    def present(self, name, pool=None, replica_id=None, availability_zone=None, status=None, replica_state=None,
-                wait=True, timeout=3600, sleep=5):
+    def present(self, name, pool=None, replica_id=None, availability_zone=None, status=None, replica_state=None):
+        wait, timeout, sleep = self.ctx.waits
         share = self._share(name)
         replicas = self.api.replicas(share)
         found = self._target(replicas, pool, replica_id)
@@ -161,8 +162,8 @@ class ManilaReplicaManager(object):
             self.api.reset_replica_state(replica, replica_state)
         return self._result(True, share, self.api.replica(replica['id']), actions, before=before)
 
-    def promoted(self, name, pool=None, replica_id=None, force=False, quiesce_wait_time=None,
-                 wait=True, timeout=3600, sleep=5):
+    def promoted(self, name, pool=None, replica_id=None, force=False, quiesce_wait_time=None):
+        wait, timeout, sleep = self.ctx.waits
         share, replicas, replica = self._existing_target(name, 'promoted', 'promote', pool, replica_id)
         if replica.get('replica_state') == ACTIVE:
             if replica.get('status') == 'replication_change' and wait and not self.ctx.check_mode:
@@ -191,7 +192,8 @@ class ManilaReplicaManager(object):
             replica = self.api.replica(replica['id']) or replica
         return self._result(True, share, replica, actions, before=before)
 
-    def resynced(self, name, pool=None, replica_id=None, wait=True, timeout=3600, sleep=5):
+    def resynced(self, name, pool=None, replica_id=None):
+        wait, timeout, sleep = self.ctx.waits
         share, dummy, replica = self._existing_target(name, 'resynced', 'resync', pool, replica_id)
         if replica.get('replica_state') == ACTIVE:
             raise InvalidRequest('Cannot resync replica %s of share %s: it is the active replica; resync brings a '
@@ -210,7 +212,8 @@ class ManilaReplicaManager(object):
             replica = self.api.replica(replica['id']) or replica
         return self._result(True, share, replica, actions, before=before)
 
-    def absent(self, name, pool=None, replica_id=None, force=False, wait=True, timeout=3600, sleep=5):
+    def absent(self, name, pool=None, replica_id=None, force=False):
+        wait, timeout, sleep = self.ctx.waits
         self._need_target(name, 'absent', pool, replica_id)
         share = self.api.find_share(name)
         if share is None:
@@ -234,3 +237,7 @@ class ManilaReplicaManager(object):
         if wait:
             self._wait(replica, (GONE,), timeout, sleep, 'deletion of replica %s' % replica['id'])
         return self._result(True, share, None, actions, before=before, after={})
+
+    def info(self, name):
+        share = self._share(name)
+        return [replica_view(r) for r in self.api.replicas(share)]

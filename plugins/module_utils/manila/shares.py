@@ -9,6 +9,7 @@ __metaclass__ = type
 from ansible_collections.storage.mobility.plugins.module_utils import states
 from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.manila.api import REPLICATION, ManilaAPI
+from ansible_collections.storage.mobility.plugins.module_utils.services.share import ShareService
 from ansible_collections.storage.mobility.plugins.module_utils.wait import wait_for
 
 GONE = 'deleted'
@@ -50,8 +51,8 @@ def rule_view(rule):
             'access_level': rule.get('access_level'), 'state': rule.get('state')}
 
 
-class ManilaShareManager(object):
-    """The share module's states and share_info, for a backend with driver manila."""
+class ManilaShareManager(ShareService):
+    """The share service for a backend with driver manila."""
 
     def __init__(self, ctx, backend, api=None):
         self.ctx = ctx
@@ -119,8 +120,10 @@ class ManilaShareManager(object):
                 'destination_pool': destination[0] if destination else None, 'mechanism': mechanism}
 
     # -------------------------------------------------------------------------- share: present / absent
-    def present(self, name, pool, size, protocol, share_type, extra_specs, access_rules, description, metadata,
-                wait=True, timeout=3600, sleep=5):
+    def present(self, name, pool_address, size, protocol, share_type, extra_specs, access_rules,
+                description=None, metadata=None):
+        pool = None if pool_address is None else str(pool_address)
+        wait, timeout, sleep = self.ctx.waits
         if extra_specs:
             raise InvalidRequest('Cannot use extra_specs with share %s on backend %s: in Manila the extra specs '
                                  'belong to the share type; pick a share_type that has them' % (name, self.backend.name))
@@ -236,7 +239,8 @@ class ManilaShareManager(object):
         wait_for(fetch, lambda left: 'denying' if left else 'denied', ('denied',), ('denying',), (), timeout,
                  min(sleep, 1), 'the denied access rules of share %s' % share.get('name'))
 
-    def absent(self, name, wait=True, timeout=3600, sleep=5):
+    def absent(self, name):
+        wait, timeout, sleep = self.ctx.waits
         share = self.api.find_share(name)
         if share is None:
             return self._result(False, {}, {}, [])
@@ -255,13 +259,30 @@ class ManilaShareManager(object):
             wait_share(self.api, share, (GONE,), timeout, sleep, 'share %s' % name, pending=('deleting', 'available'))
         return self._result(True, before, {}, actions)
 
-    def info(self, name=None, pool=None):
+    def info(self, name=None, pool_address=None):
+        pool = None if pool_address is None else str(pool_address)
         if name is not None:
             share = self.api.find_share(name)
             shares = [share] if share is not None and (pool is None or share.get('host') == pool) else []
         else:
             shares = self.api.shares(host=pool)
         return [self.view(s) for s in shares]
+
+    def pools(self, pool_address=None):
+        """The pools Manila's scheduler reports (all, or the one ``pool_address`` names); [] when not allowed."""
+        wanted = None if pool_address is None else str(pool_address)
+        return [{'pool': name, 'backend': self.backend.name, 'driver': 'manila'}
+                for name in self.api.pools() or [] if wanted is None or name == wanted]
+
+    def snapshot_present(self, share_name, snapshot_name, description=None):
+        raise self._no_snapshots(share_name, snapshot_name)
+
+    def snapshot_absent(self, share_name, snapshot_name):
+        raise self._no_snapshots(share_name, snapshot_name)
+
+    def _no_snapshots(self, share_name, snapshot_name):
+        return InvalidRequest('Cannot manage snapshot %s of share %s: snapshots of shares on backend %s (driver manila) '
+                              'are not managed by this collection yet' % (snapshot_name, share_name, self.backend.name))
 
     @staticmethod
     def _result(changed, before, after, actions, warnings=None):

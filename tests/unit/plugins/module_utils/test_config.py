@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.storage.mobility.plugins.module_utils.config import Backends
+from ansible_collections.storage.mobility.plugins.module_utils.config import (
+    Backend, Backends, LocalBackend, OpenStackBackend)
+from ansible_collections.storage.mobility.plugins.module_utils.names import PoolAddress
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, NotFound
 
 
@@ -120,3 +122,22 @@ def test_resolve_names_an_unknown_pool(two_hosts):
 def test_resolve_refuses_malformed_addresses(two_hosts, address):
     with pytest.raises(InvalidRequest, match="expected host@backend#pool"):
         two_hosts.resolve(address)
+
+
+def test_each_kind_of_backend_validates_only_what_it_takes():
+    local, cloud = Backends([{"name": "be1", "driver": "btrfs", "pools": {"a": "/srv/a"}},
+                             {"name": "cloud1", "driver": "cinder", "cloud": "lab"}]).backends
+    assert isinstance(local, LocalBackend) and isinstance(cloud, OpenStackBackend)
+    assert isinstance(local, Backend) and isinstance(cloud, Backend)
+    assert not isinstance(local, OpenStackBackend) and not isinstance(cloud, LocalBackend)
+    assert (local.is_openstack, local.transport, local.openstack) == (False, "local", {})
+    assert (cloud.is_openstack, cloud.transport, cloud.pools, cloud.openstack) == (True, "rest", {}, {"cloud": "lab"})
+    # the name, host and transport are checked the same way for both kinds, before the kind's own checks
+    for driver in ("posix", "manila"):
+        with pytest.raises(InvalidRequest, match="Invalid transport 'ssh' for backend b: supported transports are"):
+            Backends([{"name": "b", "driver": driver, "transport": "ssh", "pools": {"a": "/srv/a"}}])
+
+
+def test_a_pool_carries_its_address_as_a_value():
+    pool = Backends([{"name": "be1", "host": "stor1", "pools": {"a": "/srv/a"}}]).pools()[0]
+    assert pool.ref == PoolAddress("stor1", "be1", "a") and str(pool) == "stor1@be1#a"

@@ -6,7 +6,7 @@ import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
 from ansible_collections.storage.mobility.plugins.module_utils.names import (
-    COMPONENT_MAX, DERIVED_NAMES, SHARE_NAME_MAX, SNAPSHOT_NAME_MAX, PoolRef, name_limit, parse_pool, validate_name)
+    COMPONENT_MAX, DERIVED_NAMES, SHARE_NAME_MAX, SNAPSHOT_NAME_MAX, PoolAddress, PoolRef, name_limit, parse_pool, validate_name)
 
 
 @pytest.mark.parametrize("name", ["s1", "share-01", "A.b_c", "x" * 250, "\u00e9" * 125, "caf\u00e9", "with space"])
@@ -56,7 +56,7 @@ def test_parse_pool_splits_the_three_parts():
     ref = parse_pool("node-1.example@be_1#pool.a")
     assert (ref.host, ref.backend, ref.pool) == ("node-1.example", "be_1", "pool.a")
     assert str(ref) == "node-1.example@be_1#pool.a"
-    assert repr(ref) == "PoolRef('node-1.example@be_1#pool.a')"
+    assert repr(ref) == "PoolAddress('node-1.example@be_1#pool.a')"
 
 
 def test_pool_refs_compare_and_hash_by_address():
@@ -99,6 +99,44 @@ def test_parse_pool_refuses_empty_and_non_strings(value):
     with pytest.raises(InvalidRequest) as info:
         parse_pool(value)
     assert "expected host@backend#pool" in str(info.value)
+
+
+@pytest.mark.parametrize("value, parts, host_backend", [
+    ("devhost@alpha#p1", ("devhost", "alpha", "p1"), "devhost@alpha"),
+    ("devhost@file1", ("devhost", "file1", None), "devhost@file1"),   # Cinder's host@backend
+    ("cluster1", ("cluster1", None, None), "cluster1"),
+    ("a@b#c#d", ("a", "b", "c#d"), "a@b"),
+    ("h@#p", ("h", "", "p"), "h@"),
+    ("", ("", None, None), ""),
+    (None, ("", None, None), ""),
+])
+def test_split_reads_the_parts_as_written_and_gives_them_back(value, parts, host_backend):
+    address = PoolAddress.split(value)
+    assert (address.host, address.backend, address.pool) == parts
+    assert address.host_backend == host_backend
+    assert str(address) == (value or "")
+
+
+def test_split_never_judges_what_parse_refuses():
+    address = PoolAddress.split("h st@b#p")
+    assert (address.host, address.backend, address.pool) == ("h st", "b", "p")
+    with pytest.raises(InvalidRequest):
+        PoolAddress.parse("h st@b#p")
+
+
+def test_service_form_accepts_what_a_service_names_and_refuses_missing_parts():
+    address = PoolAddress.service("devhost@alpha#pool1", "destination pool", "Manila", "devhost@alpha#pool1")
+    assert address == PoolAddress("devhost", "alpha", "pool1")
+    for bad in ("devhost@alpha", "devhost#p", "@a#p", "h@#p", "h@a#", "", None):
+        with pytest.raises(InvalidRequest) as info:
+            PoolAddress.service(bad, "destination pool", "Manila", "devhost@alpha#pool1")
+        assert str(info.value) == ("Invalid destination pool %r: expected host@backend#pool as Manila names pools, "
+                                   "for example devhost@alpha#pool1" % (bad,))
+
+
+def test_pool_ref_is_the_old_name_of_the_address():
+    assert PoolRef is PoolAddress
+    assert parse_pool("h@b#p") == PoolAddress.parse("h@b#p")
 
 
 @pytest.mark.parametrize("what", sorted(DERIVED_NAMES))

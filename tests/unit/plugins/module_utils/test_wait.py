@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError, WaitTimeout
-from ansible_collections.storage.mobility.plugins.module_utils.wait import wait_for
+from ansible_collections.storage.mobility.plugins.module_utils.wait import Waits, wait_for
 
 from mobility_helpers import FakeClock
 
@@ -99,3 +99,12 @@ def test_several_success_states_are_named_in_messages():
         wait_for(states_feed("working"), lambda r: r["state"], success=("a", "b"), pending=("working",),
                  failure=(), timeout=1, sleep=1, what="x", clock=clock.clock, sleeper=clock.sleep)
     assert "to reach a or b" in str(info.value)
+
+
+def test_waits_from_the_module_options_and_never_in_check_mode():
+    assert tuple(Waits.from_params({"wait": True, "wait_timeout": 0, "wait_sleep": 0})) == (True, 0, 0)
+    assert tuple(Waits.from_params({"wait": True, "wait_timeout": 60, "wait_sleep": 2}, check_mode=True)) == (False, 60, 2)
+    assert tuple(Waits.from_params({"wait": False, "wait_timeout": 60, "wait_sleep": 2})) == (False, 60, 2)
+    # a module without wait options waits with the defaults
+    assert tuple(Waits.from_params({"name": "x"})) == (True, 3600, 5)
+    assert repr(Waits()) == "Waits(wait=True, timeout=3600, sleep=5)"

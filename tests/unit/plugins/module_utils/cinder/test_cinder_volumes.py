@@ -16,6 +16,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.cinder.volumes im
 from ansible_collections.storage.mobility.plugins.module_utils.config import Backends
 from ansible_collections.storage.mobility.plugins.module_utils.errors import (
     InvalidRequest, NotFound, StorageError, WaitTimeout)
+from ansible_collections.storage.mobility.plugins.module_utils.wait import Waits
 
 POOL1 = "devhost@file1#file1"
 POOL2 = "devhost@file2#file2"
@@ -24,8 +25,9 @@ COPY_ID = "5d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 
 
 class Ctx:
-    def __init__(self, check_mode=False):
+    def __init__(self, check_mode=False, **waits):
         self.check_mode = check_mode
+        self.waits = Waits(**waits)
         self.backends = Backends([{"name": "cloud", "driver": "cinder", "cloud": "lab"}])
 
 
@@ -153,9 +155,10 @@ def cinder():
     return FakeCinder()
 
 
-def manager(cinder, check_mode=False):
+def manager(cinder, check_mode=False, **waits):
+    """The manager under test; ``waits`` are the run's wait options (wait, timeout, sleep)."""
     clock = Clock()
-    ctx = Ctx(check_mode)
+    ctx = Ctx(check_mode, **waits)
     return CinderVolumeManager(ctx, ctx.backends.backends[0], api=cinder, clock=clock, sleeper=clock.sleep)
 
 
@@ -205,7 +208,7 @@ def test_conflicting_options_are_refused(kwargs, message):
 
 def test_create_waits_until_available(cinder):
     cinder.script = [{"status": "creating"}, {"status": "available", "os-vol-host-attr:host": POOL1}]
-    result = manager(cinder).present("vol", size=2, volume_type="on-file2", description="d", sleep=1)
+    result = manager(cinder, sleep=1).present("vol", size=2, volume_type="on-file2", description="d")
     assert result["changed"] and result["volume"]["status"] == "available" and result["volume"]["host"] == POOL1
     assert cinder.acted() == [("create", {"name": "vol", "size": 2, "volume_type": "on-file2", "description": "d"})]
 
@@ -213,7 +216,7 @@ def test_create_waits_until_available(cinder):
 def test_create_that_cinder_fails_says_why(cinder):
     cinder.script = [{"status": "creating"}, {"status": "error"}]
     with pytest.raises(StorageError) as info:
-        manager(cinder).present("vol", size=2, sleep=1)
+        manager(cinder, sleep=1).present("vol", size=2)
     assert "Failed to create volume vol: Cinder set its status to error. Cinder says: copy volume failed" in str(info.value)
     assert info.value.details["volume"]["status"] == "error"
 
@@ -240,7 +243,7 @@ def test_existing_volume_is_no_change_then_extended(cinder):
     cinder.add(size=1)
     assert not manager(cinder).present("vol", size=1)["changed"]
     cinder.script = [{"status": "extending"}, {"status": "available", "size": 3}]
-    result = manager(cinder).present("vol", size=3, sleep=1)
+    result = manager(cinder, sleep=1).present("vol", size=3)
     assert result["changed"] and result["volume"]["size"] == 3 and ("extend", 3) in cinder.acted()
 
 
@@ -260,7 +263,7 @@ def test_existing_volume_refuses_what_cinder_cannot_change(cinder, kwargs, messa
 def test_absent_deletes_waits_and_is_idempotent(cinder):
     cinder.add()
     cinder.script = [{"status": "deleting"}, None]
-    result = manager(cinder).absent("vol", sleep=1)
+    result = manager(cinder, sleep=1).absent("vol")
     assert result["changed"] and cinder.acted() == [("delete", VOLUME_ID)]
     assert not manager(cinder).absent("vol")["changed"]
 
@@ -274,7 +277,7 @@ def test_migration_is_followed_through_its_statuses(cinder):
                      {"migration_status": "completing"},
                      {"migration_status": "success", "os-vol-host-attr:host": POOL2,
                       "os-vol-mig-status-attr:name_id": COPY_ID}]
-    result = manager(cinder).migrate("vol", host=POOL2, force_host_copy=True, sleep=1)
+    result = manager(cinder, sleep=1).migrate("vol", host=POOL2, force_host_copy=True)
     assert result["changed"] and result["volume"]["host"] == POOL2
     assert [h["migration_status"] for h in result["migration"]["history"]] == [
         "starting", "migrating", "completing", "success"]
@@ -288,7 +291,7 @@ def test_the_moment_cinder_swaps_the_records_of_a_host_copy_is_waited_through(ci
     cinder.script = [{"migration_status": "migrating"}, {"migration_status": "completing"},
                      {"migration_status": None, "os-vol-host-attr:host": POOL2},
                      {"migration_status": "success", "os-vol-mig-status-attr:name_id": COPY_ID}]
-    result = manager(cinder).migrate("vol", host=POOL2, force_host_copy=True, sleep=1)
+    result = manager(cinder, sleep=1).migrate("vol", host=POOL2, force_host_copy=True)
     assert result["changed"] and result["volume"]["migration_status"] == "success"
 
 
@@ -296,14 +299,14 @@ def test_a_migration_status_reset_by_hand_ends_the_wait(cinder):
     cinder.add()
     cinder.script = [{"migration_status": "migrating"}] + [{"migration_status": None}] * 60
     with pytest.raises(StorageError) as info:
-        manager(cinder).migrate("vol", host=POOL2, sleep=1)
+        manager(cinder, sleep=1).migrate("vol", host=POOL2)
     assert "migration_status of the volume was cleared while it migrated" in str(info.value)
 
 
 def test_driver_assisted_move_keeps_the_name_id(cinder):
     cinder.add()
     cinder.script = [{"migration_status": "success", "os-vol-host-attr:host": POOL2}]
-    result = manager(cinder).migrate("vol", host="devhost@file2", sleep=1)
+    result = manager(cinder, sleep=1).migrate("vol", host="devhost@file2")
     assert result["migration"]["mechanism"] == "driver"
 
 
@@ -326,7 +329,7 @@ def test_check_mode_predicts_and_never_waits(cinder):
 
 def test_without_wait_returns_once_started(cinder):
     cinder.add()
-    result = manager(cinder).migrate("vol", host=POOL2, lock_volume=True, wait=False)
+    result = manager(cinder, wait=False).migrate("vol", host=POOL2, lock_volume=True)
     assert result["changed"] and result["volume"]["migration_status"] == "starting"
     assert result["volume"]["status"] == "maintenance"
 
@@ -335,14 +338,14 @@ def test_rerun_follows_a_running_migration_instead_of_starting_one(cinder):
     cinder.add(migration_status="migrating", status="maintenance")
     cinder.script = [{"migration_status": "completing"},
                      {"migration_status": "success", "status": "available", "os-vol-host-attr:host": POOL2}]
-    result = manager(cinder).migrate("vol", host=POOL2, sleep=1)
+    result = manager(cinder, sleep=1).migrate("vol", host=POOL2)
     assert not result["changed"] and result["volume"]["host"] == POOL2
     assert cinder.acted() == []
 
 
 def test_rerun_without_wait_reports_the_running_migration(cinder):
     cinder.add(migration_status="migrating")
-    result = manager(cinder).migrate("vol", host=POOL2, wait=False)
+    result = manager(cinder, wait=False).migrate("vol", host=POOL2)
     assert not result["changed"] and "already migrating" in result["warnings"][0]
     assert cinder.acted() == []
 
@@ -351,7 +354,7 @@ def test_failed_migration_reports_cinders_reason(cinder):
     cinder.add()
     cinder.script = [{"migration_status": "migrating"}, {"migration_status": "error"}]
     with pytest.raises(StorageError) as info:
-        manager(cinder).migrate("vol", host=POOL2, sleep=1)
+        manager(cinder, sleep=1).migrate("vol", host=POOL2)
     message = str(info.value)
     assert "Failed to migrate volume vol to host %s: Cinder set migration_status to error" % POOL2 in message
     assert "no space left" in message
@@ -363,7 +366,7 @@ def test_timeout_carries_the_volume_and_history(cinder):
     cinder.add()
     cinder.script = [{"migration_status": "migrating"}] * 20
     with pytest.raises(WaitTimeout) as info:
-        manager(cinder).migrate("vol", host=POOL2, timeout=5, sleep=1)
+        manager(cinder, timeout=5, sleep=1).migrate("vol", host=POOL2)
     assert info.value.details["volume"]["migration_status"] == "migrating"
     assert info.value.details["history"]
 
@@ -401,7 +404,7 @@ def test_cluster_needs_microversion_3_16():
 def test_cluster_migration(cinder):
     cinder.add(cluster_name="cluster0@file0")
     cinder.script = [{"migration_status": "success", "cluster_name": "cluster1@file1"}]
-    result = manager(cinder).migrate("vol", cluster="cluster1@file1", sleep=1)
+    result = manager(cinder, sleep=1).migrate("vol", cluster="cluster1@file1")
     assert result["changed"] and cinder.acted()[0][1]["cluster"] == "cluster1@file1"
     with pytest.raises(NotFound):
         manager(cinder).migrate("vol", cluster="cluster7@file7")
@@ -415,7 +418,7 @@ def test_retype_with_migration_on_demand(cinder):
     cinder.script = [{"status": "retyping", "migration_status": "migrating"},
                      {"status": "available", "migration_status": "success", "volume_type": "on-file2",
                       "os-vol-host-attr:host": POOL2}]
-    result = manager(cinder).retype("vol", "on-file2", migration_policy="on-demand", sleep=1)
+    result = manager(cinder, sleep=1).retype("vol", "on-file2", migration_policy="on-demand")
     assert result["changed"] and result["retype"]["moved"] and result["volume"]["volume_type"] == "on-file2"
     assert cinder.acted() == [("retype", "on-file2", "on-demand")]
     assert not manager(cinder).retype("vol", "on-file2", migration_policy="on-demand")["changed"]
@@ -432,7 +435,7 @@ def test_retype_refused_by_cinder_later_is_an_error(cinder):
     cinder.add()
     cinder.script = [{"status": "retyping"}, {"status": "available"}]
     with pytest.raises(StorageError) as info:
-        manager(cinder).retype("vol", "plain", sleep=1)
+        manager(cinder, sleep=1).retype("vol", "plain")
     assert "Cinder left the volume with type on-file1" in str(info.value)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, NotFound
 from ansible_collections.storage.mobility.plugins.module_utils.openstack import format_version, parse_version
+from ansible_collections.storage.mobility.plugins.module_utils.wait import Waits
 
 ALPHA = "devhost@alpha#p1"
 BETA = "devhost@beta#p1"
@@ -33,8 +34,9 @@ class FakeClient:
 
 
 class Ctx:
-    def __init__(self, check_mode=False):
+    def __init__(self, check_mode=False, **waits):
         self.check_mode = check_mode
+        self.waits = Waits(**waits)
 
 
 class Backend:

@@ -10,8 +10,9 @@ from ansible_collections.storage.mobility.plugins.module_utils.manila.replicas i
 from fake_manila import ALPHA, BETA, Backend, Ctx, FakeAPI
 
 
-def manager(api, check_mode=False):
-    return ManilaReplicaManager(Ctx(check_mode), Backend(), api=api)
+def manager(api, check_mode=False, **waits):
+    """The manager under test; ``waits`` are the run's wait options (wait, timeout, sleep)."""
+    return ManilaReplicaManager(Ctx(check_mode, **waits), Backend(), api=api)
 
 
 def replicated(api, name="r1"):
@@ -25,7 +26,7 @@ def test_present_creates_once_and_check_mode_creates_nothing():
     replicated(api)
     check = manager(api, check_mode=True).present("r1", pool=BETA)
     assert check["changed"] is True and check["replica"]["pool"] == BETA and api.calls == []
-    created = manager(api).present("r1", pool=BETA, sleep=0)
+    created = manager(api, sleep=0).present("r1", pool=BETA)
     assert created["changed"] is True and created["replica"]["replica_state"] == "in_sync"
     assert manager(api).present("r1", pool=BETA)["changed"] is False
     assert manager(api).present("r1")["changed"] is False  # any secondary satisfies present without a pool
@@ -43,7 +44,7 @@ def test_promote_in_sync_then_rerun_is_no_change():
     api = FakeAPI()
     share = replicated(api)
     api.add_replica(share, BETA, "in_sync")
-    result = manager(api).promoted("r1", pool=BETA, quiesce_wait_time=5, sleep=0)
+    result = manager(api, sleep=0).promoted("r1", pool=BETA, quiesce_wait_time=5)
     assert result["changed"] is True and result["replica"]["replica_state"] == "active"
     assert manager(api).promoted("r1", pool=BETA)["changed"] is False
     assert api.calls == [("promote_replica", "rep-r1-beta", 5)]
@@ -55,7 +56,7 @@ def test_promote_out_of_sync_needs_force():
     api.add_replica(share, BETA, "out_of_sync")
     with pytest.raises(InvalidRequest, match="its replica_state is out_of_sync; .* needs administrator intent"):
         manager(api, check_mode=True).promoted("r1", pool=BETA)
-    assert manager(api).promoted("r1", pool=BETA, force=True, sleep=0)["changed"] is True
+    assert manager(api, sleep=0).promoted("r1", pool=BETA, force=True)["changed"] is True
 
 
 def test_quiesce_wait_time_needs_2_75():
@@ -64,7 +65,7 @@ def test_quiesce_wait_time_needs_2_75():
     api.add_replica(share, BETA, "in_sync")
     with pytest.raises(InvalidRequest, match="promotion with quiesce_wait_time needs 2.75 or newer"):
         manager(api, check_mode=True).promoted("r1", pool=BETA, quiesce_wait_time=5)
-    assert manager(api).promoted("r1", pool=BETA, sleep=0)["changed"] is True
+    assert manager(api, sleep=0).promoted("r1", pool=BETA)["changed"] is True
 
 
 def test_promote_needs_a_target_and_an_existing_one():
@@ -82,7 +83,7 @@ def test_resync_out_of_sync_then_in_sync_is_no_change():
     api.add_replica(share, BETA, "out_of_sync")
     assert manager(api, check_mode=True).resynced("r1", pool=BETA)["replica"]["replica_state"] == "in_sync"
     assert api.calls == []
-    assert manager(api).resynced("r1", pool=BETA, sleep=0)["changed"] is True
+    assert manager(api, sleep=0).resynced("r1", pool=BETA)["changed"] is True
     assert manager(api).resynced("r1", pool=BETA)["changed"] is False
     with pytest.raises(InvalidRequest, match="it is the active replica"):
         manager(api).resynced("r1", pool=ALPHA)
@@ -110,7 +111,7 @@ def test_absent_refuses_the_last_active_and_forgets_the_gone():
         manager(api).absent("r1", pool=ALPHA)
     assert manager(api, check_mode=True).absent("r1", pool=BETA)["changed"] is True
     assert api.calls == []
-    assert manager(api).absent("r1", pool=BETA, force=True, sleep=0)["changed"] is True
+    assert manager(api, sleep=0).absent("r1", pool=BETA, force=True)["changed"] is True
     assert manager(api).absent("r1", pool=BETA)["changed"] is False
     assert manager(api).absent("gone-share", pool=BETA)["changed"] is False
     assert api.calls == [("delete_replica", "rep-r1-beta", True)]

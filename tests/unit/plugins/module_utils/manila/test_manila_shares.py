@@ -12,15 +12,16 @@ from fake_manila import ALPHA, Backend, Ctx, FakeAPI
 RULES = [{"access_type": "ip", "access_to": "10.0.0.0/24", "access_level": "rw"}]
 
 
-def manager(api, check_mode=False):
-    return ManilaShareManager(Ctx(check_mode), Backend(), api=api)
+def manager(api, check_mode=False, **waits):
+    """The manager under test; ``waits`` are the run's wait options (wait, timeout, sleep)."""
+    return ManilaShareManager(Ctx(check_mode, **waits), Backend(), api=api)
 
 
 def present(api, check_mode=False, **over):
-    args = dict(name="s1", pool=ALPHA, size=1, protocol="NFS", share_type="default", extra_specs=None,
-                access_rules=RULES, description=None, metadata=None, sleep=0)
+    args = dict(name="s1", pool_address=ALPHA, size=1, protocol="NFS", share_type="default", extra_specs=None,
+                access_rules=RULES, description=None, metadata=None)
     args.update(over)
-    return manager(api, check_mode).present(**args)
+    return manager(api, check_mode, sleep=0).present(**args)
 
 
 def test_create_once_with_rules_check_mode_first():
@@ -66,7 +67,7 @@ def test_delete_once():
     api = FakeAPI()
     present(api)
     assert manager(api, check_mode=True).absent("s1")["changed"] is True
-    assert manager(api).absent("s1", sleep=0)["changed"] is True
+    assert manager(api, sleep=0).absent("s1")["changed"] is True
     assert manager(api).absent("s1")["changed"] is False
     assert [c[0] for c in api.calls] == ["create_share", "allow_access", "delete_share"]
 
