@@ -23,6 +23,7 @@ import time
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fastcopy as fastcopy_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags as fileflags_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import layout as layout_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import lifeline as lifeline_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
@@ -32,8 +33,6 @@ from ansible_collections.storage.mobility.plugins.module_utils.data_copy import 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
 
-ROOT_STATE_DIR = '/var/tmp/storage-mobility/jobs'
-USER_STATE_DIR = '~/.cache/storage-mobility/jobs'
 # The request keys that make two requests "the same" (a completed job is not run again).
 # A new pass of a migration (another pass_id) runs a completed job again: its report must be of that pass.
 REQUEST_KEYS = ('source', 'destination', 'ignore_files', 'check_hash', 'hash_algorithm', 'rsync_options',
@@ -56,13 +55,6 @@ class MissingLibrary(InvalidRequest):
     def __init__(self, message, library):
         super(MissingLibrary, self).__init__(message, library=library)
         self.library = library
-
-
-def default_state_dir():
-    """Where job folders live: a system folder for root, the user's cache otherwise."""
-    if os.geteuid() == 0:
-        return ROOT_STATE_DIR
-    return os.path.expanduser(USER_STATE_DIR)
 
 
 def _source_of(module):
@@ -265,7 +257,7 @@ class DataCopyJobs(object):
     def __init__(self, state_dir=None, check_mode=False, python=None, clock=time.monotonic, sleeper=time.sleep,
                  term_timeout=TERM_TIMEOUT, kill_timeout=KILL_TIMEOUT, keep_finished_days=KEEP_FINISHED_DAYS,
                  keep_finished_mb=KEEP_FINISHED_MB):
-        self.state_dir = os.path.realpath(os.path.expanduser(state_dir or default_state_dir()))
+        self.state_dir = os.path.realpath(os.path.expanduser(state_dir or layout_lib.default_state_dir()))
         # The bound on what stays on a data node: applied each time a job is launched (see prune).
         self.keep_finished_days = keep_finished_days
         self.keep_finished_mb = keep_finished_mb
@@ -297,7 +289,9 @@ class DataCopyJobs(object):
         folder = self.folder(job_id)
         request = state_lib.read_json(os.path.join(folder, state_lib.JOB_FILE))
         job = {'id': job_id, 'folder': folder, 'state': 'absent', 'phase': None,
-               'progress': state_lib.empty_progress(), 'report': None, 'error': None}
+               'progress': state_lib.empty_progress(), 'report': None, 'error': None,
+               'final_job_id': layout_lib.final_job_id(job_id)}
+        job.update(layout_lib.job_paths(self.state_dir, job_id))
         if request is None:
             return job
         status = state_lib.read_json(os.path.join(folder, state_lib.STATUS_FILE)) or {}

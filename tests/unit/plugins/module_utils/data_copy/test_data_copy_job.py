@@ -17,6 +17,7 @@ import time
 import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import job as job_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import layout as layout_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import lifeline as lifeline_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
@@ -554,14 +555,6 @@ def test_blake3_without_its_package_names_the_library(jobs, tmp_path, monkeypatc
     assert request["hash_algorithm"] == "blake3"
 
 
-def test_default_state_dir(monkeypatch):
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
-    assert job_lib.default_state_dir() == "/var/tmp/storage-mobility/jobs"
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    monkeypatch.setenv("HOME", "/home/someone")
-    assert job_lib.default_state_dir() == "/home/someone/.cache/storage-mobility/jobs"
-
-
 def test_the_shipped_worker_is_self_contained(jobs, tmp_path):
     """The job folder holds everything the worker imports: it runs with the collection gone."""
     src, dst = folders(tmp_path)
@@ -900,3 +893,35 @@ def test_a_run_on_a_job_that_does_not_exist_leaves_no_lock_file(jobs):
     a lock file in the state folder (a migration that ended leaves nothing on the data node)."""
     jobs.cancel("never-ran")
     assert [name for name in os.listdir(jobs.state_dir) if name.endswith(".lock")] == []
+
+
+def test_every_action_returns_the_job_paths(jobs, tmp_path):
+    """The module's result names where the job keeps its files (the playbooks hand status_file to
+    share_migration): for a job that does not exist yet, a running one, a cancelled one and a removed
+    one, and the status file named is the one the worker writes."""
+    src, dst = folders(tmp_path)
+    slow_tree(src)
+    state_dir = jobs.state_dir
+
+    def assert_paths(job):
+        assert job["state_dir"] == state_dir
+        assert job["folder"] == os.path.join(state_dir, "where")
+        assert job["status_file"] == os.path.join(state_dir, "where", "status.json")
+        assert job["report_file"] == os.path.join(state_dir, "where", "report.json")
+        assert job["worker_log"] == os.path.join(state_dir, "where", "worker.log")
+        assert job["rsync_log"] == os.path.join(state_dir, "where", "rsync.log")
+        assert job["final_job_id"] == "where-final"
+
+    assert_paths(jobs.view("where"))
+    started = jobs.start(jobs.build_request("where", src, dst, bwlimit="2m"))["job"]
+    assert_paths(started)
+    assert state_lib.read_json(started["status_file"])["job_id"] == "where"
+    live = layout_lib.read_live_progress(started["status_file"])
+    assert live["state"] == "running" and "percent" in live
+    cancelled = jobs.cancel("where")["job"]
+    assert_paths(cancelled)
+    assert layout_lib.read_live_progress(cancelled["status_file"])["state"] == "cancelled"
+    removed = jobs.remove("where")
+    assert_paths(removed["job"])
+    assert_paths(removed["removed"])
+    assert not os.path.exists(removed["job"]["status_file"])
