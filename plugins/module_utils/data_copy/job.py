@@ -21,15 +21,23 @@ import subprocess
 import sys
 import time
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import compare as compare_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fastcopy as fastcopy_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags as fileflags_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileread as fileread_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import hashcache as hashcache_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import hashing as hashing_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import layout as layout_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import lifeline as lifeline_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import plumbing as plumbing_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import prehash as prehash_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import walk as walk_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import worker as worker_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import xattrs as xattrs_lib
 from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
 
@@ -38,7 +46,8 @@ from ansible_collections.storage.mobility.plugins.module_utils.names import vali
 REQUEST_KEYS = ('source', 'destination', 'ignore_files', 'check_hash', 'hash_algorithm', 'rsync_options',
                 'rsync_base_options', 'final_pass', 'bwlimit', 'migration_id', 'pass_id')
 # The modules the worker needs, shipped into <job folder>/lib/ at each launch.
-WORKER_MODULES = (state_lib, lifeline_lib, seal_lib, fileflags_lib, rsync_lib, manifest_lib, fastcopy_lib, worker_lib)
+WORKER_MODULES = (state_lib, lifeline_lib, seal_lib, fileflags_lib, rsync_lib, hashing_lib, xattrs_lib, fileread_lib,
+                  hashcache_lib, manifest_lib, walk_lib, plumbing_lib, prehash_lib, compare_lib, fastcopy_lib, worker_lib)
 PACKAGE_DIRS = ('ansible_collections', 'storage', 'mobility', 'plugins', 'module_utils', 'data_copy')
 LOCK_TIMEOUT = 30.0
 # Finished job folders are pruned when a job is launched: those not updated for this many days,
@@ -395,7 +404,7 @@ class DataCopyJobs(object):
     # ------------------------------------------------------------------ requests
 
     def build_request(self, job_id, source, destination, ignore_files=None, check_hash=True,
-                      hash_algorithm=manifest_lib.DEFAULT_ALGORITHM, rsync_options=None, rsync_base_options=None,
+                      hash_algorithm=hashing_lib.DEFAULT_ALGORITHM, rsync_options=None, rsync_base_options=None,
                       final_pass=False, bwlimit=None, reuse_hashes=True, hash_cache_key=None, copy_engine='auto',
                       migration_id=None, pass_id=None):
         """Validate a start request and return it as stored in ``job.json``.
@@ -415,7 +424,7 @@ class DataCopyJobs(object):
             'destination': os.path.normpath(destination),
             'ignore_files': list(['lost+found'] if ignore_files is None else ignore_files),
             'check_hash': bool(check_hash),
-            'hash_algorithm': hash_algorithm or manifest_lib.DEFAULT_ALGORITHM,
+            'hash_algorithm': hash_algorithm or hashing_lib.DEFAULT_ALGORITHM,
             'rsync_options': list(rsync_options or []),
             'rsync_base_options': list(rsync_lib.DEFAULT_BASE_OPTIONS if rsync_base_options is None
                                        else rsync_base_options),
@@ -451,16 +460,16 @@ class DataCopyJobs(object):
         if request['copy_engine'] not in fastcopy_lib.ENGINES:
             raise InvalidRequest('Failed to start data copy job %s: unknown copy engine %s (expected one of %s)'
                                  % (job_id, request['copy_engine'], ', '.join(fastcopy_lib.ENGINES)))
-        if request['hash_algorithm'] not in manifest_lib.HASH_ALGORITHMS:
+        if request['hash_algorithm'] not in hashing_lib.HASH_ALGORITHMS:
             raise InvalidRequest('Failed to start data copy job %s: unknown hash algorithm %s (expected one of %s)'
-                                 % (job_id, request['hash_algorithm'], ', '.join(manifest_lib.HASH_ALGORITHMS)))
+                                 % (job_id, request['hash_algorithm'], ', '.join(hashing_lib.HASH_ALGORITHMS)))
         try:
             rsync_lib.build_argv(request['source'], request['destination'], request['ignore_files'],
                                  request['rsync_base_options'], request['rsync_options'], request['bwlimit'])
         except rsync_lib.RsyncArgumentError as exc:
             raise InvalidRequest('Failed to start data copy job %s: %s' % (job_id, exc))
         if request['check_hash']:
-            library = manifest_lib.missing_library(request['hash_algorithm'])
+            library = hashing_lib.missing_library(request['hash_algorithm'])
             if library:
                 raise MissingLibrary('Failed to start data copy job %s: hash algorithm %s needs the Python package '
                                      '%s on the data node' % (job_id, request['hash_algorithm'], library), library)
@@ -478,7 +487,7 @@ class DataCopyJobs(object):
         """The warning for an xxh128 request on a data node without xxhash, or None."""
         if not request['check_hash']:
             return None
-        return manifest_lib.resolve_algorithm(request['hash_algorithm'])[1]
+        return hashing_lib.resolve_algorithm(request['hash_algorithm'])[1]
 
     # ------------------------------------------------------------------ actions
 

@@ -9,17 +9,17 @@ import os
 import shutil
 import signal
 import stat
-import struct
 import subprocess
 import sys
 import time
 
 import pytest
+from copied_trees import acl_xattr
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import hashing as hashing_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import job as job_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import layout as layout_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import lifeline as lifeline_lib
-from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import worker as worker_lib
@@ -71,14 +71,6 @@ def group_alive(pgid):
             if info and info[1] == pgid and info[0] not in ("Z", "X", "x"):
                 return True
     return False
-
-
-def acl_xattr(mode, users=()):
-    entries = [(0x01, (mode >> 6) & 7, 0xFFFFFFFF)]
-    entries += [(0x02, perm, uid) for uid, perm in users]
-    entries += [(0x04, (mode >> 3) & 7, 0xFFFFFFFF), (0x10, (mode >> 3) & 7, 0xFFFFFFFF),
-                (0x20, mode & 7, 0xFFFFFFFF)]
-    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
 
 
 def write(path, data):
@@ -424,7 +416,7 @@ def test_worker_reports_the_xxhash_fallback(tmp_path, monkeypatch):
     folder = manager.folder("fallback")
     os.makedirs(folder)
     state_lib.write_json(os.path.join(folder, state_lib.JOB_FILE), request)
-    monkeypatch.setattr(manifest_lib, "_xxhash", lambda: None)
+    monkeypatch.setattr(hashing_lib, "_xxhash", lambda: None)
     monkeypatch.setattr(signal, "signal", lambda *args: None)
     assert worker_lib.Worker(folder).run() == 0
     report = state_lib.read_json(os.path.join(folder, state_lib.REPORT_FILE))
@@ -547,7 +539,7 @@ def test_job_folders_may_not_live_in_the_trees(tmp_path):
 
 def test_blake3_without_its_package_names_the_library(jobs, tmp_path, monkeypatch):
     src, dst = folders(tmp_path)
-    monkeypatch.setattr(manifest_lib, "_blake3", lambda: None)
+    monkeypatch.setattr(hashing_lib, "_blake3", lambda: None)
     with pytest.raises(job_lib.MissingLibrary) as caught:
         jobs.build_request("b3", src, dst, hash_algorithm="blake3")
     assert caught.value.library == "blake3"
@@ -564,8 +556,10 @@ def test_the_shipped_worker_is_self_contained(jobs, tmp_path):
     script = job_lib.ship_worker(folder)
     lib = os.path.join(folder, "lib", "ansible_collections", "storage", "mobility", "plugins", "module_utils",
                        "data_copy")
-    assert sorted(os.listdir(lib)) == ["__init__.py", "fastcopy.py", "fileflags.py", "lifeline.py", "manifest.py",
-                                       "rsync.py", "seal.py", "state.py", "worker.py"]
+    assert sorted(os.listdir(lib)) == ["__init__.py", "compare.py", "fastcopy.py", "fileflags.py", "fileread.py",
+                                       "hashcache.py", "hashing.py", "lifeline.py", "manifest.py", "plumbing.py",
+                                       "prehash.py", "rsync.py", "seal.py", "state.py", "walk.py", "worker.py",
+                                       "xattrs.py"]
     with open(script, encoding="utf-8") as handle:
         assert handle.read() == worker_lib.LAUNCHER
     state_lib.write_json(os.path.join(folder, state_lib.JOB_FILE), jobs.build_request("shipped", src, dst))
