@@ -135,31 +135,12 @@ def group_members(pgid, folder, destination=None):
     marks = [folder, os.path.join(folder, state_lib.WORKER_SCRIPT)]
     if destination:
         marks.append(rsync_lib.tree_argument(destination))
-    members = []
-    for name in os.listdir('/proc'):
-        if not name.isdigit():
-            continue
-        pid = int(name)
-        info = lifeline_lib.proc_stat(pid)
-        if info is None or info[1] != pgid or info[0] in ('Z', 'X', 'x'):
-            continue
-        if _mentions(_cmdline(pid), marks):
-            members.append(pid)
-    return members
+    return [pid for pid in lifeline_lib.group_members(pgid) if _mentions(_cmdline(pid), marks)]
 
 
 def _in_group(pid, pgid):
     info = lifeline_lib.proc_stat(pid)
     return info is not None and info[0] not in ('Z', 'X', 'x') and info[1] == pgid
-
-
-def _signal(pids, signum):
-    for pid in pids:
-        try:
-            os.kill(pid, signum)
-        except OSError as exc:
-            if exc.errno != errno.ESRCH:
-                raise
 
 
 def _size(count):
@@ -591,7 +572,7 @@ class DataCopyJobs(object):
         if not members:
             return False
         for signum, timeout in ((signal.SIGTERM, self.term_timeout), (signal.SIGKILL, self.kill_timeout)):
-            _signal(members, signum)
+            lifeline_lib.signal_pids(members, signum)
             deadline = self.clock() + timeout
             while True:
                 members = [pid for pid in members if _in_group(pid, pgid)]
