@@ -331,6 +331,42 @@ job:
       returned: always
       type: str
       sample: /var/tmp/storage-mobility/jobs/9f3c1e0a-mig
+    state_dir:
+      description:
+        - The folder holding the job folders (O(state_dir), or its default), as a real path.
+        - The paths below are where the job keeps its files, whether or not the job exists yet; callers use
+          them instead of building them (the C(storage.mobility.data_mover) role and the phase playbooks hand
+          RV(job.status_file) to M(storage.mobility.share_migration)).
+      returned: always
+      type: str
+      sample: /var/tmp/storage-mobility/jobs
+    status_file:
+      description: The job's status file (state, phase and progress, rewritten about once a second while it runs).
+      returned: always
+      type: str
+      sample: /var/tmp/storage-mobility/jobs/9f3c1e0a-mig/status.json
+    report_file:
+      description: The file holding the report of the job's last run once it has finished.
+      returned: always
+      type: str
+      sample: /var/tmp/storage-mobility/jobs/9f3c1e0a-mig/report.json
+    worker_log:
+      description: The worker's own log.
+      returned: always
+      type: str
+      sample: /var/tmp/storage-mobility/jobs/9f3c1e0a-mig/worker.log
+    rsync_log:
+      description: What rsync printed besides its progress, when rsync ran.
+      returned: always
+      type: str
+      sample: /var/tmp/storage-mobility/jobs/9f3c1e0a-mig/rsync.log
+    final_job_id:
+      description:
+        - The job id the final pass of a migration whose phase-1 job is this one runs as (C(<id>-final)), in the
+          same O(state_dir) so that it reuses this job's hashes.
+      returned: always
+      type: str
+      sample: 9f3c1e0a-mig-final
     pid:
       description: Process id (and process group) of the job's worker.
       returned: when the job exists

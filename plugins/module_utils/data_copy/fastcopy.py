@@ -26,11 +26,11 @@ with the fewest bytes handed out. Each copying process, for each entry:
 
 About once a second, or after 128 MiB, a copying process flushes the destination filesystem
 (``syncfs``) and reads the files it has finished back from the disk with direct I/O (see
-``manifest.Walker``), recording each destination hash with the file's identity; a file with
+``fileread.FileHasher``), recording each destination hash with the file's identity; a file with
 several paths is read back at the end, once its other paths are linked to it (a link changes its
 ctime, so a hash recorded before would not be reused). The folders get
 their owner, extended attributes, mode and times last, deepest first (writing into a folder
-changes its mtime). The verification that follows (``manifest.compare_trees``) walks both trees
+changes its mtime). The verification that follows (``compare.compare_trees``) walks both trees
 in full and reuses these hashes where the identities still match; if anything differs, the worker
 lets rsync copy again and verifies again.
 
@@ -49,7 +49,11 @@ import threading
 import time
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import lifeline
-from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileread as fileread_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import hashcache as hashcache_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import hashing as hashing_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import plumbing as plumbing_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import xattrs as xattrs_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
 
@@ -101,7 +105,7 @@ def blockers(job, destination_entries):
         reasons.append('the request has its own rsync base options')
     if destination_entries:
         reasons.append('the destination is not empty')
-    if manifest_lib.fork_context() is None or _SEEK_DATA is None:
+    if plumbing_lib.fork_context() is None or _SEEK_DATA is None:
         reasons.append('this platform cannot fork or find holes')
     return reasons
 
@@ -127,7 +131,7 @@ def copy_xattrs(source, target, privileged, follow=True):
         raise
     copied = False
     for name in names:
-        if not manifest_lib.xattr_wanted(name, privileged):
+        if not xattrs_lib.xattr_wanted(name, privileged):
             continue
         try:
             value = os.getxattr(source, name, follow_symlinks=follow)
@@ -180,11 +184,11 @@ class _Copier(object):
         self.destination = destination
         self.target_root = destination + b'/'
         self.algorithm = algorithm
-        self.new_hasher = manifest_lib.hasher_factory(algorithm) if algorithm else None
+        self.new_hasher = hashing_lib.hasher_factory(algorithm) if algorithm else None
         self.conn = conn
         self.euid = os.geteuid()
         self.privileged = self.euid == 0
-        self.reader = manifest_lib.Walker(destination, algorithm=algorithm, drop_cache=True)
+        self.reader = fileread_lib.FileHasher(algorithm=algorithm, drop_cache=True)
         # Files are created with their final mode (the copying process runs with umask 0); a new
         # file's owner is ours, its group ours or, below a setgid destination root, the root's (the
         # folders made while copying inherit the setgid bit until they get their own mode at the end).
@@ -194,9 +198,9 @@ class _Copier(object):
         # no effect on regular files).
         self.read_flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NOATIME | os.O_NONBLOCK
         self.direct = bool(_O_DIRECT)
-        self.buffer = bytearray(manifest_lib.CHUNK)
-        self.direct_buffer = mmap.mmap(-1, manifest_lib.CHUNK)  # page aligned, as direct I/O wants
-        self.zeros = bytes(manifest_lib.CHUNK)
+        self.buffer = bytearray(fileread_lib.CHUNK)
+        self.direct_buffer = mmap.mmap(-1, fileread_lib.CHUNK)  # page aligned, as direct I/O wants
+        self.zeros = bytes(fileread_lib.CHUNK)
         self.links = {}
         self.records = []
         self.pending = []
@@ -302,7 +306,7 @@ class _Copier(object):
             after = os.fstat(src)
             if size >= _SMALL and _DONTNEED is not None:
                 # Leave the page cache to the users of the data node.
-                manifest_lib.advise(src, _DONTNEED)
+                fileread_lib.advise(src, _DONTNEED)
         finally:
             os.close(src)
         self.bytes += size
@@ -418,7 +422,7 @@ class _Copier(object):
                 time.monotonic() - self.last_round < ROUND_SECONDS):
             return
         pending, self.pending, self.pending_bytes = self.pending, [], 0
-        manifest_lib.sync_filesystem(self.destination)
+        fileread_lib.sync_filesystem(self.destination)
         records = self.records
         for rel, target, size in pending:
             try:
@@ -503,8 +507,8 @@ class ParallelCopy(object):
         self.algorithm = algorithm
         self.workers = workers or default_workers()
         self.on_progress = on_progress
-        self.context = context or manifest_lib.fork_context()
-        self.records = dict((side, {}) for side in manifest_lib.SIDES)
+        self.context = context or plumbing_lib.fork_context()
+        self.records = dict((side, {}) for side in hashcache_lib.SIDES)
         self.totals = {'entries': 1, 'files': 0, 'bytes': 0, 'directories': 1, 'symlinks': 0}
         self.errors = []
         self.error_count = 0

@@ -21,25 +21,33 @@ import subprocess
 import sys
 import time
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import compare as compare_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fastcopy as fastcopy_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags as fileflags_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileread as fileread_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import hashcache as hashcache_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import hashing as hashing_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import layout as layout_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import lifeline as lifeline_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import plumbing as plumbing_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import prehash as prehash_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import walk as walk_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import worker as worker_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import xattrs as xattrs_lib
 from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
 
-ROOT_STATE_DIR = '/var/tmp/storage-mobility/jobs'
-USER_STATE_DIR = '~/.cache/storage-mobility/jobs'
 # The request keys that make two requests "the same" (a completed job is not run again).
 # A new pass of a migration (another pass_id) runs a completed job again: its report must be of that pass.
 REQUEST_KEYS = ('source', 'destination', 'ignore_files', 'check_hash', 'hash_algorithm', 'rsync_options',
                 'rsync_base_options', 'final_pass', 'bwlimit', 'migration_id', 'pass_id')
 # The modules the worker needs, shipped into <job folder>/lib/ at each launch.
-WORKER_MODULES = (state_lib, lifeline_lib, seal_lib, fileflags_lib, rsync_lib, manifest_lib, fastcopy_lib, worker_lib)
+WORKER_MODULES = (state_lib, lifeline_lib, seal_lib, fileflags_lib, rsync_lib, hashing_lib, xattrs_lib, fileread_lib,
+                  hashcache_lib, manifest_lib, walk_lib, plumbing_lib, prehash_lib, compare_lib, fastcopy_lib, worker_lib)
 PACKAGE_DIRS = ('ansible_collections', 'storage', 'mobility', 'plugins', 'module_utils', 'data_copy')
 LOCK_TIMEOUT = 30.0
 # Finished job folders are pruned when a job is launched: those not updated for this many days,
@@ -56,13 +64,6 @@ class MissingLibrary(InvalidRequest):
     def __init__(self, message, library):
         super(MissingLibrary, self).__init__(message, library=library)
         self.library = library
-
-
-def default_state_dir():
-    """Where job folders live: a system folder for root, the user's cache otherwise."""
-    if os.geteuid() == 0:
-        return ROOT_STATE_DIR
-    return os.path.expanduser(USER_STATE_DIR)
 
 
 def _source_of(module):
@@ -134,31 +135,12 @@ def group_members(pgid, folder, destination=None):
     marks = [folder, os.path.join(folder, state_lib.WORKER_SCRIPT)]
     if destination:
         marks.append(rsync_lib.tree_argument(destination))
-    members = []
-    for name in os.listdir('/proc'):
-        if not name.isdigit():
-            continue
-        pid = int(name)
-        info = lifeline_lib.proc_stat(pid)
-        if info is None or info[1] != pgid or info[0] in ('Z', 'X', 'x'):
-            continue
-        if _mentions(_cmdline(pid), marks):
-            members.append(pid)
-    return members
+    return [pid for pid in lifeline_lib.group_members(pgid) if _mentions(_cmdline(pid), marks)]
 
 
 def _in_group(pid, pgid):
     info = lifeline_lib.proc_stat(pid)
     return info is not None and info[0] not in ('Z', 'X', 'x') and info[1] == pgid
-
-
-def _signal(pids, signum):
-    for pid in pids:
-        try:
-            os.kill(pid, signum)
-        except OSError as exc:
-            if exc.errno != errno.ESRCH:
-                raise
 
 
 def _size(count):
@@ -265,7 +247,7 @@ class DataCopyJobs(object):
     def __init__(self, state_dir=None, check_mode=False, python=None, clock=time.monotonic, sleeper=time.sleep,
                  term_timeout=TERM_TIMEOUT, kill_timeout=KILL_TIMEOUT, keep_finished_days=KEEP_FINISHED_DAYS,
                  keep_finished_mb=KEEP_FINISHED_MB):
-        self.state_dir = os.path.realpath(os.path.expanduser(state_dir or default_state_dir()))
+        self.state_dir = os.path.realpath(os.path.expanduser(state_dir or layout_lib.default_state_dir()))
         # The bound on what stays on a data node: applied each time a job is launched (see prune).
         self.keep_finished_days = keep_finished_days
         self.keep_finished_mb = keep_finished_mb
@@ -297,7 +279,9 @@ class DataCopyJobs(object):
         folder = self.folder(job_id)
         request = state_lib.read_json(os.path.join(folder, state_lib.JOB_FILE))
         job = {'id': job_id, 'folder': folder, 'state': 'absent', 'phase': None,
-               'progress': state_lib.empty_progress(), 'report': None, 'error': None}
+               'progress': state_lib.empty_progress(), 'report': None, 'error': None,
+               'final_job_id': layout_lib.final_job_id(job_id)}
+        job.update(layout_lib.job_paths(self.state_dir, job_id))
         if request is None:
             return job
         status = state_lib.read_json(os.path.join(folder, state_lib.STATUS_FILE)) or {}
@@ -401,7 +385,7 @@ class DataCopyJobs(object):
     # ------------------------------------------------------------------ requests
 
     def build_request(self, job_id, source, destination, ignore_files=None, check_hash=True,
-                      hash_algorithm=manifest_lib.DEFAULT_ALGORITHM, rsync_options=None, rsync_base_options=None,
+                      hash_algorithm=hashing_lib.DEFAULT_ALGORITHM, rsync_options=None, rsync_base_options=None,
                       final_pass=False, bwlimit=None, reuse_hashes=True, hash_cache_key=None, copy_engine='auto',
                       migration_id=None, pass_id=None):
         """Validate a start request and return it as stored in ``job.json``.
@@ -421,7 +405,7 @@ class DataCopyJobs(object):
             'destination': os.path.normpath(destination),
             'ignore_files': list(['lost+found'] if ignore_files is None else ignore_files),
             'check_hash': bool(check_hash),
-            'hash_algorithm': hash_algorithm or manifest_lib.DEFAULT_ALGORITHM,
+            'hash_algorithm': hash_algorithm or hashing_lib.DEFAULT_ALGORITHM,
             'rsync_options': list(rsync_options or []),
             'rsync_base_options': list(rsync_lib.DEFAULT_BASE_OPTIONS if rsync_base_options is None
                                        else rsync_base_options),
@@ -457,16 +441,16 @@ class DataCopyJobs(object):
         if request['copy_engine'] not in fastcopy_lib.ENGINES:
             raise InvalidRequest('Failed to start data copy job %s: unknown copy engine %s (expected one of %s)'
                                  % (job_id, request['copy_engine'], ', '.join(fastcopy_lib.ENGINES)))
-        if request['hash_algorithm'] not in manifest_lib.HASH_ALGORITHMS:
+        if request['hash_algorithm'] not in hashing_lib.HASH_ALGORITHMS:
             raise InvalidRequest('Failed to start data copy job %s: unknown hash algorithm %s (expected one of %s)'
-                                 % (job_id, request['hash_algorithm'], ', '.join(manifest_lib.HASH_ALGORITHMS)))
+                                 % (job_id, request['hash_algorithm'], ', '.join(hashing_lib.HASH_ALGORITHMS)))
         try:
             rsync_lib.build_argv(request['source'], request['destination'], request['ignore_files'],
                                  request['rsync_base_options'], request['rsync_options'], request['bwlimit'])
         except rsync_lib.RsyncArgumentError as exc:
             raise InvalidRequest('Failed to start data copy job %s: %s' % (job_id, exc))
         if request['check_hash']:
-            library = manifest_lib.missing_library(request['hash_algorithm'])
+            library = hashing_lib.missing_library(request['hash_algorithm'])
             if library:
                 raise MissingLibrary('Failed to start data copy job %s: hash algorithm %s needs the Python package '
                                      '%s on the data node' % (job_id, request['hash_algorithm'], library), library)
@@ -484,7 +468,7 @@ class DataCopyJobs(object):
         """The warning for an xxh128 request on a data node without xxhash, or None."""
         if not request['check_hash']:
             return None
-        return manifest_lib.resolve_algorithm(request['hash_algorithm'])[1]
+        return hashing_lib.resolve_algorithm(request['hash_algorithm'])[1]
 
     # ------------------------------------------------------------------ actions
 
@@ -588,7 +572,7 @@ class DataCopyJobs(object):
         if not members:
             return False
         for signum, timeout in ((signal.SIGTERM, self.term_timeout), (signal.SIGKILL, self.kill_timeout)):
-            _signal(members, signum)
+            lifeline_lib.signal_pids(members, signum)
             deadline = self.clock() + timeout
             while True:
                 members = [pid for pid in members if _in_group(pid, pgid)]

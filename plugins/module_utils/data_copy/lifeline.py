@@ -126,10 +126,15 @@ def group_members(pgid, exclude=()):
 def kill_group_members(pgid, exclude=(), signum=signal.SIGKILL):
     """Send ``signum`` to the other live members of ``pgid``; return their pids."""
     members = group_members(pgid, exclude)
-    for pid in members:
+    signal_pids(members, signum)
+    return members
+
+
+def signal_pids(pids, signum):
+    """Send ``signum`` to each of ``pids``; one that has exited meanwhile is no error."""
+    for pid in pids:
         try:
             os.kill(pid, signum)
         except OSError as exc:
             if exc.errno != errno.ESRCH:
                 raise
-    return members

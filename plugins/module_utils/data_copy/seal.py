@@ -6,7 +6,7 @@
 A seal covers, for the root (``.``) and every path below it, the relative path and the entry's
 ``st_mode`` (type and permission bits), inode number, size, modification and change times in
 nanoseconds, owner, group and link count. Names in the ignore list are skipped at any depth, as
-the verification skips them. The walk is the verification's (``manifest.Walker``): depth first,
+the verification skips them. The walk is the verification's (``walk.Walker``): depth first,
 names sorted as bytes, the root followed when it is a symlink. Nothing is read but the folders
 and the ``lstat`` of each entry, and each entry goes into the digest as it is met, so a seal of a
 million entries needs no more memory than one of ten.

@@ -36,7 +36,7 @@ WORKER_LIB = 'lib'
 REPAIR_FILE = 'repair.paths'
 HASHES_FILE = 'hashes.cache'
 # <state_dir>/HASH_INDEX_DIR/<sha256 of a hash cache key>.json names the last job that verified
-# a copy under that key: a later job with the same key reuses its hashes (see manifest.HashCache).
+# a copy under that key: a later job with the same key reuses its hashes (see hashcache.HashCache).
 HASH_INDEX_DIR = '.hash-index'
 # Beside an index entry <key>.json: <key> + FLAGS_LEDGER_SUFFIX, the destination entries whose
 # immutable or append-only attributes the last pass set (worker.py); removed with the entry.

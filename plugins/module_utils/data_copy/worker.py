@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The detached worker of a data copy job: scan, copy (rsync, or the parallel first copy), verify, report.
 
-The module writes this file and its siblings (``state``, ``rsync``, ``manifest``) into the job
+The module writes this file and its siblings (``state``, ``rsync``, ``walk``, ``compare``, ...) into the job
 folder under ``lib/`` together with the launcher script ``LAUNCHER`` (``worker.py`` in the job
 folder), then starts the launcher in its own session. Ansible deletes the module's own copy of
 the collection when the module exits; the job folder keeps what the worker needs.
@@ -30,7 +30,12 @@ import traceback
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fastcopy as fastcopy_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags as fileflags_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import lifeline
-from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import compare as compare_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileread as fileread_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import hashcache as hashcache_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import hashing as hashing_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import plumbing as plumbing_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import prehash as prehash_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
@@ -71,8 +76,8 @@ def _on_signal(signum, frame):  # pylint: disable=unused-argument
     raise Terminated('received signal %d' % signum)
 
 
-# Kept here for callers of the worker module; the function lives in manifest.
-sync_filesystem = manifest_lib.sync_filesystem
+# Kept here for callers of the worker module; the function lives in fileread.
+sync_filesystem = fileread_lib.sync_filesystem
 
 
 def scan_tree(root, ignore, on_progress=None, ignored=None):
@@ -256,13 +261,13 @@ class Worker(object):
         key, else None. Only hashes of files whose identity did not change are used."""
         if not self.job.get('reuse_hashes', True):
             return None
-        cache = manifest_lib.HashCache.load(self.path(state_lib.HASHES_FILE), algorithm)
+        cache = hashcache_lib.HashCache.load(self.path(state_lib.HASHES_FILE), algorithm)
         if cache is None:
             index = state_lib.read_json(self._index_path()) or {}
             other = index.get('job_id')
             if other and index.get('key') == self.cache_key() and '/' not in other and other != self.job['job_id']:
                 folder = os.path.join(os.path.dirname(self.folder), other)
-                cache = manifest_lib.HashCache.load(os.path.join(folder, state_lib.HASHES_FILE), algorithm)
+                cache = hashcache_lib.HashCache.load(os.path.join(folder, state_lib.HASHES_FILE), algorithm)
                 if cache is not None:
                     self.log('reusing the hashes of job %s where files did not change' % other)
         return cache
@@ -282,16 +287,16 @@ class Worker(object):
             self.warnings.append('Could not keep the hashes for a later pass (%s); it reads every file again' % exc)
 
     def start_prehash(self):
-        """While rsync copies, read and hash the source in a second process (see manifest.prehash)."""
+        """While rsync copies, read and hash the source in a second process (see prehash.prehash)."""
         job = self.job
         if not job.get('check_hash') or not job.get('reuse_hashes', True):
             return
-        context = manifest_lib.fork_context()
+        context = plumbing_lib.fork_context()
         if context is None:
             return
         try:
-            algorithm = manifest_lib.resolve_algorithm(job['hash_algorithm'])[0]
-        except (ValueError, manifest_lib.HashUnavailable):
+            algorithm = hashing_lib.resolve_algorithm(job['hash_algorithm'])[0]
+        except (ValueError, hashing_lib.HashUnavailable):
             return
         self.algorithm = algorithm
         self.cache = self.load_cache(algorithm)
@@ -301,7 +306,7 @@ class Worker(object):
         # holding them it would block forever on a full pipe, and keep rsync blocked, once the
         # worker is gone (see lifeline).
         inherited = [receiving] + ([self.rsync.stdout] if self.rsync is not None and self.rsync.stdout else [])
-        child = context.Process(target=manifest_lib.prehash, name='prehash',
+        child = context.Process(target=prehash_lib.prehash, name='prehash',
                                 args=(job['source'], job['ignore_files'], algorithm, known, sending),
                                 kwargs={'destination': job['destination'], 'parent': os.getpid(),
                                         'inherited': inherited})
@@ -492,8 +497,8 @@ class Worker(object):
         algorithm = None
         if job.get('check_hash') and job.get('reuse_hashes', True):
             try:
-                algorithm = manifest_lib.resolve_algorithm(job['hash_algorithm'])[0]
-            except (ValueError, manifest_lib.HashUnavailable):
+                algorithm = hashing_lib.resolve_algorithm(job['hash_algorithm'])[0]
+            except (ValueError, hashing_lib.HashUnavailable):
                 algorithm = None
         self.write_status(phase='copying', percent=0, bytes_done=0, files_done=0, rate_bytes_per_s=0,
                           eta_seconds=None)
@@ -587,7 +592,7 @@ class Worker(object):
     def compare(self):
         """Compare hash manifests of both trees once; return the Comparison."""
         job = self.job
-        algorithm, warning = manifest_lib.resolve_algorithm(job['hash_algorithm'])
+        algorithm, warning = hashing_lib.resolve_algorithm(job['hash_algorithm'])
         if warning:
             self.warnings.append(warning)
         self.algorithm = algorithm
@@ -614,11 +619,11 @@ class Worker(object):
         if cache is None:
             cache = self.load_cache(algorithm)
         if self.prehashed:
-            cache = cache or manifest_lib.HashCache(algorithm)
+            cache = cache or hashcache_lib.HashCache(algorithm)
             for side, records in self.prehashed.items():
                 cache.sides[side].update(records)
-        result = manifest_lib.compare_trees(job['source'], job['destination'], job['ignore_files'], algorithm,
-                                            skip_times=skipped_times(options), on_progress=progress, cache=cache)
+        result = compare_lib.compare_trees(job['source'], job['destination'], job['ignore_files'], algorithm,
+                                           skip_times=skipped_times(options), on_progress=progress, cache=cache)
         self.verify_seconds = self.clock() - started
         during = sum(len(records) for records in self.prehashed.values())
         self.log('verification read %d files (%d bytes) and reused the hashes of %d unchanged files (%d bytes); '

@@ -28,13 +28,13 @@ import time
 import uuid
 
 from ansible_collections.storage.mobility.plugins.module_utils import openfiles, states
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import layout
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.signing import new_pass, signature_valid
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import access_mode
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import active_instance, live_copy_progress
 from ansible_collections.storage.mobility.plugins.module_utils.store import now_iso
 
-FINAL_SUFFIX = '-final'
 DEFAULT_HASH = 'xxh128'
 PHASE1_PASS = 'phase1'
 FINAL_PASS = 'final'
@@ -57,7 +57,7 @@ def final_job_id(mig):
     """The job id of the final pass, ``<id>-final``. A final pass taken again (something may have
     written into the source after it) keeps the id and gets a new pass, which makes the data mover
     run the job again (see _draw_pass)."""
-    return mig['id'] + FINAL_SUFFIX
+    return layout.final_job_id(mig['id'])
 
 
 def _listed(report, key, limit=10):
@@ -435,10 +435,8 @@ class HostAssistedMixin(object):
         mig = record.get('migration') or {}
         job = mig.get('copy_job') or {}
         jobs = [job]
-        if job.get('status_file') and job.get('job_id'):
-            # The final pass runs as <id>-final (-2, ...) next to the phase-1 job.
-            final_id = final_job_id(mig)
-            jobs.append(dict(job, job_id=final_id, status_file=job['status_file'].replace(job['job_id'], final_id)))
+        if layout.final_job(job):
+            jobs.append(layout.final_job(job))  # the final pass runs next to the phase-1 job
         for candidate in jobs:
             progress = live_copy_progress({'copy_job': candidate})
             if progress and progress.get('state') == 'running':

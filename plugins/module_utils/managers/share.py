@@ -8,11 +8,10 @@ __metaclass__ = type
 
 import copy
 import ipaddress
-import json
-import os
 import uuid
 
 from ansible_collections.storage.mobility.plugins.module_utils import states
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.layout import read_live_progress
 from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import access_mode
 from ansible_collections.storage.mobility.plugins.module_utils.managers import cleanup
@@ -28,25 +27,9 @@ CAPABILITY_SPECS = ('driver_handles_share_servers', 'snapshot_support', 'create_
                     'revert_to_snapshot_support', 'mount_snapshot_support', 'thin_provisioning')
 
 
-COPY_PROGRESS_KEYS = ('percent', 'bytes_done', 'bytes_total', 'files_done', 'files_total',
-                      'rate_bytes_per_s', 'eta_seconds', 'phase')
-
-
 def live_copy_progress(migration):
     """Progress read from the copy job's status file when the data node is this machine."""
-    job = (migration or {}).get('copy_job') or {}
-    path = job.get('status_file')
-    if not path or not os.path.isfile(path):
-        return None
-    try:
-        with open(path) as handle:
-            status = json.load(handle)
-    except (IOError, ValueError):
-        return None
-    progress = status.get('progress') if isinstance(status.get('progress'), dict) else status
-    result = dict((k, progress.get(k)) for k in COPY_PROGRESS_KEYS if progress.get(k) is not None)
-    result['state'] = status.get('state')
-    return result
+    return read_live_progress(((migration or {}).get('copy_job') or {}).get('status_file'))
 
 
 def _spec_bool(value):

@@ -13,9 +13,12 @@ import subprocess
 
 import pytest
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import compare as compare_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fastcopy as fastcopy_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileread as fileread_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import hashcache as hashcache_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import hashing as hashing_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import job as job_lib
-from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import worker as worker_lib
 
@@ -97,16 +100,16 @@ def test_first_copy_matches_the_source_for_rsync_and_the_verification(tmp_path, 
     # the hash is the content's.
     for rel, (ident, digest) in engine.records["destination"].items():
         path = os.path.join(os.fsencode(dst), rel)
-        assert ident == manifest_lib.identity(os.lstat(path)), rel
-        hasher = manifest_lib.new_hasher("xxh128")
+        assert ident == fileread_lib.identity(os.lstat(path)), rel
+        hasher = hashing_lib.new_hasher("xxh128")
         with open(path, "rb") as handle:
             hasher.update(handle.read())
         assert digest == hasher.hexdigest(), rel
         assert engine.records["source"][rel][1] == digest
     assert len(engine.records["source"]) >= 12 * 25
 
-    cache = manifest_lib.HashCache("xxh128", {side: dict(records) for side, records in engine.records.items()})
-    comparison = manifest_lib.compare_trees(str(src), str(dst), ["lost+found"], "xxh128", cache=cache)
+    cache = hashcache_lib.HashCache("xxh128", {side: dict(records) for side, records in engine.records.items()})
+    comparison = compare_lib.compare_trees(str(src), str(dst), ["lost+found"], "xxh128", cache=cache)
     assert comparison.matched, comparison.summary()
     # Nothing is read again: hard-linked files were read back after their later paths were linked (a
     # link changes the inode's ctime), and those later paths share the first path's hash.
@@ -282,7 +285,7 @@ def test_without_direct_io_the_copies_are_read_back_after_dropping_their_pages(t
     assert len(engine.records["destination"]) == 30
     for rel, (ident, digest) in engine.records["destination"].items():
         assert digest == engine.records["source"][rel][1]
-        assert ident == manifest_lib.identity(os.lstat(os.path.join(os.fsencode(dst), rel)))
+        assert ident == fileread_lib.identity(os.lstat(os.path.join(os.fsencode(dst), rel)))
 
 
 @NEEDS_ROOT

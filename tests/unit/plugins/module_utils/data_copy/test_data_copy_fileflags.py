@@ -14,7 +14,7 @@ import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import job as job_lib
-from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import compare as compare_lib
 
 POLL_LIMIT = 120.0
 
@@ -108,7 +108,7 @@ def test_the_verification_catches_a_missing_attribute(flaggable):
     tree(flaggable / "src")
     dst = flaggable / "dst"
     subprocess.run(["cp", "-a", str(flaggable / "src"), str(dst)], check=True)  # cp does not carry them
-    result = manifest_lib.compare_trees(str(flaggable / "src"), str(dst), algorithm="sha256")
+    result = compare_lib.compare_trees(str(flaggable / "src"), str(dst), algorithm="sha256")
     assert not result.matched
     assert sorted((item["path"], item["attributes"]) for item in result.differ) == [
         ("frozen-dir", ["flags"]), ("frozen.txt", ["flags"]), ("journal.log", ["flags"])]

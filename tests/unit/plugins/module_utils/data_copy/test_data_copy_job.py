@@ -9,16 +9,17 @@ import os
 import shutil
 import signal
 import stat
-import struct
 import subprocess
 import sys
 import time
 
 import pytest
+from copied_trees import acl_xattr
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import hashing as hashing_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import job as job_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import layout as layout_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import lifeline as lifeline_lib
-from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import worker as worker_lib
@@ -70,14 +71,6 @@ def group_alive(pgid):
             if info and info[1] == pgid and info[0] not in ("Z", "X", "x"):
                 return True
     return False
-
-
-def acl_xattr(mode, users=()):
-    entries = [(0x01, (mode >> 6) & 7, 0xFFFFFFFF)]
-    entries += [(0x02, perm, uid) for uid, perm in users]
-    entries += [(0x04, (mode >> 3) & 7, 0xFFFFFFFF), (0x10, (mode >> 3) & 7, 0xFFFFFFFF),
-                (0x20, mode & 7, 0xFFFFFFFF)]
-    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
 
 
 def write(path, data):
@@ -423,7 +416,7 @@ def test_worker_reports_the_xxhash_fallback(tmp_path, monkeypatch):
     folder = manager.folder("fallback")
     os.makedirs(folder)
     state_lib.write_json(os.path.join(folder, state_lib.JOB_FILE), request)
-    monkeypatch.setattr(manifest_lib, "_xxhash", lambda: None)
+    monkeypatch.setattr(hashing_lib, "_xxhash", lambda: None)
     monkeypatch.setattr(signal, "signal", lambda *args: None)
     assert worker_lib.Worker(folder).run() == 0
     report = state_lib.read_json(os.path.join(folder, state_lib.REPORT_FILE))
@@ -546,20 +539,12 @@ def test_job_folders_may_not_live_in_the_trees(tmp_path):
 
 def test_blake3_without_its_package_names_the_library(jobs, tmp_path, monkeypatch):
     src, dst = folders(tmp_path)
-    monkeypatch.setattr(manifest_lib, "_blake3", lambda: None)
+    monkeypatch.setattr(hashing_lib, "_blake3", lambda: None)
     with pytest.raises(job_lib.MissingLibrary) as caught:
         jobs.build_request("b3", src, dst, hash_algorithm="blake3")
     assert caught.value.library == "blake3"
     request = jobs.build_request("b3", src, dst, hash_algorithm="blake3", check_hash=False)
     assert request["hash_algorithm"] == "blake3"
-
-
-def test_default_state_dir(monkeypatch):
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
-    assert job_lib.default_state_dir() == "/var/tmp/storage-mobility/jobs"
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    monkeypatch.setenv("HOME", "/home/someone")
-    assert job_lib.default_state_dir() == "/home/someone/.cache/storage-mobility/jobs"
 
 
 def test_the_shipped_worker_is_self_contained(jobs, tmp_path):
@@ -571,8 +556,10 @@ def test_the_shipped_worker_is_self_contained(jobs, tmp_path):
     script = job_lib.ship_worker(folder)
     lib = os.path.join(folder, "lib", "ansible_collections", "storage", "mobility", "plugins", "module_utils",
                        "data_copy")
-    assert sorted(os.listdir(lib)) == ["__init__.py", "fastcopy.py", "fileflags.py", "lifeline.py", "manifest.py",
-                                       "rsync.py", "seal.py", "state.py", "worker.py"]
+    assert sorted(os.listdir(lib)) == ["__init__.py", "compare.py", "fastcopy.py", "fileflags.py", "fileread.py",
+                                       "hashcache.py", "hashing.py", "lifeline.py", "manifest.py", "plumbing.py",
+                                       "prehash.py", "rsync.py", "seal.py", "state.py", "walk.py", "worker.py",
+                                       "xattrs.py"]
     with open(script, encoding="utf-8") as handle:
         assert handle.read() == worker_lib.LAUNCHER
     state_lib.write_json(os.path.join(folder, state_lib.JOB_FILE), jobs.build_request("shipped", src, dst))
@@ -900,3 +887,35 @@ def test_a_run_on_a_job_that_does_not_exist_leaves_no_lock_file(jobs):
     a lock file in the state folder (a migration that ended leaves nothing on the data node)."""
     jobs.cancel("never-ran")
     assert [name for name in os.listdir(jobs.state_dir) if name.endswith(".lock")] == []
+
+
+def test_every_action_returns_the_job_paths(jobs, tmp_path):
+    """The module's result names where the job keeps its files (the playbooks hand status_file to
+    share_migration): for a job that does not exist yet, a running one, a cancelled one and a removed
+    one, and the status file named is the one the worker writes."""
+    src, dst = folders(tmp_path)
+    slow_tree(src)
+    state_dir = jobs.state_dir
+
+    def assert_paths(job):
+        assert job["state_dir"] == state_dir
+        assert job["folder"] == os.path.join(state_dir, "where")
+        assert job["status_file"] == os.path.join(state_dir, "where", "status.json")
+        assert job["report_file"] == os.path.join(state_dir, "where", "report.json")
+        assert job["worker_log"] == os.path.join(state_dir, "where", "worker.log")
+        assert job["rsync_log"] == os.path.join(state_dir, "where", "rsync.log")
+        assert job["final_job_id"] == "where-final"
+
+    assert_paths(jobs.view("where"))
+    started = jobs.start(jobs.build_request("where", src, dst, bwlimit="2m"))["job"]
+    assert_paths(started)
+    assert state_lib.read_json(started["status_file"])["job_id"] == "where"
+    live = layout_lib.read_live_progress(started["status_file"])
+    assert live["state"] == "running" and "percent" in live
+    cancelled = jobs.cancel("where")["job"]
+    assert_paths(cancelled)
+    assert layout_lib.read_live_progress(cancelled["status_file"])["state"] == "cancelled"
+    removed = jobs.remove("where")
+    assert_paths(removed["job"])
+    assert_paths(removed["removed"])
+    assert not os.path.exists(removed["job"]["status_file"])

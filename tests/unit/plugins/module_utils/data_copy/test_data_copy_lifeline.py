@@ -146,10 +146,10 @@ def test_killed_worker_takes_the_copying_processes_of_the_first_copy_with_it(job
 
 WALKER = textwrap.dedent("""
     import sys
-    from ansible_collections.storage.mobility.plugins.module_utils.data_copy import lifeline, manifest
+    from ansible_collections.storage.mobility.plugins.module_utils.data_copy import compare, lifeline
     if sys.argv[2] == 'pipes-only':
         lifeline._PRCTL[:] = [None]  # no death signal: only the closed pipe ends can end the walkers
-    manifest.compare_trees(sys.argv[1], sys.argv[1], processes=True)
+    compare.compare_trees(sys.argv[1], sys.argv[1], processes=True)
 """)
 
 

@@ -9,8 +9,9 @@ import os
 import subprocess
 
 import pytest
+from copied_trees import flip
 
-from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import compare as compare_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import SealError, tree_seal, tree_seals
 
@@ -34,18 +35,6 @@ def tree(tmp_path):
     write(str(root / "lost+found" / "fsck"), b"ignored")
     write(str(root / "docs" / "lost+found" / "nested"), b"ignored at any depth")
     return str(root)
-
-
-def flip_byte_keeping_size_and_mtime(path, offset=3):
-    st = os.stat(path)
-    with open(path, "r+b") as handle:
-        handle.seek(offset)
-        byte = handle.read(1)
-        handle.seek(offset)
-        handle.write(bytes([byte[0] ^ 0xFF]))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    after = os.stat(path)
-    assert (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
 
 
 def xattr_or_skip(path):
@@ -75,7 +64,7 @@ def test_every_change_changes_the_seal(tree, change):
     before = tree_seal(tree, ["lost+found"])
     a = os.path.join(tree, "docs", "a.txt")
     if change == "content with size and mtime kept":
-        flip_byte_keeping_size_and_mtime(os.path.join(tree, "data", "deep", "c.bin"))
+        flip(os.path.join(tree, "data", "deep", "c.bin"), offset=3)
     elif change == "mode":
         os.chmod(a, 0o600)
     elif change == "xattr":
@@ -108,7 +97,7 @@ def test_the_ignore_list_applies_at_any_depth(tree):
     before = tree_seal(tree, ["lost+found"])
     unignored = tree_seal(tree, [])
     write(os.path.join(tree, "docs", "lost+found", "more"), b"inside an ignored folder")
-    flip_byte_keeping_size_and_mtime(os.path.join(tree, "lost+found", "fsck"))
+    flip(os.path.join(tree, "lost+found", "fsck"), offset=3)
     assert tree_seal(tree, ["lost+found"]) == before
     # Without the ignore list the same changes are seen.
     assert tree_seal(tree, []) != unignored
@@ -125,10 +114,10 @@ def test_the_verification_walk_takes_the_same_seal(tree, tmp_path):
     """The data mover's walks seal as they hash; the manager's tree_seal must give the same value."""
     copy = str(tmp_path / "copy")
     subprocess.run(["cp", "-a", "--", tree, copy], check=True)
-    result = manifest_lib.compare_trees(tree, copy, ["lost+found"], "sha256")
+    result = compare_lib.compare_trees(tree, copy, ["lost+found"], "sha256")
     assert result.source_seal == tree_seal(tree, ["lost+found"])
     assert result.destination_seal == tree_seal(copy, ["lost+found"])
-    threads = manifest_lib.compare_trees(tree, copy, ["lost+found"], "sha256", processes=False)
+    threads = compare_lib.compare_trees(tree, copy, ["lost+found"], "sha256", processes=False)
     assert (threads.source_seal, threads.destination_seal) == (result.source_seal, result.destination_seal)
 
 
