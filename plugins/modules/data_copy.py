@@ -484,9 +484,9 @@ def main():
                                           keep_finished_days=module.params['keep_finished_days'],
                                           keep_finished_mb=module.params['keep_finished_mb']))
     except MissingLibrary as exc:
-        module.fail_json(msg=missing_required_lib(exc.library), error=exc.message, error_type='missing_library')
+        module.fail_json(msg=missing_required_lib(exc.library), error=exc.message, error_type=exc.error_type)
     except StorageError as exc:
-        module.fail_json(msg=exc.message, error_type=type(exc).__name__, **exc.details)
+        module.fail_json(msg=exc.message, error_type=exc.error_type, **exc.details)
     except Exception as exc:  # an unexpected failure: report it whole rather than a bare traceback
         module.fail_json(msg='Unexpected error: %s' % exc, exception=traceback.format_exc())
     job = result['job']

@@ -61,6 +61,8 @@ KILL_TIMEOUT = 5.0
 class MissingLibrary(InvalidRequest):
     """A Python package the request needs is not installed; ``library`` names it."""
 
+    error_type = 'missing_library'
+
     def __init__(self, message, library):
         super(MissingLibrary, self).__init__(message, library=library)
         self.library = library

@@ -34,3 +34,8 @@ def test_every_error_class_in_plugins_reports_a_type_of_the_vocabulary():
     assert MissingLibrary in seen
     for cls in seen:
         assert cls.error_type in errors.ERROR_TYPES, cls
+
+
+def test_a_missing_library_has_its_own_type():
+    # data_copy reports it as missing_library, the type of the vocabulary that says so
+    assert MissingLibrary("no xxhash", "xxhash").error_type == "missing_library"
