@@ -39,13 +39,14 @@ requirements:
   - rsync on the data node
   - The Python package C(xxhash) for O(hash_algorithm=xxh128) (without it the job hashes with blake2b and
     says so in its report), C(blake3) for O(hash_algorithm=blake3).
+extends_documentation_fragment: [storage.mobility.attributes]
 attributes:
   check_mode:
     support: full
-    description: Returns what would happen and the predicted job; starts, stops and removes nothing.
+    details: Returns what would happen and the predicted job; starts, stops and removes nothing.
   diff_mode:
     support: none
-    description: Returns no diff; RV(job) shows the state of the job.
+    details: Returns no diff; RV(job) shows the state of the job.
 options:
   job_id:
     description:

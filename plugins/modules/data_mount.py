@@ -27,13 +27,14 @@ requirements:
   - C(mount) and C(umount) (util-linux) on the data node
   - For O(helper=nfs), C(mount.nfs) (Debian C(nfs-common), RHEL C(nfs-utils)); for O(helper=cifs), C(mount.cifs)
     (C(cifs-utils))
+extends_documentation_fragment: [storage.mobility.attributes]
 attributes:
   check_mode:
     support: full
-    description: Returns the planned O(ignore:actions) and the command; mounts nothing.
+    details: Returns the planned O(ignore:actions) and the command; mounts nothing.
   diff_mode:
     support: none
-    description: Nothing to compare; RV(actions) says what changed.
+    details: Nothing to compare; RV(actions) says what changed.
 notes:
   - A mount point this module creates holds a marker file (hidden under the mount). After
     unmounting, with O(remove_path), a folder holding nothing but that marker is removed, and so
