@@ -289,9 +289,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.common import (
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share_migration import ShareMigrationManager
 from ansible_collections.storage.mobility.plugins.module_utils.manila.migration import ManilaMigrationManager
-from ansible_collections.storage.mobility.plugins.module_utils.states import RESETTABLE_TASK_STATES
-
-FLAGS = ('writable', 'preserve_metadata', 'preserve_snapshots', 'nondisruptive')
+from ansible_collections.storage.mobility.plugins.module_utils.states import MIGRATION_FLAGS as FLAGS, RESETTABLE_TASK_STATES
 
 
 def main():
