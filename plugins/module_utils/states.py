@@ -1,10 +1,17 @@
 # -*- coding: utf-8 -*-
 # Copyright: storage.mobility contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The reference vocabulary: instance statuses, task_state values, busy rules, progress rules."""
+"""The reference vocabulary: instance statuses, task_state values, busy rules, progress rules,
+the four migration flags, and the share migration state machine (which task_state may go to which).
+
+Defined once here; the collection's own migration manager (managers/share_migration.py and its
+mechanisms) and the Manila implementation (manila/migration.py) both read them from this file.
+"""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
+
+from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
 
 # Share instance statuses.
 CREATING = 'creating'
@@ -67,6 +74,99 @@ PROGRESS_FULL_STATES = (MIGRATION_SUCCESS, MIGRATION_ERROR, MIGRATION_CANCELLED,
                         DATA_COPYING_CANCELLED, DATA_COPYING_ERROR)
 
 REPLICA_STATES = ('active', 'in_sync', 'out_of_sync', 'error')
+
+# The four migration flags of the reference API: each one the user asks for must be honoured by
+# the driver, and a host-assisted copy honours none of them.
+MIGRATION_FLAGS = ('writable', 'preserve_metadata', 'nondisruptive', 'preserve_snapshots')
+
+# -- the phases of a share migration ----------------------------------------------------------
+# Phase 1 is still running in these (a wait keeps waiting), done in these (phase 2 may start:
+# the completable states), failed or ended in these.
+PHASE1_PENDING = (MIGRATION_STARTING, MIGRATION_IN_PROGRESS, MIGRATION_DRIVER_STARTING,
+                  MIGRATION_DRIVER_IN_PROGRESS, DATA_COPYING_STARTING,
+                  DATA_COPYING_IN_PROGRESS, DATA_COPYING_COMPLETING)
+PHASE1_DONE = COMPLETABLE_TASK_STATES
+PHASE1_FAILED = (MIGRATION_ERROR, DATA_COPYING_ERROR, MIGRATION_CANCELLED, DATA_COPYING_CANCELLED)
+# The host copy runs (a data node copies, a copy report is awaited) in these.
+DATA_COPYING_PENDING = (DATA_COPYING_STARTING, DATA_COPYING_IN_PROGRESS, DATA_COPYING_COMPLETING)
+# The driver or the data copy reports a live progress figure in these.
+LIVE_PROGRESS_STATES = (MIGRATION_DRIVER_IN_PROGRESS, DATA_COPYING_IN_PROGRESS)
+# Beyond the reference: a run that died while starting leaves one of these; cancel cleans it up.
+RECOVERY_CANCELLABLE = (MIGRATION_STARTING, MIGRATION_DRIVER_STARTING, DATA_COPYING_STARTING)
+# No migration runs: a new one may start (None is no task_state at all).
+STARTABLE = (None,) + IDLE_TASK_STATES
+
+
+# -- the share migration state machine ---------------------------------------------------------
+def _edges(sources, targets):
+    return [(source, target) for source in sources for target in targets]
+
+
+# The transitions of the reference (REFERENCE.md, "Transitions").
+REFERENCE_TRANSITIONS = frozenset(
+    _edges(STARTABLE, (MIGRATION_STARTING,))
+    # driver path
+    + _edges((MIGRATION_STARTING,), (MIGRATION_DRIVER_STARTING, DATA_COPYING_STARTING, MIGRATION_ERROR))
+    + _edges((MIGRATION_DRIVER_STARTING,), (MIGRATION_DRIVER_IN_PROGRESS, MIGRATION_ERROR))
+    + _edges((MIGRATION_DRIVER_IN_PROGRESS,), (MIGRATION_DRIVER_PHASE1_DONE, MIGRATION_ERROR))
+    # host path
+    + _edges((DATA_COPYING_STARTING,), (DATA_COPYING_IN_PROGRESS,))
+    + _edges((DATA_COPYING_IN_PROGRESS,), (DATA_COPYING_COMPLETING,))
+    + _edges((DATA_COPYING_COMPLETING,), (DATA_COPYING_COMPLETED,))
+    + _edges(DATA_COPYING_PENDING, (DATA_COPYING_ERROR,))
+    # phase 2
+    + _edges(COMPLETABLE_TASK_STATES, (MIGRATION_COMPLETING,))
+    + _edges((MIGRATION_COMPLETING,), (MIGRATION_SUCCESS,))
+    # cancel
+    + _edges(CANCELLABLE_TASK_STATES, (MIGRATION_CANCEL_IN_PROGRESS,))
+    + _edges((MIGRATION_CANCEL_IN_PROGRESS,), (MIGRATION_CANCELLED,))
+)
+
+# Beyond the reference (docs/share_migration.md): what this collection adds to it.
+EXTRA_TRANSITIONS = frozenset(
+    # A driver that cannot honour a requested flag: migration_error without starting anything.
+    _edges(STARTABLE, (MIGRATION_ERROR,))
+    # Any failure in phase 1 (also one while its last step was being recorded) ends in
+    # migration_error, with the source restored.
+    + _edges(PHASE1_PENDING + PHASE1_DONE, (MIGRATION_ERROR,))
+    # A copy report may arrive before the running copy was recorded; the copy job of a rerun is
+    # recorded again; a rerun after a crash between the two steps of taking a report repeats it.
+    + _edges((DATA_COPYING_STARTING,), (DATA_COPYING_COMPLETING,))
+    + [(DATA_COPYING_IN_PROGRESS, DATA_COPYING_IN_PROGRESS), (DATA_COPYING_COMPLETING, DATA_COPYING_COMPLETING)]
+    # A switchover that switched nothing yet (it failed, was refused, or its final pass failed)
+    # goes back to the phase-1-done state it started from, or may be cancelled.
+    + _edges((MIGRATION_COMPLETING,), PHASE1_DONE + (MIGRATION_CANCEL_IN_PROGRESS,))
+    # A run that died while starting leaves a starting state; cancel cleans it up.
+    + _edges(RECOVERY_CANCELLABLE, (MIGRATION_CANCEL_IN_PROGRESS,))
+)
+
+MIGRATION_TRANSITIONS = REFERENCE_TRANSITIONS | EXTRA_TRANSITIONS
+
+
+def may_transition(from_state, to_state, reference=False):
+    """True when a share migration may go from ``from_state`` to ``to_state`` (None: no task).
+
+    ``reference`` limits the answer to the reference's own transitions (what Manila allows)."""
+    return (from_state, to_state) in (REFERENCE_TRANSITIONS if reference else MIGRATION_TRANSITIONS)
+
+
+def sources_of(to_state, reference=False):
+    """Every task_state from which a migration may go to ``to_state``, in TASK_STATES order."""
+    return tuple(s for s in (None,) + TASK_STATES if may_transition(s, to_state, reference))
+
+
+def check_transition(from_state, to_state):
+    """Raise StorageError for a transition the state machine does not know: that is a bug in the
+    caller, and nothing may be recorded."""
+    if not may_transition(from_state, to_state):
+        raise StorageError('Refusing to record task_state %s -> %s: the share migration state machine does not '
+                           'allow that transition (a bug in storage.mobility; nothing was recorded)'
+                           % (from_state, to_state))
+
+
+def may_reset(task_state):
+    """An administrator may reset task_state to a value of RESETTABLE_TASK_STATES or to None."""
+    return task_state is None or task_state in RESETTABLE_TASK_STATES
 
 
 def is_busy(task_state):

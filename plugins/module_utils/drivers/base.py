@@ -12,7 +12,7 @@ __metaclass__ = type
 
 import abc
 
-MIGRATION_FLAGS = ('writable', 'preserve_metadata', 'nondisruptive', 'preserve_snapshots')
+from ansible_collections.storage.mobility.plugins.module_utils.states import MIGRATION_FLAGS  # noqa: F401 pylint: disable=unused-import
 
 
 class ShareDriver(abc.ABC):

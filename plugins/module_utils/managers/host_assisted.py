@@ -10,11 +10,8 @@ share to ``data_copying_completed``. Phase 2 asks for a final pass (a last sync 
 verification) and switches only after a verified final report, so the source is never deleted
 before the destination has been proven identical.
 
-Each plan carries a *pass* (see data_copy/signing.py): an id and a key drawn for phase 1 and for
-each final pass, kept in the record. A report proves a verified copy only when the data_copy
-module signed it with the key of the pass the migration waits for; a report made by hand, edited,
-or of another migration or pass is refused and changes nothing. A report that claims no success
-needs no signature: it can only fail a pass, as a cancel could.
+Each plan carries a *pass*, and only a report signed for the pass the migration waits for proves
+a verified copy (managers/copy_reports.py).
 
 Just before every switch, under the share's lock with the source read-only, both instances are
 sealed again (data_copy/seal.py) and compared with the seals of the signed final report; when
@@ -24,72 +21,32 @@ anything changed since that verification, nothing is switched and a new final pa
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import time
-import uuid
-
 from ansible_collections.storage.mobility.plugins.module_utils import openfiles, states
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import layout
-from ansible_collections.storage.mobility.plugins.module_utils.data_copy.signing import new_pass, signature_valid
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.exports import access_mode
+from ansible_collections.storage.mobility.plugins.module_utils.managers.copy_reports import (
+    check_report, copy_summary, current_pass, draw_pass, final_job_id, forget_final_pass, report_failure)
+from ansible_collections.storage.mobility.plugins.module_utils.managers.migration_mechanism import MigrationMechanism
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import active_instance, live_copy_progress
 from ansible_collections.storage.mobility.plugins.module_utils.store import now_iso
 
 DEFAULT_HASH = 'xxh128'
-PHASE1_PASS = 'phase1'
-FINAL_PASS = 'final'
 SIDES = ('source', 'destination')
 
-# The record keeps a copy report small: this many ignored paths (the count is always kept) and log lines.
-SUMMARY_IGNORED = 20
-SUMMARY_LOG_LINES = 12
-SUMMARY_LOG_WIDTH = 240
-# Why a copy job that did not complete did not, when its report gives no error.
-JOB_STATE_TEXT = {
-    'absent': 'the data node has no such job (it never started there, or its folder was removed)',
-    'cancelled': 'it was cancelled before it completed',
-    'running': 'it is still running',
-    'failed': 'it failed without saying why',
-}
 
+class HostAssisted(MigrationMechanism):
+    """A data node copies (the data_mover role runs the copy plan); the manager keeps score."""
 
-def final_job_id(mig):
-    """The job id of the final pass, ``<id>-final``. A final pass taken again (something may have
-    written into the source after it) keeps the id and gets a new pass, which makes the data mover
-    run the job again (see _draw_pass)."""
-    return layout.final_job_id(mig['id'])
-
-
-def _listed(report, key, limit=10):
-    items = report.get(key) or []
-    names = [item if isinstance(item, str) else item.get('path', str(item)) for item in items[:limit]]
-    more = len(items) - len(names)
-    return ', '.join(names) + (' and %d more' % more if more > 0 else '')
-
-
-class HostAssistedMixin(object):
-    """Host-assisted phase 1, completion and cancel for ShareMigrationManager."""
+    name = 'host'
 
     # -- the plan ----------------------------------------------------------------------------
-    @staticmethod
-    def _pass(record, final):
-        """The pass the migration waits for (phase 1 or the final pass), or None."""
-        return ((record.get('migration') or {}).get('passes') or {}).get(FINAL_PASS if final else PHASE1_PASS)
-
-    def _draw_pass(self, record, final):
-        """A new pass for phase 1 or the final pass, in the record (the caller saves it)."""
-        drawn = new_pass(final)
-        drawn['issued_at'] = now_iso()
-        record['migration'].setdefault('passes', {})[FINAL_PASS if final else PHASE1_PASS] = drawn
-        return drawn
-
     def copy_plan(self, record, source, dest, final=False):
         """What the data mover must do: both trees, the ignore list, verification, the job id, and
         the pass its report must be signed for."""
         mig = record['migration']
         src_inst = active_instance(record)
-        dst_inst = self._instance(record, 'destination')
-        current = self._pass(record, final) or {}
+        dst_inst = self.steps.instance(record, 'destination')
+        current = current_pass(record, final) or {}
         return {
             'migration_id': mig['id'],
             'job_id': final_job_id(mig) if final else mig['id'],
@@ -106,9 +63,21 @@ class HostAssistedMixin(object):
             'report_signing': {'migration_id': mig['id'], 'pass_id': current.get('id'), 'key': current.get('key')},
         }
 
+    def _plan_result(self, changed, before, record, pool, actions, final=False):
+        """The result that hands out the copy plan (drawing its pass when none was handed out)."""
+        source, dest = self.steps.pools(record)
+        if current_pass(record, final) is None:
+            # A migration recorded before passes existed, or a final pass not asked for yet.
+            drawn = draw_pass(record, final)
+            if not self.ctx.check_mode:
+                self.ctx.repo.save(record, pool, '%s pass %s handed out' % ('final' if final else 'phase 1', drawn['id']))
+                changed = True
+        extra = {'copy_required': True, 'copy_plan': self.copy_plan(record, source, dest, final)}
+        return self.steps.result(changed, before, record, pool, actions, extra)
+
     # -- phase 1 -----------------------------------------------------------------------------
-    def _start_host(self, record, pool, before, dest, migration):
-        ctx = self.ctx
+    def start(self, record, pool, before, dest, migration, wait, timeout, sleep):
+        """Phase 1 up to data_copying_starting; the copy plan is handed out, never waited for."""
         name = record['name']
         actions = [
             'host-assisted migration of share %s from %s to %s (%s)' % (name, pool, dest, migration['driver_refusal']),
@@ -117,174 +86,92 @@ class HostAssistedMixin(object):
             'hand the copy plan to a data node (storage.mobility.data_mover) and wait for its verified report',
             'task_state migration_starting -> data_copying_starting',
         ]
-        if ctx.check_mode:
-            return self._predicted_start(record, pool, before, migration, actions, states.DATA_COPYING_STARTING)
-        self._begin(record, pool, dest, migration, 'migration %s to %s requested (host-assisted)' % (migration['id'], dest))
-        self._host_start_steps(record, pool, dest)
-        return self._host_result(True, before, record, pool, actions)
+        if self.ctx.check_mode:
+            return self.steps.predicted_start(record, pool, before, migration, actions, states.DATA_COPYING_STARTING)
+        self.steps.begin(record, pool, migration, 'migration %s to %s requested (host-assisted)' % (migration['id'], dest))
+        self._start_steps(record, pool, dest)
+        return self._plan_result(True, before, record, pool, actions)
 
-    def _host_start_steps(self, record, pool, dest):
+    def _start_steps(self, record, pool, dest):
         """From migration_starting to data_copying_starting; idempotent, so a rerun resumes."""
         if record.get('task_state') != states.MIGRATION_STARTING:
             return
-        name = record['name']
-        src_driver, dst_driver = self.ctx.driver(pool), self.ctx.driver(dest)
-        src_inst = active_instance(record)
+        steps = self.steps
         try:
-            record['migration']['source_read_only'] = True
-            src_driver.export().apply(name, src_inst['path'], access_mode(record['access_rules'], True))
-            if self._instance(record, 'destination') is None:
-                dst_driver.create_instance(dest, name)
-                record['instances'].append({'id': str(uuid.uuid4()), 'pool': str(dest.ref),
-                                            'status': states.MIGRATING_TO, 'role': 'destination',
-                                            'path': dst_driver.instance_path(dest, name), 'created_at': now_iso()})
-            if self._pass(record, final=False) is None:
-                self._draw_pass(record, final=False)
-            self._set(record, pool, 'source read-only, destination created', states.DATA_COPYING_STARTING)
+            steps.source_read_only(record, pool)
+            steps.add_destination(record, dest)
+            if current_pass(record, final=False) is None:
+                draw_pass(record, final=False)
+            steps.set_state(record, pool, 'source read-only, destination created', states.DATA_COPYING_STARTING)
         except Exception as exc:
-            self._fail_phase1(record, pool, dest, exc)
+            steps.fail_phase1(record, pool, dest, exc)
 
-    def _host_result(self, changed, before, record, pool, actions, final=False):
-        source, dest = self._pools(record, pool)
-        if self._pass(record, final) is None:
-            # A migration recorded before passes existed, or a final pass not asked for yet.
-            drawn = self._draw_pass(record, final)
-            if not self.ctx.check_mode:
-                self.ctx.repo.save(record, pool, '%s pass %s handed out' % ('final' if final else 'phase 1', drawn['id']))
-                changed = True
-        extra = {'copy_required': True, 'copy_plan': self.copy_plan(record, source, dest, final)}
-        return self._result(changed, before, record, pool, actions, extra)
-
-    def _host_attach(self, record, pool, before, copy_job, copy_report):
+    def attach(self, record, pool, before, wait, timeout, sleep, copy_job=None, copy_report=None):
         """A rerun of the same start on a host-assisted migration: resume, note the running copy,
         or take the copy report."""
+        if self.ctx.check_mode:
+            return self._plan_result(False, before, record, pool, [])
         ts = record.get('task_state')
-        source, dest = self._pools(record, pool)
         if ts == states.MIGRATION_STARTING:
-            self._host_start_steps(record, pool, dest)
+            self._start_steps(record, pool, self.steps.pools(record)[1])
             ts = record.get('task_state')
         if copy_report is not None:
             return self._take_phase1_report(record, pool, before, copy_report)
         if ts == states.DATA_COPYING_COMPLETED:
-            return self._result(False, before, record, pool, [])
+            return self.steps.result(False, before, record, pool, [])
         if copy_job is not None and ts in (states.DATA_COPYING_STARTING, states.DATA_COPYING_IN_PROGRESS):
             if ts == states.DATA_COPYING_STARTING or record['migration'].get('copy_job') != copy_job:
                 record['migration']['copy_job'] = copy_job
-                self._set(record, pool, 'data node %s copying (job %s)' % (copy_job.get('data_node'), copy_job.get('job_id')),
-                          states.DATA_COPYING_IN_PROGRESS)
-                return self._host_result(True, before, record, pool, ['record the running copy'])
-        return self._host_result(record.get('revision') != before.get('revision'), before, record, pool, [])
-
-    def _check_report(self, record, report, final):
-        """Refuse (InvalidRequest, nothing changed) a report that is not of this migration's job, and
-        a report that claims a verified copy, or carries a signature, without a valid signature of
-        the pass the migration waits for."""
-        mig = record['migration']
-        expected = final_job_id(mig) if final else mig['id']
-        what = 'the final pass' if final else 'phase 1'
-        if not isinstance(report, dict) or report.get('job_id') != expected:
-            raise InvalidRequest('Refusing the copy report for share %s: it belongs to job %r, not to %s of migration %s; '
-                                 'a stale or foreign report cannot complete anything, nothing was changed'
-                                 % (record['name'], (report or {}).get('job_id') if isinstance(report, dict) else report,
-                                    what, mig['id']))
-        if self._report_failure(report) is not None and 'signature' not in report:
-            return  # a failure needs no proof: it completes nothing
-        problem = self._signature_problem(record, report, final)
-        if problem:
-            raise InvalidRequest('Refusing the copy report for share %s: %s. Only the data mover\'s own report, signed '
-                                 'for the pass of %s that migration %s waits for, can prove a verified copy; nothing '
-                                 'was changed' % (record['name'], problem, what, mig['id']))
-
-    def _signature_problem(self, record, report, final):
-        """Why ``report`` is not signed for the current pass, or None."""
-        mig = record['migration']
-        current = self._pass(record, final)
-        if current is None:
-            return 'no %s pass was handed out yet' % ('final' if final else 'phase 1')
-        if not any(report.get(name) for name in ('migration_id', 'pass_id', 'signature')):
-            return 'it carries no signature and names no pass (it was not made by the data mover for this migration)'
-        if report.get('migration_id') != mig['id']:
-            return 'it was made for migration %s' % report.get('migration_id')
-        if report.get('pass_id') != current['id']:
-            return ('it was made for pass %s, not for the current pass %s (a report of an earlier or another pass)'
-                    % (report.get('pass_id'), current['id']))
-        if not report.get('signature'):
-            return 'it carries no signature'
-        if not signature_valid(report, current.get('key')):
-            return 'its signature does not match its contents (the report was changed after it was signed)'
-        return None
-
-    @staticmethod
-    def _report_failure(report):
-        """None when the report proves a verified copy, else why not."""
-        state = report.get('state')
-        if state not in (None, 'completed'):
-            why = report.get('error') or JOB_STATE_TEXT.get(state) or 'no error given'
-            return 'copy job %s %s: %s' % (report.get('job_id'), 'is still running' if state == 'running'
-                                           else 'did not complete (%s)' % state, why)
-        if report.get('verified') is not True:
-            problems = []
-            for key in ('differ', 'missing', 'extra'):
-                if report.get(key):
-                    problems.append('%s: %s' % (key, _listed(report, key)))
-            why = '; '.join(problems) or report.get('verification') or report.get('error') or 'no verification result'
-            return 'the copy was not verified (%s)' % why
-        return None
-
-    def _copy_summary(self, report):
-        keep = ('files', 'bytes', 'directories', 'symlinks', 'hash_algorithm', 'copy_engine', 'copy_seconds',
-                'verify_seconds',
-                'source_digest', 'destination_digest', 'source_seal', 'destination_seal', 'pass_id', 'warnings',
-                'data_node')
-        summary = dict((k, report.get(k)) for k in keep if report.get(k) is not None)
-        # What the ignore list left out (the first names, always the count) and the end of the log:
-        # the job folder that holds the whole report is removed when the migration ends.
-        if isinstance(report.get('ignored_count'), int):
-            summary['ignored_count'] = report['ignored_count']
-            summary['ignored'] = [str(item) for item in (report.get('ignored') or [])[:SUMMARY_IGNORED]]
-        if isinstance(report.get('log_tail'), list):
-            summary['log_tail'] = [str(line)[:SUMMARY_LOG_WIDTH] for line in report['log_tail'][-SUMMARY_LOG_LINES:]]
-        summary['verified_at'] = now_iso()
-        return summary
+                self.steps.set_state(record, pool, 'data node %s copying (job %s)' % (copy_job.get('data_node'),
+                                                                                     copy_job.get('job_id')),
+                                     states.DATA_COPYING_IN_PROGRESS)
+                return self._plan_result(True, before, record, pool, ['record the running copy'])
+        return self._plan_result(record.get('revision') != before.get('revision'), before, record, pool, [])
 
     def _take_phase1_report(self, record, pool, before, report):
+        steps = self.steps
         ts = record.get('task_state')
-        self._check_report(record, report, final=False)
+        check_report(record, report, final=False)
         if ts == states.DATA_COPYING_COMPLETED:
-            return self._result(False, before, record, pool, [])
-        if ts not in (states.DATA_COPYING_STARTING, states.DATA_COPYING_IN_PROGRESS, states.DATA_COPYING_COMPLETING):
+            return steps.result(False, before, record, pool, [])
+        if ts not in states.DATA_COPYING_PENDING:
             raise InvalidRequest('Cannot take a copy report for share %s in task_state %s' % (record['name'], ts))
-        problem = self._report_failure(report)
+        problem = report_failure(report)
         if problem:
             self._fail_copy(record, pool, problem, report)
-        self._set(record, pool, 'copy verified', states.DATA_COPYING_COMPLETING)
-        record['migration']['copy'] = self._copy_summary(report)
+        steps.set_state(record, pool, 'copy verified', states.DATA_COPYING_COMPLETING)
+        record['migration']['copy'] = copy_summary(report)
         record['migration']['phase1_done_at'] = now_iso()
-        self._set(record, pool, 'phase 1 done: copy verified', states.DATA_COPYING_COMPLETED)
-        return self._result(True, before, record, pool, ['record the verified copy', 'task_state -> data_copying_completed'])
+        steps.set_state(record, pool, 'phase 1 done: copy verified', states.DATA_COPYING_COMPLETED)
+        return steps.result(True, before, record, pool, ['record the verified copy', 'task_state -> data_copying_completed'])
 
     def _fail_copy(self, record, pool, problem, report):
         """A failed or unverified copy: data_copying_error with the source restored and the error
         recorded first, then the destination removed (best effort: cleanup_pending otherwise)."""
-        source, dest = self._pools(record, pool)
+        steps = self.steps
+        source, dest = steps.pools(record)
         name = record['name']
-        had_destination = self._instance(record, 'destination') is not None
-        kept = self._note_destination_removal(record, source, dest)
-        restore_problem = self._restore_source(record, pool)
+        had_destination = steps.instance(record, 'destination') is not None
+        kept = steps.note_destination_removal(record, source, dest)
+        restore_problem = steps.restore_source(record, pool)
         record['migration']['error'] = 'Copy failed: %s' % problem
-        record['migration']['copy'] = dict(self._copy_summary(report), differ=report.get('differ'),
+        record['migration']['copy'] = dict(copy_summary(report), differ=report.get('differ'),
                                            missing=report.get('missing'), extra=report.get('extra'))
         record['migration']['ended_at'] = now_iso()
-        self._set(record, pool, 'copy failed: %s' % problem, states.DATA_COPYING_ERROR)
-        left = self._run_cleanup(record, pool)
+        steps.set_state(record, pool, 'copy failed: %s' % problem, states.DATA_COPYING_ERROR)
+        left = steps.run_cleanup(record, pool)
         removed = had_destination and not left and not kept
         msg = ('Failed to copy share %s to %s: %s; %sthe share is available again, untouched, in %s'
                % (name, dest, problem, 'the destination instance was removed and ' if removed else '', source))
-        msg += self._cleanup_note(left, kept, restore_problem)
-        raise StorageError(msg, share=self.shares.view(record, pool), copy_report=report)
+        msg += steps.cleanup_note(left, kept, restore_problem)
+        raise StorageError(msg, share=steps.shares.view(record, pool), copy_report=report)
 
     # -- phase 2 -----------------------------------------------------------------------------
-    def _complete_host(self, record, pool, before, source, dest, copy_report, open_writers_wait=0):
+    def check_completion_report(self, record, copy_report):
+        # A forged, foreign or stale report is refused before anything is recorded.
+        check_report(record, copy_report, final=True)
+
+    def complete(self, record, pool, before, source, dest, copy_report, open_writers_wait):
         """The switchover of a host-assisted migration: final pass, verified, sealed, then switch.
 
         Returns a result when a data node must (again) run the final pass, None when the switch may
@@ -295,26 +182,26 @@ class HostAssistedMixin(object):
         """
         mig = record['migration']
         if copy_report is not None:
-            self._check_report(record, copy_report, final=True)
+            check_report(record, copy_report, final=True)
         if not mig.get('final_verified'):
             if copy_report is None:
                 self._refuse_open_writers(record, pool, source, open_writers_wait, after_final=False)
                 # Ask for the final pass; a rerun gets the same plan (the data mover attaches).
                 changed = record.get('revision') != before.get('revision')
-                return self._host_result(changed, before, record, pool,
+                return self._plan_result(changed, before, record, pool,
                                          ['run the final pass on a data node (last sync and verification)'], final=True)
-            problem = self._report_failure(copy_report)
+            problem = report_failure(copy_report)
             if problem:
                 mig['error'] = 'Final pass failed, nothing was switched: %s' % problem
                 # The next completion hands out a new final pass.
-                (mig.get('passes') or {}).pop(FINAL_PASS, None)
+                forget_final_pass(record)
                 back = mig.get('phase1_state') or states.DATA_COPYING_COMPLETED
-                self._set(record, pool, 'final pass failed: %s' % problem, back)
+                self.steps.set_state(record, pool, 'final pass failed: %s' % problem, back)
                 raise StorageError('Failed to complete the migration of share %s: the final pass %s. Nothing was switched: '
                                    'the share is back in %s on %s with its source intact; fix the cause and complete again, '
                                    'or cancel' % (record['name'], problem, back, source), copy_report=copy_report)
             mig['final_verified'] = True
-            mig['final_copy'] = self._copy_summary(copy_report)
+            mig['final_copy'] = copy_summary(copy_report)
             self.ctx.repo.save(record, pool, 'final pass verified')
         return self._sealed_for_switch(record, pool, before, source, dest, open_writers_wait)
 
@@ -329,14 +216,14 @@ class HostAssistedMixin(object):
         users' own). A switch that stopped before that point (a crash, a busy export) seals again.
         """
         mig = record['migration']
-        final_pass = self._pass(record, final=True) or {}
-        if self._switched(record, source, dest) or (
+        final_pass = current_pass(record, final=True) or {}
+        if self.switched(record, source, dest) or (
                 mig.get('switch_sealed') == final_pass.get('id') and self._switch_begun(record, dest)):
             return None
         self._refuse_open_writers(record, pool, source, open_writers_wait, after_final=True)
         verified = mig.get('final_copy') or {}
         ignore = list(source.backend.migration_ignore_files)
-        paths = {'source': active_instance(record)['path'], 'destination': self._instance(record, 'destination')['path']}
+        paths = {'source': active_instance(record)['path'], 'destination': self.steps.instance(record, 'destination')['path']}
         seals = {}
         for side, pool_of in (('source', source), ('destination', dest)):
             try:
@@ -360,10 +247,10 @@ class HostAssistedMixin(object):
         mig['final_verified'] = False
         mig['stale_final_copy'] = mig.pop('final_copy', None)
         mig['error'] = msg
-        drawn = self._draw_pass(record, final=True)
+        drawn = draw_pass(record, final=True)
         self.ctx.repo.save(record, pool, 'final pass stale (%s changed since its verification): final pass %s requested'
                            % (' and '.join(changed), drawn['id']))
-        result = self._host_result(True, before, record, pool,
+        result = self._plan_result(True, before, record, pool,
                                    ['seal both instances: %s changed since the final pass was verified' % ' and '.join(changed),
                                     'run a new final pass on a data node (last sync and verification)'], final=True)
         result['msg'] = msg
@@ -373,7 +260,7 @@ class HostAssistedMixin(object):
     def _switch_begun(self, record, dest):
         """True once _switch may have changed something: the destination is available, or an
         enforcing export already serves it."""
-        dst_inst = self._instance(record, 'destination')
+        dst_inst = self.steps.instance(record, 'destination')
         if dst_inst is None:
             return False
         if dst_inst.get('status') == states.AVAILABLE:
@@ -400,7 +287,7 @@ class HostAssistedMixin(object):
         remaining = found
         if wait_seconds:
             remaining = openfiles.wait_closed(lambda: openfiles.open_writers(paths), wait_seconds,
-                                              clock=self.clock, sleeper=self.sleeper)
+                                              clock=self.steps.clock, sleeper=self.steps.sleeper)
         if not remaining and not after_final:
             return
         mig = record['migration']
@@ -417,20 +304,21 @@ class HostAssistedMixin(object):
             # report can complete the migration.
             mig['final_verified'] = False
             mig.pop('final_copy', None)
-            drawn = self._draw_pass(record, final=True)
+            drawn = draw_pass(record, final=True)
             why += ' after the final pass; a new final pass (pass %s) is needed' % drawn['id']
         else:
             why += ' before the final pass'
         back = mig.get('phase1_state') or states.DATA_COPYING_COMPLETED
         mig['error'] = 'Switchover refused, nothing was switched: %s' % why
         mig['open_writers'] = remaining or found
-        self._set(record, pool, 'switchover refused: open writers', back)
+        self.steps.set_state(record, pool, 'switchover refused: open writers', back)
         raise StorageError('Failed to complete the migration of share %s: %s. Nothing was switched: the share is back '
                            'in %s on %s with its source intact; stop those processes (or let open_writers_wait wait '
                            'for them) and complete again, or cancel' % (name, why, back, source),
                            open_writers=remaining or found)
 
-    def _cancel_host_check(self, record):
+    # -- cancel ------------------------------------------------------------------------------
+    def check_cancel(self, record):
         """Refuse to remove the destination while a local copy job still writes into it."""
         mig = record.get('migration') or {}
         job = mig.get('copy_job') or {}
@@ -443,7 +331,3 @@ class HostAssistedMixin(object):
                 raise StorageError('Cannot cancel the migration of share %s yet: its copy job %s is still running on '
                                    'the data node; cancel the copy first (the cancel_share_migration playbook does both)'
                                    % (record['name'], candidate.get('job_id')))
-
-    @staticmethod
-    def elapsed(since_epoch):
-        return round(time.time() - since_epoch, 3) if since_epoch else None

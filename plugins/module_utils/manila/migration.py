@@ -16,18 +16,22 @@ from ansible_collections.storage.mobility.plugins.module_utils import states
 from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, InvalidRequest, NotFound
 from ansible_collections.storage.mobility.plugins.module_utils.manila.api import ManilaAPI
 from ansible_collections.storage.mobility.plugins.module_utils.manila.shares import ManilaShareManager, wait_share
+from ansible_collections.storage.mobility.plugins.module_utils.names import PoolAddress
 
-FLAGS = ('writable', 'preserve_metadata', 'preserve_snapshots', 'nondisruptive')
-PHASE1_DONE = (states.MIGRATION_DRIVER_PHASE1_DONE, states.DATA_COPYING_COMPLETED)
-PHASE1_PENDING = (states.MIGRATION_STARTING, states.MIGRATION_IN_PROGRESS, states.MIGRATION_DRIVER_STARTING,
-                  states.MIGRATION_DRIVER_IN_PROGRESS, states.DATA_COPYING_STARTING,
-                  states.DATA_COPYING_IN_PROGRESS, states.DATA_COPYING_COMPLETING)
-PHASE1_FAILED = (states.MIGRATION_ERROR, states.DATA_COPYING_ERROR, states.MIGRATION_CANCELLED,
-                 states.DATA_COPYING_CANCELLED)
+# The flags, phase sets and transitions are those of states.py; Manila allows the reference's own
+# transitions only (states.may_transition(..., reference=True)).
+FLAGS = states.MIGRATION_FLAGS
+PHASE1_DONE = states.PHASE1_DONE
+PHASE1_PENDING = states.PHASE1_PENDING
+PHASE1_FAILED = states.PHASE1_FAILED
 #: task states in which Manila answers the progress call with a figure from the driver or data service
-LIVE_PROGRESS_STATES = (states.MIGRATION_DRIVER_IN_PROGRESS, states.DATA_COPYING_IN_PROGRESS)
-COMPLETE_PENDING = PHASE1_DONE + (states.MIGRATION_COMPLETING, 'migration_success_pending')
-CANCEL_PENDING = states.CANCELLABLE_TASK_STATES + (states.MIGRATION_CANCEL_IN_PROGRESS, 'migration_cancelled_pending')
+LIVE_PROGRESS_STATES = states.LIVE_PROGRESS_STATES
+# What a wait sees while Manila completes or cancels: the step's own states, then its goal with the
+# share not yet available again (see _settled).
+COMPLETE_PENDING = states.sources_of(states.MIGRATION_COMPLETING, reference=True) + (
+    states.MIGRATION_COMPLETING, 'migration_success_pending')
+CANCEL_PENDING = states.sources_of(states.MIGRATION_CANCEL_IN_PROGRESS, reference=True) + (
+    states.MIGRATION_CANCEL_IN_PROGRESS, 'migration_cancelled_pending')
 
 
 def _settled(goal):
@@ -40,13 +44,8 @@ def _settled(goal):
     return state_of
 
 
-def _pool_parts(address):
-    host_backend, sep, pool = address.partition('#')
-    host, at, backend = host_backend.partition('@')
-    if not (sep and at and host and backend and pool):
-        raise InvalidRequest("Invalid destination pool %r: expected host@backend#pool as Manila names pools, "
-                             "for example devhost@alpha#pool1" % (address,))
-    return host_backend, pool
+def _destination(address):
+    return PoolAddress.service(address, 'destination pool', 'Manila', 'devhost@alpha#pool1')
 
 
 class ManilaMigrationManager(object):
@@ -72,17 +71,39 @@ class ManilaMigrationManager(object):
             result['progress'] = progress
         return result
 
+    def _joined(self, share, waiter, wait, timeout, sleep):
+        """A rerun while Manila is at the step already: no change, its end waited for when asked."""
+        if wait and not self.ctx.check_mode:
+            share = waiter(share, timeout, sleep)
+        return self._result(False, share, [])
+
+    def _step(self, share, actions, running, call, waiter, wait, timeout, sleep, **predicted):
+        """Phase 2 or a cancel: predicted in check mode (``predicted`` holds the share's values it
+        would end with), else asked of Manila and waited for with ``waiter`` when ``wait``."""
+        before = self.shares.view(share)
+        if self.ctx.check_mode:
+            after = dict(before, total_progress=100, **predicted)
+            return dict(self._result(True, after, actions, before=before, migration=running, predicted=True),
+                        task_state=predicted['task_state'], total_progress=100)
+        call(share)
+        if wait:
+            share = waiter(share, timeout, sleep)
+        else:
+            share = self.api.share(share['id']) or share
+        return self._result(True, share, actions, before=before, migration=running)
+
     def _running(self, share):
         return ManilaShareManager.migration_view(share, self.api.instances(share)) or {}
 
     def check_destination(self, destination):
         """Refuse an unknown destination before Manila accepts it and fails later in the scheduler."""
-        host_backend, pool = _pool_parts(destination)
+        address = _destination(destination)
+        host_backend, pool = address.host_backend, address.pool
         pools = self.api.pools()
         if pools:
             if destination in pools:
                 return
-            same_backend = sorted(p for p in pools if p.partition('#')[0] == host_backend)
+            same_backend = sorted(p for p in pools if PoolAddress.split(p).host_backend == host_backend)
             if same_backend:
                 raise NotFound('Unknown pool %r of backend %s in destination pool %s: Manila reports the pools %s'
                                % (pool, host_backend, destination, ', '.join(same_backend)))
@@ -123,7 +144,7 @@ class ManilaMigrationManager(object):
         if force_host_assisted_migration and asked:
             raise InvalidRequest('Cannot migrate share %s: force_host_assisted_migration cannot be combined with %s '
                                  '(a host-assisted migration keeps none of them)' % (name, ', '.join(asked)))
-        _pool_parts(destination)
+        _destination(destination)
         share = self.api.require_share(name)
         task_state = share.get('task_state')
         running = self._running(share) if task_state else {}
@@ -192,24 +213,13 @@ class ManilaMigrationManager(object):
             raise InvalidRequest('Cannot complete the migration of share %s to %s: it is migrating to %s'
                                  % (name, destination, target))
         if task_state == states.MIGRATION_COMPLETING:
-            if wait and not self.ctx.check_mode:
-                share = self._wait_complete(share, timeout, sleep)
-            return self._result(False, share, [])
-        if task_state not in states.COMPLETABLE_TASK_STATES:
+            return self._joined(share, self._wait_complete, wait, timeout, sleep)
+        if not states.may_transition(task_state, states.MIGRATION_COMPLETING, reference=True):
             raise InvalidRequest('Cannot complete the migration of share %s: its task_state is %s; phase 2 starts '
                                  'only from %s' % (name, task_state, ' or '.join(states.COMPLETABLE_TASK_STATES)))
         actions = ['complete migration of share %s: switch from %s to %s' % (name, share.get('host'), target)]
-        before = self.shares.view(share)
-        if self.ctx.check_mode:
-            after = dict(before, task_state=states.MIGRATION_SUCCESS, total_progress=100, host=target or destination)
-            return dict(self._result(True, after, actions, before=before, migration=running, predicted=True),
-                        task_state=states.MIGRATION_SUCCESS, total_progress=100)
-        self.api.migration_complete(share)
-        if wait:
-            share = self._wait_complete(share, timeout, sleep)
-        else:
-            share = self.api.share(share['id']) or share
-        return self._result(True, share, actions, before=before, migration=running)
+        return self._step(share, actions, running, self.api.migration_complete, self._wait_complete, wait, timeout, sleep,
+                          task_state=states.MIGRATION_SUCCESS, host=target or destination)
 
     def _wait_complete(self, share, timeout, sleep):
         return wait_share(self.api, share, (states.MIGRATION_SUCCESS,), timeout, sleep,
@@ -223,25 +233,14 @@ class ManilaMigrationManager(object):
         if task_state == states.MIGRATION_CANCELLED:
             return self._result(False, share, [])
         if task_state == states.MIGRATION_CANCEL_IN_PROGRESS:
-            if wait and not self.ctx.check_mode:
-                share = self._wait_cancel(share, timeout, sleep)
-            return self._result(False, share, [])
-        if task_state not in states.CANCELLABLE_TASK_STATES:
+            return self._joined(share, self._wait_cancel, wait, timeout, sleep)
+        if not states.may_transition(task_state, states.MIGRATION_CANCEL_IN_PROGRESS, reference=True):
             raise InvalidRequest('Cannot cancel the migration of share %s: its task_state is %s; a migration can be '
                                  'cancelled only in %s' % (name, task_state, ', '.join(states.CANCELLABLE_TASK_STATES)))
         running = self._running(share)
         actions = ['cancel migration of share %s to %s' % (name, running.get('destination_pool'))]
-        before = self.shares.view(share)
-        if self.ctx.check_mode:
-            after = dict(before, task_state=states.MIGRATION_CANCELLED, total_progress=100)
-            return dict(self._result(True, after, actions, before=before, migration=running, predicted=True),
-                        task_state=states.MIGRATION_CANCELLED, total_progress=100)
-        self.api.migration_cancel(share)
-        if wait:
-            share = self._wait_cancel(share, timeout, sleep)
-        else:
-            share = self.api.share(share['id']) or share
-        return self._result(True, share, actions, before=before, migration=running)
+        return self._step(share, actions, running, self.api.migration_cancel, self._wait_cancel, wait, timeout, sleep,
+                          task_state=states.MIGRATION_CANCELLED)
 
     def _wait_cancel(self, share, timeout, sleep):
         return wait_share(self.api, share, (states.MIGRATION_CANCELLED,), timeout, sleep,

@@ -20,9 +20,9 @@ from ansible_collections.storage.mobility.plugins.module_utils.managers.share_mi
 from ansible_collections.storage.mobility.plugins.module_utils.manila.migration import ManilaMigrationManager
 from ansible_collections.storage.mobility.plugins.module_utils.names import PoolAddress
 from ansible_collections.storage.mobility.plugins.module_utils.services.base import local_backends, refuse_options
+from ansible_collections.storage.mobility.plugins.module_utils.states import MIGRATION_FLAGS
 
 #: the migration flags as the module names them, in the order Manila documents them
-FLAGS = ('writable', 'preserve_metadata', 'preserve_snapshots', 'nondisruptive')
 
 
 class ShareMigrationService(abc.ABC):
@@ -38,7 +38,7 @@ class ShareMigrationService(abc.ABC):
                                  open_writers_wait=params['open_writers_wait'])
         if state == 'cancelled':
             return self.cancel(name)
-        return self.start(name, params['destination_pool'], dict((f, params[f]) for f in FLAGS),
+        return self.start(name, params['destination_pool'], dict((f, params[f]) for f in MIGRATION_FLAGS),
                           force_host_assisted=params['force_host_assisted_migration'],
                           new_share_type=params['new_share_type'], new_share_network=params['new_share_network'],
                           copy_job=params['copy_job'], copy_report=params['copy_report'])

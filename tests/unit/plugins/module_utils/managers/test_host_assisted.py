@@ -453,11 +453,11 @@ class Crash(BaseException):
 
 def crash_before_the_seal_check(monkeypatch):
     """The run dies right after 'final pass verified' is written, before anything else."""
-    from ansible_collections.storage.mobility.plugins.module_utils.managers.host_assisted import HostAssistedMixin
+    from ansible_collections.storage.mobility.plugins.module_utils.managers.host_assisted import HostAssisted
 
     def die(self, *args):
         raise Crash()
-    monkeypatch.setattr(HostAssistedMixin, "_sealed_for_switch", die)
+    monkeypatch.setattr(HostAssisted, "_sealed_for_switch", die)
 
 
 def flip_byte(path, offset=10):
@@ -619,9 +619,9 @@ def test_a_rerun_after_a_crash_once_the_export_serves_the_destination_finishes_i
     """Once the seals matched and an enforcing export serves the destination (stood for here by
     _switch_begun: the export tests cover the real mounts), a rerun finishes the switch without
     sealing again: the destination's writes are the users' own."""
-    from ansible_collections.storage.mobility.plugins.module_utils.managers.host_assisted import HostAssistedMixin
+    from ansible_collections.storage.mobility.plugins.module_utils.managers.host_assisted import HostAssisted
     final, users_write = _crash_in_the_switch(env, monkeypatch)
-    monkeypatch.setattr(HostAssistedMixin, "_switch_begun", lambda self, record, dest: True)
+    monkeypatch.setattr(HostAssisted, "_switch_begun", lambda self, record, dest: True)
     result = env.migrations().complete("s1")
     assert result["task_state"] == states.MIGRATION_SUCCESS
     assert open(users_write).read() == "kept"
