@@ -11,7 +11,7 @@ import traceback
 from ansible_collections.storage.mobility.plugins.module_utils.config import (
     EXPORT_HELPERS, OPENSTACK_DRIVERS, OPENSTACK_INTERFACES, TRANSPORTS)
 from ansible_collections.storage.mobility.plugins.module_utils.context import Context
-from ansible_collections.storage.mobility.plugins.module_utils.drivers.registry import share_driver_names
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.registry import share_driver_names
 from ansible_collections.storage.mobility.plugins.module_utils.errors import (
     Busy, CommandError, InvalidRequest, NotFound, StorageError, WaitTimeout)
 from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner

@@ -27,12 +27,13 @@ __metaclass__ = type
 import time
 import uuid
 
-from ansible_collections.storage.mobility.plugins.module_utils import openfiles, states
+from ansible_collections.storage.mobility.plugins.module_utils import states
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.signing import new_pass, signature_valid
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import access_mode
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import active_instance, live_copy_progress
 from ansible_collections.storage.mobility.plugins.module_utils.store import now_iso
+from ansible_collections.storage.mobility.plugins.module_utils.transport import openfiles
 
 FINAL_SUFFIX = '-final'
 DEFAULT_HASH = 'xxh128'
@@ -392,14 +393,15 @@ class HostAssistedMixin(object):
         source intact and the error recorded; completing again (or cancelling) works from there."""
         name = record['name']
         src_inst = active_instance(record)
-        paths = [src_inst['path'], self.ctx.driver(source).export().location(name, src_inst['path'])]
-        found = openfiles.open_writers(paths)
+        driver = self.ctx.driver(source)
+        paths = [src_inst['path'], driver.export().location(name, src_inst['path'])]
+        found = driver.transport.open_writers(paths)
         if not found:
             record['migration'].pop('open_writers', None)
             return
         remaining = found
         if wait_seconds:
-            remaining = openfiles.wait_closed(lambda: openfiles.open_writers(paths), wait_seconds,
+            remaining = openfiles.wait_closed(lambda: driver.transport.open_writers(paths), wait_seconds,
                                               clock=self.clock, sleeper=self.sleeper)
         if not remaining and not after_final:
             return

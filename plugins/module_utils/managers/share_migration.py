@@ -17,7 +17,7 @@ import time
 import uuid
 
 from ansible_collections.storage.mobility.plugins.module_utils import states
-from ansible_collections.storage.mobility.plugins.module_utils.drivers.base import MIGRATION_FLAGS
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.base import MIGRATION_FLAGS
 from ansible_collections.storage.mobility.plugins.module_utils.errors import (
     Busy, InvalidRequest, StorageError)
 from ansible_collections.storage.mobility.plugins.module_utils.exports import access_mode

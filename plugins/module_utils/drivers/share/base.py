@@ -3,6 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The abstract share driver: what a manager may ask of any storage backend.
 
+A driver reaches its storage host only through its transport (transport/base.py): it runs argv
+lists and file operations there and never calls os, subprocess or fcntl on storage paths itself.
 Drivers raise typed errors (errors.py) and never call fail_json. Every method that changes
 storage is idempotent: called again after a crash it converges instead of failing.
 """
@@ -21,9 +23,9 @@ class ShareDriver(abc.ABC):
     #: name used in ``driver:`` and in the registry
     name = None
 
-    def __init__(self, backend, runner):
+    def __init__(self, backend, transport):
         self.backend = backend
-        self.runner = runner
+        self.transport = transport
 
     # -- pools -------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -1,4 +1,4 @@
-"""Unit tests for plugins/module_utils/drivers/btrfs.py.
+"""Unit tests for plugins/module_utils/drivers/share/btrfs.py and its btrfs_cli.py and btrfs_stream.py.
 
 Parsing is checked on output recorded from btrfs-progs 6.2 and, as root, on a real btrfs
 filesystem in a loop-mounted sparse image (the cheap parts of the driver: subvolumes, snapshots,
@@ -15,14 +15,18 @@ import sys
 import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils.config import Backends
-from ansible_collections.storage.mobility.plugins.module_utils.drivers import btrfs as btrfs_mod
-from ansible_collections.storage.mobility.plugins.module_utils.drivers.btrfs import (
-    END_COMMAND, BtrfsShareDriver, crash_wanted, increment_name, increment_seq, parse_du_total, parse_dump_data_bytes,
-    parse_subvolume_list, parse_subvolume_show, root_utimes_command, stray_transfers)
-from ansible_collections.storage.mobility.plugins.module_utils.drivers.posix import PosixShareDriver
+from ansible_collections.storage.mobility.plugins.module_utils.crash import CRASH_AFTER_ENV, crash_wanted
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share import btrfs_stream
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.btrfs import BtrfsShareDriver
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.btrfs_cli import (
+    increment_name, increment_seq, parse_du_total, parse_dump_data_bytes, parse_subvolume_list, parse_subvolume_show)
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.btrfs_stream import (
+    END_COMMAND, root_utimes_command)
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.posix import PosixShareDriver
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
-from ansible_collections.storage.mobility.plugins.module_utils.store import CRASH_AFTER_ENV
+from ansible_collections.storage.mobility.plugins.module_utils.transport.base import FileStat
+from ansible_collections.storage.mobility.plugins.module_utils.transport.local import LocalTransport
 
 SHOW_RECEIVED = """stage/snap4
 \tName: \t\t\tsnap4
@@ -149,12 +153,12 @@ def test_the_end_command_is_the_one_btrfs_send_writes():
 
 
 def test_the_root_utimes_command_carries_the_times_of_the_sent_root():
-    st = os.stat_result((0o40755, 256, 1, 1, 0, 0, 0, 0, 0, 0, 978307200.0, 978307200.0, 978307200.0,
-                         978307200123456789, 978307201987654321, 978307202000000001))
+    st = FileStat(mode=0o40755, ino=256, dev=1, nlink=1, uid=0, gid=0, size=0, atime_ns=978307200123456789,
+                  mtime_ns=978307201987654321, ctime_ns=978307202000000001)
     command = root_utimes_command(st)
     length, kind, crc = struct.unpack("<IHI", command[:10])
     assert (kind, length) == (20, len(command) - 10)
-    assert crc == btrfs_mod.crc32c(command[:6] + b"\0\0\0\0" + command[10:]) and crc != 0
+    assert crc == btrfs_stream.crc32c(command[:6] + b"\0\0\0\0" + command[10:]) and crc != 0
     attrs, payload = {}, command[10:]
     while payload:
         kind, size = struct.unpack("<HH", payload[:4])
@@ -178,7 +182,9 @@ def test_stray_transfers_are_found_by_exact_path(tmp_path):
     fake(104, "rsync", "send", "/p/.mobility/btrfs/m1")          # not btrfs
     fake(105, "btrfs", "subvolume", "/p/.mobility/btrfs/m1")     # not a transfer
     (proc / "self").mkdir()
-    assert stray_transfers(["/p/.mobility/btrfs/m1", "/p/x/inc-000002"], proc=str(proc)) == [101, 102]
+    found = LocalTransport(CommandRunner()).pids_running("btrfs", ("send", "receive"),
+                                                         ["/p/.mobility/btrfs/m1", "/p/x/inc-000002"], proc=str(proc))
+    assert found == [101, 102]
 
 
 # --------------------------------------------------------------------------- compatibility without btrfs
@@ -196,7 +202,7 @@ def _backends(tmp_path, **kinds):
 def _driver(backends, name):
     backend = [b for b in backends.backends if b.name == name][0]
     cls = BtrfsShareDriver if backend.driver == "btrfs" else PosixShareDriver
-    return cls(backend, CommandRunner()), backend.pools["p"]
+    return cls(backend, LocalTransport(CommandRunner())), backend.pools["p"]
 
 
 def _answer(**kw):
@@ -223,9 +229,9 @@ def test_compatibility_across_hosts_is_refused(tmp_path):
 
 
 def test_compatibility_with_a_pool_that_is_not_btrfs_names_the_filesystem(tmp_path, monkeypatch):
-    monkeypatch.setattr(btrfs_mod, "mount_of", lambda path: {"fstype": "ext4", "source": "/dev/sdz1",
-                                                             "mount_point": "/srv"})
-    monkeypatch.setattr(btrfs_mod.shutil, "which", lambda name: "/usr/bin/btrfs")
+    monkeypatch.setattr(LocalTransport, "mount_of", lambda self, path: {"fstype": "ext4", "source": "/dev/sdz1",
+                                                                        "mount_point": "/srv"})
+    monkeypatch.setattr(LocalTransport, "which", lambda self, name: True)
     backends = _backends(tmp_path, src=("btrfs", "h1"), dst=("btrfs", "h1"))
     (drv, src), (dst_drv, dst) = _driver(backends, "src"), _driver(backends, "dst")
     answer = drv.migration_check_compatibility(src, dst, {"name": "s"}, dst_drv)
@@ -237,7 +243,7 @@ def test_compatibility_with_a_pool_that_is_not_btrfs_names_the_filesystem(tmp_pa
 
 
 def test_a_missing_btrfs_command_is_named(tmp_path, monkeypatch):
-    monkeypatch.setattr(btrfs_mod.shutil, "which", lambda name: None)
+    monkeypatch.setattr(LocalTransport, "which", lambda self, name: False)
     backends = _backends(tmp_path, src=("btrfs", "h1"))
     drv, src = _driver(backends, "src")
     with pytest.raises(StorageError, match="needs the btrfs command: install btrfs-progs"):
@@ -277,7 +283,7 @@ def real(real_fs, request):
     pools = {"a": {"path": names[0]}, "b": {"path": names[1]}}
     backends = Backends([{"name": "bt", "driver": "btrfs", "host": "h", "pools": pools}])
     backend = backends.backends[0]
-    return BtrfsShareDriver(backend, CommandRunner()), backend.pools["a"], backend.pools["b"]
+    return BtrfsShareDriver(backend, LocalTransport(CommandRunner())), backend.pools["a"], backend.pools["b"]
 
 
 def test_real_instances_and_snapshots_are_subvolumes(real):
@@ -389,7 +395,7 @@ def test_real_open_writers_are_named(real):
                                "sys.stdin.read()", target], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ok"
-        found = btrfs_mod.open_writers(path)
+        found = drv.open_writers(path)
         assert len(found) == 1 and found[0].startswith("%d (python" % holder.pid) and target in found[0]
     finally:
         holder.communicate("", timeout=30)
@@ -397,6 +403,6 @@ def test_real_open_writers_are_named(real):
                                "sys.stdin.read()", target], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert reader.stdout.readline().strip() == "ok"
-        assert btrfs_mod.open_writers(path) == []
+        assert drv.open_writers(path) == []
     finally:
         reader.communicate("", timeout=30)
