@@ -14,7 +14,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.context import Co
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.registry import share_driver_names
 from ansible_collections.storage.mobility.plugins.module_utils.errors import (
     Busy, CommandError, InvalidRequest, NotFound, StorageError, WaitTimeout)
-from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
+from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 
 
 def backends_argument_spec():

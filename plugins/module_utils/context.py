@@ -10,9 +10,9 @@ from ansible_collections.storage.mobility.plugins.module_utils.config import Bac
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.registry import share_driver
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, NotFound, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
-from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
 from ansible_collections.storage.mobility.plugins.module_utils.store import ShareRepository
 from ansible_collections.storage.mobility.plugins.module_utils.transport.registry import transport_for
+from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 
 
 class Context(object):

@@ -20,9 +20,9 @@ import time
 from ansible_collections.storage.mobility.plugins.module_utils.crash import crash_point
 from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
-from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
 from ansible_collections.storage.mobility.plugins.module_utils.transport.base import LockBusy, LockReplaced
 from ansible_collections.storage.mobility.plugins.module_utils.transport.registry import transport_for
+from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 
 META_DIR = '.mobility'
 HISTORY_LIMIT = 50

@@ -22,9 +22,9 @@ from ansible_collections.storage.mobility.plugins.module_utils.config import Bac
 from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import (
     BASE_SOURCE, RO, RW, BindExport, NoneExport, access_mode, export_helper)
-from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
 from ansible_collections.storage.mobility.plugins.module_utils.transport.local import LocalTransport
 from ansible_collections.storage.mobility.plugins.module_utils.transport.mounts import stacked_mounts
+from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")
 

@@ -11,11 +11,11 @@ from ansible_collections.storage.mobility.plugins.module_utils.config import Bac
 from ansible_collections.storage.mobility.plugins.module_utils.context import Context
 from ansible_collections.storage.mobility.plugins.module_utils.errors import (
     Busy, InvalidRequest, NotFound, StorageError)
-from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
 from ansible_collections.storage.mobility.plugins.module_utils.store import (
     HISTORY_LIMIT, PoolStore, ShareLock, ShareRepository, now_iso)
 from ansible_collections.storage.mobility.plugins.module_utils.transport import local as local_mod
 from ansible_collections.storage.mobility.plugins.module_utils.transport.local import LocalTransport
+from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 
 from mobility_helpers import Env, backend_spec, lock_held_by_other_process
 

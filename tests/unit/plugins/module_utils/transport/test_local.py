@@ -16,12 +16,12 @@ import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils.config import Backends
 from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, InvalidRequest, StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
 from ansible_collections.storage.mobility.plugins.module_utils.transport import local as local_mod
 from ansible_collections.storage.mobility.plugins.module_utils.transport.base import (
     FileStat, LockBusy, TailEdit, Transport)
 from ansible_collections.storage.mobility.plugins.module_utils.transport.local import LocalTransport, atomic_write_json
 from ansible_collections.storage.mobility.plugins.module_utils.transport.registry import transport_for, transport_names
+from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 
 
 @pytest.fixture
@@ -169,7 +169,7 @@ def test_a_pipe_told_to_die_midway_passes_half_the_stream_and_exits_70(tmp_path)
     target = tmp_path / "half"
     script = (
         "import sys\n"
-        "from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner\n"
+        "from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner\n"
         "from ansible_collections.storage.mobility.plugins.module_utils.transport.local import LocalTransport\n"
         "LocalTransport(CommandRunner()).pipe(['printf', '0123456789'], ['sh', '-c', 'cat > \"$1\"', 'sh', sys.argv[1]],\n"
         "                                     'copy', die_midway=True)\n"

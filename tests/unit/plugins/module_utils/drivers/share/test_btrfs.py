@@ -24,9 +24,9 @@ from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.btr
     END_COMMAND, root_utimes_command)
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.posix import PosixShareDriver
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
 from ansible_collections.storage.mobility.plugins.module_utils.transport.base import FileStat
 from ansible_collections.storage.mobility.plugins.module_utils.transport.local import LocalTransport
+from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 
 SHOW_RECEIVED = """stage/snap4
 \tName: \t\t\tsnap4

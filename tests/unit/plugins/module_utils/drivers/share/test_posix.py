@@ -15,8 +15,8 @@ from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.bas
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.posix import PosixShareDriver
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.registry import share_driver, share_driver_names
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
 from ansible_collections.storage.mobility.plugins.module_utils.transport.local import LocalTransport
+from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 
 from mobility_helpers import backend_spec, populate_share, tree_state
 
