@@ -84,6 +84,26 @@ class ShareDriver(abc.ABC):
         """What this driver can do for the move: a dict with ``compatible`` and each flag of
         MIGRATION_FLAGS (True when supported) plus ``reason`` when not compatible."""
 
+    @staticmethod
+    def refused(reason):
+        """An answer of migration_check_compatibility: not compatible, no flag, ``reason``
+        (drivers start from it and fill it in when they can make the move)."""
+        result = dict((flag, False) for flag in MIGRATION_FLAGS)
+        result.update({'compatible': False, 'reason': reason})
+        return result
+
+    def pair_problem(self, source_pool, destination_pool, destination_driver, other_driver, other_host):
+        """Why this driver cannot move a share between these pools at all, or None: the
+        destination uses another driver (``other_driver`` ends the message) or is on another
+        host (``other_host`` ends it)."""
+        if destination_driver.name != self.name:
+            return 'the destination backend %s uses driver %s%s' % (destination_pool.backend.name,
+                                                                     destination_driver.name, other_driver)
+        if source_pool.backend.host != destination_pool.backend.host:
+            return 'the pools are on different hosts (%s, %s)%s' % (source_pool.backend.host,
+                                                                     destination_pool.backend.host, other_host)
+        return None
+
     @abc.abstractmethod
     def migration_start(self, source_pool, destination_pool, share):
         """Start phase 1 of a driver-assisted migration."""

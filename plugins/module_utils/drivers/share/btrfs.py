@@ -212,15 +212,11 @@ class BtrfsShareDriver(PosixShareDriver):
         return [entry['path'] for entry in parse_subvolume_list(out)] if rc == 0 else []
 
     def migration_check_compatibility(self, source_pool, destination_pool, share, destination_driver):
-        result = {'compatible': False, 'writable': False, 'preserve_metadata': False,
-                  'nondisruptive': False, 'preserve_snapshots': False, 'reason': None}
-        if destination_driver.name != self.name:
-            result['reason'] = ('the destination backend %s uses driver %s; btrfs send/receive needs btrfs pools on '
-                                'both sides' % (destination_pool.backend.name, destination_driver.name))
-            return result
-        if source_pool.backend.host != destination_pool.backend.host:
-            result['reason'] = ('the pools are on different hosts (%s, %s) and the btrfs driver reaches only this '
-                                'machine (transport local)' % (source_pool.backend.host, destination_pool.backend.host))
+        result = self.refused(self.pair_problem(
+            source_pool, destination_pool, destination_driver,
+            '; btrfs send/receive needs btrfs pools on both sides',
+            ' and the btrfs driver reaches only this machine (transport local)'))
+        if result['reason']:
             return result
         if not self.transport.which('btrfs'):
             result['reason'] = 'the btrfs command is missing on this machine (install btrfs-progs)'

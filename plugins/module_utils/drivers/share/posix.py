@@ -219,15 +219,11 @@ class PosixShareDriver(ShareDriver):
 
     # -- driver-assisted migration -----------------------------------------------------------
     def migration_check_compatibility(self, source_pool, destination_pool, share, destination_driver):
-        result = {'compatible': False, 'writable': False, 'preserve_metadata': False,
-                  'nondisruptive': False, 'preserve_snapshots': False, 'reason': None}
-        if destination_driver.name != self.name:
-            result['reason'] = ('the destination backend %s uses driver %s; the posix driver moves shares only '
-                                'between posix pools' % (destination_pool.backend.name, destination_driver.name))
-            return result
-        if source_pool.backend.host != destination_pool.backend.host:
-            result['reason'] = ('the pools are on different hosts (%s, %s); the posix driver moves shares only by '
-                                'renaming within one filesystem' % (source_pool.backend.host, destination_pool.backend.host))
+        result = self.refused(self.pair_problem(
+            source_pool, destination_pool, destination_driver,
+            '; the posix driver moves shares only between posix pools',
+            '; the posix driver moves shares only by renaming within one filesystem'))
+        if result['reason']:
             return result
         try:
             src_dev = self.transport.stat(os.path.dirname(self.instance_path(source_pool, share['name']))).dev
