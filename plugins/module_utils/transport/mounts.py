@@ -25,25 +25,31 @@ def _unescape(field):
     return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
 
 
-def mount_table():
-    """A list of dicts: mount_point, root (path inside the filesystem), fstype, source, options
-    (the mount's own, ``ro`` or ``rw`` first), mount_id and parent_id (to order mounts stacked on
-    one mount point: the upper one's parent is the one beneath)."""
+def parse_mountinfo(text):
+    """The lines of a ``/proc/<pid>/mountinfo`` as a list of dicts: mount_point, root (path inside
+    the filesystem), fstype, source, options (the mount's own, ``ro`` or ``rw`` first), mount_id
+    and parent_id (to order mounts stacked on one mount point: the upper one's parent is the one
+    beneath). A transport to another host parses the text it read there with it."""
     table = []
+    for line in text.splitlines():
+        fields = line.split()
+        try:
+            sep = fields.index('-')
+        except ValueError:
+            continue
+        table.append({'mount_point': _unescape(fields[4]), 'root': _unescape(fields[3]),
+                      'options': fields[5], 'fstype': fields[sep + 1], 'source': _unescape(fields[sep + 2]),
+                      'mount_id': fields[0], 'parent_id': fields[1]})
+    return table
+
+
+def mount_table():
+    """The mounts of this machine (parse_mountinfo of /proc/self/mountinfo)."""
     try:
         with open('/proc/self/mountinfo') as handle:
-            for line in handle:
-                fields = line.split()
-                try:
-                    sep = fields.index('-')
-                except ValueError:
-                    continue
-                table.append({'mount_point': _unescape(fields[4]), 'root': _unescape(fields[3]),
-                              'options': fields[5], 'fstype': fields[sep + 1], 'source': _unescape(fields[sep + 2]),
-                              'mount_id': fields[0], 'parent_id': fields[1]})
+            return parse_mountinfo(handle.read())
     except IOError:
-        pass
-    return table
+        return []
 
 
 def same_inode(a, b):
