@@ -6,6 +6,7 @@
 The controller keeps nothing between runs. Each pool holds the records of the shares whose
 authoritative copy lives there. During the switchover of a migration a record is briefly present
 in two pools; the one with the higher ``revision`` is authoritative and the other is stale.
+Records and locks are read and written through the transport of the pool's host (transport/).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -184,14 +185,14 @@ def _holder(text):
 class ShareRepository(object):
     """Finds and saves share records across every declared pool."""
 
-    def __init__(self, backends, transport=None):
-        """``transport``: a function from a backend to the transport of its host (the Context's);
-        without it each backend gets a new transport of its kind running commands itself."""
+    def __init__(self, backends, transport_of=None):
+        """``transport_of``: a function from a backend to the transport of its host (the
+        Context's); without it each backend gets a new transport of its kind."""
         self.backends = backends
-        if transport is None:
-            def transport(backend):
+        if transport_of is None:
+            def transport_of(backend):
                 return transport_for(backend, CommandRunner())
-        self.stores = dict((str(p.ref), PoolStore(p, transport(p.backend))) for p in backends.pools())
+        self.stores = dict((str(p.ref), PoolStore(p, transport_of(p.backend))) for p in backends.pools())
 
     def store(self, pool):
         return self.stores[str(pool.ref)]

@@ -206,6 +206,24 @@ def test_pids_running_finds_a_real_process_by_exact_path_and_kill_stops_it(tr, t
             p.wait()
 
 
+def test_pids_running_matches_program_verb_and_exact_paths_in_a_recorded_proc(tmp_path):
+    proc = tmp_path / "proc"
+
+    def fake(pid, *argv):
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+
+    fake(101, "/usr/bin/btrfs", "receive", "/p/.mobility/btrfs/m1")
+    fake(102, "btrfs", "send", "-q", "-p", "/p/x/inc-000001", "/p/x/inc-000002")
+    fake(103, "btrfs", "receive", "/p/.mobility/btrfs/m10")      # another migration
+    fake(104, "rsync", "send", "/p/.mobility/btrfs/m1")          # not btrfs
+    fake(105, "btrfs", "subvolume", "/p/.mobility/btrfs/m1")     # not a transfer
+    (proc / "self").mkdir()
+    found = LocalTransport(CommandRunner()).pids_running("btrfs", ("send", "receive"),
+                                                         ["/p/.mobility/btrfs/m1", "/p/x/inc-000002"], proc=str(proc))
+    assert found == [101, 102]
+
+
 # --------------------------------------------------------------------------- file operations
 
 
