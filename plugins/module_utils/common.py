@@ -13,10 +13,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.storage.mobility.plugins.module_utils.config import (
     EXPORT_HELPERS, OPENSTACK_DRIVERS, OPENSTACK_INTERFACES, TRANSPORTS)
 from ansible_collections.storage.mobility.plugins.module_utils.context import Context
-from ansible_collections.storage.mobility.plugins.module_utils.drivers.registry import share_driver_names
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.registry import share_driver_names
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.volume.registry import volume_driver_names
 from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
+from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 from ansible_collections.storage.mobility.plugins.module_utils.wait import Waits
 
 

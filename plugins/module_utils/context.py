@@ -7,11 +7,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.storage.mobility.plugins.module_utils.config import Backends
-from ansible_collections.storage.mobility.plugins.module_utils.drivers.registry import share_driver
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.registry import share_driver
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, NotFound, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.names import PoolAddress, validate_name
-from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
 from ansible_collections.storage.mobility.plugins.module_utils.store import ShareRepository
+from ansible_collections.storage.mobility.plugins.module_utils.transport.registry import transport_for
+from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 from ansible_collections.storage.mobility.plugins.module_utils.wait import Waits
 
 
@@ -27,10 +28,20 @@ class Context(object):
         self.backends = backends if isinstance(backends, Backends) else Backends(backends)
         self.runner = runner or CommandRunner()
         self.check_mode = check_mode
-        self.repo = ShareRepository(self.backends)
+        # One transport per storage host (and kind), shared by its drivers, records and locks.
+        self._transports = {}
+        for backend in self.backends.local():
+            key = (backend.host, backend.transport)
+            if key not in self._transports:
+                self._transports[key] = transport_for(backend, self.runner)
+        self.repo = ShareRepository(self.backends, self.transport)
         self._drivers = {}
         for backend in self.backends.local():
-            self._drivers[(backend.host, backend.name)] = share_driver(backend, self.runner)
+            self._drivers[(backend.host, backend.name)] = share_driver(backend, self.transport(backend))
+
+    def transport(self, backend):
+        """The transport to the storage host of ``backend`` (one of the collection's own)."""
+        return self._transports[(backend.host, backend.transport)]
 
     def openstack_backend(self, driver, pool=None, share=None):
         """The backend with OpenStack driver ``driver`` that serves this request, or None.

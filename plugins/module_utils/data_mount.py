@@ -27,7 +27,7 @@ import re
 import shlex
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.mounts import mount_table, same_inode as _same_inode
+from ansible_collections.storage.mobility.plugins.module_utils.transport.mounts import mount_table, same_inode as _same_inode
 
 HELPERS = ('bind', 'none', 'nfs', 'cifs', 'custom')
 PLACEHOLDERS = ('proto', 'options', 'export', 'path')

@@ -8,19 +8,19 @@ or read-write as its access rules (or a read-only migration phase) say; no rule 
 Under the bind mount lies a read-only base, so the path is never a writable folder of the export
 root's filesystem, not even for the instant of a switchover.
 ``none``: the share is reached at its path inside the pool; access levels are recorded, not enforced.
+
+Both reach the storage host through the backend's transport (mounts, the mount table, files).
 """
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import ctypes
 import errno
 import os
 
-from ansible_collections.storage.mobility.plugins.module_utils import openfiles
 from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.mounts import (
-    is_mount_point, same_inode as _same_inode, stacked_mounts)
+from ansible_collections.storage.mobility.plugins.module_utils.transport import openfiles
+from ansible_collections.storage.mobility.plugins.module_utils.transport.mounts import BaseUnsupported
 
 RW = 'rw'
 RO = 'ro'
@@ -28,17 +28,6 @@ RO = 'ro'
 # The read-only base under every bind export: an empty tmpfs, recognised by this source name.
 BASE_SOURCE = 'storage-mobility-base'
 BASE_OPTIONS = (('size', '4k'), ('mode', '0755'))
-# Linux syscalls (one numbering on every architecture since 5.2) and their flags.
-SYS_FSOPEN, SYS_FSCONFIG, SYS_FSMOUNT, SYS_MOVE_MOUNT = 430, 431, 432, 429
-FSOPEN_CLOEXEC = 0x1
-FSCONFIG_SET_STRING = 1
-FSCONFIG_CMD_CREATE = 6
-FSMOUNT_CLOEXEC = 0x1
-BASE_ATTRS = 0x1 | 0x2 | 0x4 | 0x8  # MOUNT_ATTR_RDONLY | NOSUID | NODEV | NOEXEC
-AT_FDCWD = -100
-MOVE_MOUNT_F_EMPTY_PATH = 0x4
-MOVE_MOUNT_BENEATH = 0x200
-
 
 def access_mode(rules, read_only_phase=False):
     """The export mode the rules call for: ``rw``, ``ro`` or None (not exported)."""
@@ -56,16 +45,16 @@ class NoneExport(object):
     name = 'none'
     enforced = False
 
-    def __init__(self, backend, runner):
+    def __init__(self, backend, transport):
         self.backend = backend
-        self.runner = runner
+        self.transport = transport
 
     def location(self, share_name, instance_path):
         return instance_path
 
     def state(self, share_name, instance_path):
         return {'helper': self.name, 'path': instance_path, 'mode': None, 'enforced': False,
-                'exported': os.path.isdir(instance_path)}
+                'exported': self.transport.is_dir(instance_path)}
 
     def plan(self, share_name, instance_path, mode):
         return []
@@ -75,51 +64,6 @@ class NoneExport(object):
 
     def remove(self, share_name, instance_path):
         return False
-
-
-class BaseUnsupported(StorageError):
-    """This kernel cannot slide a mount beneath another one (before Linux 6.5)."""
-
-
-def _syscall(number, *args):
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    result = libc.syscall(ctypes.c_long(number), *args)
-    if result < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return result
-
-
-def mount_base_beneath(path):
-    """Slide a new read-only base (an empty tmpfs) beneath the mount on top of ``path``, without
-    ever uncovering ``path``: fsopen, fsconfig, fsmount, then move_mount with
-    MOVE_MOUNT_BENEATH (Linux 6.5). Raises BaseUnsupported when the kernel cannot do it."""
-    fds = []
-    try:
-        try:
-            fs_fd = _syscall(SYS_FSOPEN, b'tmpfs', FSOPEN_CLOEXEC)
-        except OSError as exc:
-            raise BaseUnsupported('fsopen: %s' % exc.strerror)
-        fds.append(fs_fd)
-        _syscall(SYS_FSCONFIG, fs_fd, FSCONFIG_SET_STRING, b'source', BASE_SOURCE.encode(), 0)
-        for key, value in BASE_OPTIONS:
-            _syscall(SYS_FSCONFIG, fs_fd, FSCONFIG_SET_STRING, key.encode(), value.encode(), 0)
-        _syscall(SYS_FSCONFIG, fs_fd, FSCONFIG_CMD_CREATE, None, None, 0)
-        mnt_fd = _syscall(SYS_FSMOUNT, fs_fd, FSMOUNT_CLOEXEC, BASE_ATTRS)
-        fds.append(mnt_fd)
-        try:
-            _syscall(SYS_MOVE_MOUNT, mnt_fd, b'', AT_FDCWD, os.fsencode(path),
-                     MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_BENEATH)
-        except OSError as exc:
-            if exc.errno in (errno.EINVAL, errno.ENOSYS):
-                raise BaseUnsupported('move_mount beneath %s: %s' % (path, exc.strerror))
-            raise
-    except AttributeError as exc:  # no libc syscall() on this platform
-        raise BaseUnsupported(str(exc))
-    finally:
-        for fd in fds:
-            os.close(fd)
 
 
 def is_base(entry):
@@ -146,19 +90,18 @@ class BindExport(object):
     name = 'bind'
     enforced = True
 
-    def __init__(self, backend, runner):
+    def __init__(self, backend, transport):
         self.backend = backend
-        self.runner = runner
+        self.transport = transport
         self.root = backend.export_root
 
     def location(self, share_name, instance_path):
         return os.path.join(self.root, share_name)
 
-    @staticmethod
-    def _layers(path):
+    def _layers(self, path):
         """(below, base, above): the mounts stacked at ``path`` under the highest base, the base
         (or None), and the mounts above it, each lowest first. Without a base all are above."""
-        stack = stacked_mounts(path)
+        stack = self.transport.stacked_mounts(path)
         bases = [i for i, entry in enumerate(stack) if is_base(entry)]
         if not bases:
             return [], None, stack
@@ -171,7 +114,7 @@ class BindExport(object):
         below, base, above = self._layers(export_path)
         if not above:
             return False, False, None, base is not None
-        serves = len(above) == 1 and _same_inode(export_path, instance_path)
+        serves = len(above) == 1 and self.transport.same_inode(export_path, instance_path)
         return True, serves, _mode_of(above[-1]), base is not None
 
     def state(self, share_name, instance_path):
@@ -204,21 +147,21 @@ class BindExport(object):
         return actions
 
     def _require_root(self, share_name):
-        if os.geteuid() != 0:
+        if not self.transport.is_root():
             raise StorageError('Cannot export share %s with the bind helper of backend %s: mounting needs root; '
                                'run as root (become: true) or use export helper none'
                                % (share_name, self.backend.name))
 
     def _mount_base(self, share_name, path):
-        self.runner.run(['mount', '-t', 'tmpfs', '-o', ','.join(['ro'] + ['%s=%s' % kv for kv in BASE_OPTIONS]
-                                                                + ['nosuid', 'nodev', 'noexec']),
-                         '--', BASE_SOURCE, path],
-                        'mount the read-only base of export %s of share %s' % (path, share_name))
+        self.transport.run(['mount', '-t', 'tmpfs', '-o', ','.join(['ro'] + ['%s=%s' % kv for kv in BASE_OPTIONS]
+                                                                   + ['nosuid', 'nodev', 'noexec']),
+                            '--', BASE_SOURCE, path],
+                           'mount the read-only base of export %s of share %s' % (path, share_name))
 
     def _add_base(self, share_name, path):
         """Give a mounted export without a base one, never uncovering the path."""
         try:
-            mount_base_beneath(path)
+            self.transport.mount_base_beneath(path, BASE_SOURCE, BASE_OPTIONS)
         except BaseUnsupported:
             # Older kernels: the base goes on top (the share is briefly read-only and empty,
             # never writable), the share's bind mount above it again; the old bind mount stays
@@ -232,9 +175,9 @@ class BindExport(object):
         """Unmount the mount on top of ``path``; a busy export stays as it is and the error names
         the processes using it."""
         try:
-            self.runner.run(['umount', path], '%s %s of share %s' % (what, path, share_name))
+            self.transport.run(['umount', path], '%s %s of share %s' % (what, path, share_name))
         except StorageError as exc:
-            using = openfiles.users([path])
+            using = self.transport.users([path])
             if not using:
                 raise
             raise StorageError('Failed to %s %s of share %s: it is busy, used by %s; the export still serves '
@@ -264,35 +207,35 @@ class BindExport(object):
             return True
         if not has_base:
             try:
-                os.makedirs(path, 0o755)
+                self.transport.makedirs(path, 0o755)
             except OSError as exc:
                 if exc.errno != errno.EEXIST:
                     raise StorageError('Failed to create export path %s of share %s: %s'
                                        % (path, share_name, exc.strerror))
             self._mount_base(share_name, path)
         if not mounted:
-            self.runner.run(['mount', '--bind', '--', instance_path, path],
-                            'bind-mount share %s at %s' % (share_name, path))
+            self.transport.run(['mount', '--bind', '--', instance_path, path],
+                               'bind-mount share %s at %s' % (share_name, path))
             current = RW
         if current != mode:
-            self.runner.run(['mount', '-o', 'remount,bind,%s' % mode, '--', path],
-                            'remount export %s of share %s %s' % (path, share_name, mode))
+            self.transport.run(['mount', '-o', 'remount,bind,%s' % mode, '--', path],
+                               'remount export %s of share %s %s' % (path, share_name, mode))
         return True
 
     def remove(self, share_name, instance_path):
         """Unmount every layer (the share, its base, anything hidden below) and remove the export
         path (only an empty, unmounted folder is removed)."""
         path = self.location(share_name, instance_path)
-        stack = stacked_mounts(path)
+        stack = self.transport.stacked_mounts(path)
         changed = False
         if stack:
             self._require_root(share_name)
             for _entry in stack:
                 self._unmount_top(share_name, path, 'unmount export')
                 changed = True
-        if os.path.isdir(path) and not is_mount_point(path):
+        if self.transport.is_dir(path) and not self.transport.is_mount_point(path):
             try:
-                os.rmdir(path)
+                self.transport.rmdir(path)
                 changed = True
             except OSError:
                 pass
@@ -302,5 +245,6 @@ class BindExport(object):
 EXPORT_HELPERS = {'none': NoneExport, 'bind': BindExport}
 
 
-def export_helper(backend, runner):
-    return EXPORT_HELPERS[backend.export_helper](backend, runner)
+def export_helper(backend, transport):
+    """The export helper of ``backend``, reaching its host through ``transport``."""
+    return EXPORT_HELPERS[backend.export_helper](backend, transport)

@@ -27,7 +27,7 @@ DERIVED_NAMES = {
     ),
     'snapshot name': (
         '%s',            # <pool>/snapshots/<share>/<snapshot>
-        '.%s.partial',   # a posix snapshot while it is being copied (drivers/posix.py)
+        '.%s.partial',   # a posix snapshot while it is being copied (drivers/share/posix.py)
     ),
     'job id': (
         '%s',            # <state dir>/<job id>, a data copy job's folder (data_copy/job.py)

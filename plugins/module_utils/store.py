@@ -6,28 +6,27 @@
 The controller keeps nothing between runs. Each pool holds the records of the shares whose
 authoritative copy lives there. During the switchover of a migration a record is briefly present
 in two pools; the one with the higher ``revision`` is authoritative and the other is stale.
+Records and locks are read and written through the transport of the pool's host (transport/).
 """
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
-import fcntl
-import fnmatch
 import json
 import os
 import socket
 import time
-import uuid
 
+from ansible_collections.storage.mobility.plugins.module_utils.crash import crash_point
 from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
+from ansible_collections.storage.mobility.plugins.module_utils.transport.base import LockBusy, LockReplaced
+from ansible_collections.storage.mobility.plugins.module_utils.transport.registry import transport_for
+from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 
 META_DIR = '.mobility'
 HISTORY_LIMIT = 50
-# Fault injection for the crash tests: when set, the process dies (exit 70, no cleanup) right
-# after a record whose event matches this glob pattern has been written, as a power cut would.
-CRASH_AFTER_ENV = 'STORAGE_MOBILITY_CRASH_AFTER'
 
 
 def now_iso():
@@ -36,58 +35,29 @@ def now_iso():
     return time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(t)) + '.%06dZ' % int((t % 1) * 1e6)
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_json(path, data):
-    """Write ``data`` as JSON to ``path``: temp file, fsync, rename, fsync of the folder."""
-    folder = os.path.dirname(path)
-    # Not derived from the name, so that the longest accepted name fits (names.DERIVED_NAMES);
-    # listings skip names that start with a dot.
-    tmp = os.path.join(folder, '.tmp.%d.%s' % (os.getpid(), uuid.uuid4().hex[:12]))
-    payload = json.dumps(data, indent=2, sort_keys=True).encode('utf-8')
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(folder)
-
-
 class PoolStore(object):
-    """The metadata folder of one pool."""
+    """The metadata folder of one pool, reached through the transport of its backend's host."""
 
-    def __init__(self, pool):
+    def __init__(self, pool, transport):
         self.pool = pool
+        self.transport = transport
         self.root = os.path.join(pool.path, META_DIR)
+
+    def available(self):
+        """True when the pool's folder is there (an unmounted pool is skipped, not an error)."""
+        return self.transport.is_dir(self.pool.path)
 
     def _dir(self, kind):
         return os.path.join(self.root, kind)
 
     def ensure(self):
         """Create the metadata folders; fail clearly when the pool path is missing or read-only."""
-        if not os.path.isdir(self.pool.path):
+        if not self.available():
             raise StorageError('Pool %s: its path %s does not exist or is not a folder'
                                % (self.pool, self.pool.path))
         for kind in ('shares', 'locks'):
             try:
-                os.makedirs(self._dir(kind), 0o700)
+                self.transport.makedirs(self._dir(kind), 0o700)
             except OSError as exc:
                 if exc.errno != errno.EEXIST:
                     raise StorageError('Pool %s: cannot create its metadata folder %s: %s'
@@ -100,8 +70,7 @@ class PoolStore(object):
         """The share record stored in this pool, or None."""
         path = self.share_path(name)
         try:
-            with open(path, 'rb') as handle:
-                return json.loads(handle.read().decode('utf-8'))
+            return json.loads(self.transport.read_bytes(path).decode('utf-8'))
         except IOError as exc:
             if exc.errno == errno.ENOENT:
                 return None
@@ -112,24 +81,27 @@ class PoolStore(object):
 
     def write_share(self, record):
         self.ensure()
-        atomic_write_json(self.share_path(record['name']), record)
+        self.transport.write_json_atomic(self.share_path(record['name']), record)
 
     def delete_share(self, name):
         """Remove the record; a record already gone is not an error."""
         path = self.share_path(name)
         try:
-            os.unlink(path)
+            self.transport.unlink(path)
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 raise
             return False
-        _fsync_dir(os.path.dirname(path))
+        self.transport.fsync_dir(os.path.dirname(path))
         return True
+
+    def has_share(self, name):
+        return self.transport.lexists(self.share_path(name))
 
     def list_shares(self):
         folder = self._dir('shares')
         try:
-            names = os.listdir(folder)
+            names = self.transport.listdir(folder)
         except OSError:
             return []
         return sorted(n[:-5] for n in names if n.endswith('.json') and not n.startswith('.'))
@@ -157,68 +129,42 @@ class ShareLock(object):
     def acquire(self):
         try:
             for store in self.stores:
-                fd = self._lock_one(store)
-                if fd is None:
+                handle = self._lock_one(store)
+                if handle is None:
                     continue
-                self.handles.append((store, fd))
+                self.handles.append((store, handle))
                 if not self.create:
                     continue
-                info = json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
-                                   'since': now_iso(), 'purpose': self.purpose}).encode('utf-8')
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, info, 0)
+                handle.write_holder(json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
+                                                'since': now_iso(), 'purpose': self.purpose}))
         except BaseException:
             self.release()
             raise
         return self
 
     def _lock_one(self, store):
-        """The locked descriptor of the share's lock file in ``store`` (None: no file to lock in
-        check mode). A lock file can be removed by the run that holds it (see release): a lock
-        taken on a file that is no longer at its path is dropped and taken again."""
-        path = store.lock_path(self.name)
-        for _attempt in range(100):
-            if self.create:
-                store.ensure()
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            else:
-                try:
-                    fd = os.open(path, os.O_RDONLY)
-                except OSError as exc:
-                    if exc.errno == errno.ENOENT:
-                        return None
-                    raise
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except (IOError, OSError) as exc:
-                holder = _read_holder(fd)
-                os.close(fd)
-                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise Busy('Share %s is busy: another run holds its lock in pool %s (%s); '
-                               'try again when it has finished' % (self.name, store.pool, holder or 'holder unknown'))
-                raise
-            if _names_inode(path, fd):
-                return fd
-            # The holder before us removed the file after we opened it: lock the current one.
-            os.close(fd)
-        raise Busy('Share %s is busy: its lock file in pool %s keeps being replaced; try again'
-                   % (self.name, store.pool))
+        """The lock (transport.lock) of the share's lock file in ``store`` (None: no file to lock
+        in check mode). A lock file can be removed by the run that holds it (see release): the
+        transport then locks the file now at its path."""
+        if self.create:
+            store.ensure()
+        try:
+            return store.transport.lock(store.lock_path(self.name), create=self.create)
+        except LockBusy as exc:
+            raise Busy('Share %s is busy: another run holds its lock in pool %s (%s); '
+                       'try again when it has finished' % (self.name, store.pool, _holder(exc.holder) or 'holder unknown'))
+        except LockReplaced:
+            raise Busy('Share %s is busy: its lock file in pool %s keeps being replaced; try again'
+                       % (self.name, store.pool))
 
     def release(self):
         """Unlock; when no pool holds a record of the share (an unknown name, a deleted share),
         remove its lock files first, while still holding them, so bad input leaves nothing behind."""
         discard = self.create and bool(self.handles) and not any(
-            os.path.lexists(store.share_path(self.name)) for store, _fd in self.handles)
+            store.has_share(self.name) for store, _handle in self.handles)
         while self.handles:
-            store, fd = self.handles.pop()
-            try:
-                if discard:
-                    _unlink_locked(store.lock_path(self.name), fd)
-            finally:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                finally:
-                    os.close(fd)
+            store, handle = self.handles.pop()
+            handle.release(remove=discard)
 
     def __enter__(self):
         return self.acquire()
@@ -227,32 +173,10 @@ class ShareLock(object):
         self.release()
 
 
-def _names_inode(path, fd):
-    """True when ``path`` still names the file open as ``fd``."""
+def _holder(text):
+    """The holder's lock file text for messages, or None."""
     try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    own = os.fstat(fd)
-    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
-
-
-def _unlink_locked(path, fd):
-    """Remove the lock file ``path`` that this run holds locked as ``fd``: only when the path still
-    names that file (a run that opens it meanwhile finds it replaced and locks again)."""
-    if not _names_inode(path, fd):
-        return False
-    try:
-        os.unlink(path)
-    except OSError:
-        return False
-    return True
-
-
-def _read_holder(fd):
-    try:
-        data = os.pread(fd, 4096, 0)
-        info = json.loads(data.decode('utf-8'))
+        info = json.loads(text)
         return 'pid %s on %s since %s for %s' % (info.get('pid'), info.get('host'), info.get('since'), info.get('purpose'))
     except Exception:
         return None
@@ -261,15 +185,20 @@ def _read_holder(fd):
 class ShareRepository(object):
     """Finds and saves share records across every declared pool."""
 
-    def __init__(self, backends):
+    def __init__(self, backends, transport_of=None):
+        """``transport_of``: a function from a backend to the transport of its host (the
+        Context's); without it each backend gets a new transport of its kind."""
         self.backends = backends
-        self.stores = dict((str(p.ref), PoolStore(p)) for p in backends.pools())
+        if transport_of is None:
+            def transport_of(backend):
+                return transport_for(backend, CommandRunner())
+        self.stores = dict((str(p.ref), PoolStore(p, transport_of(p.backend))) for p in backends.pools())
 
     def store(self, pool):
         return self.stores[str(pool.ref)]
 
     def available_stores(self):
-        return [s for s in self.stores.values() if os.path.isdir(s.pool.path)]
+        return [s for s in self.stores.values() if s.available()]
 
     def lock(self, name, purpose, create=True):
         """Lock ``name`` in every reachable pool (see ShareLock)."""
@@ -308,9 +237,8 @@ class ShareRepository(object):
                             'task_state': record.get('task_state'), 'status': record.get('status')})
             del history[:-HISTORY_LIMIT]
         self.store(pool).write_share(record)
-        crash_after = os.environ.get(CRASH_AFTER_ENV)
-        if crash_after and event and fnmatch.fnmatchcase(event, crash_after):
-            os._exit(70)
+        # Fault injection (crash.py): die right after a record of a matching event is written.
+        crash_point(event)
         return record
 
     def delete(self, name, pool):

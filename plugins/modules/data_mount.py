@@ -178,7 +178,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.storage.mobility.plugins.module_utils.data_mount import (
     HELPERS, REFERENCE_UNMOUNT_TEMPLATE, DataMount)
 from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
+from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 
 
 def main():

@@ -171,7 +171,7 @@ class BtrfsLab:
         return [s for s in self.subvolumes() if ".mobility/btrfs" in s]
 
     def show(self, path: Path) -> dict:
-        from ansible_collections.storage.mobility.plugins.module_utils.drivers.btrfs import parse_subvolume_show
+        from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.btrfs_cli import parse_subvolume_show
         return parse_subvolume_show(_run(["btrfs", "subvolume", "show", path]).stdout)
 
 

@@ -16,7 +16,7 @@ injects one fault into most runs. A fault is a *point* drawn from a seeded rando
 * ``copy``: SIGKILL to a ``btrfs send`` or ``btrfs receive`` process of the migration, the first
   alive at or after a random delay within the span in which they ran (btrfs only);
 * ``crash``: the run is started with ``STORAGE_MOBILITY_CRASH_AFTER`` set to one of the crash
-  points the code has for that phase (records in store.py, steps in drivers/btrfs.py): the
+  points the code has for that phase (records in store.py, steps in drivers/share/btrfs.py): the
   module dies with exit code 70 right after that step, as in a power cut.
 
 After a fault the campaign reruns the same playbook (the next point may kill the rerun too), or

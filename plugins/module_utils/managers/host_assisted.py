@@ -21,7 +21,7 @@ anything changed since that verification, nothing is switched and a new final pa
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible_collections.storage.mobility.plugins.module_utils import openfiles, states
+from ansible_collections.storage.mobility.plugins.module_utils import states
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import layout
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.managers.copy_reports import (
@@ -29,6 +29,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.managers.copy_rep
 from ansible_collections.storage.mobility.plugins.module_utils.managers.migration_mechanism import MigrationMechanism
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import active_instance, live_copy_progress
 from ansible_collections.storage.mobility.plugins.module_utils.store import now_iso
+from ansible_collections.storage.mobility.plugins.module_utils.transport import openfiles
 
 DEFAULT_HASH = 'xxh128'
 SIDES = ('source', 'destination')
@@ -279,14 +280,15 @@ class HostAssisted(MigrationMechanism):
         source intact and the error recorded; completing again (or cancelling) works from there."""
         name = record['name']
         src_inst = active_instance(record)
-        paths = [src_inst['path'], self.ctx.driver(source).export().location(name, src_inst['path'])]
-        found = openfiles.open_writers(paths)
+        driver = self.ctx.driver(source)
+        paths = [src_inst['path'], driver.export().location(name, src_inst['path'])]
+        found = driver.transport.open_writers(paths)
         if not found:
             record['migration'].pop('open_writers', None)
             return
         remaining = found
         if wait_seconds:
-            remaining = openfiles.wait_closed(lambda: openfiles.open_writers(paths), wait_seconds,
+            remaining = openfiles.wait_closed(lambda: driver.transport.open_writers(paths), wait_seconds,
                                               clock=self.steps.clock, sleeper=self.steps.sleeper)
         if not remaining and not after_final:
             return

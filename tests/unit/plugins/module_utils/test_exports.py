@@ -22,8 +22,9 @@ from ansible_collections.storage.mobility.plugins.module_utils.config import Bac
 from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import (
     BASE_SOURCE, RO, RW, BindExport, NoneExport, access_mode, export_helper)
-from ansible_collections.storage.mobility.plugins.module_utils.mounts import stacked_mounts
-from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
+from ansible_collections.storage.mobility.plugins.module_utils.transport.local import LocalTransport
+from ansible_collections.storage.mobility.plugins.module_utils.transport.mounts import stacked_mounts
+from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")
 
@@ -72,15 +73,15 @@ def bind_backend(tmp_path):
 
 
 def test_export_helper_picks_the_declared_helper(bind_backend, tmp_path):
-    assert isinstance(export_helper(bind_backend, RecordingRunner()), BindExport)
+    assert isinstance(export_helper(bind_backend, LocalTransport(RecordingRunner())), BindExport)
     none_backend = Backends([{"name": "be2", "pools": {"a": str(tmp_path / "x")}}]).backends[0]
-    assert isinstance(export_helper(none_backend, RecordingRunner()), NoneExport)
+    assert isinstance(export_helper(none_backend, LocalTransport(RecordingRunner())), NoneExport)
 
 
 def test_none_export_is_the_path_in_the_pool_and_never_acts(tmp_path):
     backend = Backends([{"name": "be1", "pools": {"a": str(tmp_path / "a")}}]).backends[0]
     runner = RecordingRunner()
-    helper = NoneExport(backend, runner)
+    helper = NoneExport(backend, LocalTransport(runner))
     path = str(tmp_path / "a" / "shares" / "s1")
     assert helper.location("s1", path) == path
     assert helper.state("s1", path)["exported"] is False
@@ -95,12 +96,12 @@ def test_none_export_is_the_path_in_the_pool_and_never_acts(tmp_path):
 
 
 def test_bind_location_is_fixed_under_the_export_root(bind_backend, tmp_path):
-    helper = BindExport(bind_backend, RecordingRunner())
+    helper = BindExport(bind_backend, LocalTransport(RecordingRunner()))
     assert helper.location("s1", "/anything/shares/s1") == str(tmp_path / "exports" / "s1")
 
 
 def test_bind_plan_for_an_unmounted_export(bind_backend, tmp_path):
-    helper = BindExport(bind_backend, RecordingRunner())
+    helper = BindExport(bind_backend, LocalTransport(RecordingRunner()))
     inst = str(tmp_path / "a" / "shares" / "s1")
     export = str(tmp_path / "exports" / "s1")
     base = "mount a read-only base at %s" % export
@@ -122,8 +123,8 @@ def fake_stack(monkeypatch, layers, serves):
                  "source": BASE_SOURCE if layer == "base" else "/dev/sdz1",
                  "options": "ro,relatime" if layer in ("base", "ro") else "rw,relatime"}
         table.append(entry)
-    monkeypatch.setattr(exports, "stacked_mounts", lambda path: list(table))
-    monkeypatch.setattr(exports, "_same_inode", lambda a, b: serves)
+    monkeypatch.setattr(LocalTransport, "stacked_mounts", lambda self, path: list(table))
+    monkeypatch.setattr(LocalTransport, "same_inode", lambda self, a, b: serves)
 
 
 B = "mount a read-only base at {e}"
@@ -154,7 +155,7 @@ M = "bind-mount {i} at {e}"
     ([], False, None, [], False),
 ])
 def test_bind_plan_for_each_layout(bind_backend, tmp_path, monkeypatch, layers, serves, mode, expected, exported):
-    helper = BindExport(bind_backend, RecordingRunner())
+    helper = BindExport(bind_backend, LocalTransport(RecordingRunner()))
     inst = str(tmp_path / "a" / "shares" / "s1")
     export = str(tmp_path / "exports" / "s1")
     fake_stack(monkeypatch, layers, serves)
@@ -168,8 +169,8 @@ def test_bind_plan_for_each_layout(bind_backend, tmp_path, monkeypatch, layers, 
 
 def test_bind_apply_refuses_without_root_and_runs_nothing(bind_backend, tmp_path, monkeypatch):
     runner = RecordingRunner()
-    helper = BindExport(bind_backend, runner)
-    monkeypatch.setattr(exports.os, "geteuid", lambda: 1000)
+    helper = BindExport(bind_backend, LocalTransport(runner))
+    monkeypatch.setattr(LocalTransport, "is_root", lambda self: False)
     inst = str(tmp_path / "a" / "shares" / "s1")
     with pytest.raises(StorageError) as info:
         helper.apply("s1", inst, RW)
@@ -180,8 +181,8 @@ def test_bind_apply_refuses_without_root_and_runs_nothing(bind_backend, tmp_path
 
 def test_bind_apply_with_nothing_to_do_needs_no_root(bind_backend, tmp_path, monkeypatch):
     runner = RecordingRunner()
-    helper = BindExport(bind_backend, runner)
-    monkeypatch.setattr(exports.os, "geteuid", lambda: 1000)
+    helper = BindExport(bind_backend, LocalTransport(runner))
+    monkeypatch.setattr(LocalTransport, "is_root", lambda self: False)
     assert helper.apply("s1", str(tmp_path / "a" / "shares" / "s1"), None) is False
     assert helper.remove("s1", str(tmp_path / "a" / "shares" / "s1")) is False
     assert runner.calls == []
@@ -190,9 +191,9 @@ def test_bind_apply_with_nothing_to_do_needs_no_root(bind_backend, tmp_path, mon
 def test_bind_apply_builds_argv_lists(bind_backend, tmp_path, monkeypatch):
     # Root is faked and the runner only records: nothing is mounted.
     runner = RecordingRunner()
-    helper = BindExport(bind_backend, runner)
-    monkeypatch.setattr(exports.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(exports, "stacked_mounts", lambda path: [])
+    helper = BindExport(bind_backend, LocalTransport(runner))
+    monkeypatch.setattr(LocalTransport, "is_root", lambda self: True)
+    monkeypatch.setattr(LocalTransport, "stacked_mounts", lambda self, path: [])
     inst = str(tmp_path / "a" / "shares" / "-s1")
     export = str(tmp_path / "exports" / "-s1")
     assert helper.apply("-s1", inst, RO) is True
@@ -262,10 +263,10 @@ def accepted_writes_land_in(runner, dst):
 @needs_root
 def test_switch_never_accepts_a_write_outside_the_new_instance(bind_lab):
     backend, src, dst, export = bind_lab
-    helper = BindExport(backend, CommandRunner())
+    helper = BindExport(backend, LocalTransport(CommandRunner()))
     helper.apply("s1", src, RO)  # phase 2: the source is exported read-only
     runner = ProbingRunner(export)
-    helper = BindExport(backend, runner)
+    helper = BindExport(backend, LocalTransport(runner))
     assert helper.apply("s1", dst, RW) is True
     assert [after for _n, after, _ok in runner.probes] == ["umount " + export, "mount --bind"]
     # Between the two steps the export path showed the read-only base: the write failed.
@@ -280,10 +281,10 @@ def test_switch_never_accepts_a_write_outside_the_new_instance(bind_lab):
 @needs_root
 def test_switch_to_a_read_only_export_and_unexport_keep_the_base(bind_lab):
     backend, src, dst, export = bind_lab
-    helper = BindExport(backend, CommandRunner())
+    helper = BindExport(backend, LocalTransport(CommandRunner()))
     helper.apply("s1", src, RW)
     runner = ProbingRunner(export)
-    BindExport(backend, runner).apply("s1", dst, RO)
+    BindExport(backend, LocalTransport(runner)).apply("s1", dst, RO)
     accepted_writes_land_in(runner, dst)
     assert helper.state("s1", dst)["mode"] == RO and helper.state("s1", dst)["read_only_base"] is True
     # No rule any more: not exported, but the path stays read-only (the base), never writable.
@@ -300,7 +301,7 @@ def test_an_export_of_the_old_layout_is_converted_without_a_gap(bind_lab):
     backend, src, dst, export = bind_lab
     os.makedirs(export)
     subprocess.run(["mount", "--bind", src, export], check=True)  # what the previous version made
-    helper = BindExport(backend, CommandRunner())
+    helper = BindExport(backend, LocalTransport(CommandRunner()))
     state = helper.state("s1", src)
     assert state["exported"] is True and state["read_only_base"] is False
     assert helper.plan("s1", src, RW) == ["mount a read-only base beneath export %s" % export]
@@ -311,7 +312,7 @@ def test_an_export_of_the_old_layout_is_converted_without_a_gap(bind_lab):
     assert helper.apply("s1", src, RW) is False
     # The next switch uncovers the base, not the folder.
     runner = ProbingRunner(export)
-    BindExport(backend, runner).apply("s1", dst, RW)
+    BindExport(backend, LocalTransport(runner)).apply("s1", dst, RW)
     assert runner.probes[0][2] is False
     accepted_writes_land_in(runner, dst)
 
@@ -322,26 +323,26 @@ def test_without_move_mount_beneath_the_base_is_stacked_on_top(bind_lab, monkeyp
     os.makedirs(export)
     subprocess.run(["mount", "--bind", src, export], check=True)
 
-    def unsupported(path):
+    def unsupported(self, path, source, options):
         raise exports.BaseUnsupported("simulated kernel before 6.5")
 
-    monkeypatch.setattr(exports, "mount_base_beneath", unsupported)
+    monkeypatch.setattr(LocalTransport, "mount_base_beneath", unsupported)
     runner = ProbingRunner(export)
-    helper = BindExport(backend, runner)
+    helper = BindExport(backend, LocalTransport(runner))
     assert helper.apply("s1", src, RW) is True
     # The base on top made the path read-only for an instant, never writable elsewhere.
     assert [ok for _n, _a, ok in runner.probes] == [False, True]
     assert os.path.exists(os.path.join(src, "probe-001"))
     state = helper.state("s1", src)
     assert state["exported"] is True and state["read_only_base"] is True and state["hidden_mounts"] == 1
-    assert BindExport(backend, CommandRunner()).remove("s1", src) is True
+    assert BindExport(backend, LocalTransport(CommandRunner())).remove("s1", src) is True
     assert stacked_mounts(export) == [] and not os.path.exists(export)
 
 
 @needs_root
 def test_remove_takes_the_share_and_its_base_away(bind_lab):
     backend, src, dst, export = bind_lab
-    helper = BindExport(backend, CommandRunner())
+    helper = BindExport(backend, LocalTransport(CommandRunner()))
     helper.apply("s1", src, RO)
     assert len(stacked_mounts(export)) == 2
     assert helper.remove("s1", src) is True
@@ -352,7 +353,7 @@ def test_remove_takes_the_share_and_its_base_away(bind_lab):
 @needs_root
 def test_a_busy_export_is_not_switched_and_the_error_names_who_uses_it(bind_lab):
     backend, src, dst, export = bind_lab
-    helper = BindExport(backend, CommandRunner())
+    helper = BindExport(backend, LocalTransport(CommandRunner()))
     helper.apply("s1", src, RO)
     squatter = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], cwd=export)
     try:

@@ -7,13 +7,15 @@ import os
 
 import pytest
 
-from ansible_collections.storage.mobility.plugins.module_utils import store as store_mod
 from ansible_collections.storage.mobility.plugins.module_utils.config import Backends
 from ansible_collections.storage.mobility.plugins.module_utils.context import Context
 from ansible_collections.storage.mobility.plugins.module_utils.errors import (
     Busy, InvalidRequest, NotFound, StorageError)
 from ansible_collections.storage.mobility.plugins.module_utils.store import (
-    HISTORY_LIMIT, PoolStore, ShareLock, ShareRepository, atomic_write_json, now_iso)
+    HISTORY_LIMIT, PoolStore, ShareLock, ShareRepository, now_iso)
+from ansible_collections.storage.mobility.plugins.module_utils.transport import local as local_mod
+from ansible_collections.storage.mobility.plugins.module_utils.transport.local import LocalTransport
+from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 
 from mobility_helpers import Env, backend_spec, lock_held_by_other_process
 
@@ -32,59 +34,6 @@ def record(name="s1", rid="id-1", **extra):
     data = {"id": rid, "name": name, "task_state": None, "status": "available"}
     data.update(extra)
     return data
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-def test_atomic_write_json_writes_valid_json_and_leaves_no_temp_file(tmp_path):
-    path = tmp_path / "rec.json"
-    atomic_write_json(str(path), {"b": [1, 2], "a": "\u00e9"})
-    assert json.loads(path.read_text("utf-8")) == {"a": "\u00e9", "b": [1, 2]}
-    atomic_write_json(str(path), {"a": 2})  # replaces in place
-    assert json.loads(path.read_text("utf-8")) == {"a": 2}
-    assert sorted(os.listdir(tmp_path)) == ["rec.json"]
-    assert (os.stat(path).st_mode & 0o777) == 0o600
-
-
-def test_atomic_write_json_replaces_by_rename_never_in_place(tmp_path, monkeypatch):
-    path = tmp_path / "rec.json"
-    atomic_write_json(str(path), {"v": 1})
-    seen = []
-    real_rename = os.rename
-
-    def rename(src, dst):
-        # When the rename happens the old content is still whole and the new one is complete.
-        seen.append((json.loads(open(dst).read()), json.loads(open(src).read())))
-        return real_rename(src, dst)
-
-    monkeypatch.setattr(store_mod.os, "rename", rename)
-    atomic_write_json(str(path), {"v": 2})
-    assert seen == [({"v": 1}, {"v": 2})]
-
-
-def test_atomic_write_json_failure_keeps_the_old_record_and_no_temp_file(tmp_path, monkeypatch):
-    path = tmp_path / "rec.json"
-    atomic_write_json(str(path), {"v": 1})
-
-    def fail(*args):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(store_mod.os, "rename", fail)
-    with pytest.raises(OSError):
-        atomic_write_json(str(path), {"v": 2})
-    monkeypatch.undo()
-    assert json.loads(path.read_text()) == {"v": 1}
-    assert sorted(os.listdir(tmp_path)) == ["rec.json"], "a failed write must not leave its temp file behind"
-
-
-def test_unserialisable_data_changes_nothing(tmp_path):
-    path = tmp_path / "rec.json"
-    atomic_write_json(str(path), {"v": 1})
-    with pytest.raises(TypeError):
-        atomic_write_json(str(path), {"v": object()})
-    assert json.loads(path.read_text()) == {"v": 1}
-    assert sorted(os.listdir(tmp_path)) == ["rec.json"]
 
 
 def test_now_iso_is_utc_with_microseconds():
@@ -128,7 +77,7 @@ def test_pool_store_reports_a_corrupt_record(env, repo):
 
 def test_pool_store_ensure_fails_clearly_when_the_pool_is_missing(tmp_path):
     backends = Backends([{"name": "be1", "pools": {"gone": str(tmp_path / "missing")}}])
-    store = PoolStore(backends.pools()[0])
+    store = PoolStore(backends.pools()[0], LocalTransport(CommandRunner()))
     with pytest.raises(StorageError, match="does not exist or is not a folder"):
         store.ensure()
     assert not (tmp_path / "missing").exists()
@@ -339,20 +288,10 @@ def test_a_lock_on_a_file_removed_meanwhile_is_taken_again_on_the_current_file(e
             return os.dup(stale)
         return real_open(name, flags, *args)
 
-    monkeypatch.setattr(store_mod.os, "open", open_once_stale)
+    monkeypatch.setattr(local_mod.os, "open", open_once_stale)
     lock = ShareLock([store], "s1", "test")
     with lock:
-        held = lock.handles[0][1]
+        held = lock.handles[0][1].fd
         assert os.fstat(held).st_ino == os.stat(path).st_ino, "the lock is on the file at the path"
         assert os.fstat(held).st_ino != os.fstat(stale).st_ino
     os.close(stale)
-
-
-def test_release_removes_a_lock_file_only_while_it_names_the_locked_file(tmp_path):
-    path = tmp_path / "s1.lock"
-    fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o600)
-    os.unlink(str(path))
-    path.write_text("another run's lock")  # the path names another file now
-    assert store_mod._unlink_locked(str(path), fd) is False
-    assert path.read_text() == "another run's lock"
-    os.close(fd)

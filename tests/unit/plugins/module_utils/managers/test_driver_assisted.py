@@ -12,7 +12,7 @@ import os
 import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils import states
-from ansible_collections.storage.mobility.plugins.module_utils.drivers.posix import PosixShareDriver
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.posix import PosixShareDriver
 from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
 
 from mobility_helpers import Env

@@ -642,7 +642,7 @@ def test_a_rerun_after_a_crash_before_the_export_serves_the_destination_seals_ag
 
 def _failing_deletion(monkeypatch, pool_name, error="No space left on device"):
     """delete_instance in pool ``pool_name`` fails (a full pool, EIO, ...) until the returned switch is off."""
-    from ansible_collections.storage.mobility.plugins.module_utils.drivers.posix import PosixShareDriver
+    from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.posix import PosixShareDriver
     real = PosixShareDriver.delete_instance
     state = {"on": True, "calls": 0}
 

@@ -15,15 +15,16 @@ import sys
 import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils import states
-from ansible_collections.storage.mobility.plugins.module_utils.drivers.posix import PosixShareDriver
-from ansible_collections.storage.mobility.plugins.module_utils.drivers import posix as posix_mod
+from ansible_collections.storage.mobility.plugins.module_utils.crash import CRASH_AFTER_ENV
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.posix import PosixShareDriver
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share import posix as posix_mod
 from ansible_collections.storage.mobility.plugins.module_utils.errors import (
     Busy, InvalidRequest, NotFound, StorageError, WaitTimeout)
 from ansible_collections.storage.mobility.plugins.module_utils.exports import NoneExport
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share_migration import (
     HostAssistedUnavailable, ShareMigrationManager)
 from ansible_collections.storage.mobility.plugins.module_utils.states import MIGRATION_FLAGS
-from ansible_collections.storage.mobility.plugins.module_utils.store import CRASH_AFTER_ENV, ShareRepository
+from ansible_collections.storage.mobility.plugins.module_utils.store import ShareRepository
 
 from mobility_helpers import Env, backend_spec, populate_share, tree_state
 

@@ -6,7 +6,7 @@ import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils.common import backends_argument_spec, driver_names
 from ansible_collections.storage.mobility.plugins.module_utils.config import Backends
-from ansible_collections.storage.mobility.plugins.module_utils.drivers.registry import share_driver_names
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.registry import share_driver_names
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.volume import registry
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.volume.base import VolumeDriver
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest

@@ -1,7 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: storage.mobility contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Running external commands: always argv lists, never a shell string."""
+"""Running external commands on this machine: always argv lists, never a shell string.
+
+The local transport (local.py) runs its commands with it; the data node's mounts (data_mount.py) too.
+"""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type

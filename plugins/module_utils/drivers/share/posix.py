@@ -12,6 +12,8 @@ Layout of a pool::
 Driver-assisted migration moves a share by renaming it within one filesystem: atomic, instant,
 everything preserved (hard links, xattrs, ACLs, sparse files, snapshots). Between filesystems the
 driver says it is incompatible and the manager falls back to host-assisted copying.
+
+Every file operation and command goes through the backend's transport (``self.transport``).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -23,25 +25,13 @@ import os
 import uuid
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags
-from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import SealError, tree_seal
-from ansible_collections.storage.mobility.plugins.module_utils.drivers.base import ShareDriver
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import SealError
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.base import ShareDriver
 from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import export_helper
-from ansible_collections.storage.mobility.plugins.module_utils.mounts import mount_of
 from ansible_collections.storage.mobility.plugins.module_utils.store import META_DIR
 
 GIB = 1024 ** 3
-
-
-def _tree_bytes(path):
-    total = 0
-    for root, dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def trash_prefix(kind, *names):
@@ -49,13 +39,6 @@ def trash_prefix(kind, *names):
     names>.``, a fixed length whatever the names' length (names.DERIVED_NAMES)."""
     digest = hashlib.sha256(b'\0'.join(n.encode('utf-8', 'surrogateescape') for n in names)).hexdigest()
     return '%s-%s.' % (kind, digest[:16])
-
-
-def _is_empty_dir(path):
-    try:
-        return os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path)
-    except OSError:
-        return False
 
 
 class PosixShareDriver(ShareDriver):
@@ -75,18 +58,18 @@ class PosixShareDriver(ShareDriver):
         return os.path.join(pool.path, META_DIR, 'trash')
 
     def _require_pool(self, pool):
-        if not os.path.isdir(pool.path):
+        if not self.transport.is_dir(pool.path):
             raise StorageError('Pool %s: its path %s does not exist or is not a folder' % (pool, pool.path))
 
     # -- pools -------------------------------------------------------------------------------
     def pool_stats(self, pool):
         self._require_pool(pool)
-        st = os.statvfs(pool.path)
-        mount = mount_of(pool.path)
+        st = self.transport.statvfs(pool.path)
+        mount = self.transport.mount_of(pool.path)
         return {
             'pool_name': pool.name,
-            'total_capacity_gb': round(st.f_blocks * st.f_frsize / float(GIB), 2),
-            'free_capacity_gb': round(st.f_bavail * st.f_frsize / float(GIB), 2),
+            'total_capacity_gb': round(st['f_blocks'] * st['f_frsize'] / float(GIB), 2),
+            'free_capacity_gb': round(st['f_bavail'] * st['f_frsize'] / float(GIB), 2),
             'reserved_percentage': 0,
             'thin_provisioning': True,
             'snapshot_support': True,
@@ -103,28 +86,28 @@ class PosixShareDriver(ShareDriver):
             'filesystem': mount['fstype'],
             'mount_point': mount['mount_point'],
             'device': mount['source'],
-            'fsid': os.stat(pool.path).st_dev,
+            'fsid': self.transport.stat(pool.path).dev,
             'export_helper': self.backend.export_helper,
         }
 
     # -- instances ---------------------------------------------------------------------------
     def instance_exists(self, pool, share_name):
-        return os.path.isdir(self.instance_path(pool, share_name))
+        return self.transport.is_dir(self.instance_path(pool, share_name))
 
     def create_instance(self, pool, share_name):
         self._require_pool(pool)
         path = self.instance_path(pool, share_name)
         try:
-            os.makedirs(os.path.dirname(path), 0o755)
+            self.transport.makedirs(os.path.dirname(path), 0o755)
         except OSError as exc:
             if exc.errno != errno.EEXIST:
                 raise StorageError('Failed to create share folder of pool %s: %s' % (pool, exc.strerror))
         try:
-            os.mkdir(path, 0o755)
+            self.transport.mkdir(path, 0o755)
         except OSError as exc:
             if exc.errno != errno.EEXIST:
                 raise StorageError('Failed to create share %s in pool %s: %s' % (share_name, pool, exc.strerror))
-            if not _is_empty_dir(path):
+            if not self.transport.is_empty_dir(path):
                 raise InvalidRequest('Refusing to create share %s in pool %s: %s already exists and is not an '
                                      'empty folder (data not managed by this collection?)' % (share_name, pool, path))
         return path
@@ -132,7 +115,7 @@ class PosixShareDriver(ShareDriver):
     def _purge_trash(self, pool, prefixes):
         trash = self._trash(pool)
         try:
-            entries = [e for e in os.listdir(trash) if e.startswith(tuple(prefixes))]
+            entries = [e for e in self.transport.listdir(trash) if e.startswith(tuple(prefixes))]
         except OSError:
             return False
         for entry in entries:
@@ -143,18 +126,18 @@ class PosixShareDriver(ShareDriver):
         """``rm -rf`` of ``path``; when that fails, clear the immutable and append-only attributes
         below it (fileflags) and try once more. Needs no free space in the filesystem."""
         try:
-            self.runner.run(['rm', '-rf', '--one-file-system', '--', path], what)
+            self.transport.run(['rm', '-rf', '--one-file-system', '--', path], what)
             return
         except CommandError as exc:
             first = exc
         try:
-            cleared = fileflags.clear_tree(path)
+            cleared = self.transport.clear_flags_tree(path)
         except OSError as exc:
             raise StorageError('Failed to %s: %s; clearing the immutable and append-only attributes failed too: %s'
                                % (what, first, exc), **first.details)
         if not cleared:
             raise first
-        self.runner.run(['rm', '-rf', '--one-file-system', '--', path], what)
+        self.transport.run(['rm', '-rf', '--one-file-system', '--', path], what)
 
     def _delete_tree(self, pool, path, prefixes, what):
         """Move ``path`` into the pool's trash (atomic), then delete it; converge after a crash.
@@ -163,16 +146,16 @@ class PosixShareDriver(ShareDriver):
         folder cannot be renamed) ``path`` is deleted where it is: that needs no free space, and a
         run that dies half way leaves the rest at the same path for the next run to delete."""
         changed = False
-        if os.path.lexists(path):
+        if self.transport.lexists(path):
             trash = self._trash(pool)
             target = os.path.join(trash, '%s%s' % (prefixes[0], uuid.uuid4().hex))
             try:
                 try:
-                    os.makedirs(trash, 0o700)
+                    self.transport.makedirs(trash, 0o700)
                 except OSError as exc:
                     if exc.errno != errno.EEXIST:
                         raise
-                os.rename(path, target)
+                self.transport.rename(path, target)
             except OSError:
                 self.remove_tree(path, 'delete %s in place (it cannot be moved to the trash)' % what)
             changed = True
@@ -187,38 +170,38 @@ class PosixShareDriver(ShareDriver):
                                  'share %s in pool %s' % (share_name, pool))
 
     def tree_seal(self, pool, path, ignore):
-        """The seal of the instance folder ``path`` of ``pool``, walked here (the pools are local);
-        the btrfs driver inherits it (a subvolume is walked as a folder)."""
-        real = os.path.realpath(path)
-        if not (real + '/').startswith(os.path.realpath(pool.path).rstrip('/') + '/'):
+        """The seal of the instance folder ``path`` of ``pool``, walked on the pool's host by its
+        transport; the btrfs driver inherits it (a subvolume is walked as a folder)."""
+        real = self.transport.realpath(path)
+        if not (real + '/').startswith(self.transport.realpath(pool.path).rstrip('/') + '/'):
             raise StorageError('Refusing to seal %s: it is not inside pool %s (%s)' % (path, pool, pool.path))
         try:
-            return tree_seal(path, ignore)
+            return self.transport.tree_seal(path, ignore)
         except SealError as exc:
             raise StorageError('Failed to seal the tree of pool %s: %s' % (pool, exc))
 
     # -- snapshots ---------------------------------------------------------------------------
     def snapshot_exists(self, pool, share_name, snapshot_name):
-        return os.path.isdir(self.snapshot_path(pool, share_name, snapshot_name))
+        return self.transport.is_dir(self.snapshot_path(pool, share_name, snapshot_name))
 
     def create_snapshot(self, pool, share_name, snapshot_name):
         source = self.instance_path(pool, share_name)
         final = self.snapshot_path(pool, share_name, snapshot_name)
-        if os.path.isdir(final):
-            return _tree_bytes(final)
+        if self.transport.is_dir(final):
+            return self.transport.tree_bytes(final)
         folder = self.snapshots_dir(pool, share_name)
         try:
-            os.makedirs(folder, 0o755)
+            self.transport.makedirs(folder, 0o755)
         except OSError as exc:
             if exc.errno != errno.EEXIST:
                 raise StorageError('Failed to create snapshot %s of share %s: %s' % (snapshot_name, share_name, exc.strerror))
         tmp = os.path.join(folder, '.%s.partial' % snapshot_name)
-        if os.path.lexists(tmp):
+        if self.transport.lexists(tmp):
             self.remove_tree(tmp, 'remove the partial snapshot %s of share %s' % (snapshot_name, share_name))
-        self.runner.run(['cp', '-a', '--reflink=auto', '--', source, tmp],
-                        'copy share %s into snapshot %s' % (share_name, snapshot_name))
-        os.rename(tmp, final)
-        return _tree_bytes(final)
+        self.transport.run(['cp', '-a', '--reflink=auto', '--', source, tmp],
+                           'copy share %s into snapshot %s' % (share_name, snapshot_name))
+        self.transport.rename(tmp, final)
+        return self.transport.tree_bytes(final)
 
     def delete_snapshot(self, pool, share_name, snapshot_name):
         changed = self._delete_tree(pool, self.snapshot_path(pool, share_name, snapshot_name),
@@ -226,42 +209,38 @@ class PosixShareDriver(ShareDriver):
                                      'snapshot-%s-%s.' % (share_name, snapshot_name)],
                                     'snapshot %s of share %s' % (snapshot_name, share_name))
         folder = self.snapshots_dir(pool, share_name)
-        if _is_empty_dir(folder):
-            os.rmdir(folder)
+        if self.transport.is_empty_dir(folder):
+            self.transport.rmdir(folder)
         return changed
 
     # -- exports -----------------------------------------------------------------------------
     def export(self):
-        return export_helper(self.backend, self.runner)
+        return export_helper(self.backend, self.transport)
 
     # -- driver-assisted migration -----------------------------------------------------------
     def migration_check_compatibility(self, source_pool, destination_pool, share, destination_driver):
-        result = {'compatible': False, 'writable': False, 'preserve_metadata': False,
-                  'nondisruptive': False, 'preserve_snapshots': False, 'reason': None}
-        if destination_driver.name != self.name:
-            result['reason'] = ('the destination backend %s uses driver %s; the posix driver moves shares only '
-                                'between posix pools' % (destination_pool.backend.name, destination_driver.name))
-            return result
-        if source_pool.backend.host != destination_pool.backend.host:
-            result['reason'] = ('the pools are on different hosts (%s, %s); the posix driver moves shares only by '
-                                'renaming within one filesystem' % (source_pool.backend.host, destination_pool.backend.host))
+        result = self.refused(self.pair_problem(
+            source_pool, destination_pool, destination_driver,
+            '; the posix driver moves shares only between posix pools',
+            '; the posix driver moves shares only by renaming within one filesystem'))
+        if result['reason']:
             return result
         try:
-            src_dev = os.stat(os.path.dirname(self.instance_path(source_pool, share['name']))).st_dev
+            src_dev = self.transport.stat(os.path.dirname(self.instance_path(source_pool, share['name']))).dev
             dst_parent = os.path.dirname(self.instance_path(destination_pool, share['name']))
-            dst_dev = os.stat(dst_parent if os.path.isdir(dst_parent) else destination_pool.path).st_dev
+            dst_dev = self.transport.stat(dst_parent if self.transport.is_dir(dst_parent) else destination_pool.path).dev
         except OSError as exc:
             result['reason'] = 'cannot read the pools: %s' % exc
             return result
         if src_dev != dst_dev:
-            src_fs = mount_of(source_pool.path)
-            dst_fs = mount_of(destination_pool.path)
+            src_fs = self.transport.mount_of(source_pool.path)
+            dst_fs = self.transport.mount_of(destination_pool.path)
             result['reason'] = ('the pools are on different filesystems (%s %s on %s, %s %s on %s); the posix '
                                 'driver moves shares only by renaming within one filesystem'
                                 % (src_fs['fstype'], src_fs['source'], src_fs['mount_point'],
                                    dst_fs['fstype'], dst_fs['source'], dst_fs['mount_point']))
             return result
-        root_flags = fileflags.read_carried(self.instance_path(source_pool, share['name']))
+        root_flags = self.transport.read_flags(self.instance_path(source_pool, share['name']))
         if root_flags:
             # rename(2) refuses to move a folder that is immutable or append-only itself.
             result['reason'] = ('the root folder of share %s is %s, which a rename cannot move (a host copy carries '
@@ -282,11 +261,13 @@ class PosixShareDriver(ShareDriver):
     def _conflicts(self, source_pool, destination_pool, share_name):
         problems = []
         dst = self.instance_path(destination_pool, share_name)
-        if os.path.lexists(dst) and not _is_empty_dir(dst) and os.path.isdir(self.instance_path(source_pool, share_name)):
+        if (self.transport.lexists(dst) and not self.transport.is_empty_dir(dst)
+                and self.transport.is_dir(self.instance_path(source_pool, share_name))):
             problems.append('%s already holds data' % dst)
         dst_snaps = self.snapshots_dir(destination_pool, share_name)
         src_snaps = self.snapshots_dir(source_pool, share_name)
-        if os.path.lexists(src_snaps) and os.path.lexists(dst_snaps) and not _is_empty_dir(dst_snaps):
+        if (self.transport.lexists(src_snaps) and self.transport.lexists(dst_snaps)
+                and not self.transport.is_empty_dir(dst_snaps)):
             problems.append('%s already holds snapshots' % dst_snaps)
         return problems
 
@@ -308,26 +289,26 @@ class PosixShareDriver(ShareDriver):
 
     def migration_complete_done(self, source_pool, destination_pool, share):
         name = share['name']
-        return (not os.path.lexists(self.instance_path(source_pool, name))
-                and os.path.isdir(self.instance_path(destination_pool, name)))
+        return (not self.transport.lexists(self.instance_path(source_pool, name))
+                and self.transport.is_dir(self.instance_path(destination_pool, name)))
 
     def migration_complete(self, source_pool, destination_pool, share):
         name = share['name']
         src = self.instance_path(source_pool, name)
         dst = self.instance_path(destination_pool, name)
-        if os.path.isdir(src):
+        if self.transport.is_dir(src):
             problems = self._conflicts(source_pool, destination_pool, name)
             if problems:
                 raise StorageError('Failed to complete migration of share %s: %s' % (name, '; '.join(problems)))
-            if not os.path.isdir(os.path.dirname(dst)):
-                os.makedirs(os.path.dirname(dst), 0o755)
+            if not self.transport.is_dir(os.path.dirname(dst)):
+                self.transport.makedirs(os.path.dirname(dst), 0o755)
             # The point of no return: rename(2) replaces the empty reserved folder atomically.
             try:
-                os.rename(src, dst)
+                self.transport.rename(src, dst)
             except OSError as exc:
                 raise StorageError('Failed to complete migration of share %s: cannot rename %s to %s: %s'
                                    % (name, src, dst, exc.strerror))
-        elif not os.path.isdir(dst):
+        elif not self.transport.is_dir(dst):
             raise StorageError('Failed to complete migration of share %s: its data is in neither %s nor %s'
                                % (name, src, dst))
         self._move_snapshots(source_pool, destination_pool, name)
@@ -335,15 +316,15 @@ class PosixShareDriver(ShareDriver):
     def _move_snapshots(self, from_pool, to_pool, name):
         src = self.snapshots_dir(from_pool, name)
         dst = self.snapshots_dir(to_pool, name)
-        if not os.path.isdir(src):
+        if not self.transport.is_dir(src):
             return False
-        if _is_empty_dir(dst):
-            os.rmdir(dst)
-        if os.path.lexists(dst):
+        if self.transport.is_empty_dir(dst):
+            self.transport.rmdir(dst)
+        if self.transport.lexists(dst):
             raise StorageError('Failed to move the snapshots of share %s: %s already exists' % (name, dst))
-        if not os.path.isdir(os.path.dirname(dst)):
-            os.makedirs(os.path.dirname(dst), 0o755)
-        os.rename(src, dst)
+        if not self.transport.is_dir(os.path.dirname(dst)):
+            self.transport.makedirs(os.path.dirname(dst), 0o755)
+        self.transport.rename(src, dst)
         return True
 
     def migration_cancel(self, source_pool, destination_pool, share):
@@ -351,12 +332,12 @@ class PosixShareDriver(ShareDriver):
         name = share['name']
         src = self.instance_path(source_pool, name)
         dst = self.instance_path(destination_pool, name)
-        if not os.path.lexists(src) and os.path.isdir(dst):
+        if not self.transport.lexists(src) and self.transport.is_dir(dst):
             # The data was switched (the switchover renames the share first, its snapshots
             # second): bring both back. Otherwise nothing of this share is in the destination
             # pool but the reserved empty folder, and anything else there is left alone.
-            os.rename(dst, src)
-            if not os.path.lexists(self.snapshots_dir(source_pool, name)):
+            self.transport.rename(dst, src)
+            if not self.transport.lexists(self.snapshots_dir(source_pool, name)):
                 self._move_snapshots(destination_pool, source_pool, name)
-        if _is_empty_dir(dst):
-            os.rmdir(dst)
+        if self.transport.is_empty_dir(dst):
+            self.transport.rmdir(dst)

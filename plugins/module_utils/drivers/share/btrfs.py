@@ -34,23 +34,21 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
-import fnmatch
 import json
 import os
 import re
-import shutil
-import struct
-import subprocess
-import tempfile
 import time
 
-from ansible_collections.storage.mobility.plugins.module_utils import openfiles
+from ansible_collections.storage.mobility.plugins.module_utils.crash import crash_point, crash_wanted
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags
-from ansible_collections.storage.mobility.plugins.module_utils.drivers.posix import PosixShareDriver
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.btrfs_cli import (
+    increment_name, increment_seq, parse_du_total, parse_dump_data_bytes, parse_subvolume_list, parse_subvolume_show,
+    send_argv)
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.btrfs_stream import root_times_edit
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.posix import PosixShareDriver
 from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, InvalidRequest, StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.mounts import mount_of
-from ansible_collections.storage.mobility.plugins.module_utils.store import (
-    CRASH_AFTER_ENV, META_DIR, atomic_write_json, now_iso)
+from ansible_collections.storage.mobility.plugins.module_utils.store import META_DIR, now_iso
+from ansible_collections.storage.mobility.plugins.module_utils.transport import openfiles
 
 BTRFS = 'btrfs'
 # btrfs gives the root folder of every subvolume this inode number (BTRFS_FIRST_FREE_OBJECTID).
@@ -58,204 +56,8 @@ SUBVOLUME_INODE = 256
 STAGING = 'btrfs'
 PROGRESS_FILE = 'progress.json'
 FINAL = 'final'
-INCREMENT_RE = re.compile(r'^inc-(\d{6})$')
 MIGRATION_ID_RE = re.compile(r'^[0-9A-Za-z][0-9A-Za-z-]{0,63}$')
-CHUNK = 1024 * 1024
 PROGRESS_INTERVAL = 1.0
-EMPTY_VALUES = ('', '-')
-# The send stream (btrfs-progs' send.h): commands are a little-endian header (payload length u32,
-# command u16, CRC32C u32 of header and payload with the CRC field zero) and TLV attributes.
-SEND_C_UTIMES = 20
-SEND_C_END = 21
-SEND_A_CTIME = 9
-SEND_A_MTIME = 10
-SEND_A_ATIME = 11
-SEND_A_PATH = 15
-SEND_HEADER = struct.Struct('<IHI')
-
-
-# -- parsing (pure functions, unit-tested on recorded and real output) ---------------------------
-def parse_subvolume_show(text):
-    """``btrfs subvolume show PATH`` as a dict with lower-case keys (``uuid``, ``parent_uuid``,
-    ``received_uuid``, ``creation_time``, ``generation``, ``gen_at_creation``, ``flags``, ...),
-    ``readonly`` and ``snapshots`` (names listed under ``Snapshot(s):``). Values shown as ``-`` are None."""
-    result = {'snapshots': []}
-    lines = text.splitlines()
-    in_snapshots = False
-    for index, line in enumerate(lines):
-        if index == 0 and ':' not in line:
-            result['path'] = line.strip()
-            continue
-        stripped = line.strip()
-        if not stripped:
-            continue
-        if in_snapshots and ':' not in stripped:
-            result['snapshots'].append(stripped)
-            continue
-        key, sep, value = stripped.partition(':')
-        if not sep:
-            continue
-        key = key.strip().lower().replace(' ', '_').replace('(s)', 's')
-        value = value.strip()
-        in_snapshots = key == 'snapshots'
-        if in_snapshots:
-            if value:
-                result['snapshots'].append(value)
-            continue
-        if value in EMPTY_VALUES:
-            value = None
-        elif key in ('subvolume_id', 'generation', 'gen_at_creation', 'parent_id', 'top_level_id',
-                     'send_transid', 'receive_transid'):
-            try:
-                value = int(value)
-            except ValueError:
-                pass
-        result[key] = value
-    result['readonly'] = 'readonly' in (result.get('flags') or '').split(',')
-    return result
-
-
-def parse_subvolume_list(text):
-    """``btrfs subvolume list`` lines as dicts: id, gen, top_level, path."""
-    result = []
-    for line in text.splitlines():
-        match = re.match(r'^ID (\d+) gen (\d+)(?: cgen \d+)? top level (\d+)(?: .*?)? path (.*)$', line.strip())
-        if match:
-            result.append({'id': int(match.group(1)), 'gen': int(match.group(2)),
-                           'top_level': int(match.group(3)), 'path': match.group(4)})
-    return result
-
-
-def parse_dump_data_bytes(text):
-    """Bytes of file data in a send stream, from ``btrfs receive --dump`` of a ``--no-data`` send:
-    the sum of the ``len=`` of its ``update_extent`` commands."""
-    total = 0
-    for line in text.splitlines():
-        if line.startswith('update_extent'):
-            match = re.search(r'\blen=(\d+)', line)
-            if match:
-                total += int(match.group(1))
-    return total
-
-
-def parse_du_total(text):
-    """The Total column (bytes) of ``btrfs filesystem du -s --raw``."""
-    for line in text.splitlines():
-        fields = line.split()
-        if fields and fields[0].isdigit():
-            return int(fields[0])
-    return 0
-
-
-def _crc32c_table():
-    table = []
-    for index in range(256):
-        crc = index
-        for _bit in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-CRC32C_TABLE = _crc32c_table()
-
-
-def crc32c(data, crc=0):
-    """CRC32C as the send stream uses it: seed 0, no final inversion."""
-    for byte in bytearray(data):
-        crc = CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc
-
-
-def send_command(command, attributes=()):
-    """One send stream command: ``attributes`` are (type, bytes) pairs."""
-    payload = b''.join(struct.pack('<HH', kind, len(value)) + value for kind, value in attributes)
-    crc = crc32c(SEND_HEADER.pack(len(payload), command, 0) + payload)
-    return SEND_HEADER.pack(len(payload), command, crc) + payload
-
-
-END_COMMAND = send_command(SEND_C_END)
-
-
-def root_utimes_command(st):
-    """A ``utimes`` command for the root folder of the received subvolume (the empty path) with
-    the times of ``st`` (a stat result of the sent subvolume's root).
-
-    An incremental send creates every new inode under a temporary name in the subvolume's root
-    folder and then renames it into place, but it sends the root's times only when the root
-    itself changed: a receive of new files in subfolders leaves the received root with the time
-    of the receive. Appended before the stream's end, this command puts the source's times back."""
-    def stamp(ns):
-        return struct.pack('<QI', ns // 1000000000, ns % 1000000000)
-    return send_command(SEND_C_UTIMES, [(SEND_A_PATH, b''), (SEND_A_ATIME, stamp(st.st_atime_ns)),
-                                        (SEND_A_MTIME, stamp(st.st_mtime_ns)), (SEND_A_CTIME, stamp(st.st_ctime_ns))])
-
-
-def _write_all(fd, data):
-    """Write all of ``data``; False when the reader went away (BrokenPipeError)."""
-    view = memoryview(data)
-    try:
-        while view:
-            view = view[os.write(fd, view):]
-    except OSError:
-        return False
-    return True
-
-
-def _drain(handle):
-    """The text written to a temporary file, which is then closed."""
-    handle.seek(0)
-    data = handle.read().decode('utf-8', 'replace').strip()
-    handle.close()
-    return data
-
-
-def increment_name(seq):
-    return 'inc-%06d' % seq
-
-
-def increment_seq(name):
-    match = INCREMENT_RE.match(name)
-    return int(match.group(1)) if match else None
-
-
-def crash_wanted(event):
-    pattern = os.environ.get(CRASH_AFTER_ENV)
-    return bool(pattern and fnmatch.fnmatchcase(event, pattern))
-
-
-def crash_point(event):
-    """Fault injection for the crash tests, like the records' (store.py): die when the pattern in
-    STORAGE_MOBILITY_CRASH_AFTER matches ``event``."""
-    if crash_wanted(event):
-        os._exit(70)
-
-
-def open_writers(path):
-    """Processes holding a file of the subvolume at ``path`` open for writing (or mapped shared
-    and writable): a list of ``pid (command): file``. btrfs lets a descriptor opened before the
-    subvolume became read-only keep writing, so the switchover must know about these. The
-    subvolume has a device of its own, so every path into it counts (the export's too)."""
-    return [openfiles.describe([item]) for item in openfiles.open_writers([path], whole_device=True)]
-
-
-def stray_transfers(paths, proc='/proc'):
-    """Pids of ``btrfs send`` / ``btrfs receive`` processes naming one of ``paths`` (exactly) in
-    their arguments: left running by a run that died while they were joined to it."""
-    wanted = set(paths)
-    found = []
-    for pid in os.listdir(proc):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            with open(os.path.join(proc, pid, 'cmdline'), 'rb') as handle:
-                argv = [a.decode('utf-8', 'replace') for a in handle.read().split(b'\0') if a]
-        except (IOError, OSError):
-            continue
-        if (len(argv) > 2 and os.path.basename(argv[0]) == 'btrfs' and argv[1] in ('send', 'receive')
-                and wanted.intersection(argv[2:])):
-            found.append(int(pid))
-    return sorted(found)
 
 
 class BtrfsShareDriver(PosixShareDriver):
@@ -263,18 +65,18 @@ class BtrfsShareDriver(PosixShareDriver):
 
     # -- basics ------------------------------------------------------------------------------
     def _btrfs(self, args, what, check=True):
-        return self.runner.run(['btrfs'] + list(args), what, check=check)
+        return self.transport.run(['btrfs'] + list(args), what, check=check)
 
     def _require_tool(self):
-        if shutil.which('btrfs') is None:
+        if not self.transport.which('btrfs'):
             raise StorageError('The btrfs driver of backend %s needs the btrfs command: install btrfs-progs'
                                % self.backend.name)
 
     def _fs_problem(self, pool):
         """Why ``pool`` cannot be a btrfs pool, or None."""
-        if not os.path.isdir(pool.path):
+        if not self.transport.is_dir(pool.path):
             return 'its path %s does not exist or is not a folder' % pool.path
-        mount = mount_of(pool.path)
+        mount = self.transport.mount_of(pool.path)
         if mount['fstype'] != BTRFS:
             return ('its path %s is on a %s filesystem (%s mounted at %s), not btrfs; the btrfs driver needs '
                     'a btrfs filesystem or subvolume' % (pool.path, mount['fstype'], mount['source'], mount['mount_point']))
@@ -286,13 +88,12 @@ class BtrfsShareDriver(PosixShareDriver):
         if problem:
             raise StorageError('Pool %s: %s' % (pool, problem))
 
-    @staticmethod
-    def is_subvolume(path):
+    def is_subvolume(self, path):
         try:
-            st = os.lstat(path)
+            st = self.transport.lstat(path)
         except OSError:
             return False
-        return os.path.isdir(path) and not os.path.islink(path) and st.st_ino == SUBVOLUME_INODE
+        return self.transport.is_dir(path) and not self.transport.is_link(path) and st.ino == SUBVOLUME_INODE
 
     def show(self, path):
         """``btrfs subvolume show`` of ``path`` parsed, or None when it is not a subvolume."""
@@ -313,22 +114,21 @@ class BtrfsShareDriver(PosixShareDriver):
             # Files inside do not stop a subvolume's deletion, but an immutable or append-only
             # attribute on its root folder does: clear it (a read-only snapshot first made
             # writable, it is being deleted anyway) and try again.
-            if not fileflags.read_carried(path):
+            if not self.transport.read_flags(path):
                 raise
             if (self.show(path) or {}).get('readonly'):
                 self._btrfs(['property', 'set', '-ts', path, 'ro', 'false'], 'make %s writable to delete it' % path)
             try:
-                fileflags.set_carried(path, 0)
+                self.transport.set_flags(path, 0)
             except OSError as exc:
                 raise StorageError('Failed to delete %s (%s): cannot clear its immutable or append-only attribute: %s'
                                    % (what, path, exc.strerror))
             self._btrfs(args, 'delete %s (%s)' % (what, path))
         return True
 
-    @staticmethod
-    def _makedirs(path, mode=0o755):
+    def _makedirs(self, path, mode=0o755):
         try:
-            os.makedirs(path, mode)
+            self.transport.makedirs(path, mode)
         except OSError as exc:
             if exc.errno != errno.EEXIST:
                 raise StorageError('Failed to create folder %s: %s' % (path, exc.strerror))
@@ -350,8 +150,8 @@ class BtrfsShareDriver(PosixShareDriver):
         self._require_pool(pool)
         path = self.instance_path(pool, share_name)
         self._makedirs(os.path.dirname(path))
-        if os.path.lexists(path):
-            if self.is_subvolume(path) and not os.listdir(path):
+        if self.transport.lexists(path):
+            if self.is_subvolume(path) and not self.transport.listdir(path):
                 return path
             raise InvalidRequest('Refusing to create share %s in pool %s: %s already exists and is not an empty '
                                  'btrfs subvolume (data not managed by this collection?)' % (share_name, pool, path))
@@ -360,7 +160,7 @@ class BtrfsShareDriver(PosixShareDriver):
 
     def delete_instance(self, pool, share_name):
         path = self.instance_path(pool, share_name)
-        if not os.path.lexists(path):
+        if not self.transport.lexists(path):
             return False
         if self.is_subvolume(path):
             return self._delete_subvolume(path, 'share %s in pool %s' % (share_name, pool))
@@ -376,7 +176,7 @@ class BtrfsShareDriver(PosixShareDriver):
         source = self.instance_path(pool, share_name)
         final = self.snapshot_path(pool, share_name, snapshot_name)
         if not self.is_subvolume(final):
-            if os.path.lexists(final):
+            if self.transport.lexists(final):
                 raise StorageError('Failed to create snapshot %s of share %s: %s exists and is not a btrfs subvolume'
                                    % (snapshot_name, share_name, final))
             if not self.is_subvolume(source):
@@ -390,17 +190,16 @@ class BtrfsShareDriver(PosixShareDriver):
 
     def delete_snapshot(self, pool, share_name, snapshot_name):
         path = self.snapshot_path(pool, share_name, snapshot_name)
-        if os.path.lexists(path) and not self.is_subvolume(path):
+        if self.transport.lexists(path) and not self.is_subvolume(path):
             return super(BtrfsShareDriver, self).delete_snapshot(pool, share_name, snapshot_name)
         changed = self._delete_subvolume(path, 'snapshot %s of share %s' % (snapshot_name, share_name))
         self._rmdir_if_empty(self.snapshots_dir(pool, share_name))
         return changed
 
-    @staticmethod
-    def _rmdir_if_empty(path):
+    def _rmdir_if_empty(self, path):
         try:
-            if os.path.isdir(path) and not os.listdir(path):
-                os.rmdir(path)
+            if self.transport.is_dir(path) and not self.transport.listdir(path):
+                self.transport.rmdir(path)
                 return True
         except OSError:
             pass
@@ -413,17 +212,13 @@ class BtrfsShareDriver(PosixShareDriver):
         return [entry['path'] for entry in parse_subvolume_list(out)] if rc == 0 else []
 
     def migration_check_compatibility(self, source_pool, destination_pool, share, destination_driver):
-        result = {'compatible': False, 'writable': False, 'preserve_metadata': False,
-                  'nondisruptive': False, 'preserve_snapshots': False, 'reason': None}
-        if destination_driver.name != self.name:
-            result['reason'] = ('the destination backend %s uses driver %s; btrfs send/receive needs btrfs pools on '
-                                'both sides' % (destination_pool.backend.name, destination_driver.name))
+        result = self.refused(self.pair_problem(
+            source_pool, destination_pool, destination_driver,
+            '; btrfs send/receive needs btrfs pools on both sides',
+            ' and the btrfs driver reaches only this machine (transport local)'))
+        if result['reason']:
             return result
-        if source_pool.backend.host != destination_pool.backend.host:
-            result['reason'] = ('the pools are on different hosts (%s, %s) and the btrfs driver reaches only this '
-                                'machine (transport local)' % (source_pool.backend.host, destination_pool.backend.host))
-            return result
-        if shutil.which('btrfs') is None:
+        if not self.transport.which('btrfs'):
             result['reason'] = 'the btrfs command is missing on this machine (install btrfs-progs)'
             return result
         for what, pool in (('source', source_pool), ('destination', destination_pool)):
@@ -440,7 +235,7 @@ class BtrfsShareDriver(PosixShareDriver):
             result['reason'] = ('share %s holds nested subvolumes (%s), which btrfs send does not carry'
                                 % (share['name'], ', '.join(nested)))
             return result
-        flagged = fileflags.flagged_entries(source, stay_on=os.lstat(source).st_dev)
+        flagged = self.transport.flagged_entries(source)
         if flagged:
             names = sorted(flagged)
             result['reason'] = ('share %s holds immutable or append-only entries, attributes that btrfs send does not '
@@ -473,7 +268,7 @@ class BtrfsShareDriver(PosixShareDriver):
 
     def _increments(self, folder):
         try:
-            names = os.listdir(folder)
+            names = self.transport.listdir(folder)
         except OSError:
             return []
         return sorted(s for s in (increment_seq(n) for n in names) if s is not None)
@@ -501,107 +296,33 @@ class BtrfsShareDriver(PosixShareDriver):
         return plan
 
     # -- the pipe ----------------------------------------------------------------------------
-    def _pipe(self, send_argv, recv_argv, what, on_chunk=None, capture=False, crash_event=None, before_end=None):
-        """Run ``send_argv | recv_argv`` as two processes joined by a pipe that passes through this
-        process (so the stream is measured); return (bytes, receive stdout).
-
-        ``before_end``: bytes (whole send stream commands) passed on just before the stream's
-        closing ``end`` command; a stream that does not close with one is passed on unchanged.
-
-        Fault injection: when ``crash_event`` matches STORAGE_MOBILITY_CRASH_AFTER, the process
-        dies after passing on half of the stream, as a run killed in the middle of a send."""
-        err_send = tempfile.TemporaryFile()
-        err_recv = tempfile.TemporaryFile()
-        out_recv = tempfile.TemporaryFile() if capture else subprocess.DEVNULL
-        send = subprocess.Popen(send_argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err_send)
-        try:
-            recv = subprocess.Popen(recv_argv, stdin=subprocess.PIPE, stdout=out_recv, stderr=err_recv)
-        except OSError:
-            send.kill()
-            send.wait()
-            raise
-        done = 0
-        broken = False
-        # The last bytes read are held back until the next read or the end: they may be the
-        # closing command, which ``before_end`` goes in front of.
-        held = b''
-        hold = len(END_COMMAND) if before_end else 0
-        try:
-            src, dst = send.stdout.fileno(), recv.stdin.fileno()
-            if crash_event and crash_wanted(crash_event):
-                stream = b''.join(iter(lambda: os.read(src, CHUNK), b''))
-                _write_all(dst, stream[:len(stream) // 2])
-                os._exit(70)
-            while True:
-                chunk = os.read(src, CHUNK)
-                if not chunk:
-                    break
-                done += len(chunk)
-                if hold:
-                    chunk = held + chunk
-                    held, chunk = chunk[-hold:], chunk[:-hold]
-                if not _write_all(dst, chunk):
-                    broken = True
-                    break
-                if on_chunk is not None:
-                    on_chunk(done)
-            if held and not broken:
-                broken = not _write_all(dst, before_end + held if held == END_COMMAND else held)
-        except BaseException:
-            send.kill()
-            recv.kill()
-            raise
-        finally:
-            if broken:
-                send.kill()
-            send.stdout.close()
-            try:
-                recv.stdin.close()
-            except OSError:
-                pass
-            send_rc = send.wait()
-            recv_rc = recv.wait()
-        send_err, recv_err = _drain(err_send), _drain(err_recv)
-        output = _drain(out_recv) if capture else ''
-        if send_rc != 0 or recv_rc != 0:
-            failed = 'btrfs receive' if recv_rc != 0 else 'btrfs send'
-            raise StorageError('Failed to %s: %s exited with %d: %s'
-                               % (what, failed, recv_rc if recv_rc != 0 else send_rc,
-                                  (recv_err if recv_rc != 0 else send_err) or 'no message'),
-                               cmd=send_argv + ['|'] + recv_argv, rc=recv_rc or send_rc,
-                               stderr='%s\n%s' % (send_err, recv_err))
-        return done, output
-
-    @staticmethod
-    def _send_argv(path, parent=None, no_data=False):
-        argv = ['btrfs', 'send', '-q']
-        if no_data:
-            argv.append('--no-data')
-        if parent:
-            argv += ['-p', parent]
-        return argv + [path]
+    def _pipe(self, send_argv, recv_argv, what, on_chunk=None, capture=False, crash_event=None, edit=None):
+        """``send_argv | recv_argv`` through the transport (transport/base.py pipe); return
+        (bytes, receive stdout). Fault injection: when ``crash_event`` matches
+        STORAGE_MOBILITY_CRASH_AFTER, the process dies after passing on half of the stream."""
+        return self.transport.pipe(send_argv, recv_argv, what, on_chunk=on_chunk, capture=capture, edit=edit,
+                                   die_midway=bool(crash_event and crash_wanted(crash_event)))
 
     def estimate(self, path, parent=None):
         """Bytes of file data a send of ``path`` (against ``parent``) will carry: read from a
         ``--no-data`` send, which walks the metadata only."""
-        out = self._pipe(self._send_argv(path, parent, no_data=True), ['btrfs', 'receive', '--dump'],
+        out = self._pipe(send_argv(path, parent, no_data=True), ['btrfs', 'receive', '--dump'],
                          'estimate the send of %s' % path, capture=True)[1]
         return parse_dump_data_bytes(out)
 
     # -- progress ----------------------------------------------------------------------------
     def _read_progress(self, source_pool, share):
         try:
-            with open(self._progress_path(source_pool, share)) as handle:
-                data = json.load(handle)
+            data = json.loads(self.transport.read_bytes(self._progress_path(source_pool, share)).decode('utf-8'))
             return data if isinstance(data, dict) else None
         except (IOError, OSError, ValueError, StorageError):
             return None
 
     def _write_progress(self, source_pool, share, progress):
         path = self._progress_path(source_pool, share)
-        if os.path.isdir(os.path.dirname(path)):
+        if self.transport.is_dir(os.path.dirname(path)):
             progress['updated_at'] = now_iso()
-            atomic_write_json(path, progress)
+            self.transport.write_json_atomic(path, progress)
 
     def migration_get_progress(self, source_pool, destination_pool, share):
         progress = self._read_progress(source_pool, share) or {}
@@ -621,7 +342,7 @@ class BtrfsShareDriver(PosixShareDriver):
         received = os.path.join(dest_dir, os.path.basename(path))
         if self.received_ok(path, received):
             return 0
-        if os.path.lexists(received):
+        if self.transport.lexists(received):
             # A receive that was killed leaves a writable subvolume without a received UUID.
             if not self.is_subvolume(received):
                 raise StorageError('Failed to send %s: %s exists and is not a btrfs subvolume' % (label, received))
@@ -647,8 +368,8 @@ class BtrfsShareDriver(PosixShareDriver):
 
         what = 'send %s of share %s to %s' % (label, share['name'], dest_dir)
         # The sent subvolume is read-only: its root's times stay as read here.
-        sent = self._pipe(self._send_argv(path, parent), ['btrfs', 'receive', dest_dir], what, on_chunk,
-                          crash_event='btrfs sending %s' % label, before_end=root_utimes_command(os.lstat(path)))[0]
+        sent = self._pipe(send_argv(path, parent), ['btrfs', 'receive', dest_dir], what, on_chunk,
+                          crash_event='btrfs sending %s' % label, edit=root_times_edit(self.transport.lstat(path)))[0]
         crash_point('btrfs received %s' % label)
         if not self.received_ok(path, received):
             raise StorageError('Failed to %s: the receive ended but %s is not a complete copy (no matching '
@@ -689,18 +410,20 @@ class BtrfsShareDriver(PosixShareDriver):
         paths += [self.snapshot_path(source_pool, name, s['name']) for s in share.get('snapshots') or []]
         return paths
 
+    def stray_transfers(self, paths):
+        """Pids of ``btrfs send`` / ``btrfs receive`` processes naming one of ``paths`` (exactly) in
+        their arguments: left running by a run that died while they were joined to it."""
+        return self.transport.pids_running('btrfs', ('send', 'receive'), paths)
+
     def stop_stray_transfers(self, source_pool, destination_pool, share):
         """Kill what a dead run of this migration left sending or receiving (we hold the share's
         lock, so no live run owns them) and wait until they are gone, before touching anything."""
         paths = self._transfer_paths(source_pool, destination_pool, share)
-        pids = stray_transfers(paths)
+        pids = self.stray_transfers(paths)
         for pid in pids:
-            try:
-                os.kill(pid, 9)
-            except OSError:
-                pass
+            self.transport.kill(pid)
         for _attempt in range(200):
-            if not stray_transfers(paths):
+            if not self.stray_transfers(paths):
                 return pids
             time.sleep(0.05)
         raise StorageError('Failed to stop the btrfs send/receive processes %s left by an earlier run of the '
@@ -780,7 +503,7 @@ class BtrfsShareDriver(PosixShareDriver):
         problems = []
         for label, path, dest_dir in self._snapshot_plan(source_pool, destination_pool, share):
             target = os.path.join(dest_dir, os.path.basename(path))
-            if os.path.lexists(target) and not self.received_ok(path, target):
+            if self.transport.lexists(target) and not self.received_ok(path, target):
                 got = self.show(target) or {}
                 # A killed receive of this migration is redone; anything else is in the way.
                 if got.get('received_uuid') or not self.is_subvolume(target):
@@ -832,6 +555,13 @@ class BtrfsShareDriver(PosixShareDriver):
         return any_sent
 
     # -- driver-assisted migration: phase 2 ---------------------------------------------------
+    def open_writers(self, path):
+        """Processes holding a file of the subvolume at ``path`` open for writing (or mapped shared
+        and writable): a list of ``pid (command): file``. btrfs lets a descriptor opened before the
+        subvolume became read-only keep writing, so the switchover must know about these. The
+        subvolume has a device of its own, so every path into it counts (the export's too)."""
+        return [openfiles.describe([item]) for item in self.transport.open_writers([path], whole_device=True)]
+
     def _set_source_read_only(self, source_pool, share, read_only):
         path = self.instance_path(source_pool, share['name'])
         info = self.show(path)
@@ -851,7 +581,7 @@ class BtrfsShareDriver(PosixShareDriver):
         name = share['name']
         if not self.is_subvolume(self.instance_path(destination_pool, name)):
             return False
-        if not os.path.lexists(self.instance_path(source_pool, name)):
+        if not self.transport.lexists(self.instance_path(source_pool, name)):
             return True
         return self._placed(destination_pool, share)
 
@@ -868,13 +598,13 @@ class BtrfsShareDriver(PosixShareDriver):
         stats = share['migration'].setdefault('btrfs', {})
         self.stop_stray_transfers(source_pool, destination_pool, share)
         try:
-            if os.path.lexists(os.path.join(src_stage, FINAL)) and not (self.show(source) or {}).get('readonly'):
+            if self.transport.lexists(os.path.join(src_stage, FINAL)) and not (self.show(source) or {}).get('readonly'):
                 # A final snapshot is only good while the source has stayed read-only since it
                 # was taken; this one was not (a hand change?): take it again.
                 self._delete_subvolume(os.path.join(dst_stage, FINAL), 'temporary snapshot')
                 self._delete_subvolume(os.path.join(src_stage, FINAL), 'temporary snapshot')
             # Most of the change since phase 1 goes while users can still write.
-            if not os.path.lexists(os.path.join(src_stage, FINAL)):
+            if not self.transport.lexists(os.path.join(src_stage, FINAL)):
                 if self.source_changed(source_pool, share):
                     seqs = self._increments(src_stage)
                     self._new_increment(source_pool, share, (max(seqs) if seqs else 0) + 1)
@@ -884,7 +614,7 @@ class BtrfsShareDriver(PosixShareDriver):
                 stats['read_only_at'] = now_iso()
             crash_point('btrfs source read-only')
             # Waits up to open_writers_wait seconds (0: refuses at once) for them to close.
-            writers = openfiles.wait_closed(lambda: open_writers(source),
+            writers = openfiles.wait_closed(lambda: self.open_writers(source),
                                             share['migration'].get('open_writers_wait') or 0)
             if writers:
                 raise StorageError('share %s is read-only now, but processes still hold its files open for writing '
@@ -895,7 +625,7 @@ class BtrfsShareDriver(PosixShareDriver):
             if not self.is_subvolume(final):
                 self._btrfs(['subvolume', 'snapshot', '-r', source, final],
                             'take the final snapshot of share %s' % name)
-            flagged = fileflags.flagged_entries(final, stay_on=os.lstat(final).st_dev)
+            flagged = self.transport.flagged_entries(final)
             if flagged:
                 raise StorageError('share %s now holds immutable or append-only entries, attributes that btrfs send '
                                    'does not carry: %s; clear them (chattr -i -a) and complete again, or cancel and '
@@ -927,9 +657,9 @@ class BtrfsShareDriver(PosixShareDriver):
         final = os.path.join(self.staging_dir(destination_pool, share), FINAL)
         if self._placed(destination_pool, share):
             return
-        if os.path.lexists(instance):
+        if self.transport.lexists(instance):
             info = self.show(instance)
-            if info is None or info.get('parent_uuid') or os.listdir(instance):
+            if info is None or info.get('parent_uuid') or self.transport.listdir(instance):
                 raise StorageError('Failed to switch share %s: %s is not the empty instance this migration reserved'
                                    % (name, instance))
             self._delete_subvolume(instance, 'reserved instance of share %s' % name)
@@ -943,7 +673,7 @@ class BtrfsShareDriver(PosixShareDriver):
         folder = self.staging_dir(pool, share)
         changed = False
         try:
-            names = os.listdir(folder)
+            names = self.transport.listdir(folder)
         except OSError:
             return False
         for entry in sorted(names):
@@ -951,9 +681,9 @@ class BtrfsShareDriver(PosixShareDriver):
             if self.is_subvolume(path):
                 changed = self._delete_subvolume(path, 'temporary snapshot') or changed
             elif entry == PROGRESS_FILE or entry.startswith('.%s' % PROGRESS_FILE):
-                os.unlink(path)
+                self.transport.unlink(path)
         try:
-            os.rmdir(folder)
+            self.transport.rmdir(folder)
             changed = True
         except OSError as exc:
             raise StorageError('Failed to remove the staging folder %s: %s' % (folder, exc.strerror))
@@ -968,7 +698,7 @@ class BtrfsShareDriver(PosixShareDriver):
         kept = []
         for snap in share.get('snapshots') or []:
             path = self.snapshot_path(source_pool, name, snap['name'])
-            if not os.path.lexists(path):
+            if not self.transport.lexists(path):
                 continue
             if self.received_ok(path, self.snapshot_path(destination_pool, name, snap['name'])):
                 changed = self._delete_subvolume(path, 'snapshot %s of share %s' % (snap['name'], name)) or changed
@@ -983,7 +713,7 @@ class BtrfsShareDriver(PosixShareDriver):
         """Remove what this migration received and every temporary snapshot; the source ends
         writable as it was (the manager removes the reserved destination instance)."""
         name = share['name']
-        if (os.path.lexists(self.instance_path(source_pool, name))
+        if (self.transport.lexists(self.instance_path(source_pool, name))
                 and self._placed(destination_pool, share)):
             raise StorageError('Cannot cancel the migration of share %s: the destination already serves it; '
                                'complete the migration' % name)

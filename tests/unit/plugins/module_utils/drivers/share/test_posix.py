@@ -1,6 +1,6 @@
-"""Unit tests for plugins/module_utils/drivers/posix.py against real folders in tmp_path.
+"""Unit tests for plugins/module_utils/drivers/share/posix.py against real folders in tmp_path.
 
-The driver runs real ``cp`` and ``rm`` through the default CommandRunner.
+The driver runs real ``cp`` and ``rm`` through the local transport (LocalTransport with the default CommandRunner).
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ import os
 import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils.config import Backends
-from ansible_collections.storage.mobility.plugins.module_utils.drivers import posix as posix_mod
-from ansible_collections.storage.mobility.plugins.module_utils.drivers.base import MIGRATION_FLAGS, ShareDriver
-from ansible_collections.storage.mobility.plugins.module_utils.drivers.posix import PosixShareDriver
-from ansible_collections.storage.mobility.plugins.module_utils.drivers.registry import share_driver, share_driver_names
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share import posix as posix_mod
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.base import MIGRATION_FLAGS, ShareDriver
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.posix import PosixShareDriver
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.registry import share_driver, share_driver_names
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
+from ansible_collections.storage.mobility.plugins.module_utils.transport.local import LocalTransport
+from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 
 from mobility_helpers import backend_spec, populate_share, tree_state
 
@@ -30,7 +31,7 @@ def setup(tmp_path):
         backend_spec(tmp_path, "be1", ("x",), host="node2"),
     ])
     runner = CommandRunner()
-    drivers = dict((b.host + "@" + b.name, share_driver(b, runner)) for b in backends.backends)
+    drivers = dict((b.host + "@" + b.name, share_driver(b, LocalTransport(runner))) for b in backends.backends)
     pools = dict((str(p.ref), p) for p in backends.pools())
     return backends, drivers, pools
 
@@ -109,7 +110,7 @@ def test_create_instance_refuses_a_folder_with_foreign_data(drv):
 
 def test_create_instance_in_a_missing_pool_fails_clearly(tmp_path):
     backend = Backends([{"name": "be1", "pools": {"gone": str(tmp_path / "gone")}}]).backends[0]
-    driver = PosixShareDriver(backend, CommandRunner())
+    driver = PosixShareDriver(backend, LocalTransport(CommandRunner()))
     with pytest.raises(StorageError, match="does not exist or is not a folder"):
         driver.create_instance(backend.pools["gone"], "s1")
     assert not (tmp_path / "gone").exists()
@@ -253,7 +254,7 @@ def test_same_filesystem_is_compatible_but_not_nondisruptive_with_helper_none(dr
 def test_bind_exports_at_the_same_path_are_nondisruptive(tmp_path):
     exp = {"helper": "bind", "root": str(tmp_path / "exp")}
     backends = Backends([backend_spec(tmp_path, "be1", ("a", "b"), export=exp)])
-    driver = share_driver(backends.backends[0], CommandRunner())
+    driver = share_driver(backends.backends[0], LocalTransport(CommandRunner()))
     a, b = backends.pools()
     driver.create_instance(a, "s1")
     assert driver.migration_check_compatibility(a, b, SHARE, driver)["nondisruptive"] is True

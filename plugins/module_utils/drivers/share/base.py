@@ -3,6 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The abstract share driver: what a manager may ask of any storage backend.
 
+A driver reaches its storage host only through its transport (transport/base.py): it runs argv
+lists and file operations there and never calls os, subprocess or fcntl on storage paths itself.
 Drivers raise typed errors (errors.py) and never call fail_json. Every method that changes
 storage is idempotent: called again after a crash it converges instead of failing.
 """
@@ -12,7 +14,7 @@ __metaclass__ = type
 
 import abc
 
-from ansible_collections.storage.mobility.plugins.module_utils.states import MIGRATION_FLAGS  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.storage.mobility.plugins.module_utils.states import MIGRATION_FLAGS
 
 
 class ShareDriver(abc.ABC):
@@ -21,9 +23,9 @@ class ShareDriver(abc.ABC):
     #: name used in ``driver:`` and in the registry
     name = None
 
-    def __init__(self, backend, runner):
+    def __init__(self, backend, transport):
         self.backend = backend
-        self.runner = runner
+        self.transport = transport
 
     # -- pools -------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -80,7 +82,27 @@ class ShareDriver(abc.ABC):
     @abc.abstractmethod
     def migration_check_compatibility(self, source_pool, destination_pool, share, destination_driver):
         """What this driver can do for the move: a dict with ``compatible`` and each flag of
-        MIGRATION_FLAGS (True when supported) plus ``reason`` when not compatible."""
+        states.MIGRATION_FLAGS (True when supported) plus ``reason`` when not compatible."""
+
+    @staticmethod
+    def refused(reason):
+        """An answer of migration_check_compatibility: not compatible, no flag, ``reason``
+        (drivers start from it and fill it in when they can make the move)."""
+        result = dict((flag, False) for flag in MIGRATION_FLAGS)
+        result.update({'compatible': False, 'reason': reason})
+        return result
+
+    def pair_problem(self, source_pool, destination_pool, destination_driver, other_driver, other_host):
+        """Why this driver cannot move a share between these pools at all, or None: the
+        destination uses another driver (``other_driver`` ends the message) or is on another
+        host (``other_host`` ends it)."""
+        if destination_driver.name != self.name:
+            return 'the destination backend %s uses driver %s%s' % (destination_pool.backend.name,
+                                                                     destination_driver.name, other_driver)
+        if source_pool.backend.host != destination_pool.backend.host:
+            return 'the pools are on different hosts (%s, %s)%s' % (source_pool.backend.host,
+                                                                     destination_pool.backend.host, other_host)
+        return None
 
     @abc.abstractmethod
     def migration_start(self, source_pool, destination_pool, share):

@@ -1,4 +1,4 @@
-"""Unit tests for plugins/module_utils/openfiles.py, with real processes holding real files."""
+"""Unit tests for plugins/module_utils/transport/openfiles.py, with real processes holding real files."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ansible_collections.storage.mobility.plugins.module_utils import openfiles
+from ansible_collections.storage.mobility.plugins.module_utils.transport import openfiles
 
 from mobility_helpers import FakeClock
 

@@ -1,6 +1,7 @@
-"""Unit tests for plugins/module_utils/drivers/btrfs.py.
+"""Unit tests for plugins/module_utils/drivers/share/btrfs.py (its parsers and stream commands:
+test_btrfs_cli.py, test_btrfs_stream.py).
 
-Parsing is checked on output recorded from btrfs-progs 6.2 and, as root, on a real btrfs
+Checked without btrfs where it can be and, as root, on a real btrfs
 filesystem in a loop-mounted sparse image (the cheap parts of the driver: subvolumes, snapshots,
 compatibility answers, change detection, open writers, a send through the measured pipe).
 """
@@ -8,178 +9,17 @@ compatibility answers, change detection, open writers, a send through the measur
 from __future__ import annotations
 
 import os
-import struct
 import subprocess
 import sys
 
 import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils.config import Backends
-from ansible_collections.storage.mobility.plugins.module_utils.drivers import btrfs as btrfs_mod
-from ansible_collections.storage.mobility.plugins.module_utils.drivers.btrfs import (
-    END_COMMAND, BtrfsShareDriver, crash_wanted, increment_name, increment_seq, parse_du_total, parse_dump_data_bytes,
-    parse_subvolume_list, parse_subvolume_show, root_utimes_command, stray_transfers)
-from ansible_collections.storage.mobility.plugins.module_utils.drivers.posix import PosixShareDriver
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.btrfs import BtrfsShareDriver
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.posix import PosixShareDriver
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.runner import CommandRunner
-from ansible_collections.storage.mobility.plugins.module_utils.store import CRASH_AFTER_ENV
-
-SHOW_RECEIVED = """stage/snap4
-\tName: \t\t\tsnap4
-\tUUID: \t\t\t646579e7-e5b3-0040-b75e-cc372b363366
-\tParent UUID: \t\t5bdcba62-5db8-c24d-b7b5-86b61b3e1325
-\tReceived UUID: \t\t1e4417ce-693e-0747-91f7-5be7e79159b7
-\tCreation time: \t\t2026-11-22 22:39:37 +0000
-\tSubvolume ID: \t\t257
-\tGeneration: \t\t15
-\tGen at creation: \t10
-\tParent ID: \t\t5
-\tTop level ID: \t\t5
-\tFlags: \t\t\treadonly
-\tSend transid: \t\t13
-\tSend time: \t\t2026-11-22 22:39:37 +0000
-\tReceive transid: \t11
-\tReceive time: \t\t2026-11-22 22:39:37 +0000
-\tSnapshot(s):
-\t\t\t\tst3/snap5
-"""
-
-SHOW_PLAIN = """s
-\tName: \t\t\ts
-\tUUID: \t\t\t3fdd306b-1d8c-a945-a804-fa3e24bbbb3f
-\tParent UUID: \t\t-
-\tReceived UUID: \t\t-
-\tCreation time: \t\t2026-11-22 22:39:24 +0000
-\tSubvolume ID: \t\t256
-\tGeneration: \t\t13
-\tGen at creation: \t7
-\tParent ID: \t\t5
-\tTop level ID: \t\t5
-\tFlags: \t\t\t-
-\tSend transid: \t\t0
-\tSend time: \t\t2026-11-22 22:39:24 +0000
-\tReceive transid: \t0
-\tReceive time: \t\t-
-\tSnapshot(s):
-\t\t\t\tsnap1
-\t\t\t\tsnap2
-"""
-
-LIST = """ID 256 gen 13 top level 5 path stage/snap1
-ID 260 gen 17 top level 5 path with space/x y
-ID 261 gen 18 cgen 18 top level 5 otime 2026-11-22 22:39:37 path a/b
-not a subvolume line
-"""
-
-DUMP = """snapshot        ./snap4                         uuid=1e4417ce-693e-0747-91f7-5be7e79159b7 transid=13 parent_uuid=d7 parent_transid=11
-mkfile          ./snap4/o258-13-0
-rename          ./snap4/o258-13-0               dest=./snap4/big
-update_extent   ./snap4/big                     offset=0 len=20971520
-update_extent   ./snap4/small                   offset=4096 len=3
-clone           ./snap4/copy                    offset=0 len=4096 from=./snap4/big clone_offset=0
-utimes          ./snap4/                        atime=2026-11-22T22:39:24+0000
-"""
-
-DU = """     Total   Exclusive  Set shared  Filename
-  20971520           0    20971520  /tmp/bx/a/snap4
-"""
-
-
-# --------------------------------------------------------------------------- parsing
-
-
-def test_parse_show_of_a_received_snapshot():
-    info = parse_subvolume_show(SHOW_RECEIVED)
-    assert info["path"] == "stage/snap4" and info["name"] == "snap4"
-    assert info["uuid"] == "646579e7-e5b3-0040-b75e-cc372b363366"
-    assert info["parent_uuid"] == "5bdcba62-5db8-c24d-b7b5-86b61b3e1325"
-    assert info["received_uuid"] == "1e4417ce-693e-0747-91f7-5be7e79159b7"
-    assert info["creation_time"] == "2026-11-22 22:39:37 +0000"
-    assert (info["generation"], info["gen_at_creation"], info["subvolume_id"]) == (15, 10, 257)
-    assert info["readonly"] is True and info["snapshots"] == ["st3/snap5"]
-    # A received subvolume's own received UUID is what a send of it carries.
-    assert BtrfsShareDriver.expected_received_uuid(info) == info["received_uuid"]
-
-
-def test_parse_show_of_a_plain_subvolume():
-    info = parse_subvolume_show(SHOW_PLAIN)
-    assert info["parent_uuid"] is None and info["received_uuid"] is None and info["receive_time"] is None
-    assert info["readonly"] is False and info["snapshots"] == ["snap1", "snap2"]
-    assert BtrfsShareDriver.expected_received_uuid(info) == info["uuid"]
-
-
-def test_parse_list_keeps_spaces_in_paths_and_skips_other_lines():
-    assert parse_subvolume_list(LIST) == [
-        {"id": 256, "gen": 13, "top_level": 5, "path": "stage/snap1"},
-        {"id": 260, "gen": 17, "top_level": 5, "path": "with space/x y"},
-        {"id": 261, "gen": 18, "top_level": 5, "path": "a/b"},
-    ]
-
-
-def test_parse_dump_counts_only_the_data_that_is_sent():
-    # clone commands reference data the destination has already: not counted
-    assert parse_dump_data_bytes(DUMP) == 20971520 + 3
-    assert parse_dump_data_bytes("") == 0
-
-
-def test_parse_du_total():
-    assert parse_du_total(DU) == 20971520
-    assert parse_du_total("ERROR: no such file") == 0
-
-
-def test_increment_names_sort_and_round_trip():
-    names = [increment_name(n) for n in (1, 2, 10, 999999)]
-    assert names == sorted(names) == ["inc-000001", "inc-000002", "inc-000010", "inc-999999"]
-    assert [increment_seq(n) for n in names] == [1, 2, 10, 999999]
-    assert increment_seq("final") is None and increment_seq("inc-1") is None and increment_seq("inc-0000011") is None
-
-
-def test_crash_injection_matches_the_pattern_only(monkeypatch):
-    monkeypatch.delenv(CRASH_AFTER_ENV, raising=False)
-    assert crash_wanted("btrfs sending final") is False
-    monkeypatch.setenv(CRASH_AFTER_ENV, "btrfs sending *")
-    assert crash_wanted("btrfs sending increment 2") is True
-    assert crash_wanted("btrfs received increment 2") is False
-
-
-def test_the_end_command_is_the_one_btrfs_send_writes():
-    # The last 10 bytes of a stream written by btrfs send (kernel 6.18, read by btrfs-progs 6.2):
-    # length 0, command 21 (end) and its CRC32C; the same CRC code signs the utimes command.
-    assert END_COMMAND == bytes.fromhex("000000001500506cc99d")
-
-
-def test_the_root_utimes_command_carries_the_times_of_the_sent_root():
-    st = os.stat_result((0o40755, 256, 1, 1, 0, 0, 0, 0, 0, 0, 978307200.0, 978307200.0, 978307200.0,
-                         978307200123456789, 978307201987654321, 978307202000000001))
-    command = root_utimes_command(st)
-    length, kind, crc = struct.unpack("<IHI", command[:10])
-    assert (kind, length) == (20, len(command) - 10)
-    assert crc == btrfs_mod.crc32c(command[:6] + b"\0\0\0\0" + command[10:]) and crc != 0
-    attrs, payload = {}, command[10:]
-    while payload:
-        kind, size = struct.unpack("<HH", payload[:4])
-        attrs[kind], payload = payload[4:4 + size], payload[4 + size:]
-    assert attrs[15] == b""  # the path of the received subvolume's root
-    assert struct.unpack("<QI", attrs[11]) == (978307200, 123456789)  # atime
-    assert struct.unpack("<QI", attrs[10]) == (978307201, 987654321)  # mtime
-    assert struct.unpack("<QI", attrs[9]) == (978307202, 1)  # ctime
-
-
-def test_stray_transfers_are_found_by_exact_path(tmp_path):
-    proc = tmp_path / "proc"
-
-    def fake(pid, *argv):
-        (proc / str(pid)).mkdir(parents=True)
-        (proc / str(pid) / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
-
-    fake(101, "/usr/bin/btrfs", "receive", "/p/.mobility/btrfs/m1")
-    fake(102, "btrfs", "send", "-q", "-p", "/p/x/inc-000001", "/p/x/inc-000002")
-    fake(103, "btrfs", "receive", "/p/.mobility/btrfs/m10")      # another migration
-    fake(104, "rsync", "send", "/p/.mobility/btrfs/m1")          # not btrfs
-    fake(105, "btrfs", "subvolume", "/p/.mobility/btrfs/m1")     # not a transfer
-    (proc / "self").mkdir()
-    assert stray_transfers(["/p/.mobility/btrfs/m1", "/p/x/inc-000002"], proc=str(proc)) == [101, 102]
-
+from ansible_collections.storage.mobility.plugins.module_utils.transport.local import LocalTransport
+from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 
 # --------------------------------------------------------------------------- compatibility without btrfs
 
@@ -196,7 +36,7 @@ def _backends(tmp_path, **kinds):
 def _driver(backends, name):
     backend = [b for b in backends.backends if b.name == name][0]
     cls = BtrfsShareDriver if backend.driver == "btrfs" else PosixShareDriver
-    return cls(backend, CommandRunner()), backend.pools["p"]
+    return cls(backend, LocalTransport(CommandRunner())), backend.pools["p"]
 
 
 def _answer(**kw):
@@ -223,9 +63,9 @@ def test_compatibility_across_hosts_is_refused(tmp_path):
 
 
 def test_compatibility_with_a_pool_that_is_not_btrfs_names_the_filesystem(tmp_path, monkeypatch):
-    monkeypatch.setattr(btrfs_mod, "mount_of", lambda path: {"fstype": "ext4", "source": "/dev/sdz1",
-                                                             "mount_point": "/srv"})
-    monkeypatch.setattr(btrfs_mod.shutil, "which", lambda name: "/usr/bin/btrfs")
+    monkeypatch.setattr(LocalTransport, "mount_of", lambda self, path: {"fstype": "ext4", "source": "/dev/sdz1",
+                                                                        "mount_point": "/srv"})
+    monkeypatch.setattr(LocalTransport, "which", lambda self, name: True)
     backends = _backends(tmp_path, src=("btrfs", "h1"), dst=("btrfs", "h1"))
     (drv, src), (dst_drv, dst) = _driver(backends, "src"), _driver(backends, "dst")
     answer = drv.migration_check_compatibility(src, dst, {"name": "s"}, dst_drv)
@@ -237,7 +77,7 @@ def test_compatibility_with_a_pool_that_is_not_btrfs_names_the_filesystem(tmp_pa
 
 
 def test_a_missing_btrfs_command_is_named(tmp_path, monkeypatch):
-    monkeypatch.setattr(btrfs_mod.shutil, "which", lambda name: None)
+    monkeypatch.setattr(LocalTransport, "which", lambda self, name: False)
     backends = _backends(tmp_path, src=("btrfs", "h1"))
     drv, src = _driver(backends, "src")
     with pytest.raises(StorageError, match="needs the btrfs command: install btrfs-progs"):
@@ -277,7 +117,7 @@ def real(real_fs, request):
     pools = {"a": {"path": names[0]}, "b": {"path": names[1]}}
     backends = Backends([{"name": "bt", "driver": "btrfs", "host": "h", "pools": pools}])
     backend = backends.backends[0]
-    return BtrfsShareDriver(backend, CommandRunner()), backend.pools["a"], backend.pools["b"]
+    return BtrfsShareDriver(backend, LocalTransport(CommandRunner())), backend.pools["a"], backend.pools["b"]
 
 
 def test_real_instances_and_snapshots_are_subvolumes(real):
@@ -389,7 +229,7 @@ def test_real_open_writers_are_named(real):
                                "sys.stdin.read()", target], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ok"
-        found = btrfs_mod.open_writers(path)
+        found = drv.open_writers(path)
         assert len(found) == 1 and found[0].startswith("%d (python" % holder.pid) and target in found[0]
     finally:
         holder.communicate("", timeout=30)
@@ -397,6 +237,6 @@ def test_real_open_writers_are_named(real):
                                "sys.stdin.read()", target], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert reader.stdout.readline().strip() == "ok"
-        assert btrfs_mod.open_writers(path) == []
+        assert drv.open_writers(path) == []
     finally:
         reader.communicate("", timeout=30)
