@@ -55,6 +55,26 @@ def is_uuid(value):
     return isinstance(value, str) and bool(_UUID_RE.match(value))
 
 
+def one_by_name_or_id(kind, ref, named, by_id, service, backend):
+    """The one ``kind`` (volume, share) among ``named`` (those carrying the name ``ref``), else the one
+    with id ``ref`` (``by_id``), else None; InvalidRequest when the name is ambiguous."""
+    if len(named) > 1:
+        raise InvalidRequest('%s name %r is ambiguous in %s of backend %s: %ss %s carry it; use the %s id'
+                             % (kind.capitalize(), ref, service, backend.name, kind,
+                                ', '.join(item['id'] for item in named), kind))
+    if named:
+        return named[0]
+    return by_id(ref) if is_uuid(ref) else None
+
+
+def required(kind, ref, found, service, backend):
+    """``found``, or NotFound naming the ``kind`` looked up by name or id."""
+    if found is None:
+        raise NotFound('Unknown %s %r: %s of backend %s has no %s with this name or id'
+                       % (kind, ref, service, backend.name, kind))
+    return found
+
+
 def path_segment(value):
     """``value`` quoted for one segment of a REST path (a '/' or '?' cannot escape it)."""
     return quote(str(value), safe='')

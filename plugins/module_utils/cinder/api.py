@@ -13,9 +13,10 @@ __metaclass__ = type
 
 from urllib.parse import urlencode
 
-from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, NotFound, StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.errors import NotFound, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.names import PoolAddress
-from ansible_collections.storage.mobility.plugins.module_utils.openstack import OpenStackClient, is_uuid
+from ansible_collections.storage.mobility.plugins.module_utils.openstack import (
+    OpenStackClient, one_by_name_or_id, required)
 from ansible_collections.storage.mobility.plugins.module_utils.openstack import path_segment as _q
 
 SERVICE = 'block-storage'
@@ -70,21 +71,10 @@ class CinderAPI(object):
         found = [v for v in self.volumes(name=ref) if v.get('name') == ref
                  and not str(v.get('migration_status') or '').startswith('target:')
                  and v.get('migration_status') != 'deleting']
-        if len(found) > 1:
-            raise InvalidRequest('Volume name %r is ambiguous in Cinder of backend %s: volumes %s carry it; '
-                                 'use the volume id' % (ref, self.backend.name, ', '.join(sorted(v['id'] for v in found))))
-        if found:
-            return found[0]
-        if is_uuid(ref):
-            return self.volume(ref)
-        return None
+        return one_by_name_or_id('volume', ref, sorted(found, key=lambda v: v['id']), self.volume, 'Cinder', self.backend)
 
     def require_volume(self, ref):
-        volume = self.find_volume(ref)
-        if volume is None:
-            raise NotFound('Unknown volume %r: Cinder of backend %s has no volume with this name or id'
-                           % (ref, self.backend.name))
-        return volume
+        return required('volume', ref, self.find_volume(ref), 'Cinder', self.backend)
 
     def create_volume(self, body):
         return self.call('POST', '/volumes', 'create volume %s' % body.get('name'), body={'volume': body})['volume']

@@ -14,7 +14,8 @@ __metaclass__ = type
 from urllib.parse import urlencode
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, NotFound, StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.openstack import OpenStackClient, is_uuid, parse_version
+from ansible_collections.storage.mobility.plugins.module_utils.openstack import (
+    OpenStackClient, is_uuid, one_by_name_or_id, parse_version, required)
 from ansible_collections.storage.mobility.plugins.module_utils.openstack import path_segment as _q
 
 EXPERIMENTAL_HEADER = 'X-OpenStack-Manila-API-Experimental'
@@ -73,21 +74,10 @@ class ManilaAPI(object):
     def find_share(self, ref):
         """The share named ``ref`` (or with id ``ref``); None when there is none."""
         found = [s for s in self.shares(name=ref) if s.get('name') == ref]
-        if len(found) > 1:
-            raise InvalidRequest('Share name %r is ambiguous in Manila of backend %s: shares %s carry it; '
-                                 'use the share id' % (ref, self.backend.name, ', '.join(s['id'] for s in found)))
-        if found:
-            return found[0]
-        if is_uuid(ref):
-            return self.share(ref)
-        return None
+        return one_by_name_or_id('share', ref, found, self.share, 'Manila', self.backend)
 
     def require_share(self, ref):
-        share = self.find_share(ref)
-        if share is None:
-            raise NotFound('Unknown share %r: Manila of backend %s has no share with this name or id'
-                           % (ref, self.backend.name))
-        return share
+        return required('share', ref, self.find_share(ref), 'Manila', self.backend)
 
     def create_share(self, body, only_host=None):
         minimum = BASE
