@@ -11,10 +11,13 @@ import re
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, NotFound
 from ansible_collections.storage.mobility.plugins.module_utils.names import PoolAddress
+from ansible_collections.storage.mobility.plugins.module_utils.transport.registry import transport_names
 
 _PART_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
 EXPORT_HELPERS = ('bind', 'none')
-TRANSPORTS = ('local', 'rest')
+#: a backend's ``transport``: the file transports of transport/registry.py, and ``rest`` (OpenStack backends)
+REST_TRANSPORT = 'rest'
+TRANSPORTS = tuple(transport_names()) + (REST_TRANSPORT,)
 DEFAULT_IGNORE_FILES = ['lost+found']
 #: drivers whose storage is an OpenStack service reached over its REST API: the service keeps the
 #: state and names the pools (``host@backend#pool`` as the service reports them)
@@ -102,7 +105,7 @@ class LocalBackend(Backend):
     """A backend of the collection's own drivers: its pools (name -> path), export and migration options."""
 
     def validate(self, spec):
-        if self.transport == 'rest':
+        if self.transport == REST_TRANSPORT:
             raise InvalidRequest('Invalid transport rest for backend %s: only the OpenStack drivers (%s) use it; '
                                  'driver %s reaches its storage with transport local'
                                  % (self.name, ', '.join(OPENSTACK_DRIVERS), self.driver))
@@ -146,10 +149,10 @@ class OpenStackBackend(Backend):
     """A backend whose storage is an OpenStack service: no local pools, the connection options, a microversion cap."""
 
     is_openstack = True
-    default_transport = 'rest'
+    default_transport = REST_TRANSPORT
 
     def validate(self, spec):
-        if self.transport != 'rest':
+        if self.transport != REST_TRANSPORT:
             raise InvalidRequest('Invalid transport %r for backend %s: driver %s is reached over its REST API, '
                                  'use transport rest (or leave transport out)' % (self.transport, self.name, self.driver))
         if spec.get('pools'):
