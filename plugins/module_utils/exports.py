@@ -29,6 +29,7 @@ RO = 'ro'
 BASE_SOURCE = 'storage-mobility-base'
 BASE_OPTIONS = (('size', '4k'), ('mode', '0755'))
 
+
 def access_mode(rules, read_only_phase=False):
     """The export mode the rules call for: ``rw``, ``ro`` or None (not exported)."""
     active = [r for r in rules or [] if r.get('state', 'active') != 'deleting']

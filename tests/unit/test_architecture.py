@@ -85,7 +85,7 @@ def violations(path: Path) -> list[str]:
         name = _dotted(node.func)
         if name is None:
             continue
-        head = name.split(".")[0]
+        head = name.split(".", maxsplit=1)[0]
         if head in os_aliases and head != "os":
             name = "os" + name[len(head):]
         if name == "open" or name == "io.open":

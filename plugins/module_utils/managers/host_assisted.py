@@ -123,9 +123,8 @@ class HostAssisted(MigrationMechanism):
         if copy_job is not None and ts in (states.DATA_COPYING_STARTING, states.DATA_COPYING_IN_PROGRESS):
             if ts == states.DATA_COPYING_STARTING or record['migration'].get('copy_job') != copy_job:
                 record['migration']['copy_job'] = copy_job
-                self.steps.set_state(record, pool, 'data node %s copying (job %s)' % (copy_job.get('data_node'),
-                                                                                     copy_job.get('job_id')),
-                                     states.DATA_COPYING_IN_PROGRESS)
+                event = 'data node %s copying (job %s)' % (copy_job.get('data_node'), copy_job.get('job_id'))
+                self.steps.set_state(record, pool, event, states.DATA_COPYING_IN_PROGRESS)
                 return self._plan_result(True, before, record, pool, ['record the running copy'])
         return self._plan_result(record.get('revision') != before.get('revision'), before, record, pool, [])
 

@@ -97,11 +97,11 @@ class ShareDriver(abc.ABC):
         destination uses another driver (``other_driver`` ends the message) or is on another
         host (``other_host`` ends it)."""
         if destination_driver.name != self.name:
-            return 'the destination backend %s uses driver %s%s' % (destination_pool.backend.name,
-                                                                     destination_driver.name, other_driver)
+            return 'the destination backend %s uses driver %s%s' % (
+                destination_pool.backend.name, destination_driver.name, other_driver)
         if source_pool.backend.host != destination_pool.backend.host:
-            return 'the pools are on different hosts (%s, %s)%s' % (source_pool.backend.host,
-                                                                     destination_pool.backend.host, other_host)
+            return 'the pools are on different hosts (%s, %s)%s' % (
+                source_pool.backend.host, destination_pool.backend.host, other_host)
         return None
 
     @abc.abstractmethod

@@ -27,7 +27,7 @@ def env(tmp_path):
 def test_the_manager_asks_the_mechanism_the_record_names(env, recorded, expected):
     """A record that names no mechanism (written before mechanisms were recorded) is driver-assisted."""
     mechanism = env.migrations()._mechanism({"migration": {"mechanism": recorded}})
-    assert type(mechanism) is expected and mechanism.name == (recorded or "driver")
+    assert mechanism.__class__ is expected and mechanism.name == (recorded or "driver")
 
 
 def test_a_running_host_migration_is_served_when_new_ones_may_not_use_the_data_mover(env):
