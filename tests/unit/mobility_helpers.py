@@ -20,6 +20,8 @@ from ansible_collections.storage.mobility.plugins.module_utils.managers.share_mi
 from ansible_collections.storage.mobility.plugins.module_utils.store import META_DIR
 
 LOCKS = os.path.join(META_DIR, "locks").encode()
+#: the access rule most tests give their shares
+RULE = {"access_type": "ip", "access_to": "10.0.0.0/24", "access_level": "rw"}
 
 
 # --------------------------------------------------------------------------- pools

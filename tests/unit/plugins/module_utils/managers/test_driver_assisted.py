@@ -15,24 +15,7 @@ from ansible_collections.storage.mobility.plugins.module_utils import states
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.posix import PosixShareDriver
 from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
 
-from mobility_helpers import Env
 
-RULE = {"access_type": "ip", "access_to": "10.0.0.0/24", "access_level": "rw"}
-
-
-@pytest.fixture
-def env(tmp_path):
-    return Env(tmp_path)
-
-
-@pytest.fixture
-def share(env):
-    """Share s1 in pool a with one rw rule and a file."""
-    env.create_share("s1", rules=[RULE])
-    path = env.share_path(env.A, "s1")
-    with open(os.path.join(path, "data.txt"), "w") as handle:
-        handle.write("payload")
-    return path
 
 
 def start(env, check_mode=False, **kw):

@@ -25,14 +25,8 @@ from ansible_collections.storage.mobility.plugins.module_utils.errors import Inv
 from ansible_collections.storage.mobility.plugins.module_utils.exports import NoneExport
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share_migration import ShareMigrationManager
 
-from mobility_helpers import Env, populate_share, tree_state
+from mobility_helpers import RULE, populate_share, tree_state
 
-RULE = {"access_type": "ip", "access_to": "10.0.0.0/24", "access_level": "rw"}
-
-
-@pytest.fixture
-def env(tmp_path):
-    return Env(tmp_path)
 
 
 @pytest.fixture

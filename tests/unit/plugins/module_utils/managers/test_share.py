@@ -11,14 +11,8 @@ from ansible_collections.storage.mobility.plugins.module_utils.errors import Bus
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import (
     ShareManager, check_extra_specs, normalize_rules, normalize_share_type)
 
-from mobility_helpers import Env
+from mobility_helpers import RULE
 
-RULE = {"access_type": "ip", "access_to": "10.0.0.0/24", "access_level": "rw"}
-
-
-@pytest.fixture
-def env(tmp_path):
-    return Env(tmp_path)
 
 
 # --------------------------------------------------------------------------- helpers

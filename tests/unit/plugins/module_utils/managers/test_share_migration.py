@@ -26,7 +26,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.managers.share_mi
 from ansible_collections.storage.mobility.plugins.module_utils.states import MIGRATION_FLAGS
 from ansible_collections.storage.mobility.plugins.module_utils.store import ShareRepository
 
-from mobility_helpers import Env, backend_spec, populate_share, tree_state
+from mobility_helpers import Env, RULE, backend_spec, populate_share, tree_state
 
 ALL_TASK_STATES = [
     "migration_starting", "migration_in_progress", "migration_completing", "migration_success",
@@ -45,26 +45,10 @@ NOT_RESETTABLE = ["migration_driver_starting", "migration_cancel_in_progress"]
 # Beyond the reference (share_migration.RECOVERY_CANCELLABLE): a run that died while starting
 # leaves one of these, and cancel cleans it up.
 RECOVERY_CANCELLABLE = ["migration_starting", "migration_driver_starting", "data_copying_starting"]
-RULE = {"access_type": "ip", "access_to": "10.0.0.0/24", "access_level": "rw"}
 
 
 class Crash(BaseException):
     """The process dies here: no handler of the code under test sees it (like SIGKILL)."""
-
-
-@pytest.fixture
-def env(tmp_path):
-    return Env(tmp_path)
-
-
-@pytest.fixture
-def share(env):
-    """Share s1 in pool a with one rw rule and a file."""
-    env.create_share("s1", rules=[RULE])
-    path = env.share_path(env.A, "s1")
-    with open(os.path.join(path, "data.txt"), "w") as handle:
-        handle.write("payload")
-    return path
 
 
 def start(env, flags=None, destination=None, check_mode=False, host_assisted=True, **kw):
