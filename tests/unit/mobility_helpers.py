@@ -267,3 +267,28 @@ def lock_held_by_other_process(backends, share, purpose="held by the test"):
         if proc.stdin and not proc.stdin.closed:
             proc.stdin.close()
         proc.wait(timeout=60)
+
+
+class _Stat:
+    """An os.stat result with another st_dev."""
+
+    def __init__(self, real, dev):
+        self._real = real
+        self.st_dev = dev
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def fake_other_filesystem(monkeypatch, pool_path):
+    """os.stat reports another device for everything under ``pool_path`` (the driver's device check)."""
+    real_stat = os.stat
+    prefix = os.fsencode(pool_path)
+
+    def fake_stat(path, *args, **kwargs):
+        result = real_stat(path, *args, **kwargs)
+        raw = os.fsencode(path) if not isinstance(path, int) else b""
+        if raw == prefix or raw.startswith(prefix + b"/"):
+            return _Stat(result, result.st_dev + 1000)
+        return result
+    monkeypatch.setattr(os, "stat", fake_stat)

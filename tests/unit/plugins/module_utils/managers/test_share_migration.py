@@ -17,7 +17,6 @@ import pytest
 from ansible_collections.storage.mobility.plugins.module_utils import states
 from ansible_collections.storage.mobility.plugins.module_utils.crash import CRASH_AFTER_ENV
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.posix import PosixShareDriver
-from ansible_collections.storage.mobility.plugins.module_utils.drivers.share import posix as posix_mod
 from ansible_collections.storage.mobility.plugins.module_utils.errors import (
     Busy, InvalidRequest, NotFound, StorageError, WaitTimeout)
 from ansible_collections.storage.mobility.plugins.module_utils.exports import NoneExport
@@ -26,7 +25,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.managers.share_mi
 from ansible_collections.storage.mobility.plugins.module_utils.states import MIGRATION_FLAGS
 from ansible_collections.storage.mobility.plugins.module_utils.store import ShareRepository
 
-from mobility_helpers import Env, RULE, backend_spec, populate_share, tree_state
+from mobility_helpers import Env, RULE, backend_spec, fake_other_filesystem, populate_share, tree_state
 
 ALL_TASK_STATES = [
     "migration_starting", "migration_in_progress", "migration_completing", "migration_success",
@@ -384,29 +383,6 @@ def test_a_refusal_in_check_mode_writes_nothing(env, share):
     with pytest.raises(InvalidRequest, match="cannot honour nondisruptive=true"):
         start(env, {"nondisruptive": True}, check_mode=True)
     assert env.state() == before
-
-
-class _Stat:
-    def __init__(self, real, dev):
-        self._real = real
-        self.st_dev = dev
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
-
-def fake_other_filesystem(monkeypatch, pool_path):
-    """os.stat reports another device for everything under ``pool_path`` (the driver's device check)."""
-    real_stat = os.stat
-    prefix = os.fsencode(pool_path)
-
-    def fake_stat(path, *args, **kwargs):
-        result = real_stat(path, *args, **kwargs)
-        raw = os.fsencode(path) if not isinstance(path, int) else b""
-        if raw == prefix or raw.startswith(prefix + b"/"):
-            return _Stat(result, result.st_dev + 1000)
-        return result
-    monkeypatch.setattr(posix_mod.os, "stat", fake_stat)
 
 
 def test_different_filesystems_without_flags_host_copy_unavailable_and_nothing_changed(env, share, monkeypatch):

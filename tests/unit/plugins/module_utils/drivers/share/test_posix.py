@@ -18,7 +18,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.errors import Inv
 from ansible_collections.storage.mobility.plugins.module_utils.transport.local import LocalTransport
 from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 
-from mobility_helpers import backend_spec, populate_share, tree_state
+from mobility_helpers import backend_spec, fake_other_filesystem, populate_share, tree_state
 
 SHARE = {"name": "s1"}
 
@@ -288,31 +288,6 @@ def test_other_host_is_incompatible(setup):
         pools["localhost@be1#a"], pools["node2@be1#x"], SHARE, drivers["node2@be1"])
     assert compat["compatible"] is False
     assert "different hosts (localhost, node2)" in compat["reason"]
-
-
-class _Stat:
-    """An os.stat result with another st_dev."""
-
-    def __init__(self, real, dev):
-        self._real = real
-        self.st_dev = dev
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
-
-def fake_other_filesystem(monkeypatch, pool_path):
-    """Make everything under ``pool_path`` look like another device to os.stat."""
-    real_stat = os.stat
-    prefix = os.fsencode(pool_path)
-
-    def fake_stat(path, *args, **kwargs):
-        result = real_stat(path, *args, **kwargs)
-        raw = os.fsencode(path) if not isinstance(path, int) else b""
-        if raw == prefix or raw.startswith(prefix + b"/"):
-            return _Stat(result, result.st_dev + 1000)
-        return result
-    monkeypatch.setattr(posix_mod.os, "stat", fake_stat)
 
 
 def test_different_filesystems_are_incompatible(drv, monkeypatch):
