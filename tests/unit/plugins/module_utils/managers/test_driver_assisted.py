@@ -16,8 +16,6 @@ from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.pos
 from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
 
 
-
-
 def start(env, check_mode=False, **kw):
     return env.migrations(check_mode=check_mode).start("s1", env.B, {}, **kw)
 

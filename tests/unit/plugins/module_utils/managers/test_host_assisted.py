@@ -28,7 +28,6 @@ from ansible_collections.storage.mobility.plugins.module_utils.managers.share_mi
 from mobility_helpers import RULE, populate_share, tree_state
 
 
-
 @pytest.fixture
 def share(env):
     env.create_share("s1", rules=[RULE])

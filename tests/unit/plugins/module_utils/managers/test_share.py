@@ -14,7 +14,6 @@ from ansible_collections.storage.mobility.plugins.module_utils.managers.share im
 from mobility_helpers import RULE
 
 
-
 # --------------------------------------------------------------------------- helpers
 
 
