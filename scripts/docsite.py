@@ -32,7 +32,7 @@ RST = DOCSITE / "rst"
 LABEL = "ansible_collections.storage.mobility.docsite.%s"
 
 # Pages in this order first, then any other page alphabetically.
-ORDER = ["share_migration", "data_mover", "btrfs", "openstack", "cinder", "awx"]
+ORDER = ["share_migration", "data_mover", "btrfs", "openstack", "cinder", "awx", "events"]
 # Pages about the development tree, which the built collection does not ship.
 DEVELOPER_PAGES = {"performance": "the benchmark in bench/, which is not part of the built collection"}
 UNDERLINES = {1: "=", 2: "-", 3: "~", 4: "^", 5: '"', 6: "'"}

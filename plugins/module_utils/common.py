@@ -103,6 +103,8 @@ def run_module(module, action):
     if module._diff and diff is not None:
         result['diff'] = diff
     warnings = result.pop('warnings', None) or []
+    for event, error in ctx.repo.journal_failures():
+        warnings.append('Event %s was not written to the event journal %s' % (event, error))
     for warning in warnings:
         module.warn(warning)
     module.exit_json(**result)

@@ -20,6 +20,7 @@ import time
 
 from ansible_collections.storage.mobility.plugins.module_utils.crash import crash_point
 from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.events import Journal, watched
 from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
 from ansible_collections.storage.mobility.plugins.module_utils.transport.base import LockBusy, LockReplaced
 from ansible_collections.storage.mobility.plugins.module_utils.transport.registry import transport_for
@@ -42,6 +43,7 @@ class PoolStore(object):
         self.pool = pool
         self.transport = transport
         self.root = os.path.join(pool.path, META_DIR)
+        self.journal = Journal(transport, self.root)
 
     def available(self):
         """True when the pool's folder is there (an unmounted pool is skipped, not an error)."""
@@ -193,9 +195,16 @@ class ShareRepository(object):
             def transport_of(backend):
                 return transport_for(backend, CommandRunner())
         self.stores = dict((str(p.ref), PoolStore(p, transport_of(p.backend))) for p in backends.pools())
+        # The watched fields (events.WATCHED) of each share as last read or written, by id: a
+        # save that changes one appends an event to the journal of the pool it is saved in.
+        self._seen = {}
 
     def store(self, pool):
         return self.stores[str(pool.ref)]
+
+    def journal_failures(self):
+        """(event, error) of every journal line this run could not write, in any pool."""
+        return [f for s in self.stores.values() for f in s.journal.failures]
 
     def available_stores(self):
         return [s for s in self.stores.values() if s.available()]
@@ -213,6 +222,8 @@ class ShareRepository(object):
             if record is not None:
                 found.append((record, store.pool))
         found.sort(key=lambda item: -int(item[0].get('revision', 0)))
+        if found and found[0][0].get('id'):
+            self._seen[found[0][0]['id']] = watched(found[0][0])
         return found
 
     def find(self, name):
@@ -227,7 +238,8 @@ class ShareRepository(object):
         return sorted(names)
 
     def save(self, record, pool, event=None):
-        """Bump the revision, stamp the time, append ``event`` to history and write atomically."""
+        """Bump the revision, stamp the time, append ``event`` to history and write atomically;
+        each watched field that changed is a line in the pool's event journal (events.py)."""
         record['revision'] = int(record.get('revision', 0)) + 1
         record['updated_at'] = now_iso()
         record['host'] = str(pool.ref)
@@ -236,7 +248,12 @@ class ShareRepository(object):
             history.append({'at': record['updated_at'], 'event': event,
                             'task_state': record.get('task_state'), 'status': record.get('status')})
             del history[:-HISTORY_LIMIT]
-        self.store(pool).write_share(record)
+        store = self.store(pool)
+        store.write_share(record)
+        before = self._seen.get(record.get('id'), {})
+        self._seen[record.get('id')] = after = watched(record)
+        store.journal.state_changes('share', record.get('id'), before, after, name=record.get('name'),
+                                    host=record['host'], revision=record['revision'], step=event)
         # Fault injection (crash.py): die right after a record of a matching event is written.
         crash_point(event)
         return record

@@ -163,6 +163,18 @@ class Transport(abc.ABC):
         Readers see the old file or the new one, never a part."""
 
     @abc.abstractmethod
+    def write_text_atomic(self, path, text, mode=0o644):
+        """Write the string ``text`` (UTF-8) to ``path`` as write_json_atomic does, with ``mode``
+        (a metrics textfile that a node exporter running as another user must read)."""
+
+    @abc.abstractmethod
+    def append_line(self, path, line, rotate_bytes=None):
+        """Append ``line`` (a string without a newline) and a newline to ``path`` in one write,
+        created with mode 0600, and make it durable; lines of concurrent writers never interleave.
+        With ``rotate_bytes``, a file that has reached that size is first renamed to
+        ``path + '.1'`` (replacing an older one)."""
+
+    @abc.abstractmethod
     def statvfs(self, path):
         """The filesystem of ``path``: a dict with ``f_blocks``, ``f_bavail``, ``f_frsize``."""
 

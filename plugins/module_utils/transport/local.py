@@ -56,14 +56,20 @@ def _drain(handle):
 
 def atomic_write_json(path, data):
     """Write ``data`` as JSON to ``path``: temp file, fsync, rename, fsync of the folder."""
+    atomic_write_bytes(path, json.dumps(data, indent=2, sort_keys=True).encode('utf-8'))
+
+
+def atomic_write_bytes(path, payload, mode=0o600):
+    """Write ``payload`` to ``path`` with ``mode``: temp file, fsync, rename, fsync of the folder."""
     folder = os.path.dirname(path)
     # Not derived from the name, so that the longest accepted name fits (names.DERIVED_NAMES);
     # listings skip names that start with a dot.
     tmp = os.path.join(folder, '.tmp.%d.%s' % (os.getpid(), uuid.uuid4().hex[:12]))
-    payload = json.dumps(data, indent=2, sort_keys=True).encode('utf-8')
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         try:
+            if mode != 0o600:
+                os.fchmod(fd, mode)
             view = memoryview(payload)
             while view:
                 view = view[os.write(fd, view):]
@@ -289,6 +295,29 @@ class LocalTransport(Transport):
 
     def write_json_atomic(self, path, data):
         atomic_write_json(path, data)
+
+    def write_text_atomic(self, path, text, mode=0o644):
+        atomic_write_bytes(path, text.encode('utf-8'), mode)
+
+    def append_line(self, path, line, rotate_bytes=None):
+        if '\n' in line:
+            raise ValueError('append_line: the line must not contain a newline')
+        if rotate_bytes:
+            try:
+                if os.stat(path).st_size >= rotate_bytes:
+                    os.rename(path, path + '.1')
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            # One write() of the whole line: O_APPEND keeps concurrent writers' lines whole.
+            view = memoryview((line + '\n').encode('utf-8'))
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def statvfs(self, path):
         st = os.statvfs(path)

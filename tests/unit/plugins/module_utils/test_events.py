@@ -1,0 +1,115 @@
+"""Unit tests for plugins/module_utils/events.py and the journal lines the record store appends:
+real pools in a temporary folder, real files, a real two-phase migration (posix driver)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+from mobility_helpers import RULE, Env
+
+from ansible_collections.storage.mobility.plugins.module_utils import events, states
+from ansible_collections.storage.mobility.plugins.module_utils.store import META_DIR
+from ansible_collections.storage.mobility.plugins.module_utils.transport.local import LocalTransport
+from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
+
+
+def journal_lines(env, address):
+    path = os.path.join(env.pool_path(address), META_DIR, events.JOURNAL_NAME)
+    with open(path) as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_each_state_change_of_a_migration_is_one_line_in_the_pool_that_holds_the_record(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOBILITY_RUN_ID", "run-42")
+    env = Env(tmp_path)
+    env.create_share("s1", rules=[RULE])
+    created = journal_lines(env, env.A)
+    share_id = env.read_record(env.A, "s1")["id"]
+    statuses = [(e["old"], e["new"]) for e in created if e["field"] == "status"]
+    assert statuses[-1][1] == states.AVAILABLE and statuses[0][0] is None
+    env.migrations().start("s1", env.B, {})
+    env.migrations().complete("s1")
+    lines = journal_lines(env, env.A) + journal_lines(env, env.B)
+    task_states = [e["new"] for e in sorted(lines, key=lambda e: (e["revision"], e["time"])) if e["field"] == "task_state"]
+    assert task_states[0] == states.MIGRATION_STARTING
+    assert task_states[-1] == states.MIGRATION_SUCCESS
+    assert states.MIGRATION_COMPLETING in task_states
+    for line in lines:
+        assert line["id"] == share_id and line["kind"] == "share" and line["name"] == "s1"
+        assert line["run_id"] == "run-42" and line["time"].endswith("Z")
+        assert line["event"] == "share." + line["field"] and line["old"] != line["new"]
+    # Consecutive lines of one field chain: each old value is the previous line's new value.
+    ordered = [e for e in sorted(lines, key=lambda e: e["revision"]) if e["field"] == "task_state"]
+    for previous, current in zip(ordered, ordered[1:]):
+        assert current["old"] == previous["new"]
+
+
+def test_a_save_that_changes_no_watched_field_writes_no_line(tmp_path):
+    env = Env(tmp_path)
+    env.create_share("s1", rules=[RULE])
+    before = journal_lines(env, env.A)
+    env.edit("s1", description="only the description")
+    assert journal_lines(env, env.A) == before
+
+
+def test_a_journal_that_cannot_be_written_is_reported_not_fatal(tmp_path):
+    env = Env(tmp_path)
+    env.create_share("s1", rules=[RULE])
+    path = os.path.join(env.pool_path(env.A), META_DIR, events.JOURNAL_NAME)
+    os.unlink(path)
+    os.mkdir(path)  # appending to a folder fails with EISDIR
+    ctx = env.ctx()
+    record, pool = ctx.load("s1")
+    record["status"] = states.ERROR
+    ctx.repo.save(record, pool, "set by the test")
+    assert env.read_record(env.A, "s1")["status"] == states.ERROR
+    failures = ctx.repo.journal_failures()
+    assert len(failures) == 1 and failures[0][0] == "share.status" and path in failures[0][1]
+
+
+def test_append_line_rotates_and_keeps_concurrent_lines_whole(tmp_path):
+    transport = LocalTransport(CommandRunner())
+    path = str(tmp_path / "events.jsonl")
+    journal = events.Journal(transport, str(tmp_path))
+    assert journal.path == path
+
+    def writer(n):
+        for i in range(200):
+            journal.emit("test.line", "test", "w%d" % n, i=i, pad="x" * 300)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = journal.read()
+    assert len(lines) == 800
+    assert sorted((e["id"], e["i"]) for e in lines) == sorted(("w%d" % n, i) for n in range(4) for i in range(200))
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    size = os.stat(path).st_size
+    transport.append_line(path, '{"a": 1}', rotate_bytes=size)
+    assert os.path.exists(path + ".1") and os.stat(path + ".1").st_size == size
+    with open(path) as handle:
+        assert handle.read() == '{"a": 1}\n'
+    assert len(journal.read()) == 801
+
+
+def test_run_id_prefers_the_callers_then_awx_job(monkeypatch):
+    monkeypatch.delenv("MOBILITY_RUN_ID", raising=False)
+    monkeypatch.delenv("JOB_ID", raising=False)
+    own = events.run_id()
+    assert len(own) == 32
+    monkeypatch.setenv("JOB_ID", "117")
+    assert events.run_id() == "awx-117"
+    monkeypatch.setenv("MOBILITY_RUN_ID", "window-3")
+    assert events.run_id() == "window-3"
+
+
+def test_write_text_atomic_sets_the_mode(tmp_path):
+    transport = LocalTransport(CommandRunner())
+    path = str(tmp_path / "m.prom")
+    transport.write_text_atomic(path, "a 1\n", mode=0o644)
+    assert open(path).read() == "a 1\n" and oct(os.stat(path).st_mode & 0o777) == "0o644"
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".tmp")] == []
