@@ -505,8 +505,8 @@ class LocalReplicaManager(ReplicaService):
                'created_at': active.get('created_at'), 'base': replica.get('base'),
                'base_time': time.time() + 0.05, 'last_sync': replica.get('last_sync'),
                'last_sync_epoch': replica.get('last_sync_epoch'), 'last_update': replica.get('last_update')}
-        self._switch(record, active_pool, replica, target, old, 'promoted (planned)', forced=False)
-        return self._result(True, record, replica, actions, before=before)
+        promoted = self._switch(record, active_pool, replica, target, old, 'promoted (planned)', forced=False)
+        return self._result(True, record, promoted, actions, before=before)
 
     def _switch(self, record, old_pool, replica, target, old_entry, event, forced):
         """Make ``replica`` the active replica and ``old_entry`` a secondary; the record moves to its pool."""
@@ -544,6 +544,7 @@ class LocalReplicaManager(ReplicaService):
             self._export_secondary(record, old_entry)
             self._save(record, target, 'old active replica %s exported as a secondary' % old_entry['id'])
         self._drop_copy(target, name)
+        return promoted
 
     def _forced(self, name, pool, replica_id, force):
         """The active pool is gone: promote a secondary from the record copy its pool keeps."""
@@ -579,9 +580,9 @@ class LocalReplicaManager(ReplicaService):
                'created_at': active.get('created_at'), 'base': replica.get('base'),
                'base_time': replica.get('source_quiet_until'), 'fence_pending': True, 'old_active': True,
                'last_sync': replica.get('last_sync'), 'last_sync_epoch': replica.get('last_sync_epoch')}
-        self._switch(record, old_pool, replica, target, old, 'promoted (forced: active pool %s unreachable)' % old_pool,
-                     forced=True)
-        return self._result(True, record, replica, actions, before=before)
+        promoted = self._switch(record, old_pool, replica, target, old,
+                                'promoted (forced: active pool %s unreachable)' % old_pool, forced=True)
+        return self._result(True, record, promoted, actions, before=before)
 
     # -- info ----------------------------------------------------------------------------------
     def info(self, name):

@@ -210,6 +210,7 @@ def test_planned_promotion_switches_roles_without_a_full_copy(env):
         handle.write("written before the promotion")
     result = manager(env).promoted("s1", pool=env.B)
     assert result["changed"] is True
+    assert (result["replica"]["pool"], result["replica"]["replica_state"]) == (env.B, "active")
     assert [(r["pool"], r["replica_state"]) for r in result["replicas"]] == [(env.B, "active"), (env.A, "in_sync")]
     assert same(env)   # the final update carried late.txt
     assert env.record_pools("s1") == [env.B]
@@ -248,7 +249,7 @@ def test_forced_promotion_with_the_active_pool_gone_then_failback(env, tmp_path)
     with pytest.raises(InvalidRequest, match="not reachable; promoting now loses what was written there after"):
         manager(env).promoted("s1", pool=env.B)
     result = manager(env).promoted("s1", pool=env.B, force=True)
-    assert result["changed"] is True
+    assert result["changed"] is True and result["replica"]["replica_state"] == "active"
     assert [(r["pool"], r["replica_state"], r["status"]) for r in result["replicas"]] == [
         (env.B, "active", "available"), (env.A, "out_of_sync", "error")]
     assert result["replicas"][1]["fence_pending"] is True
