@@ -8,6 +8,7 @@ promotion unmounts the active pool's filesystem; the failback is measured to sen
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -236,3 +237,54 @@ def test_btrfs_forced_promotion_with_the_active_filesystem_unmounted(make_lab):
     assert lab.replicas().promoted("s1", pool=lab.A)["changed"] is True
     assert lab.same()
     (lab.path("a") / "back-home.txt").write_text("a writes again")
+
+
+# --------------------------------------------------------------------------- the update_replicas playbook
+
+PLAYBOOK = Path(__file__).resolve().parents[2] / "playbooks" / "update_replicas.yml"
+
+
+def test_update_replicas_playbook_updates_each_replica_and_names_failures_past_rpo(tmp_path, collections_path):
+    from test_targets import _ansible_playbook, _environment
+
+    pools = dict((p, tmp_path / "pools" / p) for p in ("a", "b", "c"))
+    for path in pools.values():
+        path.mkdir(parents=True)
+    backends = [{"name": "r1", "driver": "posix", "host": "stor1", "replication_domain": "dom1",
+                 "pools": dict((p, {"path": str(path)}) for p, path in pools.items())}]
+    ctx = Context(backends)
+    specs = {"replication_type": "readable", "rpo_seconds": "60"}
+    for share, pool in (("s1", "b"), ("s2", "c")):
+        ShareManager(ctx).present(share, "stor1@r1#a", 1, "NFS", "rep", specs, [RULE])
+        (pools["a"] / "shares" / share / "data").write_text("first")
+        LocalReplicaManager(Context(backends)).present(share, pool="stor1@r1#" + pool)
+        (pools["a"] / "shares" / share / "data").write_text("second")
+
+    def age(record):
+        record["replicas"][1]["last_sync_epoch"] -= 3600
+    ctx = Context(backends)
+    record, pool = ctx.load("s2")
+    age(record)
+    ctx.repo.save(record, pool, "aged by the test")
+    # s2's replica cannot be written: its update fails and it stays past its RPO
+    broken = pools["c"] / "shares" / "s2"
+    for entry in broken.iterdir():
+        entry.unlink()
+    broken.rmdir()
+    broken.write_text("a file where the replica's folder was")
+    work = tmp_path / "ansible"
+    work.mkdir()
+    (work / "vars.json").write_text(json.dumps({"mobility_backends": backends, "backend": "r1"}))
+    proc = subprocess.run([_ansible_playbook(), "-i", "localhost,", "-c", "local", str(PLAYBOOK),
+                           "-e", "@" + str(work / "vars.json"), "-e", f"ansible_python_interpreter={sys.executable}"],
+                          env=dict(_environment(collections_path, work), ANSIBLE_CALLBACK_RESULT_FORMAT="json"),
+                          capture_output=True, text=True, check=False, timeout=600)
+    assert proc.returncode == 2, proc.stdout[-4000:] + proc.stderr[-2000:]
+    line = [ln for ln in proc.stdout.splitlines() if '"msg": "REPLICAS ' in ln]
+    assert line, proc.stdout[-4000:]
+    got = json.loads(json.loads("{" + line[0].strip() + "}")["msg"][len("REPLICAS "):])
+    assert got["updated"] == 1
+    assert [(f["share"], f["pool"]) for f in got["failed"]] == [("s2", "stor1@r1#c")]
+    assert [(p["share"], p["pool"], p["replica_state"]) for p in got["past_rpo"]] == [("s2", "stor1@r1#c", "error")]
+    assert (pools["b"] / "shares" / "s1" / "data").read_text() == "second"
+    assert tree_state(pools["a"] / "shares" / "s1") == tree_state(pools["b"] / "shares" / "s1")
