@@ -318,6 +318,11 @@ class LocalReplicaManager(ReplicaService):
         ctx = self.ctx
         target = ctx.pool(replica['pool'])
         driver = ctx.driver(active_pool)
+        if driver.replica_updates_in_place and replica.get('replica_state') == IN_SYNC:
+            # The replica's files change one by one while this runs: it must not claim in_sync
+            # if the run dies half way.
+            replica['replica_state'] = OUT_OF_SYNC
+            self._save(record, active_pool, 'replica %s update started' % replica['id'])
         try:
             stats = driver.replica_update(active_pool, target, record, replica)
         except StorageError as exc:
@@ -458,10 +463,11 @@ class LocalReplicaManager(ReplicaService):
             replica = self._existing(record, 'promote', pool, replica_id)
             if replica.get('replica_state') == ACTIVE:
                 return self._result(False, record, replica, [])
-            if replica.get('status') != states.AVAILABLE and not force:
+            if replica.get('status') not in (states.AVAILABLE, states.REPLICATION_CHANGE) and not force:
                 raise InvalidRequest('Cannot promote replica %s of share %s: its status is %s, not available'
                                      % (replica['id'], name, replica.get('status')))
-            if replica.get('replica_state') in (OUT_OF_SYNC, ERROR) and not force:
+            resumed = replica.get('status') == states.REPLICATION_CHANGE
+            if replica.get('replica_state') in (OUT_OF_SYNC, ERROR) and not force and not resumed:
                 raise InvalidRequest('Cannot promote replica %s of share %s: its replica_state is %s; promoting a '
                                      'replica that is not in_sync may lose data and needs administrator intent '
                                      '(force=true)' % (replica['id'], name, replica.get('replica_state')))

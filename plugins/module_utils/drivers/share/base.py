@@ -154,6 +154,9 @@ class ShareDriver(abc.ABC):
 
     # -- replication (managers/replica.py; docs/replication.md) ---------------------------------
     # A driver that replicates implements these; the defaults refuse, naming the driver.
+    #: True when an update changes the replica's files where readers see them (not atomically)
+    replica_updates_in_place = False
+
     def _no_replication(self):
         return InvalidRequest('Driver %s of backend %s does not replicate shares' % (self.name, self.backend.name))
 

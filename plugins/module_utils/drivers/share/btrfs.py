@@ -63,6 +63,8 @@ POINT_RE = re.compile(r'^rep-(\d{6})$')
 
 class BtrfsShareDriver(PosixShareDriver):
     name = 'btrfs'
+    # A replica instance is replaced by a snapshot of a complete point, never written in place.
+    replica_updates_in_place = False
 
     # -- basics ------------------------------------------------------------------------------
     def _btrfs(self, args, what, check=True):

@@ -52,6 +52,7 @@ def trash_prefix(kind, *names):
 
 class PosixShareDriver(ShareDriver):
     name = 'posix'
+    replica_updates_in_place = True
 
     # -- paths -------------------------------------------------------------------------------
     def instance_path(self, pool, share_name):

@@ -303,3 +303,46 @@ def test_a_failed_update_records_error_and_names_the_cause(env):
         manager(env).resynced("s1", replica_id=replica["id"])
     record, _pool = env.load("s1")
     assert record["replicas"][1]["replica_state"] == "error" and record["replicas"][1]["sync_error"]
+
+
+class Killed(BaseException):
+    """Stands for the run being killed: no except clause of the manager catches it."""
+
+
+def test_a_posix_replica_never_claims_in_sync_while_its_update_runs(env, monkeypatch):
+    make_share(env)
+    manager(env).present("s1", pool=env.B)
+    seen = []
+    mgr = manager(env)
+    driver = mgr.ctx.driver(mgr.ctx.pool(env.A))
+    real = driver.replica_update
+
+    def watching(*args):
+        seen.append(env.read_record(env.A, "s1")["replicas"][1]["replica_state"])
+        raise Killed()
+    monkeypatch.setattr(driver, "replica_update", watching)
+    with pytest.raises(Killed):
+        mgr.resynced("s1", pool=env.B)
+    assert seen == ["out_of_sync"]
+    assert env.read_record(env.A, "s1")["replicas"][1]["replica_state"] == "out_of_sync"
+    monkeypatch.setattr(driver, "replica_update", real)
+    assert manager(env).resynced("s1", pool=env.B)["replica"]["replica_state"] == "in_sync"
+
+
+def test_a_promotion_killed_during_its_final_update_is_finished_by_a_rerun(env, monkeypatch):
+    make_share(env)
+    manager(env).present("s1", pool=env.B)
+    mgr = manager(env)
+    driver = mgr.ctx.driver(mgr.ctx.pool(env.A))
+
+    def killed(*args):
+        raise Killed()
+    monkeypatch.setattr(driver, "replica_update", killed)
+    with pytest.raises(Killed):
+        mgr.promoted("s1", pool=env.B)
+    record = env.read_record(env.A, "s1")
+    assert record["replicas"][1]["status"] == "replication_change"
+    assert [r["replica_state"] for r in record["replicas"]].count("active") == 1
+    result = manager(env).promoted("s1", pool=env.B)
+    assert result["replica"]["replica_state"] == "active" and env.record_pools("s1") == [env.B]
+    assert same(env)
