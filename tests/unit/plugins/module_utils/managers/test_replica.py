@@ -260,6 +260,10 @@ def test_forced_promotion_with_the_active_pool_gone_then_failback(env, tmp_path)
     assert env.record_pools("s1") == [env.A, env.B]
     with open(os.path.join(env.share_path(env.B, "s1"), "on-new-active.txt"), "w") as handle:
         handle.write("new active")
+    # present on it (what update_replicas does for such a replica) fences it and changes nothing else
+    result = manager(env).present("s1", pool=env.A)
+    assert result["replica"]["fenced_at"] and not result["replica"]["fence_pending"]
+    assert result["replica"]["replica_state"] == "out_of_sync"
     with pytest.raises(InvalidRequest) as info:
         manager(env).resynced("s1", pool=env.A)
     message = str(info.value)
