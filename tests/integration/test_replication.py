@@ -288,3 +288,70 @@ def test_update_replicas_playbook_updates_each_replica_and_names_failures_past_r
     assert [(p["share"], p["pool"], p["replica_state"]) for p in got["past_rpo"]] == [("s2", "stor1@r1#c", "error")]
     assert (pools["b"] / "shares" / "s1" / "data").read_text() == "second"
     assert tree_state(pools["a"] / "shares" / "s1") == tree_state(pools["b"] / "shares" / "s1")
+
+
+# --------------------------------------------------------------------------- the replica_timer role
+
+ROLE_PLAY = """
+- hosts: localhost
+  gather_facts: false
+  roles:
+    - role: storage.mobility.replica_timer
+      vars:
+        replica_timer_inventory: %(inventory)s
+        replica_timer_backend: r1
+        replica_timer_unit_dir: %(units)s
+        replica_timer_ansible_playbook: %(ansible_playbook)s
+        replica_timer_manage_service: false
+"""
+
+
+def systemd_unescape(text):
+    return text.replace("$$", "$").replace("%%", "%")
+
+
+def test_replica_timer_units_verify_and_their_command_updates_the_replicas(tmp_path, collections_path):
+    import shlex
+    import shutil as _shutil
+
+    from test_targets import _ansible_playbook, _environment
+
+    pools = dict((p, tmp_path / "pools" / p) for p in ("a", "b"))
+    for path in pools.values():
+        path.mkdir(parents=True)
+    backends = [{"name": "r1", "driver": "posix", "host": "stor1", "replication_domain": "dom1",
+                 "pools": dict((p, {"path": str(path)}) for p, path in pools.items())}]
+    ShareManager(Context(backends)).present("s1", "stor1@r1#a", 1, "NFS", "rep", {"replication_type": "dr"}, [RULE])
+    LocalReplicaManager(Context(backends)).present("s1", pool="stor1@r1#b")
+    (pools["a"] / "shares" / "s1" / "new").write_text("changed after the first update")
+    work = tmp_path / "ansible"
+    units = tmp_path / "units"
+    work.mkdir()
+    units.mkdir()
+    inventory = work / "inventory.json"
+    inventory.write_text(json.dumps({"all": {"hosts": {"localhost": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "mobility_backends": backends}}}}))
+    play = work / "role.yml"
+    play.write_text(ROLE_PLAY % {"inventory": inventory, "units": units, "ansible_playbook": _ansible_playbook()})
+    env = _environment(collections_path, work)
+    proc = subprocess.run([_ansible_playbook(), "-i", str(inventory), str(play)], env=env,
+                          capture_output=True, text=True, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    service = units / "storage-mobility-update-replicas.service"
+    timer = units / "storage-mobility-update-replicas.timer"
+    if _shutil.which("systemd-analyze"):
+        check = subprocess.run(["systemd-analyze", "verify", str(service), str(timer)],
+                               capture_output=True, text=True, check=False)
+        assert check.returncode == 0, check.stderr
+    # what the service runs, as systemd would run it
+    line = [ln for ln in service.read_text().splitlines() if ln.startswith("ExecStart=")][0]
+    argv = shlex.split(systemd_unescape(line[len("ExecStart="):]))
+    proc = subprocess.run(argv, env=dict(env, ANSIBLE_CALLBACK_RESULT_FORMAT="json"), capture_output=True, text=True,
+                          check=False, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert '"msg": "REPLICAS {\\"updated\\": 1' in proc.stdout, proc.stdout[-3000:]
+    assert (pools["b"] / "shares" / "s1" / "new").read_text() == "changed after the first update"
+    # the run id comes from the unit's command
+    events = [json.loads(x) for x in (pools["a"] / ".mobility" / "events.jsonl").read_text().splitlines()]
+    assert any(e["run_id"].startswith("replicas-") for e in events)

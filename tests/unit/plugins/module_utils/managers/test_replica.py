@@ -12,10 +12,10 @@ import shutil
 
 import pytest
 
-from mobility_helpers import RULE, Env, backend_spec, populate_share, tree_state
+from mobility_helpers import RULE, Env, backend_spec, lock_held_by_other_process, populate_share, tree_state
 
 from ansible_collections.storage.mobility.plugins.module_utils.context import Context
-from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, NotFound, StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, InvalidRequest, NotFound, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.managers.replica import LocalReplicaManager
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
 
@@ -350,3 +350,15 @@ def test_a_promotion_killed_during_its_final_update_is_finished_by_a_rerun(env, 
     result = manager(env).promoted("s1", pool=env.B)
     assert result["replica"]["replica_state"] == "active" and env.record_pools("s1") == [env.B]
     assert same(env)
+
+
+def test_a_promotion_or_resync_while_another_run_holds_the_share_is_refused_as_busy(env):
+    make_share(env)
+    manager(env).present("s1", pool=env.B)
+    before = env.state()
+    with lock_held_by_other_process(env.backends, "s1", "replica promoted"):
+        for call in (lambda: manager(env).promoted("s1", pool=env.B),
+                     lambda: manager(env).resynced("s1", pool=env.B)):
+            with pytest.raises(Busy, match="another run holds its lock"):
+                call()
+    assert env.state() == before
