@@ -496,6 +496,12 @@ class LocalReplicaManager(ReplicaService):
         try:
             driver.replica_set_read_only(active_pool, record, True)
             driver.export().apply(name, active['path'], RO if rules_mode else None)
+            # A file still open for writing could change the active after the final update.
+            writers = driver.replica_open_writers(active_pool, record)
+            if writers:
+                raise StorageError('Failed to promote replica %s of share %s: processes hold files of the active '
+                                   'replica open for writing and could change it after the final update: %s; stop '
+                                   'them and promote again' % (replica['id'], name, '; '.join(writers)))
             stats = self._update(record, active_pool, replica)
             if not stats['verified']:
                 raise StorageError('Failed to promote replica %s of share %s: the active replica kept changing during '

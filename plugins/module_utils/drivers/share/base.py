@@ -186,6 +186,11 @@ class ShareDriver(abc.ABC):
         storage can enforce it; return True when something changed."""
         return False
 
+    def replica_open_writers(self, pool, share):
+        """Processes that hold a file of the instance of ``share`` in ``pool`` open for writing,
+        described for a message (a promotion refuses while the active has any)."""
+        return []
+
     def replica_divergence(self, pool, share, replica):
         """What changed in the instance of ``share`` in ``pool`` since the last point it shared
         with the other replicas (``replica['base']``): a list of paths, or None when unknown."""

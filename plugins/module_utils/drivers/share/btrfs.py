@@ -860,6 +860,10 @@ class BtrfsShareDriver(PosixShareDriver):
                     % (share['name'], pool, 'read-only' if read_only else 'writable'))
         return True
 
+    def replica_open_writers(self, pool, share):
+        # A descriptor opened before the subvolume became read-only keeps writing (see open_writers).
+        return self.open_writers(self.instance_path(pool, share['name']))
+
     def replica_keep(self, pool, share, label):
         folder = self.replication_dir(pool, share)
         final = os.path.join(folder, 'kept-%s' % label)

@@ -32,6 +32,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.bas
 from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import export_helper
 from ansible_collections.storage.mobility.plugins.module_utils.store import META_DIR
+from ansible_collections.storage.mobility.plugins.module_utils.transport import openfiles
 
 GIB = 1024 ** 3
 REPLICATION_DIR = 'replication'
@@ -413,6 +414,10 @@ class PosixShareDriver(ShareDriver):
             self.remove_tree(folder, 'delete the replication points of share %s in pool %s' % (share['name'], pool))
             changed = True
         return changed
+
+    def replica_open_writers(self, pool, share):
+        path = self.instance_path(pool, share['name'])
+        return [openfiles.describe([item]) for item in self.transport.open_writers([path])]
 
     def replica_divergence(self, pool, share, replica):
         """Entries of the instance whose change time is after ``replica['base_time']`` (the

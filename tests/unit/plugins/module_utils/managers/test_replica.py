@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -362,3 +364,33 @@ def test_a_promotion_or_resync_while_another_run_holds_the_share_is_refused_as_b
             with pytest.raises(Busy, match="another run holds its lock"):
                 call()
     assert env.state() == before
+
+
+HOLDER = """
+import sys
+f = open(sys.argv[1], 'a')
+print('ready', flush=True)
+sys.stdin.readline()
+f.write('still the active replica')
+f.close()
+"""
+
+
+def test_a_planned_promotion_refuses_while_a_file_of_the_active_is_open_for_writing(env):
+    path = make_share(env)
+    manager(env).present("s1", pool=env.B)
+    # another process (the scan leaves out its own) holds a file open for writing
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, os.path.join(path, "plain.txt")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "ready\n"
+        with pytest.raises(StorageError, match=r"open for writing and could change it after the final update: \d+ \(python\): \S*/plain.txt"):
+            manager(env).promoted("s1", pool=env.B)
+    finally:
+        holder.communicate("go\n", timeout=30)
+    record, pool = env.load("s1")
+    assert str(pool.ref) == env.A
+    assert [(r["pool"], r["replica_state"], r["status"]) for r in record["replicas"]] == [
+        (env.A, "active", "available"), (env.B, "in_sync", "available")]
+    assert manager(env).promoted("s1", pool=env.B)["changed"] is True
+    assert same(env)
