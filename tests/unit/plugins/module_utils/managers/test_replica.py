@@ -394,3 +394,32 @@ def test_a_planned_promotion_refuses_while_a_file_of_the_active_is_open_for_writ
         (env.A, "active", "available"), (env.B, "in_sync", "available")]
     assert manager(env).promoted("s1", pool=env.B)["changed"] is True
     assert same(env)
+
+
+def test_a_posix_update_while_the_share_keeps_changing_is_not_claimed_in_sync(env):
+    import threading
+
+    path = make_share(env)
+    manager(env).present("s1", pool=env.B)
+    stop = threading.Event()
+
+    def writer():
+        count = 0
+        while not stop.is_set():
+            with open(os.path.join(path, "busy.log"), "a") as handle:
+                handle.write("line %d\n" % count)
+            count += 1
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        result = manager(env).resynced("s1", pool=env.B)
+    finally:
+        stop.set()
+        thread.join()
+    update = result["replica"]["last_update"]
+    assert update["verified"] is False and update["passes"] == 3
+    assert result["replica"]["replica_state"] == "out_of_sync"
+    # once quiet, the next update is verified and the trees are equal
+    result = manager(env).resynced("s1", pool=env.B)
+    assert result["replica"]["replica_state"] == "in_sync" and result["replica"]["last_update"]["verified"] is True
+    assert same(env)
