@@ -73,7 +73,20 @@ PROGRESS_FULL_STATES = (MIGRATION_SUCCESS, MIGRATION_ERROR, MIGRATION_CANCELLED,
                         MIGRATION_DRIVER_PHASE1_DONE, DATA_COPYING_COMPLETED,
                         DATA_COPYING_CANCELLED, DATA_COPYING_ERROR)
 
-REPLICA_STATES = ('active', 'in_sync', 'out_of_sync', 'error')
+# Share replication (docs/replication.md): replica_state values, the replication types, and
+# which of them the collection's own drivers serve (writable needs synchronous mirroring).
+REPLICA_ACTIVE = 'active'
+REPLICA_IN_SYNC = 'in_sync'
+REPLICA_OUT_OF_SYNC = 'out_of_sync'
+REPLICA_ERROR = 'error'
+REPLICA_STATES = (REPLICA_ACTIVE, REPLICA_IN_SYNC, REPLICA_OUT_OF_SYNC, REPLICA_ERROR)
+# A secondary may be reset to these (never to active: promote it instead).
+RESETTABLE_SECONDARY_STATES = (REPLICA_IN_SYNC, REPLICA_OUT_OF_SYNC, REPLICA_ERROR)
+REPLICA_STATUSES = (AVAILABLE, ERROR, CREATING, DELETING, ERROR_DELETING)
+REPLICATION_TYPES = ('readable', 'writable', 'dr')
+LOCAL_REPLICATION_TYPES = ('readable', 'dr')
+# A new secondary starts out_of_sync and becomes in_sync after its first verified update.
+NEW_REPLICA_STATE = REPLICA_OUT_OF_SYNC
 
 # The four migration flags of the reference API: each one the user asks for must be honoured by
 # the driver, and a host-assisted copy honours none of them.

@@ -175,6 +175,11 @@ class ShareLock(object):
         self.release()
 
 
+def _replicas_of(record):
+    """The replicas a share record lists (managers/replica.py), each with an id."""
+    return [r for r in record.get('replicas') or [] if isinstance(r, dict) and r.get('id')]
+
+
 def _holder(text):
     """The holder's lock file text for messages, or None."""
     try:
@@ -223,8 +228,14 @@ class ShareRepository(object):
                 found.append((record, store.pool))
         found.sort(key=lambda item: -int(item[0].get('revision', 0)))
         if found and found[0][0].get('id'):
-            self._seen[found[0][0]['id']] = watched(found[0][0])
+            self._remember(found[0][0])
         return found
+
+    def _remember(self, record):
+        """Keep the watched fields of ``record`` and of each of its replicas (by id)."""
+        self._seen[record['id']] = watched(record)
+        for replica in _replicas_of(record):
+            self._seen[replica['id']] = watched(replica)
 
     def find(self, name):
         """(record, pool) of the authoritative record of ``name``, or (None, None)."""
@@ -254,6 +265,13 @@ class ShareRepository(object):
         self._seen[record.get('id')] = after = watched(record)
         store.journal.state_changes('share', record.get('id'), before, after, name=record.get('name'),
                                     host=record['host'], revision=record['revision'], step=event)
+        # A replica's status and replica_state changes are lines of their own (kind replica).
+        for replica in _replicas_of(record):
+            before = self._seen.get(replica['id'], {})
+            self._seen[replica['id']] = after = watched(replica)
+            store.journal.state_changes('replica', replica['id'], before, after, name=record.get('name'),
+                                        share_id=record.get('id'), pool=replica.get('pool'),
+                                        revision=record['revision'], step=event)
         # Fault injection (crash.py): die right after a record of a matching event is written.
         crash_point(event)
         return record

@@ -100,10 +100,14 @@ shares:
       sample: [{kind: instance, pool: stor1@generic1#alpha, reason: old instance after migration 3c1d..., attempts: 1,
                 error: "Failed to delete share in place: rm exited with 1"}]
     replicas:
-      description: Manila only, for a share with a C(replication_type) - its replicas with pool, status and C(replica_state).
+      description:
+        - For a share with a C(replication_type) and replicas - each with pool, status and C(replica_state).
+        - On posix and btrfs also C(last_sync), C(lag_seconds), C(rpo_seconds), C(past_rpo) and C(last_update)
+          (C(bytes), C(files), C(seconds) of the last update).
       type: list
       elements: dict
-      sample: [{id: 5c1f..., pool: devhost@beta#fake_pool_for_BETA, status: available, replica_state: in_sync}]
+      sample: [{id: 5c1f..., pool: devhost@beta#fake_pool_for_BETA, status: available, replica_state: in_sync,
+                lag_seconds: 40.2, past_rpo: false}]
   sample: []
 '''
 

@@ -15,6 +15,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.data_copy.layout 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import access_mode
 from ansible_collections.storage.mobility.plugins.module_utils.managers import cleanup
+from ansible_collections.storage.mobility.plugins.module_utils.managers.replica_records import replica_views
 from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
 from ansible_collections.storage.mobility.plugins.module_utils.services.share import ShareService
 from ansible_collections.storage.mobility.plugins.module_utils.store import now_iso
@@ -140,6 +141,9 @@ class ShareManager(ShareService):
                 result['copy_progress'] = live
                 if record.get('task_state') == states.MIGRATION_DRIVER_IN_PROGRESS:
                     reported = live.get('total_progress', reported)
+        if record.get('replicas'):
+            # Each with its replica_state, last_sync, lag_seconds and whether it is past the RPO.
+            result['replicas'] = replica_views(record)
         result['total_progress'] = states.total_progress(record.get('task_state'), reported)
         result['busy'] = states.is_busy(record.get('task_state'))
         return result

@@ -192,8 +192,11 @@ class ManilaReplicaManager(ReplicaService):
             replica = self.api.replica(replica['id']) or replica
         return self._result(True, share, replica, actions, before=before)
 
-    def resynced(self, name, pool=None, replica_id=None):
+    def resynced(self, name, pool=None, replica_id=None, force=False):
         wait, timeout, sleep = self.ctx.waits
+        if force:
+            raise InvalidRequest('Cannot resync a replica of share %s with force=true: Manila resyncs without it '
+                                 '(force applies to promoted and absent there)' % name)
         share, dummy, replica = self._existing_target(name, 'resynced', 'resync', pool, replica_id)
         if replica.get('replica_state') == ACTIVE:
             raise InvalidRequest('Cannot resync replica %s of share %s: it is the active replica; resync brings a '

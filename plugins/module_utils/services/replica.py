@@ -4,8 +4,7 @@
 """The replica service: what module share_replica asks of a backend.
 
 Implementations: manila/replicas.py ManilaReplicaManager (driver manila) and
-managers/replica.py LocalReplicaManager (the collection's own drivers, which do not replicate yet:
-it refuses every request, naming itself and the backend). A local replica manager replaces it.
+managers/replica.py LocalReplicaManager (the collection's own drivers posix and btrfs).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -42,7 +41,7 @@ class ReplicaService(abc.ABC):
         if state == 'promoted':
             return self.promoted(share, force=params['force'], quiesce_wait_time=params['quiesce_wait_time'], **target)
         if state == 'resynced':
-            return self.resynced(share, **target)
+            return self.resynced(share, force=params['force'], **target)
         return self.present(share, availability_zone=params['availability_zone'], status=params['status'],
                             replica_state=params['replica_state'], **target)
 
@@ -59,8 +58,9 @@ class ReplicaService(abc.ABC):
         """Make the replica the active one."""
 
     @abc.abstractmethod
-    def resynced(self, name, pool=None, replica_id=None):
-        """Bring a secondary replica up to date with the active one."""
+    def resynced(self, name, pool=None, replica_id=None, force=False):
+        """Bring a secondary replica up to date with the active one (``force``: replace what an
+        old active replica got after its last replicated point; where that is supported)."""
 
     @abc.abstractmethod
     def info(self, name):

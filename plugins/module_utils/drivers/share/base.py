@@ -14,6 +14,7 @@ __metaclass__ = type
 
 import abc
 
+from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
 from ansible_collections.storage.mobility.plugins.module_utils.states import MIGRATION_FLAGS
 
 
@@ -150,3 +151,51 @@ class ShareDriver(abc.ABC):
         """Progress of a copy running right now in another process (read by share_info without
         the share's lock), or None."""
         return None
+
+    # -- replication (managers/replica.py; docs/replication.md) ---------------------------------
+    # A driver that replicates implements these; the defaults refuse, naming the driver.
+    #: True when an update changes the replica's files where readers see them (not atomically)
+    replica_updates_in_place = False
+
+    def _no_replication(self):
+        return InvalidRequest('Driver %s of backend %s does not replicate shares' % (self.name, self.backend.name))
+
+    def replica_prepare(self, active_pool, replica_pool, share):
+        """Check that ``replica_pool`` can hold a replica of ``share`` (nothing of it there yet) and
+        reserve its place; idempotent."""
+        raise self._no_replication()
+
+    def replica_update(self, active_pool, replica_pool, share, replica):
+        """Bring the replica up to date with the active instance from one consistent point.
+
+        ``replica`` (the record's entry) keeps what the next update needs (``base``). Returns
+        ``source_time`` (epoch seconds of the point the replica now holds), ``bytes``, ``files``,
+        ``seconds`` and ``verified`` (True when the replica was checked equal to the point)."""
+        raise self._no_replication()
+
+    def replica_retain(self, pool, share, keep):
+        """Delete the replication points of ``share`` in ``pool`` that are not in ``keep``."""
+        return False
+
+    def replica_delete(self, pool, share):
+        """Delete the replica instance of ``share`` in ``pool`` and its replication points."""
+        raise self._no_replication()
+
+    def replica_set_read_only(self, pool, share, read_only):
+        """Make the instance of ``share`` in ``pool`` read-only (a fence) or writable again where the
+        storage can enforce it; return True when something changed."""
+        return False
+
+    def replica_open_writers(self, pool, share):
+        """Processes that hold a file of the instance of ``share`` in ``pool`` open for writing,
+        described for a message (a promotion refuses while the active has any)."""
+        return []
+
+    def replica_divergence(self, pool, share, replica):
+        """What changed in the instance of ``share`` in ``pool`` since the last point it shared
+        with the other replicas (``replica['base']``): a list of paths, or None when unknown."""
+        raise self._no_replication()
+
+    def replica_keep(self, pool, share, label):
+        """Keep the instance of ``share`` in ``pool`` as it is now, under ``label``; return its path."""
+        raise self._no_replication()

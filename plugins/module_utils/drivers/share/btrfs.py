@@ -45,7 +45,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.btr
     increment_name, increment_seq, parse_du_total, parse_dump_data_bytes, parse_subvolume_list, parse_subvolume_show,
     send_argv)
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.btrfs_stream import root_times_edit
-from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.posix import PosixShareDriver
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.posix import CTIME_MARGIN, PosixShareDriver
 from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.store import META_DIR, now_iso
 from ansible_collections.storage.mobility.plugins.module_utils.transport import openfiles
@@ -58,10 +58,13 @@ PROGRESS_FILE = 'progress.json'
 FINAL = 'final'
 MIGRATION_ID_RE = re.compile(r'^[0-9A-Za-z][0-9A-Za-z-]{0,63}$')
 PROGRESS_INTERVAL = 1.0
+POINT_RE = re.compile(r'^rep-(\d{6})$')
 
 
 class BtrfsShareDriver(PosixShareDriver):
     name = 'btrfs'
+    # A replica instance is replaced by a snapshot of a complete point, never written in place.
+    replica_updates_in_place = False
 
     # -- basics ------------------------------------------------------------------------------
     def _btrfs(self, args, what, check=True):
@@ -731,3 +734,141 @@ class BtrfsShareDriver(PosixShareDriver):
         self._remove_staging(destination_pool, share)
         self._remove_staging(source_pool, share)
         self._set_source_read_only(source_pool, share, False)
+
+    # -- replication (docs/replication.md) -----------------------------------------------------
+    # Points are read-only snapshots ``<pool>/.mobility/replication/<share id>/rep-NNNNNN``: taken
+    # on the active side, received on the replica's. A replica instance is a read-only snapshot of
+    # the newest point it received; the next update sends ``-p`` the point both sides hold
+    # (``replica['base']``), and so does the first update after a promotion, the other way.
+    @staticmethod
+    def point_name(seq):
+        return 'rep-%06d' % seq
+
+    def _points(self, folder):
+        try:
+            names = self.transport.listdir(folder)
+        except OSError:
+            return []
+        return sorted(int(m.group(1)) for m in (POINT_RE.match(n) for n in names) if m)
+
+    def replica_prepare(self, active_pool, replica_pool, share):
+        self._require_pool(replica_pool)
+        path = self.instance_path(replica_pool, share['name'])
+        if self.transport.lexists(path):
+            if not (self.is_subvolume(path) and not self.transport.listdir(path)):
+                raise InvalidRequest('Cannot add a replica of share %s in pool %s: %s already exists and is not an '
+                                     'empty subvolume' % (share['name'], replica_pool, path))
+        return path
+
+    def replica_update(self, active_pool, replica_pool, share, replica):
+        """Snapshot the active instance read-only (the point), ``btrfs send -p <base>`` it into
+        the replica pool, check its received UUID, and make the replica instance a read-only
+        snapshot of it."""
+        name = share['name']
+        self._require_pool(active_pool)
+        self._require_pool(replica_pool)
+        source = self.instance_path(active_pool, name)
+        if not self.is_subvolume(source):
+            raise StorageError('Failed to update the replica of share %s: its active instance %s is not a subvolume'
+                               % (name, source))
+        here, there = self.replication_dir(active_pool, share), self.replication_dir(replica_pool, share)
+        self._makedirs(here, 0o700)
+        self._makedirs(there, 0o700)
+        start = time.monotonic()
+        seq = max(self._points(here) + self._points(there) + [int(replica.get('base') or 0)]) + 1
+        point = os.path.join(here, self.point_name(seq))
+        source_time = time.time()
+        self._btrfs(['subvolume', 'snapshot', '-r', source, point], 'take replication point %d of share %s' % (seq, name))
+        quiet = time.time() - CTIME_MARGIN
+        parent = None
+        base = replica.get('base')
+        if base:
+            mine, theirs = os.path.join(here, self.point_name(base)), os.path.join(there, self.point_name(base))
+            if self.is_subvolume(mine) and self.is_subvolume(theirs):
+                parent = mine
+        how = ' (from point %d)' % base if parent else ' (full)'
+        what = 'send point %d of share %s to pool %s%s' % (seq, name, replica_pool, how)
+        sent = self._pipe(send_argv(point, parent), ['btrfs', 'receive', there], what,
+                          edit=root_times_edit(self.transport.lstat(point)))[0]
+        received = os.path.join(there, self.point_name(seq))
+        if not self.received_ok(point, received):
+            raise StorageError('Failed to %s: the receive ended but %s is not a complete copy' % (what, received))
+        self._place_replica(replica_pool, share, received)
+        replica['base'] = seq
+        replica['base_time'] = time.time() + CTIME_MARGIN
+        return {'bytes': sent, 'files': None, 'passes': 1, 'verified': True, 'incremental': bool(parent),
+                'source_time': source_time, 'source_quiet_until': quiet,
+                'seconds': round(time.monotonic() - start, 3)}
+
+    def _place_replica(self, pool, share, received):
+        """Make the replica instance a read-only snapshot of ``received`` (the old one goes)."""
+        name = share['name']
+        instance = self.instance_path(pool, name)
+        got = self.show(received) or {}
+        current = self.show(instance)
+        if current and got.get('uuid') and current.get('parent_uuid') == got['uuid']:
+            return False
+        # A read-only subvolume can be renamed within its folder only: both stay beside it.
+        folder = os.path.dirname(instance)
+        self._makedirs(folder)
+        fresh = os.path.join(folder, '.%s.replica-next' % name)
+        self._delete_subvolume(fresh, 'unplaced replica instance')
+        self._btrfs(['subvolume', 'snapshot', '-r', received, fresh], 'make the next replica instance of share %s' % name)
+        old = os.path.join(folder, '.%s.replica-previous' % name)
+        self._delete_subvolume(old, 'previous replica instance')
+        if self.transport.lexists(instance):
+            if not self.is_subvolume(instance):
+                raise StorageError('Failed to place the replica of share %s: %s is not a subvolume' % (name, instance))
+            self.transport.rename(instance, old)
+        self.transport.rename(fresh, instance)
+        self._delete_subvolume(old, 'previous replica instance')
+        return True
+
+    def replica_retain(self, pool, share, keep):
+        folder = self.replication_dir(pool, share)
+        changed = False
+        for seq in self._points(folder):
+            if seq not in keep:
+                changed = self._delete_subvolume(os.path.join(folder, self.point_name(seq)),
+                                                 'replication point %d of share %s' % (seq, share['name'])) or changed
+        return changed
+
+    def replica_delete(self, pool, share):
+        changed = self.delete_instance(pool, share['name'])
+        folder = self.replication_dir(pool, share)
+        try:
+            names = self.transport.listdir(folder)
+        except OSError:
+            names = []
+        for entry in names:
+            path = os.path.join(folder, entry)
+            if self.is_subvolume(path):
+                changed = self._delete_subvolume(path, 'replication point %s of share %s' % (entry, share['name'])) or changed
+            else:
+                self.remove_tree(path, 'delete %s' % path)
+                changed = True
+        self._rmdir_if_empty(folder)
+        return changed
+
+    def replica_set_read_only(self, pool, share, read_only):
+        path = self.instance_path(pool, share['name'])
+        info = self.show(path)
+        if info is None or info['readonly'] == read_only:
+            return False
+        self._btrfs(['property', 'set', '-f', '-ts', path, 'ro', 'true' if read_only else 'false'],
+                    'make the instance of share %s in pool %s %s'
+                    % (share['name'], pool, 'read-only' if read_only else 'writable'))
+        return True
+
+    def replica_open_writers(self, pool, share):
+        # A descriptor opened before the subvolume became read-only keeps writing (see open_writers).
+        return self.open_writers(self.instance_path(pool, share['name']))
+
+    def replica_keep(self, pool, share, label):
+        folder = self.replication_dir(pool, share)
+        final = os.path.join(folder, 'kept-%s' % label)
+        if not self.is_subvolume(final):
+            self._makedirs(folder, 0o700)
+            self._btrfs(['subvolume', 'snapshot', '-r', self.instance_path(pool, share['name']), final],
+                        'keep share %s in pool %s as %s' % (share['name'], pool, final))
+        return final

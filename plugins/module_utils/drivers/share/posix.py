@@ -22,16 +22,26 @@ __metaclass__ = type
 import errno
 import hashlib
 import os
+import time
 import uuid
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import SealError
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.base import ShareDriver
 from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import export_helper
 from ansible_collections.storage.mobility.plugins.module_utils.store import META_DIR
+from ansible_collections.storage.mobility.plugins.module_utils.transport import openfiles
 
 GIB = 1024 ** 3
+REPLICATION_DIR = 'replication'
+#: rsync passes an update makes at most while users keep changing the active instance
+REPLICA_PASSES = 3
+#: rsync exit codes an update pass accepts (24: files vanished while it ran; the seal tells)
+REPLICA_RSYNC_OK = (rsync_lib.RC_OK, rsync_lib.RC_VANISHED)
+#: seconds between a point in time and the change times the kernel stamps (its coarse clock)
+CTIME_MARGIN = 0.05
 
 
 def trash_prefix(kind, *names):
@@ -43,6 +53,7 @@ def trash_prefix(kind, *names):
 
 class PosixShareDriver(ShareDriver):
     name = 'posix'
+    replica_updates_in_place = True
 
     # -- paths -------------------------------------------------------------------------------
     def instance_path(self, pool, share_name):
@@ -341,3 +352,101 @@ class PosixShareDriver(ShareDriver):
                 self._move_snapshots(destination_pool, source_pool, name)
         if self.transport.is_empty_dir(dst):
             self.transport.rmdir(dst)
+
+    # -- replication (docs/replication.md) -----------------------------------------------------
+    def replication_dir(self, pool, share):
+        """Where the replication points of ``share`` live in ``pool`` (named by the share id)."""
+        return os.path.join(pool.path, META_DIR, REPLICATION_DIR, share['id'])
+
+    def replica_prepare(self, active_pool, replica_pool, share):
+        self._require_pool(replica_pool)
+        path = self.instance_path(replica_pool, share['name'])
+        if self.transport.lexists(path) and not self.transport.is_empty_dir(path):
+            raise InvalidRequest('Cannot add a replica of share %s in pool %s: %s already exists and is not an '
+                                 'empty folder' % (share['name'], replica_pool, path))
+        return self.create_instance(replica_pool, share['name'])
+
+    def replica_update(self, active_pool, replica_pool, share, replica):
+        """rsync with the data mover's options (nanosecond times, hard links, ACLs, xattrs,
+        ``--delete``) from the active instance into the replica. The point is consistent when
+        the active tree's seal (data_copy/seal.py) is the same before and after a pass: nothing
+        changed while it was copied. A tree that keeps changing gets up to REPLICA_PASSES passes;
+        the result says ``verified: false`` when none was quiet."""
+        name = share['name']
+        self._require_pool(active_pool)
+        self._require_pool(replica_pool)
+        source = self.instance_path(active_pool, name)
+        target = self.instance_path(replica_pool, name)
+        if not self.transport.is_dir(target):
+            self.create_instance(replica_pool, name)
+        ignore = list(self.backend.migration_ignore_files)
+        argv = rsync_lib.build_argv(source, target, ignore)
+        what = 'update the replica of share %s in pool %s' % (name, replica_pool)
+        start = time.monotonic()
+        result = {'bytes': 0, 'files': 0, 'passes': 0, 'verified': False}
+        for _attempt in range(REPLICA_PASSES):
+            before = self.tree_seal(active_pool, source, ignore)
+            point = time.time()
+            rc, out, err = self.transport.run(argv, what, check=False)
+            if rc not in REPLICA_RSYNC_OK:
+                raise StorageError('Failed to %s: rsync exited with %d (%s): %s'
+                                   % (what, rc, rsync_lib.describe_exit(rc), (err or out).strip()[-2000:]),
+                                   cmd=argv, rc=rc, stderr=err)
+            stats = rsync_lib.parse_stats(out.splitlines())
+            result['bytes'] += stats.get('literal_data', stats.get('transferred_size', 0))
+            result['files'] += stats.get('transferred', 0) + stats.get('deleted', 0)
+            result['passes'] += 1
+            after = self.tree_seal(active_pool, source, ignore)
+            if rc == rsync_lib.RC_OK and before == after:
+                result['verified'] = True
+                break
+        result['source_time'] = point
+        # The active tree was as the replica holds it until this seal (when verified).
+        result['source_quiet_until'] = time.time() - CTIME_MARGIN
+        result['seconds'] = round(time.monotonic() - start, 3)
+        replica['base_time'] = time.time() + CTIME_MARGIN
+        return result
+
+    def replica_delete(self, pool, share):
+        changed = self.delete_instance(pool, share['name'])
+        folder = self.replication_dir(pool, share)
+        if self.transport.lexists(folder):
+            self.remove_tree(folder, 'delete the replication points of share %s in pool %s' % (share['name'], pool))
+            changed = True
+        return changed
+
+    def replica_open_writers(self, pool, share):
+        path = self.instance_path(pool, share['name'])
+        return [openfiles.describe([item]) for item in self.transport.open_writers([path])]
+
+    def replica_divergence(self, pool, share, replica):
+        """Entries of the instance whose change time is after ``replica['base_time']`` (the
+        last point it shared): ``find -newerct``. A deletion shows as its changed folder."""
+        path = self.instance_path(pool, share['name'])
+        since = replica.get('base_time')
+        if since is None or not self.transport.is_dir(path):
+            return None
+        out = self.transport.run(['find', path, '-mindepth', '1', '-newerct', '@%.9f' % float(since), '-print0'],
+                                 'list what changed in %s since its last replicated point' % path)[1]
+        found = [os.path.relpath(p, path) for p in out.split('\0') if p]
+        if self.transport.lstat(path).ctime_ns > float(since) * 1e9:
+            found.insert(0, '.')
+        return sorted(found)
+
+    def replica_keep(self, pool, share, label):
+        folder = self.replication_dir(pool, share)
+        final = os.path.join(folder, 'kept-%s' % label)
+        if self.transport.is_dir(final):
+            return final
+        try:
+            self.transport.makedirs(folder, 0o700)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise StorageError('Failed to create %s: %s' % (folder, exc.strerror))
+        tmp = final + '.partial'
+        if self.transport.lexists(tmp):
+            self.remove_tree(tmp, 'remove the partial copy %s' % tmp)
+        self.transport.run(['cp', '-a', '--reflink=auto', '--', self.instance_path(pool, share['name']), tmp],
+                           'keep share %s in pool %s as %s' % (share['name'], pool, final))
+        self.transport.rename(tmp, final)
+        return final

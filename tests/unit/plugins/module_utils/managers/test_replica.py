@@ -1,44 +1,425 @@
-"""Unit tests for plugins/module_utils/managers/replica.py: the collection's own drivers refuse replicas."""
+"""Unit tests for plugins/module_utils/managers/replica.py: replicas on posix pools in tmp_path.
+
+Every step compares the active share's tree with the replica's entry by entry (tree_state: type,
+mode, owner, nanosecond mtime, content, xattrs, hard links).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+
 import pytest
 
-from mobility_helpers import backend_spec
+from mobility_helpers import RULE, Env, backend_spec, lock_held_by_other_process, populate_share, tree_state
 
 from ansible_collections.storage.mobility.plugins.module_utils.context import Context
-from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
+from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, InvalidRequest, NotFound, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.managers.replica import LocalReplicaManager
+from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
 
-PARAMS = dict(share="s1", state="promoted", pool=None, replica_id=None, availability_zone="nova", force=False,
-              quiesce_wait_time=None, status=None, replica_state=None)
-
-
-def test_refusal_names_the_backend_the_pool_belongs_to_and_its_driver(tmp_path):
-    ctx = Context([backend_spec(tmp_path / "p", name="px"),
-                   backend_spec(tmp_path / "b", name="bt", driver="btrfs")])
-    with pytest.raises(InvalidRequest) as info:
-        LocalReplicaManager(ctx).run(dict(PARAMS, pool="localhost@bt#a"))
-    assert str(info.value) == ("Cannot manage replicas of share s1: replicas on the collection's own drivers "
-                               "(backend bt with driver btrfs) are not supported yet; replicas need a backend "
-                               "with driver manila (declared drivers: btrfs, posix)")
+READABLE = {"replication_type": "readable"}
 
 
-def test_refusal_comes_before_the_option_checks_and_names_every_local_backend(tmp_path):
-    # availability_zone with state promoted would be refused by the option check; the missing
-    # replication support is what the user must hear first (as before services existed)
-    ctx = Context([backend_spec(tmp_path / "p", name="px"),
-                   backend_spec(tmp_path / "b", name="bt", driver="btrfs")])
-    with pytest.raises(InvalidRequest, match="backend px with driver posix, backend bt with driver btrfs"):
-        LocalReplicaManager(ctx).run(PARAMS)
+@pytest.fixture
+def env(tmp_path):
+    return Env(tmp_path, [backend_spec(tmp_path / "pools", pools=("a", "b", "c"), replication_domain="d1")])
+
+
+def make_share(env, specs=READABLE, name="s1"):
+    env.shares().present(name, env.A, 1, "NFS", "rep", dict(specs), [RULE])
+    path = env.share_path(env.A, name)
+    populate_share(path)
+    return path
+
+
+def manager(env, check_mode=False):
+    return LocalReplicaManager(env.ctx(check_mode))
+
+
+def journal(env, address):
+    path = os.path.join(env.pool_path(address), ".mobility", "events.jsonl")
+    with open(path) as handle:
+        return [json.loads(line) for line in handle]
+
+
+def same(env, share="s1", left=Env.A, right=Env.B):
+    return tree_state(env.share_path(left, share)) == tree_state(env.share_path(right, share))
+
+
+# --------------------------------------------------------------------------- refusals
 
 
 def test_without_local_backends_the_refusal_reads_as_before():
     ctx = Context([{"name": "blocks", "driver": "cinder", "cloud": "lab"}])
-    manager = LocalReplicaManager(ctx)
-    for call in (lambda: manager.present("s1"), lambda: manager.absent("s1"), lambda: manager.promoted("s1"),
-                 lambda: manager.resynced("s1"), lambda: manager.info("s1")):
+    mgr = LocalReplicaManager(ctx)
+    for call in (lambda: mgr.present("s1"), lambda: mgr.absent("s1", pool="x@y#z"),
+                 lambda: mgr.promoted("s1", pool="x@y#z"), lambda: mgr.resynced("s1", pool="x@y#z"),
+                 lambda: mgr.info("s1")):
         with pytest.raises(InvalidRequest) as info:
             call()
         assert str(info.value) == ("Cannot manage replicas of share s1: replicas need a backend with driver manila "
                                    "(declared drivers: cinder)")
+
+
+def test_a_share_without_replication_type_is_refused_and_nothing_changes(env):
+    make_share(env, specs={})
+    before = env.state()
+    with pytest.raises(InvalidRequest, match="share type rep has no replication_type"):
+        manager(env).present("s1", pool=env.B)
+    assert env.state() == before
+
+
+def test_writable_replication_is_refused_on_these_drivers(env):
+    make_share(env, specs={"replication_type": "writable"})
+    before = env.state()
+    with pytest.raises(InvalidRequest, match="writable replicas need synchronous mirroring"):
+        manager(env).present("s1", pool=env.B)
+    assert env.state() == before
+
+
+def test_a_pool_outside_the_replication_domain_is_refused(tmp_path):
+    env = Env(tmp_path, [backend_spec(tmp_path / "p1", name="be1", replication_domain="d1"),
+                         backend_spec(tmp_path / "p2", name="be2", replication_domain="d2")])
+    make_share(env)
+    before = env.state()
+    with pytest.raises(InvalidRequest, match=r"backends be1 \(replication_domain d1\) and be2 \(replication_domain d2\)"):
+        manager(env).present("s1", pool="localhost@be2#a")
+    assert env.state() == before
+
+
+def test_availability_zone_and_quiesce_wait_time_are_refused(env):
+    make_share(env)
+    with pytest.raises(InvalidRequest, match="availability_zone is not supported"):
+        manager(env).present("s1", pool=env.B, availability_zone="nova")
+    with pytest.raises(InvalidRequest, match="quiesce_wait_time is not supported"):
+        manager(env).promoted("s1", pool=env.B, quiesce_wait_time=5)
+
+
+# --------------------------------------------------------------------------- create, update, delete
+
+
+def test_present_creates_an_in_sync_copy_and_journals_each_state(env):
+    make_share(env)
+    result = manager(env).present("s1", pool=env.B)
+    assert result["changed"] is True
+    replica = result["replica"]
+    assert (replica["pool"], replica["status"], replica["replica_state"]) == (env.B, "available", "in_sync")
+    assert replica["last_update"]["verified"] is True and replica["last_update"]["files"] > 0
+    assert [(r["pool"], r["replica_state"]) for r in result["replicas"]] == [(env.A, "active"), (env.B, "in_sync")]
+    assert same(env)
+    # a second run changes nothing
+    assert manager(env).present("s1", pool=env.B)["changed"] is False
+    states = [(e["old"], e["new"]) for e in journal(env, env.A)
+              if e["event"] == "replica.replica_state" and e["id"] == replica["id"]]
+    assert states == [(None, "out_of_sync"), ("out_of_sync", "in_sync")]
+    # the replica's pool keeps a copy of the record (for a promotion without the active pool)
+    assert os.path.exists(os.path.join(env.pool_path(env.B), ".mobility", "replicas", "s1.json"))
+    # share_info shows the replicas with their lag
+    view = ShareManager(env.ctx()).info("s1")[0]
+    assert [r["replica_state"] for r in view["replicas"]] == ["active", "in_sync"]
+    assert view["replicas"][1]["lag_seconds"] >= 0
+
+
+def test_check_mode_plans_and_changes_nothing(env):
+    make_share(env)
+    before = env.state()
+    result = manager(env, check_mode=True).present("s1", pool=env.B)
+    assert result["changed"] is True and result["replica"]["replica_state"] == "in_sync"
+    assert env.state() == before
+
+
+def test_resynced_copies_a_same_second_same_size_change(env):
+    path = make_share(env)
+    manager(env).present("s1", pool=env.B)
+    target = os.path.join(path, "plain.txt")
+    st = os.stat(target)
+    with open(target, "r+b") as handle:
+        handle.write(b"J")   # same size
+    # the same second as before, another nanosecond: rsync's default one-second window misses it
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    assert not same(env)
+    result = manager(env).resynced("s1", pool=env.B)
+    assert result["changed"] is True and result["replica"]["last_update"]["files"] >= 1
+    assert same(env)
+    with open(env.share_path(env.B, "s1") + "/plain.txt", "rb") as handle:
+        assert handle.read(1) == b"J"
+
+
+def test_resync_of_the_active_is_refused(env):
+    make_share(env)
+    manager(env).present("s1", pool=env.B)
+    with pytest.raises(InvalidRequest, match="it is the active replica"):
+        manager(env).resynced("s1", pool=env.A)
+
+
+def test_absent_never_the_last_active_then_deletes_a_secondary(env):
+    make_share(env)
+    manager(env).present("s1", pool=env.B)
+    with pytest.raises(InvalidRequest, match="it is the last active replica"):
+        manager(env).absent("s1", pool=env.A)
+    result = manager(env).absent("s1", pool=env.B)
+    assert result["changed"] is True
+    assert not os.path.exists(env.share_path(env.B, "s1"))
+    assert not os.path.exists(os.path.join(env.pool_path(env.B), ".mobility", "replicas", "s1.json"))
+    record, _pool = env.load("s1")
+    assert record["replicas"] == []
+    assert manager(env).absent("s1", pool=env.B)["changed"] is False
+    # without replicas the share can be deleted again
+    assert ShareManager(env.ctx()).absent("s1")["changed"] is True
+
+
+def test_admin_resets_and_their_refusals(env):
+    make_share(env)
+    manager(env).present("s1", pool=env.B)
+    with pytest.raises(InvalidRequest, match="it is the active replica"):
+        manager(env).present("s1", pool=env.A, replica_state="out_of_sync")
+    result = manager(env).present("s1", pool=env.B, status="error", replica_state="error")
+    assert result["changed"] is True and (result["replica"]["status"], result["replica"]["replica_state"]) == ("error", "error")
+    with pytest.raises(InvalidRequest, match="not available"):
+        manager(env).promoted("s1", pool=env.B)
+
+
+def test_rpo_turns_a_stale_replica_out_of_sync(env):
+    make_share(env, specs=dict(READABLE, rpo_seconds="60"))
+    rid = manager(env).present("s1", pool=env.B)["replica"]["id"]
+
+    def age(record):
+        for replica in record["replicas"]:
+            if replica["id"] == rid:
+                replica["last_sync_epoch"] -= 120
+    env.edit("s1", **{"_": age})
+    view = ShareManager(env.ctx()).info("s1")[0]["replicas"][1]
+    assert view["past_rpo"] is True and view["lag_seconds"] >= 120
+    # the next run under the lock records it
+    result = manager(env).present("s1", pool=env.B)
+    assert result["replica"]["replica_state"] == "out_of_sync"
+    assert any(e["event"] == "replica.replica_state" and e["new"] == "out_of_sync" for e in journal(env, env.A))
+    # an update brings it back
+    assert manager(env).resynced("s1", pool=env.B)["replica"]["replica_state"] == "in_sync"
+
+
+# --------------------------------------------------------------------------- promotion and failback
+
+
+def test_planned_promotion_switches_roles_without_a_full_copy(env):
+    make_share(env)
+    manager(env).present("s1", pool=env.B)
+    with open(env.share_path(env.A, "s1") + "/late.txt", "w") as handle:
+        handle.write("written before the promotion")
+    result = manager(env).promoted("s1", pool=env.B)
+    assert result["changed"] is True
+    assert (result["replica"]["pool"], result["replica"]["replica_state"]) == (env.B, "active")
+    assert [(r["pool"], r["replica_state"]) for r in result["replicas"]] == [(env.B, "active"), (env.A, "in_sync")]
+    assert same(env)   # the final update carried late.txt
+    assert env.record_pools("s1") == [env.B]
+    record, pool = env.load("s1")
+    assert str(pool.ref) == env.B and record["instances"][0]["pool"] == env.B
+    # promoting the active replica is no change
+    assert manager(env).promoted("s1", pool=env.B)["changed"] is False
+    # the old active is a replica now: a change on the new active reaches it as a delta
+    with open(env.share_path(env.B, "s1") + "/new.txt", "w") as handle:
+        handle.write("new side")
+    result = manager(env).resynced("s1", pool=env.A)
+    assert result["replica"]["last_update"]["files"] == 1
+    assert same(env)
+
+
+def test_promoting_an_out_of_sync_replica_needs_force(env):
+    make_share(env)
+    manager(env).present("s1", pool=env.B)
+    manager(env).present("s1", pool=env.B, replica_state="out_of_sync")
+    before = env.state()
+    with pytest.raises(InvalidRequest, match=r"needs administrator intent \(force=true\)"):
+        manager(env).promoted("s1", pool=env.B)
+    assert env.state() == before
+    assert manager(env).promoted("s1", pool=env.B, force=True)["changed"] is True
+
+
+def test_forced_promotion_with_the_active_pool_gone_then_failback(env, tmp_path):
+    path_a = make_share(env)
+    manager(env).present("s1", pool=env.B)
+    pool_a = env.pool_path(env.A)
+    # the active pool disappears (as an unmounted pool does: its path is no folder)
+    with open(os.path.join(path_a, "after-last-sync.txt"), "w") as handle:
+        handle.write("only on the old active")
+    hidden = str(tmp_path / "pool-a-away")
+    shutil.move(pool_a, hidden)
+    with pytest.raises(InvalidRequest, match="not reachable; promoting now loses what was written there after"):
+        manager(env).promoted("s1", pool=env.B)
+    result = manager(env).promoted("s1", pool=env.B, force=True)
+    assert result["changed"] is True and result["replica"]["replica_state"] == "active"
+    assert [(r["pool"], r["replica_state"], r["status"]) for r in result["replicas"]] == [
+        (env.B, "active", "available"), (env.A, "out_of_sync", "error")]
+    assert result["replicas"][1]["fence_pending"] is True
+    record, pool = env.load("s1")
+    assert str(pool.ref) == env.B and record["replication"]["last_promotion"]["forced"] is True
+    # the old active comes back with its old record: the new one wins and the old one is removed
+    shutil.move(hidden, pool_a)
+    assert env.record_pools("s1") == [env.A, env.B]
+    with open(os.path.join(env.share_path(env.B, "s1"), "on-new-active.txt"), "w") as handle:
+        handle.write("new active")
+    # present on it (what update_replicas does for such a replica) fences it and changes nothing else
+    result = manager(env).present("s1", pool=env.A)
+    assert result["replica"]["fenced_at"] and not result["replica"]["fence_pending"]
+    assert result["replica"]["replica_state"] == "out_of_sync"
+    with pytest.raises(InvalidRequest) as info:
+        manager(env).resynced("s1", pool=env.A)
+    message = str(info.value)
+    assert "after-last-sync.txt" in message and "force=true" in message
+    assert env.record_pools("s1") == [env.B]
+    record, _pool = env.load("s1")
+    old = [r for r in record["replicas"] if r["pool"] == env.A][0]
+    assert old["fenced_at"] and not old["fence_pending"]
+    kept = old["kept_divergence"]
+    assert os.path.exists(os.path.join(kept, "after-last-sync.txt"))
+    # with force the old active becomes a copy of the new one; what it had stays kept
+    result = manager(env).resynced("s1", pool=env.A, force=True)
+    assert result["replica"]["replica_state"] == "in_sync"
+    assert same(env)
+    assert os.path.exists(os.path.join(kept, "after-last-sync.txt"))
+    # and fails back: a planned promotion
+    assert manager(env).promoted("s1", pool=env.A)["changed"] is True
+    assert env.record_pools("s1") == [env.A]
+    assert same(env)
+
+
+def test_promotion_and_resync_need_a_named_replica(env):
+    make_share(env)
+    manager(env).present("s1", pool=env.B)
+    with pytest.raises(InvalidRequest, match="name it with pool"):
+        manager(env).promoted("s1")
+    with pytest.raises(NotFound, match="it has no replica in localhost@be1#c"):
+        manager(env).resynced("s1", pool="localhost@be1#c")
+
+
+def test_a_failed_update_records_error_and_names_the_cause(env):
+    make_share(env)
+    manager(env).present("s1", pool=env.B)
+    record, _pool = env.load("s1")
+    replica = record["replicas"][1]
+    target = env.share_path(env.B, "s1")
+    shutil.rmtree(target)
+    with open(target, "w") as handle:     # a file where the replica's folder was
+        handle.write("not a folder")
+    with pytest.raises(StorageError):
+        manager(env).resynced("s1", replica_id=replica["id"])
+    record, _pool = env.load("s1")
+    assert record["replicas"][1]["replica_state"] == "error" and record["replicas"][1]["sync_error"]
+
+
+class Killed(BaseException):
+    """Stands for the run being killed: no except clause of the manager catches it."""
+
+
+def test_a_posix_replica_never_claims_in_sync_while_its_update_runs(env, monkeypatch):
+    make_share(env)
+    manager(env).present("s1", pool=env.B)
+    seen = []
+    mgr = manager(env)
+    driver = mgr.ctx.driver(mgr.ctx.pool(env.A))
+    real = driver.replica_update
+
+    def watching(*args):
+        seen.append(env.read_record(env.A, "s1")["replicas"][1]["replica_state"])
+        raise Killed()
+    monkeypatch.setattr(driver, "replica_update", watching)
+    with pytest.raises(Killed):
+        mgr.resynced("s1", pool=env.B)
+    assert seen == ["out_of_sync"]
+    assert env.read_record(env.A, "s1")["replicas"][1]["replica_state"] == "out_of_sync"
+    monkeypatch.setattr(driver, "replica_update", real)
+    assert manager(env).resynced("s1", pool=env.B)["replica"]["replica_state"] == "in_sync"
+
+
+def test_a_promotion_killed_during_its_final_update_is_finished_by_a_rerun(env, monkeypatch):
+    make_share(env)
+    manager(env).present("s1", pool=env.B)
+    mgr = manager(env)
+    driver = mgr.ctx.driver(mgr.ctx.pool(env.A))
+
+    def killed(*args):
+        raise Killed()
+    monkeypatch.setattr(driver, "replica_update", killed)
+    with pytest.raises(Killed):
+        mgr.promoted("s1", pool=env.B)
+    record = env.read_record(env.A, "s1")
+    assert record["replicas"][1]["status"] == "replication_change"
+    assert [r["replica_state"] for r in record["replicas"]].count("active") == 1
+    result = manager(env).promoted("s1", pool=env.B)
+    assert result["replica"]["replica_state"] == "active" and env.record_pools("s1") == [env.B]
+    assert same(env)
+
+
+def test_a_promotion_or_resync_while_another_run_holds_the_share_is_refused_as_busy(env):
+    make_share(env)
+    manager(env).present("s1", pool=env.B)
+    before = env.state()
+    with lock_held_by_other_process(env.backends, "s1", "replica promoted"):
+        for call in (lambda: manager(env).promoted("s1", pool=env.B),
+                     lambda: manager(env).resynced("s1", pool=env.B)):
+            with pytest.raises(Busy, match="another run holds its lock"):
+                call()
+    assert env.state() == before
+
+
+HOLDER = """
+import sys
+f = open(sys.argv[1], 'a')
+print('ready', flush=True)
+sys.stdin.readline()
+f.write('still the active replica')
+f.close()
+"""
+
+
+def test_a_planned_promotion_refuses_while_a_file_of_the_active_is_open_for_writing(env):
+    path = make_share(env)
+    manager(env).present("s1", pool=env.B)
+    # another process (the scan leaves out its own) holds a file open for writing
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, os.path.join(path, "plain.txt")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "ready\n"
+        with pytest.raises(StorageError, match=r"open for writing and could change it after the final update: \d+ \(python\): \S*/plain.txt"):
+            manager(env).promoted("s1", pool=env.B)
+    finally:
+        holder.communicate("go\n", timeout=30)
+    record, pool = env.load("s1")
+    assert str(pool.ref) == env.A
+    assert [(r["pool"], r["replica_state"], r["status"]) for r in record["replicas"]] == [
+        (env.A, "active", "available"), (env.B, "in_sync", "available")]
+    assert manager(env).promoted("s1", pool=env.B)["changed"] is True
+    assert same(env)
+
+
+def test_a_posix_update_while_the_share_keeps_changing_is_not_claimed_in_sync(env):
+    import threading
+
+    path = make_share(env)
+    manager(env).present("s1", pool=env.B)
+    stop = threading.Event()
+
+    def writer():
+        count = 0
+        while not stop.is_set():
+            with open(os.path.join(path, "busy.log"), "a") as handle:
+                handle.write("line %d\n" % count)
+            count += 1
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        result = manager(env).resynced("s1", pool=env.B)
+    finally:
+        stop.set()
+        thread.join()
+    update = result["replica"]["last_update"]
+    assert update["verified"] is False and update["passes"] == 3
+    assert result["replica"]["replica_state"] == "out_of_sync"
+    # once quiet, the next update is verified and the trees are equal
+    result = manager(env).resynced("s1", pool=env.B)
+    assert result["replica"]["replica_state"] == "in_sync" and result["replica"]["last_update"]["verified"] is True
+    assert same(env)

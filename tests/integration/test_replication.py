@@ -1,0 +1,357 @@
+"""Share replication on real filesystems: btrfs on two loop devices, posix on ext4 and xfs loops.
+
+Each step compares the active share and every replica entry by entry (tests/unit/mobility_helpers
+tree_state: type, mode, owner, nanosecond mtime, content, xattrs, hard links). The forced
+promotion unmounts the active pool's filesystem; the failback is measured to send only the change.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+
+from mobility_helpers import populate_share, tree_state  # noqa: E402
+
+from ansible_collections.storage.mobility.plugins.module_utils.context import Context  # noqa: E402
+from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest  # noqa: E402
+from ansible_collections.storage.mobility.plugins.module_utils.managers.replica import LocalReplicaManager  # noqa: E402
+from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager  # noqa: E402
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="loop-mounted filesystems and mounts need root")
+
+IMAGE_MB = 320
+RULE = {"access_type": "ip", "access_to": "10.0.0.0/24", "access_level": "rw"}
+MKFS = {"btrfs": ["mkfs.btrfs", "-q", "-f"], "ext4": ["mkfs.ext4", "-q", "-F", "-I", "256"], "xfs": ["mkfs.xfs", "-q", "-f"]}
+
+
+def run(argv, check=True):
+    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, check=False)
+    if check and proc.returncode:
+        raise AssertionError(f"{argv} failed: {proc.stderr}")
+    return proc
+
+
+class Lab:
+    """Two pools ``a`` and ``b``, each the root of its own loop-mounted filesystem, of one backend."""
+
+    def __init__(self, base: Path, driver: str, filesystems: tuple[str, str], helper: str = "none"):
+        self.base = base
+        self.driver = driver
+        self.filesystems = filesystems
+        self.points = {"a": base / "mnt-a", "b": base / "mnt-b"}
+        self.images = {"a": base / "a.img", "b": base / "b.img"}
+        export = {"helper": helper}
+        if helper == "bind":
+            export["root"] = str(base / "exports")
+            (base / "exports").mkdir(parents=True)
+        self.backends = [{"name": "r1", "driver": driver, "host": "stor1", "replication_domain": "dom1",
+                          "export": export,
+                          "pools": dict((p, {"path": str(self.points[p])}) for p in ("a", "b"))}]
+
+    A = "stor1@r1#a"
+    B = "stor1@r1#b"
+
+    def open(self):
+        for (name, point), fs in zip(self.points.items(), self.filesystems):
+            point.mkdir(parents=True)
+            run(["truncate", "-s", f"{IMAGE_MB}M", self.images[name]])
+            run(MKFS[fs] + [self.images[name]])
+            self.mount(name)
+        return self
+
+    def mount(self, name):
+        run(["mount", "-o", "loop", self.images[name], self.points[name]])
+
+    def umount(self, name):
+        run(["umount", self.points[name]])
+
+    def close(self):
+        prefix = str(self.base).rstrip("/") + "/"
+        with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+            points = [line.split()[4].encode().decode("unicode_escape") for line in handle]
+        for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+            if run(["umount", point], check=False).returncode:
+                run(["umount", "-l", point], check=False)
+        for image in self.images.values():
+            for line in run(["losetup", "-j", image], check=False).stdout.splitlines():
+                run(["losetup", "-d", line.split(":", 1)[0]], check=False)
+
+    def ctx(self):
+        return Context(self.backends)
+
+    def replicas(self):
+        return LocalReplicaManager(self.ctx())
+
+    def path(self, pool, share="s1"):
+        return self.points[pool] / "shares" / share
+
+    def same(self, share="s1"):
+        """Equal trees; block counts only where both pools are one kind of filesystem (ext4 and
+        xfs allocate small files differently), and sparse files stay sparse."""
+        left, right = tree_state(self.path("a", share)), tree_state(self.path("b", share))
+        assert left is not None and right is not None
+        for state in (left, right):
+            assert state[b"sparse.img"]["blocks"] * 512 < state[b"sparse.img"]["size"] // 2
+            if self.filesystems[0] != self.filesystems[1]:
+                for entry in state.values():
+                    entry.pop("blocks", None)
+        return left == right
+
+
+@pytest.fixture
+def make_lab(tmp_path):
+    labs = []
+
+    def make(driver, filesystems, helper="none"):
+        lab = Lab(tmp_path / ("lab%d" % len(labs)), driver, filesystems, helper)
+        labs.append(lab)
+        return lab.open()
+    yield make
+    for lab in labs:
+        lab.close()
+
+
+def fill(path: Path, files: int = 100):
+    populate_share(path)
+    folder = path / "many"
+    folder.mkdir()
+    for index in range(files):
+        (folder / f"f{index:03d}").write_bytes(os.urandom(4096))
+
+
+def change_one_percent(path: Path):
+    (path / "many" / "f007").write_bytes(os.urandom(4096))
+
+
+def create(lab, specs, rules=(RULE,)):
+    ShareManager(lab.ctx()).present("s1", lab.A, 1, "NFS", "rep", specs, list(rules))
+    fill(lab.path("a"))
+
+
+@pytest.mark.parametrize("filesystems", [("ext4", "xfs")], ids=["ext4-xfs"])
+def test_posix_replica_cycle_with_forced_promotion_and_failback(make_lab, filesystems):
+    lab = make_lab("posix", filesystems)
+    create(lab, {"replication_type": "dr"}, rules=())
+    result = lab.replicas().present("s1", pool=lab.B)
+    assert result["replica"]["replica_state"] == "in_sync"
+    assert lab.same()
+    change_one_percent(lab.path("a"))
+    result = lab.replicas().resynced("s1", pool=lab.B)
+    assert result["replica"]["last_update"]["files"] == 1
+    assert lab.same()
+    # planned promotion, then a change on the new active reaches the old one as a delta
+    assert lab.replicas().promoted("s1", pool=lab.B)["changed"] is True
+    assert lab.same()
+    change_one_percent(lab.path("b"))
+    assert lab.replicas().resynced("s1", pool=lab.A)["replica"]["last_update"]["files"] == 1
+    assert lab.same()
+    # the active pool b goes away after a write that never reached a
+    (lab.path("b") / "unreplicated.txt").write_text("lost with b")
+    lab.umount("b")
+    result = lab.replicas().promoted("s1", pool=lab.A, force=True)
+    assert [(r["pool"], r["replica_state"]) for r in result["replicas"]] == [(lab.A, "active"), (lab.B, "out_of_sync")]
+    (lab.path("a") / "after-failover.txt").write_text("new active")
+    lab.mount("b")
+    with pytest.raises(InvalidRequest, match="unreplicated.txt"):
+        lab.replicas().resynced("s1", pool=lab.B)
+    result = lab.replicas().resynced("s1", pool=lab.B, force=True)
+    assert result["replica"]["replica_state"] == "in_sync"
+    assert result["replica"]["last_update"]["files"] == 2   # the new file in, the unreplicated one out
+    assert lab.same()
+    kept = result["replica"]["kept_divergence"]
+    assert (Path(kept) / "unreplicated.txt").read_text() == "lost with b"
+
+
+def test_btrfs_replicas_incremental_updates_exports_and_failback(make_lab):
+    lab = make_lab("btrfs", ("btrfs", "btrfs"), helper="bind")
+    create(lab, {"replication_type": "readable"})
+    result = lab.replicas().present("s1", pool=lab.B)
+    replica = result["replica"]
+    assert (replica["replica_state"], replica["last_update"]["incremental"]) == ("in_sync", False)
+    assert lab.same()
+    # a readable replica is exported read-only under its own name
+    export = Path(replica["export_location"])
+    assert export.name == "s1.replica-b" and (export / "plain.txt").exists()
+    with pytest.raises(OSError) as info:
+        (export / "x").write_text("no")
+    assert info.value.errno == errno.EROFS
+    full = replica["last_update"]["bytes"]
+    change_one_percent(lab.path("a"))
+    result = lab.replicas().resynced("s1", pool=lab.B)
+    update = result["replica"]["last_update"]
+    assert update["incremental"] is True and 4096 <= update["bytes"] < full / 10
+    assert lab.same()
+    # only the base point is kept on each side
+    points = sorted(os.listdir(lab.points["b"] / ".mobility" / "replication"))
+    assert len(points) == 1
+    record, _pool = lab.ctx().load("s1")
+    base = "rep-%06d" % record["replicas"][1]["base"]
+    for side in ("a", "b"):
+        assert sorted(os.listdir(lab.points[side] / ".mobility" / "replication" / record["id"])) == [base]
+    # planned promotion: the old active is read-only, the export path serves the new one
+    assert lab.replicas().promoted("s1", pool=lab.B)["changed"] is True
+    assert lab.same()
+    with pytest.raises(OSError) as info:
+        (lab.path("a") / "x").write_text("fenced")
+    assert info.value.errno == errno.EROFS
+    (lab.path("b") / "written-on-b.txt").write_text("b")
+    result = lab.replicas().resynced("s1", pool=lab.A)
+    update = result["replica"]["last_update"]
+    assert update["incremental"] is True and update["bytes"] < full / 10
+    assert lab.same()
+
+
+def test_btrfs_forced_promotion_with_the_active_filesystem_unmounted(make_lab):
+    lab = make_lab("btrfs", ("btrfs", "btrfs"))
+    create(lab, {"replication_type": "dr"}, rules=())
+    full = lab.replicas().present("s1", pool=lab.B)["replica"]["last_update"]["bytes"]
+    assert lab.same()
+    (lab.path("a") / "unreplicated.txt").write_text("only on a")
+    lab.umount("a")
+    with pytest.raises(InvalidRequest, match="needs administrator intent"):
+        lab.replicas().promoted("s1", pool=lab.B)
+    result = lab.replicas().promoted("s1", pool=lab.B, force=True)
+    assert result["replica"]["replica_state"] == "active"
+    (lab.path("b") / "new.txt").write_text("on the new active")
+    lab.mount("a")
+    with pytest.raises(InvalidRequest, match="unreplicated.txt"):
+        lab.replicas().resynced("s1", pool=lab.A)
+    # fenced when it came back: the old active is read-only
+    with pytest.raises(OSError) as info:
+        (lab.path("a") / "x").write_text("fenced")
+    assert info.value.errno == errno.EROFS
+    result = lab.replicas().resynced("s1", pool=lab.A, force=True)
+    update = result["replica"]["last_update"]
+    # failback without a full copy: only the change since the common point
+    assert update["incremental"] is True and update["bytes"] < full / 10
+    assert lab.same()
+    assert (Path(result["replica"]["kept_divergence"]) / "unreplicated.txt").read_text() == "only on a"
+    assert lab.replicas().promoted("s1", pool=lab.A)["changed"] is True
+    assert lab.same()
+    (lab.path("a") / "back-home.txt").write_text("a writes again")
+
+
+# --------------------------------------------------------------------------- the update_replicas playbook
+
+PLAYBOOK = Path(__file__).resolve().parents[2] / "playbooks" / "update_replicas.yml"
+
+
+def test_update_replicas_playbook_updates_each_replica_and_names_failures_past_rpo(tmp_path, collections_path):
+    from test_targets import _ansible_playbook, _environment
+
+    pools = dict((p, tmp_path / "pools" / p) for p in ("a", "b", "c"))
+    for path in pools.values():
+        path.mkdir(parents=True)
+    backends = [{"name": "r1", "driver": "posix", "host": "stor1", "replication_domain": "dom1",
+                 "pools": dict((p, {"path": str(path)}) for p, path in pools.items())}]
+    ctx = Context(backends)
+    specs = {"replication_type": "readable", "rpo_seconds": "60"}
+    for share, pool in (("s1", "b"), ("s2", "c")):
+        ShareManager(ctx).present(share, "stor1@r1#a", 1, "NFS", "rep", specs, [RULE])
+        (pools["a"] / "shares" / share / "data").write_text("first")
+        LocalReplicaManager(Context(backends)).present(share, pool="stor1@r1#" + pool)
+        (pools["a"] / "shares" / share / "data").write_text("second")
+
+    def age(record):
+        record["replicas"][1]["last_sync_epoch"] -= 3600
+    ctx = Context(backends)
+    record, pool = ctx.load("s2")
+    age(record)
+    ctx.repo.save(record, pool, "aged by the test")
+    # s2's replica cannot be written: its update fails and it stays past its RPO
+    broken = pools["c"] / "shares" / "s2"
+    for entry in broken.iterdir():
+        entry.unlink()
+    broken.rmdir()
+    broken.write_text("a file where the replica's folder was")
+    work = tmp_path / "ansible"
+    work.mkdir()
+    (work / "vars.json").write_text(json.dumps({"mobility_backends": backends, "backend": "r1"}))
+    proc = subprocess.run([_ansible_playbook(), "-i", "localhost,", "-c", "local", str(PLAYBOOK),
+                           "-e", "@" + str(work / "vars.json"), "-e", f"ansible_python_interpreter={sys.executable}"],
+                          env=dict(_environment(collections_path, work), ANSIBLE_CALLBACK_RESULT_FORMAT="json"),
+                          capture_output=True, text=True, check=False, timeout=600)
+    assert proc.returncode == 2, proc.stdout[-4000:] + proc.stderr[-2000:]
+    line = [ln for ln in proc.stdout.splitlines() if '"msg": "REPLICAS ' in ln]
+    assert line, proc.stdout[-4000:]
+    got = json.loads(json.loads("{" + line[0].strip() + "}")["msg"][len("REPLICAS "):])
+    assert got["updated"] == 1
+    assert [(f["share"], f["pool"]) for f in got["failed"]] == [("s2", "stor1@r1#c")]
+    assert [(p["share"], p["pool"], p["replica_state"]) for p in got["past_rpo"]] == [("s2", "stor1@r1#c", "error")]
+    assert (pools["b"] / "shares" / "s1" / "data").read_text() == "second"
+    assert tree_state(pools["a"] / "shares" / "s1") == tree_state(pools["b"] / "shares" / "s1")
+
+
+# --------------------------------------------------------------------------- the replica_timer role
+
+ROLE_PLAY = """
+- hosts: localhost
+  gather_facts: false
+  roles:
+    - role: storage.mobility.replica_timer
+      vars:
+        replica_timer_inventory: %(inventory)s
+        replica_timer_backend: r1
+        replica_timer_unit_dir: %(units)s
+        replica_timer_ansible_playbook: %(ansible_playbook)s
+        replica_timer_manage_service: false
+"""
+
+
+def systemd_unescape(text):
+    return text.replace("$$", "$").replace("%%", "%")
+
+
+def test_replica_timer_units_verify_and_their_command_updates_the_replicas(tmp_path, collections_path):
+    import shlex
+    import shutil as _shutil
+
+    from test_targets import _ansible_playbook, _environment
+
+    pools = dict((p, tmp_path / "pools" / p) for p in ("a", "b"))
+    for path in pools.values():
+        path.mkdir(parents=True)
+    backends = [{"name": "r1", "driver": "posix", "host": "stor1", "replication_domain": "dom1",
+                 "pools": dict((p, {"path": str(path)}) for p, path in pools.items())}]
+    ShareManager(Context(backends)).present("s1", "stor1@r1#a", 1, "NFS", "rep", {"replication_type": "dr"}, [RULE])
+    LocalReplicaManager(Context(backends)).present("s1", pool="stor1@r1#b")
+    (pools["a"] / "shares" / "s1" / "new").write_text("changed after the first update")
+    work = tmp_path / "ansible"
+    units = tmp_path / "units"
+    work.mkdir()
+    units.mkdir()
+    inventory = work / "inventory.json"
+    inventory.write_text(json.dumps({"all": {"hosts": {"localhost": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "mobility_backends": backends}}}}))
+    play = work / "role.yml"
+    play.write_text(ROLE_PLAY % {"inventory": inventory, "units": units, "ansible_playbook": _ansible_playbook()})
+    env = _environment(collections_path, work)
+    proc = subprocess.run([_ansible_playbook(), "-i", str(inventory), str(play)], env=env,
+                          capture_output=True, text=True, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    service = units / "storage-mobility-update-replicas.service"
+    timer = units / "storage-mobility-update-replicas.timer"
+    if _shutil.which("systemd-analyze"):
+        check = subprocess.run(["systemd-analyze", "verify", str(service), str(timer)],
+                               capture_output=True, text=True, check=False)
+        assert check.returncode == 0, check.stderr
+    # what the service runs, as systemd would run it
+    line = [ln for ln in service.read_text().splitlines() if ln.startswith("ExecStart=")][0]
+    argv = shlex.split(systemd_unescape(line[len("ExecStart="):]))
+    proc = subprocess.run(argv, env=dict(env, ANSIBLE_CALLBACK_RESULT_FORMAT="json"), capture_output=True, text=True,
+                          check=False, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert '"msg": "REPLICAS {\\"updated\\": 1' in proc.stdout, proc.stdout[-3000:]
+    assert (pools["b"] / "shares" / "s1" / "new").read_text() == "changed after the first update"
+    # the run id comes from the unit's command
+    events = [json.loads(x) for x in (pools["a"] / ".mobility" / "events.jsonl").read_text().splitlines()]
+    assert any(e["run_id"].startswith("replicas-") for e in events)
