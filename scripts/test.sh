@@ -16,13 +16,14 @@
 #   MOBILITY_OPENSTACK_LAB=FILE  lab.json of a running OpenStack lab to test against (as root,
 #                                test.sh otherwise starts one in the background and stops it)
 #   MOBILITY_KEEP_LAB=1          keep the folder of the lab test.sh started (logs)
-#   MOBILITY_SERIAL_STAGES=1     run the fault campaign, sanity and lint after pytest, not beside it
+#   MOBILITY_SERIAL_STAGES=1     run one pytest, then sanity and lint, instead of the fault campaign,
+#                                the host-migration lane, sanity and lint beside the main pytest
 set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
 
 usage() {
-    sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 quick=0
@@ -73,12 +74,14 @@ stage_pytest() {
         return 1
     fi
     set +e
-    # PYTEST_EXCLUDE: paths another stage runs (the fault campaign, when it runs beside pytest).
-    local exclude=()
-    if [[ -n "${PYTEST_EXCLUDE:-}" ]]; then
-        exclude=(--ignore "${PYTEST_EXCLUDE}")
-    fi
-    python -m pytest -ra "${exclude[@]}" "${dirs[@]}" 2>&1 | tee "${LOG_DIR}/${PYTEST_LOG_NAME:-pytest.log}"
+    # PYTEST_EXCLUDE: paths (space-separated) that another stage runs beside this one.
+    local exclude=() path
+    for path in ${PYTEST_EXCLUDE:-}; do
+        exclude+=(--ignore "${path}")
+    done
+    # --durations: every run names its slowest tests, so that the next split of the lanes below
+    # is made from figures, not guesses.
+    python -m pytest -ra --durations=40 "${exclude[@]}" "${dirs[@]}" 2>&1 | tee "${LOG_DIR}/${PYTEST_LOG_NAME:-pytest.log}"
     rc="${PIPESTATUS[0]}"
     set -e
     if ((rc == 5)); then
@@ -221,6 +224,19 @@ CAMPAIGN_SEED=837948315
 stage_campaign() {
     MOBILITY_FAULT_SEED="${MOBILITY_FAULT_SEED:-${CAMPAIGN_SEED}}" PYTEST_LOG_NAME=campaign.log \
         stage_pytest "${CAMPAIGN_TESTS}"
+}
+
+# Integration tests that spend their time waiting for the playbooks they run (two-phase host
+# migrations between loop-mounted pools): in a full run a second pytest runs them beside the first.
+# Every test builds its own pools under its own tmp_path, so the two never share a mount or a file.
+LANE_TESTS="tests/integration/test_host_migration.py tests/integration/test_targets.py
+tests/integration/test_failure_cleanup.py tests/integration/test_preservation.py"
+stage_lane() {
+    local tests=() path
+    for path in ${LANE_TESTS}; do
+        tests+=("${path}")
+    done
+    PYTEST_LOG_NAME=lane.log stage_pytest "${tests[@]}"
 }
 
 stage_lint() {
@@ -368,9 +384,10 @@ case "${only}" in
             run_stage "ansible-lint" stage_lint
         else
             start_background_stage "fault campaign" stage_campaign
+            start_background_stage "pytest host lane" stage_lane
             start_background_stage "ansible-test sanity" stage_sanity
             start_background_stage "ansible-lint" stage_lint
-            PYTEST_EXCLUDE="${CAMPAIGN_TESTS}" run_stage "pytest" stage_pytest tests/unit tests/integration
+            PYTEST_EXCLUDE="${CAMPAIGN_TESTS} ${LANE_TESTS}" run_stage "pytest" stage_pytest tests/unit tests/integration
             finish_background_stages
         fi
         ;;
