@@ -71,10 +71,12 @@ seealso:
 '''
 
 EXAMPLES = r'''
-# Volumes need OpenStack Cinder: a backend with driver cinder (cloud names a cloud in clouds.yaml), here passed directly.
+# Cinder volumes: a backend with driver cinder (cloud names a cloud in clouds.yaml), here passed directly.
 - name: Volumes in OpenStack Cinder
+  hosts: localhost
+  gather_facts: false
   module_defaults: {group/storage.mobility.mobility: {backends: [{name: cinder, driver: cinder, cloud: devstack-admin}]}}
-  block:
+  tasks:
     - name: A 10 GiB volume of type fast
       storage.mobility.volume:
         name: db-data
@@ -86,11 +88,18 @@ EXAMPLES = r'''
         name: db-data
         state: absent
 
+# Volumes of the collection's own file driver, declared in inventory variables, for example:
+#   mobility_volume_backends:
+#     - name: blocks
+#       driver: file
+#       pools: {fast: /srv/blocks/fast, slow: /srv/blocks/slow}
 - name: Volumes on the collection's own file driver
+  hosts: localhost
+  gather_facts: false
   module_defaults:
     group/storage.mobility.mobility:
-      backends: [{name: blocks, driver: file, pools: {fast: /srv/blocks/fast, slow: /srv/blocks/slow}}]
-  block:
+      backends: "{{ mobility_volume_backends }}"
+  tasks:
     - name: A sparse 4 GiB qcow2 volume in pool fast
       storage.mobility.volume:
         name: scratch
@@ -103,6 +112,11 @@ EXAMPLES = r'''
         name: scratch
         state: attached
       register: attached
+
+    - name: Write to it through the attachment
+      ansible.builtin.command:
+        argv: [dd, if=/dev/urandom, "of={{ attached.attachment.path }}", bs=1M, count=8, "conv=notrunc,fsync"]
+      changed_when: true
 
     - name: Detach it
       storage.mobility.volume:

@@ -97,10 +97,12 @@ seealso:
 '''
 
 EXAMPLES = r'''
-# Volumes need OpenStack Cinder: a backend with driver cinder (cloud names a cloud in clouds.yaml), here passed directly.
+# Cinder volumes: a backend with driver cinder (cloud names a cloud in clouds.yaml), here passed directly.
 - name: Move volumes in OpenStack Cinder
+  hosts: localhost
+  gather_facts: false
   module_defaults: {group/storage.mobility.mobility: {backends: [{name: cinder, driver: cinder, cloud: devstack-admin}]}}
-  block:
+  tasks:
     - name: Move a volume to another backend, letting the driver do it when it can
       storage.mobility.volume_migrate:
         volume: db-data
@@ -125,15 +127,34 @@ EXAMPLES = r'''
         new_type: fast
         migration_policy: on-demand
 
+# Volumes of the collection's own file driver, declared in inventory variables, for example:
+#   mobility_volume_backends:
+#     - name: blocks
+#       driver: file
+#       pools: {fast: /srv/blocks/fast, slow: /srv/blocks/slow}
 - name: Move a volume of the collection's own file driver
+  hosts: localhost
+  gather_facts: false
   module_defaults:
     group/storage.mobility.mobility:
-      backends: [{name: blocks, driver: file, pools: {fast: /srv/blocks/fast, slow: /mnt/slow/blocks}}]
-  block:
-    - name: Start a host copy at 200 MB/s and return at once
+      backends: "{{ mobility_volume_backends }}"
+  tasks:
+    - name: A volume to move
+      storage.mobility.volume:
+        name: scratch
+        size: 2
+        pool: localhost@blocks#fast
+
+    - name: Move it to pool slow (a rename when both pools are on one filesystem)
       storage.mobility.volume_migrate:
         volume: scratch
         host: localhost@blocks#slow
+
+    - name: Copy it back through the host at 200 MB/s, and return at once
+      storage.mobility.volume_migrate:
+        volume: scratch
+        host: localhost@blocks#fast
+        force_host_copy: true
         rate_limit: 200000000
         wait: false
 
@@ -141,6 +162,10 @@ EXAMPLES = r'''
       storage.mobility.volume_info:
         name: scratch
       register: info
+
+    - name: Show it
+      ansible.builtin.debug:
+        msg: "{{ info.volumes[0].migration.progress.percent }} % of {{ info.volumes[0].migration.progress.bytes_total }} bytes"
 
     - name: Stop it; the volume stays where it was
       storage.mobility.volume_migrate:
