@@ -145,6 +145,15 @@ def test_volume_lifecycle_attach_write_and_both_migrations(lab):
     subprocess.run(["dd", "if=%s" % (lab["work"] / "payload"), "of=%s" % path, "bs=1M", "seek=100",
                     "conv=notrunc,fsync", "status=none"], check=True)
     assert run(lab, "volume", name="db", state="attached")["changed"] is False
+    # the storage daemon dies (its FUSE mount stays, disconnected): attach again restarts it on the same path
+    os.kill(attached["attachment"]["pid"], signal.SIGKILL)
+    time.sleep(0.3)
+    revived = run(lab, "volume", name="db", state="attached")
+    assert revived["changed"] and revived["actions"] == ["restart the attachment of volume db"], revived
+    assert revived["attachment"]["path"] == path and revived["attachment"]["pid"] != attached["attachment"]["pid"]
+    with open(path, "rb") as handle:
+        handle.seek(100 * MIB)
+        assert handle.read(MIB) == payload[:MIB], "the restarted attachment serves what was written"
     refused = run(lab, "volume", name="db", state="absent")
     assert refused["failed"] and "detach it first" in refused["msg"]
     moved_in_use = run(lab, "volume_migrate", volume="db", host="localhost@blocks#x1", force_host_copy=True)

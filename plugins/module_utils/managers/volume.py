@@ -252,7 +252,7 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
             record, where, _stale = self._load(name)
             status = record.get('status')
             if status == states.VOLUME_IN_USE:
-                return self._result(False, record, where, [], attachment=record['attachments'][0])
+                return self._reattach(record, where)
             if status not in (states.VOLUME_AVAILABLE, states.VOLUME_ATTACHING):
                 raise InvalidRequest('Cannot attach volume %s: it is %s; a volume attaches only while available'
                                      % (name, status))
@@ -271,6 +271,21 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
                           'attached_at': now_iso(), 'mechanism': 'qemu-storage-daemon fuse export'}
             self._set(record, where, 'attached', status=states.VOLUME_IN_USE, attachments=[attachment])
             return self._result(True, record, where, actions, before, attachment=attachment)
+
+    def _reattach(self, record, where):
+        """An in-use volume: no change while its storage daemon runs; one that died (a crash, a reboot)
+        is started again on the same path, after its stale FUSE mount is unmounted."""
+        attachment = record['attachments'][0]
+        driver = self.driver(where)
+        _folder, _path, pidfile = driver.attachment_paths(where, record)
+        if driver.daemon_pids(pidfile) or self.ctx.check_mode:
+            return self._result(False, record, where, [], attachment=attachment)
+        info = driver.initialize_connection(where, record, {'host': where.backend.host})
+        attachment = dict(attachment, pid=info['data']['pid'], restarted_at=now_iso())
+        record['attachments'] = [attachment]
+        self.repo.save(record, where, 'attachment_restarted')
+        return self._result(True, record, where, ['restart the attachment of volume %s' % record['name']],
+                            attachment=attachment)
 
     def detach(self, name):
         self._served('detach volume %s' % name)

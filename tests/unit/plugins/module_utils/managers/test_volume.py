@@ -165,3 +165,44 @@ def test_retype_and_cluster_are_refused_with_the_reason(ctx):
         manager.run_migrate(dict(MIGRATE, host=None, new_type="gold"))
     with pytest.raises(InvalidRequest, match="driver file has no clusters"):
         manager.run_migrate(dict(MIGRATE, host=None, cluster="c1"))
+
+
+@needs_qemu
+def test_a_run_killed_between_the_rename_and_the_record_converges(ctx, tmp_path, monkeypatch):
+    """The image is in the destination but the record still says the source: the rerun finishes."""
+    manager = LocalVolumeManager(ctx)
+    manager.present("v1", size=1, pool="localhost@vb#a")
+    vid = record(tmp_path, "a", "v1")["id"]
+    real_save = manager.repo.save
+
+    def die_before_success(rec, pool, event=None):
+        if event == "migration_success":
+            raise KeyboardInterrupt("killed before the destination's record is written")
+        return real_save(rec, pool, event)
+
+    monkeypatch.setattr(manager.repo, "save", die_before_success)
+    with pytest.raises(KeyboardInterrupt):
+        manager.run_migrate(MIGRATE)
+    assert record(tmp_path, "a", "v1")["migration_status"] == "migrating"
+    assert (tmp_path / "localhost-vb" / "b" / ("volume-%s" % vid)).is_file()
+    assert LocalVolumeManager(ctx).info("v1")[0]["migration"]["phase"] == "moving"
+    done = LocalVolumeManager(ctx).run_migrate(MIGRATE)
+    assert done["changed"] and done["volume"]["host"] == "localhost@vb#b"
+    assert done["volume"]["migration_status"] == "success" and done["volume"]["status"] == "available"
+    assert not (tmp_path / "localhost-vb/a/.mobility/volumes/v1.json").exists()
+
+
+@needs_qemu
+def test_progress_comes_from_the_copier_with_rate_and_eta(ctx, monkeypatch):
+    manager = LocalVolumeManager(ctx)
+    manager.present("v1", size=4, pool="localhost@vb#a")
+    rec, pool, _stale = manager._load("v1")
+    rec["migration_status"] = "migrating"
+    rec["migration"] = {"mechanism": "host_copy", "phase": "copying", "destination": "localhost@vb#b",
+                        "bytes_total": 4 * 1024 ** 3, "copy_started": 1000.0}
+    monkeypatch.setattr(manager.driver(pool), "copy_state", lambda *a: {"state": "running", "percent": 25.0})
+    monkeypatch.setattr(manager, "clock", lambda: 1010.0)
+    progress = manager.progress(rec, pool)
+    assert progress == {"bytes_done": 1024 ** 3, "bytes_total": 4 * 1024 ** 3, "percent": 25.0,
+                        "rate_bytes_per_second": 1024 ** 3 // 10, "eta_seconds": 30, "copier": "running",
+                        "seconds": 10.0}
