@@ -442,10 +442,13 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
             else:
                 self._start_copy(record, pool)
         if migration['phase'] == 'moving':
-            if not driver.migrate_volume(source, destination, record):
-                return self._fail(record, pool, 'the pools are no longer on one filesystem; migrate again '
-                                  'with force_host_copy')
-            return self._release(record, source, destination)
+            if driver.migrate_volume(source, destination, record):
+                return self._release(record, source, destination)
+            # The driver cannot move it after all (two mounts of one filesystem): copy it, as Cinder does.
+            migration['mechanism'] = 'host_copy'
+            self._start_copy(record, pool)
+            return {'changed': True, 'record': record, 'pool': pool, 'done': False,
+                    'actions': ['copy volume %s through the host: the driver cannot move it' % name]}
         if migration['phase'] == 'copying':
             state = driver.copy_state(source, destination, record)
             if state['state'] == 'running':

@@ -211,7 +211,12 @@ class FileVolumeDriver(VolumeDriver):
             return True
         if not self.same_filesystem(source_pool, destination_pool):
             return False
-        self.transport.rename(source, target)
+        try:
+            self.transport.rename(source, target)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                return False  # one filesystem, two mounts (a bind mount): only a copy moves it
+            raise StorageError('Failed to move volume %s to %s: %s' % (volume['name'], destination_pool, exc.strerror))
         self.transport.fsync_dir(destination_pool.path)
         self.transport.fsync_dir(source_pool.path)
         return True

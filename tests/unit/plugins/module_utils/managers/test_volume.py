@@ -206,3 +206,31 @@ def test_progress_comes_from_the_copier_with_rate_and_eta(ctx, monkeypatch):
     assert progress == {"bytes_done": 1024 ** 3, "bytes_total": 4 * 1024 ** 3, "percent": 25.0,
                         "rate_bytes_per_second": 1024 ** 3 // 10, "eta_seconds": 30, "copier": "running",
                         "seconds": 10.0}
+
+
+@needs_qemu
+def test_a_rename_the_filesystem_refuses_falls_back_to_a_verified_host_copy(ctx, tmp_path, monkeypatch):
+    """Two mounts of one filesystem have one st_dev but rename(2) fails with EXDEV between them."""
+    import errno
+
+    manager = LocalVolumeManager(ctx)
+    manager.present("v1", size=1, pool="localhost@vb#a")
+    source = tmp_path / "localhost-vb" / "a" / ("volume-%s" % record(tmp_path, "a", "v1")["id"])
+    with open(source, "r+b") as handle:
+        handle.seek(5 * 1024 * 1024)
+        handle.write(b"payload" * 1000)
+    transport = manager.driver(ctx.pool("localhost@vb#a")).transport
+    real_rename = transport.rename
+
+    def exdev_for_images(a, b):
+        if os.path.basename(a).startswith("volume-"):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_rename(a, b)
+
+    monkeypatch.setattr(transport, "rename", exdev_for_images)
+    monkeypatch.setattr(LocalVolumeManager, "sleep", staticmethod(lambda s: None))
+    moved = manager.run_migrate(MIGRATE)
+    assert moved["changed"] and moved["migration"]["mechanism"] == "host_copy", moved
+    assert moved["volume"]["host"] == "localhost@vb#b" and moved["volume"]["migration_status"] == "success"
+    target = tmp_path / "localhost-vb" / "b" / ("volume-%s" % record(tmp_path, "b", "v1")["id"])
+    assert not source.exists() and target.read_bytes()[5 * 1024 * 1024:][:7000] == b"payload" * 1000
