@@ -294,3 +294,29 @@ def test_a_host_copy_killed_after_each_step_converges_on_rerun(lab, crash_after)
     assert [r.parent.parent.parent.name for r in records] == ["x1"]
     leftovers = [p.name for p in lab["base"].glob("*/*/.volume-*")] + [p.name for p in lab["base"].glob("*/*/.mobility/volume-copies/*")]
     assert leftovers == [] and not _processes_under(lab["base"])
+
+
+def test_migrate_volume_playbook_prints_progress_and_finishes(lab):
+    """playbooks/migrate_volume.yml as an operator runs it: progress lines while it copies, then the summary."""
+    from test_targets import _ansible_playbook, _environment
+
+    assert run(lab, "volume", name="pb", size=1, pool="localhost@blocks#x1")["changed"]
+    image = run(lab, "volume_info", name="pb")["volumes"][0]["path"]
+    with open(image, "r+b") as handle:
+        handle.seek(50 * MIB)
+        handle.write(os.urandom(16 * MIB))
+    before = content_sha256(image, "raw")
+    extra = lab["work"] / "extra.json"
+    extra.write_text(json.dumps({"mobility_volume_backends": lab["backends"], "volume": "pb",
+                                 "host": "localhost@blocks#e1", "rate_limit": 4 * MIB, "poll": 1,
+                                 "ansible_python_interpreter": sys.executable}))
+    proc = subprocess.run([_ansible_playbook(), "-i", "localhost,", "-c", "local", "-e", "@%s" % extra,
+                           str(Path(__file__).resolve().parents[2] / "playbooks" / "migrate_volume.yml")],
+                          env=_environment(lab["collections"], lab["work"]), cwd=str(lab["work"]),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    progress = [line for line in proc.stdout.splitlines() if "MiB/s" in line]
+    assert len(progress) >= 2 and "migrating: " in progress[0], proc.stdout[-4000:]
+    assert "migration_status success" in proc.stdout and "now on      : localhost@blocks#e1" in proc.stdout
+    info = run(lab, "volume_info", name="pb")["volumes"][0]
+    assert content_sha256(info["path"], "raw") == before and not os.path.exists(image)
