@@ -2,7 +2,8 @@
 # Prepare this checkout for development and tests. Idempotent; safe to re-run.
 #
 #  1. System packages the collection uses (rsync, acl, attr, xfsprogs, e2fsprogs,
-#     btrfs-progs, util-linux, python3-venv; shellcheck for ansible-test sanity):
+#     btrfs-progs, util-linux, python3-venv; qemu-utils, qemu-system-common and fuse3
+#     for the file volume driver; shellcheck for ansible-test sanity):
 #     installed with apt-get when running as root, otherwise only reported.
 #  2. A Python >= 3.11 virtual environment in .venv with requirements-dev.txt
 #     (reinstalled only when that file changes).
@@ -32,10 +33,15 @@ declare -A PKG_COMMAND=(
     [util-linux]=losetup
     [python3-venv]=""
     [shellcheck]=shellcheck
+    [qemu-utils]=qemu-img
+    [qemu-system-common]=qemu-storage-daemon
+    [fuse3]=fusermount3
 )
 # What the collection and its tests use, plus shellcheck: without it ansible-test
 # sanity skips its shellcheck test with only a warning.
 PACKAGES=(rsync acl attr xfsprogs e2fsprogs btrfs-progs util-linux python3-venv shellcheck)
+# The file volume driver: images (qemu-img), attachments (qemu-storage-daemon, FUSE).
+PACKAGES+=(qemu-utils qemu-system-common fuse3)
 
 log() { printf 'setup: %s\n' "$*"; }
 warn() { printf 'setup: WARNING: %s\n' "$*" >&2; }

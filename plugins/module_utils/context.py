@@ -8,6 +8,7 @@ __metaclass__ = type
 
 from ansible_collections.storage.mobility.plugins.module_utils.config import Backends
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.registry import share_driver
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.volume.registry import is_volume_backend
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, NotFound, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.names import PoolAddress, validate_name
 from ansible_collections.storage.mobility.plugins.module_utils.store import ShareRepository
@@ -37,7 +38,9 @@ class Context(object):
         self.repo = ShareRepository(self.backends, self.transport)
         self._drivers = {}
         for backend in self.backends.local():
-            self._drivers[(backend.host, backend.name)] = share_driver(backend, self.transport(backend))
+            # A volume backend's driver is made by the volume manager (managers/volume.py).
+            if not is_volume_backend(backend):
+                self._drivers[(backend.host, backend.name)] = share_driver(backend, self.transport(backend))
 
     def transport(self, backend):
         """The transport to the storage host of ``backend`` (one of the collection's own)."""
@@ -67,7 +70,11 @@ class Context(object):
         return candidates[0]
 
     def driver(self, pool):
-        return self._drivers[(pool.backend.host, pool.backend.name)]
+        try:
+            return self._drivers[(pool.backend.host, pool.backend.name)]
+        except KeyError:
+            raise InvalidRequest('Pool %s belongs to backend %s with driver %s, which holds volumes, not shares'
+                                 % (pool, pool.backend.name, pool.backend.driver))
 
     def lock(self, name, purpose):
         """The share's lock in every pool; check mode writes no lock file."""

@@ -29,6 +29,10 @@ DERIVED_NAMES = {
         '%s',            # <pool>/snapshots/<share>/<snapshot>
         '.%s.partial',   # a posix snapshot while it is being copied (drivers/share/posix.py)
     ),
+    'volume name': (
+        '%s.json',       # <pool>/.mobility/volumes/<volume>.json, the volume's record (store.py)
+        'volume-%s.lock',  # <pool>/.mobility/locks/volume-<volume>.lock, its lock (store.py)
+    ),
     'job id': (
         '%s',            # <state dir>/<job id>, a data copy job's folder (data_copy/job.py)
         '.%s.lock',      # <state dir>/.<job id>.lock, its lock

@@ -201,3 +201,67 @@ def total_progress(task_state, reported=None):
     if reported is None:
         return 0
     return max(0, min(100, int(reported)))
+
+
+# -- volumes (Cinder's vocabulary) ------------------------------------------------------------
+# A volume's status.
+VOLUME_CREATING = 'creating'
+VOLUME_AVAILABLE = 'available'
+VOLUME_ATTACHING = 'attaching'
+VOLUME_IN_USE = 'in-use'
+VOLUME_DETACHING = 'detaching'
+VOLUME_EXTENDING = 'extending'
+VOLUME_MAINTENANCE = 'maintenance'
+VOLUME_DELETING = 'deleting'
+VOLUME_ERROR = 'error'
+VOLUME_STATUSES = (VOLUME_CREATING, VOLUME_AVAILABLE, VOLUME_ATTACHING, VOLUME_IN_USE, VOLUME_DETACHING,
+                   VOLUME_EXTENDING, VOLUME_MAINTENANCE, VOLUME_DELETING, VOLUME_ERROR)
+# A volume's migration_status (None: it never migrated).
+VOLUME_MIGRATION_STARTING = 'starting'
+VOLUME_MIGRATION_MIGRATING = 'migrating'
+VOLUME_MIGRATION_ATTACHABLE = 'migrating_attachable'
+VOLUME_MIGRATION_COMPLETING = 'completing'
+VOLUME_MIGRATION_SUCCESS = 'success'
+VOLUME_MIGRATION_ERROR = 'error'
+VOLUME_MIGRATION_STATUSES = (None, VOLUME_MIGRATION_STARTING, VOLUME_MIGRATION_MIGRATING, VOLUME_MIGRATION_ATTACHABLE,
+                             VOLUME_MIGRATION_COMPLETING, VOLUME_MIGRATION_SUCCESS, VOLUME_MIGRATION_ERROR)
+# A new migration may start from these (Cinder: none, error or success).
+VOLUME_MIGRATION_STARTABLE = (None, VOLUME_MIGRATION_SUCCESS, VOLUME_MIGRATION_ERROR)
+# A migration runs in these: nothing else may change the volume.
+VOLUME_MIGRATION_RUNNING = (VOLUME_MIGRATION_STARTING, VOLUME_MIGRATION_MIGRATING, VOLUME_MIGRATION_ATTACHABLE,
+                            VOLUME_MIGRATION_COMPLETING)
+
+VOLUME_STATUS_TRANSITIONS = frozenset(
+    _edges((None,), (VOLUME_CREATING,))
+    + _edges((VOLUME_CREATING,), (VOLUME_AVAILABLE, VOLUME_ERROR, VOLUME_CREATING))
+    + _edges((VOLUME_AVAILABLE,), (VOLUME_ATTACHING, VOLUME_EXTENDING, VOLUME_MAINTENANCE, VOLUME_DELETING))
+    + _edges((VOLUME_ATTACHING,), (VOLUME_IN_USE, VOLUME_AVAILABLE, VOLUME_ATTACHING))
+    + _edges((VOLUME_IN_USE,), (VOLUME_DETACHING,))
+    + _edges((VOLUME_DETACHING,), (VOLUME_AVAILABLE, VOLUME_IN_USE, VOLUME_DETACHING))
+    + _edges((VOLUME_EXTENDING,), (VOLUME_AVAILABLE, VOLUME_EXTENDING))
+    # lock_volume: maintenance while the volume migrates, back to available at its end
+    + _edges((VOLUME_MAINTENANCE,), (VOLUME_AVAILABLE,))
+    + _edges((VOLUME_DELETING,), (VOLUME_DELETING,))
+    + _edges((VOLUME_ERROR,), (VOLUME_DELETING,))
+)
+
+VOLUME_MIGRATION_TRANSITIONS = frozenset(
+    _edges(VOLUME_MIGRATION_STARTABLE, (VOLUME_MIGRATION_STARTING, VOLUME_MIGRATION_MIGRATING))
+    + _edges((VOLUME_MIGRATION_STARTING,), (VOLUME_MIGRATION_MIGRATING, VOLUME_MIGRATION_ATTACHABLE,
+                                            VOLUME_MIGRATION_ERROR))
+    + _edges((VOLUME_MIGRATION_MIGRATING, VOLUME_MIGRATION_ATTACHABLE),
+             (VOLUME_MIGRATION_COMPLETING, VOLUME_MIGRATION_SUCCESS, VOLUME_MIGRATION_ERROR))
+    + _edges((VOLUME_MIGRATION_COMPLETING,), (VOLUME_MIGRATION_SUCCESS, VOLUME_MIGRATION_ERROR))
+)
+
+
+def check_volume_change(name, before, after):
+    """Raise StorageError for a volume ``status`` or ``migration_status`` change the volume state
+    machines do not know (a bug in the caller: nothing is recorded). ``before`` and ``after``
+    are (status, migration_status); an unchanged value is always allowed."""
+    for field, old, new, allowed in (('status', before[0], after[0], VOLUME_STATUS_TRANSITIONS),
+                                     ('migration_status', before[1], after[1], VOLUME_MIGRATION_TRANSITIONS)):
+        if old != new and (old, new) not in allowed:
+            raise StorageError('Refusing to record %s %s -> %s for volume %s: the volume state machine does not '
+                               'allow that transition (a bug in storage.mobility; nothing was recorded)'
+                               % (field, old, new, name))

@@ -278,3 +278,153 @@ class ShareRepository(object):
 
     def delete(self, name, pool):
         return self.store(pool).delete_share(name)
+
+
+class VolumeRepository(object):
+    """Volume records (docs/volumes.md): ``.mobility/volumes/<name>.json`` in the pool that holds
+    the volume's image, written atomically through the pool's transport; a lock per volume name
+    in ``.mobility/locks/volume-<name>.lock`` of every pool of the volume backends. As for shares,
+    a record may briefly be in two pools at the end of a migration: the higher ``revision`` wins.
+    Each change of ``status`` or ``migration_status`` is a ``volume.*`` line in the journal."""
+
+    def __init__(self, pools, transport_of):
+        """``pools``: the pools of the volume backends; ``transport_of``: backend -> its transport."""
+        self.stores = dict((str(p.ref), PoolStore(p, transport_of(p.backend))) for p in pools)
+        self._seen = {}
+
+    def store(self, pool):
+        return self.stores[str(pool.ref)]
+
+    def journal(self, pool):
+        return self.store(pool).journal
+
+    def journal_failures(self):
+        return [f for s in self.stores.values() for f in s.journal.failures]
+
+    def available_stores(self):
+        return [s for s in self.stores.values() if s.available()]
+
+    @staticmethod
+    def _path(store, name):
+        return os.path.join(store.root, 'volumes', validate_name(name, 'volume name') + '.json')
+
+    def _read(self, store, name):
+        path = self._path(store, name)
+        try:
+            return json.loads(store.transport.read_bytes(path).decode('utf-8'))
+        except IOError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise StorageError('Pool %s: cannot read volume record %s: %s' % (store.pool, path, exc))
+        except ValueError as exc:
+            raise StorageError('Pool %s: volume record %s is not valid JSON (%s); restore it or remove it by hand'
+                               % (store.pool, path, exc))
+
+    def find_all(self, name):
+        """Every record of volume ``name`` with its pool, authoritative (highest revision) first."""
+        found = []
+        for store in self.available_stores():
+            record = self._read(store, name)
+            if record is not None:
+                found.append((record, store.pool))
+        found.sort(key=lambda item: -int(item[0].get('revision', 0)))
+        if found:
+            self._seen[found[0][0]['id']] = watched(found[0][0])
+        return found
+
+    def list_names(self):
+        names = set()
+        for store in self.available_stores():
+            try:
+                entries = store.transport.listdir(os.path.join(store.root, 'volumes'))
+            except OSError:
+                continue
+            names.update(n[:-5] for n in entries if n.endswith('.json') and not n.startswith('.'))
+        return sorted(names)
+
+    def save(self, record, pool, event=None):
+        """Bump the revision, stamp the time and the pool, write atomically; a line per watched change."""
+        store = self.store(pool)
+        store.ensure()
+        try:
+            store.transport.makedirs(os.path.join(store.root, 'volumes'), 0o700)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise StorageError('Pool %s: cannot create its volume records folder: %s' % (pool, exc.strerror))
+        record['revision'] = int(record.get('revision', 0)) + 1
+        record['updated_at'] = now_iso()
+        record['host'] = str(pool.ref)
+        if event:
+            history = record.setdefault('history', [])
+            history.append({'at': record['updated_at'], 'event': event, 'status': record.get('status'),
+                            'migration_status': record.get('migration_status')})
+            del history[:-HISTORY_LIMIT]
+        store.transport.write_json_atomic(self._path(store, record['name']), record)
+        before = self._seen.get(record['id'], {})
+        self._seen[record['id']] = after = watched(record)
+        store.journal.state_changes('volume', record['id'], before, after, name=record['name'],
+                                    host=record['host'], revision=record['revision'], step=event)
+        crash_point(event)
+        return record
+
+    def delete(self, name, pool):
+        """Remove the record of ``name`` in ``pool``; one already gone is not an error."""
+        store = self.store(pool)
+        path = self._path(store, name)
+        try:
+            store.transport.unlink(path)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            return False
+        store.transport.fsync_dir(os.path.dirname(path))
+        return True
+
+    def lock(self, name, purpose, create=True):
+        return VolumeLock(self, name, purpose, create)
+
+
+class VolumeLock(object):
+    """The exclusive, non-blocking lock of one volume name in every reachable pool (sorted order)."""
+
+    def __init__(self, repo, name, purpose, create=True):
+        self.stores = sorted(repo.available_stores(), key=lambda s: s.root)
+        self.name = validate_name(name, 'volume name')
+        self.purpose = purpose
+        self.create = create
+        self.handles = []
+
+    def acquire(self):
+        try:
+            for store in self.stores:
+                if self.create:
+                    store.ensure()
+                path = os.path.join(store.root, 'locks', 'volume-%s.lock' % self.name)
+                try:
+                    handle = store.transport.lock(path, create=self.create)
+                except LockBusy as exc:
+                    raise Busy('Volume %s is busy: another run holds its lock in pool %s (%s); try again when it '
+                               'has finished' % (self.name, store.pool, _holder(exc.holder) or 'holder unknown'))
+                except LockReplaced:
+                    raise Busy('Volume %s is busy: its lock file in pool %s keeps being replaced; try again'
+                               % (self.name, store.pool))
+                if handle is None:
+                    continue
+                self.handles.append(handle)
+                if self.create:
+                    handle.write_holder(json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
+                                                    'since': now_iso(), 'purpose': self.purpose}))
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def release(self):
+        while self.handles:
+            self.handles.pop().release()
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc_info):
+        self.release()

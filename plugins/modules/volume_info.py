@@ -8,19 +8,27 @@ __metaclass__ = type
 
 DOCUMENTATION = r'''
 module: volume_info
-short_description: List OpenStack Cinder volumes with their host and migration status
+short_description: List block volumes with their host, migration status and progress
 version_added: 0.1.0
 description:
   - Reads the volumes of the project from OpenStack Cinder (a backend with driver V(cinder)), or only
     the one named, with the fields an operator follows during a migration - the pool the volume is on
     (C(host), V(host@backend#pool)), C(migration_status) and the name id Cinder gives a volume after a
     host copy. Changes nothing.
+  - On driver V(file) (the collection's own volumes) each volume also has its C(format), image C(path),
+    C(allocated_bytes), C(attachments) and, while it migrates, C(migration.progress) read from the
+    copier (bytes done and total, percent, rate, ETA).
   - The pools Cinder can place volumes in are returned as C(pools) (an administrator call; empty when
     the policy forbids it).
 extends_documentation_fragment: [storage.mobility.backends, storage.mobility.attributes, storage.mobility.attributes.info_module]
 options:
   name:
     description: Only the volume with this name (or id).
+    type: str
+  pool:
+    description:
+      - Ask the backend of this pool (V(host@backend#pool) or V(host@backend)); when both a V(cinder) and a
+        V(file) backend are declared, this picks the V(file) one.
     type: str
 seealso:
   - module: storage.mobility.volume
@@ -115,7 +123,7 @@ volumes:
       type: str
       sample: database files
 pools:
-  description: The pools Cinder reports, V(host@backend#pool).
+  description: The pools Cinder reports (or the pools of the V(file) backends), V(host@backend#pool).
   returned: always
   type: list
   elements: str
@@ -128,11 +136,11 @@ from ansible_collections.storage.mobility.plugins.module_utils.services.registry
 
 def serve(ctx, params):
     """The volumes and pools of the backend that serves volumes."""
-    return service(ctx, 'volume').run_info(params)
+    return service(ctx, 'volume', pool=params['pool']).run_info(params)
 
 
 def main():
-    run_module(mobility_module(dict(name=dict(type='str'))), serve)
+    run_module(mobility_module(dict(name=dict(type='str'), pool=dict(type='str'))), serve)
 
 
 if __name__ == '__main__':

@@ -8,7 +8,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r'''
 module: volume_migrate
-short_description: Migrate or retype an OpenStack Cinder volume
+short_description: Migrate or retype a block volume (OpenStack Cinder or driver file)
 version_added: 0.1.0
 description:
   - Moves a Cinder volume (a backend with driver V(cinder)) to another pool or cluster with Cinder's
@@ -33,6 +33,16 @@ description:
     O(force_host_copy) or O(lock_volume); O(migration_policy) without O(new_type); an unknown volume,
     destination or type; a volume that is neither V(available) nor V(in-use); O(cluster) when the
     cloud (or the backend's C(api_version)) is older than microversion 3.16.
+  - On driver V(file) (docs/volumes.md) O(host) is a pool of a V(file) backend. Within one filesystem the
+    image is renamed (V(driver), instant); otherwise, or with O(force_host_copy), C(qemu-img convert)
+    copies it detached (holes kept, at most O(rate_limit) bytes per second), C(migration_status) goes
+    V(starting), V(migrating), V(completing), V(success) (or V(error)), the copy is compared with the
+    source (C(qemu-img compare)) before the volume moves, and the source is removed last. With
+    O(wait=false) the module returns at once; M(storage.mobility.volume_info) and reruns report the
+    progress (C(migration.progress)), and a rerun finishes a copy that ended or restarts one whose copier
+    died. O(state=cancelled) stops a running copy; the source stays the volume, unchanged. Each step
+    writes C(volume.migrate.start), C(volume.migrate.progress) (each poll) and C(volume.migrate.end) to
+    the event journal. An attached (V(in-use)) volume, O(cluster) and O(new_type) are refused.
 extends_documentation_fragment: [storage.mobility.backends, storage.mobility.wait, storage.mobility.attributes, storage.mobility.attributes.state_module]
 options:
   volume:
@@ -68,6 +78,17 @@ options:
       - When not set, V(never), as in Cinder.
     type: str
     choices: [never, on-demand]
+  state:
+    description:
+      - V(migrated) starts (or follows) the migration; V(cancelled) (driver V(file) only) stops the running
+        migration of O(volume), removing the partial copy. Cancelling when nothing runs is no change.
+    type: str
+    choices: [migrated, cancelled]
+    default: migrated
+  rate_limit:
+    description:
+      - Driver V(file) only - the most bytes per second a host copy reads (C(qemu-img convert -r)).
+    type: int
 notes:
   - Migrating and retyping are administrator operations in Cinder's default policy.
 seealso:
@@ -76,10 +97,12 @@ seealso:
 '''
 
 EXAMPLES = r'''
-# Volumes need OpenStack Cinder: a backend with driver cinder (cloud names a cloud in clouds.yaml), here passed directly.
+# Cinder volumes: a backend with driver cinder (cloud names a cloud in clouds.yaml), here passed directly.
 - name: Move volumes in OpenStack Cinder
+  hosts: localhost
+  gather_facts: false
   module_defaults: {group/storage.mobility.mobility: {backends: [{name: cinder, driver: cinder, cloud: devstack-admin}]}}
-  block:
+  tasks:
     - name: Move a volume to another backend, letting the driver do it when it can
       storage.mobility.volume_migrate:
         volume: db-data
@@ -103,6 +126,51 @@ EXAMPLES = r'''
         volume: db-data
         new_type: fast
         migration_policy: on-demand
+
+# Volumes of the collection's own file driver, declared in inventory variables, for example:
+#   mobility_volume_backends:
+#     - name: blocks
+#       driver: file
+#       pools: {fast: /srv/blocks/fast, slow: /srv/blocks/slow}
+- name: Move a volume of the collection's own file driver
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/storage.mobility.mobility:
+      backends: "{{ mobility_volume_backends }}"
+  tasks:
+    - name: A volume to move
+      storage.mobility.volume:
+        name: scratch
+        size: 2
+        pool: localhost@blocks#fast
+
+    - name: Move it to pool slow (a rename when both pools are on one filesystem)
+      storage.mobility.volume_migrate:
+        volume: scratch
+        host: localhost@blocks#slow
+
+    - name: Copy it back through the host at 200 MB/s, and return at once
+      storage.mobility.volume_migrate:
+        volume: scratch
+        host: localhost@blocks#fast
+        force_host_copy: true
+        rate_limit: 200000000
+        wait: false
+
+    - name: Its progress
+      storage.mobility.volume_info:
+        name: scratch
+      register: info
+
+    - name: Show it
+      ansible.builtin.debug:
+        msg: "{{ info.volumes[0].migration.progress.percent }} % of {{ info.volumes[0].migration.progress.bytes_total }} bytes"
+
+    - name: Stop it; the volume stays where it was
+      storage.mobility.volume_migrate:
+        volume: scratch
+        state: cancelled
 '''
 
 RETURN = r'''
@@ -113,7 +181,7 @@ volume:
   sample: {name: db-data, status: available, host: devhost@file2#file2, migration_status: success, name_id: null}
 migration:
   description: The migration to O(host) or O(cluster).
-  returned: when O(host) or O(cluster) is given
+  returned: when O(host) or O(cluster) is given, and for O(state=cancelled)
   type: dict
   contains:
     destination:
@@ -149,6 +217,18 @@ migration:
       description: O(force_host_copy) as given.
       type: bool
       sample: false
+    progress:
+      description:
+        - Driver V(file), while a host copy runs - C(bytes_done), C(bytes_total), C(percent),
+          C(rate_bytes_per_second), C(eta_seconds), C(seconds) and C(copier), read from the copier.
+      type: dict
+      returned: when a migration runs
+      sample: {bytes_done: 536870912, bytes_total: 4294967296, percent: 12.5, rate_bytes_per_second: 104857600,
+               eta_seconds: 36, copier: running}
+    result:
+      description: Driver V(file) - V(success), V(error) or V(cancelled) once the migration ended, else null.
+      type: str
+      sample: success
   sample: {destination: devhost@file2#file2, mechanism: driver, migration_status: success}
 retype:
   description: The retype to O(new_type).
@@ -195,8 +275,8 @@ from ansible_collections.storage.mobility.plugins.module_utils.services.volume_m
 
 
 def serve(ctx, params):
-    """Move or retype the volume (Cinder serves volumes; the collection's own drivers refuse)."""
-    return service(ctx, 'volume_migration').run_migrate(params)
+    """Move or retype the volume (Cinder, or the collection's own volume driver that host names)."""
+    return service(ctx, 'volume_migration', pool=params['host']).run_migrate(params)
 
 
 def main():
@@ -208,7 +288,8 @@ def main():
         cluster=dict(type='str'),
         new_type=dict(type='str'),
         migration_policy=dict(type='str', choices=list(MIGRATION_POLICIES)),
-    ), wait=True), serve)
+        rate_limit=dict(type='int'),
+    ), wait=True, states=('migrated', 'cancelled')), serve)
 
 
 if __name__ == '__main__':

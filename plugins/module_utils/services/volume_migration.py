@@ -4,7 +4,8 @@
 """The volume migration service: what module volume_migrate asks of a backend.
 
 Implementations: cinder/volumes.py CinderVolumeManager (driver cinder: a migration to a host or
-cluster, or a retype) and managers/volume.py LocalVolumeManager (refuses, naming itself).
+cluster, or a retype) and managers/volume.py LocalVolumeManager (driver file: a migration to a
+pool with progress, ``rate_limit``, and ``state: cancelled``).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -13,6 +14,7 @@ __metaclass__ = type
 import abc
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
+from ansible_collections.storage.mobility.plugins.module_utils.services.base import refuse_options
 
 #: what a retype may do with the volume's data (Cinder's migration_policy)
 MIGRATION_POLICIES = ('never', 'on-demand')
@@ -43,16 +45,40 @@ def check_request(name, host=None, cluster=None, force_host_copy=False, lock_vol
 class VolumeMigrationService(abc.ABC):
     """Moving a volume: to another host or cluster (migrate), or to another volume type (retype)."""
 
+    #: True for an implementation that takes rate_limit and state cancelled
+    serves_local_migration_options = False
+
     def run_migrate(self, params):
-        """Module volume_migrate: the options are checked first, then the volume moves."""
+        """Module volume_migrate: the options are checked first, then the volume moves (or its
+        running migration is cancelled)."""
         name = params['volume']
+        if not self.serves_local_migration_options:
+            refuse_options('migrate volume %s' % name, 'driver cinder', [('rate_limit', params.get('rate_limit'))],
+                           'which copies at its own pace; it applies to backends with driver file')
+            if params.get('state') == 'cancelled':
+                raise InvalidRequest('Cannot cancel the migration of volume %s: Cinder has no way to cancel a '
+                                     'migration; state cancelled applies to backends with driver file' % name)
+        if params.get('state') == 'cancelled':
+            given = [o for o in ('host', 'cluster', 'new_type', 'migration_policy') if params.get(o)]
+            if given:
+                raise InvalidRequest('Cannot cancel the migration of volume %s: %s belong to starting a migration'
+                                     % (name, ', '.join(given)))
+            return self.cancel(name)
         check_request(name, host=params['host'], cluster=params['cluster'], force_host_copy=params['force_host_copy'],
                       lock_volume=params['lock_volume'], new_type=params['new_type'],
                       migration_policy=params['migration_policy'])
         if params['new_type']:
             return self.retype(name, params['new_type'], migration_policy=params['migration_policy'])
+        extra = {}
+        if params.get('rate_limit'):
+            extra['rate_limit'] = params['rate_limit']
         return self.migrate(name, host=params['host'], cluster=params['cluster'],
-                            force_host_copy=params['force_host_copy'], lock_volume=params['lock_volume'])
+                            force_host_copy=params['force_host_copy'], lock_volume=params['lock_volume'], **extra)
+
+    def cancel(self, name):
+        """Stop the running migration of volume name; the source stays the volume (refused in run_migrate
+        for implementations that cannot)."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     def migrate(self, name, host=None, cluster=None, force_host_copy=False, lock_volume=False):

@@ -23,9 +23,10 @@ class VolumeDriver(abc.ABC):
     #: name used in ``driver:`` and in drivers/volume/registry.py
     name = None
 
-    def __init__(self, backend, runner):
+    def __init__(self, backend, transport):
         self.backend = backend
-        self.runner = runner
+        #: the storage host of the backend (transport/base.py): the driver's only way to its storage
+        self.transport = transport
 
     # -- pools -------------------------------------------------------------------------------
     @abc.abstractmethod

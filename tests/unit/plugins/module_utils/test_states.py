@@ -174,3 +174,19 @@ def test_reset_targets():
     assert not states.may_reset("migration_cancel_in_progress")
     assert not states.may_reset("migration_driver_starting")
     assert not states.may_reset("no_such_state")
+
+
+def test_volume_state_machines_allow_cinders_paths_and_refuse_the_rest():
+    from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
+    from ansible_collections.storage.mobility.plugins.module_utils.states import check_volume_change
+    for before, after in [((None, None), ("creating", None)),
+                          (("available", None), ("attaching", None)), (("attaching", None), ("in-use", None)),
+                          (("in-use", None), ("detaching", None)), (("available", "success"), ("maintenance", "starting")),
+                          (("maintenance", "completing"), ("available", "success")),
+                          (("available", "migrating"), ("available", "error"))]:
+        check_volume_change("v", before, after)
+    for before, after in [(("in-use", None), ("deleting", None)), (("available", None), ("available", "success")),
+                          (("available", None), ("in-use", None)),
+                          (("available", "migrating"), ("available", "starting"))]:
+        with pytest.raises(StorageError, match="the volume state machine does not allow"):
+            check_volume_change("v", before, after)

@@ -43,18 +43,19 @@ def backend(driver):
     return Backends([{"name": "be1", "driver": driver, "pools": {"a": "/srv/a"}}]).backends[0]
 
 
-def test_the_registry_starts_empty_and_refuses_naming_the_choices():
-    assert registry.volume_driver_names() == []
+def test_the_registry_holds_the_file_driver_and_refuses_others_naming_the_choices():
+    assert registry.volume_driver_names() == ["file"]
+    assert registry.is_volume_backend(backend("file")) and not registry.is_volume_backend(backend("posix"))
     with pytest.raises(InvalidRequest) as info:
-        registry.volume_driver(backend("posix"), runner=None)
+        registry.volume_driver(backend("posix"), transport=None)
     assert str(info.value) == ("Backend be1 uses driver 'posix', which is not a volume driver: known volume drivers "
-                               "are none yet")
+                               "are file")
 
 
 def test_a_registered_driver_is_made_for_its_backend_and_becomes_a_driver_choice(monkeypatch):
     monkeypatch.setitem(registry.VOLUME_DRIVERS, "file", FileVolumes)
-    made = registry.volume_driver(backend("file"), runner="runner")
-    assert isinstance(made, FileVolumes) and made.backend.name == "be1" and made.runner == "runner"
+    made = registry.volume_driver(backend("file"), transport="transport")
+    assert isinstance(made, FileVolumes) and made.backend.name == "be1" and made.transport == "transport"
     assert driver_names() == share_driver_names() + ["file", "manila", "cinder"]
     assert "file" in backends_argument_spec()["backends"]["options"]["driver"]["choices"]
     # a driver that cannot move data itself says so; the manager then copies through a host

@@ -1,0 +1,330 @@
+# -*- coding: utf-8 -*-
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The ``file`` volume driver: a volume is a sparse image file in a pool folder (docs/volumes.md).
+
+A pool is a folder; volume ``<id>`` is the image ``<pool>/volume-<id>`` in format ``raw`` or
+``qcow2``, made by ``qemu-img create`` (sparse: nothing is written on creation). An attachment is a
+``qemu-storage-daemon`` exporting the image as a writable FUSE file, the path a consumer opens.
+A driver-assisted migration renames the image within one filesystem; a host copy runs
+``qemu-img convert -p -n -S 4k`` detached (holes kept, progress in its log) into a temporary
+image in the destination pool, verified with ``qemu-img compare`` before it takes the volume's
+place. Everything goes through the backend's transport (commands are argv lists).
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import errno
+import json
+import os
+import re
+
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.volume.base import VolumeDriver
+from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, StorageError
+
+GIB = 1024 ** 3
+FORMATS = ('raw', 'qcow2')
+#: program -> the Debian package that ships it (named when it is missing)
+TOOLS = {'qemu-img': 'qemu-utils', 'qemu-storage-daemon': 'qemu-system-common', 'fusermount3': 'fuse3',
+         'setsid': 'util-linux'}
+#: Starts argv 3.. detached in its own session; its output goes to $1, its exit status to $2
+#: (written atomically when it ends). A constant script: the argv travel as positional arguments.
+DETACH_SCRIPT = ('log=$1; rc=$2; shift 2; echo $$; exec </dev/null >"$log" 2>&1; "$@"; '
+                 'echo $? >"$rc.tmp" && mv -f "$rc.tmp" "$rc"')
+_PROGRESS_RE = re.compile(r'\((\d+(?:\.\d+)?)/100%\)')
+#: seconds the storage daemon gets to flush and exit on SIGTERM before it is killed
+DAEMON_STOP_SECONDS = 30
+
+
+class FileVolumeDriver(VolumeDriver):
+    """Volumes as image files in pool folders."""
+
+    name = 'file'
+
+    # -- helpers -----------------------------------------------------------------------------
+    def require(self, *programs):
+        """Refuse, naming the package, when a program the request needs is not installed."""
+        missing = [p for p in programs if not self.transport.which(p)]
+        if missing:
+            raise StorageError('Backend %s (driver file) needs %s on host %s: install %s (as root: apt-get install %s)'
+                               % (self.backend.name, ', '.join(missing), self.backend.host,
+                                  ', '.join(TOOLS[p] for p in missing), ' '.join(TOOLS[p] for p in missing)))
+
+    def image_path(self, pool, volume):
+        return os.path.join(pool.path, 'volume-%s' % volume['id'])
+
+    def copy_target_path(self, pool, volume):
+        """The image a host copy writes into, in the destination pool, until it is verified."""
+        return os.path.join(pool.path, '.volume-%s.migrating' % volume['id'])
+
+    def _img(self, argv, what, check=True):
+        self.require('qemu-img')
+        return self.transport.run(['qemu-img'] + argv, what, check=check)
+
+    def image_info(self, path):
+        """qemu-img info of ``path`` (the ``-U`` share mode reads an image that a daemon holds)."""
+        _rc, out, _err = self._img(['info', '-U', '--output=json', path], 'read image %s' % path)
+        return json.loads(out)
+
+    # -- pools -------------------------------------------------------------------------------
+    def get_pool_stats(self, pool):
+        st = self.transport.statvfs(pool.path)
+        return {'pool_name': str(pool.ref), 'total_capacity_gb': st['f_blocks'] * st['f_frsize'] // GIB,
+                'free_capacity_gb': st['f_bavail'] * st['f_frsize'] // GIB, 'thin_provisioning_support': True,
+                'thick_provisioning_support': False, 'formats': list(FORMATS)}
+
+    def same_filesystem(self, source_pool, destination_pool):
+        """True when both pools' folders are on one filesystem (a rename moves an image)."""
+        return self.transport.stat(source_pool.path).dev == self.transport.stat(destination_pool.path).dev
+
+    # -- volumes -----------------------------------------------------------------------------
+    def create_volume(self, pool, volume):
+        path = self.image_path(pool, volume)
+        if self.transport.exists(path):
+            return False
+        partial = os.path.join(pool.path, '.volume-%s.creating' % volume['id'])
+        self._img(['create', '-q', '-f', volume['format'], partial, '%dG' % volume['size']],
+                  'create volume %s' % volume['name'])
+        self.transport.rename(partial, path)
+        self.transport.fsync_dir(pool.path)
+        return True
+
+    def delete_volume(self, pool, volume):
+        removed = False
+        for path in (self.image_path(pool, volume), os.path.join(pool.path, '.volume-%s.creating' % volume['id'])):
+            removed = self.remove_file(path) or removed
+        return removed
+
+    def remove_file(self, path):
+        """Remove ``path``; False when it was already gone."""
+        try:
+            self.transport.unlink(path)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise StorageError('Failed to remove %s: %s' % (path, exc.strerror))
+            return False
+        self.transport.fsync_dir(os.path.dirname(path))
+        return True
+
+    def extend_volume(self, pool, volume, new_size):
+        path = self.image_path(pool, volume)
+        if self.image_info(path)['virtual-size'] >= new_size * GIB:
+            return False
+        self._img(['resize', '-q', '-f', volume['format'], path, '%dG' % new_size],
+                  'extend volume %s to %d GiB' % (volume['name'], new_size))
+        return True
+
+    def volume_info(self, pool, volume):
+        path = self.image_path(pool, volume)
+        if not self.transport.exists(path):
+            return None
+        info = self.image_info(path)
+        return {'path': path, 'virtual_size': info.get('virtual-size'), 'allocated_bytes': info.get('actual-size'),
+                'format': info.get('format')}
+
+    # -- attachments -------------------------------------------------------------------------
+    def attachment_paths(self, pool, volume):
+        folder = os.path.join(pool.path, '.mobility', 'attachments')
+        return folder, os.path.join(folder, 'volume-%s' % volume['id']), os.path.join(folder, 'volume-%s.pid' % volume['id'])
+
+    def daemon_pids(self, pidfile):
+        """The storage daemons started for this attachment (found by their --pidfile argument)."""
+        return self.transport.pids_running('qemu-storage-daemon', ('--pidfile',), [pidfile])
+
+    def initialize_connection(self, pool, volume, connector):
+        """Start a qemu-storage-daemon that exports the image as a writable FUSE file; return its path.
+
+        A rerun finds the daemon running and returns the same path; a FUSE mount left by a daemon
+        that died is unmounted first."""
+        self.require('qemu-storage-daemon', 'fusermount3')
+        folder, path, pidfile = self.attachment_paths(pool, volume)
+        if not self.daemon_pids(pidfile):
+            self.unmount(path)
+            try:
+                self.transport.makedirs(folder, 0o700)
+            except OSError as exc:
+                if exc.errno != errno.EEXIST:
+                    raise StorageError('Failed to create %s: %s' % (folder, exc.strerror))
+            self.transport.write_text_atomic(path, '', 0o600)
+            image = self.image_path(pool, volume)
+            argv = ['qemu-storage-daemon', '--pidfile', pidfile,
+                    '--blockdev', json.dumps({'driver': 'file', 'node-name': 'file0', 'filename': image,
+                                              'cache': {'direct': False}}),
+                    '--blockdev', json.dumps({'driver': volume['format'], 'node-name': 'vol', 'file': 'file0'}),
+                    '--export', json.dumps({'type': 'fuse', 'id': 'attachment', 'node-name': 'vol',
+                                            'mountpoint': path, 'writable': True}),
+                    '--daemonize']
+            try:
+                self.transport.run(argv, 'attach volume %s' % volume['name'])
+            except CommandError:
+                self.unmount(path)
+                self.remove_file(path)
+                raise
+        pids = self.daemon_pids(pidfile)
+        return {'driver_volume_type': 'local', 'data': {'device_path': path, 'pid': pids[0] if pids else None,
+                                                        'connector': connector}}
+
+    def is_mounted(self, path):
+        return any(entry['mount_point'] == path for entry in self.transport.mount_table())
+
+    def unmount(self, path):
+        """Unmount a FUSE export left at ``path`` (a daemon that died keeps it until then)."""
+        if self.is_mounted(path):
+            self.transport.run(['umount', path], 'unmount the attachment %s' % path)
+            return True
+        return False
+
+    def terminate_connection(self, pool, volume, connector):
+        """Stop the daemon (SIGTERM: it flushes the image and unmounts), then make sure nothing is mounted."""
+        _folder, path, pidfile = self.attachment_paths(pool, volume)
+        pids = self.daemon_pids(pidfile)
+        found = bool(pids) or self.transport.exists(path)
+        for pid in pids:
+            self.transport.run(['kill', '-TERM', str(pid)], 'stop the storage daemon of volume %s' % volume['name'],
+                               check=False)
+        if pids and not self.wait_gone(pidfile, DAEMON_STOP_SECONDS):
+            for pid in self.daemon_pids(pidfile):
+                self.transport.kill(pid)
+            self.wait_gone(pidfile, 5)
+        self.unmount(path)
+        self.remove_file(path)
+        self.remove_file(pidfile)
+        return found
+
+    def wait_gone(self, pidfile, seconds):
+        """True once no daemon of ``pidfile`` runs (polled through the transport)."""
+        for _attempt in range(int(seconds * 10)):
+            if not self.daemon_pids(pidfile):
+                return True
+            self.transport.run(['sleep', '0.1'], 'wait for the storage daemon to stop')
+        return not self.daemon_pids(pidfile)
+
+    # -- migration ---------------------------------------------------------------------------
+    def migrate_volume(self, source_pool, destination_pool, volume):
+        """Rename the image into the destination pool when both are on one filesystem.
+
+        A rerun after the rename (source gone, destination there) is True too."""
+        source = self.image_path(source_pool, volume)
+        target = self.image_path(destination_pool, volume)
+        if not self.transport.exists(source) and self.transport.exists(target):
+            return True
+        if not self.same_filesystem(source_pool, destination_pool):
+            return False
+        try:
+            self.transport.rename(source, target)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                return False  # one filesystem, two mounts (a bind mount): only a copy moves it
+            raise StorageError('Failed to move volume %s to %s: %s' % (volume['name'], destination_pool, exc.strerror))
+        self.transport.fsync_dir(destination_pool.path)
+        self.transport.fsync_dir(source_pool.path)
+        return True
+
+    def copy_files(self, source_pool, volume):
+        """(log, exit status file) of the host copy of ``volume`` (kept in the source pool)."""
+        folder = os.path.join(source_pool.path, '.mobility', 'volume-copies')
+        return folder, os.path.join(folder, '%s.log' % volume['id']), os.path.join(folder, '%s.rc' % volume['id'])
+
+    def start_copy(self, source_pool, destination_pool, volume, rate_limit=None):
+        """Start ``qemu-img convert`` detached into the destination pool's temporary image.
+
+        Returns the copier's pid. A stale exit status of an earlier copy is removed first; the
+        temporary image is created (sparse, the volume's size) when missing; ``-n`` writes into it."""
+        self.require('qemu-img', 'setsid')
+        folder, log, rc = self.copy_files(source_pool, volume)
+        try:
+            self.transport.makedirs(folder, 0o700)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise StorageError('Failed to create %s: %s' % (folder, exc.strerror))
+        self.remove_file(rc)
+        source = self.image_path(source_pool, volume)
+        target = self.copy_target_path(destination_pool, volume)
+        size = self.image_info(source)['virtual-size']
+        if not self.transport.exists(target):
+            self._img(['create', '-q', '-f', volume['format'], target, str(size)],
+                      'create the copy of volume %s in %s' % (volume['name'], destination_pool))
+        argv = ['qemu-img', 'convert', '-p', '-n', '-S', '4k']
+        if rate_limit:
+            argv += ['-r', str(int(rate_limit))]
+        argv += ['-f', volume['format'], '-O', volume['format'], source, target]
+        _rc, out, _err = self.transport.run(['setsid', '-f', 'sh', '-c', DETACH_SCRIPT, 'sh', log, rc] + argv,
+                                            'start the copy of volume %s' % volume['name'])
+        pid = out.strip().splitlines()[0] if out.strip() else ''
+        return {'pid': int(pid) if pid.isdigit() else None, 'bytes_total': size, 'target': target}
+
+    def copy_state(self, source_pool, destination_pool, volume):
+        """Where the host copy is: ``state`` (``running``, ``done``, ``failed`` or ``stopped``: no
+        copier and no exit status, after a crash or a kill), ``percent`` from the copier's own
+        progress lines, and the last lines of its output when it failed."""
+        _folder, log, rc = self.copy_files(source_pool, volume)
+        # The processes first, then the exit status: a copier that ends between the two is seen done.
+        running = bool(self.copier_pids(source_pool, destination_pool, volume))
+        result = {'percent': 0.0}
+        try:
+            text = self.transport.read_bytes(log).decode('utf-8', 'replace')
+        except (IOError, OSError):
+            text = ''
+        found = _PROGRESS_RE.findall(text)
+        if found:
+            result['percent'] = float(found[-1])
+        try:
+            status = self.transport.read_bytes(rc).decode('utf-8').strip()
+        except (IOError, OSError):
+            status = None
+        if running:
+            result['state'] = 'running'
+        elif status is not None:
+            result['state'] = 'done' if status == '0' else 'failed'
+            result['rc'] = int(status) if status.lstrip('-').isdigit() else None
+            result['output'] = _PROGRESS_RE.sub('', text).strip()[-2000:]
+        else:
+            result['state'] = 'stopped'
+        return result
+
+    def copier_pids(self, source_pool, destination_pool, volume):
+        """The copy's processes: its wrapper (sh, found by the exit status path it names, alive from
+        before start_copy returns until the status is written) and qemu-img convert (by its target)."""
+        _folder, _log, rc = self.copy_files(source_pool, volume)
+        target = self.copy_target_path(destination_pool, volume)
+        return (self.transport.pids_running('sh', ('-c',), [rc])
+                + self.transport.pids_running('qemu-img', ('convert',), [target]))
+
+    def stop_copy(self, source_pool, destination_pool, volume):
+        """Kill the copier and remove the temporary image, its log and exit status."""
+        target = self.copy_target_path(destination_pool, volume)
+        for _attempt in range(3):
+            pids = self.copier_pids(source_pool, destination_pool, volume)
+            if not pids:
+                break
+            for pid in pids:
+                self.transport.kill(pid)
+            self.transport.run(['sleep', '0.1'], 'wait for the copier to stop')
+        _folder, log, rc = self.copy_files(source_pool, volume)
+        for path in (target, log, rc):
+            self.remove_file(path)
+
+    def verify_copy(self, source_pool, destination_pool, volume):
+        """``qemu-img compare`` of the source image and the copy, both read from disk: True when identical."""
+        source = self.image_path(source_pool, volume)
+        target = self.copy_target_path(destination_pool, volume)
+        if not self.transport.exists(target):
+            target = self.image_path(destination_pool, volume)
+        rc, out, err = self._img(['compare', '-q', '-f', volume['format'], '-F', volume['format'], source, target],
+                                 'verify the copy of volume %s' % volume['name'], check=False)
+        if rc not in (0, 1):
+            raise CommandError('Failed to verify the copy of volume %s: qemu-img compare exited with %d: %s'
+                               % (volume['name'], rc, (err or out).strip()), rc=rc, stdout=out, stderr=err)
+        return rc == 0
+
+    def place_copy(self, destination_pool, volume):
+        """The verified copy becomes the volume's image in the destination pool (a rerun finds it done)."""
+        target = self.copy_target_path(destination_pool, volume)
+        final = self.image_path(destination_pool, volume)
+        if self.transport.exists(target):
+            self.transport.rename(target, final)
+            self.transport.fsync_dir(destination_pool.path)
+        elif not self.transport.exists(final):
+            raise StorageError('The copy of volume %s is missing from pool %s (%s)'
+                               % (volume['name'], destination_pool, target))
