@@ -27,14 +27,17 @@ from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.storage.mobility.plugins.module_utils.errors import (
     Busy, InvalidRequest, NotFound, StorageError)
 
-try:
-    import openstack
-except ImportError:
-    HAS_OPENSTACKSDK = False
-    OPENSTACKSDK_IMPORT_ERROR = traceback.format_exc()
-else:
-    HAS_OPENSTACKSDK = True
-    OPENSTACKSDK_IMPORT_ERROR = None
+
+
+def openstack_connect():
+    """openstacksdk's ``connect``, imported on first use: importing the SDK takes 1.5-4 s, and
+    every module imports this file (through services/registry.py) even when only the collection's
+    own drivers are declared. A StorageError naming the missing library when it is not installed."""
+    try:
+        import openstack
+    except ImportError:
+        raise StorageError(missing_required_lib('openstacksdk'), exception=traceback.format_exc())
+    return openstack.connect
 
 #: the service types this module knows: the openstacksdk proxy attribute and a readable name
 SERVICES = {
@@ -168,9 +171,7 @@ class OpenStackClient(object):
     def _open(self):
         connect = self._connect
         if connect is None:
-            if not HAS_OPENSTACKSDK:
-                raise StorageError(missing_required_lib('openstacksdk'), exception=OPENSTACKSDK_IMPORT_ERROR)
-            connect = openstack.connect
+            connect = openstack_connect()
         kwargs = connection_kwargs(self.options, self.service)
         try:
             conn = connect(**kwargs)
