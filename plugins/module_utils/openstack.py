@@ -28,7 +28,6 @@ from ansible_collections.storage.mobility.plugins.module_utils.errors import (
     Busy, InvalidRequest, NotFound, StorageError)
 
 
-
 def openstack_connect():
     """openstacksdk's ``connect``, imported on first use: importing the SDK takes 1.5-4 s, and
     every module imports this file (through services/registry.py) even when only the collection's
@@ -38,6 +37,7 @@ def openstack_connect():
     except ImportError:
         raise StorageError(missing_required_lib('openstacksdk'), exception=traceback.format_exc())
     return openstack.connect
+
 
 #: the service types this module knows: the openstacksdk proxy attribute and a readable name
 SERVICES = {
