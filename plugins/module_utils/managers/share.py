@@ -129,7 +129,8 @@ class ShareManager(ShareService):
             live = live_copy_progress(record.get('migration'))
             if live:
                 result['copy_progress'] = live
-                reported = live.get('percent', reported)
+                # The whole job's share (copy and verification), not the running phase's.
+                reported = live.get('total_percent', live.get('percent', reported))
         elif record.get('task_state') in (states.MIGRATION_DRIVER_IN_PROGRESS, states.MIGRATION_DRIVER_PHASE1_DONE,
                                           states.MIGRATION_COMPLETING):
             # A driver that copies in the module's own process (btrfs send) keeps its progress
@@ -141,6 +142,9 @@ class ShareManager(ShareService):
                 if record.get('task_state') == states.MIGRATION_DRIVER_IN_PROGRESS:
                     reported = live.get('total_progress', reported)
         result['total_progress'] = states.total_progress(record.get('task_state'), reported)
+        if result['total_progress'] is not None:
+            # One truth: the progress the record keeps says what total_progress says.
+            result['progress'] = dict(result.get('progress') or {}, total_progress=result['total_progress'])
         result['busy'] = states.is_busy(record.get('task_state'))
         return result
 

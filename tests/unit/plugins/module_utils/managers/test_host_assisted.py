@@ -285,6 +285,24 @@ def test_cancel_waits_for_a_running_local_copy_job(env, share, tmp_path):
     assert_restored(env, data)
 
 
+def test_share_info_shows_one_progress_and_the_whole_job_share(env, share, tmp_path):
+    """share_info showed total_progress 100 next to progress.total_progress 0 (the record's), and the
+    running phase's percent (a verification at 30% after the copy) as the migration's: one figure,
+    the whole job's."""
+    plan = start(env)["copy_plan"]
+    path = tmp_path / "status.json"
+    path.write_text(json.dumps({"state": "running", "phase": "verifying", "percent": 30, "total_percent": 88,
+                                "totals_known": True, "files_done": 3, "files_total": 10}))
+    start(env, copy_job={"job_id": plan["job_id"], "data_node": "localhost", "status_file": str(path)})
+    view = env.shares().info("s1")[0]
+    assert view["total_progress"] == 88
+    assert view["progress"]["total_progress"] == 88
+    assert view["copy_progress"]["percent"] == 30 and view["copy_progress"]["phase"] == "verifying"
+    path.write_text(json.dumps({"state": "completed", "phase": "done", "percent": 100, "total_percent": 100}))
+    view = env.shares().info("s1")[0]
+    assert view["total_progress"] == view["progress"]["total_progress"] == 100
+
+
 def test_a_report_for_a_migration_that_is_not_copying_is_refused(env, share):
     with pytest.raises(InvalidRequest, match="no migration to %s is running" % env.B):
         start(env, copy_report={"job_id": "x"})
