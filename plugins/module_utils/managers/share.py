@@ -32,6 +32,16 @@ def live_copy_progress(migration):
     return read_live_progress(((migration or {}).get('copy_job') or {}).get('status_file'))
 
 
+def shown_copy_progress(migration):
+    """The copy's progress as share_info shows it: read from the status file when the data node is
+    this machine, else the figures the phase playbook handed on at its last poll (with ``reported_at``)."""
+    live = live_copy_progress(migration)
+    if live:
+        return live
+    reported = (migration or {}).get('reported_progress')
+    return dict(reported) if isinstance(reported, dict) and reported else None
+
+
 def _spec_bool(value):
     text = str(value).strip()
     if text.lower().startswith('<is>'):
@@ -126,7 +136,7 @@ class ShareManager(ShareService):
         result['export_locations'] = [dict(export, preferred=True, is_admin_only=False)]
         reported = (record.get('progress') or {}).get('total_progress')
         if record.get('task_state') == states.DATA_COPYING_IN_PROGRESS:
-            live = live_copy_progress(record.get('migration'))
+            live = shown_copy_progress(record.get('migration'))
             if live:
                 result['copy_progress'] = live
                 # The whole job's share (copy and verification), not the running phase's.
