@@ -115,7 +115,7 @@ options:
         M(storage.mobility.data_copy) returns them), the figures are kept in the record as
         C(migration.reported_progress) (with C(reported_at)), without a history entry or a change, and
         M(storage.mobility.share_info) shows them when the status file is on another machine. The phase
-        playbooks do this at each poll.
+        playbooks do this at the first progress line, then at most every C(mobility_progress_record_seconds).
     type: dict
   copy_report:
     description:
