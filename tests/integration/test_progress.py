@@ -166,7 +166,7 @@ def test_progress_of_a_copy_of_tens_of_thousands_of_files(lab):
     lines = [json.loads(line) for line in (job / "progress.log").read_text(encoding="utf-8").splitlines()]
     assert lines[0]["elapsed_seconds"] < 2 and lines[0]["phase"] == "scanning"
     known = [line for line in lines if line["totals_known"]]
-    assert known and all(line["files_total"] == entries for line in known), {l["files_total"] for l in known}
+    assert known and all(line["files_total"] == entries for line in known), {line["files_total"] for line in known}
     first_known = lines.index(known[0])
     assert all(line["totals_known"] for line in lines[first_known:]), "the totals were unknown again"
     assert all(line["percent"] is None for line in lines[:first_known])

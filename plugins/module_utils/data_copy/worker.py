@@ -223,15 +223,18 @@ class Worker(object):
         except (IOError, OSError):
             pass  # the log is for people; the status file is what counts
 
-    def begin_phase(self, phase, **changes):
-        """Start ``phase`` (``scanning``, ``copying``, ``verifying``): its own clock, rates and estimate."""
+    def begin_phase(self, phase, write=True, **changes):
+        """Start ``phase`` (``scanning``, ``copying``, ``verifying``): its own clock, rates and estimate.
+        Without ``write`` the status is written by the first ``progress`` call that follows."""
         now = self.clock()
         self.phases.begin(phase, now)
         self.estimator = progress_lib.Estimator(now)
         fields = dict(percent=None, bytes_done=0, files_done=0, rate_bytes_per_s=0, rate_files_per_s=0,
                       eta_seconds=None, phase_seconds=0, total_percent=self.status.get('total_percent'))
         fields.update(changes)
-        self.write_status(phase=phase, phases=self.phases.summary(), **fields)
+        self.status.update(fields, phase=phase, phases=self.phases.summary())
+        if write:
+            self.write_status()
 
     def progress(self, files_done, bytes_done, files_total, bytes_total, counted=True, force=False):
         """The running phase's figures: percent and ETA from files and bytes once the totals are
@@ -483,7 +486,7 @@ class Worker(object):
         if scan:
             self.totals = None
             self._counted = 0
-        self.begin_phase('copying', totals_known=not scan)
+        self.begin_phase('copying', totals_known=False, files_total=None, bytes_total=None)
         env = dict(os.environ, LC_ALL='C', LANG='C')
         with open(self.path(state_lib.RSYNC_LOG), 'ab') as log:
             header = '--- %s attempt %s: %s\n' % (
@@ -575,7 +578,7 @@ class Worker(object):
                 algorithm = hashing_lib.resolve_algorithm(job['hash_algorithm'])[0]
             except (ValueError, hashing_lib.HashUnavailable):
                 algorithm = None
-        self.begin_phase('copying', totals_known=False)
+        self.begin_phase('copying', totals_known=False, files_total=None, bytes_total=None)
         started = self.clock()
 
         def progress(files, done, totals):
@@ -674,7 +677,7 @@ class Worker(object):
         self.algorithm = algorithm
         total = self.totals['bytes']
         entries = self.totals['entries']
-        self.begin_phase('verifying', bytes_total=total, files_total=entries, files_counted=entries, totals_known=True)
+        self.begin_phase('verifying', write=False)
         self.progress(0, 0, entries, total, force=True)
         started = self.clock()
         how = sync_filesystem(job['destination'])
