@@ -256,7 +256,12 @@ class Worker(object):
         if self.phases.current == 'copying' and self.job.get('check_hash') and counted:
             later = files_total * progress_lib.VERIFY_FILE_COST + bytes_total * progress_lib.VERIFY_BYTE_COST
         spent = sum(item['seconds'] for item in self.phases.ended if item['phase'] != 'scanning') + elapsed
-        estimate['total_percent'] = progress_lib.total_percent(spent, estimate['eta_seconds'], later)
+        whole = progress_lib.total_percent(spent, estimate['eta_seconds'], later)
+        if whole is not None and self.status.get('total_percent') is not None:
+            # The guess of the verification to come may have been short: the whole job's share never
+            # goes back within an attempt.
+            whole = max(whole, self.status['total_percent'])
+        estimate['total_percent'] = whole if whole is not None else self.status.get('total_percent')
         changes = dict(estimate, files_done=files_done, bytes_done=bytes_done, totals_known=bool(counted),
                        rate_bytes_per_s=progress_lib.rate(bytes_done, elapsed),
                        rate_files_per_s=progress_lib.rate(files_done, elapsed), phase_seconds=round(elapsed, 1))

@@ -396,6 +396,8 @@ def test_progress_log_and_line_of_a_copy(jobs, tmp_path):
     for phase in ("copying", "verifying"):
         done = [line["files_done"] for line in lines if line["phase"] == phase]
         assert done == sorted(done)
+    whole = [line["total_percent"] for line in lines if line["total_percent"] is not None]
+    assert whole == sorted(whole) and whole[-1] == 100  # the whole job's share never goes back
     report = job["report"]
     assert [item["phase"] for item in report["phases"]] == ["scanning", "copying", "verifying"]
     copying = report["phases"][1]
