@@ -18,7 +18,8 @@ description:
     with rsync.
   - The copy runs as a detached job in its own session, so a lost Ansible connection does not stop it. Its
     folder C(<state_dir>/<job_id>/) holds C(job.json) (the request), C(status.json) (state, phase and
-    progress, rewritten about once a second), C(report.json), C(worker.log) and, when rsync ran, C(rsync.log).
+    progress, rewritten about once a second), C(progress.log) (the progress of each status written, one JSON
+    line each), C(report.json), C(worker.log) and, when rsync ran, C(rsync.log).
   - With O(check_hash) the job then compares hash manifests of both trees (type, mode, owner, group, size,
     nanosecond modification time, symlink target, xattrs and ACLs, hard-link structure and a hash of each
     file's content read back from the disk) and fails when anything differs.
@@ -217,8 +218,10 @@ notes:
   - A job whose worker disappeared (the data node restarted, the process was killed) is reported as failed
     with C(interrupted=true) and an error that names the pass (a copy pass or the final pass), the phase and
     the progress of its last status; O(state=started) resumes it.
-  - Job progress during the copy is rsync's; when a copy resumes, the percentage counts only what this
-    attempt transfers. During verification the progress counts the bytes compared.
+  - The percentage and the ETA of a phase count files and bytes, with what one file and one byte cost
+    learnt from the phase as it runs; neither is given until the source is counted (C(totals_known)), and
+    while work remains the ETA is at least one second and the percentage at most 99. When a copy resumes,
+    the figures count what this attempt walks (files rsync finds unchanged count as done at once).
   - While rsync copies, a second process reads and hashes the source files; the verification then walks
     both trees in two processes and reads the destination with direct I/O (or after dropping its cached
     pages), so it hashes what is on the disk. See C(docs/performance.md).
@@ -289,16 +292,33 @@ job:
       type: str
       sample: running
     phase:
-      description: C(scanning), C(copying), C(verifying) or C(done); where a failed job stopped.
+      description:
+        - C(scanning) (starting; the progress line says counting), C(copying), C(verifying) or C(done);
+          where a failed job stopped. The source is counted while it is copied.
       returned: always
       type: str
       sample: copying
     progress:
-      description: Progress of the current phase.
+      description:
+        - Progress of the current phase. C(percent) and C(eta_seconds) come from files and bytes together;
+          they, C(bytes_total) and C(files_total) are null while C(totals_known) is false (the source is still
+          being counted; C(files_counted) is the count so far). C(files_done) and C(files_total) count entries
+          (folders and links too). C(rate_bytes_per_s) and C(rate_files_per_s) are the phase's own averages
+          (at the end, the copy's); C(phase_seconds) the time the phase has run; C(total_percent) the whole
+          job's (copy and verification); C(phases) the phases that ended, each with C(phase), C(seconds),
+          C(files), C(bytes), C(rate_bytes_per_s) and C(rate_files_per_s).
       returned: always
       type: dict
       sample: {percent: 45, bytes_done: 1234567, bytes_total: 2743482, files_done: 66, files_total: 100,
-               rate_bytes_per_s: 12939428, eta_seconds: 10}
+               rate_bytes_per_s: 12939428, eta_seconds: 10, totals_known: true, files_counted: 100,
+               rate_files_per_s: 410, phase_seconds: 12.5, total_percent: 38, phases: []}
+    progress_line:
+      description:
+        - The job's progress in one line, as the P(storage.mobility.data_mover#role) role prints it; in check
+          mode, what would be done.
+      returned: always
+      type: str
+      sample: "copying 45% (ETA 0:00:10), 1.2 MiB of 2.6 MiB, 66 of 100 files, 12.3 MiB/s, 5 files/s"
     report:
       description:
         - The report of the last run (contents of C(report.json)) once it has finished, else null.
@@ -309,7 +329,8 @@ job:
           when the verification of a parallel first copy sent rsync to copy again), C(copy_seconds),
           C(verify_seconds), C(rsync_rc) and C(rsync_stats) (null and empty when rsync did not run),
           C(warnings), C(source_digest), C(destination_digest), C(error), C(hashing) (C(files_hashed),
-          C(bytes_hashed), C(files_reused), C(bytes_reused), C(files_hashed_during_copy)).
+          C(bytes_hashed), C(files_reused), C(bytes_reused), C(files_hashed_during_copy)), C(phases) (each phase's
+          C(phase), C(seconds), C(files), C(bytes), C(rate_bytes_per_s), C(rate_files_per_s)).
         - C(source_seal) and C(destination_seal) - the seals of both trees (a digest of every entry's C(lstat),
           change time included) that the verification proved its hashes belong to; null unless verified.
         - C(migration_id) and C(pass_id) from O(report_signing), and C(signature) when the report was signed.

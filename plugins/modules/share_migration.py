@@ -111,6 +111,11 @@ options:
         (C(data_node), C(job_id), C(status_file)); moves V(data_copying_starting) to
         V(data_copying_in_progress). When C(status_file) is readable on this machine,
         M(storage.mobility.share_info) shows the copy's live progress.
+      - With the same job again and a C(progress) key (C(state), C(phase) and the job's C(progress) as
+        M(storage.mobility.data_copy) returns them), the figures are kept in the record as
+        C(migration.reported_progress) (with C(reported_at)), without a history entry or a change, and
+        M(storage.mobility.share_info) shows them when the status file is on another machine. The phase
+        playbooks do this at the first progress line, then at most every C(mobility_progress_record_seconds).
     type: dict
   copy_report:
     description:

@@ -494,7 +494,8 @@ class ParallelCopy(object):
     """A first copy of ``source`` into the empty folder ``destination`` (see the module docstring).
 
     ``algorithm``: hash the contents while copying and read the copies back (None: copy only).
-    ``on_progress(files, bytes, totals)`` is called from the walking process about twice a second.
+    ``on_progress(files, bytes, totals)`` is called from the walking process about twice a second;
+    ``totals`` grow until ``counted`` is True (the walk has listed the whole source).
     After ``run()``: ``records`` (side -> path -> (identity, hash)), ``totals`` (as the source
     scan counts them), ``errors`` (the first ERROR_LIMIT ``(path, text)``) and ``error_count``.
     """
@@ -515,6 +516,8 @@ class ParallelCopy(object):
         self.done = {}
         self.failures = []
         self.ignored = state_lib.Ignored()
+        # True once the walk has listed the whole source: ``totals`` stop growing.
+        self.counted = False
         self._lock = threading.Lock()
 
     def _error(self, rel, text):
@@ -582,6 +585,7 @@ class ParallelCopy(object):
                 drainer.start()
                 children.append((child, to_child, drainer))
             folders = self._walk([item[1] for item in children])
+            self.counted = True
             for dummy, conn, dummy in children:
                 conn.send(None)
             for child, conn, drainer in children:

@@ -32,6 +32,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.data_copy import 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import manifest as manifest_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import plumbing as plumbing_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import prehash as prehash_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import progress as progress_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
@@ -47,7 +48,8 @@ REQUEST_KEYS = ('source', 'destination', 'ignore_files', 'check_hash', 'hash_alg
                 'rsync_base_options', 'final_pass', 'bwlimit', 'migration_id', 'pass_id')
 # The modules the worker needs, shipped into <job folder>/lib/ at each launch.
 WORKER_MODULES = (state_lib, lifeline_lib, seal_lib, fileflags_lib, rsync_lib, hashing_lib, xattrs_lib, fileread_lib,
-                  hashcache_lib, manifest_lib, walk_lib, plumbing_lib, prehash_lib, compare_lib, fastcopy_lib, worker_lib)
+                  hashcache_lib, manifest_lib, walk_lib, plumbing_lib, prehash_lib, compare_lib, fastcopy_lib, progress_lib,
+                  worker_lib)
 PACKAGE_DIRS = ('ansible_collections', 'storage', 'mobility', 'plugins', 'module_utils', 'data_copy')
 LOCK_TIMEOUT = 30.0
 # Finished job folders are pruned when a job is launched: those not updated for this many days,
@@ -311,6 +313,8 @@ class DataCopyJobs(object):
             if job['report'] is None:
                 # No report (a worker that was killed): the end of its log says how far it got.
                 job['log_tail'] = state_lib.log_tail(os.path.join(folder, state_lib.WORKER_LOG))
+        job['progress_line'] = progress_lib.progress_line(dict(job['progress'], state=job['state'], phase=job['phase']),
+                                                          final_pass=job['final_pass'])
         return job
 
     @staticmethod
@@ -529,7 +533,8 @@ class DataCopyJobs(object):
         pruned = self.prune(keep=(job_id, reused), max_days=self.keep_finished_days, max_mb=self.keep_finished_mb)
         if self.check_mode:
             predicted = dict(job, state='running', phase='scanning', error=None, report=None,
-                             progress=state_lib.empty_progress())
+                             progress=state_lib.empty_progress(),
+                             progress_line='check mode: would %s; nothing is copied' % action)
             predicted.pop('interrupted', None)
             return self._result(True, predicted, [action] + pruned, warnings)
         self._launch(folder, request, job)
@@ -596,17 +601,20 @@ class DataCopyJobs(object):
             if job['state'] == 'absent':
                 return {'changed': False, 'job': job, 'actions': [], 'warnings': []}
             members = self._members(folder, job)
-            was_running = job['state'] == 'running' or job.get('interrupted') or bool(members)
+            # A job cancelled before is not cancelled again (its status may still say that an earlier
+            # run found its worker gone): a cancel reports a change once.
+            was_running = (job['state'] == 'running' or bool(members)
+                           or (job.get('interrupted') and job['state'] != 'cancelled'))
             if not was_running:
                 return {'changed': False, 'job': job, 'actions': [], 'warnings': []}
             action = 'cancel job %s%s' % (job_id, ' (stop pid %s)' % job['pid'] if members else '')
             if self.check_mode:
-                predicted = dict(job, state='cancelled', error=None)
+                predicted = dict(job, state='cancelled', error=None, progress_line='check mode: would %s' % action)
                 predicted.pop('interrupted', None)
                 return {'changed': True, 'job': predicted, 'actions': [action], 'warnings': []}
             self._kill(members, job['pid'])
             status = state_lib.read_json(os.path.join(folder, state_lib.STATUS_FILE)) or {}
-            status.update(state='cancelled', error=None, eta_seconds=None, rate_bytes_per_s=0,
+            status.update(state='cancelled', error=None, eta_seconds=None, rate_bytes_per_s=0, rate_files_per_s=0,
                           updated_at=state_lib.now_iso(), cancelled_at=state_lib.now_iso())
             state_lib.write_json(os.path.join(folder, state_lib.STATUS_FILE), status)
         return {'changed': True, 'job': self.view(job_id), 'actions': [action], 'warnings': []}

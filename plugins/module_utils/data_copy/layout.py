@@ -61,6 +61,20 @@ def final_job(copy_job):
     return dict(copy_job, job_id=final_id, status_file=job_paths(state_dir, final_id)['status_file'])
 
 
+def reported_progress(progress, state=None, phase=None):
+    """The progress keys of ``progress`` (a job's progress as the data_copy module returns it, handed
+    on by the phase playbooks), with ``state`` and ``phase``: what share_info shows when the status file
+    is on another machine. Unknown keys are dropped; an empty dict when ``progress`` is not a dict."""
+    if not isinstance(progress, dict):
+        return {}
+    result = dict((k, progress.get(k)) for k in LIVE_PROGRESS_KEYS if progress.get(k) is not None)
+    if state is not None:
+        result['state'] = state
+    if phase is not None:
+        result['phase'] = phase
+    return result
+
+
 def read_live_progress(status_file):
     """The job's ``state``, ``phase`` and progress read from its status file, when that file is on
     this machine; None when it is not there or not readable."""

@@ -7,6 +7,7 @@ A job folder ``<state_dir>/<job_id>/`` holds:
 
 * ``job.json``: the request (written by the module),
 * ``status.json``: state, phase and progress (rewritten atomically, about once a second),
+* ``progress.log``: the progress of each status written, one JSON line each (see worker.py),
 * ``report.json``: the final report of the last run,
 * ``rsync.log``: what rsync printed besides progress, ``worker.log``: the worker's own output,
 * ``worker.pid``: the process id of the last worker launched (its process group id too),
@@ -28,6 +29,7 @@ import time
 JOB_FILE = 'job.json'
 STATUS_FILE = 'status.json'
 REPORT_FILE = 'report.json'
+PROGRESS_LOG = 'progress.log'
 RSYNC_LOG = 'rsync.log'
 WORKER_LOG = 'worker.log'
 PID_FILE = 'worker.pid'
@@ -44,8 +46,17 @@ FLAGS_LEDGER_SUFFIX = '.flags.json'
 
 STATES = ('running', 'completed', 'failed', 'cancelled')
 PHASES = ('scanning', 'copying', 'verifying', 'done')
+# percent and eta_seconds (the running phase's) are None until the totals are known (totals_known;
+# files_counted is the count so far), bytes_total and files_total too; total_percent is the whole
+# job's (copy and verification); the rates are the running phase's own; phases lists the phases
+# that ended, each with its time, figures and rates.
 PROGRESS_FIELDS = ('percent', 'bytes_done', 'bytes_total', 'files_done', 'files_total',
-                   'rate_bytes_per_s', 'eta_seconds')
+                   'rate_bytes_per_s', 'eta_seconds', 'totals_known', 'files_counted', 'rate_files_per_s',
+                   'phase_seconds', 'phases', 'total_percent')
+# What each line of progress.log holds (besides elapsed_seconds, from the start of the attempt).
+PROGRESS_LOG_KEYS = ('updated_at', 'state', 'phase', 'final_pass', 'percent', 'total_percent', 'eta_seconds', 'totals_known',
+                     'files_done', 'files_total', 'files_counted', 'bytes_done', 'bytes_total', 'rate_bytes_per_s',
+                     'rate_files_per_s', 'phase_seconds')
 
 
 def now_iso(when=None):
@@ -126,9 +137,19 @@ def read_pid(folder):
 
 
 def empty_progress():
-    """Progress fields before anything is known: zeros, and no ETA."""
-    return {'percent': 0, 'bytes_done': 0, 'bytes_total': 0, 'files_done': 0, 'files_total': 0,
-            'rate_bytes_per_s': 0, 'eta_seconds': None}
+    """Progress fields before anything is known: nothing done, no totals, no percentage, no ETA."""
+    return {'percent': None, 'bytes_done': 0, 'bytes_total': None, 'files_done': 0, 'files_total': None,
+            'rate_bytes_per_s': 0, 'eta_seconds': None, 'totals_known': False, 'files_counted': 0,
+            'rate_files_per_s': 0, 'phase_seconds': None, 'phases': [], 'total_percent': None}
+
+
+def append_line(path, data):
+    """Append ``data`` as one JSON line to ``path`` (one write, so that lines never interleave)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, (json.dumps(data, sort_keys=True) + '\n').encode('utf-8'))
+    finally:
+        os.close(fd)
 
 
 # How many ignored paths a report names (all of them are counted), and how much of a log's end a

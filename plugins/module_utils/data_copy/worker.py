@@ -36,6 +36,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.data_copy import 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import hashing as hashing_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import plumbing as plumbing_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import prehash as prehash_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import progress as progress_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
@@ -62,6 +63,10 @@ SEAL_RETRIES = 2
 # rsync prints progress about once a second: a little less here so that no update is skipped.
 STATUS_THROTTLE = 0.9
 TERMINATE_GRACE = 5.0
+# progress.log gets a line per status write (about one a second) for this long, then one per
+# PROGRESS_LOG_LATER seconds: a day-long copy leaves a few MB, not tens.
+PROGRESS_LOG_DETAILED = 600.0
+PROGRESS_LOG_LATER = 10.0
 
 
 class Terminated(Exception):
@@ -162,8 +167,14 @@ class Worker(object):
             'job_id': self.job['job_id'], 'state': 'running', 'phase': 'scanning', 'pid': os.getpid(),
             'started_at': previous.get('started_at') or state_lib.now_iso(), 'updated_at': None,
             'attempt': previous.get('attempt') or 1, 'error': None, 'warnings': [],
+            'final_pass': bool(self.job.get('final_pass')), 'phases': [],
         }
         self.status.update(state_lib.empty_progress())
+        self.phases = progress_lib.PhaseClock()
+        self.estimator = None
+        self._begun = clock()
+        self._last_log = None
+        self._counted = None
         self.warnings = self.status['warnings']
         self.totals = None
         self.rsync = None
@@ -196,6 +207,81 @@ class Worker(object):
         self._last_write = now
         self.status['updated_at'] = state_lib.now_iso()
         state_lib.write_json(self.path(state_lib.STATUS_FILE), self.status)
+        self.log_progress(now, force)
+
+    def log_progress(self, now, force=False):
+        """Append the status's progress to ``progress.log`` (a JSON line), about once a second for
+        the first minutes, then every PROGRESS_LOG_LATER seconds, and at every phase or state change."""
+        interval = STATUS_THROTTLE if now - self._begun < PROGRESS_LOG_DETAILED else PROGRESS_LOG_LATER
+        if not force and self._last_log is not None and now - self._last_log < interval:
+            return
+        self._last_log = now
+        line = dict((key, self.status.get(key)) for key in state_lib.PROGRESS_LOG_KEYS)
+        line['elapsed_seconds'] = round(now - self._begun, 3)
+        try:
+            state_lib.append_line(self.path(state_lib.PROGRESS_LOG), line)
+        except (IOError, OSError):
+            pass  # the log is for people; the status file is what counts
+
+    def begin_phase(self, phase, write=True, **changes):
+        """Start ``phase`` (``scanning``, ``copying``, ``verifying``): its own clock, rates and estimate.
+        Without ``write`` the status is written by the first ``progress`` call that follows."""
+        now = self.clock()
+        self.phases.begin(phase, now)
+        self.estimator = progress_lib.Estimator(now)
+        fields = dict(percent=None, bytes_done=0, files_done=0, rate_bytes_per_s=0, rate_files_per_s=0,
+                      eta_seconds=None, phase_seconds=0, total_percent=self.status.get('total_percent'))
+        fields.update(changes)
+        self.status.update(fields, phase=phase, phases=self.phases.summary())
+        if write:
+            self.write_status()
+
+    def progress(self, files_done, bytes_done, files_total, bytes_total, counted=True, force=False):
+        """The running phase's figures: percent and ETA from files and bytes once the totals are
+        counted (``counted``), the phase's own rates, written at most about once a second."""
+        now = self.clock()
+        if files_total is not None:
+            files_done = min(files_done, files_total) if counted else files_done
+        if bytes_total is not None and counted:
+            bytes_done = min(bytes_done, bytes_total)
+        self.phases.figures(files_done, bytes_done)
+        estimator = self.estimator or progress_lib.Estimator(now)
+        estimator.observe(now, files_done, bytes_done)
+        if counted:
+            estimate = estimator.estimate(files_done, bytes_done, files_total, bytes_total)
+        else:
+            estimate = {'percent': None, 'eta_seconds': None}
+        elapsed = self.phases.elapsed(now)
+        later = 0.0
+        if self.phases.current == 'copying' and self.job.get('check_hash') and counted:
+            later = files_total * progress_lib.VERIFY_FILE_COST + bytes_total * progress_lib.VERIFY_BYTE_COST
+        spent = sum(item['seconds'] for item in self.phases.ended if item['phase'] != 'scanning') + elapsed
+        whole = progress_lib.total_percent(spent, estimate['eta_seconds'], later)
+        if whole is not None and self.status.get('total_percent') is not None:
+            # The guess of the verification to come may have been short: the whole job's share never
+            # goes back within an attempt.
+            whole = max(whole, self.status['total_percent'])
+        estimate['total_percent'] = whole if whole is not None else self.status.get('total_percent')
+        changes = dict(estimate, files_done=files_done, bytes_done=bytes_done, totals_known=bool(counted),
+                       rate_bytes_per_s=progress_lib.rate(bytes_done, elapsed),
+                       rate_files_per_s=progress_lib.rate(files_done, elapsed), phase_seconds=round(elapsed, 1))
+        if counted:
+            changes.update(files_total=files_total, bytes_total=bytes_total, files_counted=files_total)
+        else:
+            changes.update(files_total=None, bytes_total=None, files_counted=files_total)
+        self.write_status(force=force, **changes)
+
+    def end_phases(self):
+        """End the running phase; the status names each phase with its own time and rates, and keeps
+        the copy's rate (not the verification's) as the job's rate."""
+        self.phases.end(self.clock())
+        summary = self.phases.summary()
+        copying = [item for item in summary if item['phase'] == 'copying']
+        changes = {'phases': summary, 'phase_seconds': None, 'rate_files_per_s': 0}
+        if copying:
+            changes.update(rate_bytes_per_s=copying[0]['rate_bytes_per_s'],
+                           rate_files_per_s=copying[0]['rate_files_per_s'])
+        self.status.update(changes)
 
     def log(self, message):
         sys.stdout.write('%s %s\n' % (state_lib.now_iso(), message))
@@ -205,20 +291,22 @@ class Worker(object):
 
     def scan(self):
         def progress(totals):
-            self.write_status(force=False, files_total=totals['entries'], bytes_total=totals['bytes'])
+            self.write_status(force=False, files_counted=totals['entries'])
 
-        self.write_status(phase='scanning')
+        self.write_status(phase='scanning', totals_known=False)
         ignored = state_lib.Ignored()
         self.totals = scan_tree(self.job['source'], self.job['ignore_files'], progress, ignored)
         self.ignored = ignored
-        self.write_status(files_total=self.totals['entries'], bytes_total=self.totals['bytes'])
+        self.write_status(files_total=self.totals['entries'], bytes_total=self.totals['bytes'],
+                          files_counted=self.totals['entries'], totals_known=True)
         self.log('scanned %(entries)d entries, %(files)d files, %(bytes)d bytes' % self.totals)
 
     def start_scan(self):
         """Count the source in a thread while rsync runs (its file list walks the same tree)."""
         stop = self._stop_scan = threading.Event()
 
-        def check(totals):  # pylint: disable=unused-argument
+        def check(totals):
+            self._counted = totals['entries']
             if stop.is_set():
                 raise Terminated('the copy ended')
 
@@ -345,24 +433,19 @@ class Worker(object):
             child.kill()
         self.read_prehash(block=True)
 
-    def _progress_from(self, reader):
+    def _rsync_progress(self, reader, force=False):
+        """rsync's figures as the status shows them: entries checked and bytes done against the totals
+        of the count that runs beside it (rsync's own totals grow while it lists the tree, so they are
+        not shown as totals)."""
         latest = reader.latest or {}
-        total = (self.totals or {}).get('bytes', 0)
         done = latest.get('bytes_done', 0)
-        rate = latest.get('rate_bytes_per_s', 0)
-        eta = None
-        if latest and not latest.get('end_of_file'):
-            eta = latest.get('time_seconds')
-        elif rate:
-            eta = int(max(0, total - done) / rate)
-        changes = {'bytes_done': done, 'percent': latest.get('percent', 0), 'rate_bytes_per_s': rate,
-                   'eta_seconds': eta}
-        if total:
-            changes['bytes_total'] = total
-        if reader.entries_total:
-            changes['files_total'] = reader.entries_total
-            changes['files_done'] = reader.entries_total - reader.to_check
-        return changes
+        files_done = (reader.entries_total - reader.to_check) if reader.entries_total else 0
+        counted = self._scan_thread is None or not self._scan_thread.is_alive()
+        totals = self.totals if counted and self.totals is not None else None
+        if totals is None:
+            self.progress(files_done, done, self._counted, None, counted=False, force=force)
+        else:
+            self.progress(files_done, done, totals['entries'], totals['bytes'], force=force)
 
     def save_repair(self, comparison):
         """Remember what the next attempt must copy again although rsync's quick check would skip it."""
@@ -405,8 +488,10 @@ class Worker(object):
         extra = list(job['rsync_options']) + self.repair()
         argv = rsync_lib.build_argv(job['source'], job['destination'], job['ignore_files'],
                                     job['rsync_base_options'], extra, job.get('bwlimit'), rsync=program)
-        self.write_status(phase='copying', percent=0, bytes_done=0, files_done=0, rate_bytes_per_s=0,
-                          eta_seconds=None)
+        if scan:
+            self.totals = None
+            self._counted = 0
+        self.begin_phase('copying', totals_known=False, files_total=None, bytes_total=None)
         env = dict(os.environ, LC_ALL='C', LANG='C')
         with open(self.path(state_lib.RSYNC_LOG), 'ab') as log:
             header = '--- %s attempt %s: %s\n' % (
@@ -444,7 +529,7 @@ class Worker(object):
                         if not data:
                             break
                         reader.feed(data)
-                    self.write_status(force=False, **self._progress_from(reader))
+                    self._rsync_progress(reader)
                 reader.close()
                 rc = self.rsync.wait()
             finally:
@@ -476,10 +561,8 @@ class Worker(object):
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 raise
-        progress = {'percent': 100, 'bytes_done': self.totals['bytes'], 'eta_seconds': 0}
-        if reader.entries_total:
-            progress.update(files_total=reader.entries_total, files_done=reader.entries_total)
-        self.write_status(**progress)
+        self.progress(self.totals['entries'], self.totals['bytes'], self.totals['entries'], self.totals['bytes'],
+                      force=True)
         return rc
 
     def first_copy(self):
@@ -500,17 +583,18 @@ class Worker(object):
                 algorithm = hashing_lib.resolve_algorithm(job['hash_algorithm'])[0]
             except (ValueError, hashing_lib.HashUnavailable):
                 algorithm = None
-        self.write_status(phase='copying', percent=0, bytes_done=0, files_done=0, rate_bytes_per_s=0,
-                          eta_seconds=None)
+        self.begin_phase('copying', totals_known=False, files_total=None, bytes_total=None)
         started = self.clock()
 
         def progress(files, done, totals):
-            elapsed = max(self.clock() - started, 1e-6)
-            rate = done / elapsed
-            total = totals['bytes']
-            self.write_status(force=False, files_done=files, files_total=totals['entries'], bytes_done=done,
-                              bytes_total=total, percent=min(99, int(100 * done / total)) if total else 0,
-                              rate_bytes_per_s=int(rate), eta_seconds=int(max(0, total - done) / rate) if rate else None)
+            # The walk counts the source while the copying processes copy: the totals are known
+            # once it has listed every folder. Folders are made by the walk (counted as done).
+            counted = bool(getattr(engine, 'counted', False))
+            files_done = files + totals['directories']
+            if counted:
+                self.progress(files_done, done, totals['entries'], totals['bytes'])
+            else:
+                self.progress(files_done, done, totals['entries'], None, counted=False)
 
         engine = fastcopy_lib.ParallelCopy(job['source'], job['destination'], job['ignore_files'], algorithm,
                                            on_progress=progress)
@@ -535,8 +619,8 @@ class Worker(object):
         self.log('first copy done in %.1f s: %d entries, %d bytes, %d contents hashed from the disk'
                  % (self.clock() - started, self.totals['entries'], self.totals['bytes'],
                     len(engine.records['destination'])))
-        self.write_status(percent=100, bytes_done=self.totals['bytes'], files_done=self.totals['entries'],
-                          files_total=self.totals['entries'], bytes_total=self.totals['bytes'], eta_seconds=0)
+        self.progress(self.totals['entries'], self.totals['bytes'], self.totals['entries'], self.totals['bytes'],
+                      force=True)
         return True
 
     def copy_with_rsync(self):
@@ -597,8 +681,9 @@ class Worker(object):
             self.warnings.append(warning)
         self.algorithm = algorithm
         total = self.totals['bytes']
-        self.write_status(phase='verifying', percent=0, bytes_done=0, bytes_total=total, files_done=0,
-                          files_total=self.totals['entries'], rate_bytes_per_s=0, eta_seconds=None)
+        entries = self.totals['entries']
+        self.begin_phase('verifying', write=False)
+        self.progress(0, 0, entries, total, force=True)
         started = self.clock()
         how = sync_filesystem(job['destination'])
         self.log('flushed %s to disk (%s) in %.1f s' % (job['destination'], how, self.clock() - started))
@@ -607,12 +692,7 @@ class Worker(object):
             now = self.clock()
             if self._last_write is not None and now - self._last_write < STATUS_THROTTLE:
                 return
-            elapsed = max(now - started, 1e-6)
-            rate = result.bytes_compared / elapsed
-            self.write_status(percent=min(99, int(100 * result.bytes_compared / total)) if total else 0,
-                              bytes_done=result.bytes_compared, files_done=result.compared,
-                              rate_bytes_per_s=int(rate),
-                              eta_seconds=int(max(0, total - result.bytes_compared) / rate) if rate else None)
+            self.progress(result.compared, result.bytes_compared, entries, total)
 
         options = list(job['rsync_base_options']) + list(job['rsync_options'])
         cache = self.cache if self.cache is not None and self.cache.algorithm == algorithm else None
@@ -633,7 +713,7 @@ class Worker(object):
                            'files_reused': result.files_reused, 'bytes_reused': result.bytes_reused,
                            'files_hashed_during_copy': during}
         self.save_cache(result.cache, result.matched)
-        self.write_status(percent=100, bytes_done=result.bytes_compared, files_done=result.compared, eta_seconds=0)
+        self.progress(max(result.compared, entries), max(result.bytes_compared, total), entries, total, force=True)
         return result
 
     @staticmethod
@@ -667,6 +747,7 @@ class Worker(object):
             'migration_id': job.get('migration_id'), 'pass_id': job.get('pass_id'),
             'source_seal': None, 'destination_seal': None,
             'hashing': dict(self.hash_stats) or None, 'flagged_entries': len(self.flags.wanted),
+            'phases': self.phases.summary(),
             'warnings': list(self.warnings), 'started_at': self.status['started_at'],
             'finished_at': state_lib.now_iso(), 'attempt': self.status['attempt'],
         }
@@ -723,7 +804,7 @@ class Worker(object):
             except OSError as exc:
                 if exc.errno != errno.ENOENT:
                     raise
-            self.write_status()
+            self.begin_phase('scanning', totals_known=False)
             self.log('attempt %s of job %s: %s -> %s' % (
                 self.status['attempt'], self.job['job_id'], self.job['source'], self.job['destination']))
             self.flag_step(self.flags.prepare)
@@ -749,19 +830,22 @@ class Worker(object):
                     self.save_repair(comparison)
                     raise JobFailed('Verification of %s against %s failed: %s'
                                     % (self.job['destination'], self.job['source'], comparison.summary()))
+            self.end_phases()
             self.report(comparison)
-            self.write_status(state='completed', phase='done', percent=100, eta_seconds=0)
+            self.write_status(state='completed', phase='done', percent=100, total_percent=100, eta_seconds=0)
             self.log('completed')
             return 0
         except Terminated as exc:
             if self.rsync is not None and self.rsync.poll() is None:
                 self._stop_rsync()
-            self.write_status(state='cancelled', error=None, eta_seconds=None, rate_bytes_per_s=0)
+            self.end_phases()
+            self.write_status(state='cancelled', error=None, eta_seconds=None, rate_bytes_per_s=0, rate_files_per_s=0)
             self.log('cancelled (%s)' % exc)
             return 0
         except JobFailed as exc:
+            self.end_phases()
             self.report(comparison, error=str(exc))
-            self.write_status(state='failed', error=str(exc), eta_seconds=None, rate_bytes_per_s=0)
+            self.write_status(state='failed', error=str(exc), eta_seconds=None, rate_bytes_per_s=0, rate_files_per_s=0)
             self.log('failed: %s' % exc)
             return 1
         except Exception as exc:  # pylint: disable=broad-except
@@ -769,9 +853,10 @@ class Worker(object):
             error = 'The data copy worker of job %s stopped on an unexpected error: %s: %s' % (
                 self.job['job_id'], type(exc).__name__, exc)
             try:
+                self.end_phases()
                 self.report(comparison, error=error)
             finally:
-                self.write_status(state='failed', error=error, eta_seconds=None, rate_bytes_per_s=0)
+                self.write_status(state='failed', error=error, eta_seconds=None, rate_bytes_per_s=0, rate_files_per_s=0)
             return 1
 
 

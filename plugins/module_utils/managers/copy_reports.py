@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import layout
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.progress import phases_text
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.signing import new_pass, signature_valid
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
 from ansible_collections.storage.mobility.plugins.module_utils.store import now_iso
@@ -138,6 +139,11 @@ def copy_summary(report):
     if isinstance(report.get('ignored_count'), int):
         summary['ignored_count'] = report['ignored_count']
         summary['ignored'] = [str(item) for item in (report.get('ignored') or [])[:SUMMARY_IGNORED]]
+    # Each phase's own time and rate (the copy's rate is the copy's, not the verification's), and
+    # the same in one line for the phase playbooks.
+    if isinstance(report.get('phases'), list):
+        summary['phases'] = [dict(item) for item in report['phases'] if isinstance(item, dict)]
+        summary['timing'] = phases_text(summary['phases'])
     if isinstance(report.get('log_tail'), list):
         summary['log_tail'] = [str(line)[:SUMMARY_LOG_WIDTH] for line in report['log_tail'][-SUMMARY_LOG_LINES:]]
     summary['verified_at'] = now_iso()

@@ -121,11 +121,26 @@ class HostAssisted(MigrationMechanism):
         if ts == states.DATA_COPYING_COMPLETED:
             return self.steps.result(False, before, record, pool, [])
         if copy_job is not None and ts in (states.DATA_COPYING_STARTING, states.DATA_COPYING_IN_PROGRESS):
+            # The phase playbooks hand on the job's progress at each poll (``progress``, with its
+            # ``state`` and ``phase``): kept apart from the job, so that share_info shows the same
+            # figures on any machine, also when the status file is on another host.
+            copy_job = dict(copy_job)
+            reported = copy_job.pop('progress', None)
             if ts == states.DATA_COPYING_STARTING or record['migration'].get('copy_job') != copy_job:
                 record['migration']['copy_job'] = copy_job
+                record['migration'].pop('reported_progress', None)
                 event = 'data node %s copying (job %s)' % (copy_job.get('data_node'), copy_job.get('job_id'))
                 self.steps.set_state(record, pool, event, states.DATA_COPYING_IN_PROGRESS)
                 return self._plan_result(True, before, record, pool, ['record the running copy'])
+            if isinstance(reported, dict):
+                progress = layout.reported_progress(reported.get('progress'), reported.get('state'),
+                                                    reported.get('phase'))
+                if progress:
+                    # Figures of a running job, not a change of the migration: no history entry,
+                    # and the module reports no change.
+                    record['migration']['reported_progress'] = dict(progress, reported_at=now_iso())
+                    self.ctx.repo.save(record, pool)
+                    return self._plan_result(False, before, record, pool, [])
         return self._plan_result(record.get('revision') != before.get('revision'), before, record, pool, [])
 
     def _take_phase1_report(self, record, pool, before, report):
@@ -141,6 +156,7 @@ class HostAssisted(MigrationMechanism):
             self._fail_copy(record, pool, problem, report)
         steps.set_state(record, pool, 'copy verified', states.DATA_COPYING_COMPLETING)
         record['migration']['copy'] = copy_summary(report)
+        record['migration'].pop('reported_progress', None)
         record['migration']['phase1_done_at'] = now_iso()
         steps.set_state(record, pool, 'phase 1 done: copy verified', states.DATA_COPYING_COMPLETED)
         return steps.result(True, before, record, pool, ['record the verified copy', 'task_state -> data_copying_completed'])

@@ -33,6 +33,16 @@ def live_copy_progress(migration):
     return read_live_progress(((migration or {}).get('copy_job') or {}).get('status_file'))
 
 
+def shown_copy_progress(migration):
+    """The copy's progress as share_info shows it: read from the status file when the data node is
+    this machine, else the figures the phase playbook handed on at its last poll (with ``reported_at``)."""
+    live = live_copy_progress(migration)
+    if live:
+        return live
+    reported = (migration or {}).get('reported_progress')
+    return dict(reported) if isinstance(reported, dict) and reported else None
+
+
 def _spec_bool(value):
     text = str(value).strip()
     if text.lower().startswith('<is>'):
@@ -127,10 +137,11 @@ class ShareManager(ShareService):
         result['export_locations'] = [dict(export, preferred=True, is_admin_only=False)]
         reported = (record.get('progress') or {}).get('total_progress')
         if record.get('task_state') == states.DATA_COPYING_IN_PROGRESS:
-            live = live_copy_progress(record.get('migration'))
+            live = shown_copy_progress(record.get('migration'))
             if live:
                 result['copy_progress'] = live
-                reported = live.get('percent', reported)
+                # The whole job's share (copy and verification), not the running phase's.
+                reported = live.get('total_percent', live.get('percent', reported))
         elif record.get('task_state') in (states.MIGRATION_DRIVER_IN_PROGRESS, states.MIGRATION_DRIVER_PHASE1_DONE,
                                           states.MIGRATION_COMPLETING):
             # A driver that copies in the module's own process (btrfs send) keeps its progress
@@ -145,6 +156,9 @@ class ShareManager(ShareService):
             # Each with its replica_state, last_sync, lag_seconds and whether it is past the RPO.
             result['replicas'] = replica_views(record)
         result['total_progress'] = states.total_progress(record.get('task_state'), reported)
+        if result['total_progress'] is not None:
+            # One truth: the progress the record keeps says what total_progress says.
+            result['progress'] = dict(result.get('progress') or {}, total_progress=result['total_progress'])
         result['busy'] = states.is_busy(record.get('task_state'))
         return result
 

@@ -391,7 +391,9 @@ class BtrfsShareDriver(PosixShareDriver):
         rate = sent_now / elapsed if elapsed > 0 else None
         progress['bytes_sent'] = sent_total
         progress['rate_bytes_per_s'] = int(rate) if rate else None
-        progress['eta_seconds'] = (round((total - sent_total) / rate, 1) if rate and total >= sent_total else None)
+        # Never 0 while bytes are still to send; unknown (None) once the estimate of the total is passed.
+        progress['eta_seconds'] = (max(1.0, round((total - sent_total) / rate, 1)) if rate and total > sent_total
+                                   else None)
         percent = int(100 * sent_total / total) if total else 0
         progress['total_progress'] = min(99, percent)
         progress['percent'] = progress['total_progress']

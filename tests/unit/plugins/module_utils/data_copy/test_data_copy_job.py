@@ -352,6 +352,70 @@ def test_cancel_mid_copy_stops_every_process(jobs, tmp_path):
     assert job["report"]["rsync_stats"]["transferred"] == 1
 
 
+def test_cancel_of_a_job_whose_worker_was_killed_reports_a_change_once(jobs, tmp_path):
+    """A job found gone keeps ``interrupted`` in its status: a second cancel reported a change again."""
+    src, dst = folders(tmp_path)
+    dummy, small = slow_tree(src)
+    started = jobs.start(jobs.build_request("gone", src, dst, bwlimit="2m"))["job"]
+    wait_inside_big_file(jobs, "gone", small)
+    os.killpg(started["pid"], signal.SIGKILL)
+    poll(lambda: group_alive(started["pid"]), lambda alive: not alive, "the killed process group to end")
+    assert jobs.wait("gone", 0)["interrupted"] is True  # settled: the status says so
+    first = jobs.cancel("gone")
+    assert first["changed"] is True and first["job"]["state"] == "cancelled"
+    again = jobs.cancel("gone")
+    assert again["changed"] is False and again["job"]["state"] == "cancelled"
+    check = job_lib.DataCopyJobs(jobs.state_dir, check_mode=True).cancel("gone")
+    assert check["changed"] is False
+
+
+def test_progress_log_and_line_of_a_copy(jobs, tmp_path):
+    """progress.log has a line from the start (counting), then copying and verifying with stable
+    totals, files done that never go back within a phase, and an ETA that is never 0 while files
+    remain; the job's progress_line at the end names each phase with its own rate."""
+    src, dst = folders(tmp_path)
+    for index in range(300):
+        write(os.path.join(src, "d%02d" % (index % 10), "f%03d" % index), os.urandom(4096))
+    job = jobs.start(jobs.build_request("logged", src, dst), wait_seconds=POLL_LIMIT)["job"]
+    assert job["state"] == "completed", job
+    with open(os.path.join(job["folder"], "progress.log"), encoding="utf-8") as handle:
+        lines = [json.loads(line) for line in handle]
+    assert lines[0]["phase"] == "scanning" and lines[0]["percent"] is None and lines[0]["totals_known"] is False
+    assert lines[0]["elapsed_seconds"] < 2
+    phases = [line["phase"] for line in lines]
+    assert "copying" in phases and "verifying" in phases and phases[-1] == "done"
+    for line in lines:
+        if line["state"] != "running":
+            continue
+        # A percentage only with the totals known, and then always one, with an ETA while files remain.
+        assert (line["percent"] is not None) is line["totals_known"], line
+        if line["totals_known"]:
+            assert line["files_total"] == 311  # the root, 10 folders, 300 files
+            if line["files_done"] < line["files_total"]:
+                assert line["eta_seconds"] >= 1 and line["percent"] <= 99
+    for phase in ("copying", "verifying"):
+        done = [line["files_done"] for line in lines if line["phase"] == phase]
+        assert done == sorted(done)
+    whole = [line["total_percent"] for line in lines if line["total_percent"] is not None]
+    assert whole == sorted(whole) and whole[-1] == 100  # the whole job's share never goes back
+    report = job["report"]
+    assert [item["phase"] for item in report["phases"]] == ["scanning", "copying", "verifying"]
+    copying = report["phases"][1]
+    assert copying["files"] == 311 and copying["bytes"] == 300 * 4096
+    assert job["progress"]["rate_bytes_per_s"] == copying["rate_bytes_per_s"]  # the copy's, not the verification's
+    assert job["progress_line"].startswith("completed: copying 1.2 MiB in 0:00:")
+    assert "; verifying 1.2 MiB in 0:00:" in job["progress_line"]
+
+
+def test_check_mode_start_says_what_would_happen(jobs, tmp_path):
+    src, dst = folders(tmp_path)
+    write(os.path.join(src, "f"), b"x")
+    checked = job_lib.DataCopyJobs(jobs.state_dir, check_mode=True).start(jobs.build_request("planned", src, dst))
+    assert checked["changed"] is True
+    assert checked["job"]["progress_line"] == ("check mode: would start job planned: copy %s to %s; nothing is copied"
+                                               % (src, dst))
+
+
 def test_vanished_source_file_is_a_warning_except_on_the_final_pass(jobs, tmp_path):
     for final_pass in (False, True):
         base = tmp_path / ("final" if final_pass else "phase1")
@@ -558,7 +622,7 @@ def test_the_shipped_worker_is_self_contained(jobs, tmp_path):
                        "data_copy")
     assert sorted(os.listdir(lib)) == ["__init__.py", "compare.py", "fastcopy.py", "fileflags.py", "fileread.py",
                                        "hashcache.py", "hashing.py", "lifeline.py", "manifest.py", "plumbing.py",
-                                       "prehash.py", "rsync.py", "seal.py", "state.py", "walk.py", "worker.py",
+                                       "prehash.py", "progress.py", "rsync.py", "seal.py", "state.py", "walk.py", "worker.py",
                                        "xattrs.py"]
     with open(script, encoding="utf-8") as handle:
         assert handle.read() == worker_lib.LAUNCHER
@@ -911,7 +975,7 @@ def test_every_action_returns_the_job_paths(jobs, tmp_path):
     assert_paths(started)
     assert state_lib.read_json(started["status_file"])["job_id"] == "where"
     live = layout_lib.read_live_progress(started["status_file"])
-    assert live["state"] == "running" and "percent" in live
+    assert live["state"] == "running" and "totals_known" in live
     cancelled = jobs.cancel("where")["job"]
     assert_paths(cancelled)
     assert layout_lib.read_live_progress(cancelled["status_file"])["state"] == "cancelled"

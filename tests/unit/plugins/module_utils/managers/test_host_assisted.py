@@ -123,6 +123,32 @@ def test_rerun_is_no_change_then_records_the_running_copy(env, share):
     assert start(env, copy_job=job)["changed"] is False
 
 
+def test_progress_handed_on_from_another_data_node_is_what_share_info_shows(env, share):
+    """The status file is on the data node, not here: the figures the playbook hands on at each poll
+    are kept in the record (no history entry, no change) and share_info shows them, with one total."""
+    plan = start(env)["copy_plan"]
+    job = {"job_id": plan["job_id"], "data_node": "node2", "status_file": "/elsewhere/status.json"}
+    start(env, copy_job=job)
+    assert "copy_progress" not in env.shares().info("s1")[0]
+    history = len(env.read_record(env.A, "s1")["history"])
+    progress = {"percent": 40, "total_percent": 31, "files_done": 400, "files_total": 1000, "totals_known": True,
+                "eta_seconds": 12, "rate_files_per_s": 50, "unknown_key": "dropped"}
+    result = start(env, copy_job=dict(job, progress={"state": "running", "phase": "copying", "progress": progress}))
+    assert result["changed"] is False
+    record = env.read_record(env.A, "s1")
+    assert record["migration"]["copy_job"] == job
+    assert len(record["history"]) == history
+    view = env.shares().info("s1")[0]
+    shown = view["copy_progress"]
+    assert shown["percent"] == 40 and shown["phase"] == "copying" and shown["state"] == "running"
+    assert "unknown_key" not in shown and shown["reported_at"]
+    assert view["total_progress"] == view["progress"]["total_progress"] == 31
+    # The verified report ends phase 1: the handed-on figures go.
+    copy_like_a_data_node(plan)
+    start(env, copy_report=report(plan))
+    assert "reported_progress" not in env.read_record(env.A, "s1")["migration"]
+
+
 def test_a_verified_report_ends_phase1(env, share):
     data = tree_state(share)
     plan = start(env)["copy_plan"]
@@ -283,6 +309,24 @@ def test_cancel_waits_for_a_running_local_copy_job(env, share, tmp_path):
     result = env.migrations().cancel("s1")
     assert result["task_state"] == states.MIGRATION_CANCELLED
     assert_restored(env, data)
+
+
+def test_share_info_shows_one_progress_and_the_whole_job_share(env, share, tmp_path):
+    """share_info showed total_progress 100 next to progress.total_progress 0 (the record's), and the
+    running phase's percent (a verification at 30% after the copy) as the migration's: one figure,
+    the whole job's."""
+    plan = start(env)["copy_plan"]
+    path = tmp_path / "status.json"
+    path.write_text(json.dumps({"state": "running", "phase": "verifying", "percent": 30, "total_percent": 88,
+                                "totals_known": True, "files_done": 3, "files_total": 10}))
+    start(env, copy_job={"job_id": plan["job_id"], "data_node": "localhost", "status_file": str(path)})
+    view = env.shares().info("s1")[0]
+    assert view["total_progress"] == 88
+    assert view["progress"]["total_progress"] == 88
+    assert view["copy_progress"]["percent"] == 30 and view["copy_progress"]["phase"] == "verifying"
+    path.write_text(json.dumps({"state": "completed", "phase": "done", "percent": 100, "total_percent": 100}))
+    view = env.shares().info("s1")[0]
+    assert view["total_progress"] == view["progress"]["total_progress"] == 100
 
 
 def test_a_report_for_a_migration_that_is_not_copying_is_refused(env, share):

@@ -240,3 +240,14 @@ def test_real_open_writers_are_named(real):
         assert drv.open_writers(path) == []
     finally:
         reader.communicate("", timeout=30)
+
+
+def test_send_eta_is_never_zero_while_bytes_remain():
+    """A send past the estimate of its total said ETA 0 with the send still running; an ETA of a send
+    near its end said 0.0 while bytes were left."""
+    progress = {"bytes_total": 1000}
+    BtrfsShareDriver._update_rate(progress, 999, 10.0, 999)
+    assert progress["eta_seconds"] >= 1 and progress["total_progress"] == 99
+    progress = {"bytes_total": 1000}
+    BtrfsShareDriver._update_rate(progress, 1500, 10.0, 1500)  # the estimate was too small
+    assert progress["eta_seconds"] is None and progress["total_progress"] == 99
