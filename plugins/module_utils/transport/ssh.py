@@ -10,8 +10,9 @@ end of the module run). Host keys are checked against the operator's known_hosts
 keeps ssh from ever asking for a password. Every remote command is an argv list quoted for the
 remote shell with ``shlex.join``; nothing typed by a user is interpreted there.
 
-Commands (``run``, both sides of ``pipe``) are ssh sessions over the master. Every file operation,
-the locks, the open-writer scans, mounts and seals go to ONE helper process on the host
+Both sides of ``pipe`` are ssh sessions over the master (the stream passes through the controller).
+Commands (``run``), every file operation, the locks, the open-writer scans, mounts and seals go to
+ONE helper process on the host
 (ssh_helper.py, sent over stdin to ``python3 -c``), which answers with the host's local transport;
 its errors come back as the same exceptions (OSError with the remote errno, LockBusy, SealError...),
 each message naming the host. The helper holds the host's share locks: they end when it ends, so a
@@ -322,12 +323,12 @@ class SshTransport(Transport):
 
     # -- commands ----------------------------------------------------------------------------
     def run(self, argv, what, check=True):
-        if self._control is None:
-            self.connect()
+        """Run ``argv`` on the host. The helper starts it there as an argv list (no remote shell
+        at all, and no new ssh session per command); ``pipe`` sessions use shlex.join."""
+        if not isinstance(argv, (list, tuple)):
+            raise TypeError('commands must be argv lists')
         argv = [str(a) for a in argv]
-        rc, out, err = self.runner.run(self.remote(argv), what, check=False)
-        if rc == SSH_FAILED or (self.options.become and rc == 1 and err.startswith('sudo: ')):
-            raise self.failure(what, err)
+        rc, out, err = self.call('run', argv, what, False)
         if check and rc != 0:
             error = CommandError('Failed to %s on storage host %s: %s exited with %d: %s'
                                  % (what, self.host, argv[0], rc, (err or out).strip()),

@@ -34,7 +34,7 @@ BUNDLE = ('errors', 'transport.mounts', 'transport.openfiles', 'transport.base',
 PACKAGE = 'ansible_collections.storage.mobility.plugins.module_utils'
 
 #: operations answered by calling the local transport's method of the same name
-PLAIN_OPS = ('which', 'is_root', 'pids_running', 'kill', 'stat', 'lstat', 'exists', 'lexists', 'is_dir',
+PLAIN_OPS = ('run', 'which', 'is_root', 'pids_running', 'kill', 'stat', 'lstat', 'exists', 'lexists', 'is_dir',
              'is_file', 'is_link', 'realpath', 'listdir', 'makedirs', 'mkdir', 'rename', 'unlink', 'rmdir',
              'fsync_dir', 'read_bytes', 'write_json_atomic', 'write_text_atomic', 'append_line', 'statvfs',
              'tree_bytes', 'read_flags', 'set_flags', 'flagged_entries', 'clear_flags_tree', 'open_writers',
