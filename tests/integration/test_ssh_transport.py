@@ -54,7 +54,7 @@ def test_an_argv_run_through_the_helper_arrives_intact(transport, ssh_lab):  # p
     assert ssh_lab.ssh("stora", ["ls", "/tmp/ssh-quoting-pwned"], check=False).returncode != 0
 
 
-def test_both_sides_of_a_pipe_get_their_argv_intact(transport):
+def test_both_sides_of_a_pipe_on_the_host_get_their_argv_intact(transport):
     producer = ["python3", "-c", ECHO_ARGV] + NASTY
     consumer = ["python3", "-c", "import sys; data = sys.stdin.read(); print(len(sys.argv), data, end='')", "x y"]
     done, out = transport.pipe(producer, consumer, "echo", capture=True)

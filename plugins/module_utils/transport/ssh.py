@@ -10,9 +10,9 @@ end of the module run). Host keys are checked against the operator's known_hosts
 keeps ssh from ever asking for a password. Every remote command is an argv list quoted for the
 remote shell with ``shlex.join``; nothing typed by a user is interpreted there.
 
-Both sides of ``pipe`` are ssh sessions over the master (the stream passes through the controller).
-Commands (``run``), every file operation, the locks, the open-writer scans, mounts and seals go to
-ONE helper process on the host
+Commands (``run``), pipes (``producer | consumer`` run on the host: the stream never comes to the
+controller), every file operation, the locks, the open-writer scans, mounts and seals go to ONE
+helper process on the host
 (ssh_helper.py, sent over stdin to ``python3 -c``), which answers with the host's local transport;
 its errors come back as the same exceptions (OSError with the remote errno, LockBusy, SealError...),
 each message naming the host. The helper holds the host's share locks: they end when it ends, so a
@@ -171,6 +171,11 @@ class SshTransport(Transport):
         self._control = None
         self._helper = None
         self._helper_err = None
+        self._next_id = 1
+        self._answers = {}
+        self._progress = {}
+        self._latest = {}
+        self._delivering = False
 
     @classmethod
     def from_backend(cls, backend, runner):
@@ -252,6 +257,7 @@ class SshTransport(Transport):
 
     def _helper_gone(self, what):
         helper, self._helper = self._helper, None
+        self._answers, self._progress, self._latest = {}, {}, {}
         try:
             helper.kill()
         except OSError:
@@ -263,22 +269,57 @@ class SshTransport(Transport):
 
     def call(self, op, *args):
         """One request to the host's helper; its answer, or its exception raised here."""
+        return self._await(self._send(op, args), op)
+
+    def _send(self, op, args):
         if self._helper is None:
             self.connect()
-        helper = self._helper
-        line = json.dumps({'op': op, 'args': ssh_helper.encode(list(args))}).encode('utf-8') + b'\n'
+        number = self._next_id
+        self._next_id += 1
+        line = json.dumps({'id': number, 'op': op, 'args': ssh_helper.encode(list(args))}).encode('utf-8') + b'\n'
         try:
-            helper.stdin.write(line)
-            helper.stdin.flush()
-            answer = helper.stdout.readline()
+            self._helper.stdin.write(line)
+            self._helper.stdin.flush()
         except (IOError, OSError):
-            answer = b''
-        if not answer:
             raise self._helper_gone(op.replace('_', ' '))
-        answer = json.loads(answer.decode('utf-8'))
+        return number
+
+    def _await(self, number, op):
+        """Read the helper's messages until the answer to request ``number``; the answers to other
+        requests are kept, progress goes to the pipe's on_chunk (never re-entered: a progress
+        report that comes while one is being written is kept as the latest and written after)."""
+        while number not in self._answers:
+            try:
+                line = self._helper.stdout.readline()
+            except (IOError, OSError):
+                line = b''
+            if not line:
+                raise self._helper_gone(op.replace('_', ' '))
+            message = json.loads(line.decode('utf-8'))
+            if 'progress' in message:
+                self._latest[message.get('id')] = message['progress']
+                self._deliver_progress()
+                continue
+            self._answers[message.get('id')] = message
+        answer = self._answers.pop(number)
+        self._progress.pop(number, None)
+        self._latest.pop(number, None)
         if 'error' in answer:
             raise self._remote_error(answer['error'])
         return ssh_helper.decode(answer['ok'])
+
+    def _deliver_progress(self):
+        if self._delivering:
+            return
+        self._delivering = True
+        try:
+            while self._latest:
+                number, done = self._latest.popitem()
+                on_chunk = self._progress.get(number)
+                if on_chunk is not None:
+                    on_chunk(done)
+        finally:
+            self._delivering = False
 
     def _remote_error(self, error):
         kind = error.get('type')
@@ -294,7 +335,13 @@ class SshTransport(Transport):
             return BaseUnsupported('%s (on storage host %s)' % (message, self.host))
         if kind in _EXCEPTIONS:
             return _EXCEPTIONS[kind]('%s (on storage host %s)' % (message, self.host))
-        return StorageError('%s on storage host %s: %s' % (kind, self.host, message))
+        if kind in ('StorageError', 'CommandError'):
+            if 'storage host %s' % self.host not in message:
+                message = '%s (on storage host %s)' % (message, self.host)
+            details = dict(error.get('details') or {})
+            details['host'] = self.host
+            return StorageError(message, **details)
+        return StorageError('%s on storage host %s: %s' % (kind, self.host, message), host=self.host)
 
     def close(self):
         """End the helper (which frees its locks) and the master connection; remove the socket folder."""
@@ -338,10 +385,23 @@ class SshTransport(Transport):
         return rc, out, err
 
     def pipe(self, producer, consumer, what, on_chunk=None, capture=False, edit=None, die_midway=False):
-        if self._control is None:
-            self.connect()
+        """``producer | consumer`` run by the helper on the host itself: the stream stays there.
+        ``die_midway`` (the crash tests kill the controller midway) streams through this process
+        instead, over two ssh sessions, so that it is this process that dies."""
         producer = [str(a) for a in producer]
         consumer = [str(a) for a in consumer]
+        if not die_midway:
+            edit_spec = {'closing': edit.closing, 'insert': edit.insert} if edit else None
+            number = self._send('pipe', (producer, consumer, '%s on storage host %s' % (what, self.host), capture,
+                                         edit_spec))
+            if on_chunk is not None:
+                self._progress[number] = on_chunk
+            done, output = self._await(number, 'pipe')
+            if on_chunk is not None and done:
+                on_chunk(done)
+            return done, output
+        if self._control is None:
+            self.connect()
         try:
             return local.pipe_processes(self.remote(producer), self.remote(consumer), what, on_chunk=on_chunk,
                                         capture=capture, edit=edit, die_midway=die_midway,

@@ -13,10 +13,16 @@ Locks live in this process: a lock taken here stays held until it is released or
 process ends, which it does when its stdin (the ssh connection) closes, so a run killed on the
 controller or a connection cut frees the host's locks, as a local run's exit does.
 
-Protocol (each message one line of JSON):
-  request  {"op": NAME, "args": [...]}
-  answer   {"ok": VALUE} or {"error": {"type": T, "message": M, "errno": N, "filename": F, "holder": H}}
+Protocol (each message one line of JSON, ``id`` the request's number):
+  request  {"id": I, "op": NAME, "args": [...]}
+  answer   {"id": I, "ok": VALUE} or {"id": I, "error": {"type": T, "message": M, "errno": N, ...}}
+  progress {"id": I, "progress": BYTES}   (a ``pipe`` running, at most every PROGRESS_SECONDS)
 Bytes travel as {"b64": "..."}; FileStat as a list. Nothing here runs a shell.
+
+``pipe`` runs ``producer | consumer`` on the host itself (the stream never leaves it) in a thread,
+so that the controller can go on asking (it writes the progress the pipe reports). When the
+connection ends, the pipe stops at its next progress report (its processes are killed and waited
+for) before the locks are released.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -26,12 +32,15 @@ import base64
 import json
 import os
 import sys
+import threading
+import time
 
 # The files the helper needs on the storage host, by module name below module_utils (each one
 # imports only the standard library and files of this list).
 BUNDLE = ('errors', 'transport.mounts', 'transport.openfiles', 'transport.base', 'transport.runner',
           'data_copy.state', 'data_copy.fileflags', 'data_copy.seal', 'transport.local', 'transport.ssh_helper')
 PACKAGE = 'ansible_collections.storage.mobility.plugins.module_utils'
+PROGRESS_SECONDS = 0.5
 
 #: operations answered by calling the local transport's method of the same name
 PLAIN_OPS = ('run', 'which', 'is_root', 'pids_running', 'kill', 'stat', 'lstat', 'exists', 'lexists', 'is_dir',
@@ -70,6 +79,9 @@ def error_answer(exc):
         error['message'] = exc.strerror or str(exc)
         error['filename'] = exc.filename
         error['filename2'] = getattr(exc, 'filename2', None)
+    details = getattr(exc, 'details', None)
+    if isinstance(details, dict):
+        error['details'] = details
     holder = getattr(exc, 'holder', None)
     if holder is not None:
         error['holder'] = holder
@@ -79,10 +91,18 @@ def error_answer(exc):
 class Helper(object):
     """Answers requests with the host's local transport; keeps the locks it took."""
 
-    def __init__(self, transport):
+    def __init__(self, transport, stdout=None):
         self.transport = transport
+        self.stdout = stdout
         self.locks = {}
         self.next_lock = 1
+        self.pipes = []
+        self._write = threading.Lock()
+
+    def emit(self, message):
+        with self._write:
+            self.stdout.write(json.dumps(message).encode('utf-8') + b'\n')
+            self.stdout.flush()
 
     def answer(self, request):
         op = request.get('op')
@@ -112,28 +132,63 @@ class Helper(object):
         except Exception as exc:  # pylint: disable=broad-except
             return error_answer(exc)
 
-    def serve(self, stdin, stdout):
+    def start_pipe(self, number, args):
+        """Run a pipe in a thread; its progress and its answer are emitted with ``number``."""
+        from ansible_collections.storage.mobility.plugins.module_utils.transport.base import TailEdit
+        producer, consumer, what, capture, edit = args
+        edit = TailEdit(edit['closing'], edit['insert']) if edit else None
+        last = [0.0]
+
+        def on_chunk(done):
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_SECONDS:
+                last[0] = now
+                self.emit({'id': number, 'progress': done})  # raises once the connection is gone
+
+        def work():
+            try:
+                answer = {'ok': encode(list(self.transport.pipe(producer, consumer, what, on_chunk=on_chunk,
+                                                                capture=capture, edit=edit)))}
+            except Exception as exc:  # pylint: disable=broad-except
+                answer = error_answer(exc)
+            answer['id'] = number
+            try:
+                self.emit(answer)
+            except (IOError, OSError):
+                pass
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        self.pipes.append(thread)
+
+    def serve(self, stdin):
         for line in iter(stdin.readline, b''):
             try:
                 request = json.loads(line.decode('utf-8'))
             except ValueError:
-                answer = {'error': {'type': 'ValueError', 'message': 'malformed request'}}
-            else:
-                answer = self.answer(request)
-            stdout.write(json.dumps(answer).encode('utf-8') + b'\n')
-            stdout.flush()
+                self.emit({'error': {'type': 'ValueError', 'message': 'malformed request'}})
+                continue
+            if request.get('op') == 'pipe':
+                self.start_pipe(request.get('id'), decode(request.get('args')))
+                continue
+            answer = self.answer(request)
+            answer['id'] = request.get('id')
+            self.emit(answer)
 
 
 def main():
     """Run on the storage host (after the bootstrap loaded the bundle): serve until stdin closes."""
     from ansible_collections.storage.mobility.plugins.module_utils.transport.local import LocalTransport
     from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
-    helper = Helper(LocalTransport(CommandRunner()))
+    helper = Helper(LocalTransport(CommandRunner()), sys.stdout.buffer)
     try:
-        helper.serve(sys.stdin.buffer, sys.stdout.buffer)
+        helper.serve(sys.stdin.buffer)
     except (IOError, OSError):
         pass  # the connection went away: exiting frees the locks
     finally:
+        # A pipe still running holds the share's data in flight: the locks outlive it.
+        for thread in helper.pipes:
+            thread.join()
         for number in list(helper.locks):
             try:
                 helper.locks.pop(number).release()

@@ -223,3 +223,30 @@ def test_pipe_streams_between_two_commands_and_names_the_failed_one(loop):
     assert (done, out) == (3, "abc")
     with pytest.raises(Exception, match="Failed to copy on storage host loop: cat /no/such exited with 1"):
         loop.pipe(["printf", "abc"], ["cat", "/no/such"], "copy")
+
+
+def test_a_pipe_runs_on_the_host_reports_progress_and_takes_requests_meanwhile(loop, tmp_path):
+    from ansible_collections.storage.mobility.plugins.module_utils.transport.base import TailEdit
+    seen = []
+
+    def on_chunk(done):
+        seen.append(done)
+        # what the btrfs driver does from its progress callback: a request in the middle of the pipe
+        loop.write_json_atomic(str(tmp_path / "progress.json"), {"done": done})
+
+    producer = ["python3", "-c", "import sys, time\nfor _ in range(8):\n"
+                "    sys.stdout.buffer.write(b'x' * 65536); sys.stdout.flush(); time.sleep(0.2)\n"
+                "sys.stdout.buffer.write(b'END')"]
+    done, out = loop.pipe(producer, ["wc", "-c"], "count", on_chunk=on_chunk, capture=True,
+                          edit=TailEdit(b"END", b"++"))
+    assert done == 8 * 65536 + 3
+    assert int(out) == done + 2  # the edit went in before the closing bytes
+    assert len(seen) >= 2 and seen[-1] == done and seen == sorted(seen)
+    assert json.loads((tmp_path / "progress.json").read_text()) == {"done": done}
+
+
+def test_a_failed_pipe_on_the_host_names_the_host_and_the_program(loop):
+    with pytest.raises(Exception) as info:
+        loop.pipe(["printf", "abc"], ["cat", "/no/such"], "copy")
+    assert "Failed to copy on storage host loop: cat /no/such exited with 1" in str(info.value)
+    assert info.value.details["rc"] == 1 and info.value.details["host"] == "loop"
