@@ -32,10 +32,17 @@ declare -A PKG_COMMAND=(
     [util-linux]=losetup
     [python3-venv]=""
     [shellcheck]=shellcheck
+    [openssh-client]=ssh
+    [openssh-server]=sshd
+    [sshfs]=sshfs
+    [fuse3]=fusermount3
 )
 # What the collection and its tests use, plus shellcheck: without it ansible-test
-# sanity skips its shellcheck test with only a warning.
-PACKAGES=(rsync acl attr xfsprogs e2fsprogs btrfs-progs util-linux python3-venv shellcheck)
+# sanity skips its shellcheck test with only a warning. openssh-client/-server: the ssh
+# transport and its test lab (tests/integration/sshlab starts its own sshd processes; Debian's
+# package does not start one here); sshfs and fuse3: the lab's data node mounts.
+PACKAGES=(rsync acl attr xfsprogs e2fsprogs btrfs-progs util-linux python3-venv shellcheck
+          openssh-client openssh-server sshfs fuse3)
 
 log() { printf 'setup: %s\n' "$*"; }
 warn() { printf 'setup: WARNING: %s\n' "$*" >&2; }
