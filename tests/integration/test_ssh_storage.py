@@ -287,3 +287,69 @@ def test_an_ssh_connection_killed_during_a_transfer_then_reruns_converge(lab, no
                              done["share"]["export_location"]]).stdout == sums
     listing = lab.ssh("storb", ["btrfs", "subvolume", "list", "-o", lab.pools("storb")["one"]]).stdout
     assert "cut1" not in listing
+
+
+PLAYBOOK = """
+- name: The data node is reached with Ansible's own ssh connection and sees only its own mounts
+  hosts: data_nodes
+  gather_facts: false
+  tasks:
+    - name: Ping over ssh
+      ansible.builtin.ping:
+    - name: The ext4 pool of stora is not mounted on the data node
+      ansible.builtin.stat:
+        path: "{{ mobility_lab_dir }}/stora/ext4/lost+found"
+      register: on_datac
+    - name: Check
+      ansible.builtin.assert:
+        that: not on_datac.stat.exists
+
+- name: The modules reach the storage hosts the inventory declares
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/storage.mobility.mobility:
+      backends: "{{ mobility_backends }}"
+  tasks:
+    - name: Create a share on stora
+      storage.mobility.share:
+        name: inv1
+        pool: stora@pa#ext4
+        size: 1
+    - name: Snapshot it
+      storage.mobility.share_snapshot:
+        share: inv1
+        name: first
+    - name: Read it back
+      storage.mobility.share_info:
+        name: inv1
+      register: info
+    - name: Check
+      ansible.builtin.assert:
+        that:
+          - info.shares[0].host == 'stora@pa#ext4'
+          - info.shares[0].snapshots | map(attribute='name') | list == ['first']
+    - name: Delete the snapshot
+      storage.mobility.share_snapshot:
+        share: inv1
+        name: first
+        state: absent
+    - name: Delete the share
+      storage.mobility.share:
+        name: inv1
+        state: absent
+"""
+
+
+def test_the_lab_inventory_drives_the_modules_and_reaches_the_data_node(lab, tmp_path, collections_path, no_leftovers):
+    playbook = tmp_path / "lab.yml"
+    playbook.write_text(PLAYBOOK)
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections_path), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(["ansible-playbook", "-i", str(repo / "inventories" / "lab"), str(playbook),
+                           "-e", f"mobility_lab_dir={lab.base}", "-e", f"mobility_lab_port={lab.port}"],
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "datac" in proc.stdout and "failed=0" in proc.stdout
+    assert "inv1" not in remote_listing(lab, "stora", lab.pools("stora")["ext4"] + "/shares")
+    assert "inv1.json" not in remote_listing(lab, "stora", lab.pools("stora")["ext4"] + "/.mobility/shares")

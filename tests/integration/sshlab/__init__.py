@@ -17,6 +17,7 @@ Without root the fixture skips with the reason (a failure under CI=true, tests/c
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -108,6 +109,7 @@ class Host:
             "MaxSessions 64",
             "MaxStartups 64",
             "LogLevel VERBOSE",
+            "Subsystem sftp internal-sftp",
             "",
         ]), encoding="utf-8")
         log = open(self.folder / "sshd.log", "wb")  # noqa: SIM115 (kept for the process's life)
@@ -190,6 +192,7 @@ class Lab:
         self.hosts = {name: Host(self, name, address, fs) for name, (address, fs) in HOSTS.items()}
 
     def __enter__(self) -> "Lab":
+        atexit.register(self.close)  # also when pytest is interrupted before the fixture's teardown
         try:
             self.open()
         except BaseException:
@@ -218,6 +221,8 @@ class Lab:
         return self
 
     def close(self) -> list[str]:
+        if not self.base.exists():
+            return []
         problems = []
         for host in self.hosts.values():
             problems += host.stop()
