@@ -353,3 +353,25 @@ def test_the_lab_inventory_drives_the_modules_and_reaches_the_data_node(lab, tmp
     assert "datac" in proc.stdout and "failed=0" in proc.stdout
     assert "inv1" not in remote_listing(lab, "stora", lab.pools("stora")["ext4"] + "/shares")
     assert "inv1.json" not in remote_listing(lab, "stora", lab.pools("stora")["ext4"] + "/.mobility/shares")
+
+
+def test_become_runs_the_helper_under_sudo_and_a_refused_sudo_names_the_host(lab, no_leftovers):
+    """The lab hosts have no sudo: a stand-in (sshlab.FAKE_SUDO) logs its argv and refuses as
+    ``sudo -n`` does without a passwordless rule, so the argv and the refusal path are real."""
+    backend = lab.backend("stora", become=True)
+    lab.sudo_log.write_text("")
+    created = ok(run_module("share", {"backends": [backend], "name": "bec1", "pool": "stora@pa#ext4", "size": 1},
+                            lab.base))
+    assert created["changed"] is True
+    assert lab.sudo_log.read_text().startswith("-n -- python3 -c ")  # the helper went through sudo -n
+    lab.sudo_refuses.write_text("")
+    try:
+        refused = run_module("share", {"backends": [backend], "name": "bec2", "pool": "stora@pa#ext4", "size": 1},
+                             lab.base)
+    finally:
+        lab.sudo_refuses.unlink()
+    assert refused.get("failed")
+    assert "on storage host stora (127.0.0.11): sudo refused (become needs passwordless sudo -n for user root)" \
+        in refused["msg"], refused["msg"]
+    assert "bec2" not in remote_listing(lab, "stora", lab.pools("stora")["ext4"] + "/shares")
+    ok(run_module("share", {"backends": [backend], "name": "bec1", "state": "absent"}, lab.base))

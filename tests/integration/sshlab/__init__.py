@@ -32,6 +32,19 @@ from pathlib import Path
 import pytest
 
 MODULES = "ansible_collections.storage.mobility.plugins.modules"
+# The lab hosts have no sudo (and root needs none): this stand-in logs its argv and, like
+# ``sudo -n`` for a user without a passwordless rule, refuses while the file ``refuses`` exists.
+FAKE_SUDO = """#!/bin/sh
+echo "$*" >> '{log}'
+if [ -e '{refuses}' ]; then
+    echo 'sudo: a password is required' >&2
+    exit 1
+fi
+[ "$1" = -n ] || {{ echo 'sudo: a terminal is required' >&2; exit 1; }}
+shift
+[ "$1" = -- ] && shift
+exec "$@"
+"""
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 #: name -> (address, {mount name: (filesystem, size MiB)})
@@ -109,6 +122,8 @@ class Host:
             "MaxSessions 64",
             "MaxStartups 64",
             "LogLevel VERBOSE",
+            # The lab's own bin folder first: its fake sudo (see Lab.sudo) for the become tests.
+            f"SetEnv PATH={self.lab.bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "Subsystem sftp internal-sftp",
             "",
         ]), encoding="utf-8")
@@ -188,6 +203,9 @@ class Lab:
         self.wrong_key = self.base / "id_wrong"
         self.authorized_keys = self.base / "authorized_keys"
         self.known_hosts = self.base / "known_hosts"
+        self.bin = self.base / "bin"
+        self.sudo_log = self.base / "sudo.log"
+        self.sudo_refuses = self.base / "sudo-refuses"
         self.port = 0
         self.hosts = {name: Host(self, name, address, fs) for name, (address, fs) in HOSTS.items()}
 
@@ -205,6 +223,10 @@ class Lab:
 
     def open(self) -> "Lab":
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
+        self.bin.mkdir()
+        sudo = self.bin / "sudo"
+        sudo.write_text(FAKE_SUDO.format(log=self.sudo_log, refuses=self.sudo_refuses), encoding="utf-8")
+        sudo.chmod(0o755)
         for key in (self.key, self.wrong_key):
             run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sshlab client", "-f", key])
         self.authorized_keys.write_text(Path(f"{self.key}.pub").read_text(), encoding="utf-8")
