@@ -375,3 +375,34 @@ def test_become_runs_the_helper_under_sudo_and_a_refused_sudo_names_the_host(lab
         in refused["msg"], refused["msg"]
     assert "bec2" not in remote_listing(lab, "stora", lab.pools("stora")["ext4"] + "/shares")
     ok(run_module("share", {"backends": [backend], "name": "bec1", "state": "absent"}, lab.base))
+
+
+def test_a_controller_killed_in_the_middle_of_a_transfer_then_reruns_converge(lab):
+    """The crash point kills the module process after it passed on half of the btrfs stream (the
+    stream then goes through the controller, over two ssh sessions, so that the controller is what
+    dies): its helper ends with its connection, the lock with it, and reruns converge."""
+    before = set(glob.glob("/tmp/mobility-ssh-*"))
+    backends = [lab.backend("storb")]
+    created = ok(run_module("share", {"backends": backends, "name": "crash1", "pool": "storb@bb#one", "size": 1},
+                            lab.base))
+    sums = fill(lab, "storb", created["share"]["export_location"], 16)
+    params = dict(backends=backends, share="crash1", destination_pool="storb@bb#two", state="started", **FLAGS)
+    proc = module_process("share_migration", params, lab.base, env={"STORAGE_MOBILITY_CRASH_AFTER": "btrfs sending *"})
+    proc.communicate(timeout=300)
+    assert proc.returncode == 70, "the crash point was not reached"
+    for pid in masters(lab.hosts["storb"].address):  # what the killed controller could not close
+        os.kill(pid, signal.SIGKILL)
+    for folder in set(glob.glob("/tmp/mobility-ssh-*")) - before:
+        shutil.rmtree(folder, ignore_errors=True)
+    deadline = time.monotonic() + 60
+    while True:
+        started = run_module("share_migration", params, lab.base)
+        if not started.get("failed") or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert ok(started)["share"]["task_state"] == "migration_driver_phase1_done"
+    done = ok(run_module("share_migration", {"backends": backends, "share": "crash1", "state": "completed"}, lab.base))
+    assert done["task_state"] == "migration_success"
+    assert lab.ssh("storb", ["sh", "-c", 'cd "$1" && sha256sum big small', "sh",
+                             done["share"]["export_location"]]).stdout == sums
+    assert our_ssh_processes() == []

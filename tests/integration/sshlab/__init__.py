@@ -286,11 +286,12 @@ def collections_tree() -> str:
     return str(Path(list(collection.__path__)[0]).parents[2])
 
 
-def module_process(name: str, params: dict, folder: Path) -> subprocess.Popen:
-    """Start module ``name`` as Ansible runs it on a target: ``python -m <module> ARGS.json``."""
+def module_process(name: str, params: dict, folder: Path, env: dict | None = None) -> subprocess.Popen:
+    """Start module ``name`` as Ansible runs it on a target: ``python -m <module> ARGS.json``
+    (``env``: more environment variables)."""
     args = folder / f"args-{name}-{time.monotonic_ns()}.json"
     args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": params}), encoding="utf-8")
-    env = dict(os.environ, PYTHONPATH=collections_tree())
+    env = dict(os.environ, PYTHONPATH=collections_tree(), **(env or {}))
     return subprocess.Popen([sys.executable, "-B", "-m", f"{MODULES}.{name}", str(args)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
