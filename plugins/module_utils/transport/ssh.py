@@ -295,7 +295,12 @@ class SshTransport(Transport):
                 line = b''
             if not line:
                 raise self._helper_gone(op.replace('_', ' '))
-            message = json.loads(line.decode('utf-8'))
+            try:
+                message = json.loads(line.decode('utf-8'))
+            except ValueError:
+                continue  # not the helper's: what a login script of the host printed before it started
+            if not isinstance(message, dict):
+                continue
             if 'progress' in message:
                 self._latest[message.get('id')] = message['progress']
                 self._deliver_progress()

@@ -250,3 +250,19 @@ def test_a_failed_pipe_on_the_host_names_the_host_and_the_program(loop):
         loop.pipe(["printf", "abc"], ["cat", "/no/such"], "copy")
     assert "Failed to copy on storage host loop: cat /no/such exited with 1" in str(info.value)
     assert info.value.details["rc"] == 1 and info.value.details["host"] == "loop"
+
+
+class Chatty(Loopback):
+    """A host whose login prints a banner on stdout before the helper starts."""
+
+    def remote(self, argv):
+        return ["sh", "-c", 'echo "Welcome to stor1"; echo "[1, 2]"; exec "$@"', "sh"] + [str(a) for a in argv]
+
+
+def test_lines_a_login_script_prints_before_the_helper_are_not_answers():
+    chatty = Chatty()
+    try:
+        assert chatty.exists("/") is True
+        assert chatty.is_dir("/") is True and chatty.is_file("/") is False
+    finally:
+        chatty.close()
