@@ -35,13 +35,19 @@ declare -A PKG_COMMAND=(
     [shellcheck]=shellcheck
     [qemu-utils]=qemu-img
     [qemu-system-common]=qemu-storage-daemon
+    [openssh-client]=ssh
+    [openssh-server]=sshd
+    [sshfs]=sshfs
     [fuse3]=fusermount3
 )
 # What the collection and its tests use, plus shellcheck: without it ansible-test
-# sanity skips its shellcheck test with only a warning.
-PACKAGES=(rsync acl attr xfsprogs e2fsprogs btrfs-progs util-linux python3-venv shellcheck)
+# sanity skips its shellcheck test with only a warning. openssh-client/-server: the ssh
+# transport and its test lab (tests/integration/sshlab starts its own sshd processes; Debian's
+# package does not start one here); sshfs and fuse3: the lab's data node mounts.
+PACKAGES=(rsync acl attr xfsprogs e2fsprogs btrfs-progs util-linux python3-venv shellcheck
+          openssh-client openssh-server sshfs fuse3)
 # The file volume driver: images (qemu-img), attachments (qemu-storage-daemon, FUSE).
-PACKAGES+=(qemu-utils qemu-system-common fuse3)
+PACKAGES+=(qemu-utils qemu-system-common)
 
 log() { printf 'setup: %s\n' "$*"; }
 warn() { printf 'setup: WARNING: %s\n' "$*" >&2; }

@@ -52,10 +52,51 @@ options:
         default: localhost
       transport:
         description:
-          - How the driver reaches its storage. V(local) is this machine, V(rest) an OpenStack service's API.
+          - How the driver reaches its storage. V(local) is this machine, V(rest) an OpenStack service's API,
+            V(ssh) another machine reached with OpenSSH (O(backends[].ssh) says how; drivers V(posix) and V(btrfs)).
           - Defaults to V(rest) for the drivers V(manila) and V(cinder), to V(local) for the others.
         type: str
-        choices: [local, rest]
+        choices: [local, rest, ssh]
+      ssh:
+        description:
+          - How to reach the storage host of a backend with O(backends[].transport=ssh) (see docs/hosts.md).
+          - One OpenSSH connection per host is kept for the module run (a ControlMaster whose socket is in a
+            private temporary folder) and closed at its end. Every file operation goes to one helper process
+            started on the host with C(python3), which must be installed there.
+          - Backends on the same O(backends[].host) must declare the same ssh options.
+        type: dict
+        suboptions:
+          address:
+            description: Host name or IP address to connect to. Defaults to O(backends[].host).
+            type: str
+          user:
+            description: Login user. Defaults to ssh's own default (the controller's user or its ssh config).
+            type: str
+          port:
+            description: TCP port of the host's sshd. Defaults to ssh's own default (22 or its ssh config).
+            type: int
+          private_key_file:
+            description:
+              - Private key file on the controller (absolute path). Without it, ssh-agent and ssh's default keys are used.
+              - Passwords are never used (ssh runs with C(BatchMode=yes)).
+            type: path
+          known_hosts_file:
+            description:
+              - known_hosts file (absolute path) holding the host's key. Defaults to C(~/.ssh/known_hosts).
+            type: path
+          host_key_checking:
+            description:
+              - V(strict) refuses a host whose key is not in the known_hosts file or differs from it.
+              - V(accept-new) adds the key of a host not yet in the file, and still refuses a changed key.
+            type: str
+            choices: [strict, accept-new]
+            default: strict
+          become:
+            description:
+              - Run the helper and every command on the host as root through C(sudo -n) (passwordless sudo is
+                needed; a refusal fails naming the host).
+            type: bool
+            default: false
       pools:
         description:
           - Pool names mapped to their settings; each pool needs C(path), an absolute folder.

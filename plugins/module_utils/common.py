@@ -11,7 +11,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.storage.mobility.plugins.module_utils.config import (
-    EXPORT_HELPERS, OPENSTACK_DRIVERS, OPENSTACK_INTERFACES, TRANSPORTS)
+    EXPORT_HELPERS, OPENSTACK_DRIVERS, OPENSTACK_INTERFACES, SSH_HOST_KEY_CHECKING, TRANSPORTS)
 from ansible_collections.storage.mobility.plugins.module_utils.context import Context
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.registry import share_driver_names
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.volume.registry import volume_driver_names
@@ -32,6 +32,15 @@ def backends_argument_spec():
             driver=dict(type='str', default='posix', choices=driver_names()),
             host=dict(type='str', default='localhost'),
             transport=dict(type='str', choices=list(TRANSPORTS)),
+            ssh=dict(type='dict', options=dict(
+                address=dict(type='str'),
+                user=dict(type='str'),
+                port=dict(type='int'),
+                private_key_file=dict(type='path', no_log=False),
+                known_hosts_file=dict(type='path'),
+                host_key_checking=dict(type='str', default='strict', choices=list(SSH_HOST_KEY_CHECKING)),
+                become=dict(type='bool', default=False),
+            )),
             pools=dict(type='dict'),
             export=dict(type='dict', options=dict(
                 helper=dict(type='str', default='none', choices=list(EXPORT_HELPERS)),
@@ -90,7 +99,10 @@ def run_module(module, action):
     ``error_type`` is the error class's own (errors.py ERROR_TYPES)."""
     try:
         ctx = make_context(module)
-        result = action(ctx, module.params)
+        try:
+            result = action(ctx, module.params)
+        finally:
+            ctx.close()
     except StorageError as exc:
         facts = dict(exc.details)
         facts['error_type'] = exc.error_type

@@ -26,6 +26,12 @@ OPENSTACK_OPTIONS = ('cloud', 'auth', 'auth_type', 'region_name', 'interface', '
                      'client_cert', 'client_key', 'endpoint_override', 'api_version')
 OPENSTACK_INTERFACES = ('public', 'internal', 'admin')
 _MICROVERSION_RE = re.compile(r'^\d+\.\d+$')
+#: a backend's ``ssh`` options (``transport: ssh``); transport/ssh.py SshOptions takes them
+SSH_TRANSPORT = 'ssh'
+SSH_OPTIONS = ('address', 'user', 'port', 'private_key_file', 'known_hosts_file', 'host_key_checking', 'become')
+SSH_HOST_KEY_CHECKING = ('strict', 'accept-new')
+_SSH_ADDRESS_RE = re.compile(r'^[A-Za-z0-9_.:\[\]-]+$')
+_SSH_USER_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]*$')
 
 
 def _part(value, what):
@@ -81,6 +87,7 @@ class Backend(object):
             raise InvalidRequest('Invalid transport %r for backend %s: supported transports are %s'
                                  % (self.transport, self.name, ', '.join(TRANSPORTS)))
         self.openstack = {}
+        self.ssh = None
         self.pools = {}
         self.export_helper = 'none'
         self.export_root = None
@@ -107,17 +114,59 @@ class LocalBackend(Backend):
     def validate(self, spec):
         if self.transport == REST_TRANSPORT:
             raise InvalidRequest('Invalid transport rest for backend %s: only the OpenStack drivers (%s) use it; '
-                                 'driver %s reaches its storage with transport local'
+                                 'driver %s reaches its storage with transport local or ssh'
                                  % (self.name, ', '.join(OPENSTACK_DRIVERS), self.driver))
         unexpected = sorted(k for k in OPENSTACK_OPTIONS if spec.get(k) is not None)
         if unexpected:
             raise InvalidRequest('Backend %s uses driver %s, which takes no OpenStack options (%s): they belong '
                                  'to backends with driver %s' % (self.name, self.driver, ', '.join(unexpected),
                                                                  ' or '.join(OPENSTACK_DRIVERS)))
+        self._ssh(spec.get('ssh'))
         self._export(spec.get('export') or {})
         ignore = spec.get('migration_ignore_files')
         self.migration_ignore_files = list(DEFAULT_IGNORE_FILES if ignore is None else ignore)
         self._pools(spec.get('pools'))
+
+    def _ssh(self, ssh):
+        """The ssh options of a backend with ``transport: ssh``; refused on other transports."""
+        ssh = dict((k, v) for k, v in (ssh or {}).items() if v is not None) if isinstance(ssh, dict) else ssh
+        if self.transport != SSH_TRANSPORT:
+            if ssh:
+                raise InvalidRequest('Backend %s sets ssh options but uses transport %s: set transport: ssh, '
+                                     'or remove ssh' % (self.name, self.transport))
+            return
+        if not isinstance(ssh, dict):
+            raise InvalidRequest('Invalid ssh for backend %s: expected a dictionary (%s)' % (self.name, ', '.join(SSH_OPTIONS)))
+        unknown = sorted(k for k in ssh if k not in SSH_OPTIONS)
+        if unknown:
+            raise InvalidRequest('Unknown ssh option(s) %s for backend %s: known options are %s'
+                                 % (', '.join(unknown), self.name, ', '.join(SSH_OPTIONS)))
+        address = ssh.get('address') or self.host
+        if not isinstance(address, str) or not _SSH_ADDRESS_RE.match(address) or address.startswith('-'):
+            raise InvalidRequest('Invalid ssh address %r for backend %s: a host name or an IP address' % (address, self.name))
+        user = ssh.get('user')
+        if user is not None and (not isinstance(user, str) or not _SSH_USER_RE.match(user)):
+            raise InvalidRequest('Invalid ssh user %r for backend %s: a login name' % (user, self.name))
+        port = ssh.get('port')
+        if port is not None:
+            try:
+                port = int(port)
+            except (TypeError, ValueError):
+                port = 0
+            if not 0 < port < 65536:
+                raise InvalidRequest('Invalid ssh port %r for backend %s: a TCP port (1-65535)' % (ssh.get('port'), self.name))
+        for option in ('private_key_file', 'known_hosts_file'):
+            if ssh.get(option) is not None:
+                _abs_path(ssh[option], 'ssh %s of backend %s' % (option, self.name))
+        checking = ssh.get('host_key_checking') or 'strict'
+        if checking not in SSH_HOST_KEY_CHECKING:
+            raise InvalidRequest('Invalid ssh host_key_checking %r for backend %s: choose one of %s'
+                                 % (checking, self.name, ', '.join(SSH_HOST_KEY_CHECKING)))
+        become = ssh.get('become', False)
+        if not isinstance(become, bool):
+            raise InvalidRequest('Invalid ssh become %r for backend %s: true or false' % (become, self.name))
+        self.ssh = {'address': address, 'user': user, 'port': port, 'private_key_file': ssh.get('private_key_file'),
+                    'known_hosts_file': ssh.get('known_hosts_file'), 'host_key_checking': checking, 'become': become}
 
     def _export(self, export):
         if not isinstance(export, dict):
@@ -155,6 +204,9 @@ class OpenStackBackend(Backend):
         if self.transport != REST_TRANSPORT:
             raise InvalidRequest('Invalid transport %r for backend %s: driver %s is reached over its REST API, '
                                  'use transport rest (or leave transport out)' % (self.transport, self.name, self.driver))
+        if spec.get('ssh'):
+            raise InvalidRequest('Backend %s uses driver %s, which is reached over its REST API: remove ssh from it'
+                                 % (self.name, self.driver))
         if spec.get('pools'):
             raise InvalidRequest('Backend %s uses driver %s, whose pools are the ones the service reports '
                                  '(host@backend#pool, for example devhost@alpha#pool1): remove pools from it'
@@ -193,11 +245,20 @@ class Backends(object):
                 raise InvalidRequest('Backend %s@%s is declared twice' % key)
             seen.add(key)
             self.backends.append(backend)
+        reached = {}
+        for backend in self.local():
+            if backend.transport == SSH_TRANSPORT:
+                other = reached.setdefault(backend.host, backend)
+                if other.ssh != backend.ssh:
+                    raise InvalidRequest('Backends %s and %s are both on host %s but declare different ssh options: '
+                                         'one host is reached one way in a run' % (other.name, backend.name, backend.host))
         paths = {}
         for pool in self.pools():
-            if pool.path in paths:
-                raise InvalidRequest('Pools %s and %s have the same path %s' % (paths[pool.path], pool, pool.path))
-            paths[pool.path] = pool
+            # Pools on different ssh hosts may have the same path; local ones are all on this machine.
+            where = (pool.backend.host if pool.backend.transport == SSH_TRANSPORT else None, pool.path)
+            if where in paths:
+                raise InvalidRequest('Pools %s and %s have the same path %s' % (paths[where], pool, pool.path))
+            paths[where] = pool
 
     def openstack(self, driver):
         """The declared backends with OpenStack driver ``driver`` (``manila`` or ``cinder``)."""

@@ -46,6 +46,14 @@ class Context(object):
         """The transport to the storage host of ``backend`` (one of the collection's own)."""
         return self._transports[(backend.host, backend.transport)]
 
+    def close(self):
+        """End what the run opened on its storage hosts (ssh: the helper, which frees its locks, and
+        the master connection); a transport without connections has nothing to close."""
+        for transport in self._transports.values():
+            close = getattr(transport, 'close', None)
+            if close is not None:
+                close()
+
     def openstack_backend(self, driver, pool=None, share=None):
         """The backend with OpenStack driver ``driver`` that serves this request, or None.
 

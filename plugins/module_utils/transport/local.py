@@ -123,6 +123,75 @@ def _read_holder(fd):
         return None
 
 
+def pipe_processes(producer, consumer, what, on_chunk=None, capture=False, edit=None, die_midway=False,
+                   shown=None, where=''):
+    """Run ``producer | consumer`` (argv lists) on this machine with the stream passing through
+    this process (Transport.pipe). ``shown`` (the argv pair errors name, when the argvs run the
+    real commands elsewhere) and ``where`` (said after ``what``) serve the ssh transport."""
+    err_send = tempfile.TemporaryFile()
+    err_recv = tempfile.TemporaryFile()
+    out_recv = tempfile.TemporaryFile() if capture else subprocess.DEVNULL
+    send = subprocess.Popen(producer, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err_send)
+    try:
+        recv = subprocess.Popen(consumer, stdin=subprocess.PIPE, stdout=out_recv, stderr=err_recv)
+    except OSError:
+        send.kill()
+        send.wait()
+        raise
+    done = 0
+    broken = False
+    # The last bytes read are held back until the next read or the end: they may be the
+    # closing bytes the edit goes in front of.
+    held = b''
+    hold = len(edit.closing) if edit else 0
+    try:
+        src, dst = send.stdout.fileno(), recv.stdin.fileno()
+        if die_midway:
+            stream = b''.join(iter(lambda: os.read(src, CHUNK), b''))
+            _write_all(dst, stream[:len(stream) // 2])
+            os._exit(70)
+        while True:
+            chunk = os.read(src, CHUNK)
+            if not chunk:
+                break
+            done += len(chunk)
+            if hold:
+                chunk = held + chunk
+                held, chunk = chunk[-hold:], chunk[:-hold]
+            if not _write_all(dst, chunk):
+                broken = True
+                break
+            if on_chunk is not None:
+                on_chunk(done)
+        if held and not broken:
+            broken = not _write_all(dst, edit.finish(held))
+    except BaseException:
+        send.kill()
+        recv.kill()
+        raise
+    finally:
+        if broken:
+            send.kill()
+        send.stdout.close()
+        try:
+            recv.stdin.close()
+        except OSError:
+            pass
+        send_rc = send.wait()
+        recv_rc = recv.wait()
+    send_err, recv_err = _drain(err_send), _drain(err_recv)
+    output = _drain(out_recv) if capture else ''
+    if send_rc != 0 or recv_rc != 0:
+        named = shown or (producer, consumer)
+        failed = ' '.join(named[1][:2] if recv_rc != 0 else named[0][:2])
+        raise StorageError('Failed to %s%s: %s exited with %d: %s'
+                           % (what, where, failed, recv_rc if recv_rc != 0 else send_rc,
+                              (recv_err if recv_rc != 0 else send_err) or 'no message'),
+                           cmd=list(named[0]) + ['|'] + list(named[1]), rc=recv_rc or send_rc,
+                           stderr='%s\n%s' % (send_err, recv_err))
+    return done, output
+
+
 class LocalLock(object):
     """A lock file held with flock(2): the lock lives as long as the open descriptor."""
 
@@ -153,67 +222,8 @@ class LocalTransport(Transport):
         return self.runner.run(argv, what, check=check)
 
     def pipe(self, producer, consumer, what, on_chunk=None, capture=False, edit=None, die_midway=False):
-        err_send = tempfile.TemporaryFile()
-        err_recv = tempfile.TemporaryFile()
-        out_recv = tempfile.TemporaryFile() if capture else subprocess.DEVNULL
-        send = subprocess.Popen(producer, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err_send)
-        try:
-            recv = subprocess.Popen(consumer, stdin=subprocess.PIPE, stdout=out_recv, stderr=err_recv)
-        except OSError:
-            send.kill()
-            send.wait()
-            raise
-        done = 0
-        broken = False
-        # The last bytes read are held back until the next read or the end: they may be the
-        # closing bytes the edit goes in front of.
-        held = b''
-        hold = len(edit.closing) if edit else 0
-        try:
-            src, dst = send.stdout.fileno(), recv.stdin.fileno()
-            if die_midway:
-                stream = b''.join(iter(lambda: os.read(src, CHUNK), b''))
-                _write_all(dst, stream[:len(stream) // 2])
-                os._exit(70)
-            while True:
-                chunk = os.read(src, CHUNK)
-                if not chunk:
-                    break
-                done += len(chunk)
-                if hold:
-                    chunk = held + chunk
-                    held, chunk = chunk[-hold:], chunk[:-hold]
-                if not _write_all(dst, chunk):
-                    broken = True
-                    break
-                if on_chunk is not None:
-                    on_chunk(done)
-            if held and not broken:
-                broken = not _write_all(dst, edit.finish(held))
-        except BaseException:
-            send.kill()
-            recv.kill()
-            raise
-        finally:
-            if broken:
-                send.kill()
-            send.stdout.close()
-            try:
-                recv.stdin.close()
-            except OSError:
-                pass
-            send_rc = send.wait()
-            recv_rc = recv.wait()
-        send_err, recv_err = _drain(err_send), _drain(err_recv)
-        output = _drain(out_recv) if capture else ''
-        if send_rc != 0 or recv_rc != 0:
-            failed = ' '.join(consumer[:2] if recv_rc != 0 else producer[:2])
-            raise StorageError('Failed to %s: %s exited with %d: %s'
-                               % (what, failed, recv_rc if recv_rc != 0 else send_rc,
-                                  (recv_err if recv_rc != 0 else send_err) or 'no message'),
-                               cmd=list(producer) + ['|'] + list(consumer), rc=recv_rc or send_rc,
-                               stderr='%s\n%s' % (send_err, recv_err))
-        return done, output
+        return pipe_processes(producer, consumer, what, on_chunk=on_chunk, capture=capture, edit=edit,
+                              die_midway=die_midway)
 
     def which(self, program):
         return shutil.which(program) is not None

@@ -56,7 +56,7 @@ def test_bind_export_needs_an_absolute_root():
     ([spec(name="-x")], "Invalid backend name '-x'"),
     ([spec(name=None)], "Invalid backend name None"),
     ([spec(host="bad host")], "Invalid host of backend be1 'bad host'"),
-    ([spec(transport="ssh")], "Invalid transport 'ssh' for backend be1: supported transports are local"),
+    ([spec(transport="nfs")], "Invalid transport 'nfs' for backend be1: supported transports are local, ssh, rest"),
     ([spec(export={"helper": "nfs"})], "Invalid export helper 'nfs' for backend be1: choose one of bind, none"),
     ([spec(export="bind")], "Invalid export for backend be1"),
     ([spec(pools={})], "Backend be1 declares no pools"),
@@ -134,8 +134,8 @@ def test_each_kind_of_backend_validates_only_what_it_takes():
     assert (cloud.is_openstack, cloud.transport, cloud.pools, cloud.openstack) == (True, "rest", {}, {"cloud": "lab"})
     # the name, host and transport are checked the same way for both kinds, before the kind's own checks
     for driver in ("posix", "manila"):
-        with pytest.raises(InvalidRequest, match="Invalid transport 'ssh' for backend b: supported transports are"):
-            Backends([{"name": "b", "driver": driver, "transport": "ssh", "pools": {"a": "/srv/a"}}])
+        with pytest.raises(InvalidRequest, match="Invalid transport 'nfs' for backend b: supported transports are"):
+            Backends([{"name": "b", "driver": driver, "transport": "nfs", "pools": {"a": "/srv/a"}}])
 
 
 def test_a_pool_carries_its_address_as_a_value():

@@ -102,14 +102,14 @@ def test_the_registry_gives_a_local_backend_the_local_transport(tmp_path):
     backend = Backends([{"name": "be1", "pools": {"a": str(tmp_path)}}]).backends[0]
     transport = transport_for(backend, CommandRunner())
     assert isinstance(transport, LocalTransport) and isinstance(transport, Transport)
-    assert transport_names() == ["local"]
+    assert transport_names() == ["local", "ssh"]
 
 
 def test_a_backend_without_a_file_transport_is_refused_naming_the_choices(tmp_path):
     backend = Backends([{"name": "cloud", "driver": "manila", "auth": {"auth_url": "http://x"}}]).backends[0]
     assert backend.transport == "rest"
     with pytest.raises(InvalidRequest, match="Backend cloud uses transport 'rest', which has no file transport: "
-                                             "known transports are local"):
+                                             "known transports are local, ssh"):
         transport_for(backend, CommandRunner())
 
 

@@ -1,0 +1,532 @@
+# -*- coding: utf-8 -*-
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The ssh transport: the storage host is another machine reached with OpenSSH (``transport: ssh``).
+
+One connection per host and run: an OpenSSH ControlMaster whose socket lives in a private
+temporary folder of this run (``ControlPersist`` short, the master closed by ``close()`` at the
+end of the module run). Host keys are checked against the operator's known_hosts file
+(``StrictHostKeyChecking=yes``, ``accept-new`` only when the backend asks for it); ``BatchMode``
+keeps ssh from ever asking for a password. Every remote command is an argv list quoted for the
+remote shell with ``shlex.join``; nothing typed by a user is interpreted there.
+
+Commands (``run``), pipes (``producer | consumer`` run on the host: the stream never comes to the
+controller), every file operation, the locks, the open-writer scans, mounts and seals go to ONE
+helper process on the host
+(ssh_helper.py, sent over stdin to ``python3 -c``), which answers with the host's local transport;
+its errors come back as the same exceptions (OSError with the remote errno, LockBusy, SealError...),
+each message naming the host. The helper holds the host's share locks: they end when it ends, so a
+killed controller or a cut connection frees them.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import atexit
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.fileflags import FlagError
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import SealError
+from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.transport import local, ssh_helper
+from ansible_collections.storage.mobility.plugins.module_utils.transport.base import (
+    FileStat, LockBusy, LockReplaced, Transport)
+from ansible_collections.storage.mobility.plugins.module_utils.transport.mounts import BaseUnsupported
+
+#: the choices of ``ssh.host_key_checking``
+HOST_KEY_CHECKING = ('strict', 'accept-new')
+CONTROL_PERSIST = 60
+CONNECT_TIMEOUT = 10
+#: the exit status with which ssh itself reports that it failed (not the remote command)
+SSH_FAILED = 255
+
+# The helper's loader: reads the bundle (a length line, then JSON {modules, main}) from stdin,
+# serves its modules from memory, and runs the main module's main(). Sent as one argv word.
+BOOTSTRAP = '''import sys,json,importlib.abc,importlib.util
+n=int(sys.stdin.buffer.readline())
+b=json.loads(sys.stdin.buffer.read(n).decode('utf-8'))
+m=b['modules']
+class F(importlib.abc.MetaPathFinder,importlib.abc.Loader):
+    def find_spec(self,name,path=None,target=None):
+        if name in m:
+            return importlib.util.spec_from_loader(name,self,is_package=False)
+        if any(k.startswith(name+'.') for k in m):
+            return importlib.util.spec_from_loader(name,self,is_package=True)
+    def create_module(self,spec):
+        return None
+    def exec_module(self,module):
+        exec(compile(m.get(module.__name__,''),module.__name__,'exec'),module.__dict__)
+sys.meta_path.insert(0,F())
+importlib.import_module(b['main']).main()
+'''
+
+# Remote exceptions re-raised as themselves (other types become StorageError).
+_EXCEPTIONS = {'SealError': SealError, 'FlagError': FlagError, 'LockReplaced': LockReplaced,
+               'ValueError': ValueError, 'TypeError': TypeError}
+
+# What ssh's stderr says, to the failure an operator can act on.
+_FAILURES = (
+    ('REMOTE HOST IDENTIFICATION HAS CHANGED', 'host key mismatch: the host key differs from the one in %(known_hosts)s'),
+    ('No ED25519 host key is known', 'unknown host key: %(known_hosts)s has no key for this host'),
+    ('host key is known', 'unknown host key: %(known_hosts)s has no key for this host'),
+    ('Host key verification failed', 'host key verification failed against %(known_hosts)s'),
+    ('Permission denied', 'authentication refused (wrong or unauthorised key %(key)s for user %(user)s)'),
+    ('Connection refused', 'unreachable (connection refused on port %(port)s)'),
+    ('timed out', 'unreachable (connection timed out)'),
+    ('No route to host', 'unreachable (no route to host)'),
+    ('Could not resolve hostname', 'unreachable (the address does not resolve)'),
+    ('Network is unreachable', 'unreachable (network is unreachable)'),
+    ('Connection closed', 'connection closed by the host'),
+    ('Broken pipe', 'connection lost'),
+    ('a password is required', 'sudo refused (become needs passwordless sudo -n for user %(user)s)'),
+    ('sudo: ', 'sudo refused'),
+    ('python3: not found', 'python3 is missing on the host (the ssh transport needs it there)'),
+    ('python3: command not found', 'python3 is missing on the host (the ssh transport needs it there)'),
+)
+
+
+class SshError(StorageError):
+    """The storage host could not be reached or refused us; ``host`` and ``failure`` say which and why."""
+
+
+def _source_of(module):
+    loader = getattr(module, '__loader__', None)
+    source = None
+    if loader is not None and hasattr(loader, 'get_source'):
+        source = loader.get_source(module.__name__)
+    if source is None:
+        with open(module.__file__, 'rb') as handle:
+            source = handle.read().decode('utf-8')
+    return source
+
+
+def helper_bundle():
+    """The bytes sent to the bootstrap: a length line and the JSON bundle of the helper's modules."""
+    modules = {}
+    for short in ssh_helper.BUNDLE:
+        name = ssh_helper.PACKAGE + '.' + short
+        __import__(name)
+        modules[name] = _source_of(sys.modules[name])
+    payload = json.dumps({'modules': modules, 'main': ssh_helper.PACKAGE + '.transport.ssh_helper'}).encode('utf-8')
+    return str(len(payload)).encode('ascii') + b'\n' + payload
+
+
+class SshOptions(object):
+    """How to reach one storage host (a backend's ``ssh`` option, validated by config.py)."""
+
+    def __init__(self, host, address=None, user=None, port=None, private_key_file=None, known_hosts_file=None,
+                 host_key_checking='strict', become=False):
+        self.host = host
+        self.address = address or host
+        self.user = user
+        self.port = int(port) if port else None
+        self.private_key_file = private_key_file
+        self.known_hosts_file = known_hosts_file
+        self.host_key_checking = host_key_checking or 'strict'
+        self.become = bool(become)
+
+    @classmethod
+    def from_backend(cls, backend):
+        spec = dict(getattr(backend, 'ssh', None) or {})
+        return cls(backend.host, **spec)
+
+    def key(self):
+        return (self.address, self.user, self.port, self.private_key_file, self.known_hosts_file,
+                self.host_key_checking, self.become)
+
+    def describe(self):
+        """Facts for messages: never a secret (a key file's path is not one)."""
+        return {'known_hosts': self.known_hosts_file or '~/.ssh/known_hosts', 'key': self.private_key_file or '(agent/default)',
+                'user': self.user or '(default)', 'port': self.port or 22}
+
+
+class RemoteLock(object):
+    """A lock held by the host's helper (see ssh_helper.py)."""
+
+    def __init__(self, transport, number):
+        self.transport = transport
+        self.number = number
+
+    def write_holder(self, text):
+        self.transport.call('lock_write_holder', self.number, text)
+
+    def release(self, remove=False):
+        self.transport.call('lock_release', self.number, remove)
+
+
+class SshTransport(Transport):
+    name = 'ssh'
+
+    def __init__(self, runner, options):
+        super(SshTransport, self).__init__(runner)
+        self.options = options
+        self.host = options.host
+        self._folder = None
+        self._control = None
+        self._helper = None
+        self._helper_err = None
+        self._next_id = 1
+        self._answers = {}
+        self._progress = {}
+        self._latest = {}
+        self._delivering = False
+
+    @classmethod
+    def from_backend(cls, backend, runner):
+        return cls(runner, SshOptions.from_backend(backend))
+
+    # -- the connection ----------------------------------------------------------------------
+    def ssh_argv(self):
+        """ssh and its options (without the remote command); the control socket once connected."""
+        opts = self.options
+        argv = ['ssh', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=%d' % CONNECT_TIMEOUT,
+                '-o', 'ServerAliveInterval=5', '-o', 'ServerAliveCountMax=3',
+                '-o', 'StrictHostKeyChecking=%s' % ('accept-new' if opts.host_key_checking == 'accept-new' else 'yes')]
+        if opts.known_hosts_file:
+            argv += ['-o', 'UserKnownHostsFile=%s' % opts.known_hosts_file, '-o', 'GlobalKnownHostsFile=/dev/null']
+        if opts.private_key_file:
+            argv += ['-o', 'IdentitiesOnly=yes', '-i', opts.private_key_file]
+        if opts.port:
+            argv += ['-p', str(opts.port)]
+        if opts.user:
+            argv += ['-l', opts.user]
+        if self._control:
+            argv += ['-o', 'ControlPath=%s' % self._control, '-o', 'ControlMaster=no']
+        return argv
+
+    def remote(self, argv):
+        """The ssh argv that runs ``argv`` on the host: one word, quoted for the remote shell."""
+        if not isinstance(argv, (list, tuple)):
+            raise TypeError('commands must be argv lists')
+        argv = [str(a) for a in argv]
+        if self.options.become:
+            argv = ['sudo', '-n', '--'] + argv
+        return self.ssh_argv() + ['--', self.options.address, shlex.join(argv)]
+
+    def failure(self, what, stderr):
+        """An SshError naming the host and what failed, from ssh's (or sudo's) stderr."""
+        text = (stderr or '').strip()
+        facts = self.options.describe()
+        reason = None
+        for marker, template in _FAILURES:
+            if marker in text:
+                reason = template % facts
+                break
+        reason = reason or 'ssh failed'
+        last = text.splitlines()[-1] if text else 'no message'
+        return SshError('Failed to %s on storage host %s (%s): %s; ssh said: %s'
+                        % (what, self.host, self.options.address, reason, last),
+                        host=self.host, failure=reason, stderr=text)
+
+    def connect(self):
+        """Open the run's master connection and start the helper (once)."""
+        if self._helper is not None:
+            return
+        if self._control is None:
+            self._folder = tempfile.mkdtemp(prefix='mobility-ssh-')
+            control = os.path.join(self._folder, 'cm')
+            argv = self.ssh_argv() + ['-o', 'ControlMaster=yes', '-o', 'ControlPath=%s' % control,
+                                      '-o', 'ControlPersist=%d' % CONTROL_PERSIST, '-N', '-f', '--', self.options.address]
+            with tempfile.TemporaryFile() as err:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+                rc = proc.wait()
+                err.seek(0)
+                stderr = err.read().decode('utf-8', 'replace')
+            if rc != 0:
+                shutil.rmtree(self._folder, ignore_errors=True)
+                self._folder = None
+                raise self.failure('connect', stderr)
+            self._control = control
+            atexit.register(self.close)
+        self._helper_err = tempfile.TemporaryFile()
+        helper = subprocess.Popen(self.remote(['python3', '-c', BOOTSTRAP]), stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=self._helper_err)
+        self._helper = helper
+        try:
+            helper.stdin.write(helper_bundle())
+            helper.stdin.flush()
+        except (IOError, OSError):
+            pass
+        self.call('hello')
+
+    def _helper_gone(self, what):
+        helper, self._helper = self._helper, None
+        self._answers, self._progress, self._latest = {}, {}, {}
+        try:
+            helper.kill()
+        except OSError:
+            pass
+        helper.wait()
+        self._helper_err.seek(0)
+        stderr = self._helper_err.read().decode('utf-8', 'replace')
+        return self.failure(what, stderr or 'the helper process on the host ended')
+
+    def call(self, op, *args):
+        """One request to the host's helper; its answer, or its exception raised here."""
+        return self._await(self._send(op, args), op)
+
+    def _send(self, op, args):
+        if self._helper is None:
+            self.connect()
+        number = self._next_id
+        self._next_id += 1
+        line = json.dumps({'id': number, 'op': op, 'args': ssh_helper.encode(list(args))}).encode('utf-8') + b'\n'
+        try:
+            self._helper.stdin.write(line)
+            self._helper.stdin.flush()
+        except (IOError, OSError):
+            raise self._helper_gone(op.replace('_', ' '))
+        return number
+
+    def _await(self, number, op):
+        """Read the helper's messages until the answer to request ``number``; the answers to other
+        requests are kept, progress goes to the pipe's on_chunk (never re-entered: a progress
+        report that comes while one is being written is kept as the latest and written after)."""
+        while number not in self._answers:
+            try:
+                line = self._helper.stdout.readline()
+            except (IOError, OSError):
+                line = b''
+            if not line:
+                raise self._helper_gone(op.replace('_', ' '))
+            try:
+                message = json.loads(line.decode('utf-8'))
+            except ValueError:
+                continue  # not the helper's: what a login script of the host printed before it started
+            if not isinstance(message, dict):
+                continue
+            if 'progress' in message:
+                self._latest[message.get('id')] = message['progress']
+                self._deliver_progress()
+                continue
+            self._answers[message.get('id')] = message
+        answer = self._answers.pop(number)
+        self._progress.pop(number, None)
+        self._latest.pop(number, None)
+        if 'error' in answer:
+            raise self._remote_error(answer['error'])
+        return ssh_helper.decode(answer['ok'])
+
+    def _deliver_progress(self):
+        if self._delivering:
+            return
+        self._delivering = True
+        try:
+            while self._latest:
+                number, done = self._latest.popitem()
+                on_chunk = self._progress.get(number)
+                if on_chunk is not None:
+                    on_chunk(done)
+        finally:
+            self._delivering = False
+
+    def _remote_error(self, error):
+        kind = error.get('type')
+        message = error.get('message') or ''
+        if error.get('errno') is not None:
+            exc = OSError(error['errno'], '%s (on storage host %s)' % (message, self.host))
+            exc.filename = error.get('filename')
+            exc.filename2 = error.get('filename2')
+            return exc
+        if kind == 'LockBusy':
+            return LockBusy(error.get('holder'))
+        if kind == 'BaseUnsupported':
+            return BaseUnsupported('%s (on storage host %s)' % (message, self.host))
+        if kind in _EXCEPTIONS:
+            return _EXCEPTIONS[kind]('%s (on storage host %s)' % (message, self.host))
+        if kind in ('StorageError', 'CommandError'):
+            if 'storage host %s' % self.host not in message:
+                message = '%s (on storage host %s)' % (message, self.host)
+            details = dict(error.get('details') or {})
+            details['host'] = self.host
+            return StorageError(message, **details)
+        return StorageError('%s on storage host %s: %s' % (kind, self.host, message), host=self.host)
+
+    def close(self):
+        """End the helper (which frees its locks) and the master connection; remove the socket folder."""
+        if self._helper is not None:
+            helper, self._helper = self._helper, None
+            try:
+                helper.stdin.close()
+            except (IOError, OSError):
+                pass
+            try:
+                helper.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                helper.kill()
+                helper.wait()
+            helper.stdout.close()
+        if self._helper_err is not None:
+            self._helper_err.close()
+            self._helper_err = None
+        if self._control is not None:
+            argv = self.ssh_argv() + ['-O', 'exit', '--', self.options.address]
+            subprocess.call(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self._control = None
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    # -- commands ----------------------------------------------------------------------------
+    def run(self, argv, what, check=True):
+        """Run ``argv`` on the host. The helper starts it there as an argv list (no remote shell
+        at all, and no new ssh session per command); ``pipe`` sessions use shlex.join."""
+        if not isinstance(argv, (list, tuple)):
+            raise TypeError('commands must be argv lists')
+        argv = [str(a) for a in argv]
+        rc, out, err = self.call('run', argv, what, False)
+        if check and rc != 0:
+            error = CommandError('Failed to %s on storage host %s: %s exited with %d: %s'
+                                 % (what, self.host, argv[0], rc, (err or out).strip()),
+                                 cmd=argv, rc=rc, stdout=out, stderr=err)
+            error.details['host'] = self.host
+            raise error
+        return rc, out, err
+
+    def pipe(self, producer, consumer, what, on_chunk=None, capture=False, edit=None, die_midway=False):
+        """``producer | consumer`` run by the helper on the host itself: the stream stays there.
+        ``die_midway`` (the crash tests kill the controller midway) streams through this process
+        instead, over two ssh sessions, so that it is this process that dies."""
+        producer = [str(a) for a in producer]
+        consumer = [str(a) for a in consumer]
+        if not die_midway:
+            edit_spec = {'closing': edit.closing, 'insert': edit.insert} if edit else None
+            number = self._send('pipe', (producer, consumer, '%s on storage host %s' % (what, self.host), capture,
+                                         edit_spec))
+            if on_chunk is not None:
+                self._progress[number] = on_chunk
+            done, output = self._await(number, 'pipe')
+            if on_chunk is not None and done:
+                on_chunk(done)
+            return done, output
+        if self._control is None:
+            self.connect()
+        try:
+            return local.pipe_processes(self.remote(producer), self.remote(consumer), what, on_chunk=on_chunk,
+                                        capture=capture, edit=edit, die_midway=die_midway,
+                                        shown=(producer, consumer), where=' on storage host %s' % self.host)
+        except StorageError as exc:
+            if exc.details.get('rc') == SSH_FAILED:
+                raise self.failure(what, exc.details.get('stderr'))
+            raise
+
+    def which(self, program):
+        return self.call('which', program)
+
+    def is_root(self):
+        return self.call('is_root')
+
+    def pids_running(self, program, verbs, paths):
+        return self.call('pids_running', program, list(verbs), list(paths))
+
+    def kill(self, pid):
+        self.call('kill', pid)
+
+    # -- file operations ---------------------------------------------------------------------
+    def stat(self, path):
+        return FileStat(*self.call('stat', path))
+
+    def lstat(self, path):
+        return FileStat(*self.call('lstat', path))
+
+    def exists(self, path):
+        return self.call('exists', path)
+
+    def lexists(self, path):
+        return self.call('lexists', path)
+
+    def is_dir(self, path):
+        return self.call('is_dir', path)
+
+    def is_file(self, path):
+        return self.call('is_file', path)
+
+    def is_link(self, path):
+        return self.call('is_link', path)
+
+    def realpath(self, path):
+        return self.call('realpath', path)
+
+    def listdir(self, path):
+        return self.call('listdir', path)
+
+    def makedirs(self, path, mode=0o755):
+        self.call('makedirs', path, mode)
+
+    def mkdir(self, path, mode=0o755):
+        self.call('mkdir', path, mode)
+
+    def rename(self, source, target):
+        self.call('rename', source, target)
+
+    def unlink(self, path):
+        self.call('unlink', path)
+
+    def rmdir(self, path):
+        self.call('rmdir', path)
+
+    def fsync_dir(self, path):
+        self.call('fsync_dir', path)
+
+    def read_bytes(self, path):
+        return self.call('read_bytes', path)
+
+    def write_json_atomic(self, path, data):
+        self.call('write_json_atomic', path, data)
+
+    def write_text_atomic(self, path, text, mode=0o644):
+        self.call('write_text_atomic', path, text, mode)
+
+    def append_line(self, path, line, rotate_bytes=None):
+        if '\n' in line:
+            raise ValueError('append_line: the line must not contain a newline')
+        self.call('append_line', path, line, rotate_bytes)
+
+    def statvfs(self, path):
+        return self.call('statvfs', path)
+
+    def tree_bytes(self, path):
+        return self.call('tree_bytes', path)
+
+    # -- file attributes ---------------------------------------------------------------------
+    def read_flags(self, path):
+        return self.call('read_flags', path)
+
+    def set_flags(self, path, flags):
+        self.call('set_flags', path, flags)
+
+    def flagged_entries(self, path, one_file_system=True):
+        return self.call('flagged_entries', path, one_file_system)
+
+    def clear_flags_tree(self, path):
+        return self.call('clear_flags_tree', path)
+
+    # -- the share locks ---------------------------------------------------------------------
+    def lock(self, path, create=True):
+        number = self.call('lock', path, create)
+        return None if number is None else RemoteLock(self, number)
+
+    # -- host-side inspections ---------------------------------------------------------------
+    def open_writers(self, paths, whole_device=False):
+        return self.call('open_writers', list(paths), whole_device)
+
+    def users(self, paths):
+        return self.call('users', list(paths))
+
+    def mount_table(self):
+        return self.call('mount_table')
+
+    def same_inode(self, a, b):
+        return self.call('same_inode', a, b)
+
+    def mount_base_beneath(self, path, source, options):
+        self.call('mount_base_beneath', path, source, [list(o) for o in options])
+
+    def tree_seal(self, path, ignore):
+        return self.call('tree_seal', path, list(ignore or ()))
