@@ -17,7 +17,7 @@
 #                                test.sh otherwise starts one in the background and stops it)
 #   MOBILITY_KEEP_LAB=1          keep the folder of the lab test.sh started (logs)
 #   MOBILITY_SERIAL_STAGES=1     run one pytest, then sanity and lint, instead of the fault campaign,
-#                                the host-migration lane, sanity and lint beside the main pytest
+#                                two pytest lanes, sanity and lint beside the main pytest
 set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -226,17 +226,17 @@ stage_campaign() {
         stage_pytest "${CAMPAIGN_TESTS}"
 }
 
-# Integration tests that spend their time waiting for the playbooks they run (two-phase host
-# migrations between loop-mounted pools): in a full run a second pytest runs them beside the first.
-# Every test builds its own pools under its own tmp_path, so the two never share a mount or a file.
-LANE_TESTS="tests/integration/test_host_migration.py tests/integration/test_targets.py
+# Integration tests that spend their time waiting for the playbooks and hosts they drive: in a full
+# run each lane is a second (third) pytest beside the main one. Every test builds its own pools,
+# hosts and jobs under its own tmp_path, so lanes never share a mount, a port or a file.
+HOST_LANE="tests/integration/test_host_migration.py tests/integration/test_targets.py
 tests/integration/test_failure_cleanup.py tests/integration/test_preservation.py"
+REMOTE_LANE="tests/integration/test_ssh_storage.py tests/integration/test_ssh_transport.py
+tests/integration/test_progress.py tests/integration/test_volume_file.py tests/integration/test_replication.py"
 stage_lane() {
-    local tests=() path
-    for path in ${LANE_TESTS}; do
-        tests+=("${path}")
-    done
-    PYTEST_LOG_NAME=lane.log stage_pytest "${tests[@]}"
+    local log="$1"
+    shift
+    PYTEST_LOG_NAME="${log}" stage_pytest "$@"
 }
 
 stage_lint() {
@@ -384,10 +384,13 @@ case "${only}" in
             run_stage "ansible-lint" stage_lint
         else
             start_background_stage "fault campaign" stage_campaign
-            start_background_stage "pytest host lane" stage_lane
+            # shellcheck disable=SC2086 # the lanes are lists of paths without spaces
+            start_background_stage "pytest host lane" stage_lane host-lane.log ${HOST_LANE}
+            # shellcheck disable=SC2086
+            start_background_stage "pytest remote lane" stage_lane remote-lane.log ${REMOTE_LANE}
             start_background_stage "ansible-test sanity" stage_sanity
             start_background_stage "ansible-lint" stage_lint
-            PYTEST_EXCLUDE="${CAMPAIGN_TESTS} ${LANE_TESTS}" run_stage "pytest" stage_pytest tests/unit tests/integration
+            PYTEST_EXCLUDE="${CAMPAIGN_TESTS} ${HOST_LANE} ${REMOTE_LANE}" run_stage "pytest" stage_pytest tests/unit tests/integration
             finish_background_stages
         fi
         ;;
