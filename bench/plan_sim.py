@@ -98,13 +98,14 @@ def unplaced_kinds(unplaced):
     return kinds
 
 
-def make_nodes(count, slots=2):
-    """Data nodes of two kinds, alternating: 400 and 250 MiB/s per copy, 1 and 1.5 ms per file."""
+def make_nodes(count, slots=2, file_cost=True):
+    """Data nodes of two kinds, alternating: 400 and 250 MiB/s per copy, 1 and 1.5 ms per file
+    (no cost per file with file_cost False)."""
     nodes = []
     for i in range(count):
         fast = i % 2 == 0
         nodes.append({'name': 'dn%02d' % i, 'slots': slots, 'bytes_per_second': (400 if fast else 250) * MiB,
-                      'seconds_per_file': 0.001 if fast else 0.0015})
+                      'seconds_per_file': (0.001 if fast else 0.0015) if file_cost else 0.0})
     return nodes
 
 
@@ -135,7 +136,7 @@ def run_window(ready, window_seconds, margin, parallel, seed):
 
 
 def simulate(shares=10000, nodes=None, seed=22, slots=2, host_limit=32, max_ratio=1.15,
-             windows=(30, 60, 120, 240), ready_count=600):
+             windows=(30, 60, 120, 240), ready_count=600, file_cost=True):
     nodes = list(nodes or range(1, 65))
     t0 = time.monotonic()
     items, sources, dests = make_backend(shares, seed)
@@ -147,7 +148,7 @@ def simulate(shares=10000, nodes=None, seed=22, slots=2, host_limit=32, max_rati
         job.setdefault('share', job['share'])
     copies = []
     for count in nodes:
-        data_nodes = make_nodes(count, slots)
+        data_nodes = make_nodes(count, slots, file_cost)
         t1 = time.monotonic()
         schedule = migration_schedule.assign_copies(jobs, data_nodes, host_limit=host_limit)
         bound, which = migration_schedule.lower_bound(jobs, data_nodes, host_limit=host_limit)
@@ -156,7 +157,7 @@ def simulate(shares=10000, nodes=None, seed=22, slots=2, host_limit=32, max_rati
                           max(min(migration_schedule.copy_seconds(j, n) for n in data_nodes) for j in jobs))
         copies.append({'data_nodes': count, 'slots': count * slots, 'makespan': round(schedule['makespan'], 1),
                        'lower_bound': round(bound, 1), 'bound': which, 'ratio': round(schedule['makespan'] / bound, 4),
-                       'bytes_only_bound': round(bytes_bound, 1),
+                       'bytes_only_bound': round(bytes_bound, 1), 'bytes_only_ratio': round(schedule['makespan'] / bytes_bound, 4),
                        'schedule_seconds': round(time.monotonic() - t1, 2)})
     # Phase 2: the largest ready shares with what changed since their last increment.
     rng = random.Random(seed + 1)
@@ -181,7 +182,7 @@ def simulate(shares=10000, nodes=None, seed=22, slots=2, host_limit=32, max_rati
     }
     return {
         'parameters': {'shares': shares, 'seed': seed, 'slots_per_node': slots, 'host_limit': host_limit,
-                       'max_ratio': max_ratio, 'ready_shares': len(ready), 'margin': margin},
+                       'max_ratio': max_ratio, 'file_cost': file_cost, 'ready_shares': len(ready), 'margin': margin},
         'plan': dict(result['totals'], overfilled=overfilled, seconds=round(plan_seconds, 2),
                      unplaced_by_reason=unplaced_kinds(result['unplaced'])),
         'copies': copies,
@@ -192,11 +193,13 @@ def simulate(shares=10000, nodes=None, seed=22, slots=2, host_limit=32, max_rati
 
 
 def markdown(report):
-    lines = ['| data nodes | copy slots | makespan (h) | lower bound (h) | bound | ratio |', '|---|---|---|---|---|---|']
+    lines = ['| data nodes | copy slots | makespan (h) | lower bound (h) | bound | ratio | bytes/rate or largest (h) | ratio to it |',
+             '|---|---|---|---|---|---|---|---|']
     for c in report['copies']:
         if c['data_nodes'] in (1, 2, 4, 8, 16, 24, 32, 48, 64) or c['ratio'] == max(x['ratio'] for x in report['copies']):
-            row = (c['data_nodes'], c['slots'], c['makespan'] / 3600, c['lower_bound'] / 3600, c['bound'], c['ratio'])
-            lines.append('| %d | %d | %.2f | %.2f | %s | %.4f |' % row)
+            row = (c['data_nodes'], c['slots'], c['makespan'] / 3600, c['lower_bound'] / 3600, c['bound'], c['ratio'],
+                   c['bytes_only_bound'] / 3600, c['bytes_only_ratio'])
+            lines.append('| %d | %d | %.2f | %.2f | %s | %.4f | %.2f | %.4f |' % row)
     lines += ['', '| window (min) | switchovers at once | started | left | last end (min) | past the end |',
               '|---|---|---|---|---|---|']
     for w in report['windows']:
@@ -213,6 +216,7 @@ def main(argv=None):
     parser.add_argument('--slots', type=int, default=2, help='copies at once per data node')
     parser.add_argument('--host-limit', type=int, default=32, help='copies at once per storage host')
     parser.add_argument('--max-ratio', type=float, default=1.15)
+    parser.add_argument('--no-file-cost', action='store_true', help='data nodes with no cost per file (bytes only)')
     parser.add_argument('--out', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results', 'plan_sim.json'))
     parser.add_argument('--markdown', action='store_true', help='print the tables of docs/performance.md')
     args = parser.parse_args(argv)
@@ -221,7 +225,7 @@ def main(argv=None):
         nodes = list(range(int(low), int(high) + 1))
     else:
         nodes = [int(n) for n in args.nodes.split(',')]
-    report = simulate(args.shares, nodes, args.seed, args.slots, args.host_limit, args.max_ratio)
+    report = simulate(args.shares, nodes, args.seed, args.slots, args.host_limit, args.max_ratio, file_cost=not args.no_file_cost)
     report['command'] = 'python bench/plan_sim.py ' + ' '.join(argv if argv is not None else sys.argv[1:])
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, 'w') as handle:

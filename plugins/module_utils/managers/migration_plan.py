@@ -30,6 +30,7 @@ import hashlib
 import json
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
+from ansible_collections.storage.mobility.plugins.module_utils.managers.share import check_extra_specs
 from ansible_collections.storage.mobility.plugins.module_utils.states import MIGRATION_FLAGS
 
 DRIVER = 'driver'
@@ -166,13 +167,13 @@ def fit_problem(share, source, dest, room):
     """Why the share cannot go to dest (None when it can), room being dest's usable bytes left."""
     if dest['address'] == source['address']:
         return 'it is the source pool'
-    specs = (share.get('share_type') or {}).get('extra_specs') or {}
-    offered = dest.get('capabilities') or {}
-    for key in sorted(specs):
-        if key in offered and str(offered[key]).lower() != str(specs[key]).lower():
-            return 'its share type asks %s=%s, the pool offers %s' % (key, specs[key], offered[key])
-        if key not in offered and key in ('snapshot_support', 'driver_handles_share_servers', 'replication_type'):
-            return 'its share type asks %s=%s, the pool does not offer it' % (key, specs[key])
+    # The share type's capability specs, checked as share creation and migration check them.
+    share_type = {'name': (share.get('share_type') or {}).get('name') or 'default',
+                  'extra_specs': (share.get('share_type') or {}).get('extra_specs') or {}}
+    try:
+        check_extra_specs(share_type, dest.get('capabilities') or {}, dest['address'])
+    except InvalidRequest as exc:
+        return str(exc)
     if share.get('replication_type') and dest.get('replication_domain') != source.get('replication_domain'):
         return ('it is replicated (%s) in replication domain %s, the pool is in %s'
                 % (share['replication_type'], source.get('replication_domain'), dest.get('replication_domain')))

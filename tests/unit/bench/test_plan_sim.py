@@ -36,6 +36,15 @@ def test_small_simulation_keeps_every_bound(tmp_path):
     assert json.loads(out.read_text())["checks"]["no_pool_overfilled"] is True
 
 
+def test_without_file_cost_the_bytes_over_rate_bound_holds_too():
+    # With no cost per file the throughput bound is total bytes / total rate, the bound.
+    sim = load()
+    report = sim.simulate(shares=800, nodes=[1, 2, 5, 16], seed=9, windows=(20,), ready_count=50, file_cost=False)
+    assert report["passed"], report["checks"]
+    for row in report["copies"]:
+        assert row["bytes_only_ratio"] <= 1.15 and abs(row["bytes_only_bound"] - row["lower_bound"]) <= 0.1
+
+
 def test_check_plan_catches_an_overfilled_pool():
     sim = load()
     pools = [{"address": "h@b#p", "capacity_bytes": 100, "free_bytes": 50, "headroom": 0.1}]

@@ -113,7 +113,11 @@ def test_capabilities_and_replication_domain():
     only_west = mp.plan([replicated], [SOURCE, west], allowed=["h2@new#y"])
     assert "replication domain east, the pool is in west" in only_west["unplaced"][0]["reason"]
     only_nosnap = mp.plan([typed], [SOURCE, no_snap], allowed=["h2@new#x"])
-    assert "asks snapshot_support=True, the pool offers False" in only_nosnap["unplaced"][0]["reason"]
+    assert ("h2@new#x: Pool h2@new#x cannot serve share type default: it requires snapshot_support=True and the pool "
+            "has False") == only_nosnap["unplaced"][0]["reason"]
+    # A capability the pool does not state is not held against it (as share creation does).
+    silent = pool("h2@new#z", "h2", capabilities={})
+    assert mp.plan([typed], [SOURCE, silent], allowed=["h2@new#z"])["moves"][0]["destination"] == "h2@new#z"
 
 
 def test_plan_id_changes_with_input_only():
