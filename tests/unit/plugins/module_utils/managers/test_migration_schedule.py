@@ -1,0 +1,126 @@
+"""Unit tests for plugins/module_utils/managers/migration_schedule.py: phase-1 copies over data
+nodes with limits per data node and per storage host, and the maintenance-window decisions."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
+from ansible_collections.storage.mobility.plugins.module_utils.managers import migration_schedule as ms
+
+
+def job(name, nbytes, files=0, src="a", dst="x"):
+    return {"share": name, "bytes": nbytes, "files": files, "source_host": src, "destination_host": dst}
+
+
+def node(name, rate=100, per_file=0.0, slots=1):
+    return {"name": name, "bytes_per_second": rate, "seconds_per_file": per_file, "slots": slots}
+
+
+def max_concurrent(assignments, key):
+    """The most copies running at once per value of key (a data node, a host)."""
+    events = []
+    for a in assignments:
+        for value in key(a):
+            events.append((a["start"], 1, value))
+            events.append((a["end"], -1, value))
+    load, peak = {}, {}
+    for _t, delta, value in sorted(events, key=lambda e: (e[0], e[1])):
+        load[value] = load.get(value, 0) + delta
+        peak[value] = max(peak.get(value, 0), load[value])
+    return peak
+
+
+def test_lpt_beats_order_given_and_meets_bound():
+    jobs = [job("s%d" % i, size) for i, size in enumerate([100, 100, 100, 200, 200, 300])]
+    result = ms.assign_copies(jobs, [node("n1"), node("n2")])
+    # Total 1000 bytes at 2 x 100 B/s: 5 s; LPT packs 300+200 / 200+100+100 exactly.
+    assert result["makespan"] == 5.0
+    assert ms.lower_bound(jobs, [node("n1"), node("n2")]) == (5.0, "throughput")
+    assert sorted(a["share"] for a in result["assignments"]) == sorted(j["share"] for j in jobs)
+
+
+def test_limits_per_data_node_and_per_storage_host_hold():
+    rng = random.Random(3)
+    jobs = [job("s%03d" % i, rng.randint(10, 1000), rng.randint(0, 50), src="src%d" % (i % 3), dst="dst%d" % (i % 2))
+            for i in range(120)]
+    nodes = [node("n%d" % i, rate=100 + 50 * i, per_file=0.01, slots=3) for i in range(4)]
+    result = ms.assign_copies(jobs, nodes, host_limit=4)
+    per_node = max_concurrent(result["assignments"], lambda a: [a["data_node"]])
+    per_host = max_concurrent(result["assignments"], lambda a: [a["source_host"], a["destination_host"]])
+    assert max(per_node.values()) <= 3 and max(per_host.values()) <= 4
+    assert max(per_host.values()) == 4                       # the limit binds here, and holds
+    bound, _which = ms.lower_bound(jobs, nodes, host_limit=4)
+    # Two destination hosts of 4 leave 8 of the 12 slots usable: a looser bound than the
+    # simulation's, so a looser ratio here (the simulation asserts 1.15 at scale).
+    assert bound <= result["makespan"] <= 1.3 * bound
+
+
+def test_heterogeneous_nodes_take_the_big_copy_on_the_fast_one():
+    result = ms.assign_copies([job("big", 1000), job("small", 10)], [node("slow", rate=10), node("fast", rate=1000)])
+    where = {a["share"]: a["data_node"] for a in result["assignments"]}
+    assert where["big"] == "fast" and result["makespan"] == 1.0
+
+
+def test_rerun_without_a_lost_data_node_gives_its_copies_to_others():
+    jobs = [job("s%d" % i, 100 * (i + 1)) for i in range(6)]
+    first = ms.assign_copies(jobs, [node("n1"), node("n2"), node("n3")])
+    lost = set(a["share"] for a in first["assignments"] if a["data_node"] == "n2")
+    assert lost
+    again = ms.assign_copies([j for j in jobs if j["share"] in lost], [node("n1"), node("n3")])
+    assert set(a["data_node"] for a in again["assignments"]) <= {"n1", "n3"}
+    assert set(a["share"] for a in again["assignments"]) == lost
+
+
+@pytest.mark.parametrize("nodes, limit, message", [
+    ([], None, "at least one data node"),
+    ([node("n1", rate=0)], None, "bytes_per_second must be a number > 0"),
+    ([node("n1", slots=0)], None, "slots"),
+    ([node("n1"), node("n1")], None, "a name of its own"),
+    ([node("n1")], 0, "per storage host limit"),
+])
+def test_bad_scheduler_input(nodes, limit, message):
+    with pytest.raises(InvalidRequest, match=message):
+        ms.assign_copies([job("s1", 1)], nodes, host_limit=limit)
+
+
+def test_final_pass_estimate_and_margin():
+    rate = {"bytes_per_second": 100, "seconds_per_file": 0.5, "fixed_seconds": 2}
+    share = {"changed_bytes": 1000, "changed_files": 4, "switchover_seconds": 3}
+    assert ms.final_pass_seconds(share, rate) == 2 + 10 + 2 + 3
+    assert ms.margin_seconds(100, {"seconds": 30, "fraction": 0.25}) == 55
+
+
+def test_window_decision_never_starts_at_or_after_the_end():
+    margin = {"seconds": 10}
+    assert ms.window_decision(0, 100, 90, margin) == (True, None)
+    ok, reason = ms.window_decision(0, 100, 91, margin)
+    assert not ok and "needs 101 s with the margin (estimate 91 s), 100 s left" in reason
+    assert ms.window_decision(100, 100, 0, None)[0] is False
+    ok, reason = ms.window_decision(130, 100, 0, None)
+    assert not ok and "ended 30 s ago" in reason
+
+
+def test_plan_window_largest_first_skips_what_does_not_fit():
+    shares = [{"name": "a", "ready": True, "estimate": 50}, {"name": "b", "ready": True, "estimate": 80},
+              {"name": "c", "ready": True, "estimate": 30}, {"name": "d", "ready": False, "not_ready_reason": "copying"}]
+    result = ms.plan_window(shares, now=0, window_end=120, margin={"seconds": 5})
+    # b (80) first; a (50) no longer fits (80+55 > 120); c (30) does (80+35 <= 120).
+    assert [(s["name"], s["start"]) for s in result["started"]] == [("b", 0), ("c", 80)]
+    reasons = {x["name"]: x["reason"] for x in result["left"]}
+    assert reasons["d"] == "copying" and "40 s left in the window" in reasons["a"]
+    assert all(s["start"] < 120 and s["end"] + 5 <= 120 for s in result["started"])
+
+
+def test_plan_window_operator_order_and_parallel():
+    shares = [{"name": n, "ready": True, "estimate": e} for n, e in (("a", 50), ("b", 80), ("c", 30))]
+    result = ms.plan_window(shares, now=0, window_end=200, order=["c", "a"])
+    assert [s["name"] for s in result["started"]] == ["c", "a", "b"]
+    two = ms.plan_window(shares, now=0, window_end=90, parallel=2)
+    assert sorted((s["name"], s["start"]) for s in two["started"]) == [("a", 0), ("b", 0), ("c", 50)]
+    with pytest.raises(InvalidRequest, match="zz is not among the ready shares"):
+        ms.plan_window(shares, 0, 10, order=["zz"])
+    with pytest.raises(InvalidRequest, match="parallel"):
+        ms.plan_window(shares, 0, 10, parallel=0)
