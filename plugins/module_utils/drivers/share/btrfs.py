@@ -786,10 +786,14 @@ class BtrfsShareDriver(PosixShareDriver):
             mine, theirs = os.path.join(here, self.point_name(base)), os.path.join(there, self.point_name(base))
             if self.is_subvolume(mine) and self.is_subvolume(theirs):
                 parent = mine
-        how = ' (from point %d)' % base if parent else ' (full)'
+        # The share's snapshots the replica lacks go first, each sent against the previous link of
+        # the chain (the base point, then the snapshot just sent); the new point follows them.
+        wanted = self.replica_snapshot_names(active_pool, share)
+        sent, parent = self._carry_snapshots_chain(active_pool, replica_pool, share, wanted, parent)
+        how = ' (from %s)' % os.path.basename(parent) if parent else ' (full)'
         what = 'send point %d of share %s to pool %s%s' % (seq, name, replica_pool, how)
-        sent = self._pipe(send_argv(point, parent), ['btrfs', 'receive', there], what,
-                          edit=root_times_edit(self.transport.lstat(point)))[0]
+        sent += self._pipe(send_argv(point, parent), ['btrfs', 'receive', there], what,
+                           edit=root_times_edit(self.transport.lstat(point)))[0]
         received = os.path.join(there, self.point_name(seq))
         if not self.received_ok(point, received):
             raise StorageError('Failed to %s: the receive ended but %s is not a complete copy' % (what, received))
@@ -798,7 +802,38 @@ class BtrfsShareDriver(PosixShareDriver):
         replica['base_time'] = time.time() + CTIME_MARGIN
         return {'bytes': sent, 'files': None, 'passes': 1, 'verified': True, 'incremental': bool(parent),
                 'source_time': source_time, 'source_quiet_until': quiet,
-                'seconds': round(time.monotonic() - start, 3)}
+                'seconds': round(time.monotonic() - start, 3),
+                'snapshots': self.replica_prune_snapshots(replica_pool, share, wanted)}
+
+    def replica_holds_snapshot(self, pool, share_name, snapshot_name):
+        # A receive cut short leaves a writable subvolume: only a read-only one is complete.
+        info = self.show(self.snapshot_path(pool, share_name, snapshot_name))
+        return bool(info and info['readonly'])
+
+    def _carry_snapshots_chain(self, active_pool, replica_pool, share, wanted, parent):
+        """``btrfs send -p <parent>`` each snapshot the replica lacks into its snapshots folder
+        (the received subvolume is the replica's snapshot, at the same path as on the active);
+        returns (bytes sent, the parent for the next send)."""
+        name = share['name']
+        sent = 0
+        for snap in wanted:
+            source = self.snapshot_path(active_pool, name, snap)
+            received = self.snapshot_path(replica_pool, name, snap)
+            if self.replica_holds_snapshot(replica_pool, name, snap):
+                continue
+            if self.transport.lexists(received):
+                self._delete_subvolume(received, 'partial receive of snapshot %s of share %s' % (snap, name))
+            self._makedirs(self.snapshots_dir(replica_pool, name))
+            what = 'send snapshot %s of share %s to pool %s%s' % (
+                snap, name, replica_pool, ' (from %s)' % os.path.basename(parent) if parent else ' (full)')
+            sent += self._pipe(send_argv(source, parent), ['btrfs', 'receive', self.snapshots_dir(replica_pool, name)],
+                               what, edit=root_times_edit(self.transport.lstat(source)),
+                               crash_event='btrfs sending replica snapshot %s' % snap)[0]
+            if not self.received_ok(source, received):
+                raise StorageError('Failed to %s: the receive ended but %s is not a complete copy' % (what, received))
+            crash_point('btrfs received replica snapshot %s' % snap)
+            parent = source
+        return sent, parent
 
     def _place_replica(self, pool, share, received):
         """Make the replica instance a read-only snapshot of ``received`` (the old one goes)."""
@@ -835,6 +870,7 @@ class BtrfsShareDriver(PosixShareDriver):
 
     def replica_delete(self, pool, share):
         changed = self.delete_instance(pool, share['name'])
+        changed = self.replica_delete_snapshots(pool, share) or changed
         folder = self.replication_dir(pool, share)
         try:
             names = self.transport.listdir(folder)
