@@ -767,6 +767,8 @@ class BtrfsShareDriver(PosixShareDriver):
         name = share['name']
         self._require_pool(active_pool)
         self._require_pool(replica_pool)
+        self._recover_placement(active_pool, share)
+        self._recover_placement(replica_pool, share)
         source = self.instance_path(active_pool, name)
         if not self.is_subvolume(source):
             raise StorageError('Failed to update the replica of share %s: its active instance %s is not a subvolume'
@@ -793,10 +795,12 @@ class BtrfsShareDriver(PosixShareDriver):
         how = ' (from %s)' % os.path.basename(parent) if parent else ' (full)'
         what = 'send point %d of share %s to pool %s%s' % (seq, name, replica_pool, how)
         sent += self._pipe(send_argv(point, parent), ['btrfs', 'receive', there], what,
-                           edit=root_times_edit(self.transport.lstat(point)))[0]
+                           edit=root_times_edit(self.transport.lstat(point)),
+                           crash_event='btrfs sending replica point')[0]
         received = os.path.join(there, self.point_name(seq))
         if not self.received_ok(point, received):
             raise StorageError('Failed to %s: the receive ended but %s is not a complete copy' % (what, received))
+        crash_point('btrfs received replica point')
         self._place_replica(replica_pool, share, received)
         replica['base'] = seq
         replica['base_time'] = time.time() + CTIME_MARGIN
@@ -835,6 +839,17 @@ class BtrfsShareDriver(PosixShareDriver):
             parent = source
         return sent, parent
 
+    def _recover_placement(self, pool, share):
+        """A run killed while placing a replica (between moving the old instance aside and
+        renaming the new one into place) left no instance: put the old one back, it is the point
+        the record names. Every replica step on the pool starts with this."""
+        instance = self.instance_path(pool, share['name'])
+        old = os.path.join(os.path.dirname(instance), '.%s.replica-previous' % share['name'])
+        if not self.transport.lexists(instance) and self.is_subvolume(old):
+            self.transport.rename(old, instance)
+            return True
+        return False
+
     def _place_replica(self, pool, share, received):
         """Make the replica instance a read-only snapshot of ``received`` (the old one goes)."""
         name = share['name']
@@ -855,6 +870,7 @@ class BtrfsShareDriver(PosixShareDriver):
             if not self.is_subvolume(instance):
                 raise StorageError('Failed to place the replica of share %s: %s is not a subvolume' % (name, instance))
             self.transport.rename(instance, old)
+            crash_point('btrfs replica instance moved aside')
         self.transport.rename(fresh, instance)
         self._delete_subvolume(old, 'previous replica instance')
         return True
@@ -871,6 +887,9 @@ class BtrfsShareDriver(PosixShareDriver):
     def replica_delete(self, pool, share):
         changed = self.delete_instance(pool, share['name'])
         changed = self.replica_delete_snapshots(pool, share) or changed
+        folder = os.path.dirname(self.instance_path(pool, share['name']))
+        for leftover in ('.%s.replica-previous' % share['name'], '.%s.replica-next' % share['name']):
+            changed = self._delete_subvolume(os.path.join(folder, leftover), 'unplaced replica instance') or changed
         folder = self.replication_dir(pool, share)
         try:
             names = self.transport.listdir(folder)
@@ -887,6 +906,7 @@ class BtrfsShareDriver(PosixShareDriver):
         return changed
 
     def replica_set_read_only(self, pool, share, read_only):
+        self._recover_placement(pool, share)
         path = self.instance_path(pool, share['name'])
         info = self.show(path)
         if info is None or info['readonly'] == read_only:
@@ -900,7 +920,12 @@ class BtrfsShareDriver(PosixShareDriver):
         # A descriptor opened before the subvolume became read-only keeps writing (see open_writers).
         return self.open_writers(self.instance_path(pool, share['name']))
 
+    def replica_divergence(self, pool, share, replica):
+        self._recover_placement(pool, share)
+        return super(BtrfsShareDriver, self).replica_divergence(pool, share, replica)
+
     def replica_keep(self, pool, share, label):
+        self._recover_placement(pool, share)
         folder = self.replication_dir(pool, share)
         final = os.path.join(folder, 'kept-%s' % label)
         if not self.is_subvolume(final):

@@ -399,6 +399,7 @@ class PosixShareDriver(ShareDriver):
             result['bytes'] += stats.get('literal_data', stats.get('transferred_size', 0))
             result['files'] += stats.get('transferred', 0) + stats.get('deleted', 0)
             result['passes'] += 1
+            crash_point('replica rsync pass')
             after = self.tree_seal(active_pool, source, ignore)
             if rc == rsync_lib.RC_OK and before == after:
                 result['verified'] = True
