@@ -331,6 +331,49 @@ def test_a_replica_that_stops_being_in_sync_releases_its_pending_snapshot(make_l
     assert [r["replica_state"] for r in record["replicas"] if r["id"] == replica["id"]] == ["error"]
 
 
+# --------------------------------------------------------------------------- after a promotion
+
+class ThreeLab(Lab):
+    """Pools a, b and c, each the root of its own loop-mounted btrfs filesystem."""
+
+    C = "stor1@r1#c"
+
+    def __init__(self, base: Path):
+        super().__init__(base, "btrfs", ("btrfs", "btrfs", "btrfs"))
+        self.points["c"] = base / "mnt-c"
+        self.images["c"] = base / "c.img"
+        self.backends[0]["pools"]["c"] = {"path": str(self.points["c"])}
+
+
+def test_btrfs_other_replicas_continue_incrementally_after_a_planned_promotion(tmp_path):
+    lab = ThreeLab(tmp_path / "lab")
+    try:
+        lab.open()
+        create(lab, {"replication_type": "dr"}, rules=())
+        full = lab.replicas().present("s1", pool=lab.B)["replica"]["last_update"]["bytes"]
+        lab.replicas().present("s1", pool=lab.C)
+        # b gets one more update than c: their bases differ, and b never held c's
+        change_one_percent(lab.path("a"))
+        lab.replicas().resynced("s1", pool=lab.B)
+        record, _pool = lab.ctx().load("s1")
+        bases = dict((r["pool"], r.get("base")) for r in record["replicas"])
+        assert bases[lab.B] != bases[lab.C]
+        lab.replicas().promoted("s1", pool=lab.B)
+        (lab.path("b") / "on-b.txt").write_text("written on the new active")
+        update = lab.replicas().resynced("s1", pool=lab.C)["replica"]
+        assert update["replica_state"] == "in_sync"
+        assert update["last_update"]["incremental"] is True and update["last_update"]["bytes"] < full / 10
+        assert tree_state(lab.path("b")) == tree_state(lab.path("c"))
+        # the old active continues incrementally too, and the forwarded point is not kept once used
+        update = lab.replicas().resynced("s1", pool=lab.A)["replica"]
+        assert update["last_update"]["incremental"] is True and update["last_update"]["bytes"] < full / 10
+        record, _pool = lab.ctx().load("s1")
+        kept = sorted(os.listdir(lab.points["b"] / ".mobility" / "replication" / record["id"]))
+        assert kept == sorted(set("rep-%06d" % r["base"] for r in record["replicas"] if r.get("base")))
+    finally:
+        lab.close()
+
+
 # --------------------------------------------------------------------------- the update_replicas playbook
 
 PLAYBOOK = Path(__file__).resolve().parents[2] / "playbooks" / "update_replicas.yml"

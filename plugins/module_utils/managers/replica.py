@@ -513,6 +513,10 @@ class LocalReplicaManager(ReplicaService):
             if not stats['verified']:
                 raise StorageError('Failed to promote replica %s of share %s: the active replica kept changing during '
                                    'the final update; stop what writes to it and promote again' % (replica['id'], name))
+            # The other secondaries' bases go to the promoted replica: they continue incrementally from it.
+            bases = sorted(set(int(r['base']) for r in secondaries(record) if r['id'] != replica['id'] and r.get('base')))
+            if bases:
+                driver.replica_forward_points(active_pool, target, record, replica, bases)
         except Exception:
             driver.replica_set_read_only(active_pool, record, False)
             driver.export().apply(name, active['path'], rules_mode)

@@ -809,6 +809,30 @@ class BtrfsShareDriver(PosixShareDriver):
                 'seconds': round(time.monotonic() - start, 3),
                 'snapshots': self.replica_prune_snapshots(replica_pool, share, wanted)}
 
+    def replica_forward_points(self, active_pool, replica_pool, share, replica, seqs):
+        """Send each point of ``seqs`` the replica lacks, ``-p`` its own base point: the received
+        copy has the same received UUID as the other secondary's, so that after the promotion
+        ``btrfs send -p`` it from the new active is an increment the other secondary can receive."""
+        here, there = self.replication_dir(active_pool, share), self.replication_dir(replica_pool, share)
+        parent = os.path.join(here, self.point_name(int(replica['base']))) if replica.get('base') else None
+        if parent and not self.is_subvolume(parent):
+            parent = None
+        changed = False
+        for seq in seqs:
+            source, received = os.path.join(here, self.point_name(seq)), os.path.join(there, self.point_name(seq))
+            if not self.is_subvolume(source) or self.received_ok(source, received):
+                continue
+            if self.transport.lexists(received):
+                self._delete_subvolume(received, 'partial receive of point %d of share %s' % (seq, share['name']))
+            what = 'send point %d of share %s to pool %s (the base of another replica)' % (
+                seq, share['name'], replica_pool)
+            self._pipe(send_argv(source, parent), ['btrfs', 'receive', there], what,
+                       edit=root_times_edit(self.transport.lstat(source)))
+            if not self.received_ok(source, received):
+                raise StorageError('Failed to %s: the receive ended but %s is not a complete copy' % (what, received))
+            changed = True
+        return changed
+
     def replica_holds_snapshot(self, pool, share_name, snapshot_name):
         # A receive cut short leaves a writable subvolume: only a read-only one is complete.
         info = self.show(self.snapshot_path(pool, share_name, snapshot_name))
