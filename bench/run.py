@@ -3,6 +3,7 @@
 """Benchmark of the data mover against the copy limit, the reference method and rsync + sha256sum.
 
     python bench/run.py [--quick] [--runs N] [--out FILE]
+    python bench/run.py --replication [--files N]   # replication instead (bench/replication.py)
 
 Generates three data sets (seeded, so every run writes the same bytes), copies each one with every
 method between two filesystems (as root: ext4 and xfs on loop devices; otherwise two folders),
@@ -815,7 +816,13 @@ def _terminate(*_args):
 
 
 def main(argv=None):
-    opts = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if '--replication' in argv:
+        # The replication scenario (bench/replication.py) runs on its own: the default run stays short.
+        sys.path.insert(0, str(REPO / 'bench'))
+        import replication
+        return replication.main([a for a in argv if a != '--replication'])
+    opts = parse_args(argv)
     begun = time.perf_counter()
     signal.signal(signal.SIGTERM, _terminate)
     plans = plan_datasets(opts)

@@ -103,7 +103,8 @@ shares:
       description:
         - For a share with a C(replication_type) and replicas - each with pool, status and C(replica_state).
         - On posix and btrfs also C(last_sync), C(lag_seconds), C(rpo_seconds), C(past_rpo) and C(last_update)
-          (C(bytes), C(files), C(seconds) of the last update).
+          (C(bytes), C(files), C(seconds) of the last update), and C(snapshots) (the share's snapshots a
+          secondary holds).
       type: list
       elements: dict
       sample: [{id: 5c1f..., pool: devhost@beta#fake_pool_for_BETA, status: available, replica_state: in_sync,

@@ -164,6 +164,7 @@ replica:
     - On posix and btrfs also C(last_sync) (the time of the point it holds), C(lag_seconds), C(rpo_seconds),
       C(past_rpo), C(last_update) (C(bytes), C(files), C(seconds), C(verified), C(incremental)), C(export_location),
       and after a forced promotion C(fence_pending), C(fenced_at), C(kept_divergence).
+      C(snapshots) names the share's snapshots a secondary holds (its last update carried them).
   returned: always
   type: dict
   sample: {id: 5c1f..., share_id: 0f0e..., pool: devhost@beta#pool1, status: available, replica_state: in_sync,

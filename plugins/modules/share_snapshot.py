@@ -16,6 +16,9 @@ description:
     no extra space on filesystems that can share blocks (xfs, btrfs) and a full copy elsewhere.
   - Snapshots move with the share in a driver-assisted migration; a host-assisted migration
     cannot carry them.
+  - A snapshot of a replicated share is carried to its replicas by their next update; while an
+    C(in_sync) replica lacks it, it stays C(creating) with C(replicas_pending) (the replica ids), as
+    in the reference. A rerun returns it unchanged.
 extends_documentation_fragment: [storage.mobility.backends, storage.mobility.attributes]
 attributes:
   check_mode:

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from mobility_helpers import populate_share, tree_state  # noqa: E402
 
 from ansible_collections.storage.mobility.plugins.module_utils.context import Context  # noqa: E402
-from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest  # noqa: E402
+from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError  # noqa: E402
 from ansible_collections.storage.mobility.plugins.module_utils.managers.replica import LocalReplicaManager  # noqa: E402
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager  # noqa: E402
 
@@ -237,6 +237,141 @@ def test_btrfs_forced_promotion_with_the_active_filesystem_unmounted(make_lab):
     assert lab.replicas().promoted("s1", pool=lab.A)["changed"] is True
     assert lab.same()
     (lab.path("a") / "back-home.txt").write_text("a writes again")
+
+
+# --------------------------------------------------------------------------- snapshots of a replicated share
+
+def snapshot_tree(lab, pool, snap, drop_blocks):
+    state = tree_state(lab.points[pool] / "snapshots" / "s1" / snap)
+    assert state is not None, f"no snapshot {snap} in pool {pool}"
+    if drop_blocks:
+        for entry in state.values():
+            entry.pop("blocks", None)
+    return state
+
+
+def snapshot_status(lab, snap):
+    record, _pool = lab.ctx().load("s1")
+    return [s for s in record["snapshots"] if s["name"] == snap][0]
+
+
+@pytest.mark.parametrize("driver, filesystems", [("btrfs", ("btrfs", "btrfs")), ("posix", ("ext4", "xfs"))],
+                         ids=["btrfs", "posix-ext4-xfs"])
+def test_snapshots_reach_in_sync_replicas_before_they_are_available(make_lab, driver, filesystems):
+    lab = make_lab(driver, filesystems)
+    drop_blocks = filesystems[0] != filesystems[1]
+    create(lab, {"replication_type": "dr"}, rules=())
+    shares = ShareManager(lab.ctx())
+    # a snapshot taken before the replica exists is carried by its first update
+    assert shares.snapshot_present("s1", "before")["snapshot"]["status"] == "available"
+    replica = lab.replicas().present("s1", pool=lab.B)["replica"]
+    assert replica["replica_state"] == "in_sync" and replica["snapshots"] == ["before"]
+    assert snapshot_tree(lab, "a", "before", drop_blocks) == snapshot_tree(lab, "b", "before", drop_blocks)
+    full = replica["last_update"]["bytes"]
+    # taken on the active with an in_sync replica: creating until the replica holds it
+    change_one_percent(lab.path("a"))
+    snap = ShareManager(lab.ctx()).snapshot_present("s1", "one")["snapshot"]
+    assert (snap["status"], snap["replicas_pending"]) == ("creating", [replica["id"]])
+    assert ShareManager(lab.ctx()).snapshot_present("s1", "one")["changed"] is False
+    assert not (lab.points["b"] / "snapshots" / "s1" / "one").exists()
+    update = lab.replicas().resynced("s1", pool=lab.B)["replica"]
+    assert update["replica_state"] == "in_sync" and update["snapshots"] == ["before", "one"]
+    assert snapshot_status(lab, "one")["status"] == "available"
+    assert "replicas_pending" not in snapshot_status(lab, "one")
+    assert snapshot_tree(lab, "a", "one", drop_blocks) == snapshot_tree(lab, "b", "one", drop_blocks)
+    assert lab.same()
+    # only the change travels: btrfs sends it in the -p chain, posix hard-links unchanged files
+    assert update["last_update"]["bytes"] < full / 10
+    if driver == "btrfs":
+        assert update["last_update"]["incremental"] is True
+        for snap_name in ("before", "one"):
+            info = run(["btrfs", "subvolume", "show", lab.points["b"] / "snapshots" / "s1" / snap_name]).stdout
+            assert "Received UUID" in info and "readonly" in info
+    else:
+        before = lab.points["b"] / "snapshots" / "s1" / "before" / "many"
+        one = lab.points["b"] / "snapshots" / "s1" / "one" / "many"
+        assert (before / "f001").stat().st_ino == (one / "f001").stat().st_ino
+        assert (before / "f007").stat().st_ino != (one / "f007").stat().st_ino
+    # a snapshot deleted on the active goes from the replica at its next update, which stays incremental
+    ShareManager(lab.ctx()).snapshot_absent("s1", "before")
+    change_one_percent(lab.path("a"))
+    update = lab.replicas().resynced("s1", pool=lab.B)["replica"]
+    assert update["snapshots"] == ["one"] and update["last_update"]["bytes"] < full / 10
+    assert sorted(os.listdir(lab.points["b"] / "snapshots" / "s1")) == ["one"]
+    if driver == "btrfs":
+        assert update["last_update"]["incremental"] is True
+    # a planned promotion: the snapshot is the new active's copy; the old active keeps its own
+    ShareManager(lab.ctx()).snapshot_present("s1", "two")
+    result = lab.replicas().promoted("s1", pool=lab.B)
+    assert [(r["pool"], r["replica_state"]) for r in result["replicas"]] == [(lab.B, "active"), (lab.A, "in_sync")]
+    for snap_name in ("one", "two"):
+        got = snapshot_status(lab, snap_name)
+        assert got["status"] == "available" and got["path"] == str(lab.points["b"] / "snapshots" / "s1" / snap_name)
+        assert snapshot_tree(lab, "a", snap_name, drop_blocks) == snapshot_tree(lab, "b", snap_name, drop_blocks)
+    # deleting the replica removes its snapshot copies, not the active's
+    lab.replicas().absent("s1", pool=lab.A)
+    assert not (lab.points["a"] / "snapshots" / "s1").exists()
+    assert sorted(os.listdir(lab.points["b"] / "snapshots" / "s1")) == ["one", "two"]
+
+
+def test_a_replica_that_stops_being_in_sync_releases_its_pending_snapshot(make_lab):
+    lab = make_lab("posix", ("ext4", "ext4"))
+    create(lab, {"replication_type": "dr"}, rules=())
+    replica = lab.replicas().present("s1", pool=lab.B)["replica"]
+    assert ShareManager(lab.ctx()).snapshot_present("s1", "one")["snapshot"]["status"] == "creating"
+    lab.replicas().present("s1", pool=lab.B, replica_state="out_of_sync")
+    got = snapshot_status(lab, "one")
+    assert got["status"] == "available" and "replicas_pending" not in got
+    # an update that could not copy a snapshot does not claim in_sync
+    (lab.points["b"] / "snapshots" / "s1").mkdir(parents=True)
+    (lab.points["b"] / "snapshots" / "s1" / "one").write_text("a file where the copy goes")
+    with pytest.raises(StorageError, match="exists and is not a snapshot folder"):
+        lab.replicas().resynced("s1", pool=lab.B)
+    record, _pool = lab.ctx().load("s1")
+    assert [r["replica_state"] for r in record["replicas"] if r["id"] == replica["id"]] == ["error"]
+
+
+# --------------------------------------------------------------------------- after a promotion
+
+class ThreeLab(Lab):
+    """Pools a, b and c, each the root of its own loop-mounted btrfs filesystem."""
+
+    C = "stor1@r1#c"
+
+    def __init__(self, base: Path):
+        super().__init__(base, "btrfs", ("btrfs", "btrfs", "btrfs"))
+        self.points["c"] = base / "mnt-c"
+        self.images["c"] = base / "c.img"
+        self.backends[0]["pools"]["c"] = {"path": str(self.points["c"])}
+
+
+def test_btrfs_other_replicas_continue_incrementally_after_a_planned_promotion(tmp_path):
+    lab = ThreeLab(tmp_path / "lab")
+    try:
+        lab.open()
+        create(lab, {"replication_type": "dr"}, rules=())
+        full = lab.replicas().present("s1", pool=lab.B)["replica"]["last_update"]["bytes"]
+        lab.replicas().present("s1", pool=lab.C)
+        # b gets one more update than c: their bases differ, and b never held c's
+        change_one_percent(lab.path("a"))
+        lab.replicas().resynced("s1", pool=lab.B)
+        record, _pool = lab.ctx().load("s1")
+        bases = dict((r["pool"], r.get("base")) for r in record["replicas"])
+        assert bases[lab.B] != bases[lab.C]
+        lab.replicas().promoted("s1", pool=lab.B)
+        (lab.path("b") / "on-b.txt").write_text("written on the new active")
+        update = lab.replicas().resynced("s1", pool=lab.C)["replica"]
+        assert update["replica_state"] == "in_sync"
+        assert update["last_update"]["incremental"] is True and update["last_update"]["bytes"] < full / 10
+        assert tree_state(lab.path("b")) == tree_state(lab.path("c"))
+        # the old active continues incrementally too, and the forwarded point is not kept once used
+        update = lab.replicas().resynced("s1", pool=lab.A)["replica"]
+        assert update["last_update"]["incremental"] is True and update["last_update"]["bytes"] < full / 10
+        record, _pool = lab.ctx().load("s1")
+        kept = sorted(os.listdir(lab.points["b"] / ".mobility" / "replication" / record["id"]))
+        assert kept == sorted(set("rep-%06d" % r["base"] for r in record["replicas"] if r.get("base")))
+    finally:
+        lab.close()
 
 
 # --------------------------------------------------------------------------- the update_replicas playbook

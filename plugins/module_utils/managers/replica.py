@@ -28,7 +28,7 @@ from ansible_collections.storage.mobility.plugins.module_utils import states
 from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, InvalidRequest, NotFound, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import RO, access_mode
 from ansible_collections.storage.mobility.plugins.module_utils.managers.replica_records import (
-    past_rpo, replica_view, replica_views, replication_type, secondaries)
+    missing_snapshots, past_rpo, replica_view, replica_views, replication_type, secondaries, settle_snapshots)
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import active_instance
 from ansible_collections.storage.mobility.plugins.module_utils.names import PoolAddress, validate_name
 from ansible_collections.storage.mobility.plugins.module_utils.services.base import not_served, refuse_options
@@ -115,6 +115,9 @@ class LocalReplicaManager(ReplicaService):
 
     def _save(self, record, pool, event):
         """Save the record in the active pool (journaled) and its copy in every reachable secondary pool."""
+        settled = settle_snapshots(record)
+        if settled:
+            event = '%s; snapshots %s available on every in_sync replica' % (event, ', '.join(settled))
         self.ctx.repo.save(record, pool, event)
         for replica in secondaries(record):
             other = self.ctx.pool(replica['pool'])
@@ -330,9 +333,13 @@ class LocalReplicaManager(ReplicaService):
             replica['sync_error'] = str(exc)
             self._save(record, active_pool, 'replica %s update failed' % replica['id'])
             raise
+        # In sync only with every snapshot of the share (the reference's rule).
+        replica['snapshots'] = stats.get('snapshots') or []
+        missing = missing_snapshots(record, replica)
         replica.update({
-            'status': states.AVAILABLE, 'sync_error': None,
-            'replica_state': IN_SYNC if stats['verified'] else OUT_OF_SYNC,
+            'status': states.AVAILABLE,
+            'sync_error': ('the replica lacks snapshots %s' % ', '.join(missing)) if missing else None,
+            'replica_state': IN_SYNC if stats['verified'] and not missing else OUT_OF_SYNC,
             'last_sync': iso(stats['source_time']), 'last_sync_epoch': stats['source_time'],
             'source_quiet_until': stats.get('source_quiet_until'),
             'last_update': {'at': now_iso(), 'bytes': stats['bytes'], 'files': stats['files'],
@@ -506,6 +513,10 @@ class LocalReplicaManager(ReplicaService):
             if not stats['verified']:
                 raise StorageError('Failed to promote replica %s of share %s: the active replica kept changing during '
                                    'the final update; stop what writes to it and promote again' % (replica['id'], name))
+            # The other secondaries' bases go to the promoted replica: they continue incrementally from it.
+            bases = sorted(set(int(r['base']) for r in secondaries(record) if r['id'] != replica['id'] and r.get('base')))
+            if bases:
+                driver.replica_forward_points(active_pool, target, record, replica, bases)
         except Exception:
             driver.replica_set_read_only(active_pool, record, False)
             driver.export().apply(name, active['path'], rules_mode)
@@ -536,6 +547,7 @@ class LocalReplicaManager(ReplicaService):
                 other['replica_state'] = OUT_OF_SYNC
         promoted = {'id': replica['id'], 'pool': replica['pool'], 'status': states.AVAILABLE, 'replica_state': ACTIVE,
                     'created_at': replica.get('created_at')}
+        self._move_snapshots(record, replica, target, old_entry)
         record['replicas'] = [promoted, old_entry] + others
         record['instances'] = [{'id': replica['id'], 'pool': replica['pool'], 'status': states.AVAILABLE,
                                 'role': 'active', 'path': new_path, 'created_at': replica.get('created_at')}]
@@ -557,6 +569,24 @@ class LocalReplicaManager(ReplicaService):
             self._save(record, target, 'old active replica %s exported as a secondary' % old_entry['id'])
         self._drop_copy(target, name)
         return promoted
+
+    def _move_snapshots(self, record, replica, target, old_entry):
+        """The share's snapshots are now the promoted replica's copies; one it does not hold is
+        recorded ``error`` (it stays in the old active's pool). The old active holds every snapshot
+        it had (a forced promotion: as its record copy listed them)."""
+        driver = self.ctx.driver(target)
+        held = set(replica.get('snapshots') or [])
+        old_entry['snapshots'] = [s['name'] for s in record.get('snapshots') or []
+                                  if s.get('status') in (states.CREATING, states.AVAILABLE)]
+        for snap in record.get('snapshots') or []:
+            snap.pop('replicas_pending', None)
+            if snap['name'] in held:
+                snap['path'] = driver.snapshot_path(target, record['name'], snap['name'])
+                if snap.get('status') == states.CREATING:
+                    snap['status'] = states.AVAILABLE
+            elif snap.get('status') in (states.CREATING, states.AVAILABLE):
+                snap['status'] = states.ERROR
+                snap['error'] = 'not on the replica promoted in %s (it stays in %s)' % (target, old_entry['pool'])
 
     def _forced(self, name, pool, replica_id, force):
         """The active pool is gone: promote a secondary from the record copy its pool keeps."""

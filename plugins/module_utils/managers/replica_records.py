@@ -18,7 +18,7 @@ from ansible_collections.storage.mobility.plugins.module_utils import states
 
 #: what a replica view carries besides the computed lag
 VIEW_KEYS = ('id', 'pool', 'status', 'replica_state', 'created_at', 'updated_at', 'last_sync', 'last_update',
-             'sync_error', 'fenced_at', 'fence_pending', 'kept_divergence', 'export_location')
+             'sync_error', 'fenced_at', 'fence_pending', 'kept_divergence', 'export_location', 'snapshots')
 
 
 def replication_type(record):
@@ -68,3 +68,40 @@ def replica_view(record, replica, now=None):
 
 def replica_views(record, now=None):
     return [replica_view(record, r, now) for r in record.get('replicas') or []]
+
+
+# -- snapshots of a replicated share (docs/replication.md "Snapshots") ---------------------------
+def replicated_snapshot_names(record):
+    """The snapshots every secondary must hold, in creation order (taken or being taken on the active)."""
+    return [s['name'] for s in record.get('snapshots') or []
+            if s.get('status') in (states.CREATING, states.AVAILABLE)]
+
+
+def missing_snapshots(record, replica):
+    held = set(replica.get('snapshots') or [])
+    return [n for n in replicated_snapshot_names(record) if n not in held]
+
+
+def pending_replicas(record, snapshot_name):
+    """The in_sync secondaries that do not hold snapshot ``snapshot_name`` yet."""
+    return [r['id'] for r in secondaries(record)
+            if r.get('replica_state') == states.REPLICA_IN_SYNC and snapshot_name not in (r.get('snapshots') or [])]
+
+
+def settle_snapshots(record):
+    """The reference's rule: a snapshot of a replicated share is ``available`` only once it is on
+    the active replica and on every in_sync secondary. A snapshot waiting for replicas carries
+    ``replicas_pending``; it becomes available when the last of them holds it (or stops being
+    in_sync, or is deleted). Returns the names that became available."""
+    done = []
+    for snap in record.get('snapshots') or []:
+        if snap.get('status') != states.CREATING or 'replicas_pending' not in snap:
+            continue
+        pending = pending_replicas(record, snap['name'])
+        if pending:
+            snap['replicas_pending'] = pending
+            continue
+        snap.pop('replicas_pending')
+        snap['status'] = states.AVAILABLE
+        done.append(snap['name'])
+    return done

@@ -15,7 +15,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.data_copy.layout 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import access_mode
 from ansible_collections.storage.mobility.plugins.module_utils.managers import cleanup
-from ansible_collections.storage.mobility.plugins.module_utils.managers.replica_records import replica_views
+from ansible_collections.storage.mobility.plugins.module_utils.managers.replica_records import pending_replicas, replica_views
 from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
 from ansible_collections.storage.mobility.plugins.module_utils.services.share import ShareService
 from ansible_collections.storage.mobility.plugins.module_utils.store import now_iso
@@ -322,6 +322,9 @@ class ShareManager(ShareService):
             driver = ctx.driver(pool)
             if existing and existing[0]['status'] == states.AVAILABLE:
                 return {'changed': False, 'snapshot': existing[0], 'actions': []}
+            if existing and existing[0].get('replicas_pending') and driver.snapshot_exists(pool, share_name, snapshot_name):
+                # Taken; waiting for the next update of its replicas (docs/replication.md).
+                return {'changed': False, 'snapshot': existing[0], 'actions': []}
             if states.is_busy(record.get('task_state')):
                 raise Busy('Cannot snapshot share %s: it is busy with task_state %s' % (share_name, record['task_state']))
             if record['status'] != states.AVAILABLE:
@@ -337,8 +340,13 @@ class ShareManager(ShareService):
                 record['snapshots'].append(snap)
                 ctx.repo.save(record, pool, 'snapshot %s requested' % snapshot_name)
             snap['used_bytes'] = driver.create_snapshot(pool, share_name, snapshot_name)
-            snap['status'] = states.AVAILABLE
-            ctx.repo.save(record, pool, 'snapshot %s available' % snapshot_name)
+            # A replicated share's snapshot is available once its in_sync replicas hold it too.
+            pending = pending_replicas(record, snapshot_name)
+            snap['status'] = states.CREATING if pending else states.AVAILABLE
+            if pending:
+                snap['replicas_pending'] = pending
+            ctx.repo.save(record, pool, 'snapshot %s %s' % (snapshot_name, 'taken; waiting for the replicas %s'
+                                                            % ', '.join(pending) if pending else 'available'))
             return {'changed': True, 'snapshot': snap, 'actions': actions}
 
     def snapshot_absent(self, share_name, snapshot_name):

@@ -196,6 +196,12 @@ class ShareDriver(abc.ABC):
         with the other replicas (``replica['base']``): a list of paths, or None when unknown."""
         raise self._no_replication()
 
+    def replica_forward_points(self, active_pool, replica_pool, share, replica, seqs):
+        """Before a planned promotion of ``replica``: give it the replication points ``seqs`` (the
+        other secondaries' bases), so that they continue incrementally from it. Drivers whose
+        updates need no common point do nothing."""
+        return False
+
     def replica_keep(self, pool, share, label):
         """Keep the instance of ``share`` in ``pool`` as it is now, under ``label``; return its path."""
         raise self._no_replication()

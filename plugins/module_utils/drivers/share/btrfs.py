@@ -769,6 +769,8 @@ class BtrfsShareDriver(PosixShareDriver):
         name = share['name']
         self._require_pool(active_pool)
         self._require_pool(replica_pool)
+        self._recover_placement(active_pool, share)
+        self._recover_placement(replica_pool, share)
         source = self.instance_path(active_pool, name)
         if not self.is_subvolume(source):
             raise StorageError('Failed to update the replica of share %s: its active instance %s is not a subvolume'
@@ -788,19 +790,91 @@ class BtrfsShareDriver(PosixShareDriver):
             mine, theirs = os.path.join(here, self.point_name(base)), os.path.join(there, self.point_name(base))
             if self.is_subvolume(mine) and self.is_subvolume(theirs):
                 parent = mine
-        how = ' (from point %d)' % base if parent else ' (full)'
+        # The share's snapshots the replica lacks go first, each sent against the previous link of
+        # the chain (the base point, then the snapshot just sent); the new point follows them.
+        wanted = self.replica_snapshot_names(active_pool, share)
+        sent, parent = self._carry_snapshots_chain(active_pool, replica_pool, share, wanted, parent)
+        how = ' (from %s)' % os.path.basename(parent) if parent else ' (full)'
         what = 'send point %d of share %s to pool %s%s' % (seq, name, replica_pool, how)
-        sent = self._pipe(send_argv(point, parent), ['btrfs', 'receive', there], what,
-                          edit=root_times_edit(self.transport.lstat(point)))[0]
+        sent += self._pipe(send_argv(point, parent), ['btrfs', 'receive', there], what,
+                           edit=root_times_edit(self.transport.lstat(point)),
+                           crash_event='btrfs sending replica point')[0]
         received = os.path.join(there, self.point_name(seq))
         if not self.received_ok(point, received):
             raise StorageError('Failed to %s: the receive ended but %s is not a complete copy' % (what, received))
+        crash_point('btrfs received replica point')
         self._place_replica(replica_pool, share, received)
         replica['base'] = seq
         replica['base_time'] = time.time() + CTIME_MARGIN
         return {'bytes': sent, 'files': None, 'passes': 1, 'verified': True, 'incremental': bool(parent),
                 'source_time': source_time, 'source_quiet_until': quiet,
-                'seconds': round(time.monotonic() - start, 3)}
+                'seconds': round(time.monotonic() - start, 3),
+                'snapshots': self.replica_prune_snapshots(replica_pool, share, wanted)}
+
+    def replica_forward_points(self, active_pool, replica_pool, share, replica, seqs):
+        """Send each point of ``seqs`` the replica lacks, ``-p`` its own base point: the received
+        copy has the same received UUID as the other secondary's, so that after the promotion
+        ``btrfs send -p`` it from the new active is an increment the other secondary can receive."""
+        here, there = self.replication_dir(active_pool, share), self.replication_dir(replica_pool, share)
+        parent = os.path.join(here, self.point_name(int(replica['base']))) if replica.get('base') else None
+        if parent and not self.is_subvolume(parent):
+            parent = None
+        changed = False
+        for seq in seqs:
+            source, received = os.path.join(here, self.point_name(seq)), os.path.join(there, self.point_name(seq))
+            if not self.is_subvolume(source) or self.received_ok(source, received):
+                continue
+            if self.transport.lexists(received):
+                self._delete_subvolume(received, 'partial receive of point %d of share %s' % (seq, share['name']))
+            what = 'send point %d of share %s to pool %s (the base of another replica)' % (
+                seq, share['name'], replica_pool)
+            self._pipe(send_argv(source, parent), ['btrfs', 'receive', there], what,
+                       edit=root_times_edit(self.transport.lstat(source)))
+            if not self.received_ok(source, received):
+                raise StorageError('Failed to %s: the receive ended but %s is not a complete copy' % (what, received))
+            changed = True
+        return changed
+
+    def replica_holds_snapshot(self, pool, share_name, snapshot_name):
+        # A receive cut short leaves a writable subvolume: only a read-only one is complete.
+        info = self.show(self.snapshot_path(pool, share_name, snapshot_name))
+        return bool(info and info['readonly'])
+
+    def _carry_snapshots_chain(self, active_pool, replica_pool, share, wanted, parent):
+        """``btrfs send -p <parent>`` each snapshot the replica lacks into its snapshots folder
+        (the received subvolume is the replica's snapshot, at the same path as on the active);
+        returns (bytes sent, the parent for the next send)."""
+        name = share['name']
+        sent = 0
+        for snap in wanted:
+            source = self.snapshot_path(active_pool, name, snap)
+            received = self.snapshot_path(replica_pool, name, snap)
+            if self.replica_holds_snapshot(replica_pool, name, snap):
+                continue
+            if self.transport.lexists(received):
+                self._delete_subvolume(received, 'partial receive of snapshot %s of share %s' % (snap, name))
+            self._makedirs(self.snapshots_dir(replica_pool, name))
+            what = 'send snapshot %s of share %s to pool %s%s' % (
+                snap, name, replica_pool, ' (from %s)' % os.path.basename(parent) if parent else ' (full)')
+            sent += self._pipe(send_argv(source, parent), ['btrfs', 'receive', self.snapshots_dir(replica_pool, name)],
+                               what, edit=root_times_edit(self.transport.lstat(source)),
+                               crash_event='btrfs sending replica snapshot %s' % snap)[0]
+            if not self.received_ok(source, received):
+                raise StorageError('Failed to %s: the receive ended but %s is not a complete copy' % (what, received))
+            crash_point('btrfs received replica snapshot %s' % snap)
+            parent = source
+        return sent, parent
+
+    def _recover_placement(self, pool, share):
+        """A run killed while placing a replica (between moving the old instance aside and
+        renaming the new one into place) left no instance: put the old one back, it is the point
+        the record names. Every replica step on the pool starts with this."""
+        instance = self.instance_path(pool, share['name'])
+        old = os.path.join(os.path.dirname(instance), '.%s.replica-previous' % share['name'])
+        if not self.transport.lexists(instance) and self.is_subvolume(old):
+            self.transport.rename(old, instance)
+            return True
+        return False
 
     def _place_replica(self, pool, share, received):
         """Make the replica instance a read-only snapshot of ``received`` (the old one goes)."""
@@ -822,6 +896,7 @@ class BtrfsShareDriver(PosixShareDriver):
             if not self.is_subvolume(instance):
                 raise StorageError('Failed to place the replica of share %s: %s is not a subvolume' % (name, instance))
             self.transport.rename(instance, old)
+            crash_point('btrfs replica instance moved aside')
         self.transport.rename(fresh, instance)
         self._delete_subvolume(old, 'previous replica instance')
         return True
@@ -837,6 +912,10 @@ class BtrfsShareDriver(PosixShareDriver):
 
     def replica_delete(self, pool, share):
         changed = self.delete_instance(pool, share['name'])
+        changed = self.replica_delete_snapshots(pool, share) or changed
+        folder = os.path.dirname(self.instance_path(pool, share['name']))
+        for leftover in ('.%s.replica-previous' % share['name'], '.%s.replica-next' % share['name']):
+            changed = self._delete_subvolume(os.path.join(folder, leftover), 'unplaced replica instance') or changed
         folder = self.replication_dir(pool, share)
         try:
             names = self.transport.listdir(folder)
@@ -853,6 +932,7 @@ class BtrfsShareDriver(PosixShareDriver):
         return changed
 
     def replica_set_read_only(self, pool, share, read_only):
+        self._recover_placement(pool, share)
         path = self.instance_path(pool, share['name'])
         info = self.show(path)
         if info is None or info['readonly'] == read_only:
@@ -866,7 +946,12 @@ class BtrfsShareDriver(PosixShareDriver):
         # A descriptor opened before the subvolume became read-only keeps writing (see open_writers).
         return self.open_writers(self.instance_path(pool, share['name']))
 
+    def replica_divergence(self, pool, share, replica):
+        self._recover_placement(pool, share)
+        return super(BtrfsShareDriver, self).replica_divergence(pool, share, replica)
+
     def replica_keep(self, pool, share, label):
+        self._recover_placement(pool, share)
         folder = self.replication_dir(pool, share)
         final = os.path.join(folder, 'kept-%s' % label)
         if not self.is_subvolume(final):

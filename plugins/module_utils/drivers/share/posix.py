@@ -25,6 +25,7 @@ import os
 import time
 import uuid
 
+from ansible_collections.storage.mobility.plugins.module_utils.crash import crash_point
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import SealError
@@ -384,6 +385,8 @@ class PosixShareDriver(ShareDriver):
         what = 'update the replica of share %s in pool %s' % (name, replica_pool)
         start = time.monotonic()
         result = {'bytes': 0, 'files': 0, 'passes': 0, 'verified': False}
+        wanted = self.replica_snapshot_names(active_pool, share)
+        result['bytes'] += self._carry_snapshots(active_pool, replica_pool, share, wanted)
         for _attempt in range(REPLICA_PASSES):
             before = self.tree_seal(active_pool, source, ignore)
             point = time.time()
@@ -396,6 +399,7 @@ class PosixShareDriver(ShareDriver):
             result['bytes'] += stats.get('literal_data', stats.get('transferred_size', 0))
             result['files'] += stats.get('transferred', 0) + stats.get('deleted', 0)
             result['passes'] += 1
+            crash_point('replica rsync pass')
             after = self.tree_seal(active_pool, source, ignore)
             if rc == rsync_lib.RC_OK and before == after:
                 result['verified'] = True
@@ -405,10 +409,93 @@ class PosixShareDriver(ShareDriver):
         result['source_quiet_until'] = time.time() - CTIME_MARGIN
         result['seconds'] = round(time.monotonic() - start, 3)
         replica['base_time'] = time.time() + CTIME_MARGIN
+        result['snapshots'] = self.replica_prune_snapshots(replica_pool, share, wanted)
         return result
+
+    # Snapshots of a replicated share: each secondary keeps a copy of every snapshot of the active
+    # at the same path (snapshots/<share>/<name>), so that a promoted replica has them.
+    def replica_snapshot_names(self, active_pool, share):
+        """The snapshots of ``share`` an update carries: taken on the active, in creation order."""
+        return [s['name'] for s in share.get('snapshots') or []
+                if s.get('status') in ('creating', 'available')
+                and self.replica_holds_snapshot(active_pool, share['name'], s['name'])]
+
+    def replica_holds_snapshot(self, pool, share_name, snapshot_name):
+        """True when the pool holds a complete snapshot (a partial copy is named .<name>.partial)."""
+        return self.snapshot_exists(pool, share_name, snapshot_name)
+
+    def replica_prune_snapshots(self, pool, share, wanted):
+        """Delete the snapshots of ``share`` in the replica pool that the active no longer has;
+        return the names the pool holds, in the order of ``wanted``."""
+        name = share['name']
+        try:
+            entries = self.transport.listdir(self.snapshots_dir(pool, name))
+        except OSError:
+            entries = []
+        for entry in entries:
+            if entry not in wanted and not entry.startswith('.'):
+                self.delete_snapshot(pool, name, entry)
+        return [n for n in wanted if self.replica_holds_snapshot(pool, name, n)]
+
+    def _carry_snapshots(self, active_pool, replica_pool, share, wanted):
+        """Copy each snapshot the replica lacks with rsync; files equal to the replica's previous
+        snapshot are hard links to it (``--link-dest``: snapshots never change, the live replica
+        does, so it is never a link source). Returns the bytes sent."""
+        name = share['name']
+        folder = self.snapshots_dir(replica_pool, name)
+        previous = None
+        sent = 0
+        for snap in wanted:
+            final = self.snapshot_path(replica_pool, name, snap)
+            if self.replica_holds_snapshot(replica_pool, name, snap):
+                previous = final
+                continue
+            if self.transport.lexists(final):
+                raise StorageError('Failed to copy snapshot %s of share %s to pool %s: %s exists and is not a '
+                                   'snapshot folder' % (snap, name, replica_pool, final))
+            try:
+                self.transport.makedirs(folder, 0o755)
+            except OSError as exc:
+                if exc.errno != errno.EEXIST:
+                    raise StorageError('Failed to create %s: %s' % (folder, exc.strerror))
+            tmp = os.path.join(folder, '.%s.partial' % snap)
+            if self.transport.lexists(tmp):
+                self.remove_tree(tmp, 'remove the partial copy of snapshot %s of share %s' % (snap, name))
+            extra = ['--link-dest=' + previous] if previous else []
+            argv = rsync_lib.build_argv(self.snapshot_path(active_pool, name, snap), tmp, extra_options=extra)
+            what = 'copy snapshot %s of share %s to pool %s' % (snap, name, replica_pool)
+            rc, out, err = self.transport.run(argv, what, check=False)
+            if rc != rsync_lib.RC_OK:
+                raise StorageError('Failed to %s: rsync exited with %d (%s): %s'
+                                   % (what, rc, rsync_lib.describe_exit(rc), (err or out).strip()[-2000:]),
+                                   cmd=argv, rc=rc, stderr=err)
+            stats = rsync_lib.parse_stats(out.splitlines())
+            sent += stats.get('literal_data', stats.get('transferred_size', 0))
+            crash_point('replica-snapshot-copied')
+            self.transport.rename(tmp, final)
+            previous = final
+        return sent
+
+    def replica_delete_snapshots(self, pool, share):
+        changed = False
+        folder = self.snapshots_dir(pool, share['name'])
+        try:
+            entries = self.transport.listdir(folder)
+        except OSError:
+            return False
+        for entry in entries:
+            if entry.startswith('.'):
+                self.remove_tree(os.path.join(folder, entry), 'delete %s' % os.path.join(folder, entry))
+            else:
+                self.delete_snapshot(pool, share['name'], entry)
+            changed = True
+        if self.transport.is_empty_dir(folder):
+            self.transport.rmdir(folder)
+        return changed
 
     def replica_delete(self, pool, share):
         changed = self.delete_instance(pool, share['name'])
+        changed = self.replica_delete_snapshots(pool, share) or changed
         folder = self.replication_dir(pool, share)
         if self.transport.lexists(folder):
             self.remove_tree(folder, 'delete the replication points of share %s in pool %s' % (share['name'], pool))

@@ -423,3 +423,50 @@ def test_a_posix_update_while_the_share_keeps_changing_is_not_claimed_in_sync(en
     result = manager(env).resynced("s1", pool=env.B)
     assert result["replica"]["replica_state"] == "in_sync" and result["replica"]["last_update"]["verified"] is True
     assert same(env)
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+def test_an_update_that_leaves_a_snapshot_behind_does_not_claim_in_sync(env, monkeypatch):
+    make_share(env)
+    replica = manager(env).present("s1", pool=env.B)["replica"]
+    snap = env.shares().snapshot_present("s1", "one")["snapshot"]
+    assert (snap["status"], snap["replicas_pending"]) == ("creating", [replica["id"]])
+    mgr = manager(env)
+    driver = mgr.ctx.driver(mgr.ctx.pool(env.A))
+    real = driver.replica_update
+
+    def forgetful(*args):
+        stats = real(*args)
+        stats["snapshots"] = []
+        return stats
+    monkeypatch.setattr(driver, "replica_update", forgetful)
+    result = mgr.resynced("s1", pool=env.B)["replica"]
+    assert result["replica_state"] == "out_of_sync" and "lacks snapshots one" in result["sync_error"]
+    # no in_sync replica lacks it any more: the snapshot is available
+    record = env.read_record(env.A, "s1")
+    assert record["snapshots"][0]["status"] == "available" and "replicas_pending" not in record["snapshots"][0]
+    monkeypatch.setattr(driver, "replica_update", real)
+    result = manager(env).resynced("s1", pool=env.B)["replica"]
+    assert (result["replica_state"], result["snapshots"], result["sync_error"]) == ("in_sync", ["one"], None)
+    assert tree_state(os.path.join(env.pool_path(env.A), "snapshots", "s1", "one")) == tree_state(
+        os.path.join(env.pool_path(env.B), "snapshots", "s1", "one"))
+
+
+def test_a_forced_promotion_marks_a_snapshot_the_replica_never_got_as_error(env, tmp_path):
+    make_share(env)
+    manager(env).present("s1", pool=env.B)
+    env.shares().snapshot_present("s1", "carried")
+    manager(env).resynced("s1", pool=env.B)
+    env.shares().snapshot_present("s1", "late")
+    # the replica's record copy must list the late snapshot: a replica run that saves writes it everywhere
+    manager(env).present("s1", pool=env.B, replica_state="out_of_sync")
+    hidden = str(tmp_path / "pool-a-away")
+    shutil.move(env.pool_path(env.A), hidden)
+    manager(env).promoted("s1", pool=env.B, force=True)
+    record, pool = env.load("s1")
+    got = dict((s["name"], (s["status"], s["path"])) for s in record["snapshots"])
+    assert got["carried"] == ("available", os.path.join(env.pool_path(env.B), "snapshots", "s1", "carried"))
+    assert got["late"][0] == "error"
+    assert "not on the replica promoted" in [s for s in record["snapshots"] if s["name"] == "late"][0]["error"]

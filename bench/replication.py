@@ -1,0 +1,235 @@
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Benchmark of share replication (issue 18) against the bare tools, in one run (as root).
+
+    python bench/replication.py [--files N] [--out FILE]
+    python bench/run.py --replication [--files N]       # the same, from the main bench
+
+Two btrfs filesystems and an ext4 and an xfs one, on loop devices. A share of N files (seeded
+sizes, 1-64 KiB) gets a replica; then 1% of its files change and three things are timed, each
+against its baseline on the same change of the same data:
+
+* btrfs replica update (share_replica resynced) vs bare ``btrfs subvolume snapshot -r`` +
+  ``btrfs send -p | btrfs receive`` of a copy of the data;
+* posix replica update (ext4 to xfs) vs plain ``rsync -aHAX --delete`` of a copy of the data;
+* failback (after a planned promotion and 1% changed on the new active, the old active's resync)
+  vs one incremental update, with the bytes sent vs the bytes of the changed files.
+
+Prints the ratios and writes a JSON file. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CHUNK = 1 << 20
+
+
+def run(argv, **kwargs):
+    return subprocess.run([str(a) for a in argv], check=True, capture_output=True, text=True, **kwargs)
+
+
+def import_collection():
+    collections = REPO / '.venv' / 'collections'
+    if collections.is_dir() and str(collections) not in sys.path:
+        sys.path.insert(0, str(collections))
+    from ansible_collections.storage.mobility.plugins.module_utils.context import Context
+    from ansible_collections.storage.mobility.plugins.module_utils.managers.replica import LocalReplicaManager
+    from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
+    return Context, LocalReplicaManager, ShareManager
+
+
+def write_data(root: Path, files: int, seed: int):
+    rng = random.Random(seed)
+    for index in range(files):
+        folder = root / ('d%03d' % (index // 100))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ('f%06d' % index)).write_bytes(rng.randbytes(rng.randint(1, 64) * 1024))
+
+
+def change_one_percent(roots, files: int, seed: int):
+    """Rewrite the same 1% of the files (same new bytes) in every root; return the bytes changed."""
+    rng = random.Random(seed)
+    picked = rng.sample(range(files), max(1, files // 100))
+    changed = 0
+    for index in picked:
+        data = rng.randbytes(rng.randint(1, 64) * 1024)
+        changed += len(data)
+        for root in roots:
+            (root / ('d%03d' % (index // 100)) / ('f%06d' % index)).write_bytes(data)
+    return changed
+
+
+def send_receive(snapshot, parent, destination):
+    """``btrfs send [-p parent] snapshot | btrfs receive destination``: (seconds, stream bytes)."""
+    argv = ['btrfs', 'send', '-q'] + (['-p', str(parent)] if parent else []) + [str(snapshot)]
+    start = time.monotonic()
+    sender = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    receiver = subprocess.Popen(['btrfs', 'receive', '-q', str(destination)], stdin=subprocess.PIPE)
+    sent = 0
+    while True:
+        chunk = sender.stdout.read(CHUNK)
+        if not chunk:
+            break
+        sent += len(chunk)
+        receiver.stdin.write(chunk)
+    receiver.stdin.close()
+    if sender.wait() or receiver.wait():
+        raise SystemExit('btrfs send/receive failed')
+    return time.monotonic() - start, sent
+
+
+class Lab:
+    def __init__(self, base: Path, image_mb: int):
+        self.base = base
+        self.image_mb = image_mb
+        self.mounts = {}
+
+    def filesystem(self, name, kind):
+        image, point = self.base / (name + '.img'), self.base / name
+        point.mkdir()
+        run(['truncate', '-s', '%dM' % self.image_mb, image])
+        run({'btrfs': ['mkfs.btrfs', '-q', '-f'], 'ext4': ['mkfs.ext4', '-q', '-F'],
+             'xfs': ['mkfs.xfs', '-q', '-f']}[kind] + [image])
+        run(['mount', '-o', 'loop', image, point])
+        self.mounts[name] = (point, image)
+        return point
+
+    def close(self):
+        for point, image in self.mounts.values():
+            subprocess.run(['umount', str(point)], check=False)
+            found = subprocess.run(['losetup', '-j', str(image)], capture_output=True, text=True, check=False)
+            for line in found.stdout.splitlines():
+                subprocess.run(['losetup', '-d', line.split(':', 1)[0]], check=False)
+
+
+def bench(files, seed, base: Path):
+    Context, Replicas, Shares = import_collection()
+    image_mb = max(256, files * 33 * 3 // 1024 + 128)
+    lab = Lab(base, image_mb)
+    try:
+        points = dict((n, lab.filesystem(n, k)) for n, k in (('a', 'btrfs'), ('b', 'btrfs'), ('c', 'ext4'), ('d', 'xfs')))
+        backends = [{'name': 'bt', 'driver': 'btrfs', 'host': 'stor1', 'replication_domain': 'bt',
+                     'pools': {'a': {'path': str(points['a'])}, 'b': {'path': str(points['b'])}}},
+                    {'name': 'px', 'driver': 'posix', 'host': 'stor1', 'replication_domain': 'px',
+                     'pools': {'c': {'path': str(points['c'])}, 'd': {'path': str(points['d'])}}}]
+        specs = {'replication_type': 'dr'}
+        results = {'files': files}
+        # -- btrfs: replica update vs bare send -p | receive
+        Shares(Context(backends)).present('s1', 'stor1@bt#a', 1, 'NFS', 'rep', specs, [])
+        share = points['a'] / 'shares' / 's1'
+        write_data(share, files, seed)
+        Replicas(Context(backends)).present('s1', pool='stor1@bt#b')
+        bare = points['a'] / 'bare'
+        run(['btrfs', 'subvolume', 'create', bare])
+        run(['cp', '-a', '--reflink=never', str(share) + '/.', str(bare)])
+        (points['a'] / 'bare-snaps').mkdir()
+        (points['b'] / 'bare-recv').mkdir()
+        run(['btrfs', 'subvolume', 'snapshot', '-r', bare, points['a'] / 'bare-snaps' / 'p0'])
+        send_receive(points['a'] / 'bare-snaps' / 'p0', None, points['b'] / 'bare-recv')
+        changed = change_one_percent([share, bare], files, seed + 1)
+        run(['sync'])
+        start = time.monotonic()
+        update = Replicas(Context(backends)).resynced('s1', pool='stor1@bt#b')['replica']['last_update']
+        ours = time.monotonic() - start
+        start = time.monotonic()
+        run(['btrfs', 'subvolume', 'snapshot', '-r', bare, points['a'] / 'bare-snaps' / 'p1'])
+        seconds, sent = send_receive(points['a'] / 'bare-snaps' / 'p1', points['a'] / 'bare-snaps' / 'p0',
+                                     points['b'] / 'bare-recv')
+        bare_seconds = time.monotonic() - start
+        results['btrfs_update'] = {'ours_seconds': ours, 'ours_driver_seconds': update['seconds'],
+                                   'ours_bytes': update['bytes'], 'bare_seconds': bare_seconds,
+                                   'bare_bytes': sent, 'changed_bytes': changed, 'ratio': ours / bare_seconds}
+        # -- failback: planned promotion to b, 1% changed there, the old active's resync
+        Replicas(Context(backends)).promoted('s1', pool='stor1@bt#b')
+        changed = change_one_percent([points['b'] / 'shares' / 's1'], files, seed + 2)
+        start = time.monotonic()
+        back = Replicas(Context(backends)).resynced('s1', pool='stor1@bt#a')['replica']['last_update']
+        failback = time.monotonic() - start
+        results['btrfs_failback'] = {'seconds': failback, 'bytes': back['bytes'], 'changed_bytes': changed,
+                                     'incremental': back['incremental'], 'vs_update_ratio': failback / ours,
+                                     'bytes_per_changed_byte': back['bytes'] / float(changed)}
+        # -- posix (ext4 to xfs): replica update vs plain rsync -aHAX
+        Shares(Context(backends)).present('s2', 'stor1@px#c', 1, 'NFS', 'rep', specs, [])
+        share = points['c'] / 'shares' / 's2'
+        write_data(share, files, seed)
+        Replicas(Context(backends)).present('s2', pool='stor1@px#d')
+        bare, bare_dst = points['c'] / 'bare', points['d'] / 'bare'
+        run(['cp', '-a', str(share), str(bare)])
+        run(['rsync', '-aHAX', '--delete', str(bare) + '/', str(bare_dst) + '/'])
+        changed = change_one_percent([share, bare], files, seed + 1)
+        run(['sync'])
+        start = time.monotonic()
+        update = Replicas(Context(backends)).resynced('s2', pool='stor1@px#d')['replica']['last_update']
+        ours = time.monotonic() - start
+        start = time.monotonic()
+        run(['rsync', '-aHAX', '--delete', str(bare) + '/', str(bare_dst) + '/'])
+        rsync_seconds = time.monotonic() - start
+        results['posix_update'] = {'ours_seconds': ours, 'ours_driver_seconds': update['seconds'],
+                                   'ours_bytes': update['bytes'], 'passes': update['passes'],
+                                   'rsync_seconds': rsync_seconds, 'changed_bytes': changed,
+                                   'ratio': ours / rsync_seconds}
+        Replicas(Context(backends)).promoted('s2', pool='stor1@px#d')
+        changed = change_one_percent([points['d'] / 'shares' / 's2'], files, seed + 2)
+        start = time.monotonic()
+        back = Replicas(Context(backends)).resynced('s2', pool='stor1@px#c')['replica']['last_update']
+        failback = time.monotonic() - start
+        results['posix_failback'] = {'seconds': failback, 'bytes': back['bytes'], 'changed_bytes': changed,
+                                     'vs_update_ratio': failback / ours,
+                                     'bytes_per_changed_byte': back['bytes'] / float(changed)}
+        return results
+    finally:
+        lab.close()
+
+
+def report(results):
+    b, f, p, pf = (results[k] for k in ('btrfs_update', 'btrfs_failback', 'posix_update', 'posix_failback'))
+    lines = ['replication, %d files, 1%% changed' % results['files'],
+             'btrfs update / bare send -p|receive: %.2f (%.2fs, of which %.2fs in the driver, vs %.2fs; '
+             '%d vs %d bytes sent, %d changed)'
+             % (b['ratio'], b['ours_seconds'], b['ours_driver_seconds'], b['bare_seconds'], b['ours_bytes'],
+                b['bare_bytes'], b['changed_bytes']),
+             'posix update / rsync -aHAX: %.2f (%.2fs, of which %.2fs in the driver, vs %.2fs; %d passes)'
+             % (p['ratio'], p['ours_seconds'], p['ours_driver_seconds'], p['rsync_seconds'], p['passes']),
+             'btrfs failback / one update: %.2f (%.2fs; %d bytes sent for %d changed: %.2f per changed byte)'
+             % (f['vs_update_ratio'], f['seconds'], f['bytes'], f['changed_bytes'], f['bytes_per_changed_byte']),
+             'posix failback / one update: %.2f (%.2fs; %d bytes sent for %d changed: %.2f per changed byte)'
+             % (pf['vs_update_ratio'], pf['seconds'], pf['bytes'], pf['changed_bytes'], pf['bytes_per_changed_byte'])]
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--files', type=int, default=2000, help='files in the share (default 2000)')
+    parser.add_argument('--seed', type=int, default=20240601)
+    parser.add_argument('--work-dir', default='/var/tmp')
+    parser.add_argument('--out', default=str(REPO / 'bench' / 'results' / 'replication.json'))
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit('bench/replication.py needs root (loop-mounted btrfs, ext4 and xfs)')
+    for tool in ('btrfs', 'mkfs.btrfs', 'mkfs.xfs', 'mkfs.ext4', 'rsync', 'losetup'):
+        if not shutil.which(tool):
+            raise SystemExit('bench/replication.py needs %s' % tool)
+    base = Path(tempfile.mkdtemp(prefix='mobility-rep-bench-', dir=args.work_dir))
+    try:
+        results = bench(args.files, args.seed, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print(report(results))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
