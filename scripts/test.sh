@@ -17,7 +17,7 @@
 #                                test.sh otherwise starts one in the background and stops it)
 #   MOBILITY_KEEP_LAB=1          keep the folder of the lab test.sh started (logs)
 #   MOBILITY_SERIAL_STAGES=1     run one pytest, then sanity and lint, instead of the fault campaign,
-#                                two pytest lanes, sanity and lint beside the main pytest
+#                                three pytest lanes, sanity and lint beside the main pytest
 set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -232,7 +232,8 @@ stage_campaign() {
 HOST_LANE="tests/integration/test_host_migration.py tests/integration/test_targets.py
 tests/integration/test_failure_cleanup.py tests/integration/test_preservation.py"
 REMOTE_LANE="tests/integration/test_ssh_storage.py tests/integration/test_ssh_transport.py
-tests/integration/test_progress.py tests/integration/test_volume_file.py tests/integration/test_replication.py"
+tests/integration/test_progress.py tests/integration/test_volume_file.py"
+REPLICA_LANE="tests/integration/test_replication.py tests/integration/test_replication_crash.py"
 stage_lane() {
     local log="$1"
     shift
@@ -388,9 +389,11 @@ case "${only}" in
             start_background_stage "pytest host lane" stage_lane host-lane.log ${HOST_LANE}
             # shellcheck disable=SC2086
             start_background_stage "pytest remote lane" stage_lane remote-lane.log ${REMOTE_LANE}
+            # shellcheck disable=SC2086
+            start_background_stage "pytest replica lane" stage_lane replica-lane.log ${REPLICA_LANE}
             start_background_stage "ansible-test sanity" stage_sanity
             start_background_stage "ansible-lint" stage_lint
-            PYTEST_EXCLUDE="${CAMPAIGN_TESTS} ${HOST_LANE} ${REMOTE_LANE}" run_stage "pytest" stage_pytest tests/unit tests/integration
+            PYTEST_EXCLUDE="${CAMPAIGN_TESTS} ${HOST_LANE} ${REMOTE_LANE} ${REPLICA_LANE}" run_stage "pytest" stage_pytest tests/unit tests/integration
             finish_background_stages
         fi
         ;;
