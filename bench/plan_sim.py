@@ -209,7 +209,7 @@ def markdown(report):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--shares', type=int, default=10000)
     parser.add_argument('--nodes', default='1-64', help='data node counts: 1-64 or 1,2,4')
     parser.add_argument('--seed', type=int, default=22)

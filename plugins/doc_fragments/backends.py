@@ -43,9 +43,10 @@ options:
           - V(btrfs) keeps shares as btrfs subvolumes in pools on btrfs filesystems.
           - V(manila) drives OpenStack Manila (shares, share migration, share replicas).
           - V(cinder) drives OpenStack Cinder (volumes, volume migration).
+          - V(file) keeps volumes as sparse image files (raw or qcow2) in pools that are folders (docs/volumes.md).
         type: str
         default: posix
-        choices: [btrfs, posix, manila, cinder]
+        choices: [btrfs, posix, file, manila, cinder]
       host:
         description: The C(host) part of V(host@backend#pool).
         type: str

@@ -80,7 +80,7 @@ def test_one_connection_serves_the_run_and_close_leaves_nothing(ssh_lab):  # pyl
     pool = ssh_lab.pools("stora")["xfs"]
     handle = tr.lock(pool + "/t.lock")
     handle.write_holder("first")
-    for _ in range(20):
+    for _attempt in range(20):
         assert tr.is_dir(pool)
     assert tr.run(["true"], "true")[0] == 0
     folder = tr._folder

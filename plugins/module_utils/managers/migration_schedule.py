@@ -66,8 +66,8 @@ def lower_bound(jobs, data_nodes, host_limit=None):
     """
     if not jobs:
         return 0.0, 'none'
-    slots = [(n['bytes_per_second'], n['seconds_per_file']) for n in data_nodes for _ in range(n.get('slots', 1))]
-    total_rate = sum(r for r, _ in slots)
+    slots = [(n['bytes_per_second'], n['seconds_per_file']) for n in data_nodes for _slot in range(n.get('slots', 1))]
+    total_rate = sum(r for r, _cost in slots)
     k = min(r * c for r, c in slots)
     throughput = (sum(j['bytes'] for j in jobs) + k * sum(j['files'] for j in jobs)) / total_rate
     fastest = [min(copy_seconds(j, n) for n in data_nodes) for j in jobs]

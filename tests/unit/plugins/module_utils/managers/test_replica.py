@@ -29,8 +29,8 @@ def env(tmp_path):
     return Env(tmp_path, [backend_spec(tmp_path / "pools", pools=("a", "b", "c"), replication_domain="d1")])
 
 
-def make_share(env, specs=READABLE, name="s1"):
-    env.shares().present(name, env.A, 1, "NFS", "rep", dict(specs), [RULE])
+def make_share(env, specs=None, name="s1"):
+    env.shares().present(name, env.A, 1, "NFS", "rep", dict(specs or READABLE), [RULE])
     path = env.share_path(env.A, name)
     populate_share(path)
     return path
