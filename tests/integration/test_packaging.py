@@ -278,7 +278,9 @@ def _tracked_files() -> list[str]:
 
 
 def _is_dev_file(name: str) -> bool:
-    return name.startswith(DEV_PREFIXES) or name in DEV_FILES or "__pycache__" in name
+    # A role's molecule scenarios (roles/<role>/molecule/) test it; they are not for users.
+    return (name.startswith(DEV_PREFIXES) or name in DEV_FILES or "__pycache__" in name
+            or (name.startswith("roles/") and name.split("/")[2:3] == ["molecule"]))
 
 
 # ----------------------------------------------------------------------------- the artifact
