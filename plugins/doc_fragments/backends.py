@@ -152,7 +152,7 @@ options:
             when those tries are used up the webhook is given up for the rest of the run. The journal
             keeps every line either way.
           - When not set, E(MOBILITY_EVENTS_WEBHOOK) is used; without either nothing is sent.
-          - The URL may carry a token (in its path or query): it is not shown in the module's output,
+          - The URL may carry a token (in its path or query); it is not shown in the module's output,
             and warnings name only its scheme and host.
         type: str
       webhook_timeout:
