@@ -174,4 +174,47 @@ options:
             example V(2.65). Without it the highest one the service offers. Features that need a newer
             microversion fail with an error that names both.
         type: str
+  events:
+    description:
+      - Where this run also sends the lines of the event journal and writes per-share metrics
+        (docs/events.md). Both are optional and never fail or hold up a step; what goes wrong
+        becomes a warning.
+      - Set it once for every module through C(module_defaults) on C(group/storage.mobility.mobility),
+        or with the environment variables E(MOBILITY_EVENTS_WEBHOOK) and E(MOBILITY_METRICS_DIR)
+        (for example AWX's extra environment variables).
+      - Applies to the pools of the collection's own drivers (V(posix), V(btrfs)).
+    type: dict
+    suboptions:
+      webhook_url:
+        description:
+          - An V(http://) or V(https://) URL that receives each journal line as it is written, in a
+            C(POST) with the header C(Content-Type) set to V(application/json), one line per request.
+          - A line the receiver does not take (no answer within O(events.webhook_timeout), a
+            connection error, a 5xx, 408 or 429) is tried again up to O(events.webhook_retries) times;
+            when those tries are used up the webhook is given up for the rest of the run. The journal
+            keeps every line either way.
+          - When not set, E(MOBILITY_EVENTS_WEBHOOK) is used; without either nothing is sent.
+          - The URL may carry a token (in its path or query); it is not shown in the module's output,
+            and warnings name only its scheme and host.
+        type: str
+      webhook_timeout:
+        description: Seconds one attempt may take.
+        type: float
+        default: 2.0
+      webhook_retries:
+        description: How many more times a line is tried after its first attempt failed (0 to 10).
+        type: int
+        default: 2
+      webhook_validate_certs:
+        description: Verify the TLS certificate of an V(https://) webhook.
+        type: bool
+        default: true
+      metrics_dir:
+        description:
+          - A folder on each storage host (for example node_exporter's textfile collector folder) where
+            every run that is not in check mode rewrites one file per pool,
+            C(storage_mobility_<host>_<backend>_<pool>.prom), by an atomic rename.
+          - The folder must exist; when not set, E(MOBILITY_METRICS_DIR) is used; without either no
+            file is written.
+        type: path
 '''

@@ -8,14 +8,18 @@ __metaclass__ = type
 
 import traceback
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, env_fallback
+
+from ansible_collections.storage.mobility.plugins.module_utils import events as events_lib
+from ansible_collections.storage.mobility.plugins.module_utils import metrics as metrics_lib
 
 from ansible_collections.storage.mobility.plugins.module_utils.config import (
     EXPORT_HELPERS, OPENSTACK_DRIVERS, OPENSTACK_INTERFACES, SSH_HOST_KEY_CHECKING, TRANSPORTS)
 from ansible_collections.storage.mobility.plugins.module_utils.context import Context
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.registry import share_driver_names
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.volume.registry import volume_driver_names
-from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
 from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 from ansible_collections.storage.mobility.plugins.module_utils.wait import Waits
 
@@ -63,6 +67,58 @@ def backends_argument_spec():
     )
 
 
+def events_argument_spec():
+    """``events``: where the run also sends its journal lines and writes its metrics (docs/events.md).
+    Set once for every module through ``module_defaults``, or through the environment."""
+    return dict(events=dict(type='dict', apply_defaults=True, options=dict(
+        webhook_url=dict(type='str', no_log=True, fallback=(env_fallback, [events_lib.WEBHOOK_ENV])),
+        webhook_timeout=dict(type='float', default=2.0),
+        webhook_retries=dict(type='int', default=2),
+        webhook_validate_certs=dict(type='bool', default=True),
+        metrics_dir=dict(type='path', fallback=(env_fallback, [events_lib.METRICS_DIR_ENV])),
+    )))
+
+
+def configure_events(params):
+    """Set up this process's webhook from the ``events`` option; True when metrics are wanted."""
+    options = params.get('events') or {}
+    webhook = None
+    if options.get('webhook_url'):
+        if options.get('webhook_timeout') is None or options['webhook_timeout'] <= 0:
+            raise InvalidRequest('Invalid events.webhook_timeout %r: a number of seconds above 0'
+                                 % options.get('webhook_timeout'))
+        if options.get('webhook_retries') is None or not 0 <= options['webhook_retries'] <= 10:
+            raise InvalidRequest('Invalid events.webhook_retries %r: a whole number from 0 to 10'
+                                 % options.get('webhook_retries'))
+        if events_lib.safe_url(options['webhook_url']).split('://')[0] not in ('http', 'https'):
+            raise InvalidRequest('Invalid events.webhook_url %s: an http:// or https:// URL'
+                                 % events_lib.safe_url(options['webhook_url']))
+        webhook = events_lib.Webhook(options['webhook_url'], timeout=options['webhook_timeout'],
+                                     retries=options['webhook_retries'],
+                                     validate_certs=options.get('webhook_validate_certs', True))
+    events_lib.configure_webhook(webhook)
+    return options.get('metrics_dir')
+
+
+def event_warnings(ctx, metrics_dir):
+    """The run's warnings about its event outputs, after writing the metrics files (not in check
+    mode): journal lines not written, lines the webhook did not take, metrics files not written."""
+    warnings = []
+    if ctx is None:
+        return warnings
+    if metrics_dir and not ctx.check_mode and ctx.repo.stores:
+        try:
+            warnings.extend(metrics_lib.write_pool_metrics(ctx, metrics_dir, ShareManager(ctx).view))
+        except Exception as exc:  # metrics never fail a step
+            warnings.append('The metrics files in %s were not written: %s' % (metrics_dir, exc))
+    for event, error in ctx.repo.journal_failures():
+        warnings.append('Event %s was not written to the event journal %s' % (event, error))
+    webhook = events_lib.current_webhook()
+    if webhook is not None:
+        warnings.extend(webhook.warnings())
+    return warnings
+
+
 def wait_argument_spec(default_timeout=3600):
     return dict(
         wait=dict(type='bool', default=True),
@@ -81,6 +137,7 @@ def mobility_module(options, wait=False, states=None, **kwargs):
         argument_spec.update(wait_argument_spec())
     if states:
         argument_spec['state'] = dict(type='str', choices=list(states), default=states[0])
+    argument_spec.update(events_argument_spec())
     argument_spec.update(options)
     return AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, **kwargs)
 
@@ -97,7 +154,9 @@ def run_module(module, action):
     """Run ``action(ctx, module.params)`` and exit with its result; typed errors become fail_json with their facts.
 
     ``error_type`` is the error class's own (errors.py ERROR_TYPES)."""
+    ctx = metrics_dir = None
     try:
+        metrics_dir = configure_events(module.params)
         ctx = make_context(module)
         try:
             result = action(ctx, module.params)
@@ -108,6 +167,9 @@ def run_module(module, action):
         facts['error_type'] = exc.error_type
         if 'result' in facts and isinstance(facts['result'], dict) and 'share' not in facts:
             facts['share'] = facts.pop('result')
+        # A failed step may have changed a record (migration_error): the figures still follow it.
+        for warning in event_warnings(ctx, metrics_dir):
+            module.warn(warning)
         module.fail_json(msg=exc.message, **facts)
     except Exception as exc:  # an unexpected failure: report it whole rather than a bare traceback
         module.fail_json(msg='Unexpected error: %s' % exc, exception=traceback.format_exc())
@@ -115,8 +177,7 @@ def run_module(module, action):
     if module._diff and diff is not None:
         result['diff'] = diff
     warnings = result.pop('warnings', None) or []
-    for event, error in ctx.repo.journal_failures():
-        warnings.append('Event %s was not written to the event journal %s' % (event, error))
+    warnings.extend(event_warnings(ctx, metrics_dir))
     for warning in warnings:
         module.warn(warning)
     module.exit_json(**result)

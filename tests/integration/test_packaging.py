@@ -76,6 +76,12 @@ PROGRAM_PACKAGES = {
     "btrfs": dict(_everywhere("btrfs-progs"), centos=None, rhel=None),
     # coreutils is essential on every base image (and conflicts with coreutils-single on minimal
     # RPM images), so bindep.txt does not name it.
+    # The ssh transport (sshfs mounts on data nodes) and the file volume driver (qemu images):
+    # named ahead of their code so that it finds its packages here when it lands.
+    "sshfs": dict({p: "sshfs" for p in _DPKG}, **{p: "fuse-sshfs" for p in _RPM}),
+    "fusermount3": _everywhere("fuse3"),
+    "qemu-img": dict({p: "qemu-utils" for p in _DPKG}, **{p: "qemu-img" for p in _RPM}),
+    "qemu-storage-daemon": dict({p: "qemu-system-common" for p in _DPKG}, **{p: "qemu-storage-daemon" for p in _RPM}),
     "cp": _everywhere(None),
     "rm": _everywhere(None),
 }
@@ -272,7 +278,9 @@ def _tracked_files() -> list[str]:
 
 
 def _is_dev_file(name: str) -> bool:
-    return name.startswith(DEV_PREFIXES) or name in DEV_FILES or "__pycache__" in name
+    # A role's molecule scenarios (roles/<role>/molecule/) test it; they are not for users.
+    return (name.startswith(DEV_PREFIXES) or name in DEV_FILES or "__pycache__" in name
+            or (name.startswith("roles/") and name.split("/")[2:3] == ["molecule"]))
 
 
 # ----------------------------------------------------------------------------- the artifact
@@ -368,6 +376,9 @@ def test_bindep_covers_every_program() -> None:
         # What the execution environment needs besides the programs above.
         for package in ("acl", "attr", "xfsprogs", "e2fsprogs"):
             assert package in active, "bindep.txt does not give %s on %s" % (package, platform)
+        for program in ("sshfs", "fusermount3", "qemu-img", "qemu-storage-daemon"):
+            assert PROGRAM_PACKAGES[program][platform] in active, "bindep.txt does not give %s (for %s) on %s" % (
+                PROGRAM_PACKAGES[program][platform], program, platform)
         ssh = "openssh-client" if platform in _DPKG else "openssh-clients"
         assert ssh in active, "bindep.txt does not give %s on %s" % (ssh, platform)
 

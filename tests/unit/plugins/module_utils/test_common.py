@@ -100,4 +100,65 @@ def test_mobility_module_builds_the_argument_spec_every_module_shares(monkeypatc
     assert spec["wait_timeout"] == {"type": "int", "default": 3600} and spec["name"] == {"type": "str"}
     assert spec["backends"]["required"] is True
     common.mobility_module(dict(pool=dict(type="str")))
-    assert sorted(made["argument_spec"]) == ["backends", "pool"]
+    assert sorted(made["argument_spec"]) == ["backends", "events", "pool"]
+    assert made["argument_spec"]["events"]["options"]["webhook_url"]["fallback"][1] == ["MOBILITY_EVENTS_WEBHOOK"]
+
+
+def test_the_events_option_sends_the_runs_lines_and_writes_its_metrics(params, tmp_path):
+    import http.server
+    import json
+    import os
+    import threading
+
+    from ansible_collections.storage.mobility.plugins.module_utils import events
+    from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
+
+    bodies = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    folder = tmp_path / "textfiles"
+    folder.mkdir()
+    params["events"] = {"webhook_url": "http://127.0.0.1:%d/" % server.server_address[1], "webhook_timeout": 2.0,
+                        "webhook_retries": 1, "webhook_validate_certs": True, "metrics_dir": str(folder)}
+
+    def create(ctx, p):
+        ShareManager(ctx).present("s1", "localhost@be1#a", 1, "NFS", None, None, [])
+        return {"changed": True}
+    try:
+        module = FakeModule(params)
+        assert run(module, create)[0] == "exit"
+        assert module.warnings == []
+        assert [b["new"] for b in bodies if b["field"] == "status"][-1] == "available"
+        assert "storage_mobility_share_info{" in (folder / "storage_mobility_localhost_be1_a.prom").read_text()
+        # Check mode writes no record, so no line and no file.
+        assert sorted(os.listdir(folder)) == ["storage_mobility_localhost_be1_a.prom", "storage_mobility_localhost_be1_b.prom"]
+        for name in os.listdir(folder):
+            os.unlink(folder / name)
+        sent = len(bodies)
+        run(FakeModule(params, check_mode=True), lambda ctx, p: {"changed": False})
+        assert os.listdir(folder) == [] and len(bodies) == sent
+        # A bad option is refused before anything runs, naming the option.
+        params["events"]["webhook_url"] = "ftp://127.0.0.1/x"
+        outcome, result = run(FakeModule(params), lambda ctx, p: pytest.fail("the action ran"))
+        assert outcome == "fail" and "events.webhook_url" in result["msg"] and result["error_type"] == "invalid_request"
+    finally:
+        events.configure_webhook(None)
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_metrics_folder_that_is_missing_is_a_warning_not_a_failure(params, tmp_path):
+    params["events"] = {"webhook_url": None, "metrics_dir": str(tmp_path / "missing")}
+    module = FakeModule(params)
+    outcome, result = run(module, lambda ctx, p: {"changed": False})
+    assert outcome == "exit" and module.warnings and all("was not written" in w for w in module.warnings)
