@@ -30,7 +30,7 @@ def env(tmp_path):
 
 
 def make_share(env, specs=None, name="s1"):
-    env.shares().present(name, env.A, 1, "NFS", "rep", dict(specs or READABLE), [RULE])
+    env.shares().present(name, env.A, 1, "NFS", "rep", dict(READABLE if specs is None else specs), [RULE])
     path = env.share_path(env.A, name)
     populate_share(path)
     return path
