@@ -176,8 +176,8 @@ options:
         type: str
   events:
     description:
-      - Where this run also sends the lines of the event journal and writes per-share metrics
-        (docs/events.md). Both are optional and never fail or hold up a step; what goes wrong
+      - Where this run also sends the lines of the event journal and writes per-share, per-replica
+        and per-volume metrics (docs/events.md). Both are optional and never fail or hold up a step; what goes wrong
         becomes a warning.
       - Set it once for every module through C(module_defaults) on C(group/storage.mobility.mobility),
         or with the environment variables E(MOBILITY_EVENTS_WEBHOOK) and E(MOBILITY_METRICS_DIR)

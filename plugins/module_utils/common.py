@@ -20,6 +20,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.reg
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.volume.registry import volume_driver_names
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
+from ansible_collections.storage.mobility.plugins.module_utils.managers.volume import LocalVolumeManager
 from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 from ansible_collections.storage.mobility.plugins.module_utils.wait import Waits
 
@@ -111,6 +112,13 @@ def event_warnings(ctx, metrics_dir):
             warnings.extend(metrics_lib.write_pool_metrics(ctx, metrics_dir, ShareManager(ctx).view))
         except Exception as exc:  # metrics never fail a step
             warnings.append('The metrics files in %s were not written: %s' % (metrics_dir, exc))
+    if metrics_dir and not ctx.check_mode:
+        try:
+            volumes = LocalVolumeManager(ctx)
+            if volumes.repo is not None:
+                warnings.extend(metrics_lib.write_volume_metrics(metrics_dir, volumes))
+        except Exception as exc:  # metrics never fail a step
+            warnings.append('The volume metrics files in %s were not written: %s' % (metrics_dir, exc))
     for event, error in ctx.repo.journal_failures():
         warnings.append('Event %s was not written to the event journal %s' % (event, error))
     webhook = events_lib.current_webhook()

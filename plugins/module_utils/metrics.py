@@ -1,12 +1,13 @@
 # -*- coding: utf-8 -*-
 # Copyright: storage.mobility contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Per-share figures for Prometheus, in node_exporter's textfile collector format.
+"""Per-share, per-replica and per-volume figures for Prometheus, in node_exporter's textfile collector format.
 
 When the operator names a folder (the modules' ``events.metrics_dir`` option or
 ``MOBILITY_METRICS_DIR``), every module run that is not in check mode rewrites, on each storage host,
 one file per declared pool of the collection's own drivers: ``storage_mobility_<host>_<backend>_<pool>.prom``
-in that folder, with the shares whose authoritative record is in that pool. Each file is replaced by
+in that folder, with the shares (and the replicas their records list) or the volumes whose
+authoritative record is in that pool. Each file is replaced by
 an atomic rename (transport ``write_text_atomic``), so the collector never reads half a file. The
 figures come from the records and from the live progress that ``share_info`` shows; the names are a
 stable interface, listed in docs/events.md. Like the journal, metrics never decide anything: a file
@@ -22,6 +23,7 @@ import re
 import time
 
 from ansible_collections.storage.mobility.plugins.module_utils import states
+from ansible_collections.storage.mobility.plugins.module_utils.managers import replica_records
 
 PREFIX = 'storage_mobility_'
 #: name -> (type, help). Every metric a file may hold; docs/events.md lists the same names.
@@ -35,6 +37,18 @@ METRICS = (
     ('share_last_success_timestamp_seconds', 'gauge',
      'When a migration of the share last reached migration_success (Unix time), within the record\'s history.'),
     ('share_failures', 'gauge', 'Times a migration of the share went to migration_error, within the record\'s history.'),
+    ('share_replica_info', 'gauge',
+     'A replica of the share (always 1), with its replica id, pool, status and replica_state as labels.'),
+    ('share_replica_lag_seconds', 'gauge', 'Seconds since the point a secondary replica holds was taken.'),
+    ('share_replica_last_sync_timestamp_seconds', 'gauge', 'The point a secondary replica holds (Unix time).'),
+    ('share_replica_last_update_bytes', 'gauge', 'Bytes the last update of a secondary replica moved.'),
+    ('share_replica_last_update_seconds', 'gauge', 'Seconds the last update of a secondary replica took.'),
+    ('share_replica_past_rpo', 'gauge',
+     '1 when a secondary\'s lag is beyond the share type\'s rpo_seconds (never updated counts), else 0.'),
+    ('volume_info', 'gauge', 'A volume whose record is in this pool (always 1), with its status and migration_status as labels.'),
+    ('volume_migration_bytes_done', 'gauge', 'Bytes copied so far by the volume\'s running migration.'),
+    ('volume_migration_bytes_total', 'gauge', 'Bytes the volume\'s running migration has to copy in all.'),
+    ('volume_migration_rate_bytes_per_second', 'gauge', 'Current rate of the volume\'s running migration copy.'),
     ('metrics_written_timestamp_seconds', 'gauge', 'When this file was written (Unix time): an old value means stale figures.'),
 )
 
@@ -103,6 +117,46 @@ def share_figures(view, record):
     return figures
 
 
+def replica_rows(record, labels, now=None):
+    """(labels, info labels, figures) of each replica a share record lists: the active one carries
+    only ``share_replica_info``; a secondary its lag, last sync, last update and RPO figures."""
+    rows = []
+    for replica in record.get('replicas') or []:
+        view = replica_records.replica_view(record, replica, now)
+        figures = {'share_replica_info': 1}
+        if replica.get('replica_state') != states.REPLICA_ACTIVE:
+            if _number(view.get('lag_seconds')) is not None:
+                figures['share_replica_lag_seconds'] = view['lag_seconds']
+            if _number(replica.get('last_sync_epoch')) is not None:
+                figures['share_replica_last_sync_timestamp_seconds'] = replica['last_sync_epoch']
+            update = replica.get('last_update') or {}
+            if _number(update.get('bytes')) is not None:
+                figures['share_replica_last_update_bytes'] = update['bytes']
+            if _number(update.get('seconds')) is not None:
+                figures['share_replica_last_update_seconds'] = update['seconds']
+            figures['share_replica_past_rpo'] = 1 if view.get('past_rpo') else 0
+        rows.append((dict(labels, replica=replica.get('id'), replica_host=replica.get('pool')),
+                     {'status': replica.get('status'), 'replica_state': replica.get('replica_state')}, figures))
+    return rows
+
+
+def volume_figures(record, progress):
+    """{metric name: value} for one volume: ``progress`` is the running migration's progress
+    (LocalVolumeManager.progress) or None."""
+    figures = {'volume_info': 1}
+    progress = progress or {}
+    done = _number(progress.get('bytes_done'))
+    if done is not None:
+        figures['volume_migration_bytes_done'] = done
+        total = _number(progress.get('bytes_total'))
+        if total is not None:
+            figures['volume_migration_bytes_total'] = max(total, done)
+        rate = _number(progress.get('rate_bytes_per_second'))
+        if rate is not None:
+            figures['volume_migration_rate_bytes_per_second'] = rate
+    return figures
+
+
 def _label_value(value):
     return ('' if value is None else str(value)).replace('\\', '\\\\').replace('\n', '\\n').replace('"', '\\"')
 
@@ -120,7 +174,7 @@ def _format(value):
 def render(shares, now=None):
     """The text of one file: ``shares`` is a list of (labels, info labels, figures) per share, where
     ``labels`` (share, id, host) mark every series of the share and ``info labels`` are added to
-    ``share_info``. Metrics are grouped under their HELP and TYPE lines, as the format wants."""
+    its ``*_info`` metric (rows of replicas and volumes have the same shape). Metrics are grouped under their HELP and TYPE lines, as the format wants."""
     lines = []
     for name, kind, help_text in METRICS:
         if name == 'metrics_written_timestamp_seconds':
@@ -128,7 +182,7 @@ def render(shares, now=None):
         series = []
         for labels, info, figures in shares:
             if name in figures:
-                series.append('%s%s%s %s' % (PREFIX, name, _labels(dict(labels, **(info if name == 'share_info' else {}))),
+                series.append('%s%s%s %s' % (PREFIX, name, _labels(dict(labels, **(info if name.endswith('_info') else {}))),
                                              _format(figures[name])))
         if series:
             lines.append('# HELP %s%s %s' % (PREFIX, name, help_text))
@@ -158,8 +212,46 @@ def write_pool_metrics(ctx, folder, view):
             except Exception as exc:  # figures are never worth a failed step
                 warnings.append('Metrics of share %s in pool %s were left out: %s' % (name, store.pool.ref, exc))
                 continue
-            rows.append(({'share': name, 'id': record.get('id'), 'host': str(pool.ref)},
-                         {'status': record.get('status'), 'task_state': record.get('task_state')}, figures))
+            labels = {'share': name, 'id': record.get('id'), 'host': str(pool.ref)}
+            rows.append((labels, {'status': record.get('status'), 'task_state': record.get('task_state')}, figures))
+            rows.extend(replica_rows(record, labels))
+        path = os.path.join(folder, file_name(store.pool.ref))
+        try:
+            store.transport.write_text_atomic(path, render(rows), mode=0o644)
+        except (OSError, IOError) as exc:
+            warnings.append('The metrics file %s of pool %s was not written: %s'
+                            % (path, store.pool.ref, getattr(exc, 'strerror', None) or exc))
+    return warnings
+
+
+def write_volume_metrics(folder, volumes):
+    """Rewrite the file of every available pool of the volume backends in ``folder`` on the pool's
+    host: ``volumes`` is a LocalVolumeManager with volume backends. Returns the warnings."""
+    warnings = []
+    repo = volumes.repo
+    for store in repo.available_stores():
+        rows = []
+        try:
+            names = [n[:-5] for n in store.transport.listdir(os.path.join(store.root, 'volumes'))
+                     if n.endswith('.json') and not n.startswith('.')]
+        except OSError:
+            names = []  # no volume was ever created in this pool: its file lists none
+        for name in sorted(names):
+            try:
+                found = repo.find_all(name)
+                if not found or str(found[0][1].ref) != str(store.pool.ref):
+                    continue  # a stale copy of a record whose authoritative one is in another pool
+                record = found[0][0]
+                progress = None
+                if record.get('migration_status') in states.VOLUME_MIGRATION_RUNNING:
+                    progress = volumes.progress(record, store.pool)
+                figures = volume_figures(record, progress)
+            except Exception as exc:  # figures are never worth a failed step
+                warnings.append('Metrics of volume %s in pool %s were left out: %s' % (name, store.pool.ref, exc))
+                continue
+            rows.append(({'volume': name, 'id': record.get('id'), 'host': str(store.pool.ref)},
+                         {'status': record.get('status'), 'migration_status': record.get('migration_status')},
+                         figures))
         path = os.path.join(folder, file_name(store.pool.ref))
         try:
             store.transport.write_text_atomic(path, render(rows), mode=0o644)

@@ -9,10 +9,14 @@ import re
 import shutil
 import time
 
-from mobility_helpers import RULE, Env
+import pytest
+from mobility_helpers import RULE, Env, backend_spec, populate_share
 
-from ansible_collections.storage.mobility.plugins.module_utils import metrics, states
+from ansible_collections.storage.mobility.plugins.module_utils import common, metrics, states
+from ansible_collections.storage.mobility.plugins.module_utils.context import Context
+from ansible_collections.storage.mobility.plugins.module_utils.managers.replica import LocalReplicaManager
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
+from ansible_collections.storage.mobility.plugins.module_utils.managers.volume import LocalVolumeManager
 from ansible_collections.storage.mobility.plugins.module_utils.names import PoolAddress
 
 SERIES = re.compile(r'^(storage_mobility_[a-z_]+)(\{(?:[a-z_]+="(?:[^"\\\n]|\\.)*",?)*\})? (-?[0-9.e+]+)$')
@@ -38,7 +42,11 @@ def parse(path):
         name, labels, value = match.groups()
         assert name in declared, "%s comes before its HELP and TYPE" % name
         labels = dict(re.findall(r'([a-z_]+)="((?:[^"\\]|\\.)*)"', labels or ""))
-        found[(name, labels.get("share"))] = (labels, float(value))
+        key = (name, labels.get("share") or labels.get("volume"))
+        if "replica" in labels:
+            key += (labels["replica"],)
+        assert key not in found, "two series of %s for %s" % key[:2]
+        found[key] = (labels, float(value))
     return found
 
 
@@ -152,3 +160,77 @@ def test_a_folder_that_cannot_be_written_is_a_warning(tmp_path):
     folder.mkdir()
     assert write(env, folder) == []
     assert os.listdir(folder) == ["storage_mobility_localhost_be1_a.prom"]
+
+
+def test_replicas_have_their_state_lag_last_update_and_rpo_in_the_file_of_the_active_pool(tmp_path):
+    env = Env(tmp_path, [backend_spec(tmp_path / "pools", pools=("a", "b"), replication_domain="d1")])
+    folder = tmp_path / "textfiles"
+    folder.mkdir()
+    env.shares().present("s1", env.A, 1, "NFS", "rep", {"replication_type": "readable", "rpo_seconds": "60"}, [RULE])
+    populate_share(env.share_path(env.A, "s1"))
+    replica = LocalReplicaManager(env.ctx()).present("s1", pool=env.B)["replica"]
+    assert write(env, folder) == []
+    a = parse(folder / "storage_mobility_localhost_be1_a.prom")
+    record = env.read_record(env.A, "s1")
+    active = [r["id"] for r in record["replicas"] if r["replica_state"] == "active"][0]
+    labels, value = a[("storage_mobility_share_replica_info", "s1", active)]
+    assert value == 1 and labels["replica_state"] == "active" and labels["replica_host"] == env.A
+    assert ("storage_mobility_share_replica_lag_seconds", "s1", active) not in a
+    labels, _ = a[("storage_mobility_share_replica_info", "s1", replica["id"])]
+    assert (labels["replica_state"], labels["replica_host"], labels["host"]) == ("in_sync", env.B, env.A)
+    assert 0 <= a[("storage_mobility_share_replica_lag_seconds", "s1", replica["id"])][1] < 60
+    assert a[("storage_mobility_share_replica_last_sync_timestamp_seconds", "s1", replica["id"])][1] == \
+        pytest.approx([r for r in record["replicas"] if r["id"] == replica["id"]][0]["last_sync_epoch"], abs=0.01)
+    assert a[("storage_mobility_share_replica_last_update_bytes", "s1", replica["id"])][1] == \
+        replica["last_update"]["bytes"] > 0
+    assert ("storage_mobility_share_replica_last_update_seconds", "s1", replica["id"]) in a
+    assert a[("storage_mobility_share_replica_past_rpo", "s1", replica["id"])][1] == 0
+    assert ("storage_mobility_share_replica_info", "s1", replica["id"]) not in parse(
+        folder / "storage_mobility_localhost_be1_b.prom")
+
+    def age(record):
+        for one in record["replicas"]:
+            if one["id"] == replica["id"]:
+                one["last_sync_epoch"] -= 120
+    env.edit("s1", **{"_": age})
+    write(env, folder)
+    a = parse(folder / "storage_mobility_localhost_be1_a.prom")
+    assert a[("storage_mobility_share_replica_past_rpo", "s1", replica["id"])][1] == 1
+    assert a[("storage_mobility_share_replica_lag_seconds", "s1", replica["id"])][1] >= 120
+
+
+@pytest.mark.skipif(not shutil.which("qemu-img"), reason="needs qemu-img (qemu-utils, scripts/setup.sh)")
+def test_volumes_have_their_status_and_running_migration_in_the_file_of_their_pool(tmp_path, monkeypatch):
+    ctx = Context([backend_spec(tmp_path, name="vb", driver="file", pools=("a", "b"))])
+    folder = tmp_path / "textfiles"
+    folder.mkdir()
+    volumes = LocalVolumeManager(ctx)
+    volumes.present("v1", size=4, pool="localhost@vb#a")
+    # the hook of every module run: a run with volume backends only writes the volume pools' files
+    assert common.event_warnings(ctx, str(folder)) == []
+    assert sorted(os.listdir(folder)) == ["storage_mobility_localhost_vb_a.prom", "storage_mobility_localhost_vb_b.prom"]
+    a = parse(folder / "storage_mobility_localhost_vb_a.prom")
+    labels, value = a[("storage_mobility_volume_info", "v1")]
+    assert value == 1 and (labels["status"], labels["migration_status"], labels["host"]) == ("available", "", "localhost@vb#a")
+    assert ("storage_mobility_volume_migration_bytes_done", "v1") not in a
+    assert ("storage_mobility_volume_info", "v1") not in parse(folder / "storage_mobility_localhost_vb_b.prom")
+
+    record, pool, _stale = volumes._load("v1")
+    record["migration_status"] = "migrating"
+    record["migration"] = {"mechanism": "host_copy", "phase": "copying", "destination": "localhost@vb#b",
+                           "bytes_total": 4 * 1024 ** 3, "copy_started": 1000.0}
+    volumes.repo.save(record, pool)
+    monkeypatch.setattr(volumes.driver(pool), "copy_state", lambda *a: {"state": "running", "percent": 25.0})
+    monkeypatch.setattr(volumes, "clock", lambda: 1010.0)
+    assert metrics.write_volume_metrics(str(folder), volumes) == []
+    a = parse(folder / "storage_mobility_localhost_vb_a.prom")
+    assert a[("storage_mobility_volume_info", "v1")][0]["migration_status"] == "migrating"
+    assert a[("storage_mobility_volume_migration_bytes_done", "v1")][1] == 1024 ** 3
+    assert a[("storage_mobility_volume_migration_bytes_total", "v1")][1] == 4 * 1024 ** 3
+    assert a[("storage_mobility_volume_migration_rate_bytes_per_second", "v1")][1] == 1024 ** 3 // 10
+
+    # a copier that cannot be read leaves the volume out with a warning, the file is still written
+    monkeypatch.setattr(volumes.driver(pool), "copy_state", lambda *a: 1 / 0)
+    warnings = metrics.write_volume_metrics(str(folder), volumes)
+    assert len(warnings) == 1 and "Metrics of volume v1 in pool localhost@vb#a were left out" in warnings[0]
+    assert ("storage_mobility_volume_info", "v1") not in parse(folder / "storage_mobility_localhost_vb_a.prom")
