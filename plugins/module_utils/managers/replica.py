@@ -384,8 +384,9 @@ class LocalReplicaManager(ReplicaService):
             if replica.get('old_active'):
                 actions[:0] = self._failback_check(record, active_pool, replica, force)
             stats = self._update(record, active_pool, replica)
-            replica.pop('old_active', None)
-            self._save(record, active_pool, 'replica %s resynced' % replica['id'])
+            # _update saved the record; it changes again only for a failback.
+            if replica.pop('old_active', None) is not None:
+                self._save(record, active_pool, 'replica %s resynced' % replica['id'])
             changed = bool(stats['bytes'] or stats['files'] or stats['files'] is None
                            or before.get('replica_state') != replica['replica_state'])
             return self._result(changed, record, replica, actions, before=before)

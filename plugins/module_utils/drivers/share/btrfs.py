@@ -107,10 +107,13 @@ class BtrfsShareDriver(PosixShareDriver):
             return None
         return parse_subvolume_show(out)
 
-    def _delete_subvolume(self, path, what):
+    def _delete_subvolume(self, path, what, commit=True):
+        """Delete the subvolume ``path``; ``commit``: wait for the transaction that deletes it.
+        Callers whose rerun deletes it again when a crash undid the deletion pass commit=False
+        (the old points and the previous replica instance of a replica update)."""
         if not self.is_subvolume(path):
             return False
-        args = ['subvolume', 'delete', '--commit-after', path]
+        args = ['subvolume', 'delete'] + (['--commit-after'] if commit else []) + [path]
         try:
             self._btrfs(args, 'delete %s (%s)' % (what, path))
         except CommandError:
@@ -891,23 +894,28 @@ class BtrfsShareDriver(PosixShareDriver):
         self._delete_subvolume(fresh, 'unplaced replica instance')
         self._btrfs(['subvolume', 'snapshot', '-r', received, fresh], 'make the next replica instance of share %s' % name)
         old = os.path.join(folder, '.%s.replica-previous' % name)
-        self._delete_subvolume(old, 'previous replica instance')
+        # No commit wait for the old instance: a deletion a crash undoes leaves it beside the
+        # instance, and the next placement deletes it first (or _recover_placement puts it back).
+        self._delete_subvolume(old, 'previous replica instance', commit=False)
         if self.transport.lexists(instance):
             if not self.is_subvolume(instance):
                 raise StorageError('Failed to place the replica of share %s: %s is not a subvolume' % (name, instance))
             self.transport.rename(instance, old)
             crash_point('btrfs replica instance moved aside')
         self.transport.rename(fresh, instance)
-        self._delete_subvolume(old, 'previous replica instance')
+        self._delete_subvolume(old, 'previous replica instance', commit=False)
         return True
 
     def replica_retain(self, pool, share, keep):
+        # An old point whose deletion a crash undoes is deleted by the next update's retain: no
+        # commit wait (each one costs a transaction commit, most of an update's fixed cost).
         folder = self.replication_dir(pool, share)
         changed = False
         for seq in self._points(folder):
             if seq not in keep:
                 changed = self._delete_subvolume(os.path.join(folder, self.point_name(seq)),
-                                                 'replication point %d of share %s' % (seq, share['name'])) or changed
+                                                 'replication point %d of share %s' % (seq, share['name']),
+                                                 commit=False) or changed
         return changed
 
     def replica_delete(self, pool, share):
