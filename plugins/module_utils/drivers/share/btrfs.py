@@ -807,6 +807,11 @@ class BtrfsShareDriver(PosixShareDriver):
             raise StorageError('Failed to %s: the receive ended but %s is not a complete copy' % (what, received))
         crash_point('btrfs received replica point')
         self._place_replica(replica_pool, share, received)
+        # The record that names this point as the replica's base is written next (an fsync'd file):
+        # commit the receive and the placement first, so that a machine crash cannot leave a record
+        # naming a point the filesystem lost.
+        self._btrfs(['filesystem', 'sync', replica_pool.path], 'sync pool %s after updating a replica of share %s'
+                    % (replica_pool, name))
         replica['base'] = seq
         replica['base_time'] = time.time() + CTIME_MARGIN
         return {'bytes': sent, 'files': None, 'passes': 1, 'verified': True, 'incremental': bool(parent),
