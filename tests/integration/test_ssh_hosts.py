@@ -5,14 +5,19 @@
   an increment, then the switchover. Each side is read on its own host: the files' sums on storb,
   the received snapshot, no temporary snapshot left on either host, the source gone from stora.
   The result and the record say which way the stream went (relayed by the controller).
-* the controller killed in the middle of the relayed stream, then reruns that converge.
+* the controller killed in the middle of the relayed stream, then reruns that converge;
+* the ``demo.sh --hosts`` scenario (sshlab/demo.py, with its own lab): its summary and its
+  independent check (manifests made on each host's own disk).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +109,17 @@ def test_controller_killed_in_the_middle_of_the_relayed_stream_then_reruns_conve
     assert done["task_state"] == "migration_success"
     assert sums_of(lab, "storb", done["share"]["export_location"]) == expected
     assert subvolumes(lab, "stora", str(lab.hosts["stora"].mounts["btrfs"] / "one")) == ""
+
+
+def test_the_hosts_demo_moves_a_share_between_hosts_and_checks_it_on_each_host(tmp_path):
+    """``scripts/demo.sh --hosts`` after its setup step: the same command line (its own lab)."""
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root / "tests" / "integration"), sshlab.collections_tree()]))
+    proc = subprocess.run([sys.executable, "-m", "sshlab.demo", "--files", "40", "--size-mb", "4"], cwd=root, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "task_state migration_success: demo-hosts now on storb@bb#two" in proc.stdout
+    assert "data path    : relayed by the controller: btrfs send on stora, btrfs receive on storb" in proc.stdout
+    assert "independent check: identical" in proc.stdout
+    assert "source on stora after the switch: gone" in proc.stdout
+    assert "read-only for: ?" not in proc.stdout
