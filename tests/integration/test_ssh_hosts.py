@@ -123,3 +123,27 @@ def test_the_hosts_demo_moves_a_share_between_hosts_and_checks_it_on_each_host(t
     assert "independent check: identical" in proc.stdout
     assert "source on stora after the switch: gone" in proc.stdout
     assert "read-only for: ?" not in proc.stdout
+
+
+def test_a_cancelled_host_to_host_migration_leaves_storb_clean_and_stora_writable(lab, no_leftovers):  # pylint: disable=redefined-outer-name
+    backends = [lab.btrfs_backend("stora"), lab.btrfs_backend("storb")]
+    created = ok(run_module("share", {"backends": backends, "name": "hh3", "pool": "stora@ab#one", "size": 1}, lab.base))
+    source = created["share"]["export_location"]
+    expected = fill(lab, "stora", source, 2)
+    ok(run_module("share_snapshot", {"backends": backends, "share": "hh3", "name": "s1"}, lab.base))
+    params = dict(backends=backends, share="hh3", destination_pool="storb@bb#two", state="started", **FLAGS)
+    assert ok(run_module("share_migration", params, lab.base))["share"]["task_state"] == "migration_driver_phase1_done"
+    two = lab.pools("storb")["two"]
+    assert "hh3" in subvolumes(lab, "storb", two)
+    cancelled = ok(run_module("share_migration", {"backends": backends, "share": "hh3", "state": "cancelled"}, lab.base))
+    assert cancelled["task_state"] == "migration_cancelled"
+    # What arrived on storb is gone (received snapshot, temporary snapshots, reserved instance).
+    assert "hh3" not in subvolumes(lab, "storb", two)
+    # The source on stora is whole and writable, its snapshot kept, no temporary snapshot left.
+    stora_pool = str(lab.hosts["stora"].mounts["btrfs"] / "one")
+    assert sums_of(lab, "stora", source) == expected
+    lab.ssh("stora", ["sh", "-c", 'echo again > "$1/again"', "sh", source])
+    listing = subvolumes(lab, "stora", stora_pool)
+    assert "snapshots/hh3/s1" in listing and "inc-" not in listing
+    ok(run_module("share_snapshot", {"backends": backends, "share": "hh3", "name": "s1", "state": "absent"}, lab.base))
+    ok(run_module("share", {"backends": backends, "name": "hh3", "state": "absent"}, lab.base))
