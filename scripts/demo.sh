@@ -3,11 +3,16 @@
 # Extra arguments go to ansible-playbook, e.g.: scripts/demo.sh -v --check
 # --btrfs (first argument, root only) runs the btrfs demo instead: a writable,
 # driver-assisted migration with snapshots between two btrfs filesystems.
+# --hosts (first argument, root only) starts the ssh lab and moves a btrfs share from one storage
+# host to another (tests/integration/sshlab/demo.py, docs/hosts.md); extra arguments go to it.
 set -euo pipefail
 
 playbook=playbooks/demo.yml
 if [[ "${1:-}" == "--btrfs" ]]; then
   playbook=playbooks/demo_btrfs.yml
+  shift
+elif [[ "${1:-}" == "--hosts" ]]; then
+  playbook=hosts
   shift
 fi
 
@@ -16,6 +21,12 @@ cd -- "${ROOT}"
 bash "${ROOT}/scripts/setup.sh"
 # shellcheck source=scripts/env.sh
 source "${ROOT}/scripts/env.sh"
+
+if [[ "${playbook}" == hosts ]]; then
+  cmd=(env "PYTHONPATH=${ROOT}/tests/integration${PYTHONPATH:+:${PYTHONPATH}}" python -m sshlab.demo "$@")
+  echo "+ ${cmd[*]}"
+  exec "${cmd[@]}"
+fi
 
 cmd=(ansible-playbook -i inventories/local/hosts.yml "${playbook}" "$@")
 echo "+ ${cmd[*]}"

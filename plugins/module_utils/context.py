@@ -41,6 +41,10 @@ class Context(object):
             # A volume backend's driver is made by the volume manager (managers/volume.py).
             if not is_volume_backend(backend):
                 self._drivers[(backend.host, backend.name)] = share_driver(backend, self.transport(backend))
+        for driver in self._drivers.values():
+            # A driver moving data between two hosts (btrfs host to host) reaches the other side
+            # through that pool's own driver and transport.
+            driver.peer_driver = self.driver
 
     def transport(self, backend):
         """The transport to the storage host of ``backend`` (one of the collection's own)."""

@@ -416,6 +416,13 @@ class SshTransport(Transport):
                 raise self.failure(what, exc.details.get('stderr'))
             raise
 
+    def session_argv(self, argv):
+        """The argv that runs ``argv`` on the host in a session of this run's connection (opened
+        when not yet): for a stream between two hosts relayed by this process (relay_pipe)."""
+        if self._control is None:
+            self.connect()
+        return self.remote(argv)
+
     def which(self, program):
         return self.call('which', program)
 
@@ -530,3 +537,31 @@ class SshTransport(Transport):
 
     def tree_seal(self, path, ignore):
         return self.call('tree_seal', path, list(ignore or ()))
+
+
+def relay_pipe(source, destination, producer, consumer, what, on_chunk=None, capture=False, edit=None,
+               die_midway=False):
+    """``producer`` on the host of transport ``source`` piped into ``consumer`` on the host of
+    transport ``destination`` (two hosts), the stream relayed by this process over one session of
+    each host's connection (a local transport runs its side here). Same answer as Transport.pipe.
+    The stream passes through the controller: measured, edited at its end as on one host."""
+    if source is destination:
+        return source.pipe(producer, consumer, what, on_chunk=on_chunk, capture=capture, edit=edit,
+                           die_midway=die_midway)
+    producer = [str(a) for a in producer]
+    consumer = [str(a) for a in consumer]
+    sides = []
+    for transport, argv in ((source, producer), (destination, consumer)):
+        wrap = getattr(transport, 'session_argv', None)
+        sides.append(wrap(argv) if wrap else argv)
+    names = [getattr(t, 'host', None) or 'this machine' for t in (source, destination)]
+    try:
+        return local.pipe_processes(sides[0], sides[1], what, on_chunk=on_chunk, capture=capture, edit=edit,
+                                    die_midway=die_midway, shown=(producer, consumer),
+                                    where=' from %s to %s (relayed by the controller)' % tuple(names))
+    except StorageError as exc:
+        if exc.details.get('rc') == SSH_FAILED:
+            culprit = destination if ('%s exited' % ' '.join(consumer[:2])) in str(exc) else source
+            if hasattr(culprit, 'failure'):
+                raise culprit.failure(what, exc.details.get('stderr'))
+        raise

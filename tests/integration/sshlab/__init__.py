@@ -6,10 +6,12 @@ sessions (the controller sees empty folders at the same paths). Each host has it
 one client key is made for the run and authorised on every host; ``known_hosts`` holds the hosts'
 keys. ``UsePAM no`` and ``StrictModes no`` let sshd run from a scratch folder.
 
-Hosts (``HOSTS``): ``stora`` (ext4 and xfs pools on loop devices, backend ``pa`` driver posix),
-``storb`` (a btrfs filesystem with two subvolume pools, backend ``bb`` driver btrfs) and ``datac``
-(a data node: no pools). ``Lab.close()`` unmounts, stops every sshd and every process left in its
-namespace, detaches the loop devices and removes the scratch folder, also after a failure.
+Hosts (``HOSTS``): ``stora`` (ext4 and xfs pools on loop devices, backend ``pa`` driver posix;
+and a small btrfs filesystem with one subvolume pool ``one``, backend ``ab`` driver btrfs, for the
+migrations from btrfs host to btrfs host: ``Lab.btrfs_backend``), ``storb`` (a btrfs filesystem
+with two subvolume pools, backend ``bb`` driver btrfs) and ``datac`` (a data node: no pools).
+``Lab.close()`` unmounts, stops every sshd and every process left in its namespace, detaches the
+loop devices and removes the scratch folder, also after a failure.
 
 Use ``ssh_lab`` (a session fixture; import it into the test module) or ``with Lab() as lab``.
 Without root the fixture skips with the reason (a failure under CI=true, tests/conftest.py).
@@ -49,7 +51,7 @@ exec "$@"
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 #: name -> (address, {mount name: (filesystem, size MiB)})
 HOSTS = {
-    "stora": ("127.0.0.11", {"ext4": ("ext4", 64), "xfs": ("xfs", 320)}),
+    "stora": ("127.0.0.11", {"ext4": ("ext4", 64), "xfs": ("xfs", 320), "btrfs": ("btrfs", 256)}),
     "storb": ("127.0.0.12", {"btrfs": ("btrfs", 640)}),
     "datac": ("127.0.0.13", {}),
 }
@@ -240,6 +242,8 @@ class Lab:
         storb = self.hosts["storb"]
         for pool in ("one", "two"):
             storb.nsenter(["btrfs", "subvolume", "create", storb.mounts["btrfs"] / pool])
+        stora = self.hosts["stora"]
+        stora.nsenter(["btrfs", "subvolume", "create", stora.mounts["btrfs"] / "one"])
         return self
 
     def close(self) -> list[str]:
@@ -267,6 +271,13 @@ class Lab:
         name, driver = ("pa", "posix") if host == "stora" else ("bb", "btrfs")
         return {"name": name, "driver": driver, "host": host, "transport": "ssh",
                 "ssh": self.ssh_options(host, **overrides), "pools": self.pools(host)}
+
+    def btrfs_backend(self, host: str) -> dict:
+        """The btrfs backend of ``host``: ``ab`` on stora (pool ``one``), ``bb`` on storb."""
+        if host == "storb":
+            return self.backend("storb")
+        return {"name": "ab", "driver": "btrfs", "host": host, "transport": "ssh", "ssh": self.ssh_options(host),
+                "pools": {"one": str(self.hosts[host].mounts["btrfs"] / "one")}}
 
     def backends(self) -> list[dict]:
         return [self.backend("stora"), self.backend("storb")]

@@ -9,7 +9,9 @@ Layout of a pool (the same paths as the posix driver)::
     <pool>/snapshots/<share>/<snapshot>     share snapshots: read-only snapshots of it
     <pool>/.mobility/btrfs/<migration id>/  temporary snapshots of a running migration, progress.json
 
-Driver-assisted migration between two btrfs pools (any two btrfs filesystems of this machine):
+Driver-assisted migration between two btrfs pools (any two btrfs filesystems of one host, or of
+two hosts: then every operation on the destination goes through the destination backend's own
+driver and transport, ``_side``, and the stream is relayed by this process, ``route``):
 
 * phase 1 sends the share's snapshots in creation order (each with ``-p`` the one before), then a
   read-only temporary snapshot of the share (``inc-000001``, ``-p`` the newest share snapshot)
@@ -49,6 +51,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.pos
 from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.store import META_DIR, now_iso
 from ansible_collections.storage.mobility.plugins.module_utils.transport import openfiles
+from ansible_collections.storage.mobility.plugins.module_utils.transport.ssh import relay_pipe
 
 BTRFS = 'btrfs'
 # btrfs gives the root folder of every subvolume this inode number (BTRFS_FIRST_FREE_OBJECTID).
@@ -65,6 +68,33 @@ class BtrfsShareDriver(PosixShareDriver):
     name = 'btrfs'
     # A replica instance is replaced by a snapshot of a complete point, never written in place.
     replica_updates_in_place = False
+    # Set by context.py: pool -> the driver of its backend (the other side of a host-to-host move).
+    peer_driver = None
+
+    def _side(self, pool):
+        """The btrfs driver that works on ``pool``'s host: this one when the pool is on this
+        driver's host, else the driver of the pool's backend (its own transport)."""
+        if pool.backend.host == self.backend.host:
+            return self
+        peer = self.peer_driver(pool) if self.peer_driver is not None else None
+        if not isinstance(peer, BtrfsShareDriver):
+            raise StorageError('the pool %s is on host %s, where this run has no btrfs driver' % (pool, pool.backend.host))
+        return peer
+
+    def reaches_host_of(self, pool):
+        """True when a send from this driver's host can reach ``pool`` on another host: the run
+        has a btrfs driver there and one of the two hosts is reached over ssh (two backends with
+        transport local and different host names are not taken for two machines)."""
+        transports = (getattr(self.backend, 'transport', None), getattr(pool.backend, 'transport', None))
+        return self.peer_driver is not None and 'ssh' in transports
+
+    def route(self, destination_pool):
+        """Which way the send stream goes to ``destination_pool`` (said in the progress and record)."""
+        dst = self._side(destination_pool)
+        if dst is self:
+            return 'on storage host %s (btrfs send | btrfs receive there)' % self.backend.host
+        return ('relayed by the controller: btrfs send on %s, btrfs receive on %s, over the run\'s ssh connection '
+                'to each' % (self.backend.host, destination_pool.backend.host))
 
     # -- basics ------------------------------------------------------------------------------
     def _btrfs(self, args, what, check=True):
@@ -218,17 +248,25 @@ class BtrfsShareDriver(PosixShareDriver):
         return [entry['path'] for entry in parse_subvolume_list(out)] if rc == 0 else []
 
     def migration_check_compatibility(self, source_pool, destination_pool, share, destination_driver):
-        result = self.refused(self.pair_problem(
-            source_pool, destination_pool, destination_driver,
-            '; btrfs send/receive needs btrfs pools on both sides',
-            ' and the btrfs driver reaches only this machine (transport local)'))
+        if (destination_driver.name == self.name and source_pool.backend.host != destination_pool.backend.host
+                and self.reaches_host_of(destination_pool)):
+            # Two hosts: the stream goes from one to the other (see route).
+            result = self.refused(None)
+        else:
+            result = self.refused(self.pair_problem(
+                source_pool, destination_pool, destination_driver,
+                '; btrfs send/receive needs btrfs pools on both sides',
+                ' and both backends use transport local (declare the other host with transport ssh)'))
         if result['reason']:
             return result
-        if not self.transport.which('btrfs'):
-            result['reason'] = 'the btrfs command is missing on this machine (install btrfs-progs)'
-            return result
-        for what, pool in (('source', source_pool), ('destination', destination_pool)):
-            problem = self._fs_problem(pool)
+        dst = self._side(destination_pool)
+        for side in (self, dst):
+            if not side.transport.which('btrfs'):
+                result['reason'] = ('the btrfs command is missing on %s (install btrfs-progs)'
+                                    % (side.transport.host if getattr(side.transport, 'host', None) else 'this machine'))
+                return result
+        for what, pool, side in (('source', source_pool, self), ('destination', destination_pool, dst)):
+            problem = side._fs_problem(pool)
             if problem:
                 result['reason'] = 'the %s pool %s is not usable: %s' % (what, pool, problem)
                 return result
@@ -284,9 +322,10 @@ class BtrfsShareDriver(PosixShareDriver):
         """The UUID a receive of this subvolume records: its own received UUID when it has one."""
         return info.get('received_uuid') or info.get('uuid')
 
-    def received_ok(self, sent_path, received_path):
-        """True when ``received_path`` is a complete receive of ``sent_path``."""
-        sent, got = self.show(sent_path), self.show(received_path)
+    def received_ok(self, sent_path, received_path, dst=None):
+        """True when ``received_path`` (on the host of driver ``dst``, default this one) is a
+        complete receive of ``sent_path``."""
+        sent, got = self.show(sent_path), (dst or self).show(received_path)
         return bool(sent and got and got.get('received_uuid') and got['readonly']
                     and got['received_uuid'] == self.expected_received_uuid(sent))
 
@@ -302,12 +341,17 @@ class BtrfsShareDriver(PosixShareDriver):
         return plan
 
     # -- the pipe ----------------------------------------------------------------------------
-    def _pipe(self, send_argv, recv_argv, what, on_chunk=None, capture=False, crash_event=None, edit=None):
-        """``send_argv | recv_argv`` through the transport (transport/base.py pipe); return
-        (bytes, receive stdout). Fault injection: when ``crash_event`` matches
-        STORAGE_MOBILITY_CRASH_AFTER, the process dies after passing on half of the stream."""
+    def _pipe(self, send_argv, recv_argv, what, on_chunk=None, capture=False, crash_event=None, edit=None, dst=None):
+        """``send_argv | recv_argv`` through the transport (transport/base.py pipe), or from this
+        host to the host of driver ``dst`` (ssh.py relay_pipe); return (bytes, receive stdout).
+        Fault injection: when ``crash_event`` matches STORAGE_MOBILITY_CRASH_AFTER, the process
+        dies after passing on half of the stream."""
+        die = bool(crash_event and crash_wanted(crash_event))
+        if dst is not None and dst is not self:
+            return relay_pipe(self.transport, dst.transport, send_argv, recv_argv, what, on_chunk=on_chunk,
+                              capture=capture, edit=edit, die_midway=die)
         return self.transport.pipe(send_argv, recv_argv, what, on_chunk=on_chunk, capture=capture, edit=edit,
-                                   die_midway=bool(crash_event and crash_wanted(crash_event)))
+                                   die_midway=die)
 
     def estimate(self, path, parent=None):
         """Bytes of file data a send of ``path`` (against ``parent``) will carry: read from a
@@ -342,23 +386,24 @@ class BtrfsShareDriver(PosixShareDriver):
         return self._read_progress(pool, share)
 
     # -- sending -----------------------------------------------------------------------------
-    def _send(self, label, path, parent, dest_dir, progress, source_pool, share):
-        """Send ``path`` (``-p parent``) into ``dest_dir`` unless a complete copy is already there;
-        return the bytes sent."""
+    def _send(self, label, path, parent, dest_dir, progress, source_pool, share, dst=None):
+        """Send ``path`` (``-p parent``) into ``dest_dir`` (on the host of driver ``dst``, default
+        this one) unless a complete copy is already there; return the bytes sent."""
+        dst = dst or self
         received = os.path.join(dest_dir, os.path.basename(path))
-        if self.received_ok(path, received):
+        if self.received_ok(path, received, dst):
             return 0
-        if self.transport.lexists(received):
+        if dst.transport.lexists(received):
             # A receive that was killed leaves a writable subvolume without a received UUID.
-            if not self.is_subvolume(received):
+            if not dst.is_subvolume(received):
                 raise StorageError('Failed to send %s: %s exists and is not a btrfs subvolume' % (label, received))
-            got = self.show(received) or {}
+            got = dst.show(received) or {}
             sent = self.show(path) or {}
             if got.get('received_uuid') and got['received_uuid'] != self.expected_received_uuid(sent):
                 raise StorageError('Failed to send %s: %s holds another subvolume (received UUID %s); remove it or '
                                    'cancel the migration' % (label, received, got['received_uuid']))
-            self._delete_subvolume(received, 'partial receive of %s' % label)
-        self._makedirs(dest_dir)
+            dst._delete_subvolume(received, 'partial receive of %s' % label)
+        dst._makedirs(dest_dir)
         start = time.monotonic()
         base = progress.get('bytes_sent', 0)
         state = {'last': 0.0}
@@ -375,9 +420,10 @@ class BtrfsShareDriver(PosixShareDriver):
         what = 'send %s of share %s to %s' % (label, share['name'], dest_dir)
         # The sent subvolume is read-only: its root's times stay as read here.
         sent = self._pipe(send_argv(path, parent), ['btrfs', 'receive', dest_dir], what, on_chunk,
-                          crash_event='btrfs sending %s' % label, edit=root_times_edit(self.transport.lstat(path)))[0]
+                          crash_event='btrfs sending %s' % label, edit=root_times_edit(self.transport.lstat(path)),
+                          dst=dst)[0]
         crash_point('btrfs received %s' % label)
-        if not self.received_ok(path, received):
+        if not self.received_ok(path, received, dst):
             raise StorageError('Failed to %s: the receive ended but %s is not a complete copy (no matching '
                                'received UUID)' % (what, received))
         elapsed = time.monotonic() - start
@@ -427,11 +473,15 @@ class BtrfsShareDriver(PosixShareDriver):
         """Kill what a dead run of this migration left sending or receiving (we hold the share's
         lock, so no live run owns them) and wait until they are gone, before touching anything."""
         paths = self._transfer_paths(source_pool, destination_pool, share)
-        pids = self.stray_transfers(paths)
-        for pid in pids:
-            self.transport.kill(pid)
+        sides = [self] + [d for d in (self._side(destination_pool),) if d is not self]
+        pids = []
+        for side in sides:
+            found = side.stray_transfers(paths)
+            for pid in found:
+                side.transport.kill(pid)
+            pids += found
         for _attempt in range(200):
-            if not self.stray_transfers(paths):
+            if not any(side.stray_transfers(paths) for side in sides):
                 return pids
             time.sleep(0.05)
         raise StorageError('Failed to stop the btrfs send/receive processes %s left by an earlier run of the '
@@ -443,9 +493,10 @@ class BtrfsShareDriver(PosixShareDriver):
         name = share['name']
         src_stage = self.staging_dir(source_pool, share)
         dst_stage = self.staging_dir(destination_pool, share)
+        dst = self._side(destination_pool)
         self.stop_stray_transfers(source_pool, destination_pool, share)
         self._makedirs(src_stage, 0o700)
-        self._makedirs(dst_stage, 0o700)
+        dst._makedirs(dst_stage, 0o700)
         steps = []
         parent = None
         for label, path, dest_dir in self._snapshot_plan(source_pool, destination_pool, share):
@@ -458,22 +509,22 @@ class BtrfsShareDriver(PosixShareDriver):
         if not seqs:
             self._new_increment(source_pool, share, 1)
             seqs = [1]
-        verified = [s for s in self._increments(dst_stage)
+        verified = [s for s in dst._increments(dst_stage)
                     if s in seqs and self.received_ok(os.path.join(src_stage, increment_name(s)),
-                                                      os.path.join(dst_stage, increment_name(s)))]
+                                                      os.path.join(dst_stage, increment_name(s)), dst)]
         for seq in seqs:
             older = [s for s in verified if s < seq]
             inc_parent = os.path.join(src_stage, increment_name(max(older))) if older else snapshot_parent
             steps.append(('increment %d' % seq, os.path.join(src_stage, increment_name(seq)), inc_parent, dst_stage))
         pending = [step for step in steps
-                   if not self.received_ok(step[1], os.path.join(step[3], os.path.basename(step[1])))]
+                   if not self.received_ok(step[1], os.path.join(step[3], os.path.basename(step[1])), dst)]
         progress = self._read_progress(source_pool, share) or {}
         progress.update({'phase': phase, 'bytes_sent': 0, 'send_seconds': 0, 'started_at': now_iso(),
-                         'objects_total': len(pending), 'total_progress': 0})
+                         'objects_total': len(pending), 'total_progress': 0, 'route': self.route(destination_pool)})
         progress['bytes_total'] = sum(self.estimate(path, par) for label, path, par, dest_dir in pending)
         sent = 0
         for label, path, par, dest_dir in pending:
-            sent += self._send(label, path, par, dest_dir, progress, source_pool, share)
+            sent += self._send(label, path, par, dest_dir, progress, source_pool, share, dst)
         self._prune(source_pool, destination_pool, share)
         seconds = progress.get('send_seconds') or 0
         progress.update({'total_progress': 100, 'percent': 100, 'current': None, 'eta_seconds': 0,
@@ -489,21 +540,24 @@ class BtrfsShareDriver(PosixShareDriver):
         """Keep only the newest increment that arrived complete (the parent of the next one)."""
         src_stage = self.staging_dir(source_pool, share)
         dst_stage = self.staging_dir(destination_pool, share)
+        dst = self._side(destination_pool)
         seqs = self._increments(src_stage)
         complete = [s for s in seqs
-                    if self.received_ok(os.path.join(src_stage, increment_name(s)), os.path.join(dst_stage, increment_name(s)))]
+                    if self.received_ok(os.path.join(src_stage, increment_name(s)), os.path.join(dst_stage, increment_name(s)),
+                                        dst)]
         if not complete:
             return
         keep = max(complete)
-        for seq in sorted(set(seqs + self._increments(dst_stage))):
+        for seq in sorted(set(seqs + dst._increments(dst_stage))):
             if seq < keep:
-                self._delete_subvolume(os.path.join(dst_stage, increment_name(seq)), 'temporary snapshot')
+                dst._delete_subvolume(os.path.join(dst_stage, increment_name(seq)), 'temporary snapshot')
                 self._delete_subvolume(os.path.join(src_stage, increment_name(seq)), 'temporary snapshot')
 
     # -- driver-assisted migration: phase 1 ---------------------------------------------------
     def migration_start(self, source_pool, destination_pool, share):
+        dst = self._side(destination_pool)
         self._require_pool(source_pool)
-        self._require_pool(destination_pool)
+        dst._require_pool(destination_pool)
         name = share['name']
         source = self.instance_path(source_pool, name)
         if not self.is_subvolume(source):
@@ -511,19 +565,21 @@ class BtrfsShareDriver(PosixShareDriver):
         problems = []
         for label, path, dest_dir in self._snapshot_plan(source_pool, destination_pool, share):
             target = os.path.join(dest_dir, os.path.basename(path))
-            if self.transport.lexists(target) and not self.received_ok(path, target):
-                got = self.show(target) or {}
+            if dst.transport.lexists(target) and not self.received_ok(path, target, dst):
+                got = dst.show(target) or {}
                 # A killed receive of this migration is redone; anything else is in the way.
-                if got.get('received_uuid') or not self.is_subvolume(target):
+                if got.get('received_uuid') or not dst.is_subvolume(target):
                     problems.append('%s already exists' % target)
         if problems:
             raise StorageError('Failed to start migration of share %s to %s: %s'
                                % (name, destination_pool, '; '.join(problems)))
         self._makedirs(self.staging_dir(source_pool, share), 0o700)
-        self._makedirs(self.staging_dir(destination_pool, share), 0o700)
+        dst._makedirs(self.staging_dir(destination_pool, share), 0o700)
+        share['migration'].setdefault('btrfs', {})['route'] = self.route(destination_pool)
         if self._read_progress(source_pool, share) is None:
             self._write_progress(source_pool, share, {'phase': 'initial', 'total_progress': 0, 'bytes_sent': 0,
-                                                      'bytes_total': None, 'started_at': now_iso()})
+                                                      'bytes_total': None, 'started_at': now_iso(),
+                                                      'route': self.route(destination_pool)})
 
     def migration_continue(self, source_pool, destination_pool, share):
         """The initial copy: every share snapshot and a first temporary snapshot of the share."""
@@ -553,7 +609,7 @@ class BtrfsShareDriver(PosixShareDriver):
         dst_stage = self.staging_dir(destination_pool, share)
         self.stop_stray_transfers(source_pool, destination_pool, share)
         # Leftovers of a switchover that failed before the switch belong to no increment chain.
-        self._delete_subvolume(os.path.join(dst_stage, FINAL), 'temporary snapshot')
+        self._side(destination_pool)._delete_subvolume(os.path.join(dst_stage, FINAL), 'temporary snapshot')
         self._delete_subvolume(os.path.join(src_stage, FINAL), 'temporary snapshot')
         self._set_source_read_only(source_pool, share, False)
         if self.source_changed(source_pool, share):
@@ -587,11 +643,12 @@ class BtrfsShareDriver(PosixShareDriver):
 
     def migration_complete_done(self, source_pool, destination_pool, share):
         name = share['name']
-        if not self.is_subvolume(self.instance_path(destination_pool, name)):
+        dst = self._side(destination_pool)
+        if not dst.is_subvolume(self.instance_path(destination_pool, name)):
             return False
         if not self.transport.lexists(self.instance_path(source_pool, name)):
             return True
-        return self._placed(destination_pool, share)
+        return dst._placed(destination_pool, share)
 
     def migration_complete(self, source_pool, destination_pool, share):
         name = share['name']
@@ -603,13 +660,15 @@ class BtrfsShareDriver(PosixShareDriver):
                                % (name, source))
         src_stage = self.staging_dir(source_pool, share)
         dst_stage = self.staging_dir(destination_pool, share)
+        dst = self._side(destination_pool)
         stats = share['migration'].setdefault('btrfs', {})
+        stats['route'] = self.route(destination_pool)
         self.stop_stray_transfers(source_pool, destination_pool, share)
         try:
             if self.transport.lexists(os.path.join(src_stage, FINAL)) and not (self.show(source) or {}).get('readonly'):
                 # A final snapshot is only good while the source has stayed read-only since it
                 # was taken; this one was not (a hand change?): take it again.
-                self._delete_subvolume(os.path.join(dst_stage, FINAL), 'temporary snapshot')
+                dst._delete_subvolume(os.path.join(dst_stage, FINAL), 'temporary snapshot')
                 self._delete_subvolume(os.path.join(src_stage, FINAL), 'temporary snapshot')
             # Most of the change since phase 1 goes while users can still write.
             if not self.transport.lexists(os.path.join(src_stage, FINAL)):
@@ -643,14 +702,14 @@ class BtrfsShareDriver(PosixShareDriver):
             progress.update({'phase': 'final', 'bytes_sent': 0, 'send_seconds': 0, 'total_progress': 0})
             progress['bytes_total'] = self.estimate(final, parent)
             start = time.monotonic()
-            sent = self._send('final', final, parent, dst_stage, progress, source_pool, share)
+            sent = self._send('final', final, parent, dst_stage, progress, source_pool, share, dst)
             stats['final_bytes'] = sent
             stats['final_seconds'] = round(time.monotonic() - start, 3)
-            self._place(destination_pool, share)
+            dst._place(destination_pool, share)
         except Exception:
             if not self.migration_complete_done(source_pool, destination_pool, share):
                 # Nothing switched: users get their writable share back at once.
-                self._delete_subvolume(os.path.join(dst_stage, FINAL), 'temporary snapshot')
+                dst._delete_subvolume(os.path.join(dst_stage, FINAL), 'temporary snapshot')
                 self._delete_subvolume(os.path.join(src_stage, FINAL), 'temporary snapshot')
                 self._set_source_read_only(source_pool, share, False)
                 stats.pop('read_only_epoch', None)
@@ -701,14 +760,15 @@ class BtrfsShareDriver(PosixShareDriver):
         """After the switch and the deletion of the source: temporary snapshots and the source's
         share snapshots (each deleted only when its copy on the destination is complete)."""
         name = share['name']
-        changed = self._remove_staging(destination_pool, share)
+        dst = self._side(destination_pool)
+        changed = dst._remove_staging(destination_pool, share)
         changed = self._remove_staging(source_pool, share) or changed
         kept = []
         for snap in share.get('snapshots') or []:
             path = self.snapshot_path(source_pool, name, snap['name'])
             if not self.transport.lexists(path):
                 continue
-            if self.received_ok(path, self.snapshot_path(destination_pool, name, snap['name'])):
+            if self.received_ok(path, self.snapshot_path(destination_pool, name, snap['name']), dst):
                 changed = self._delete_subvolume(path, 'snapshot %s of share %s' % (snap['name'], name)) or changed
             else:
                 kept.append(path)
@@ -721,22 +781,23 @@ class BtrfsShareDriver(PosixShareDriver):
         """Remove what this migration received and every temporary snapshot; the source ends
         writable as it was (the manager removes the reserved destination instance)."""
         name = share['name']
+        dst = self._side(destination_pool)
         if (self.transport.lexists(self.instance_path(source_pool, name))
-                and self._placed(destination_pool, share)):
+                and dst._placed(destination_pool, share)):
             raise StorageError('Cannot cancel the migration of share %s: the destination already serves it; '
                                'complete the migration' % name)
         self.stop_stray_transfers(source_pool, destination_pool, share)
         for snap in share.get('snapshots') or []:
             path = self.snapshot_path(destination_pool, name, snap['name'])
-            if self.received_ok(self.snapshot_path(source_pool, name, snap['name']), path):
-                self._delete_subvolume(path, 'received snapshot %s of share %s' % (snap['name'], name))
-            elif self.is_subvolume(path) and not (self.show(path) or {}).get('received_uuid'):
+            if self.received_ok(self.snapshot_path(source_pool, name, snap['name']), path, dst):
+                dst._delete_subvolume(path, 'received snapshot %s of share %s' % (snap['name'], name))
+            elif dst.is_subvolume(path) and not (dst.show(path) or {}).get('received_uuid'):
                 # A receive of this migration that was killed.
                 if self.is_subvolume(self.snapshot_path(source_pool, name, snap['name'])):
-                    self._delete_subvolume(path, 'partial snapshot %s of share %s' % (snap['name'], name))
+                    dst._delete_subvolume(path, 'partial snapshot %s of share %s' % (snap['name'], name))
         if str(destination_pool.ref) != str(source_pool.ref):
-            self._rmdir_if_empty(self.snapshots_dir(destination_pool, name))
-        self._remove_staging(destination_pool, share)
+            dst._rmdir_if_empty(self.snapshots_dir(destination_pool, name))
+        dst._remove_staging(destination_pool, share)
         self._remove_staging(source_pool, share)
         self._set_source_read_only(source_pool, share, False)
 

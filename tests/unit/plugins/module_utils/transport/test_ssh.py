@@ -266,3 +266,64 @@ def test_lines_a_login_script_prints_before_the_helper_are_not_answers():
         assert chatty.is_dir("/") is True and chatty.is_file("/") is False
     finally:
         chatty.close()
+
+
+# ------------------------------------------------------------------ two hosts: relay_pipe and the btrfs route
+def test_relay_pipe_between_two_transports_streams_measures_and_edits(tmp_path):
+    from ansible_collections.storage.mobility.plugins.module_utils.transport.base import TailEdit
+    from ansible_collections.storage.mobility.plugins.module_utils.transport.ssh import relay_pipe
+    src, dst = LocalTransport(CommandRunner()), LocalTransport(CommandRunner())
+    data = tmp_path / "data"
+    data.write_bytes(b"x" * 300000 + b"END")
+    out = tmp_path / "out"
+    seen = []
+    done, _ = relay_pipe(src, dst, ["cat", str(data)], ["sh", "-c", 'cat > "$1"', "sh", str(out)], "copy",
+                         on_chunk=seen.append, edit=TailEdit(b"END", b"MORE"))
+    assert done == 300003 and seen and seen[-1] == done
+    assert out.read_bytes() == b"x" * 300000 + b"MOREEND"
+
+
+def test_relay_pipe_failure_names_the_failing_side(tmp_path):
+    from ansible_collections.storage.mobility.plugins.module_utils.transport.ssh import relay_pipe
+    src, dst = LocalTransport(CommandRunner()), LocalTransport(CommandRunner())
+    with pytest.raises(Exception, match="from this machine to this machine.*false exited with 1"):
+        relay_pipe(src, dst, ["echo", "hi"], ["false"], "copy")
+
+
+def _btrfs_pair(tmp_path, src_transport, dst_transport, peers=True):
+    from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.btrfs import BtrfsShareDriver
+    specs = []
+    for name, host, transport in (("a", "h1", src_transport), ("b", "h2", dst_transport)):
+        (tmp_path / name).mkdir(parents=True)
+        spec = {"name": name, "driver": "btrfs", "host": host, "pools": {"p": str(tmp_path / name)}}
+        if transport == "ssh":
+            spec.update(transport="ssh", ssh={"address": "192.0.2.%d" % (len(specs) + 1)})
+        specs.append(spec)
+    backends = Backends(specs)
+    drivers = {}
+    for backend in backends.backends:
+        drivers[backend.name] = BtrfsShareDriver(backend, LocalTransport(CommandRunner()))
+    if peers:
+        for driver in drivers.values():
+            driver.peer_driver = lambda pool: drivers[pool.backend.name]
+    a, b = (drivers[n] for n in ("a", "b"))
+    return a, b, a.backend.pools["p"], b.backend.pools["p"]
+
+
+def test_btrfs_between_two_local_backends_on_different_hosts_is_still_refused(tmp_path):
+    a, b, pa, pb = _btrfs_pair(tmp_path, "local", "local")
+    answer = a.migration_check_compatibility(pa, pb, {"name": "s"}, b)
+    assert answer["compatible"] is False
+    assert "different hosts (h1, h2)" in answer["reason"] and "transport ssh" in answer["reason"]
+
+
+def test_btrfs_host_to_host_is_routed_through_the_peer_driver(tmp_path):
+    a, b, pa, pb = _btrfs_pair(tmp_path, "ssh", "ssh")
+    assert a._side(pa) is a and a._side(pb) is b
+    assert a.reaches_host_of(pb)
+    assert "relayed by the controller" in a.route(pb) and "h1" in a.route(pb) and "h2" in a.route(pb)
+    assert "on storage host h1" in a.route(pa)
+    # Without the run's peers (a driver made alone), the other host is refused, never taken for this one.
+    lone, _b, _pa, lone_pb = _btrfs_pair(tmp_path / "lone", "ssh", "ssh", peers=False)
+    with pytest.raises(Exception, match="on host h2, where this run has no btrfs driver"):
+        lone._side(lone_pb)
