@@ -232,7 +232,7 @@ stage_campaign() {
 HOST_LANE="tests/integration/test_host_migration.py tests/integration/test_targets.py
 tests/integration/test_failure_cleanup.py tests/integration/test_preservation.py"
 REMOTE_LANE="tests/integration/test_ssh_storage.py tests/integration/test_ssh_transport.py
-tests/integration/test_progress.py tests/integration/test_volume_file.py"
+tests/integration/test_ssh_hosts.py tests/integration/test_progress.py tests/integration/test_volume_file.py"
 REPLICA_LANE="tests/integration/test_replication.py tests/integration/test_replication_crash.py"
 stage_lane() {
     local log="$1"
