@@ -15,7 +15,7 @@ description:
     its bytes and files on the storage host, and proposes a destination among the allowed pools by
     free capacity above a headroom, share type capabilities, replication domain and snapshot rules,
     with the mechanism (driver- or host-assisted) and an estimated copy time for each move.
-  - A share that fits nowhere is listed in RV(plan.unplaced) with each pool's reason. The plan never
+  - A share that fits nowhere is listed in C(unplaced) of RV(plan) with each pool's reason. The plan never
     overfills a pool, as it counts what earlier moves of the same plan add.
   - The plan is stored with the records, C(.mobility/plans/<name>.json) in the first source pool
     (written atomically). A rerun with the same request returns the stored plan unchanged;
