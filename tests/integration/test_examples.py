@@ -43,7 +43,7 @@ SYNTAX_ONLY = {
 # Examples that need root to run, and why.
 NEEDS_ROOT = {"volume": "the example attaches a volume through a FUSE export of qemu-storage-daemon"}
 # Examples that act on a share the user already has: the lab creates `projects` in alpha first.
-NEEDS_SHARE = {"share_info", "share_snapshot", "share_migration"}
+NEEDS_SHARE = {"share_info", "share_snapshot", "share_migration", "migration_plan"}
 
 
 def _modules() -> list[str]:
@@ -289,6 +289,9 @@ def _check_effect(module: str, lab: Path, output: str) -> None:
         assert len(list((lab / "blocks" / "slow").glob("volume-*"))) == 1
         assert not [p for p in (lab / "blocks" / "fast").iterdir() if p.name != ".mobility"]
         assert "% of 2147483648 bytes" in output
+    elif module == "migration_plan":
+        assert "projects -> stor1@generic1#beta (driver-assisted" in output
+        assert (alpha / ".mobility" / "plans" / "evacuate-alpha.json").is_file(), "the plan is stored with the records"
     elif module == "pool_info":
         assert "stor1@generic1#alpha:" in output and "stor1@generic1#beta:" in output
 

@@ -182,6 +182,11 @@ class Transport(abc.ABC):
     def tree_bytes(self, path):
         """The apparent size of the files below ``path`` (unreadable entries count 0)."""
 
+    @abc.abstractmethod
+    def tree_counts(self, path):
+        """``{'bytes': ..., 'files': ...}`` below ``path``: the apparent size as tree_bytes counts
+        it and the number of entries that are not folders (what a copy's per-file cost applies to)."""
+
     # -- file attributes (immutable / append-only, see data_copy/fileflags.py) -----------------
     @abc.abstractmethod
     def read_flags(self, path):

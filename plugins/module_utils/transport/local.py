@@ -343,6 +343,18 @@ class LocalTransport(Transport):
                     pass
         return total
 
+    def tree_counts(self, path):
+        total = 0
+        count = 0
+        for root, _dirs, files in os.walk(path):
+            for name in files:
+                count += 1
+                try:
+                    total += os.lstat(os.path.join(root, name)).st_size
+                except OSError:
+                    pass
+        return {'bytes': total, 'files': count}
+
     # -- file attributes ---------------------------------------------------------------------
     def read_flags(self, path):
         return fileflags.read_carried(path)

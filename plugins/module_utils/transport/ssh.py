@@ -501,6 +501,9 @@ class SshTransport(Transport):
     def tree_bytes(self, path):
         return self.call('tree_bytes', path)
 
+    def tree_counts(self, path):
+        return self.call('tree_counts', path)
+
     # -- file attributes ---------------------------------------------------------------------
     def read_flags(self, path):
         return self.call('read_flags', path)

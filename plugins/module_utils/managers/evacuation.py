@@ -1,0 +1,192 @@
+# -*- coding: utf-8 -*-
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Module migration_plan: the planner (managers/migration_plan.py) over the collection's own pools.
+
+Reads every share of a source (a pool ``host@backend#pool``, a backend ``host@backend`` or a
+storage host ``host``) from the records, counts its bytes and files through the transport, reads
+the pools' capacity and capabilities through their drivers, and stores the plan with the records:
+``.mobility/plans/<name>.json`` in the first source pool (atomic, through the transport). A rerun
+follows the stored plan unless ``new_plan`` is asked; a stored plan made for another request
+(source, destinations, headroom, rates, flags) is refused with the reason rather than followed.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import errno
+import json
+import os
+
+from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.managers import migration_plan
+from ansible_collections.storage.mobility.plugins.module_utils.managers.replica_records import replication_type
+from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
+from ansible_collections.storage.mobility.plugins.module_utils.store import META_DIR, now_iso
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.volume.registry import is_volume_backend
+
+PLANS_DIR = 'plans'
+PLAN_FORMAT = 1
+
+
+def plan_path(pool, name):
+    return os.path.join(pool.path, META_DIR, PLANS_DIR, validate_name(name, 'plan name') + '.json')
+
+
+def measured_rates(records):
+    """The host-assisted copy rate the records measured (verified copies of earlier runs), or None.
+
+    Bytes over copy seconds summed over every record that kept a copy summary; a copy that took
+    no measurable time does not count."""
+    total_bytes = 0
+    total_seconds = 0.0
+    copies = 0
+    for record in records:
+        migration = record.get('migration') or {}
+        for key in ('copy', 'final_copy'):
+            summary = migration.get(key) or {}
+            nbytes = summary.get('bytes')
+            seconds = summary.get('copy_seconds')
+            if isinstance(nbytes, int) and isinstance(seconds, (int, float)) and seconds > 0 and nbytes > 0:
+                total_bytes += nbytes
+                total_seconds += seconds
+                copies += 1
+    if not copies:
+        return None
+    return {'copies': copies, 'bytes': total_bytes, 'seconds': round(total_seconds, 3),
+            'bytes_per_second': int(total_bytes / total_seconds)}
+
+
+class MigrationPlanManager(object):
+    """Make, store and follow the plan of an evacuation or a rebalance over the local pools."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def share_pools(self):
+        return [p for p in self.ctx.backends.pools() if not is_volume_backend(p.backend) and not p.backend.is_openstack]
+
+    def source_pools(self, source):
+        """The pools a source names: ``host@backend#pool``, ``host@backend`` or ``host``."""
+        pools = self.share_pools()
+        if '#' in source:
+            pool = self.ctx.pool(source, 'source pool')
+            return [pool]
+        if '@' in source:
+            host, _sep, backend = source.partition('@')
+            found = [p for p in pools if p.backend.host == host and p.backend.name == backend]
+        else:
+            found = [p for p in pools if p.backend.host == source]
+        if not found:
+            raise InvalidRequest('Invalid source %r: no declared share pool is on it (a source is host@backend#pool, '
+                                 'host@backend or host; pools declared: %s)'
+                                 % (source, ', '.join(str(p.ref) for p in pools) or 'none'))
+        return found
+
+    def pool_input(self, pool, headroom):
+        ctx = self.ctx
+        transport = ctx.transport(pool.backend)
+        try:
+            st = transport.statvfs(pool.path)
+            dev = transport.stat(pool.path).dev
+        except OSError as exc:
+            raise StorageError('Pool %s: cannot read its filesystem at %s: %s' % (pool.ref, pool.path, exc))
+        caps = ctx.driver(pool).pool_stats(pool)
+        capacity = st['f_blocks'] * st['f_frsize']
+        return {'address': str(pool.ref), 'host': pool.backend.host, 'backend': pool.backend.name,
+                'driver': pool.backend.driver, 'filesystem': '%s:%s' % (pool.backend.host, dev),
+                'capacity_bytes': capacity, 'free_bytes': min(st['f_bavail'] * st['f_frsize'], capacity),
+                'headroom': headroom, 'capabilities': caps,
+                'replication_domain': getattr(pool.backend, 'replication_domain', None)}
+
+    def share_input(self, record, pool):
+        ctx = self.ctx
+        path = ctx.driver(pool).instance_path(pool, record['name'])
+        try:
+            counts = ctx.transport(pool.backend).tree_counts(path)
+        except OSError as exc:
+            raise StorageError('Share %s: cannot count its files at %s: %s' % (record['name'], path, exc))
+        return {'name': record['name'], 'pool': str(pool.ref), 'bytes': counts['bytes'], 'files': counts['files'],
+                'share_type': record.get('share_type') or {}, 'replication_type': replication_type(record),
+                'snapshots': sorted(s['name'] for s in record.get('snapshots') or [])}
+
+    def read_stored(self, pool, name):
+        transport = self.ctx.transport(pool.backend)
+        path = plan_path(pool, name)
+        try:
+            stored = json.loads(transport.read_bytes(path).decode('utf-8'))
+        except (IOError, OSError) as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise StorageError('Plan %s: cannot read %s: %s' % (name, path, exc))
+        except ValueError as exc:
+            raise StorageError('Plan %s: %s is not valid JSON (%s); remove it or pass new_plan: true' % (name, path, exc))
+        if not isinstance(stored, dict) or not isinstance(stored.get('plan'), dict):
+            raise StorageError('Plan %s: %s holds no plan; remove it or pass new_plan: true' % (name, path))
+        return stored
+
+    def run(self, params):
+        ctx = self.ctx
+        name = validate_name(params['name'], 'plan name')
+        headroom = params['headroom']
+        if isinstance(headroom, bool) or not 0 <= headroom < 1:
+            raise InvalidRequest('Invalid headroom %r: a fraction of the capacity from 0 up to 1' % (headroom,))
+        sources = self.source_pools(params['source'])
+        source_refs = sorted(str(p.ref) for p in sources)
+        all_pools = self.share_pools()
+        if params['destinations']:
+            allowed = sorted(set(str(ctx.pool(a, 'destination pool').ref) for a in params['destinations']))
+            for address in allowed:
+                if address in source_refs:
+                    raise InvalidRequest('Invalid destinations: %s is a source pool of this plan' % address)
+        else:
+            allowed = sorted(str(p.ref) for p in all_pools if str(p.ref) not in source_refs)
+        flags = dict((k, v) for k, v in sorted((params.get('flags') or {}).items()))
+        request = {'source': params['source'], 'sources': source_refs, 'destinations': allowed, 'headroom': headroom,
+                   'rates': params['rates'] or {}, 'flags': flags}
+        home = sorted(sources, key=lambda p: str(p.ref))[0]
+        stored = self.read_stored(home, name)
+        result = {'changed': False, 'path': plan_path(home, name), 'name': name}
+        if stored is not None and not params['new_plan']:
+            if stored.get('request') != request:
+                raise InvalidRequest('Plan %s stored in %s was made for another request (%s); pass new_plan: true to '
+                                     'replace it or use another name'
+                                     % (name, result['path'], json.dumps(stored.get('request'), sort_keys=True)))
+            result.update(plan=stored['plan'], stored=True, created_at=stored.get('created_at'),
+                          rates=stored.get('rates'))
+            return result
+
+        records = []
+        shares = []
+        for share_name in ctx.repo.list_names():
+            record, pool = ctx.load(share_name, required=False)
+            if record is None:
+                continue
+            records.append(record)
+            if str(pool.ref) in source_refs:
+                shares.append(self.share_input(record, pool))
+        rates = dict((k, dict(v)) for k, v in (params['rates'] or {}).items())
+        measured = measured_rates(records)
+        rates_source = 'given' if rates.get(migration_plan.HOST, {}).get('bytes_per_second') is not None else 'default'
+        if measured and rates_source == 'default':
+            rates.setdefault(migration_plan.HOST, {})['bytes_per_second'] = measured['bytes_per_second']
+            rates_source = 'measured'
+        pools = [self.pool_input(p, headroom) for p in all_pools]
+        plan = migration_plan.plan(shares, pools, allowed=allowed, rates=rates, flags=flags or None)
+        rate_view = {'host_bytes_per_second': migration_plan.RateModel(rates).entry(migration_plan.HOST)['bytes_per_second'],
+                     'source': rates_source, 'measured': measured}
+        document = {'format': PLAN_FORMAT, 'name': name, 'created_at': now_iso(), 'request': request,
+                    'rates': rate_view, 'plan': plan}
+        result.update(plan=plan, stored=False, created_at=document['created_at'], rates=rate_view, changed=True,
+                      diff={'before': (stored or {}).get('plan') or {}, 'after': plan})
+        if ctx.check_mode:
+            return result
+        transport = ctx.transport(home.backend)
+        try:
+            transport.makedirs(os.path.dirname(result['path']), 0o700)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise StorageError('Plan %s: cannot create %s: %s' % (name, os.path.dirname(result['path']), exc))
+        transport.write_json_atomic(result['path'], document)
+        result['stored'] = True
+        return result

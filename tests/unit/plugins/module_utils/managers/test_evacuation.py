@@ -1,0 +1,201 @@
+"""Unit tests for plugins/module_utils/managers/evacuation.py (module migration_plan): the shares of a
+source read from the records and counted on disk, the plan stored with the records and followed on a
+rerun, check mode and diff, rates measured from earlier copies, bad input refused."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, NotFound
+from ansible_collections.storage.mobility.plugins.module_utils.managers.evacuation import (
+    MigrationPlanManager, measured_rates)
+from ansible_collections.storage.mobility.plugins.module_utils.transport.local import LocalTransport
+from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
+
+from mobility_helpers import RULE, Env, backend_spec
+
+OTHER = "stor2@be2#x"
+
+
+@pytest.fixture
+def env(tmp_path):
+    root = tmp_path / "pools"
+    return Env(tmp_path, backends=[backend_spec(root), backend_spec(root, name="be2", pools=("x",), host="stor2")])
+
+
+def params(**kw):
+    p = {"name": "evac", "source": Env.A, "destinations": None, "headroom": 0.0, "rates": None, "flags": None,
+         "new_plan": False}
+    p.update(kw)
+    return p
+
+
+def fill(env, share, files):
+    path = env.share_path(env.A, share)
+    for index, size in enumerate(files):
+        with open(os.path.join(path, "f%d" % index), "wb") as handle:
+            handle.write(b"x" * size)
+
+
+def run(env, check_mode=False, **kw):
+    return MigrationPlanManager(env.ctx(check_mode)).run(params(**kw))
+
+
+def plan_file(env):
+    return os.path.join(env.pool_path(env.A), ".mobility", "plans", "evac.json")
+
+
+def test_tree_counts_counts_bytes_and_files(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "one").write_bytes(b"abc")
+    (tmp_path / "two").write_bytes(b"12345")
+    os.symlink("two", tmp_path / "link")
+    assert LocalTransport(CommandRunner()).tree_counts(str(tmp_path)) == {"bytes": 3 + 5 + len("two"), "files": 3}
+
+
+def test_tree_counts_over_the_ssh_helper(tmp_path):
+    from ansible_collections.storage.mobility.plugins.module_utils.transport.ssh import SshOptions
+    from ansible_collections.storage.mobility.plugins.module_utils.transport.ssh import SshTransport
+
+    class Loopback(SshTransport):
+        """The ssh transport with ssh taken out, as in transport/test_ssh.py: the helper runs here."""
+
+        def __init__(self):
+            super().__init__(CommandRunner(), SshOptions("loop"))
+            self._control = "unused"
+
+        def remote(self, argv):
+            return [str(a) for a in argv]
+
+        def close(self):
+            self._control = None
+            super().close()
+
+    (tmp_path / "one").write_bytes(b"abcd")
+    transport = Loopback()
+    try:
+        assert transport.tree_counts(str(tmp_path)) == {"bytes": 4, "files": 1}
+    finally:
+        transport.close()
+
+
+def test_plan_reads_shares_of_the_source_counts_them_and_stores_the_plan(env):
+    env.create_share("s1", rules=[RULE])
+    env.create_share("s2", rules=[RULE])
+    env.create_share("elsewhere", pool=env.B, rules=[RULE])
+    fill(env, "s1", [1000, 2000, 3000])
+    fill(env, "s2", [10])
+    result = run(env)
+    moves = dict((m["share"], m) for m in result["plan"]["moves"])
+    assert sorted(moves) == ["s1", "s2"], "only the shares of the source pool"
+    assert (moves["s1"]["bytes"], moves["s1"]["files"]) == (6000, 3)
+    assert (moves["s2"]["bytes"], moves["s2"]["files"]) == (10, 1)
+    # b shares a and the driver with a: the posix driver renames; x is on another host: a data node copies.
+    assert moves["s1"]["destination"] == env.B and moves["s1"]["mechanism"] == "driver"
+    assert result["changed"] and result["stored"]
+    with open(plan_file(env)) as handle:
+        stored = json.load(handle)
+    assert stored["plan"] == result["plan"]
+    assert stored["request"]["destinations"] == [env.B, OTHER]
+
+
+def test_host_assisted_to_another_host_and_estimate_from_given_rate(env):
+    env.create_share("s1", rules=[RULE])
+    fill(env, "s1", [4096])
+    rates = {"host": {"bytes_per_second": 1024, "seconds_per_file": 0, "fixed_seconds": 0}}
+    result = run(env, destinations=[OTHER], rates=rates)
+    move = result["plan"]["moves"][0]
+    assert move["mechanism"] == "host" and move["destination"] == OTHER
+    assert move["estimated_copy_seconds"] == 4.0
+    assert result["rates"]["source"] == "given"
+
+
+def test_rerun_follows_the_stored_plan_and_new_plan_replaces_it(env):
+    env.create_share("s1", rules=[RULE])
+    first = run(env)
+    env.create_share("s2", rules=[RULE])
+    again = run(env)
+    assert not again["changed"] and again["stored"]
+    assert again["plan"] == first["plan"], "a rerun follows the stored plan, not the shares as they are now"
+    fresh = run(env, new_plan=True)
+    assert fresh["changed"]
+    assert sorted(m["share"] for m in fresh["plan"]["moves"]) == ["s1", "s2"]
+    assert fresh["diff"]["before"] == first["plan"] and fresh["diff"]["after"] == fresh["plan"]
+    with open(plan_file(env)) as handle:
+        assert json.load(handle)["plan"] == fresh["plan"]
+
+
+def test_check_mode_shows_the_plan_and_stores_nothing(env):
+    env.create_share("s1", rules=[RULE])
+    result = run(env, check_mode=True)
+    assert result["changed"] and not result["stored"]
+    assert [m["share"] for m in result["diff"]["after"]["moves"]] == ["s1"]
+    assert result["diff"]["before"] == {}
+    assert not os.path.exists(os.path.dirname(plan_file(env)))
+
+
+def test_stored_plan_of_another_request_is_refused_and_kept(env):
+    env.create_share("s1", rules=[RULE])
+    run(env)
+    with open(plan_file(env)) as handle:
+        before = handle.read()
+    with pytest.raises(InvalidRequest, match="another request.*new_plan: true"):
+        run(env, destinations=[OTHER])
+    with open(plan_file(env)) as handle:
+        assert handle.read() == before
+
+
+def test_share_that_fits_nowhere_is_listed_with_the_reason(env):
+    env.create_share("s1", rules=[RULE])
+    fill(env, "s1", [100])
+    result = run(env, headroom=0.9999999999)
+    assert result["plan"]["moves"] == []
+    [unplaced] = result["plan"]["unplaced"]
+    assert unplaced["share"] == "s1" and "needs 100 bytes" in unplaced["reason"]
+    assert env.B in unplaced["reason"] and OTHER in unplaced["reason"]
+
+
+def test_rates_measured_from_earlier_copies(env):
+    env.create_share("done", pool=env.B, rules=[RULE])
+    env.edit("done", migration={"copy": {"bytes": 8000, "copy_seconds": 2.0}})
+    env.create_share("s1", rules=[RULE])
+    fill(env, "s1", [4000])
+    result = run(env, destinations=[OTHER], rates={"host": {"seconds_per_file": 0, "fixed_seconds": 0}})
+    assert result["rates"]["source"] == "measured"
+    assert result["rates"]["host_bytes_per_second"] == 4000
+    assert result["plan"]["moves"][0]["estimated_copy_seconds"] == 1.0
+
+
+def test_measured_rates_ignore_copies_without_time():
+    assert measured_rates([{"migration": {"copy": {"bytes": 10, "copy_seconds": 0}}}, {"migration": None}]) is None
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"source": "nohost"}, "Invalid source 'nohost'"),
+    ({"source": "localhost@nobackend"}, "Invalid source 'localhost@nobackend'"),
+    ({"destinations": [Env.A]}, "is a source pool"),
+    ({"destinations": ["localhost@be1#zzz"]}, "zzz"),
+    ({"headroom": 1.0}, "Invalid headroom"),
+    ({"name": "../x"}, "plan name"),
+    ({"rates": {"bogus": {}}}, "bogus"),
+])
+def test_bad_input_is_refused_and_changes_nothing(env, kw, message):
+    env.create_share("s1", rules=[RULE])
+    state = env.state()
+    with pytest.raises((InvalidRequest, NotFound), match=message):
+        run(env, **kw)
+    assert env.state() == state
+
+
+def test_backend_and_host_sources(env):
+    env.create_share("s1", rules=[RULE])
+    env.create_share("s2", pool=env.B, rules=[RULE])
+    result = run(env, source="localhost@be1")
+    assert sorted(m["share"] for m in result["plan"]["moves"]) == ["s1", "s2"]
+    assert all(m["destination"] == OTHER for m in result["plan"]["moves"])
+    assert result["path"].startswith(env.pool_path(env.A))
+    hosted = run(env, source="localhost", name="by-host")
+    assert hosted["plan"]["moves"] == result["plan"]["moves"]
