@@ -796,6 +796,8 @@ def parse_args(argv):
                         help='no untimed warm-up after each cache drop: every method also loads its programs '
                              'from the disk in its timed run')
     parser.add_argument('--keep', action='store_true', help='keep the work folder (logs, job folders)')
+    parser.add_argument('--volumes', action='store_true',
+                        help='run the volume migration benchmark instead (bench/volumes.py; root; several minutes)')
     opts = parser.parse_args(argv)
     quick = {'d1_files': 4, 'd1_mib': 16, 'd2_files': 2000, 'd2_dirs': 20, 'd3_files': 1000, 'sparse_mib': 16,
              'ref_files': 500, 'runs': 1}
@@ -823,6 +825,12 @@ def main(argv=None):
         import replication
         return replication.main([a for a in argv if a != '--replication'])
     opts = parse_args(argv)
+    if opts.volumes:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import volumes  # bench/volumes.py
+        out = opts.out if opts.out != str(REPO / 'bench' / 'results' / 'latest.json') else \
+            str(REPO / 'bench' / 'results' / 'volumes.json')
+        return volumes.main(opts.work_dir, out)
     begun = time.perf_counter()
     signal.signal(signal.SIGTERM, _terminate)
     plans = plan_datasets(opts)

@@ -5,6 +5,8 @@
 # driver-assisted migration with snapshots between two btrfs filesystems.
 # --hosts (first argument, root only) starts the ssh lab and moves a btrfs share from one storage
 # host to another (tests/integration/sshlab/demo.py, docs/hosts.md); extra arguments go to it.
+# --volumes (first argument, root only) runs the volume demo: an asynchronous migration of a
+# multi-GiB volume, written while its data moves, checked with sha256.
 set -euo pipefail
 
 playbook=playbooks/demo.yml
@@ -13,6 +15,9 @@ if [[ "${1:-}" == "--btrfs" ]]; then
   shift
 elif [[ "${1:-}" == "--hosts" ]]; then
   playbook=hosts
+  shift
+elif [[ "${1:-}" == "--volumes" ]]; then
+  playbook=playbooks/demo_volumes.yml
   shift
 fi
 

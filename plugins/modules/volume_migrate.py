@@ -87,8 +87,20 @@ options:
     default: migrated
   rate_limit:
     description:
-      - Driver V(file) only - the most bytes per second a host copy reads (C(qemu-img convert -r)).
+      - Driver V(file) only - the most bytes per second a host copy reads (C(qemu-img convert -r)), or the
+        speed of the pull job with O(async_migration).
     type: int
+  async_migration:
+    description:
+      - Driver V(file) only, on the local host - migrate asynchronously (Cinder's C(migrating_attachable)) -
+        a storage daemon serves the volume from the destination at once (a qcow2 image whose backing
+        file is the source) while a block-stream job pulls the data in the background;
+        C(migration_status) becomes V(migrating_attachable) within seconds whatever the size, and
+        M(storage.mobility.volume) O(storage.mobility.volume#module:state=attached) attaches it on the
+        destination meanwhile. The destination image is qcow2 (the volume's C(format) becomes V(qcow2)).
+      - Not with O(lock_volume). See docs/volumes.md for what is verified before the source is released.
+    type: bool
+    default: false
 notes:
   - Migrating and retyping are administrator operations in Cinder's default policy.
 seealso:
@@ -194,7 +206,7 @@ migration:
       sample: devhost@file1#file1
     mechanism:
       description:
-        - How Cinder moved the volume - V(driver) (driver-assisted) or V(host_copy) (a new volume, the
+        - How Cinder moved the volume - V(driver) (driver-assisted), V(async) (driver V(file), O(async_migration)) or V(host_copy) (a new volume, the
           blocks copied, the two swapped). Null when this run did not see it move.
       type: str
       sample: host_copy
@@ -289,6 +301,7 @@ def main():
         new_type=dict(type='str'),
         migration_policy=dict(type='str', choices=list(MIGRATION_POLICIES)),
         rate_limit=dict(type='int'),
+        async_migration=dict(type='bool', default=False),
     ), wait=True, states=('migrated', 'cancelled')), serve)
 
 

@@ -260,27 +260,52 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
             actions = ['attach volume %s' % name]
             if self.ctx.check_mode:
                 return self._result(True, dict(record, status=states.VOLUME_IN_USE), None, actions, before)
+            target, via_pull = self._attach_pool(record, where)
+            if via_pull and record['migration'].get('phase') != 'pulling':
+                raise Busy('Cannot attach volume %s now: its migration is %s (phase %s); rerun volume_migrate to let '
+                           'it end, then attach' % (name, record['migration_status'], record['migration'].get('phase')))
             if status != states.VOLUME_ATTACHING:
                 self._set(record, where, 'attach', status=states.VOLUME_ATTACHING)
+            if via_pull:
+                record['migration']['attached_during_pull'] = True
             try:
-                info = self.driver(where).initialize_connection(where, record, {'host': where.backend.host})
+                info = self.driver(target).initialize_connection(target, record, {'host': target.backend.host},
+                                                                 via_pull=via_pull)
             except StorageError:
                 self._set(record, where, 'attach_failed', status=states.VOLUME_AVAILABLE)
                 raise
             attachment = {'id': str(uuid.uuid4()), 'path': info['data']['device_path'], 'pid': info['data']['pid'],
-                          'attached_at': now_iso(), 'mechanism': 'qemu-storage-daemon fuse export'}
+                          'attached_at': now_iso(), 'mechanism': 'qemu-storage-daemon fuse export',
+                          'pool': str(target.ref)}
+            if via_pull:
+                attachment['mechanism'] = 'qemu-storage-daemon fuse export of the pull (nbd)'
             self._set(record, where, 'attached', status=states.VOLUME_IN_USE, attachments=[attachment])
             return self._result(True, record, where, actions, before, attachment=attachment)
+
+    def _attach_pool(self, record, where):
+        """(pool, via_pull) of an attachment: the destination, through the pull daemon, while an asynchronous
+        migration runs (or its pull daemon still serves an attachment after it); else the volume's pool."""
+        migration = record.get('migration') or {}
+        if migration.get('mechanism') != 'async':
+            return where, False
+        if record.get('migration_status') in states.VOLUME_MIGRATION_RUNNING:
+            return self.ctx.pool(migration['destination']), True
+        return where, self.driver(where).pull_running(where, record)
 
     def _reattach(self, record, where):
         """An in-use volume: no change while its storage daemon runs; one that died (a crash, a reboot)
         is started again on the same path, after its stale FUSE mount is unmounted."""
         attachment = record['attachments'][0]
-        driver = self.driver(where)
-        _folder, _path, pidfile = driver.attachment_paths(where, record)
+        target, via_pull = self._attach_pool(record, where)
+        driver = self.driver(target)
+        _folder, _path, pidfile = driver.attachment_paths(target, record)
         if driver.daemon_pids(pidfile) or self.ctx.check_mode:
             return self._result(False, record, where, [], attachment=attachment)
-        info = driver.initialize_connection(where, record, {'host': where.backend.host})
+        if via_pull and record.get('migration_status') in states.VOLUME_MIGRATION_RUNNING and \
+                not driver.pull_running(target, record):
+            raise Busy('Cannot restart the attachment of volume %s: its pull daemon is not running; rerun '
+                       'volume_migrate first (it restarts the pull and the attachment)' % record['name'])
+        info = driver.initialize_connection(target, record, {'host': target.backend.host}, via_pull=via_pull)
         attachment = dict(attachment, pid=info['data']['pid'], restarted_at=now_iso())
         record['attachments'] = [attachment]
         self.repo.save(record, where, 'attachment_restarted')
@@ -301,7 +326,11 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
                                     actions, before)
             if status != states.VOLUME_DETACHING:
                 self._set(record, where, 'detach', status=states.VOLUME_DETACHING)
-            self.driver(where).terminate_connection(where, record, {'host': where.backend.host})
+            target, via_pull = self._attach_pool(record, where)
+            pulling = via_pull and record.get('migration_status') in states.VOLUME_MIGRATION_RUNNING
+            # while the volume is pulled, only the FUSE daemon stops; the pull goes on
+            self.driver(target).terminate_connection(target, record, {'host': target.backend.host},
+                                                     stop_pull=not pulling)
             self._set(record, where, 'detached', status=states.VOLUME_AVAILABLE, attachments=[])
             return self._result(True, record, where, actions, before)
 
@@ -315,6 +344,16 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
         """Bytes done and total, percent, rate and ETA of the running host copy, from the copier's output."""
         migration = record.get('migration') or {}
         total = migration.get('bytes_total') or record['size'] * GIB
+        if migration.get('mechanism') == 'async' and migration.get('phase') == 'pulling':
+            destination = self.ctx.pool(migration['destination'])
+            state = self.driver(pool).pull_state(destination, record)
+            total = state.get('bytes_total') or total
+            done = state.get('bytes_done') or 0
+            elapsed = max(self.clock() - migration.get('copy_started', self.clock()), 0.001)
+            rate = done / elapsed if done else 0.0
+            return {'bytes_done': done, 'bytes_total': total, 'percent': round(100.0 * done / total, 2) if total else 0.0,
+                    'rate_bytes_per_second': int(rate), 'eta_seconds': int((total - done) / rate) if rate > 0 else None,
+                    'copier': state['state'], 'seconds': round(elapsed, 1)}
         if migration.get('mechanism') != 'host_copy' or migration.get('phase') != 'copying':
             done = total if record.get('migration_status') == states.VOLUME_MIGRATION_COMPLETING else 0
             return {'bytes_done': done, 'bytes_total': total, 'percent': 100.0 * done / total if total else 0.0,
@@ -329,8 +368,12 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
                 'rate_bytes_per_second': int(rate), 'eta_seconds': eta, 'copier': state['state'],
                 'seconds': round(elapsed, 1)}
 
-    def migrate(self, name, host=None, cluster=None, force_host_copy=False, lock_volume=False, rate_limit=None):
+    def migrate(self, name, host=None, cluster=None, force_host_copy=False, lock_volume=False, rate_limit=None,
+                async_migration=False):
         self._served('migrate volume %s' % name)
+        if async_migration and lock_volume:
+            raise InvalidRequest('Cannot migrate volume %s with async_migration and lock_volume: an asynchronous '
+                                 'migration keeps the volume attachable, lock_volume forbids attaching it' % name)
         if cluster:
             raise InvalidRequest('Cannot migrate volume %s to cluster %s: driver file has no clusters; give host '
                                  '(host@backend#pool)' % (name, cluster))
@@ -349,7 +392,8 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
                                                         record.get('migration_status')))
                 result = self._step(record, source, stale)
             else:
-                result = self._start(record, source, destination, force_host_copy, lock_volume, rate_limit)
+                result = self._start(record, source, destination, force_host_copy, lock_volume, rate_limit,
+                                     async_migration)
         if result.get('done') or self.ctx.check_mode or not self.ctx.waits.wait:
             return self._migration_result(result, started)
         return self._migration_result(self._follow(name, started), started)
@@ -367,7 +411,7 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
         out.update(result)
         return out
 
-    def _start(self, record, source, destination, force_host_copy, lock_volume, rate_limit):
+    def _start(self, record, source, destination, force_host_copy, lock_volume, rate_limit, async_migration=False):
         name = record['name']
         last = record.get('migration') or {}
         if str(destination.ref) == record['host']:
@@ -384,14 +428,19 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
                                  % (name, status))
         same_fs = self.driver(source).same_filesystem(source, destination)
         mechanism = 'driver' if same_fs and not force_host_copy else 'host_copy'
+        if async_migration:
+            mechanism = 'async'
         actions = ['migrate volume %s from %s to %s (%s)' % (name, source.ref, destination.ref,
-                                                             'driver-assisted' if mechanism == 'driver' else 'host copy')]
+                                                             {'driver': 'driver-assisted', 'host_copy': 'host copy',
+                                                              'async': 'asynchronous pull'}[mechanism])]
         before = self.view(record)
         if self.ctx.check_mode:
             predicted = dict(record, host=str(destination.ref), migration_status=states.VOLUME_MIGRATION_SUCCESS)
             return {'changed': True, 'record': predicted, 'actions': actions, 'before': before, 'done': True}
         if mechanism == 'host_copy':
             self.driver(source).require('qemu-img', 'setsid')
+        if mechanism == 'async':
+            self.driver(source).require('qemu-img', 'qemu-storage-daemon', 'fusermount3')
         record['migration'] = {'id': str(uuid.uuid4()), 'source': str(source.ref), 'destination': str(destination.ref),
                                'mechanism': mechanism, 'force_host_copy': force_host_copy, 'lock_volume': lock_volume,
                                'rate_limit': rate_limit, 'phase': 'starting', 'started_at': now_iso(),
@@ -404,6 +453,8 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
         if mechanism == 'driver':
             record['migration']['phase'] = 'moving'
             self._set(record, source, 'migration_driver', migration_status=states.VOLUME_MIGRATION_MIGRATING)
+        elif mechanism == 'async':
+            self._start_pull(record, source)
         else:
             self._start_copy(record, source)
         result = self._step(record, source, [])
@@ -417,6 +468,25 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
         migration.update(phase='copying', copier_pid=job['pid'], bytes_total=job['bytes_total'],
                          copy_started=self.clock())
         self._set(record, source, 'migration_copy', migration_status=states.VOLUME_MIGRATION_MIGRATING)
+
+    def _start_pull(self, record, source, restart=False):
+        """Start the pull daemon and its job (again after a crash); the volume is attachable from then on."""
+        migration = record['migration']
+        destination = self.ctx.pool(migration['destination'])
+        driver = self.driver(source)
+        if not restart:
+            migration['source_signature'] = driver.source_signature(source, record)
+        job = driver.start_pull(source, destination, record, rate_limit=migration.get('rate_limit'))
+        migration.update(phase='pulling', bytes_total=job['bytes_total'], copy_started=self.clock())
+        if record.get('migration_status') != states.VOLUME_MIGRATION_ATTACHABLE:
+            self._set(record, source, 'migration_attachable', migration_status=states.VOLUME_MIGRATION_ATTACHABLE)
+        else:
+            self.repo.save(record, source, 'migration_pull_restarted')
+        if restart and record.get('attachments'):
+            # the attachment's NBD client reconnects to the new pull daemon; a dead FUSE daemon is started again
+            _folder, _path, pidfile = driver.attachment_paths(destination, record)
+            if not driver.daemon_pids(pidfile):
+                driver.initialize_connection(destination, record, {'host': destination.backend.host}, via_pull=True)
 
     def _notify(self, record, pool, event, **fields):
         migration = record.get('migration') or {}
@@ -439,6 +509,8 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
             if migration['mechanism'] == 'driver':
                 migration['phase'] = 'moving'
                 self._set(record, pool, 'migration_driver', migration_status=states.VOLUME_MIGRATION_MIGRATING)
+            elif migration['mechanism'] == 'async':
+                self._start_pull(record, pool)
             else:
                 self._start_copy(record, pool)
         if migration['phase'] == 'moving':
@@ -465,6 +537,43 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
                                   % (state.get('rc'), state.get('output')))
             migration['phase'] = 'verifying'
             self._set(record, pool, 'migration_completing', migration_status=states.VOLUME_MIGRATION_COMPLETING)
+        if migration['phase'] == 'pulling':
+            state = driver.pull_state(destination, record)
+            if state['state'] == 'running':
+                self._progress_event(record, pool)
+                return {'changed': False, 'record': record, 'pool': pool, 'actions': [], 'done': False}
+            if state['state'] == 'stopped':
+                # the pull daemon died (killed, host restarted): start it again; the job pulls what is missing
+                self._start_pull(record, pool, restart=True)
+                return {'changed': True, 'record': record, 'pool': pool,
+                        'actions': ['restart the pull of volume %s' % name], 'done': False}
+            if state['state'] == 'failed':
+                if record.get('attachments') or migration.get('attached_during_pull'):
+                    # the destination holds writes: never thrown away on a failed job; the rerun pulls again
+                    driver.stop_pull(destination, record)
+                    raise StorageError('The pull of volume %s failed (%s); the destination keeps the writes made '
+                                       'during it: rerun volume_migrate to pull again, or cancel the migration'
+                                       % (name, state.get('error')))
+                driver.cancel_pull(source, destination, record)
+                return self._fail(record, pool, 'the pull failed: %s' % state.get('error'))
+            migration['phase'] = 'verifying'
+            self._set(record, pool, 'migration_completing', migration_status=states.VOLUME_MIGRATION_COMPLETING)
+        if migration['phase'] == 'verifying' and migration['mechanism'] == 'async':
+            why = driver.finish_pull(source, destination, record, migration.get('source_signature'))
+            if why is None and not migration.get('attached_during_pull') and not record.get('attachments'):
+                # nothing attached: the pull daemon stops first (SIGTERM flushes the qcow2 metadata), so that
+                # the compare reads from disk what the daemon wrote
+                driver.stop_pull(destination, record)
+                migration['verified'] = 'compare'
+                if not driver.compare_pull(source, destination, record):
+                    why = 'the destination differs from the source (qemu-img compare)'
+            else:
+                migration['verified'] = 'job'
+            if why is not None:
+                raise StorageError('Cannot complete the migration of volume %s: %s; the source is kept; cancel the '
+                                   'migration to go back to it' % (name, why))
+            driver.place_copy(destination, record)
+            return self._release(record, source, destination)
         if migration['phase'] == 'verifying':
             if not driver.verify_copy(source, destination, record):
                 driver.stop_copy(source, destination, record)
@@ -483,13 +592,22 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
             migration['phase'] = 'releasing'
             migration['result'] = 'success'
             migration['finished_at'] = now_iso()
-            self._set(record, destination, 'migration_success', migration_status=states.VOLUME_MIGRATION_SUCCESS,
-                      status=migration.get('restore_status') or states.VOLUME_AVAILABLE)
+            fields = {'migration_status': states.VOLUME_MIGRATION_SUCCESS,
+                      'status': migration.get('restore_status') or states.VOLUME_AVAILABLE}
+            if migration['mechanism'] == 'async':
+                fields['format'] = 'qcow2'  # the pulled destination is a qcow2 image
+                if record.get('attachments'):
+                    fields['status'] = states.VOLUME_IN_USE
+            self._set(record, destination, 'migration_success', **fields)
         self.repo.delete(record['name'], source)
         driver = self.driver(source)
         if migration['mechanism'] == 'host_copy':
             driver.remove_file(driver.image_path(source, record))
             driver.stop_copy(source, destination, record)
+        if migration['mechanism'] == 'async':
+            driver.remove_file(driver.image_path(source, record))
+            if not record.get('attachments'):
+                driver.stop_pull(destination, record)
         migration['phase'] = 'done'
         self.repo.save(record, destination, 'migration_released')
         self._notify(record, source, 'volume.migrate.end', result='success', mechanism=migration['mechanism'])
@@ -540,7 +658,7 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
             migration = record.get('migration') or {}
             if record.get('migration_status') not in states.VOLUME_MIGRATION_RUNNING:
                 return self._result(False, record, pool, [], migration=migration)
-            if migration.get('phase') not in ('starting', 'copying'):
+            if migration.get('phase') not in ('starting', 'copying', 'pulling'):
                 raise Busy('Cannot cancel the migration of volume %s: it is %s (phase %s) and finishes on its own; '
                            'rerun volume_migrate to let it end' % (name, record['migration_status'], migration.get('phase')))
             actions = ['cancel the migration of volume %s to %s' % (name, migration['destination'])]
@@ -549,7 +667,15 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
                 return self._result(True, dict(record, migration_status=states.VOLUME_MIGRATION_ERROR), None, actions,
                                     before, migration=migration)
             destination = self.ctx.pool(migration['destination'])
-            self.driver(pool).stop_copy(pool, destination, record)
+            if migration['mechanism'] == 'async':
+                # the attachment on the destination ends (its writes were the destination's), the source stays
+                if record.get('status') == states.VOLUME_IN_USE:
+                    self._set(record, pool, 'detach', status=states.VOLUME_DETACHING)
+                self.driver(pool).cancel_pull(pool, destination, record)
+                record['attachments'] = []
+                actions.append('detach volume %s from the destination' % name)
+            else:
+                self.driver(pool).stop_copy(pool, destination, record)
             migration.update(phase='done', result='cancelled', finished_at=now_iso())
             self._set(record, pool, 'migration_cancelled', migration_status=states.VOLUME_MIGRATION_ERROR,
                       status=migration.get('restore_status') or states.VOLUME_AVAILABLE)

@@ -53,7 +53,8 @@ class VolumeMigrationService(abc.ABC):
         running migration is cancelled)."""
         name = params['volume']
         if not self.serves_local_migration_options:
-            refuse_options('migrate volume %s' % name, 'driver cinder', [('rate_limit', params.get('rate_limit'))],
+            refuse_options('migrate volume %s' % name, 'driver cinder', [('rate_limit', params.get('rate_limit')),
+                                                                         ('async_migration', params.get('async_migration'))],
                            'which copies at its own pace; it applies to backends with driver file')
             if params.get('state') == 'cancelled':
                 raise InvalidRequest('Cannot cancel the migration of volume %s: Cinder has no way to cancel a '
@@ -72,6 +73,8 @@ class VolumeMigrationService(abc.ABC):
         extra = {}
         if params.get('rate_limit'):
             extra['rate_limit'] = params['rate_limit']
+        if params.get('async_migration'):
+            extra['async_migration'] = True
         return self.migrate(name, host=params['host'], cluster=params['cluster'],
                             force_host_copy=params['force_host_copy'], lock_volume=params['lock_volume'], **extra)
 

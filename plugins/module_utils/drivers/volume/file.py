@@ -20,6 +20,7 @@ import json
 import os
 import re
 
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.volume import qmp
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.volume.base import VolumeDriver
 from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, StorageError
 
@@ -35,6 +36,10 @@ DETACH_SCRIPT = ('log=$1; rc=$2; shift 2; echo $$; exec </dev/null >"$log" 2>&1;
 _PROGRESS_RE = re.compile(r'\((\d+(?:\.\d+)?)/100%\)')
 #: seconds the storage daemon gets to flush and exit on SIGTERM before it is killed
 DAEMON_STOP_SECONDS = 30
+#: where the pull daemon's sockets live (a unix socket path has at most 107 bytes, pool paths may be longer)
+SOCKET_DIR = '/run/storage-mobility'
+#: the block-stream job of an asynchronous migration
+PULL_JOB = 'pull'
 
 
 class FileVolumeDriver(VolumeDriver):
@@ -132,11 +137,13 @@ class FileVolumeDriver(VolumeDriver):
         """The storage daemons started for this attachment (found by their --pidfile argument)."""
         return self.transport.pids_running('qemu-storage-daemon', ('--pidfile',), [pidfile])
 
-    def initialize_connection(self, pool, volume, connector):
+    def initialize_connection(self, pool, volume, connector, via_pull=False):
         """Start a qemu-storage-daemon that exports the image as a writable FUSE file; return its path.
 
         A rerun finds the daemon running and returns the same path; a FUSE mount left by a daemon
-        that died is unmounted first."""
+        that died is unmounted first. ``via_pull``: the volume is being pulled into ``pool`` (an
+        asynchronous migration): the FUSE export reads and writes the pull daemon's NBD export (which
+        reconnects when the pull daemon restarts), not the image."""
         self.require('qemu-storage-daemon', 'fusermount3')
         folder, path, pidfile = self.attachment_paths(pool, volume)
         if not self.daemon_pids(pidfile):
@@ -148,13 +155,16 @@ class FileVolumeDriver(VolumeDriver):
                     raise StorageError('Failed to create %s: %s' % (folder, exc.strerror))
             self.transport.write_text_atomic(path, '', 0o600)
             image = self.image_path(pool, volume)
-            argv = ['qemu-storage-daemon', '--pidfile', pidfile,
-                    '--blockdev', json.dumps({'driver': 'file', 'node-name': 'file0', 'filename': image,
-                                              'cache': {'direct': False}}),
-                    '--blockdev', json.dumps({'driver': volume['format'], 'node-name': 'vol', 'file': 'file0'}),
-                    '--export', json.dumps({'type': 'fuse', 'id': 'attachment', 'node-name': 'vol',
-                                            'mountpoint': path, 'writable': True}),
-                    '--daemonize']
+            if via_pull:
+                nodes = ['--blockdev', json.dumps({'driver': 'nbd', 'node-name': 'vol', 'export': 'vol',
+                                                   'server': {'type': 'unix', 'path': self.pull_sockets(volume)[0]},
+                                                   'reconnect-delay': 30})]
+            else:
+                nodes = ['--blockdev', json.dumps({'driver': 'file', 'node-name': 'file0', 'filename': image,
+                                                   'cache': {'direct': False}}),
+                         '--blockdev', json.dumps({'driver': volume['format'], 'node-name': 'vol', 'file': 'file0'})]
+            export = {'type': 'fuse', 'id': 'attachment', 'node-name': 'vol', 'mountpoint': path, 'writable': True}
+            argv = ['qemu-storage-daemon', '--pidfile', pidfile] + nodes + ['--export', json.dumps(export), '--daemonize']
             try:
                 self.transport.run(argv, 'attach volume %s' % volume['name'])
             except CommandError:
@@ -175,11 +185,23 @@ class FileVolumeDriver(VolumeDriver):
             return True
         return False
 
-    def terminate_connection(self, pool, volume, connector):
-        """Stop the daemon (SIGTERM: it flushes the image and unmounts), then make sure nothing is mounted."""
+    def terminate_connection(self, pool, volume, connector, stop_pull=True):
+        """Stop the daemon (SIGTERM: it flushes the image and unmounts), then make sure nothing is mounted.
+
+        With ``stop_pull`` a pull daemon left serving the attachment after an asynchronous migration
+        is stopped too (after the FUSE daemon, which writes through it)."""
         _folder, path, pidfile = self.attachment_paths(pool, volume)
+        found = self.stop_daemon(pidfile, volume) or self.transport.exists(path)
+        self.unmount(path)
+        self.remove_file(path)
+        self.remove_file(pidfile)
+        if stop_pull:
+            found = self.stop_pull(pool, volume) or found
+        return found
+
+    def stop_daemon(self, pidfile, volume):
+        """SIGTERM the daemons of ``pidfile`` (they flush), SIGKILL them after DAEMON_STOP_SECONDS; True when one ran."""
         pids = self.daemon_pids(pidfile)
-        found = bool(pids) or self.transport.exists(path)
         for pid in pids:
             self.transport.run(['kill', '-TERM', str(pid)], 'stop the storage daemon of volume %s' % volume['name'],
                                check=False)
@@ -187,10 +209,7 @@ class FileVolumeDriver(VolumeDriver):
             for pid in self.daemon_pids(pidfile):
                 self.transport.kill(pid)
             self.wait_gone(pidfile, 5)
-        self.unmount(path)
-        self.remove_file(path)
-        self.remove_file(pidfile)
-        return found
+        return bool(pids)
 
     def wait_gone(self, pidfile, seconds):
         """True once no daemon of ``pidfile`` runs (polled through the transport)."""
@@ -328,3 +347,156 @@ class FileVolumeDriver(VolumeDriver):
         elif not self.transport.exists(final):
             raise StorageError('The copy of volume %s is missing from pool %s (%s)'
                                % (volume['name'], destination_pool, target))
+
+    # -- asynchronous migration (the volume attachable on the destination while its data is pulled) --
+    def pull_sockets(self, volume):
+        """(NBD socket, QMP monitor socket) of the pull daemon of ``volume``."""
+        return (os.path.join(SOCKET_DIR, '%s.nbd' % volume['id']), os.path.join(SOCKET_DIR, '%s.qmp' % volume['id']))
+
+    def pull_pidfile(self, destination_pool, volume):
+        return os.path.join(destination_pool.path, '.mobility', 'attachments', 'volume-%s.pull.pid' % volume['id'])
+
+    def pull_running(self, destination_pool, volume):
+        return bool(self.daemon_pids(self.pull_pidfile(destination_pool, volume)))
+
+    def _qmp(self, volume, command, arguments=None):
+        return qmp.execute(self.pull_sockets(volume)[1], command, arguments)
+
+    def start_pull(self, source_pool, destination_pool, volume, rate_limit=None):
+        """Start (or continue after a crash) pulling the volume into the destination pool.
+
+        The destination is a qcow2 overlay ``.volume-<id>.migrating`` whose backing file is the
+        source image. A storage daemon opens the source read-only and the overlay writable, exports
+        the overlay over NBD on a unix socket (what an attachment reads and writes) and runs a
+        block-stream job that copies into the overlay every cluster it does not hold yet. A rerun
+        after the daemon died starts it again: the clusters already pulled or written stay, the job
+        pulls the rest. Returns ``bytes_total``."""
+        self.require('qemu-img', 'qemu-storage-daemon')
+        if type(self.transport).__name__ != 'LocalTransport':
+            raise StorageError('Cannot migrate volume %s asynchronously on host %s: the pull daemon is driven through '
+                               'a local monitor socket; use a host copy (async_migration: false)'
+                               % (volume['name'], self.backend.host))
+        source = self.image_path(source_pool, volume)
+        target = self.copy_target_path(destination_pool, volume)
+        size = self.image_info(source)['virtual-size']
+        if not self.transport.exists(target):
+            partial = target + '.creating'
+            self._img(['create', '-q', '-f', 'qcow2', '-b', source, '-F', volume['format'], partial, str(size)],
+                      'create the destination of volume %s in %s' % (volume['name'], destination_pool))
+            self.transport.rename(partial, target)
+            self.transport.fsync_dir(destination_pool.path)
+        pidfile = self.pull_pidfile(destination_pool, volume)
+        nbd, monitor = self.pull_sockets(volume)
+        if not self.daemon_pids(pidfile):
+            for folder in (os.path.dirname(pidfile), SOCKET_DIR):
+                try:
+                    self.transport.makedirs(folder, 0o700)
+                except OSError as exc:
+                    if exc.errno != errno.EEXIST:
+                        raise StorageError('Failed to create %s: %s' % (folder, exc.strerror))
+            for stale in (nbd, monitor):
+                self.remove_file(stale)
+            argv = ['qemu-storage-daemon', '--pidfile', pidfile,
+                    '--blockdev', json.dumps({'driver': 'file', 'node-name': 'src-file', 'filename': source,
+                                              'read-only': True}),
+                    '--blockdev', json.dumps({'driver': volume['format'], 'node-name': 'src', 'file': 'src-file',
+                                              'read-only': True}),
+                    '--blockdev', json.dumps({'driver': 'file', 'node-name': 'tgt-file', 'filename': target}),
+                    '--blockdev', json.dumps({'driver': 'qcow2', 'node-name': 'tgt', 'file': 'tgt-file',
+                                              'backing': 'src'}),
+                    '--nbd-server', json.dumps({'addr': {'type': 'unix', 'path': nbd}}),
+                    '--export', json.dumps({'type': 'nbd', 'id': 'pull', 'node-name': 'tgt', 'name': 'vol',
+                                            'writable': True}),
+                    '--chardev', 'socket,id=qmp,path=%s,server=on,wait=off' % monitor,
+                    '--monitor', 'chardev=qmp', '--daemonize']
+            self.transport.run(argv, 'start pulling volume %s into %s' % (volume['name'], destination_pool))
+        if not self._qmp(volume, 'query-jobs'):
+            args = {'job-id': PULL_JOB, 'device': 'tgt', 'auto-dismiss': False}
+            if rate_limit:
+                args['speed'] = int(rate_limit)
+            self._qmp(volume, 'block-stream', args)
+        return {'bytes_total': size, 'target': target}
+
+    def pull_state(self, destination_pool, volume):
+        """Where the pull is: ``state`` ``running``, ``done`` (the job concluded without error),
+        ``failed`` (with ``error``) or ``stopped`` (no daemon: killed, host restarted); ``bytes_done``
+        and ``bytes_total`` from query-block-jobs (offset/len) while it runs."""
+        if not self.pull_running(destination_pool, volume):
+            return {'state': 'stopped', 'bytes_done': 0, 'bytes_total': None}
+        jobs = dict((j['id'], j) for j in self._qmp(volume, 'query-jobs'))
+        job = jobs.get(PULL_JOB)
+        if job is None:
+            return {'state': 'stopped', 'bytes_done': 0, 'bytes_total': None}
+        result = {'bytes_done': job.get('current-progress', 0), 'bytes_total': job.get('total-progress')}
+        for block in self._qmp(volume, 'query-block-jobs'):
+            if block.get('device') == PULL_JOB:
+                result.update(bytes_done=block['offset'], bytes_total=block['len'])
+        if job['status'] == 'concluded':
+            result['state'] = 'failed' if job.get('error') else 'done'
+            if job.get('error'):
+                result['error'] = job['error']
+        else:
+            result['state'] = 'running'
+        return result
+
+    def finish_pull(self, source_pool, destination_pool, volume, expected_source):
+        """After the job concluded: dismiss it, close the source in the daemon, and verify.
+
+        Verified, each read from disk or from QEMU: the overlay has no backing file left (every
+        cluster is in the destination), the source image is the one the pull started from (same
+        size and modification time: the daemon opened it read-only, nothing else may write it
+        while it migrates) and, when nothing was attached during the pull (``compare``), the
+        destination's content equals the source's (``qemu-img compare``). With an attachment the
+        destination holds the writes made during the pull as well, so a full compare cannot match;
+        the job's own success and the two checks above stand for it. Returns None or the reason."""
+        if self.pull_running(destination_pool, volume):
+            if any(j['id'] == PULL_JOB for j in self._qmp(volume, 'query-jobs')):
+                self._qmp(volume, 'job-dismiss', {'id': PULL_JOB})
+            names = [n.get('node-name') for n in self._qmp(volume, 'query-named-block-nodes', {'flat': True})]
+            for node in ('src', 'src-file'):
+                if node in names:
+                    self._qmp(volume, 'blockdev-del', {'node-name': node})
+        target = self.copy_target_path(destination_pool, volume)
+        if not self.transport.exists(target):
+            target = self.image_path(destination_pool, volume)
+        info = self.image_info(target)
+        if info.get('backing-filename'):
+            return 'the destination still has a backing file (%s): the pull did not complete' % info['backing-filename']
+        source = self.image_path(source_pool, volume)
+        st = self.transport.stat(source)
+        if expected_source and [st.size, st.mtime_ns] != list(expected_source):
+            return 'the source image changed during the pull (size, modification time %s, expected %s)' \
+                % ([st.size, st.mtime_ns], list(expected_source))
+        return None
+
+    def source_signature(self, source_pool, volume):
+        st = self.transport.stat(self.image_path(source_pool, volume))
+        return [st.size, st.mtime_ns]
+
+    def compare_pull(self, source_pool, destination_pool, volume):
+        """qemu-img compare of the source and the pulled destination (qcow2), read from disk."""
+        source = self.image_path(source_pool, volume)
+        target = self.copy_target_path(destination_pool, volume)
+        if not self.transport.exists(target):
+            target = self.image_path(destination_pool, volume)
+        rc, out, err = self._img(['compare', '-U', '-q', '-f', volume['format'], '-F', 'qcow2', source, target],
+                                 'verify the pull of volume %s' % volume['name'], check=False)
+        if rc not in (0, 1):
+            raise CommandError('Failed to verify the pull of volume %s: qemu-img compare exited with %d: %s'
+                               % (volume['name'], rc, (err or out).strip()), rc=rc, stdout=out, stderr=err)
+        return rc == 0
+
+    def stop_pull(self, destination_pool, volume):
+        """Stop the pull daemon (SIGTERM: it flushes the overlay) and remove its sockets; True when it ran."""
+        pidfile = self.pull_pidfile(destination_pool, volume)
+        ran = self.stop_daemon(pidfile, volume)
+        for path in self.pull_sockets(volume) + (pidfile,):
+            self.remove_file(path)
+        return ran
+
+    def cancel_pull(self, source_pool, destination_pool, volume):
+        """Stop the attachment on the destination, the pull daemon, and remove the overlay (the source stays)."""
+        self.terminate_connection(destination_pool, volume, None, stop_pull=True)
+        target = self.copy_target_path(destination_pool, volume)
+        for path in (target, target + '.creating'):
+            self.remove_file(path)

@@ -1,0 +1,172 @@
+"""Asynchronous volume migration on driver ``file`` (docs/volumes.md, "Asynchronous migration").
+
+Real parts: loop-mounted ext4 and xfs pools (the lab of test_volume_file.py), a pull daemon
+(qemu-storage-daemon: NBD export + block-stream job), a second daemon's writable FUSE export written
+and read by this test while the data moves, SIGKILL of the pull daemon mid-pull. Contents are
+checked with sha256 of regions read back by qemu-img, independently of the collection's checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import test_volume_file as lab_module
+from test_volume_file import MIB, _mounts_under, _processes_under, run
+
+#: the same skips (root, qemu tools) and the same lab (loop-mounted ext4 pools e1, e2 and xfs pool x1)
+pytestmark = lab_module.pytestmark
+lab = lab_module.lab
+
+SRC_POOL = "localhost@blocks#e1"
+DST_POOL = "localhost@blocks#x1"
+
+
+def _read_region(image: str, fmt: str, offset: int, length: int) -> bytes:
+    """Bytes of the volume's content (the guest view) read back with qemu-img, not through the collection."""
+    out = image + ".check.raw"
+    subprocess.run(["qemu-img", "convert", "-U", "-f", fmt, "-O", "raw", image, out], check=True)
+    try:
+        with open(out, "rb") as handle:
+            handle.seek(offset)
+            return handle.read(length)
+    finally:
+        os.unlink(out)
+
+
+def _make_volume(lab) -> tuple[str, bytes]:
+    created = run(lab, "volume", name="db", size=1, pool=SRC_POOL)
+    assert created["changed"], created
+    image = run(lab, "volume_info", name="db")["volumes"][0]["path"]
+    data = os.urandom(64 * MIB)
+    (lab["work"] / "data").write_bytes(data)
+    subprocess.run(["dd", f"if={lab['work'] / 'data'}", f"of={image}", "bs=1M", "seek=512", "conv=notrunc,fsync",
+                    "status=none"], check=True)
+    return image, data
+
+
+def _pull_pids(lab) -> list[int]:
+    found = []
+    for pid in _processes_under(lab["base"]):
+        try:
+            argv = Path("/proc", str(pid), "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b".pull.pid" in argv:
+            found.append(pid)
+    return found
+
+
+def _wait_success(lab, deadline=120):
+    end = time.time() + deadline
+    while time.time() < end:
+        result = run(lab, "volume_migrate", volume="db", host=DST_POOL, async_migration=True, wait=False)
+        assert not result.get("failed"), result
+        if result["volume"]["migration_status"] == "success":
+            return result
+        time.sleep(0.5)
+    raise AssertionError("the pull did not end")
+
+
+def test_async_migration_attachable_at_once_written_during_pull_then_released(lab):
+    source_image, data = _make_volume(lab)
+    started = time.time()
+    result = run(lab, "volume_migrate", volume="db", host=DST_POOL, async_migration=True, wait=False,
+                 rate_limit=16 * MIB)
+    assert not result.get("failed"), result
+    assert time.time() - started < 10
+    assert result["volume"]["migration_status"] == "migrating_attachable", result
+    assert result["migration"]["mechanism"] == "async"
+
+    attached = run(lab, "volume", name="db", state="attached")
+    assert attached["changed"] and attached["volume"]["status"] == "in-use", attached
+    path = attached["attachment"]["path"]
+    assert path.startswith(str(lab["base"] / "xfs")), "the attachment serves the destination"
+    # a block not pulled yet (the pull runs at 16 MiB/s from offset 0) reads the source's data
+    with open(path, "rb") as handle:
+        handle.seek(512 * MIB + 60 * MIB)
+        assert handle.read(MIB) == data[60 * MIB:61 * MIB]
+    progress = run(lab, "volume_info", name="db")["volumes"][0]["migration"]["progress"]
+    assert progress["copier"] == "running" and 0 < progress["bytes_done"] < progress["bytes_total"], progress
+    # a writer writes during the pull, over both pulled and not-yet-pulled regions
+    written = os.urandom(8 * MIB)
+    (lab["work"] / "written").write_bytes(written)
+    for seek in (1, 900):
+        subprocess.run(["dd", f"if={lab['work'] / 'written'}", f"of={path}", "bs=1M", f"seek={seek}",
+                        "conv=notrunc,fsync", "status=none"], check=True)
+    # the pull daemon is killed mid-pull: the rerun starts it again and the attachment reconnects
+    for pid in _pull_pids(lab):
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    rerun = run(lab, "volume_migrate", volume="db", host=DST_POOL, async_migration=True, wait=False)
+    assert not rerun.get("failed") and "restart the pull of volume db" in rerun["actions"], rerun
+    with open(path, "rb") as handle:
+        handle.seek(900 * MIB)
+        assert handle.read(8 * MIB) == written, "the writes made before the kill are kept"
+
+    # remove the speed limit by running to the end
+    done = _wait_success(lab)
+    volume = done["volume"]
+    assert volume["host"] == DST_POOL and volume["status"] == "in-use" and volume["format"] == "qcow2", volume
+    assert not os.path.exists(source_image), "the source is released after the pull"
+    with open(path, "rb") as handle:
+        handle.seek(MIB)
+        assert handle.read(8 * MIB) == written
+        handle.seek(900 * MIB)
+        assert handle.read(8 * MIB) == written
+        handle.seek(512 * MIB)
+        assert handle.read(64 * MIB) == data, "the source's data was pulled"
+    detached = run(lab, "volume", name="db", state="detached")
+    assert detached["changed"] and detached["volume"]["status"] == "available", detached
+    assert _mounts_under(lab["base"]) == [str(lab["base"] / "ext4"), str(lab["base"] / "xfs")]
+    assert _processes_under(lab["base"]) == []
+    final = run(lab, "volume_info", name="db")["volumes"][0]
+    info = subprocess.run(["qemu-img", "info", final["path"]], check=True, capture_output=True, text=True).stdout
+    assert "backing file" not in info
+    expected = bytearray(1024 * MIB)
+    expected[512 * MIB:576 * MIB] = data
+    expected[MIB:9 * MIB] = written
+    expected[900 * MIB:908 * MIB] = written
+    out = lab["work"] / "final.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", final["path"], str(out)], check=True)
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == hashlib.sha256(expected).hexdigest()
+
+
+def test_async_migration_without_writer_is_compared_and_cancel_keeps_the_source(lab):
+    source_image, data = _make_volume(lab)
+    before = hashlib.sha256(Path(source_image).read_bytes()).hexdigest()
+    result = run(lab, "volume_migrate", volume="db", host=DST_POOL, async_migration=True, wait=False,
+                 rate_limit=8 * MIB)
+    assert result["volume"]["migration_status"] == "migrating_attachable", result
+    attached = run(lab, "volume", name="db", state="attached")
+    path = attached["attachment"]["path"]
+    with open(path, "r+b") as handle:
+        handle.seek(512 * MIB)
+        handle.write(b"x" * MIB)
+    cancelled = run(lab, "volume_migrate", volume="db", state="cancelled")
+    assert cancelled["changed"] and cancelled["volume"]["status"] == "available", cancelled
+    assert cancelled["volume"]["host"] == SRC_POOL and cancelled["volume"]["migration_status"] == "error"
+    assert hashlib.sha256(Path(source_image).read_bytes()).hexdigest() == before, "the source is unchanged"
+    assert _mounts_under(lab["base"]) == [str(lab["base"] / "ext4"), str(lab["base"] / "xfs")]
+    assert _processes_under(lab["base"]) == []
+    assert not list((lab["base"] / "xfs" / "x1").glob("*volume-*")), "no partial destination left"
+
+    # again, without attaching: the pull is verified with a full compare, then the source released
+    result = run(lab, "volume_migrate", volume="db", host=DST_POOL, async_migration=True)
+    assert not result.get("failed"), result
+    assert result["volume"]["migration_status"] == "success" and result["migration"]["verified"] == "compare", result
+    assert not os.path.exists(source_image)
+    assert _processes_under(lab["base"]) == []
+    final = run(lab, "volume_info", name="db")["volumes"][0]["path"]
+    assert _read_region(final, "qcow2", 512 * MIB, 64 * MIB) == data, "the pulled data is the source's"
+
+
+def test_async_migration_bad_requests_change_nothing(lab):
+    _make_volume(lab)
+    refused = run(lab, "volume_migrate", volume="db", host=DST_POOL, async_migration=True, lock_volume=True)
+    assert refused["failed"] and "lock_volume" in refused["msg"], refused
+    assert run(lab, "volume_info", name="db")["volumes"][0]["migration_status"] is None
