@@ -230,10 +230,11 @@ stage_campaign() {
 # run each lane is a second (third) pytest beside the main one. Every test builds its own pools,
 # hosts and jobs under its own tmp_path, so lanes never share a mount, a port or a file.
 HOST_LANE="tests/integration/test_host_migration.py tests/integration/test_targets.py
-tests/integration/test_failure_cleanup.py tests/integration/test_preservation.py"
+tests/integration/test_failure_cleanup.py tests/integration/test_preservation.py tests/integration/test_evacuation.py"
 REMOTE_LANE="tests/integration/test_ssh_storage.py tests/integration/test_ssh_transport.py
 tests/integration/test_ssh_hosts.py tests/integration/test_progress.py tests/integration/test_volume_file.py"
-REPLICA_LANE="tests/integration/test_replication.py tests/integration/test_replication_crash.py"
+REPLICA_LANE="tests/integration/test_replication.py tests/integration/test_replication_crash.py
+tests/integration/test_volume_async.py"
 stage_lane() {
     local log="$1"
     shift
