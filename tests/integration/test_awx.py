@@ -95,8 +95,15 @@ class Job:
             f"job {self.runner.status} (rc {self.runner.rc}):\n{self.stdout()[-6000:]}"
 
 
-def percent_of(event: dict) -> int:
+def percent_of(event: dict) -> int | None:
+    """The percentage of a progress line; None while the source is still being counted (the line
+    then says so and shows no percentage: docs/data_mover.md, Progress), 100 for the closing line."""
     message = event["event_data"]["res"]["msg"]
+    if "still counting" in message:
+        assert "%" not in message, message
+        return None
+    if message.startswith("completed:"):  # the last line: each phase's own time and rate
+        return 100
     found = re.search(r"(\d+(?:\.\d+)?)\s*%", message)
     assert found, f"no percentage in the progress line {message!r}"
     return int(float(found.group(1)))
@@ -171,9 +178,11 @@ def test_a_copy_run_through_ansible_runner_streams_its_progress_as_events(lab, r
     first_at = progress[0][0]
     assert job.ended - first_at >= 4, "the first progress event came only %.1f s before the job ended" % (job.ended - first_at)
     arrivals = [at for at, _ in progress]
-    assert max(b - a for a, b in zip(arrivals, arrivals[1:])) < 5 and arrivals[-1] - arrivals[0] >= 4, arrivals
-    percents = [percent_of(e) for _, e in progress]
-    assert percents == sorted(percents) and percents[0] < 100 and percents[-1] == 100, percents
+    # One by one as the job ran (a burst at the end arrives within milliseconds), over seconds. No
+    # bound on the gaps: each poll is a module call whose time follows the machine's load.
+    assert min(b - a for a, b in zip(arrivals, arrivals[1:])) > 0.2 and arrivals[-1] - arrivals[0] >= 4, arrivals
+    percents = [p for p in (percent_of(e) for _, e in progress) if p is not None]
+    assert percents and percents == sorted(percents) and percents[0] < 100 and percents[-1] == 100, percents
     assert all(e["event_data"]["host"] == "localhost" for _, e in progress)
 
     # The artifacts hold the same stream, the stdout, the status and the rc, as AWX keeps them.
