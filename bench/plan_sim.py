@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Simulation of the migration planner and the schedulers at a scale the test machines cannot run.
 
 A seeded backend of heavy-tailed shares (Pareto sizes) on four source pools is evacuated to eight

@@ -59,7 +59,7 @@ class Lab:
         path = self.work / 'args.json'
         path.write_text(json.dumps({'ANSIBLE_MODULE_ARGS': dict(args, backends=self.backends)}))
         proc = subprocess.run([sys.executable, '-m', 'ansible_collections.storage.mobility.plugins.modules.' + module,
-                               str(path)], capture_output=True, text=True, env=self.env, cwd=str(self.work))
+                               str(path)], capture_output=True, text=True, env=self.env, cwd=str(self.work), check=False)
         result = json.loads(proc.stdout)
         if result.get('failed'):
             raise RuntimeError('%s failed: %s' % (module, result.get('msg')))

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Deterministic data for the volume demo, and an independent check of a volume's content.
 
   fill PATH --offset-mb N --size-mb M --seed S   write M MiB of seeded bytes at N MiB (fsync); prints JSON

@@ -174,22 +174,22 @@ def test_a_copy_run_through_ansible_runner_streams_its_progress_as_events(lab, r
 
     # Progress lines are events, and they arrived while the job ran, not in a burst at its end.
     progress = job.progress_events()
-    assert len(progress) >= 3, [e.get("event_data", {}).get("task") for _, e in job.events]
+    assert len(progress) >= 3, [e.get("event_data", {}).get("task") for _at, e in job.events]
     first_at = progress[0][0]
     assert job.ended - first_at >= 4, "the first progress event came only %.1f s before the job ended" % (job.ended - first_at)
-    arrivals = [at for at, _ in progress]
+    arrivals = [at for at, _event in progress]
     # One by one as the job ran (a burst at the end arrives within milliseconds), over seconds. No
     # bound on the gaps: each poll is a module call whose time follows the machine's load.
     assert min(b - a for a, b in zip(arrivals, arrivals[1:])) > 0.2 and arrivals[-1] - arrivals[0] >= 4, arrivals
-    percents = [p for p in (percent_of(e) for _, e in progress) if p is not None]
+    percents = [p for p in (percent_of(e) for _at, e in progress) if p is not None]
     assert percents and percents == sorted(percents) and percents[0] < 100 and percents[-1] == 100, percents
-    assert all(e["event_data"]["host"] == "localhost" for _, e in progress)
+    assert all(e["event_data"]["host"] == "localhost" for _at, e in progress)
 
     # The artifacts hold the same stream, the stdout, the status and the rc, as AWX keeps them.
     stored = sorted((json.loads(p.read_text()) for p in (job.artifacts / "job_events").glob("*.json")), key=lambda e: e["counter"])
-    assert sorted(e["uuid"] for e in stored) == sorted(e["uuid"] for _, e in job.events)
+    assert sorted(e["uuid"] for e in stored) == sorted(e["uuid"] for _at, e in job.events)
     assert [e["uuid"] for e in stored if e["event"] == "runner_on_ok"
-            and e["event_data"].get("task", "").startswith(PROGRESS_TASK)] == [e["uuid"] for _, e in progress]
+            and e["event_data"].get("task", "").startswith(PROGRESS_TASK)] == [e["uuid"] for _at, e in progress]
     assert (job.artifacts / "status").read_text() == "successful" and (job.artifacts / "rc").read_text() == "0"
     assert PROGRESS_TASK in job.stdout() and "data_copying_completed" in job.stdout()
 
@@ -223,7 +223,7 @@ def test_a_job_cancelled_through_the_runner_leaves_a_state_a_rerun_converges_fro
     assert (job.artifacts / "status").read_text() == "canceled"
     # The job's processes are gone (the runner killed its process group); the copy, a detached job
     # on the data node, goes on, and the record says so.
-    wait_until(lambda: not [p for p in _pids_naming(job.private)], "the cancelled job's processes to go")
+    wait_until(lambda: not list(_pids_naming(job.private)), "the cancelled job's processes to go")
     record = lab.record("cancelled")
     assert record["task_state"] == "data_copying_in_progress", record["task_state"]
     status = read_json(_job_folder(lab, record) / "status.json")

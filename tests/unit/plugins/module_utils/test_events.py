@@ -190,8 +190,8 @@ def test_the_webhook_receives_every_line_of_a_migration_as_the_journal_has_it(tm
     env.migrations().complete("s1")
     journal = journal_lines(env, env.A) + journal_lines(env, env.B)
     assert len(journal) >= 5
-    assert all(kind == "application/json" for kind, _ in server.bodies)
-    posted = [json.loads(body) for _, body in server.bodies]
+    assert all(kind == "application/json" for kind, _body in server.bodies)
+    posted = [json.loads(body) for _kind, body in server.bodies]
     assert sorted(posted, key=json.dumps) == sorted(journal, key=json.dumps)
     assert webhook.delivered == len(journal) and webhook.warnings() == []
 

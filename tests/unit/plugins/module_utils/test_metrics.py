@@ -79,7 +79,7 @@ def test_each_pool_file_lists_the_shares_whose_record_it_holds_and_follows_a_mig
     assert write(env, folder) == []
     assert ("storage_mobility_share_info", "s1") not in parse(file_a)
     b = parse(file_b)
-    labels, _ = b[("storage_mobility_share_info", "s1")]
+    labels, _value = b[("storage_mobility_share_info", "s1")]
     assert labels["host"] == env.B and labels["task_state"] == states.MIGRATION_SUCCESS
     assert b[("storage_mobility_share_progress_percent", "s1")][1] == 100
     assert before - 1 <= b[("storage_mobility_share_last_success_timestamp_seconds", "s1")][1] <= time.time() + 1
@@ -176,7 +176,7 @@ def test_replicas_have_their_state_lag_last_update_and_rpo_in_the_file_of_the_ac
     labels, value = a[("storage_mobility_share_replica_info", "s1", active)]
     assert value == 1 and labels["replica_state"] == "active" and labels["replica_host"] == env.A
     assert ("storage_mobility_share_replica_lag_seconds", "s1", active) not in a
-    labels, _ = a[("storage_mobility_share_replica_info", "s1", replica["id"])]
+    labels, _value = a[("storage_mobility_share_replica_info", "s1", replica["id"])]
     assert (labels["replica_state"], labels["replica_host"], labels["host"]) == ("in_sync", env.B, env.A)
     assert 0 <= a[("storage_mobility_share_replica_lag_seconds", "s1", replica["id"])][1] < 60
     assert a[("storage_mobility_share_replica_last_sync_timestamp_seconds", "s1", replica["id"])][1] == \

@@ -277,8 +277,8 @@ def test_relay_pipe_between_two_transports_streams_measures_and_edits(tmp_path):
     data.write_bytes(b"x" * 300000 + b"END")
     out = tmp_path / "out"
     seen = []
-    done, _ = relay_pipe(src, dst, ["cat", str(data)], ["sh", "-c", 'cat > "$1"', "sh", str(out)], "copy",
-                         on_chunk=seen.append, edit=TailEdit(b"END", b"MORE"))
+    done, _output = relay_pipe(src, dst, ["cat", str(data)], ["sh", "-c", 'cat > "$1"', "sh", str(out)], "copy",
+                               on_chunk=seen.append, edit=TailEdit(b"END", b"MORE"))
     assert done == 300003 and seen and seen[-1] == done
     assert out.read_bytes() == b"x" * 300000 + b"MOREEND"
 
