@@ -84,6 +84,16 @@ PROGRAM_PACKAGES = {
     "qemu-storage-daemon": dict({p: "qemu-system-common" for p in _DPKG}, **{p: "qemu-storage-daemon" for p in _RPM}),
     "cp": _everywhere(None),
     "rm": _everywhere(None),
+    "sleep": _everywhere(None),
+    # find: essential on dpkg images, findutils on RPM ones (not in every minimal image).
+    "find": dict({p: None for p in _DPKG}, **{p: "findutils" for p in _RPM}),
+    # setsid starts the volume copier detached; kill stops it (procps on dpkg, util-linux on RPM).
+    "setsid": _everywhere("util-linux"),
+    "kill": dict({p: "procps" for p in _DPKG}, **{p: "util-linux" for p in _RPM}),
+    # The ssh transport: the client here; python3 and sudo (become) on the storage host, not here.
+    "ssh": dict({p: "openssh-client" for p in _DPKG}, **{p: "openssh-clients" for p in _RPM}),
+    "python3": _everywhere(None),
+    "sudo": _everywhere(None),
 }
 
 RUN_FUNCTIONS = {"run", "Popen", "run_command", "_pipe", "check_output", "check_call", "call"}
