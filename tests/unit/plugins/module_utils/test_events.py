@@ -228,8 +228,10 @@ def test_a_hanging_webhook_costs_one_lines_attempts_then_is_given_up(tmp_path, r
     started = time.monotonic()
     journal, lines = emit_lines(tmp_path, 20)
     elapsed = time.monotonic() - started
-    # Two attempts of 0.5 s and one pause, not 20 lines x 2 attempts.
-    assert 1.0 <= elapsed < 3.0, elapsed
+    # Two attempts of 0.5 s each (so at least 1 s), then the webhook is given up: the hanging
+    # server saw two requests, not 20 lines x 2 attempts. (No upper bound on the time: that
+    # follows the machine's load; the counts are what prove the other 19 lines did not wait.)
+    assert elapsed >= 1.0, elapsed
     assert server.requests == 2 and webhook.skipped == 19 and webhook.delivered == 0
     assert "timed out" in webhook.down.lower()
     assert [e["i"] for e in journal.read()] == list(range(20))
@@ -242,12 +244,11 @@ def test_a_webhook_that_is_down_never_fails_or_holds_up_the_steps(tmp_path, rece
     probe.close()  # nothing listens there any more: connections are refused
     webhook = events.Webhook("http://127.0.0.1:%d/hook" % port, retries=2, backoff=0.01)
     events.configure_webhook(webhook)
-    started = time.monotonic()
     env = Env(tmp_path)
     env.create_share("s1", rules=[RULE])
     env.migrations().start("s1", env.B, {})
     env.migrations().complete("s1")
-    assert time.monotonic() - started < 10
+    # Given up after the first line's attempts: every later line is skipped without a connection.
     assert env.read_record(env.B, "s1")["task_state"] == states.MIGRATION_SUCCESS
     assert webhook.delivered == 0 and webhook.skipped >= 4
     assert "refused" in webhook.down.lower() or "Errno 111" in webhook.down
