@@ -81,6 +81,9 @@ stage_pytest() {
     done
     # --durations: every run names its slowest tests, so that the next split of the lanes below
     # is made from figures, not guesses.
+    if [[ -n "${STAGE_SLOT:-}" ]]; then
+        echo "${PYTEST_LOG_NAME:-pytest.log}" >"${LOG_DIR}/${STAGE_SLOT}.logname"
+    fi
     python -m pytest -ra --durations=40 "${exclude[@]}" "${dirs[@]}" 2>&1 | tee "${LOG_DIR}/${PYTEST_LOG_NAME:-pytest.log}"
     rc="${PIPESTATUS[0]}"
     set -e
@@ -259,6 +262,34 @@ STAGE_RESULTS=()
 STAGE_TIMES=()
 STAGE_NOTES=()
 
+# CPU time of each stage, with everything it started (daemons, copy workers and services too):
+# as root where the cgroup v1 cpuacct controller is mounted, each stage runs in a cgroup of its
+# own and the summary says how many CPU seconds it used. Elsewhere the column is left out.
+CPU_GROUP_ROOT=/sys/fs/cgroup/cpuacct
+cpu_group_make() {
+    if [[ -w "${CPU_GROUP_ROOT}" && -f "${CPU_GROUP_ROOT}/cpuacct.usage" ]]; then
+        mkdir -p "${CPU_GROUP_ROOT}/storage-mobility-test-$$-$1" 2>/dev/null || true
+    fi
+}
+cpu_group_join() {
+    local group="${CPU_GROUP_ROOT}/storage-mobility-test-$$-$1"
+    if [[ -d "${group}" ]]; then
+        echo "${BASHPID}" >"${group}/cgroup.procs" 2>/dev/null || true
+    fi
+}
+cpu_group_report() {
+    local group="${CPU_GROUP_ROOT}/storage-mobility-test-$$-$1" usage pid
+    if [[ -f "${group}/cpuacct.usage" ]]; then
+        usage="$(cat "${group}/cpuacct.usage")"
+        # Whatever still runs in the group (nothing should) goes back to the parent group.
+        while read -r pid; do
+            echo "${pid}" >"${CPU_GROUP_ROOT}/cgroup.procs" 2>/dev/null || true
+        done <"${group}/cgroup.procs"
+        rmdir "${group}" 2>/dev/null || true
+        awk -v u="${usage}" 'BEGIN { printf "cpu %.0fs", u / 1e9 }'
+    fi
+}
+
 # Run one stage and leave its result in ${LOG_DIR}/<slot>.result (name, result, time, note: one a
 # line), so that a stage run in the background reports the same way as one in the foreground.
 measure_stage() {
@@ -266,17 +297,21 @@ measure_stage() {
     shift 2
     printf '\n========== stage: %s ==========\n' "${name}"
     start="$(now)"
+    cpu_group_make "${slot}"
     set +e
     (
         set -euo pipefail
+        cpu_group_join "${slot}"
+        export STAGE_SLOT="${slot}"
         "$@"
     )
     rc=$?
     set -e
     end="$(now)"
-    if [[ "${name}" == pytest* && -f "${LOG_DIR}/pytest.log" ]]; then
-        note="$(grep -E '^=+ .*(passed|failed|error|skipped|no tests ran|deselected).* =+$' "${LOG_DIR}/pytest.log" | tail -n 1 | sed -E 's/^=+ //; s/ =+$//')" || true
+    if [[ -f "${LOG_DIR}/${slot}.logname" && -f "${LOG_DIR}/$(cat "${LOG_DIR}/${slot}.logname")" ]]; then
+        note="$(grep -E '^=+ .*(passed|failed|error|skipped|no tests ran|deselected).* =+$' "${LOG_DIR}/$(cat "${LOG_DIR}/${slot}.logname")" | tail -n 1 | sed -E 's/^=+ //; s/ =+$//')" || true
     fi
+    note="$(cpu_group_report "${slot}")${note:+; }${note}"
     if ((rc == 0)); then
         result="pass"
     else

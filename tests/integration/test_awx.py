@@ -163,10 +163,12 @@ def migrate_vars(lab: Lab, share: str, rate: str = "2m", **extra) -> dict:
 
 def test_a_copy_run_through_ansible_runner_streams_its_progress_as_events(lab, receiver, tmp_path):
     lab.create_shares("streamed")
-    before = lab.fill_plain("streamed", big_mb=24)  # about 12 s of copying
+    # About 24 s of copying: a loaded machine spends seconds on each poll of the copy, and the
+    # test wants at least three of them while the copy runs.
+    before = lab.fill_plain("streamed", big_mb=24)
     textfiles = tmp_path / "textfiles"
     textfiles.mkdir()
-    job = Job(lab, "migrate_share.yml", migrate_vars(lab, "streamed"),
+    job = Job(lab, "migrate_share.yml", migrate_vars(lab, "streamed", rate="1m"),
               envvars={"MOBILITY_EVENTS_WEBHOOK": receiver.url, "MOBILITY_METRICS_DIR": str(textfiles)})
     job.wait()
     job.ok()

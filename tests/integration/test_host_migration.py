@@ -196,7 +196,9 @@ def test_killed_playbook_rerun_attaches_to_the_running_copy(lab):
     goes on, and a rerun attaches to that same job (same worker, same attempt) and finishes."""
     lab.create_shares("killed")
     before = lab.fill_plain("killed", big_mb=32)
-    extra = slow("2m")  # about 16 s of copying
+    # About 43 s of copying: on a loaded machine the first run's tasks after the start take many
+    # seconds, and the copy must still run when it returns.
+    extra = slow("768k")
 
     proc, log = lab.spawn(MIGRATE, lab.migrate_vars("killed", **extra))
     try:
@@ -422,7 +424,9 @@ def test_wait_false_returns_while_copying_then_a_rerun_attaches(lab):
     needs_root(lab, "the bind export is what makes the source really read-only during the copy")
     lab.create_shares("nowait")
     before = lab.fill_plain("nowait", big_mb=32)
-    extra = slow("2m")  # about 16 s of copying
+    # About 43 s of copying: on a loaded machine the first run's tasks after the start take many
+    # seconds, and the copy must still run when it returns.
+    extra = slow("768k")
 
     first = lab.migrate("nowait", wait=False, **extra)
     _rerun_ok(first)
