@@ -68,18 +68,21 @@ class PoolStore(object):
     def share_path(self, name):
         return os.path.join(self._dir('shares'), validate_name(name) + '.json')
 
-    def read_share(self, name):
-        """The share record stored in this pool, or None."""
-        path = self.share_path(name)
+    def read_record(self, path, what='record'):
+        """The JSON record at ``path`` in this pool's metadata, or None when there is none."""
         try:
             return json.loads(self.transport.read_bytes(path).decode('utf-8'))
         except IOError as exc:
             if exc.errno == errno.ENOENT:
                 return None
-            raise StorageError('Pool %s: cannot read record %s: %s' % (self.pool, path, exc))
+            raise StorageError('Pool %s: cannot read %s %s: %s' % (self.pool, what, path, exc))
         except ValueError as exc:
-            raise StorageError('Pool %s: record %s is not valid JSON (%s); restore it or remove it by hand'
-                               % (self.pool, path, exc))
+            raise StorageError('Pool %s: %s %s is not valid JSON (%s); restore it or remove it by hand'
+                               % (self.pool, what, path, exc))
+
+    def read_share(self, name):
+        """The share record stored in this pool, or None."""
+        return self.read_record(self.share_path(name))
 
     def write_share(self, record):
         self.ensure()
@@ -309,16 +312,7 @@ class VolumeRepository(object):
         return os.path.join(store.root, 'volumes', validate_name(name, 'volume name') + '.json')
 
     def _read(self, store, name):
-        path = self._path(store, name)
-        try:
-            return json.loads(store.transport.read_bytes(path).decode('utf-8'))
-        except IOError as exc:
-            if exc.errno == errno.ENOENT:
-                return None
-            raise StorageError('Pool %s: cannot read volume record %s: %s' % (store.pool, path, exc))
-        except ValueError as exc:
-            raise StorageError('Pool %s: volume record %s is not valid JSON (%s); restore it or remove it by hand'
-                               % (store.pool, path, exc))
+        return store.read_record(self._path(store, name), 'volume record')
 
     def find_all(self, name):
         """Every record of volume ``name`` with its pool, authoritative (highest revision) first."""

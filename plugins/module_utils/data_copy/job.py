@@ -41,6 +41,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.data_copy import 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import xattrs as xattrs_lib
 from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
+from ansible_collections.storage.mobility.plugins.module_utils.sources import source_of
 
 # The request keys that make two requests "the same" (a completed job is not run again).
 # A new pass of a migration (another pass_id) runs a completed job again: its report must be of that pass.
@@ -70,17 +71,6 @@ class MissingLibrary(InvalidRequest):
         self.library = library
 
 
-def _source_of(module):
-    loader = getattr(module, '__loader__', None)
-    source = None
-    if loader is not None and hasattr(loader, 'get_source'):
-        source = loader.get_source(module.__name__)
-    if source is None:
-        with open(module.__file__, 'rb') as handle:
-            source = handle.read().decode('utf-8')
-    return source
-
-
 def ship_worker(folder):
     """Write the worker (launcher and library) into ``folder``; return the launcher's path."""
     lib = os.path.join(folder, state_lib.WORKER_LIB)
@@ -93,7 +83,7 @@ def ship_worker(folder):
         state_lib.atomic_write(os.path.join(package, '__init__.py'), b'')
     for module in WORKER_MODULES:
         name = module.__name__.rsplit('.', 1)[-1]
-        state_lib.atomic_write(os.path.join(package, name + '.py'), _source_of(module).encode('utf-8'))
+        state_lib.atomic_write(os.path.join(package, name + '.py'), source_of(module).encode('utf-8'))
     script = os.path.join(folder, state_lib.WORKER_SCRIPT)
     state_lib.atomic_write(script, worker_lib.LAUNCHER.encode('utf-8'))
     return script

@@ -34,6 +34,7 @@ import tempfile
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.fileflags import FlagError
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import SealError
 from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.sources import source_of
 from ansible_collections.storage.mobility.plugins.module_utils.transport import local, ssh_helper
 from ansible_collections.storage.mobility.plugins.module_utils.transport.base import (
     FileStat, LockBusy, LockReplaced, Transport)
@@ -95,24 +96,13 @@ class SshError(StorageError):
     """The storage host could not be reached or refused us; ``host`` and ``failure`` say which and why."""
 
 
-def _source_of(module):
-    loader = getattr(module, '__loader__', None)
-    source = None
-    if loader is not None and hasattr(loader, 'get_source'):
-        source = loader.get_source(module.__name__)
-    if source is None:
-        with open(module.__file__, 'rb') as handle:
-            source = handle.read().decode('utf-8')
-    return source
-
-
 def helper_bundle():
     """The bytes sent to the bootstrap: a length line and the JSON bundle of the helper's modules."""
     modules = {}
     for short in ssh_helper.BUNDLE:
         name = ssh_helper.PACKAGE + '.' + short
         __import__(name)
-        modules[name] = _source_of(sys.modules[name])
+        modules[name] = source_of(sys.modules[name])
     payload = json.dumps({'modules': modules, 'main': ssh_helper.PACKAGE + '.transport.ssh_helper'}).encode('utf-8')
     return str(len(payload)).encode('ascii') + b'\n' + payload
 
