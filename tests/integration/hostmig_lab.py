@@ -15,6 +15,7 @@ their job folders, then unmounts the pools and detaches the loop devices.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -456,6 +457,18 @@ class Lab:
 
     def job_mounts(self, job_id: str) -> list[str]:
         return mounts_below(MOUNT_TMP / job_id)
+
+
+@contextlib.contextmanager
+def opened_lab(tmp_path: Path, collections_path: Path):
+    """A Lab opened for one test; on the way out it is closed, and whatever it left is a failure."""
+    the_lab = Lab(tmp_path, collections_path)
+    try:
+        the_lab.open()
+        yield the_lab
+    finally:
+        problems = the_lab.close()
+    assert not problems, problems
 
 
 def read_json(path: Path):

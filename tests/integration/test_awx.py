@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hostmig_lab import BETA, Lab, alive, read_json, tree_tool, wait_until
+from hostmig_lab import BETA, Lab, alive, job_state_dir, opened_lab, processes_naming, read_json, tree_tool, wait_until
 from test_targets import REPO_ROOT, _environment
 
 ansible_runner = pytest.importorskip("ansible_runner", reason="ansible-runner is in requirements-dev.txt (scripts/setup.sh)")
@@ -137,13 +137,8 @@ class Receiver:
 
 @pytest.fixture
 def lab(tmp_path, collections_path):
-    the_lab = Lab(tmp_path, collections_path)
-    try:
-        the_lab.open()
+    with opened_lab(tmp_path, collections_path) as the_lab:
         yield the_lab
-    finally:
-        problems = the_lab.close()
-    assert not problems, problems
 
 
 @pytest.fixture
@@ -247,12 +242,10 @@ def test_a_job_cancelled_through_the_runner_leaves_a_state_a_rerun_converges_fro
 
 
 def _job_folder(lab: Lab, record: dict) -> Path:
-    from hostmig_lab import job_state_dir
     return job_state_dir() / record["migration"]["id"]
 
 
 def _pids_naming(path: Path) -> list[int]:
-    from hostmig_lab import processes_naming
     return processes_naming(path)
 
 

@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from hostmig_lab import ALPHA, BETA, PLAYBOOKS, Lab, is_root, tree_tool
+from hostmig_lab import ALPHA, BETA, PLAYBOOKS, is_root, opened_lab, tree_tool
 
 pytestmark = pytest.mark.integration
 
@@ -25,13 +25,8 @@ SHARES = ("ev1", "ev2", "ev3")
 def lab(tmp_path, collections_path):
     if not is_root():
         pytest.skip("needs root: the pools are loop-mounted ext4 and xfs images so that the moves are host-assisted")
-    the_lab = Lab(tmp_path, collections_path)
-    try:
-        the_lab.open()
+    with opened_lab(tmp_path, collections_path) as the_lab:
         yield the_lab
-    finally:
-        problems = the_lab.close()
-    assert not problems, problems
 
 
 def summary_rows(out: str) -> dict:

@@ -27,7 +27,7 @@ import pytest
 
 from btrfs_lab import BETA as BTRFS_BETA
 from btrfs_lab import BtrfsLab, digest, fill
-from hostmig_lab import ALPHA, BETA, Lab, can_write, tree_tool
+from hostmig_lab import ALPHA, BETA, Lab, can_write, opened_lab, tree_tool
 
 pytestmark = pytest.mark.integration
 
@@ -41,13 +41,8 @@ def needs_root(what: str) -> None:
 
 @pytest.fixture
 def lab(tmp_path, collections_path):
-    the_lab = Lab(tmp_path, collections_path)
-    try:
-        the_lab.open()
+    with opened_lab(tmp_path, collections_path) as the_lab:
         yield the_lab
-    finally:
-        problems = the_lab.close()
-    assert not problems, problems
 
 
 def files_below(root: Path) -> list[str]:

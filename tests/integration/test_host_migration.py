@@ -32,8 +32,8 @@ import pytest
 
 from appender import Appender, lost_writes
 from hostmig_lab import (
-    ALPHA, BETA, COMPLETE, CRASH_ENV, MIGRATE, Lab, alive, can_write, mount_options, processes_naming, read_json,
-    tree_tool, wait_until)
+    ALPHA, BETA, COMPLETE, CRASH_ENV, MIGRATE, Lab, alive, can_write, mount_options, opened_lab, processes_naming,
+    read_json, tree_tool, wait_until)
 
 pytestmark = pytest.mark.integration
 
@@ -59,13 +59,8 @@ def needs_root(lab: Lab, what: str) -> None:
 
 @pytest.fixture
 def lab(tmp_path, collections_path):
-    the_lab = Lab(tmp_path, collections_path)
-    try:
-        the_lab.open()
+    with opened_lab(tmp_path, collections_path) as the_lab:
         yield the_lab
-    finally:
-        problems = the_lab.close()
-    assert not problems, problems
 
 
 def slow(rate: str) -> dict:

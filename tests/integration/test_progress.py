@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import hostmig_lab
-from hostmig_lab import MIGRATE, Lab, read_json
+from hostmig_lab import MIGRATE, opened_lab, read_json
 
 pytestmark = pytest.mark.integration
 
@@ -43,13 +43,8 @@ FILES_RE = re.compile(r"(\d+) of (\d+) files")
 @pytest.fixture
 def lab(tmp_path, collections_path, monkeypatch):
     monkeypatch.setattr(hostmig_lab, "IMAGE_MB", IMAGE_MB)
-    the_lab = Lab(tmp_path, collections_path)
-    try:
-        the_lab.open()
+    with opened_lab(tmp_path, collections_path) as the_lab:
         yield the_lab
-    finally:
-        problems = the_lab.close()
-        assert not problems, problems
 
 
 def fill(root: Path) -> int:
