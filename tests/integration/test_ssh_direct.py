@@ -11,7 +11,8 @@ storb btrfs receive`` run on stora. As root (tests/integration/sshlab).
   error naming both hosts and the cause, nothing changed on either host;
 * the sending side killed in the middle of a direct stream (the helper on stora dies after
   passing on half of it): the partial receive on storb is cleaned up, a rerun converges and the
-  trees compare equal entry by entry (made on each host's own disk).
+  trees compare equal entry by entry (made on each host's own disk);
+* the controller killed (SIGKILL) while a direct stream runs: reruns converge, trees equal.
 
 Run these with their own addresses while another lab runs: SSHLAB_ADDRESSES=127.0.0.21,127.0.0.22,127.0.0.23.
 """
@@ -21,6 +22,8 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -30,7 +33,7 @@ import pytest
 import sshlab
 from sshlab import MODULES, collections_tree, is_root, module_result, run_module
 from sshlab.demo import MANIFEST
-from test_ssh_storage import FLAGS, fill, ok
+from test_ssh_storage import FLAGS, fill, masters, ok
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root: sshd per lab host, mount namespaces, loop devices")
 
@@ -199,3 +202,59 @@ def test_the_send_killed_midway_then_a_rerun_converges_and_the_trees_compare_equ
     listing = subvolumes(lab, "storb", two)
     assert "inc-" not in listing and "final" not in listing
     assert subvolumes(lab, "stora", stora_pool(lab)) == ""
+
+
+def receiving(prefix: str) -> bool:
+    """True while a ``btrfs receive`` into a folder below ``prefix`` runs (on any lab host)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            argv = [a.decode(errors="replace") for a in open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0") if a]
+        except OSError:
+            continue
+        if argv[:2] == ["btrfs", "receive"] and any(a.startswith(prefix) for a in argv[2:]):
+            return True
+    return False
+
+
+def test_the_controller_killed_during_a_direct_stream_then_reruns_converge(lab):
+    backends = [lab.btrfs_backend("stora"), lab.btrfs_backend("storb")]
+    created = ok(run_module("share", {"backends": backends, "name": "dd6", "pool": "stora@ab#one", "size": 1}, lab.base))
+    source = created["share"]["export_location"]
+    fill(lab, "stora", source, 48)
+    params = dict(backends=backends, share="dd6", destination_pool="storb@bb#two", state="started", **FLAGS)
+    two = lab.pools("storb")["two"]
+    folders = set(glob.glob("/tmp/mobility-direct-*"))
+    proc = sshlab.module_process("share_migration", params, lab.base)
+    deadline = time.monotonic() + 120
+    while not receiving(two) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    hit = receiving(two)
+    proc.kill()  # the controller, in the middle of the stream it does not carry
+    proc.communicate()
+    assert hit, "the direct stream was not seen running"
+    for host in ("stora", "storb"):  # what the killed controller could not close
+        for pid in masters(lab.hosts[host].address):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    for _attempt in range(3):
+        started = run_module("share_migration", params, lab.base)
+        if not started.get("failed"):
+            break
+        time.sleep(1)
+    assert ok(started)["share"]["task_state"] == "migration_driver_phase1_done"
+    expected = manifest(lab, "stora", source)
+    done = ok(run_module("share_migration", {"backends": backends, "share": "dd6", "state": "completed"}, lab.base))
+    assert done["task_state"] == "migration_success"
+    assert manifest(lab, "storb", done["share"]["export_location"]) == expected and expected.strip()
+    assert not receiving(two)
+    assert subvolumes(lab, "stora", stora_pool(lab)) == ""
+    # The killed run's private known_hosts folder stays (public keys only, mode 0700): removed here.
+    for folder in set(glob.glob("/tmp/mobility-direct-*")) - folders:
+        assert os.stat(folder).st_mode & 0o777 == 0o700
+        lines = open(os.path.join(folder, "known_hosts"), encoding="utf-8").read().split()
+        assert lines[0] == "mobility-destination" and lines[1] == "ssh-ed25519"
+        shutil.rmtree(folder)
