@@ -153,9 +153,9 @@ def test_a_direct_stream_that_cannot_log_in_is_refused_naming_both_hosts_and_cha
     cases = [
         # Another machine (datac) answers at the address stora is told to reach storb at.
         ([lab.btrfs_backend("stora"), lab.btrfs_backend("storb", direct_address=lab.hosts["datac"].address)],
-         "host key mismatch: the host key differs from the one in the key the controller's known_hosts holds for storb"),
+         "host key mismatch: the host key differs from the one in the controller's known_hosts entry for storb"),
         ([lab.btrfs_backend("stora", direct_key_file=str(lab.wrong_key)), lab.btrfs_backend("storb")],
-         f"authentication refused (wrong or unauthorised key the key {lab.wrong_key} on stora for user root)"),
+         f"authentication refused (wrong or unauthorised key {lab.wrong_key} on stora for user root)"),
     ]
     for backends, reason in cases:
         params = dict(backends=backends, share="dd3", destination_pool="storb@bb#two", state="started", **FLAGS)

@@ -695,8 +695,12 @@ class DirectStream(object):
     def failure(self, what, stderr):
         """An SshError naming both hosts and what failed between them, from the sender's ssh stderr."""
         text = (stderr or '').strip()
-        facts = {'known_hosts': "the key the controller's known_hosts holds for %s" % self.destination.host,
-                 'key': self.credentials(), 'user': self.peer.user or '(default)', 'port': self.peer.port or 22}
+        if self.key_file:
+            key = '%s on %s' % (self.key_file, self.names[0])
+        else:
+            key = '(%s)' % self.credentials()
+        facts = {'known_hosts': "the controller's known_hosts entry for %s" % self.destination.host,
+                 'key': key, 'user': self.peer.user or '(default)', 'port': self.peer.port or 22}
         reason = 'ssh failed'
         for marker, template in _FAILURES:
             if marker in text:

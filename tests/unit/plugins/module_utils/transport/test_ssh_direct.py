@@ -156,8 +156,9 @@ def test_a_direct_stream_runs_on_the_sending_host_with_a_private_known_hosts_fil
 
 @pytest.mark.parametrize("stderr, reason", [
     ("@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\nHost key verification failed.",
-     "host key mismatch: the host key differs from the one in the key the controller's known_hosts holds for h2"),
-    ("root@192.0.2.2: Permission denied (publickey).", "authentication refused"),
+     "host key mismatch: the host key differs from the one in the controller's known_hosts entry for h2"),
+    ("root@192.0.2.2: Permission denied (publickey).",
+     "authentication refused (wrong or unauthorised key (this machine's ssh agent or default keys) for user root)"),
     ("ssh: connect to host 192.0.2.2 port 2222: Connection refused", "unreachable (connection refused on port 2222)"),
 ])
 def test_a_failed_login_from_the_sending_host_names_both_hosts_and_the_cause(tmp_path, fake_ssh, monkeypatch, stderr, reason):
