@@ -376,8 +376,8 @@ def test_become_runs_the_helper_under_sudo_and_a_refused_sudo_names_the_host(lab
     finally:
         lab.sudo_refuses.unlink()
     assert refused.get("failed")
-    assert "on storage host stora (127.0.0.11): sudo refused (become needs passwordless sudo -n for user root)" \
-        in refused["msg"], refused["msg"]
+    assert (f"on storage host stora ({lab.hosts['stora'].address}): sudo refused (become needs passwordless sudo -n "
+            "for user root)") in refused["msg"], refused["msg"]
     assert "bec2" not in remote_listing(lab, "stora", lab.pools("stora")["ext4"] + "/shares")
     ok(run_module("share", {"backends": [backend], "name": "bec1", "state": "absent"}, lab.base))
 
