@@ -169,6 +169,7 @@ def test_a_direct_stream_that_cannot_log_in_is_refused_naming_both_hosts_and_cha
             assert lab.ssh(host, ["ls", "-A", pool + "/.mobility/btrfs"], check=False).stdout.strip() == ""
     # ...and the share's record is as it was on stora.
     assert ok(run_module("share_info", {"backends": plain, "name": "dd3"}, lab.base))["shares"][0] == before
+    ok(run_module("share", {"backends": plain, "name": "dd3", "state": "absent"}, lab.base))
 
 
 def test_the_send_killed_midway_then_a_rerun_converges_and_the_trees_compare_equal(lab):
@@ -245,6 +246,12 @@ def test_the_controller_killed_during_a_direct_stream_then_reruns_converge(lab):
         if not started.get("failed"):
             break
         time.sleep(1)
+    # The killed run's private known_hosts folder stays (public keys only, mode 0700): removed here.
+    for folder in set(glob.glob("/tmp/mobility-direct-*")) - folders:
+        assert os.stat(folder).st_mode & 0o777 == 0o700
+        lines = open(os.path.join(folder, "known_hosts"), encoding="utf-8").read().split()
+        assert lines[0] == "mobility-destination" and lines[1] == "ssh-ed25519"
+        shutil.rmtree(folder)
     assert ok(started)["share"]["task_state"] == "migration_driver_phase1_done"
     expected = manifest(lab, "stora", source)
     done = ok(run_module("share_migration", {"backends": backends, "share": "dd6", "state": "completed"}, lab.base))
@@ -252,9 +259,3 @@ def test_the_controller_killed_during_a_direct_stream_then_reruns_converge(lab):
     assert manifest(lab, "storb", done["share"]["export_location"]) == expected and expected.strip()
     assert not receiving(two)
     assert subvolumes(lab, "stora", stora_pool(lab)) == ""
-    # The killed run's private known_hosts folder stays (public keys only, mode 0700): removed here.
-    for folder in set(glob.glob("/tmp/mobility-direct-*")) - folders:
-        assert os.stat(folder).st_mode & 0o777 == 0o700
-        lines = open(os.path.join(folder, "known_hosts"), encoding="utf-8").read().split()
-        assert lines[0] == "mobility-destination" and lines[1] == "ssh-ed25519"
-        shutil.rmtree(folder)
