@@ -11,7 +11,8 @@ Layout of a pool (the same paths as the posix driver)::
 
 Driver-assisted migration between two btrfs pools (any two btrfs filesystems of one host, or of
 two hosts: then every operation on the destination goes through the destination backend's own
-driver and transport, ``_side``, and the stream is relayed by this process, ``route``):
+driver and transport, ``_side``, and the stream goes from one host straight to the other, or is
+relayed by this process when the source backend asks for it, ``data_path``):
 
 * phase 1 sends the share's snapshots in creation order (each with ``-p`` the one before), then a
   read-only temporary snapshot of the share (``inc-000001``, ``-p`` the newest share snapshot)
@@ -23,8 +24,9 @@ driver and transport, ``_side``, and the stream is relayed by this process, ``ro
   export and deletes the source, and ``migration_cleanup`` removes the temporary snapshots and the
   source's share snapshots (their copies are verified on the destination).
 
-The stream passes through this process: it is measured, and a ``utimes`` of the received root
-folder with the sent root's times goes in before its closing ``end`` (see root_utimes_command).
+The stream is measured where it passes (this process, or the helper on the sending host), and a
+``utimes`` of the received root folder with the sent root's times goes in there before its closing
+``end`` (see root_utimes_command).
 
 Everything this driver needs to resume is on the filesystems: temporary snapshots are named from
 the migration id and a sequence number, and a received subvolume counts only when its
