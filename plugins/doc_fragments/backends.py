@@ -98,6 +98,30 @@ options:
                 needed; a refusal fails naming the host).
             type: bool
             default: false
+          direct_address:
+            description:
+              - The address other storage hosts reach this host at for a direct stream (O(backends[].data_path=direct)),
+                for example on a storage network. Defaults to O(backends[].ssh.address).
+              - The sending host checks this host's key against the key the controller's known_hosts file holds for
+                O(backends[].ssh.address), whatever address it connects to.
+            type: str
+          direct_key_file:
+            description:
+              - Private key file ON THIS HOST (absolute path) that its ssh uses when this host sends a stream directly
+                to another storage host (O(backends[].data_path=direct)).
+              - Without it, the operator's ssh agent (E(SSH_AUTH_SOCK) on the controller) is forwarded for that one
+                stream only, over the run's connection to this host.
+            type: path
+      data_path:
+        description:
+          - How data moved from this backend's host to another storage host travels (btrfs send/receive between
+            two hosts, docs/hosts.md). When not set, V(direct).
+          - V(direct) runs C(btrfs send) on this host piped into C(ssh <other host> btrfs receive); the data goes host
+            to host and never through the controller.
+          - V(controller) relays the stream through the machine that runs the module (the storage hosts need no
+            access to each other).
+        type: str
+        choices: [direct, controller]
       pools:
         description:
           - Pool names mapped to their settings; each pool needs C(path), an absolute folder.

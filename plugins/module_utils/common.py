@@ -14,7 +14,7 @@ from ansible_collections.storage.mobility.plugins.module_utils import events as 
 from ansible_collections.storage.mobility.plugins.module_utils import metrics as metrics_lib
 
 from ansible_collections.storage.mobility.plugins.module_utils.config import (
-    EXPORT_HELPERS, OPENSTACK_DRIVERS, OPENSTACK_INTERFACES, SSH_HOST_KEY_CHECKING, TRANSPORTS)
+    DATA_PATHS, EXPORT_HELPERS, OPENSTACK_DRIVERS, OPENSTACK_INTERFACES, SSH_HOST_KEY_CHECKING, TRANSPORTS)
 from ansible_collections.storage.mobility.plugins.module_utils.context import Context
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.registry import share_driver_names
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.volume.registry import volume_driver_names
@@ -45,7 +45,10 @@ def backends_argument_spec():
                 known_hosts_file=dict(type='path'),
                 host_key_checking=dict(type='str', default='strict', choices=list(SSH_HOST_KEY_CHECKING)),
                 become=dict(type='bool', default=False),
+                direct_address=dict(type='str'),
+                direct_key_file=dict(type='path', no_log=False),
             )),
+            data_path=dict(type='str', choices=list(DATA_PATHS)),
             pools=dict(type='dict'),
             export=dict(type='dict', options=dict(
                 helper=dict(type='str', default='none', choices=list(EXPORT_HELPERS)),

@@ -28,7 +28,11 @@ OPENSTACK_INTERFACES = ('public', 'internal', 'admin')
 _MICROVERSION_RE = re.compile(r'^\d+\.\d+$')
 #: a backend's ``ssh`` options (``transport: ssh``); transport/ssh.py SshOptions takes them
 SSH_TRANSPORT = 'ssh'
-SSH_OPTIONS = ('address', 'user', 'port', 'private_key_file', 'known_hosts_file', 'host_key_checking', 'become')
+SSH_OPTIONS = ('address', 'user', 'port', 'private_key_file', 'known_hosts_file', 'host_key_checking', 'become',
+               'direct_address', 'direct_key_file')
+#: a backend's ``data_path``: how a stream from its host to another storage host travels (docs/hosts.md)
+DATA_PATHS = ('direct', 'controller')
+DEFAULT_DATA_PATH = 'direct'
 SSH_HOST_KEY_CHECKING = ('strict', 'accept-new')
 _SSH_ADDRESS_RE = re.compile(r'^[A-Za-z0-9_.:\[\]-]+$')
 _SSH_USER_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]*$')
@@ -88,6 +92,7 @@ class Backend(object):
                                  % (self.transport, self.name, ', '.join(TRANSPORTS)))
         self.openstack = {}
         self.ssh = None
+        self.data_path = DEFAULT_DATA_PATH
         self.pools = {}
         self.export_helper = 'none'
         self.export_root = None
@@ -122,6 +127,10 @@ class LocalBackend(Backend):
                                  'to backends with driver %s' % (self.name, self.driver, ', '.join(unexpected),
                                                                  ' or '.join(OPENSTACK_DRIVERS)))
         self._ssh(spec.get('ssh'))
+        self.data_path = spec.get('data_path') or DEFAULT_DATA_PATH
+        if self.data_path not in DATA_PATHS:
+            raise InvalidRequest('Invalid data_path %r for backend %s: choose one of %s'
+                                 % (self.data_path, self.name, ', '.join(DATA_PATHS)))
         self._export(spec.get('export') or {})
         ignore = spec.get('migration_ignore_files')
         self.migration_ignore_files = list(DEFAULT_IGNORE_FILES if ignore is None else ignore)
@@ -142,6 +151,11 @@ class LocalBackend(Backend):
             raise InvalidRequest('Unknown ssh option(s) %s for backend %s: known options are %s'
                                  % (', '.join(unknown), self.name, ', '.join(SSH_OPTIONS)))
         address = ssh.get('address') or self.host
+        direct_address = ssh.get('direct_address')
+        if direct_address is not None and (not isinstance(direct_address, str) or direct_address.startswith('-')
+                                           or not _SSH_ADDRESS_RE.fullmatch(direct_address)):
+            raise InvalidRequest('Invalid ssh direct_address %r for backend %s: a host name or an IP address'
+                                 % (direct_address, self.name))
         if not isinstance(address, str) or not _SSH_ADDRESS_RE.match(address) or address.startswith('-'):
             raise InvalidRequest('Invalid ssh address %r for backend %s: a host name or an IP address' % (address, self.name))
         user = ssh.get('user')
@@ -155,9 +169,13 @@ class LocalBackend(Backend):
                 port = 0
             if not 0 < port < 65536:
                 raise InvalidRequest('Invalid ssh port %r for backend %s: a TCP port (1-65535)' % (ssh.get('port'), self.name))
-        for option in ('private_key_file', 'known_hosts_file'):
+        for option in ('private_key_file', 'known_hosts_file', 'direct_key_file'):
             if ssh.get(option) is not None:
                 _abs_path(ssh[option], 'ssh %s of backend %s' % (option, self.name))
+        if '%' in (ssh.get('direct_key_file') or '') or any(c.isspace() for c in ssh.get('direct_key_file') or ''):
+            # ssh expands %-tokens in identity file names: a literal path must not contain them.
+            raise InvalidRequest("Invalid ssh direct_key_file %r for backend %s: it must not contain '%%' or spaces"
+                                 % (ssh['direct_key_file'], self.name))
         checking = ssh.get('host_key_checking') or 'strict'
         if checking not in SSH_HOST_KEY_CHECKING:
             raise InvalidRequest('Invalid ssh host_key_checking %r for backend %s: choose one of %s'
@@ -166,7 +184,8 @@ class LocalBackend(Backend):
         if not isinstance(become, bool):
             raise InvalidRequest('Invalid ssh become %r for backend %s: true or false' % (become, self.name))
         self.ssh = {'address': address, 'user': user, 'port': port, 'private_key_file': ssh.get('private_key_file'),
-                    'known_hosts_file': ssh.get('known_hosts_file'), 'host_key_checking': checking, 'become': become}
+                    'known_hosts_file': ssh.get('known_hosts_file'), 'host_key_checking': checking, 'become': become,
+                    'direct_address': direct_address, 'direct_key_file': ssh.get('direct_key_file')}
 
     def _export(self, export):
         if not isinstance(export, dict):

@@ -214,8 +214,11 @@ total_progress:
   type: int
   sample: 100
 migration:
-  description: The migration record - id, pools, mechanism, requested flags, driver compatibility,
+  description:
+  - The migration record - id, pools, mechanism, requested flags, driver compatibility,
     driver refusal, error, timings (C(switchover_seconds) after phase 2).
+  - With the btrfs driver, C(btrfs.data_path) (V(direct), V(controller) or V(same host)) and C(btrfs.route)
+    say which way the data went between two storage hosts (O(backends[].data_path), docs/hosts.md).
   returned: always
   type: dict
   sample: {id: 3c1d..., source_pool: stor1@generic1#alpha, destination_pool: stor1@generic1#beta, mechanism: driver}

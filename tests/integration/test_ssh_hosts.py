@@ -4,8 +4,10 @@
   ``storb@bb#two`` (btrfs on storb) driver-assisted: phase 1, writes while it stays writable and
   an increment, then the switchover. Each side is read on its own host: the files' sums on storb,
   the received snapshot, no temporary snapshot left on either host, the source gone from stora.
-  The result and the record say which way the stream went (relayed by the controller).
-* the controller killed in the middle of the relayed stream, then reruns that converge;
+  The result and the record say which way the stream went (direct from stora to storb, the
+  default; test_ssh_direct.py proves it does not pass through the controller).
+* ``data_path: controller``: the controller killed in the middle of the relayed stream, then
+  reruns that converge;
 * the ``demo.sh --hosts`` scenario (sshlab/demo.py, with its own lab): its summary and its
   independent check (manifests made on each host's own disk).
 """
@@ -56,7 +58,7 @@ def test_btrfs_host_to_host_with_a_snapshot_and_an_increment(lab, no_leftovers):
     started = ok(run_module("share_migration", params, lab.base))
     assert started["share"]["task_state"] == "migration_driver_phase1_done"
     assert started["share"]["migration"]["mechanism"] == "driver"
-    assert "relayed by the controller" in started["share"]["migration"]["btrfs"]["route"]
+    assert started["share"]["migration"]["btrfs"]["route"].startswith("direct from stora to storb")
     # Users keep writing on stora; a rerun of phase 1 sends an increment to storb.
     lab.ssh("stora", ["sh", "-c", 'echo later > "$1/later"', "sh", source])
     again = ok(run_module("share_migration", params, lab.base))
@@ -84,7 +86,7 @@ def test_btrfs_host_to_host_with_a_snapshot_and_an_increment(lab, no_leftovers):
 
 
 def test_controller_killed_in_the_middle_of_the_relayed_stream_then_reruns_converge(lab):
-    backends = [lab.btrfs_backend("stora"), lab.btrfs_backend("storb")]
+    backends = [lab.btrfs_backend("stora", data_path="controller"), lab.btrfs_backend("storb")]
     created = ok(run_module("share", {"backends": backends, "name": "hh2", "pool": "stora@ab#one", "size": 1}, lab.base))
     source = created["share"]["export_location"]
     expected = fill(lab, "stora", source, 16)
@@ -119,7 +121,7 @@ def test_the_hosts_demo_moves_a_share_between_hosts_and_checks_it_on_each_host(t
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "task_state migration_success: demo-hosts now on storb@bb#two" in proc.stdout
-    assert "data path    : relayed by the controller: btrfs send on stora, btrfs receive on storb" in proc.stdout
+    assert "data path    : direct from stora to storb: btrfs send on stora piped into ssh to storb" in proc.stdout
     assert "independent check: identical" in proc.stdout
     assert "source on stora after the switch: gone" in proc.stdout
     assert "read-only for: ?" not in proc.stdout

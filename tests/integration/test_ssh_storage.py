@@ -346,7 +346,12 @@ def test_the_lab_inventory_drives_the_modules_and_reaches_the_data_node(lab, tmp
     playbook.write_text(PLAYBOOK)
     repo = Path(__file__).resolve().parents[2]
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections_path), ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run(["ansible-playbook", "-i", str(repo / "inventories" / "lab"), str(playbook),
+    # The lab's addresses (SSHLAB_ADDRESSES may move them): a second inventory, read last, sets them.
+    addresses = tmp_path / "addresses.yml"
+    addresses.write_text(json.dumps({"all": {"children": {
+        "storage_hosts": {"hosts": {n: {"ansible_host": lab.hosts[n].address} for n in ("stora", "storb")}},
+        "data_nodes": {"hosts": {"datac": {"ansible_host": lab.hosts["datac"].address}}}}}}))
+    proc = subprocess.run(["ansible-playbook", "-i", str(repo / "inventories" / "lab"), "-i", str(addresses), str(playbook),
                            "-e", f"mobility_lab_dir={lab.base}", "-e", f"mobility_lab_port={lab.port}"],
                           capture_output=True, text=True, env=env, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
@@ -371,8 +376,8 @@ def test_become_runs_the_helper_under_sudo_and_a_refused_sudo_names_the_host(lab
     finally:
         lab.sudo_refuses.unlink()
     assert refused.get("failed")
-    assert "on storage host stora (127.0.0.11): sudo refused (become needs passwordless sudo -n for user root)" \
-        in refused["msg"], refused["msg"]
+    assert (f"on storage host stora ({lab.hosts['stora'].address}): sudo refused (become needs passwordless sudo -n "
+            "for user root)") in refused["msg"], refused["msg"]
     assert "bec2" not in remote_listing(lab, "stora", lab.pools("stora")["ext4"] + "/shares")
     ok(run_module("share", {"backends": [backend], "name": "bec1", "state": "absent"}, lab.base))
 

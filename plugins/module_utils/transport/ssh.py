@@ -23,6 +23,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import atexit
+import binascii
 import json
 import os
 import shlex
@@ -111,7 +112,7 @@ class SshOptions(object):
     """How to reach one storage host (a backend's ``ssh`` option, validated by config.py)."""
 
     def __init__(self, host, address=None, user=None, port=None, private_key_file=None, known_hosts_file=None,
-                 host_key_checking='strict', become=False):
+                 host_key_checking='strict', become=False, direct_address=None, direct_key_file=None):
         self.host = host
         self.address = address or host
         self.user = user
@@ -120,6 +121,8 @@ class SshOptions(object):
         self.known_hosts_file = known_hosts_file
         self.host_key_checking = host_key_checking or 'strict'
         self.become = bool(become)
+        self.direct_address = direct_address
+        self.direct_key_file = direct_key_file
 
     @classmethod
     def from_backend(cls, backend):
@@ -128,12 +131,22 @@ class SshOptions(object):
 
     def key(self):
         return (self.address, self.user, self.port, self.private_key_file, self.known_hosts_file,
-                self.host_key_checking, self.become)
+                self.host_key_checking, self.become, self.direct_address, self.direct_key_file)
 
     def describe(self):
         """Facts for messages: never a secret (a key file's path is not one)."""
         return {'known_hosts': self.known_hosts_file or '~/.ssh/known_hosts', 'key': self.private_key_file or '(agent/default)',
                 'user': self.user or '(default)', 'port': self.port or 22}
+
+    def known_hosts_name(self):
+        """The name ssh looks this host up by in a known_hosts file (``[address]:port`` off port 22)."""
+        return self.address if not self.port or self.port == 22 else '[%s]:%d' % (self.address, self.port)
+
+    def forwards_agent(self):
+        """True when a direct stream from this host authenticates with the operator's forwarded agent
+        (no ``direct_key_file``, and an agent on the controller): the master connection then allows
+        agent forwarding, which only the session of a direct stream requests."""
+        return not self.direct_key_file and bool(os.environ.get('SSH_AUTH_SOCK'))
 
 
 class RemoteLock(object):
@@ -166,6 +179,10 @@ class SshTransport(Transport):
         self._progress = {}
         self._latest = {}
         self._delivering = False
+        # A second helper over another transport's master (agent_session): it neither opens nor
+        # closes the master; its session requests agent forwarding.
+        self._shares_master = False
+        self._forward_agent = False
 
     @classmethod
     def from_backend(cls, backend, runner):
@@ -187,7 +204,8 @@ class SshTransport(Transport):
         if opts.user:
             argv += ['-l', opts.user]
         if self._control:
-            argv += ['-o', 'ControlPath=%s' % self._control, '-o', 'ControlMaster=no']
+            argv += ['-o', 'ControlPath=%s' % self._control, '-o', 'ControlMaster=no',
+                     '-o', 'ForwardAgent=%s' % ('yes' if self._forward_agent else 'no')]
         return argv
 
     def remote(self, argv):
@@ -221,7 +239,10 @@ class SshTransport(Transport):
         if self._control is None:
             self._folder = tempfile.mkdtemp(prefix='mobility-ssh-')
             control = os.path.join(self._folder, 'cm')
-            argv = self.ssh_argv() + ['-o', 'ControlMaster=yes', '-o', 'ControlPath=%s' % control,
+            # The master allows agent forwarding for a direct stream's session (agent_session); the
+            # helper's and every other session do not request it.
+            argv = self.ssh_argv() + ['-o', 'ForwardAgent=%s' % ('yes' if self.options.forwards_agent() else 'no'),
+                                      '-o', 'ControlMaster=yes', '-o', 'ControlPath=%s' % control,
                                       '-o', 'ControlPersist=%d' % CONTROL_PERSIST, '-N', '-f', '--', self.options.address]
             with tempfile.TemporaryFile() as err:
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
@@ -355,10 +376,10 @@ class SshTransport(Transport):
         if self._helper_err is not None:
             self._helper_err.close()
             self._helper_err = None
-        if self._control is not None:
+        if self._control is not None and not self._shares_master:
             argv = self.ssh_argv() + ['-O', 'exit', '--', self.options.address]
             subprocess.call(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            self._control = None
+        self._control = None
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
@@ -379,16 +400,18 @@ class SshTransport(Transport):
             raise error
         return rc, out, err
 
-    def pipe(self, producer, consumer, what, on_chunk=None, capture=False, edit=None, die_midway=False):
+    def pipe(self, producer, consumer, what, on_chunk=None, capture=False, edit=None, die_midway=False,
+             on_host=False):
         """``producer | consumer`` run by the helper on the host itself: the stream stays there.
         ``die_midway`` (the crash tests kill the controller midway) streams through this process
-        instead, over two ssh sessions, so that it is this process that dies."""
+        instead, over two ssh sessions, so that it is this process that dies; with ``on_host`` it is
+        the helper on the host that dies midway (a direct stream, which never passes here)."""
         producer = [str(a) for a in producer]
         consumer = [str(a) for a in consumer]
-        if not die_midway:
+        if not die_midway or on_host:
             edit_spec = {'closing': edit.closing, 'insert': edit.insert} if edit else None
             number = self._send('pipe', (producer, consumer, '%s on storage host %s' % (what, self.host), capture,
-                                         edit_spec))
+                                         edit_spec, bool(die_midway)))
             if on_chunk is not None:
                 self._progress[number] = on_chunk
             done, output = self._await(number, 'pipe')
@@ -412,6 +435,18 @@ class SshTransport(Transport):
         if self._control is None:
             self.connect()
         return self.remote(argv)
+
+    def agent_session(self):
+        """A second helper on this host over the run's master connection, whose session carries the
+        operator's forwarded ssh agent: for one direct stream to another host (DirectStream); the
+        caller closes it after the stream. Only this session gets the agent."""
+        if self._control is None:
+            self.connect()
+        other = SshTransport(self.runner, self.options)
+        other._control = self._control
+        other._shares_master = True
+        other._forward_agent = True
+        return other
 
     def which(self, program):
         return self.call('which', program)
@@ -558,3 +593,184 @@ def relay_pipe(source, destination, producer, consumer, what, on_chunk=None, cap
             if hasattr(culprit, 'failure'):
                 raise culprit.failure(what, exc.details.get('stderr'))
         raise
+
+
+# -- direct streams between two storage hosts ------------------------------------------------
+#: the name the sending host's ssh checks the destination's key under (HostKeyAlias): the key the
+#: controller's known_hosts holds for the destination, whatever address the sender connects to
+DIRECT_HOST_ALIAS = 'mobility-destination'
+#: the system-wide known_hosts files ssh reads when a backend names no known_hosts_file
+GLOBAL_KNOWN_HOSTS = ('/etc/ssh/ssh_known_hosts', '/etc/ssh/ssh_known_hosts2')
+
+
+def peer_host_keys(options):
+    """The host keys the controller's known_hosts file(s) hold for the host of ``options`` (a
+    destination), as known_hosts lines for DIRECT_HOST_ALIAS; and the files read."""
+    if options.known_hosts_file:
+        files = [options.known_hosts_file]
+    else:
+        files = [os.path.expanduser('~/.ssh/known_hosts')] + list(GLOBAL_KNOWN_HOSTS)
+    lines = []
+    for path in files:
+        if not os.path.isfile(path):
+            continue
+        # ssh-keygen finds hashed entries too, and the [address]:port form.
+        proc = subprocess.run(['ssh-keygen', '-F', options.known_hosts_name(), '-f', path], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+        for line in proc.stdout.decode('utf-8', 'replace').splitlines():
+            fields = line.split()
+            if len(fields) < 3 or fields[0].startswith('#'):
+                continue
+            if fields[0] == '@revoked' and len(fields) >= 4:
+                lines.append('@revoked %s %s %s' % (DIRECT_HOST_ALIAS, fields[2], fields[3]))
+            elif not fields[0].startswith('@'):
+                lines.append('%s %s %s' % (DIRECT_HOST_ALIAS, fields[1], fields[2]))
+    return lines, files
+
+
+def direct_receive_argv(peer, argv, known_hosts_path, key_file=None):
+    """The argv the SENDING host runs to run ``argv`` on the host of ``peer`` (SshOptions of the
+    destination): ssh with the destination's key checked strictly against ``known_hosts_path``
+    (a file on the sending host), no agent forwarded further, no multiplexing, and ``argv`` quoted
+    for the destination's login shell. The sending host runs this argv itself without a shell
+    (the helper, or subprocess on this machine), so ``argv`` is interpreted by one shell only."""
+    if not isinstance(argv, (list, tuple)):
+        raise TypeError('commands must be argv lists')
+    argv = [str(a) for a in argv]
+    if peer.become:
+        argv = ['sudo', '-n', '--'] + argv
+    ssh = ['ssh', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=%d' % CONNECT_TIMEOUT,
+           '-o', 'ServerAliveInterval=5', '-o', 'ServerAliveCountMax=3',
+           '-o', 'StrictHostKeyChecking=yes', '-o', 'UserKnownHostsFile=%s' % known_hosts_path,
+           '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'HostKeyAlias=%s' % DIRECT_HOST_ALIAS,
+           '-o', 'UpdateHostKeys=no', '-o', 'CheckHostIP=no', '-o', 'ControlMaster=no', '-o', 'ControlPath=none',
+           '-o', 'ForwardAgent=no', '-o', 'ClearAllForwardings=yes']
+    if key_file:
+        ssh += ['-o', 'IdentitiesOnly=yes', '-i', key_file]
+    if peer.port:
+        ssh += ['-p', str(peer.port)]
+    if peer.user:
+        ssh += ['-l', peer.user]
+    return ssh + ['--', peer.direct_address or peer.address, shlex.join(argv)]
+
+
+class DirectStream(object):
+    """A stream from the host of transport ``source`` straight to the host of ``destination`` (an
+    SshTransport): ``producer`` runs on the source host piped into ``ssh <destination>
+    consumer`` run there too, so that the data goes from host to host and never through the
+    controller. The source host checks the destination's key against the key the controller's
+    known_hosts holds for it (copied into a private temporary file on the source host for the
+    stream), and logs in with ``direct_key_file`` (a key on the source host) or the operator's
+    agent forwarded over the run's connection to the source host for that one session."""
+
+    def __init__(self, source, destination):
+        self.source = source
+        self.destination = destination
+        self.peer = destination.options
+        options = getattr(source, 'options', None)
+        self.key_file = options.direct_key_file if options is not None else None
+        self.uses_agent = options is not None and not self.key_file
+
+    @property
+    def names(self):
+        return (getattr(self.source, 'host', None) or 'this machine', self.destination.host)
+
+    def credentials(self):
+        if self.key_file:
+            return 'the key %s on %s' % (self.key_file, self.names[0])
+        if self.uses_agent:
+            return "the operator's ssh agent forwarded to %s for the stream" % self.names[0]
+        return "this machine's ssh agent or default keys"
+
+    def failure(self, what, stderr):
+        """An SshError naming both hosts and what failed between them, from the sender's ssh stderr."""
+        text = (stderr or '').strip()
+        if self.key_file:
+            key = '%s on %s' % (self.key_file, self.names[0])
+        else:
+            key = '(%s)' % self.credentials()
+        facts = {'known_hosts': "the controller's known_hosts entry for %s" % self.destination.host,
+                 'key': key, 'user': self.peer.user or '(default)', 'port': self.peer.port or 22}
+        reason = 'ssh failed'
+        for marker, template in _FAILURES:
+            if marker in text:
+                reason = template % facts
+                break
+        last = [line for line in text.splitlines() if line.strip()]
+        return SshError('Failed to %s directly from storage host %s to storage host %s (%s): %s cannot reach %s: %s; '
+                        'ssh on %s said: %s'
+                        % (what, self.names[0], self.names[1], self.peer.direct_address or self.peer.address,
+                           self.names[0], self.names[1], reason, self.names[0], last[-1] if last else 'no message'),
+                        host=self.names[0], peer=self.names[1], failure=reason, stderr=text)
+
+    def _open(self, what):
+        """(the transport that runs the stream on the source host, the private folder there)."""
+        lines, files = peer_host_keys(self.peer)
+        if not lines:
+            raise SshError('Failed to %s directly from storage host %s to storage host %s: the controller has no '
+                           'host key for %s (%s) in %s, which %s must check it against (a direct stream never '
+                           'accepts a new key); add it there, or set data_path: controller'
+                           % ((what,) + self.names + (self.destination.host, self.peer.known_hosts_name(),
+                                                      ', '.join(files) or '~/.ssh/known_hosts', self.names[0])),
+                           host=self.names[0], peer=self.names[1], failure='unknown host key')
+        if self.uses_agent and not os.environ.get('SSH_AUTH_SOCK'):
+            raise SshError('Failed to %s directly from storage host %s to storage host %s: %s has no direct_key_file '
+                           'and the controller has no ssh agent to forward (SSH_AUTH_SOCK is not set); start one '
+                           'holding a key %s accepts, name a key on %s with direct_key_file, or set data_path: '
+                           'controller' % ((what,) + self.names + (self.names[0], self.names[1], self.names[0])),
+                           host=self.names[0], peer=self.names[1], failure='no ssh agent')
+        runner = self.source.agent_session() if self.uses_agent else self.source
+        folder = '/tmp/mobility-direct-%s' % binascii.hexlify(os.urandom(8)).decode('ascii')
+        try:
+            runner.mkdir(folder, 0o700)
+            runner.write_text_atomic(folder + '/known_hosts', '\n'.join(lines) + '\n', 0o600)
+        except BaseException:
+            self._close(runner, folder)
+            raise
+        return runner, folder
+
+    def _close(self, runner, folder):
+        try:
+            for path, remove in ((folder + '/known_hosts', runner.unlink), (folder, runner.rmdir)):
+                try:
+                    remove(path)
+                except OSError:
+                    pass
+        except StorageError:
+            pass  # the connection is gone: a public key left in a private folder of /tmp
+        finally:
+            if runner is not self.source:
+                runner.close()
+
+    def _argv(self, argv, folder):
+        return direct_receive_argv(self.peer, argv, folder + '/known_hosts', self.key_file)
+
+    def _reraise(self, what, exc):
+        if exc.details.get('rc') == SSH_FAILED and not exc.details.get('peer'):
+            raise self.failure(what, exc.details.get('stderr'))
+        raise exc
+
+    def probe(self, what):
+        """Check that the source host can log in to the destination host (``true`` there); an
+        SshError naming both hosts and the cause otherwise. Changes nothing on either host."""
+        runner, folder = self._open(what)
+        try:
+            rc, out, err = runner.run(self._argv(['true'], folder), what, check=False)
+            if rc != 0:
+                raise self.failure(what, err or out)
+        finally:
+            self._close(runner, folder)
+
+    def pipe(self, producer, consumer, what, on_chunk=None, capture=False, edit=None, die_midway=False):
+        """``producer`` on the source host | ``consumer`` on the destination host, host to host."""
+        runner, folder = self._open(what)
+        try:
+            if isinstance(runner, SshTransport):
+                return runner.pipe(producer, self._argv(consumer, folder), what, on_chunk=on_chunk, capture=capture,
+                                   edit=edit, die_midway=die_midway, on_host=True)
+            return runner.pipe(producer, self._argv(consumer, folder), what, on_chunk=on_chunk, capture=capture,
+                               edit=edit, die_midway=die_midway)
+        except StorageError as exc:
+            self._reraise(what, exc)
+        finally:
+            self._close(runner, folder)

@@ -135,7 +135,9 @@ class Helper(object):
     def start_pipe(self, number, args):
         """Run a pipe in a thread; its progress and its answer are emitted with ``number``."""
         from ansible_collections.storage.mobility.plugins.module_utils.transport.base import TailEdit
-        producer, consumer, what, capture, edit = args
+        producer, consumer, what, capture, edit = args[:5]
+        # The crash tests' fault: this process (the sending side on the host) dies midway.
+        die_midway = bool(args[5]) if len(args) > 5 else False
         edit = TailEdit(edit['closing'], edit['insert']) if edit else None
         last = [0.0]
 
@@ -148,7 +150,8 @@ class Helper(object):
         def work():
             try:
                 answer = {'ok': encode(list(self.transport.pipe(producer, consumer, what, on_chunk=on_chunk,
-                                                                capture=capture, edit=edit)))}
+                                                                capture=capture, edit=edit,
+                                                                die_midway=die_midway)))}
             except Exception as exc:  # pylint: disable=broad-except
                 answer = error_answer(exc)
             answer['id'] = number

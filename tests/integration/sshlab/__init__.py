@@ -13,6 +13,11 @@ with two subvolume pools, backend ``bb`` driver btrfs) and ``datac`` (a data nod
 ``Lab.close()`` unmounts, stops every sshd and every process left in its namespace, detaches the
 loop devices and removes the scratch folder, also after a failure.
 
+An ``ssh-agent`` of the run holds a key of its own (``Lab.agent_key``, authorised on every host,
+never used by the controller's own connections): a module run with ``Lab.agent_env()`` has it, so
+that agent forwarding to a host is real. The lab's loopback addresses are 127.0.0.11-13, or the
+three of ``SSHLAB_ADDRESSES`` (``a,b,c``: two lab runs on one machine at the same time).
+
 Use ``ssh_lab`` (a session fixture; import it into the test module) or ``with Lab() as lab``.
 Without root the fixture skips with the reason (a failure under CI=true, tests/conftest.py).
 """
@@ -49,11 +54,15 @@ exec "$@"
 """
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+ADDRESSES_ENV = "SSHLAB_ADDRESSES"
+_ADDRESSES = [a.strip() for a in (os.environ.get(ADDRESSES_ENV) or "127.0.0.11,127.0.0.12,127.0.0.13").split(",")]
+if len(_ADDRESSES) != 3 or not all(a.startswith("127.") for a in _ADDRESSES):
+    raise ValueError(f"{ADDRESSES_ENV} must name three loopback addresses (127.x.y.z), not {_ADDRESSES}")
 #: name -> (address, {mount name: (filesystem, size MiB)})
 HOSTS = {
-    "stora": ("127.0.0.11", {"ext4": ("ext4", 64), "xfs": ("xfs", 320), "btrfs": ("btrfs", 256)}),
-    "storb": ("127.0.0.12", {"btrfs": ("btrfs", 640)}),
-    "datac": ("127.0.0.13", {}),
+    "stora": (_ADDRESSES[0], {"ext4": ("ext4", 64), "xfs": ("xfs", 320), "btrfs": ("btrfs", 256)}),
+    "storb": (_ADDRESSES[1], {"btrfs": ("btrfs", 640)}),
+    "datac": (_ADDRESSES[2], {}),
 }
 MKFS = {"ext4": ["mkfs.ext4", "-q", "-F"], "xfs": ["mkfs.xfs", "-q", "-f"], "btrfs": ["mkfs.btrfs", "-q", "-f"]}
 
@@ -203,6 +212,9 @@ class Lab:
         os.chmod(self.base, 0o755)
         self.key = self.base / "id_lab"
         self.wrong_key = self.base / "id_wrong"
+        self.agent_key = self.base / "id_agent"
+        self.agent_socket = self.base / "agent.sock"
+        self.agent_pid: int | None = None
         self.authorized_keys = self.base / "authorized_keys"
         self.known_hosts = self.base / "known_hosts"
         self.bin = self.base / "bin"
@@ -229,9 +241,13 @@ class Lab:
         sudo = self.bin / "sudo"
         sudo.write_text(FAKE_SUDO.format(log=self.sudo_log, refuses=self.sudo_refuses), encoding="utf-8")
         sudo.chmod(0o755)
-        for key in (self.key, self.wrong_key):
+        for key in (self.key, self.wrong_key, self.agent_key):
             run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sshlab client", "-f", key])
-        self.authorized_keys.write_text(Path(f"{self.key}.pub").read_text(), encoding="utf-8")
+        self.authorized_keys.write_text(Path(f"{self.key}.pub").read_text() + Path(f"{self.agent_key}.pub").read_text(),
+                                        encoding="utf-8")
+        started = run(["ssh-agent", "-s", "-a", self.agent_socket])
+        self.agent_pid = int(started.stdout.split("SSH_AGENT_PID=", 1)[1].split(";", 1)[0])
+        run(["ssh-add", "-q", self.agent_key], env=dict(os.environ, **self.agent_env()))
         self.port = free_port([h.address for h in self.hosts.values()])
         lines = []
         for host in self.hosts.values():
@@ -252,13 +268,29 @@ class Lab:
         problems = []
         for host in self.hosts.values():
             problems += host.stop()
+        if self.agent_pid is not None:
+            try:
+                os.kill(self.agent_pid, signal.SIGTERM)
+            except OSError:
+                pass
+            self.agent_pid = None
         shutil.rmtree(self.base, ignore_errors=True)
         return problems
 
+    def agent_env(self) -> dict:
+        """The environment that gives a module run the lab's ssh agent (holding ``agent_key`` only)."""
+        return {"SSH_AUTH_SOCK": str(self.agent_socket)}
+
+    def fingerprint(self, key: Path) -> str:
+        return run(["ssh-keygen", "-l", "-f", f"{key}.pub"]).stdout.split()[1]
+
     # ------------------------------------------------------------------ declarations
     def ssh_options(self, host: str, **overrides) -> dict:
+        """How the controller reaches ``host``; a direct stream from it logs in to the other host with
+        the lab key (``direct_key_file``: a file the lab's hosts see at the same path)."""
         options = {"address": self.hosts[host].address, "user": "root", "port": self.port,
-                   "private_key_file": str(self.key), "known_hosts_file": str(self.known_hosts)}
+                   "private_key_file": str(self.key), "known_hosts_file": str(self.known_hosts),
+                   "direct_key_file": str(self.key)}
         options.update(overrides)
         return options
 
@@ -272,12 +304,18 @@ class Lab:
         return {"name": name, "driver": driver, "host": host, "transport": "ssh",
                 "ssh": self.ssh_options(host, **overrides), "pools": self.pools(host)}
 
-    def btrfs_backend(self, host: str) -> dict:
-        """The btrfs backend of ``host``: ``ab`` on stora (pool ``one``), ``bb`` on storb."""
+    def btrfs_backend(self, host: str, data_path: str | None = None, **overrides) -> dict:
+        """The btrfs backend of ``host``: ``ab`` on stora (pool ``one``), ``bb`` on storb
+        (``data_path``: the backend's option; ``overrides``: ssh options)."""
         if host == "storb":
-            return self.backend("storb")
-        return {"name": "ab", "driver": "btrfs", "host": host, "transport": "ssh", "ssh": self.ssh_options(host),
-                "pools": {"one": str(self.hosts[host].mounts["btrfs"] / "one")}}
+            backend = self.backend("storb", **overrides)
+        else:
+            backend = {"name": "ab", "driver": "btrfs", "host": host, "transport": "ssh",
+                       "ssh": self.ssh_options(host, **overrides),
+                       "pools": {"one": str(self.hosts[host].mounts["btrfs"] / "one")}}
+        if data_path is not None:
+            backend["data_path"] = data_path
+        return backend
 
     def backends(self) -> list[dict]:
         return [self.backend("stora"), self.backend("storb")]

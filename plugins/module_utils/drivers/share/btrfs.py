@@ -11,7 +11,8 @@ Layout of a pool (the same paths as the posix driver)::
 
 Driver-assisted migration between two btrfs pools (any two btrfs filesystems of one host, or of
 two hosts: then every operation on the destination goes through the destination backend's own
-driver and transport, ``_side``, and the stream is relayed by this process, ``route``):
+driver and transport, ``_side``, and the stream goes from one host straight to the other, or is
+relayed by this process when the source backend asks for it, ``data_path``):
 
 * phase 1 sends the share's snapshots in creation order (each with ``-p`` the one before), then a
   read-only temporary snapshot of the share (``inc-000001``, ``-p`` the newest share snapshot)
@@ -23,8 +24,9 @@ driver and transport, ``_side``, and the stream is relayed by this process, ``ro
   export and deletes the source, and ``migration_cleanup`` removes the temporary snapshots and the
   source's share snapshots (their copies are verified on the destination).
 
-The stream passes through this process: it is measured, and a ``utimes`` of the received root
-folder with the sent root's times goes in before its closing ``end`` (see root_utimes_command).
+The stream is measured where it passes (this process, or the helper on the sending host), and a
+``utimes`` of the received root folder with the sent root's times goes in there before its closing
+``end`` (see root_utimes_command).
 
 Everything this driver needs to resume is on the filesystems: temporary snapshots are named from
 the migration id and a sequence number, and a received subvolume counts only when its
@@ -51,7 +53,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.pos
 from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.store import META_DIR, now_iso
 from ansible_collections.storage.mobility.plugins.module_utils.transport import openfiles
-from ansible_collections.storage.mobility.plugins.module_utils.transport.ssh import relay_pipe
+from ansible_collections.storage.mobility.plugins.module_utils.transport.ssh import DirectStream, relay_pipe
 
 BTRFS = 'btrfs'
 # btrfs gives the root folder of every subvolume this inode number (BTRFS_FIRST_FREE_OBJECTID).
@@ -88,13 +90,56 @@ class BtrfsShareDriver(PosixShareDriver):
         transports = (getattr(self.backend, 'transport', None), getattr(pool.backend, 'transport', None))
         return self.peer_driver is not None and 'ssh' in transports
 
+    def data_path(self, dst):
+        """How a stream from this driver's host to the host of driver ``dst`` travels: ``same host``,
+        ``direct`` (btrfs send here piped into ssh to the other host, DirectStream) or ``controller``
+        (relayed by the controller, relay_pipe). ``data_path: direct`` (the default) of this
+        (the source) backend takes the direct way when the destination host is reached over ssh; a
+        destination on the controller's own machine receives what comes to the controller."""
+        if dst is self:
+            return 'same host'
+        if getattr(self.backend, 'data_path', 'direct') == 'controller':
+            return 'controller'
+        if getattr(dst.backend, 'transport', None) == 'ssh':
+            return 'direct'
+        return 'to the controller'
+
     def route(self, destination_pool):
         """Which way the send stream goes to ``destination_pool`` (said in the progress and record)."""
         dst = self._side(destination_pool)
-        if dst is self:
+        how = self.data_path(dst)
+        if how == 'same host':
             return 'on storage host %s (btrfs send | btrfs receive there)' % self.backend.host
+        if how == 'direct':
+            src, peer = self.backend.host, destination_pool.backend.host
+            if getattr(self.backend, 'transport', None) != 'ssh':
+                login = "this machine's ssh agent or default keys"
+            elif (self.backend.ssh or {}).get('direct_key_file'):
+                login = 'the key %s on %s' % (self.backend.ssh['direct_key_file'], src)
+            else:
+                login = "the operator's ssh agent forwarded to %s for the stream" % src
+            return ('direct from %s to %s: btrfs send on %s piped into ssh to %s (logging in with %s), btrfs receive '
+                    'on %s; the data does not pass through the controller' % (src, peer, src, peer, login, peer))
+        if how == 'to the controller':
+            return ('direct from %s to %s, the controller\'s own machine: btrfs send on %s over the run\'s ssh '
+                    'connection, btrfs receive here' % (self.backend.host, destination_pool.backend.host,
+                                                        self.backend.host))
         return ('relayed by the controller: btrfs send on %s, btrfs receive on %s, over the run\'s ssh connection '
                 'to each' % (self.backend.host, destination_pool.backend.host))
+
+    def route_facts(self, destination_pool):
+        """What the record's ``migration.btrfs`` says of the way: ``route`` (a sentence) and
+        ``data_path`` (``direct``, ``controller`` or ``same host``)."""
+        how = self.data_path(self._side(destination_pool))
+        return {'route': self.route(destination_pool), 'data_path': 'direct' if how == 'to the controller' else how}
+
+    def check_direct(self, destination_pool, share_name):
+        """Before anything changes: the source host can log in to the destination host (a direct
+        stream), else an error naming both hosts and what failed."""
+        dst = self._side(destination_pool)
+        if self.data_path(dst) == 'direct':
+            DirectStream(self.transport, dst.transport).probe(
+                'check that share %s can be sent to %s' % (share_name, destination_pool))
 
     # -- basics ------------------------------------------------------------------------------
     def _btrfs(self, args, what, check=True):
@@ -288,6 +333,9 @@ class BtrfsShareDriver(PosixShareDriver):
                                                             for n in names[:10]),
                                    ' and %d more' % (len(names) - 10) if len(names) > 10 else ''))
             return result
+        # A direct stream: the source host must reach the destination host (refused here, before
+        # anything changes, naming both hosts and the cause).
+        self.check_direct(destination_pool, share['name'])
         result.update({
             'compatible': True, 'writable': True, 'preserve_metadata': True, 'preserve_snapshots': True,
             # The switchover swaps the subvolume behind the export: open files and mounts of the
@@ -348,6 +396,9 @@ class BtrfsShareDriver(PosixShareDriver):
         dies after passing on half of the stream."""
         die = bool(crash_event and crash_wanted(crash_event))
         if dst is not None and dst is not self:
+            if self.data_path(dst) == 'direct':
+                return DirectStream(self.transport, dst.transport).pipe(
+                    send_argv, recv_argv, what, on_chunk=on_chunk, capture=capture, edit=edit, die_midway=die)
             return relay_pipe(self.transport, dst.transport, send_argv, recv_argv, what, on_chunk=on_chunk,
                               capture=capture, edit=edit, die_midway=die)
         return self.transport.pipe(send_argv, recv_argv, what, on_chunk=on_chunk, capture=capture, edit=edit,
@@ -575,7 +626,7 @@ class BtrfsShareDriver(PosixShareDriver):
                                % (name, destination_pool, '; '.join(problems)))
         self._makedirs(self.staging_dir(source_pool, share), 0o700)
         dst._makedirs(self.staging_dir(destination_pool, share), 0o700)
-        share['migration'].setdefault('btrfs', {})['route'] = self.route(destination_pool)
+        share['migration'].setdefault('btrfs', {}).update(self.route_facts(destination_pool))
         if self._read_progress(source_pool, share) is None:
             self._write_progress(source_pool, share, {'phase': 'initial', 'total_progress': 0, 'bytes_sent': 0,
                                                       'bytes_total': None, 'started_at': now_iso(),
@@ -662,7 +713,7 @@ class BtrfsShareDriver(PosixShareDriver):
         dst_stage = self.staging_dir(destination_pool, share)
         dst = self._side(destination_pool)
         stats = share['migration'].setdefault('btrfs', {})
-        stats['route'] = self.route(destination_pool)
+        stats.update(self.route_facts(destination_pool))
         self.stop_stray_transfers(source_pool, destination_pool, share)
         try:
             if self.transport.lexists(os.path.join(src_stage, FINAL)) and not (self.show(source) or {}).get('readonly'):

@@ -20,7 +20,16 @@ def test_ssh_options_are_kept_with_their_defaults():
     backend = Backends([spec()]).backends[0]
     assert backend.transport == "ssh"
     assert backend.ssh == {"address": "10.0.0.5", "user": "admin", "port": 2222, "private_key_file": "/keys/id",
-                           "known_hosts_file": "/keys/known_hosts", "host_key_checking": "strict", "become": False}
+                           "known_hosts_file": "/keys/known_hosts", "host_key_checking": "strict", "become": False,
+                           "direct_address": None, "direct_key_file": None}
+
+
+def test_data_path_defaults_to_direct_and_takes_controller():
+    assert Backends([spec()]).backends[0].data_path == "direct"
+    assert Backends([spec(data_path="controller")]).backends[0].data_path == "controller"
+    assert Backends([spec(transport=None, ssh=None)]).backends[0].data_path == "direct"
+    both = Backends([spec(ssh={"direct_address": "10.9.0.5", "direct_key_file": "/root/.ssh/id_peer"})]).backends[0]
+    assert both.ssh["direct_address"] == "10.9.0.5" and both.ssh["direct_key_file"] == "/root/.ssh/id_peer"
 
 
 def test_the_address_defaults_to_the_backend_host():
@@ -55,6 +64,10 @@ def test_local_backends_have_no_ssh_options():
     ({"ssh": {"known_hosts_file": "kh"}}, "Invalid ssh known_hosts_file of backend be1 'kh'"),
     ({"ssh": {"host_key_checking": "no"}}, "Invalid ssh host_key_checking 'no' for backend be1: choose one of strict, accept-new"),
     ({"ssh": {"become": "yes"}}, "Invalid ssh become 'yes' for backend be1: true or false"),
+    ({"ssh": {"direct_address": "-oProxyCommand=x"}}, "Invalid ssh direct_address '-oProxyCommand=x' for backend be1"),
+    ({"ssh": {"direct_key_file": "id"}}, "Invalid ssh direct_key_file of backend be1 'id'"),
+    ({"ssh": {"direct_key_file": "/k/%d/id"}}, "Invalid ssh direct_key_file '/k/%d/id' for backend be1: it must not contain '%'"),
+    ({"data_path": "sideways"}, "Invalid data_path 'sideways' for backend be1: choose one of direct, controller"),
     ({"transport": "local"}, "Backend be1 sets ssh options but uses transport local"),
     ({"transport": "rest"}, "Invalid transport rest for backend be1"),
 ])

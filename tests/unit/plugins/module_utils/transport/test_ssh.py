@@ -321,7 +321,9 @@ def test_btrfs_host_to_host_is_routed_through_the_peer_driver(tmp_path):
     a, b, pa, pb = _btrfs_pair(tmp_path, "ssh", "ssh")
     assert a._side(pa) is a and a._side(pb) is b
     assert a.reaches_host_of(pb)
-    assert "relayed by the controller" in a.route(pb) and "h1" in a.route(pb) and "h2" in a.route(pb)
+    # The default data_path is direct: host to host, the data never through the controller.
+    assert a.route(pb).startswith("direct from h1 to h2: btrfs send on h1 piped into ssh to h2")
+    assert a.route_facts(pb)["data_path"] == "direct"
     assert "on storage host h1" in a.route(pa)
     # Without the run's peers (a driver made alone), the other host is refused, never taken for this one.
     lone, _b, _pa, lone_pb = _btrfs_pair(tmp_path / "lone", "ssh", "ssh", peers=False)
