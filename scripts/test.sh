@@ -238,7 +238,7 @@ stage_campaign() {
 # Measured in one CI-like run: the host lane (then with the cleanup, preservation and evacuation
 # files too) was the last to end, 30 minutes after the other two lanes.
 HOST_LANE="tests/integration/test_host_migration.py tests/integration/test_targets.py"
-REMOTE_LANE="tests/integration/test_ssh_storage.py tests/integration/test_ssh_transport.py
+REMOTE_LANE="tests/integration/test_ssh_storage.py tests/integration/test_ssh_transport.py tests/integration/test_ssh_direct.py
 tests/integration/test_ssh_hosts.py tests/integration/test_progress.py tests/integration/test_volume_file.py
 tests/integration/test_preservation.py"
 REPLICA_LANE="tests/integration/test_replication.py tests/integration/test_replication_crash.py
