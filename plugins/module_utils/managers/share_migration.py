@@ -254,8 +254,8 @@ class ShareMigrationManager(object):
             if mig.get('mechanism') == HostAssisted.name and writable_copy(mig) and not mig.get('source_read_only'):
                 actions.append('set the source read-only for the final pass (it stayed writable during phase 1)')
             actions += ['switch share %s from %s to %s' % (name, source, dest),
-                       'apply access rules to the destination', 'delete the source instance',
-                       'task_state %s -> migration_completing -> migration_success' % ts]
+                        'apply access rules to the destination', 'delete the source instance',
+                        'task_state %s -> migration_completing -> migration_success' % ts]
             if ctx.check_mode:
                 predicted = copy.deepcopy(record)
                 predicted['task_state'] = states.MIGRATION_SUCCESS
