@@ -312,6 +312,7 @@ class HostAssisted(MigrationMechanism):
         if copy_report is not None:
             check_report(record, copy_report, final=True)
         if writable_copy(mig) and not mig.get('source_read_only'):
+            self._refuse_running_increment(record, pool, source)
             self._read_only_for_final_pass(record, pool)
         if not mig.get('final_verified'):
             if copy_report is None:
@@ -387,6 +388,21 @@ class HostAssisted(MigrationMechanism):
         result['msg'] = msg
         result['warnings'] = [msg]
         return result
+
+    def _refuse_running_increment(self, record, pool, source):
+        """Phase 2 does not start while the copy job of an increment still copies into the destination
+        (seen where its status file is on this machine): the final pass would copy next to it."""
+        mig = record['migration']
+        progress = live_copy_progress({'copy_job': mig.get('copy_job')}) if mig.get('increment_pass') else None
+        if not progress or progress.get('state') != 'running':
+            return
+        back = mig.get('phase1_state') or states.DATA_COPYING_COMPLETED
+        why = 'its increment (copy job %s) is still copying on the data node' % (mig.get('copy_job') or {}).get('job_id')
+        mig['error'] = 'Switchover refused, nothing was switched: %s' % why
+        self.steps.set_state(record, pool, 'switchover refused: an increment is still copying', back)
+        raise StorageError('Failed to complete the migration of share %s: %s. Nothing was switched: the share is back in '
+                           '%s on %s, writable; let the increment finish (rerun phase 1 to wait for it) and complete '
+                           'again, or cancel' % (record['name'], why, back, source))
 
     def _read_only_for_final_pass(self, record, pool):
         """Phase 2 of a writable copy: the source becomes read-only (the read-only point, kept as

@@ -316,3 +316,18 @@ def test_a_refused_phase2_gives_the_source_back_writable(env, share, jobs, modes
     assert modes == ["ro", "rw", "ro"]
     assert complete(env, copy_report=data_mover(jobs, asked["copy_plan"]))["task_state"] == states.MIGRATION_SUCCESS
     assert tree_state(env.share_path(env.B, "s1")) is not None
+
+
+def test_phase2_waits_for_an_increment_that_still_copies(env, share, jobs, modes, tmp_path):
+    to_phase1_done(env, jobs)
+    start(env)  # an increment handed out; its job copies (its status file says running)
+    status = tmp_path / "status.json"
+    status.write_text('{"state": "running", "phase": "copying"}')
+    env.edit("s1", migration=lambda rec: rec["migration"].update(copy_job={"job_id": "j", "status_file": str(status)}))
+    with pytest.raises(StorageError, match="its increment \\(copy job j\\) is still copying"):
+        complete(env)
+    rec = env.read_record(env.A, "s1")
+    assert rec["task_state"] == states.DATA_COPYING_COMPLETED and rec["migration"]["source_read_only"] is False
+    assert modes == [], "the source became read-only although phase 2 did not start"
+    status.write_text('{"state": "completed", "phase": "done"}')
+    assert complete(env)["copy_plan"]["final_pass"] is True and modes == ["ro"]
