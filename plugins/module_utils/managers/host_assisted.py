@@ -222,6 +222,7 @@ class HostAssisted(MigrationMechanism):
         mig['copy'] = copy_summary(report)
         if unverified is not None:
             mig['copy'].update(verified=False, unverified=unverified)
+            mig['copy'].pop('verified_at', None)
         mig.pop('reported_progress', None)
         mig['phase1_done_at'] = now_iso()
         steps.set_state(record, pool, 'phase 1 done: copy verified' if unverified is None else

@@ -159,7 +159,7 @@ def test_a_first_copy_that_users_outran_is_kept_unverified(env, share, modes):
     result = start(env, copy_report=outrun)
     assert result["task_state"] == states.DATA_COPYING_COMPLETED
     copy = env.read_record(env.A, "s1")["migration"]["copy"]
-    assert copy["verified"] is False and "Verification failed" in copy["unverified"]
+    assert copy["verified"] is False and "Verification failed" in copy["unverified"] and "verified_at" not in copy
     assert os.path.isdir(env.share_path(env.B, "s1")) and modes == []
 
 
