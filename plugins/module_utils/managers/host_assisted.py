@@ -253,6 +253,10 @@ class HostAssisted(MigrationMechanism):
         before its verification keeps the migration in data_copying_completed, with the destination
         as far as it got (the final pass copies and verifies everything before any switch)."""
         mig = record['migration']
+        if report.get('pass_id') not in (None, mig['increment_pass']):
+            raise InvalidRequest('Refusing the copy report for share %s: it was made for pass %s, not for the increment '
+                                 '(pass %s) that phase 1 waits for; nothing was changed'
+                                 % (record['name'], report.get('pass_id'), mig['increment_pass']))
         problem = report_failure(report)
         if problem and not copied_while_written(report, current_pass(record, final=False)):
             mig.pop('increment_pass', None)

@@ -196,9 +196,13 @@ def test_every_rerun_of_phase1_sends_an_increment_and_says_how_much_changed(env,
     assert plan["report_signing"]["pass_id"] != first["report_signing"]["pass_id"], "an increment needs a pass of its own"
     again = start(env)
     assert again["changed"] is False and again["copy_plan"] == plan, "a rerun before the report drew another pass"
-    # The report of the pass before is not the increment's.
+    # The report of the pass before is not the increment's, signed or not (a failure needs no signature).
     with pytest.raises(InvalidRequest, match="Refusing the copy report"):
         start(env, copy_report=report(first))
+    revision = env.read_record(env.A, "s1")["revision"]
+    with pytest.raises(InvalidRequest, match="not for the increment"):
+        start(env, copy_report=report(first, sign=False, state="failed", verified=False, error="old"))
+    assert env.read_record(env.A, "s1")["revision"] == revision
 
     taken = start(env, copy_report=data_mover(jobs, plan))
     increment = taken["increment"]
