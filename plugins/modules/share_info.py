@@ -86,7 +86,11 @@ shares:
       type: str
       sample: /srv/exports/projects
     migration:
-      description: The last migration of the share, with its mechanism, timings, error and driver refusal.
+      description:
+        - The last migration of the share, with its mechanism, timings, error and driver refusal.
+        - Host-assisted, C(read_only_at) and C(read_only_seconds) - the read-only window, from the point the source
+          became read-only (the start of phase 1, or of phase 2 for a writable copy) to the switch, or so far while
+          it is read-only; a writable copy also has C(increments) (how much each rerun of phase 1 copied).
       type: dict
       sample: {destination_pool: stor1@generic1#beta, mechanism: driver, driver_refusal: null}
     cleanup_pending:

@@ -15,7 +15,8 @@ description:
     C(task_state) values, validation order and transitions.
   - V(started) runs phase 1 while users keep access. A driver-assisted migration is tried first;
     when the driver cannot move the share and all four flags are false (and the share has no
-    snapshots), a host-assisted copy is used. The source is then read-only, a destination instance
+    snapshots), a host-assisted copy is used (with O(writable) alone, a writable one: see O(writable)).
+    The source is then read-only, a destination instance
     is created and the module returns a C(copy_plan) for the P(storage.mobility.data_mover#role) role,
     which copies and verifies on a data node. Calling V(started) again with O(copy_report) set to
     the role's verified report moves the share to V(data_copying_completed). The playbooks
@@ -72,7 +73,19 @@ options:
         O(state=completed) it is checked against the running migration.
     type: str
   writable:
-    description: The source must stay writable during phase 1.
+    description:
+      - The source must stay writable during phase 1.
+      - A driver that can move the share must keep it writable (driver-assisted; otherwise V(migration_error)).
+      - When the driver cannot move the share at all (posix pools on different filesystems) and no other flag
+        is set, the migration is host-assisted in a writable mode (beyond the reference, which allows a host copy
+        only without flags). Phase 1 leaves the source's export writable while a data node copies and verifies
+        (a verification that users' writes outran keeps the copy, unverified); each later run of V(started) in
+        V(data_copying_completed) sends an increment of what changed (C(increment) in the result,
+        C(migration.increments) in the record). V(completed) makes the source read-only first
+        (C(migration.read_only_at)), then looks for open writers, runs the final pass and its verification and
+        switches; the read-only window is C(migration.read_only_seconds). See C(docs/share_migration.md).
+      - V(false) keeps the reference's host-assisted behaviour (the source read-only from the start of phase 1).
+        Cannot be combined with O(force_host_assisted_migration).
     type: bool
     default: false
   preserve_metadata:
@@ -216,7 +229,9 @@ total_progress:
 migration:
   description:
   - The migration record - id, pools, mechanism, requested flags, driver compatibility,
-    driver refusal, error, timings (C(switchover_seconds) after phase 2).
+    driver refusal, error, timings (C(switchover_seconds) after phase 2; host-assisted, C(read_only_at) and
+    C(read_only_seconds), the read-only window from that point to the switch, or so far while the source is
+    read-only), and for a writable host copy C(increments) and C(increment_count).
   - With the btrfs driver, C(btrfs.data_path) (V(direct), V(controller) or V(same host)) and C(btrfs.route)
     say which way the data went between two storage hosts (O(backends[].data_path), docs/hosts.md).
   returned: always
@@ -239,6 +254,14 @@ progress:
   type: list
   elements: dict
   sample: [{task_state: migration_driver_in_progress, total_progress: 50}, {task_state: migration_driver_phase1_done, total_progress: 100}]
+increment:
+  description:
+    - A writable host copy (O(writable)) - the increment whose report this run took, with how much changed since
+      the pass before (C(files) and C(bytes) rsync transferred, C(deleted), C(created)), its C(number), C(copy_seconds)
+      and whether it was C(verified).
+  returned: when the run took the report of an increment
+  type: dict
+  sample: {number: 1, files: 120, bytes: 5242880, deleted: 0, created: 120, copy_seconds: 1.2, verified: true}
 copy_required:
   description: True when a data node must copy before the migration can go on (host-assisted).
   returned: when a copy plan is returned

@@ -16,14 +16,26 @@ a verified copy (managers/copy_reports.py).
 Just before every switch, under the share's lock with the source read-only, both instances are
 sealed again (data_copy/seal.py) and compared with the seals of the signed final report; when
 anything changed since that verification, nothing is switched and a new final pass is asked for.
+
+A *writable* host copy (``writable: true`` on pools the driver cannot move between, see
+ShareMigrationManager.plan_mechanism) keeps the source writable through phase 1: the first copy and
+its verification run while users write, so a verification that the users' writes outran is taken
+as an unverified copy (the final pass is the proof); every rerun of phase 1 after
+data_copying_completed hands out a new phase-1 pass, an *increment*, whose report says how much
+changed. Phase 2 makes the source read-only first (``read_only_at``), then looks for open writers,
+runs the final pass and switches as above. A phase 2 that goes back to data_copying_completed
+makes the source writable again.
 """
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import time
+
 from ansible_collections.storage.mobility.plugins.module_utils import states
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import layout
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.exports import access_mode
 from ansible_collections.storage.mobility.plugins.module_utils.managers.copy_reports import (
     check_report, copy_summary, current_pass, draw_pass, final_job_id, forget_final_pass, report_failure)
 from ansible_collections.storage.mobility.plugins.module_utils.managers.migration_mechanism import MigrationMechanism
@@ -33,6 +45,39 @@ from ansible_collections.storage.mobility.plugins.module_utils.transport import 
 
 DEFAULT_HASH = 'xxh128'
 SIDES = ('source', 'destination')
+# The record keeps the figures of this many increments of a writable copy (the count is always kept).
+KEPT_INCREMENTS = 20
+
+
+def writable_copy(mig):
+    """True for a host-assisted migration whose source stays writable in phase 1 (writable=true)."""
+    return bool(((mig or {}).get('requested') or {}).get('writable'))
+
+
+def copied_while_written(report, current):
+    """True when the job of ``report`` (of the pass ``current``) copied to the end and ran its
+    verification, which did not prove a match: what users of a writable source do while it is
+    copied. A copy that failed before its verification (rsync's error, a full pool, a cancel) is
+    not: that is a failed copy."""
+    if not isinstance(report, dict) or report.get('state') not in ('completed', 'failed'):
+        return False
+    if report.get('pass_id') != (current or {}).get('id'):
+        return False
+    if report.get('verification') == 'failed':
+        return True
+    return any(isinstance(item, dict) and item.get('phase') == 'verifying' for item in report.get('phases') or [])
+
+
+def increment_summary(report, unverified=None):
+    """What the record keeps of an increment: how much changed since the last pass (files and bytes
+    rsync transferred, entries it deleted; None when the report does not say), whether it verified."""
+    stats = report.get('rsync_stats') or {}
+    summary = {'pass_id': report.get('pass_id'), 'files': stats.get('transferred'), 'bytes': stats.get('transferred_size'),
+               'deleted': stats.get('deleted'), 'created': stats.get('created'), 'copy_seconds': report.get('copy_seconds'),
+               'verified': unverified is None, 'at': now_iso()}
+    if unverified is not None:
+        summary['unverified'] = unverified
+    return summary
 
 
 class HostAssisted(MigrationMechanism):
@@ -82,7 +127,8 @@ class HostAssisted(MigrationMechanism):
         name = record['name']
         actions = [
             'host-assisted migration of share %s from %s to %s (%s)' % (name, pool, dest, migration['driver_refusal']),
-            'set the source read-only for the copy',
+            'keep the source writable during phase 1 (writable=true): the final pass of phase 2 runs with it read-only'
+            if writable_copy(migration) else 'set the source read-only for the copy',
             'create destination instance in pool %s (status migrating_to)' % dest,
             'hand the copy plan to a data node (storage.mobility.data_mover) and wait for its verified report',
             'task_state migration_starting -> data_copying_starting',
@@ -98,21 +144,30 @@ class HostAssisted(MigrationMechanism):
         if record.get('task_state') != states.MIGRATION_STARTING:
             return
         steps = self.steps
+        mig = record['migration']
         try:
-            steps.source_read_only(record, pool)
+            if writable_copy(mig):
+                event = 'source kept writable, destination created'
+            else:
+                mig['read_only_at'], mig['read_only_epoch'] = now_iso(), time.time()
+                steps.source_read_only(record, pool)
+                event = 'source read-only, destination created'
             steps.add_destination(record, dest)
             if current_pass(record, final=False) is None:
                 draw_pass(record, final=False)
-            steps.set_state(record, pool, 'source read-only, destination created', states.DATA_COPYING_STARTING)
+            steps.set_state(record, pool, event, states.DATA_COPYING_STARTING)
         except Exception as exc:
             steps.fail_phase1(record, pool, dest, exc)
 
     def attach(self, record, pool, before, wait, timeout, sleep, copy_job=None, copy_report=None):
         """A rerun of the same start on a host-assisted migration: resume, note the running copy,
         or take the copy report."""
+        ts = record.get('task_state')
+        if (ts == states.DATA_COPYING_COMPLETED and writable_copy(record['migration']) and copy_job is None
+                and copy_report is None):
+            return self._increment(record, pool, before)
         if self.ctx.check_mode:
             return self._plan_result(False, before, record, pool, [])
-        ts = record.get('task_state')
         if ts == states.MIGRATION_STARTING:
             self._start_steps(record, pool, self.steps.pools(record)[1])
             ts = record.get('task_state')
@@ -146,20 +201,82 @@ class HostAssisted(MigrationMechanism):
     def _take_phase1_report(self, record, pool, before, report):
         steps = self.steps
         ts = record.get('task_state')
+        mig = record['migration']
         check_report(record, report, final=False)
         if ts == states.DATA_COPYING_COMPLETED:
+            if writable_copy(mig) and mig.get('increment_pass'):
+                return self._take_increment(record, pool, before, report)
             return steps.result(False, before, record, pool, [])
         if ts not in states.DATA_COPYING_PENDING:
             raise InvalidRequest('Cannot take a copy report for share %s in task_state %s' % (record['name'], ts))
         problem = report_failure(report)
-        if problem:
+        unverified = None
+        if problem and writable_copy(mig) and copied_while_written(report, current_pass(record, final=False)):
+            # Users wrote while the data node copied and verified: the copy is kept, unverified;
+            # the final pass (with the source read-only) copies and verifies everything.
+            unverified = problem
+        elif problem:
             self._fail_copy(record, pool, problem, report)
-        steps.set_state(record, pool, 'copy verified', states.DATA_COPYING_COMPLETING)
-        record['migration']['copy'] = copy_summary(report)
-        record['migration'].pop('reported_progress', None)
-        record['migration']['phase1_done_at'] = now_iso()
-        steps.set_state(record, pool, 'phase 1 done: copy verified', states.DATA_COPYING_COMPLETED)
-        return steps.result(True, before, record, pool, ['record the verified copy', 'task_state -> data_copying_completed'])
+        steps.set_state(record, pool, 'copy verified' if unverified is None else 'copy done while users wrote (unverified)',
+                        states.DATA_COPYING_COMPLETING)
+        mig['copy'] = copy_summary(report)
+        if unverified is not None:
+            mig['copy'].update(verified=False, unverified=unverified)
+            mig['copy'].pop('verified_at', None)
+        mig.pop('reported_progress', None)
+        mig['phase1_done_at'] = now_iso()
+        steps.set_state(record, pool, 'phase 1 done: copy verified' if unverified is None else
+                        'phase 1 done: copied while the source stayed writable', states.DATA_COPYING_COMPLETED)
+        return steps.result(True, before, record, pool, ['record the %s copy' % ('verified' if unverified is None else 'unverified'),
+                                                         'task_state -> data_copying_completed'])
+
+    # -- increments of a writable copy -------------------------------------------------------
+    def _increment(self, record, pool, before):
+        """A rerun of phase 1 in data_copying_completed with the source writable: hand out an
+        increment (a new phase-1 pass of the same job, which the data mover runs again: rsync copies
+        what changed since the last pass). A rerun before its report arrived hands out the same plan."""
+        mig = record['migration']
+        source, dest = self.steps.pools(record)
+        pending = mig.get('increment_pass') and mig['increment_pass'] == (current_pass(record, final=False) or {}).get('id')
+        actions = [] if pending else ['copy the changes to share %s since the last pass to %s (an increment)' % (record['name'], dest)]
+        if not pending:
+            drawn = draw_pass(record, final=False)
+            mig['increment_pass'] = drawn['id']
+            if not self.ctx.check_mode:
+                self.ctx.repo.save(record, pool, 'phase 1 increment %d handed out (pass %s)'
+                                   % (int(mig.get('increment_count') or 0) + 1, drawn['id']))
+        extra = {'copy_required': True, 'copy_plan': self.copy_plan(record, source, dest)}
+        return self.steps.result(not pending, before, record, pool, actions, extra)
+
+    def _take_increment(self, record, pool, before, report):
+        """The report of an increment: its figures in the record (and the result); a copy that failed
+        before its verification keeps the migration in data_copying_completed, with the destination
+        as far as it got (the final pass copies and verifies everything before any switch)."""
+        mig = record['migration']
+        if report.get('pass_id') not in (None, mig['increment_pass']):
+            raise InvalidRequest('Refusing the copy report for share %s: it was made for pass %s, not for the increment '
+                                 '(pass %s) that phase 1 waits for; nothing was changed'
+                                 % (record['name'], report.get('pass_id'), mig['increment_pass']))
+        problem = report_failure(report)
+        if problem and not copied_while_written(report, current_pass(record, final=False)):
+            mig.pop('increment_pass', None)
+            mig['increment_error'] = problem
+            self.ctx.repo.save(record, pool, 'phase 1 increment failed: %s' % problem)
+            raise StorageError('Failed to copy the changes to share %s since the last pass: %s. The migration stays in %s '
+                               'with its source writable; the final pass of phase 2 copies and verifies everything before '
+                               'any switch: run phase 1 again, complete or cancel'
+                               % (record['name'], problem, record.get('task_state')), copy_report=report)
+        increment = increment_summary(report, problem)
+        mig['increment_count'] = int(mig.get('increment_count') or 0) + 1
+        increment['number'] = mig['increment_count']
+        mig['increments'] = (list(mig.get('increments') or []) + [increment])[-KEPT_INCREMENTS:]
+        mig.pop('increment_pass', None)
+        mig.pop('increment_error', None)
+        self.ctx.repo.save(record, pool, 'phase 1 increment %d: %s files, %s bytes changed since the last pass%s'
+                           % (increment['number'], increment['files'], increment['bytes'],
+                              '' if problem is None else ' (unverified: the source changed meanwhile)'))
+        return self.steps.result(True, before, record, pool, ['record increment %d' % increment['number']],
+                                 {'increment': increment})
 
     def _fail_copy(self, record, pool, problem, report):
         """A failed or unverified copy: data_copying_error with the source restored and the error
@@ -199,6 +316,9 @@ class HostAssisted(MigrationMechanism):
         mig = record['migration']
         if copy_report is not None:
             check_report(record, copy_report, final=True)
+        if writable_copy(mig) and not mig.get('source_read_only'):
+            self._refuse_running_increment(record, pool, source)
+            self._read_only_for_final_pass(record, pool)
         if not mig.get('final_verified'):
             if copy_report is None:
                 self._refuse_open_writers(record, pool, source, open_writers_wait, after_final=False)
@@ -212,6 +332,7 @@ class HostAssisted(MigrationMechanism):
                 # The next completion hands out a new final pass.
                 forget_final_pass(record)
                 back = mig.get('phase1_state') or states.DATA_COPYING_COMPLETED
+                self._writable_again(record, pool)
                 self.steps.set_state(record, pool, 'final pass failed: %s' % problem, back)
                 raise StorageError('Failed to complete the migration of share %s: the final pass %s. Nothing was switched: '
                                    'the share is back in %s on %s with its source intact; fix the cause and complete again, '
@@ -273,6 +394,41 @@ class HostAssisted(MigrationMechanism):
         result['warnings'] = [msg]
         return result
 
+    def _refuse_running_increment(self, record, pool, source):
+        """Phase 2 does not start while the copy job of an increment still copies into the destination
+        (seen where its status file is on this machine): the final pass would copy next to it."""
+        mig = record['migration']
+        progress = live_copy_progress({'copy_job': mig.get('copy_job')}) if mig.get('increment_pass') else None
+        if not progress or progress.get('state') != 'running':
+            return
+        back = mig.get('phase1_state') or states.DATA_COPYING_COMPLETED
+        why = 'its increment (copy job %s) is still copying on the data node' % (mig.get('copy_job') or {}).get('job_id')
+        mig['error'] = 'Switchover refused, nothing was switched: %s' % why
+        self.steps.set_state(record, pool, 'switchover refused: an increment is still copying', back)
+        raise StorageError('Failed to complete the migration of share %s: %s. Nothing was switched: the share is back in '
+                           '%s on %s, writable; let the increment finish (rerun phase 1 to wait for it) and complete '
+                           'again, or cancel' % (record['name'], why, back, source))
+
+    def _read_only_for_final_pass(self, record, pool):
+        """Phase 2 of a writable copy: the source becomes read-only (the read-only point, kept as
+        ``read_only_at``) before open writers are looked for and the final pass is handed out."""
+        mig = record['migration']
+        mig['read_only_at'], mig['read_only_epoch'] = now_iso(), time.time()
+        self.steps.source_read_only(record, pool)
+        self.ctx.repo.save(record, pool, 'source read-only for the final pass (it stayed writable during phase 1)')
+
+    def _writable_again(self, record, pool):
+        """A phase 2 of a writable copy that goes back to data_copying_completed gives the users their
+        writable source back (the next phase 2 makes it read-only again); the caller records it."""
+        mig = record['migration']
+        if not writable_copy(mig) or not mig.get('source_read_only'):
+            return
+        self.ctx.driver(pool).export().apply(record['name'], active_instance(record)['path'],
+                                             access_mode(record['access_rules']))
+        mig['source_read_only'] = False
+        for key in ('read_only_at', 'read_only_epoch'):
+            mig.pop(key, None)
+
     def _switch_begun(self, record, dest):
         """True once _switch may have changed something: the destination is available, or an
         enforcing export already serves it."""
@@ -328,6 +484,7 @@ class HostAssisted(MigrationMechanism):
         back = mig.get('phase1_state') or states.DATA_COPYING_COMPLETED
         mig['error'] = 'Switchover refused, nothing was switched: %s' % why
         mig['open_writers'] = remaining or found
+        self._writable_again(record, pool)
         self.steps.set_state(record, pool, 'switchover refused: open writers', back)
         raise StorageError('Failed to complete the migration of share %s: %s. Nothing was switched: the share is back '
                            'in %s on %s with its source intact; stop those processes (or let open_writers_wait wait '

@@ -8,6 +8,7 @@ __metaclass__ = type
 
 import copy
 import ipaddress
+import time
 import uuid
 
 from ansible_collections.storage.mobility.plugins.module_utils import states
@@ -160,6 +161,11 @@ class ShareManager(ShareService):
             # One truth: the progress the record keeps says what total_progress says.
             result['progress'] = dict(result.get('progress') or {}, total_progress=result['total_progress'])
         result['busy'] = states.is_busy(record.get('task_state'))
+        mig = result.get('migration')
+        if (isinstance(mig, dict) and mig.get('source_read_only') and mig.get('read_only_epoch')
+                and mig.get('read_only_seconds') is None and result['busy']):
+            # The read-only window so far (the switch records the whole of it).
+            mig['read_only_seconds'] = round(max(0.0, time.time() - mig['read_only_epoch']), 3)
         return result
 
     # -- create / update ---------------------------------------------------------------------

@@ -29,7 +29,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.exports import ac
 from ansible_collections.storage.mobility.plugins.module_utils.managers import cleanup
 from ansible_collections.storage.mobility.plugins.module_utils.managers.copy_reports import check_report
 from ansible_collections.storage.mobility.plugins.module_utils.managers.driver_assisted import DriverAssisted
-from ansible_collections.storage.mobility.plugins.module_utils.managers.host_assisted import HostAssisted
+from ansible_collections.storage.mobility.plugins.module_utils.managers.host_assisted import HostAssisted, writable_copy
 from ansible_collections.storage.mobility.plugins.module_utils.managers.migration_steps import MigrationSteps
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import (
     ShareManager, active_instance, check_extra_specs, normalize_share_type)
@@ -139,7 +139,11 @@ class ShareMigrationManager(object):
             refusal = ('the driver cannot honour %s' % ', '.join('%s=true' % f for f in missing)) if missing else None
         if refusal is None:
             return DriverAssisted.name, compat, None
-        if wanted:
+        # Beyond the reference: with only writable asked for and a driver that cannot move the share
+        # at all (posix pools on different filesystems), a host copy keeps the source writable in
+        # phase 1 and makes it read-only for the final pass of phase 2 (docs/share_migration.md).
+        writable_copy = wanted == ['writable'] and not compat.get('compatible')
+        if wanted and not writable_copy:
             return 'error', compat, refusal
         if record.get('snapshots'):
             raise InvalidRequest('Cannot migrate share %s to %s: driver-assisted migration is not possible (%s) and '
@@ -246,9 +250,12 @@ class ShareMigrationManager(object):
             mechanism = self._mechanism(record)
             if copy_report is not None:
                 mechanism.check_completion_report(record, copy_report)
-            actions = ['switch share %s from %s to %s' % (name, source, dest),
-                       'apply access rules to the destination', 'delete the source instance',
-                       'task_state %s -> migration_completing -> migration_success' % ts]
+            actions = []
+            if mig.get('mechanism') == HostAssisted.name and writable_copy(mig) and not mig.get('source_read_only'):
+                actions.append('set the source read-only for the final pass (it stayed writable during phase 1)')
+            actions += ['switch share %s from %s to %s' % (name, source, dest),
+                        'apply access rules to the destination', 'delete the source instance',
+                        'task_state %s -> migration_completing -> migration_success' % ts]
             if ctx.check_mode:
                 predicted = copy.deepcopy(record)
                 predicted['task_state'] = states.MIGRATION_SUCCESS
@@ -296,9 +303,11 @@ class ShareMigrationManager(object):
         mig['completed_at'] = now_iso()
         if mig.get('completing_started_epoch'):
             mig['switchover_seconds'] = round(time.time() - mig['completing_started_epoch'], 3)
-        if mig.get('source_read_only') and mig.get('started_epoch'):
-            # Users could read but not write the share from phase 1 until this switch.
-            mig['read_only_seconds'] = round(time.time() - mig['started_epoch'], 3)
+        read_only_epoch = mig.get('read_only_epoch') or mig.get('started_epoch')
+        if mig.get('source_read_only') and read_only_epoch:
+            # Users could read but not write the share from the read-only point (the start of
+            # phase 1, or of phase 2 for a writable host copy) until this switch.
+            mig['read_only_seconds'] = round(time.time() - read_only_epoch, 3)
         mig['error'] = None
         new = copy.deepcopy(record)
         dst_inst = self.steps.instance(new, 'destination')

@@ -399,10 +399,13 @@ def test_different_filesystems_without_flags_host_copy_unavailable_and_nothing_c
     assert env.read_record(env.A, "s1")["task_state"] is None
 
 
-def test_different_filesystems_with_a_flag_is_a_driver_refusal(env, share, monkeypatch):
+@pytest.mark.parametrize("flags", [{"preserve_metadata": True}, {"writable": True, "preserve_metadata": True},
+                                   {"writable": True, "preserve_snapshots": True}])
+def test_different_filesystems_with_a_flag_a_host_copy_cannot_honour_is_a_driver_refusal(env, share, monkeypatch, flags):
+    # writable=true alone is a writable host copy there (test_writable_host_copy.py).
     fake_other_filesystem(monkeypatch, env.pool_path(env.B))
     with pytest.raises(StorageError) as info:
-        start(env, {"writable": True})
+        start(env, flags)
     assert not isinstance(info.value, InvalidRequest)
     rec = env.read_record(env.A, "s1")
     assert rec["task_state"] == states.MIGRATION_ERROR
