@@ -37,8 +37,9 @@ pytestmark = pytest.mark.skipif(not is_root(), reason="needs root: sshd per lab 
 FLAGS = {"writable": True, "preserve_metadata": True, "preserve_snapshots": True, "nondisruptive": False}
 
 
-def our_ssh_processes() -> list[str]:
-    """Command lines of ssh processes this collection started (their control sockets are in mobility-ssh-*)."""
+def our_ssh_processes(addresses=None) -> list[str]:
+    """Command lines of ssh processes this collection started (their control sockets are in
+    mobility-ssh-*); with ``addresses``, only those that name one of them (one lab's hosts)."""
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -48,7 +49,9 @@ def our_ssh_processes() -> list[str]:
         except OSError:
             continue
         if argv and argv[0] == b"ssh" and any(b"mobility-ssh-" in a for a in argv):
-            found.append(" ".join(a.decode() for a in argv))
+            line = " ".join(a.decode() for a in argv)
+            if addresses is None or any(address in line for address in addresses):
+                found.append(line)
     return found
 
 
@@ -98,11 +101,13 @@ def lab(ssh_lab):  # pylint: disable=redefined-outer-name
 
 
 @pytest.fixture
-def no_leftovers():
+def no_leftovers(lab):
+    """Nothing of the test's connections stays: no ssh process of this lab's hosts, no new
+    connection folder. (Another lab on other addresses may run beside this one.)"""
     before = set(glob.glob("/tmp/mobility-ssh-*"))
     yield
-    assert our_ssh_processes() == []
-    assert set(glob.glob("/tmp/mobility-ssh-*")) == before
+    assert our_ssh_processes([host.address for host in lab.hosts.values()]) == []
+    assert set(glob.glob("/tmp/mobility-ssh-*")) - before == set()
 
 
 @pytest.mark.parametrize("pool, host", [("stora@pa#ext4", "stora"), ("stora@pa#xfs", "stora"), ("storb@bb#one", "storb")])
@@ -410,4 +415,4 @@ def test_a_controller_killed_in_the_middle_of_a_transfer_then_reruns_converge(la
     assert done["task_state"] == "migration_success"
     assert lab.ssh("storb", ["sh", "-c", 'cd "$1" && sha256sum big small', "sh",
                              done["share"]["export_location"]]).stdout == sums
-    assert our_ssh_processes() == []
+    assert our_ssh_processes([host.address for host in lab.hosts.values()]) == []

@@ -308,7 +308,7 @@ def test_migrate_volume_playbook_prints_progress_and_finishes(lab):
     before = content_sha256(image, "raw")
     extra = lab["work"] / "extra.json"
     extra.write_text(json.dumps({"mobility_volume_backends": lab["backends"], "volume": "pb",
-                                 "host": "localhost@blocks#e1", "rate_limit": 4 * MIB, "poll_seconds": 1,
+                                 "host": "localhost@blocks#e1", "rate_limit": MIB, "poll_seconds": 1,
                                  "ansible_python_interpreter": sys.executable}))
     proc = subprocess.run([_ansible_playbook(), "-i", "localhost,", "-c", "local", "-e", "@%s" % extra,
                            str(Path(__file__).resolve().parents[2] / "playbooks" / "migrate_volume.yml")],

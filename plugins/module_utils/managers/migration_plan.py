@@ -154,7 +154,9 @@ def mechanism_for(share, source, dest, flags=None):
         refusal = share['driver_refusal']
     if refusal is None:
         return DRIVER, None
-    if wanted:
+    # As plan_mechanism: writable alone, with a driver that cannot move the share at all, is a
+    # writable host copy (the source is read-only only for phase 2's final pass).
+    if wanted and wanted != ['writable']:
         return None, 'the driver cannot move it (%s) and %s need a driver-assisted move' % (
             refusal, ', '.join('%s=true' % f for f in wanted))
     if share.get('snapshots'):

@@ -86,6 +86,10 @@ def test_mechanism_follows_plan_mechanism_rules():
     kind, why = mp.mechanism_for(s, SOURCE, other_host, {"preserve_metadata": True})
     assert kind is None and "preserve_metadata=true" in why
     assert mp.mechanism_for(share("s4", 1, snapshots=["n1"]), SOURCE, same_fs) == ("driver", None)
+    # writable alone, where the driver cannot move the share: a writable host copy (as plan_mechanism).
+    assert mp.mechanism_for(s, SOURCE, other_fs, {"writable": True}) == ("host", "the pools are on different filesystems")
+    kind, why = mp.mechanism_for(s, SOURCE, other_fs, {"writable": True, "preserve_metadata": True})
+    assert kind is None and "writable=true, preserve_metadata=true" in why
 
 
 def test_prefers_driver_assisted_and_estimates_copy_time():
