@@ -118,7 +118,8 @@ RETURN = r'''
 window:
   description:
     - The window, C(name), C(path) (where it is stored), C(opened_at), C(ends_at), C(window_minutes),
-      C(source) (V(given), V(opened) now or V(stored)), C(now), C(seconds_left), C(length_seconds), C(ended).
+      C(source) (V(given), V(opened) now or V(stored)), C(now), C(seconds_left), C(length_seconds),
+      C(elapsed_seconds) (since the window opened), C(ended).
   returned: always
   type: dict
   sample: {name: evacuate-alpha, ends_at: "2026-12-02T05:00:00Z", seconds_left: 3540.2, ended: false, source: stored}

@@ -17,6 +17,7 @@ __metaclass__ = type
 
 import errno
 import json
+import math
 import os
 import re
 import time
@@ -160,7 +161,8 @@ class MigrationWindowManager(object):
             raise InvalidRequest('Give either window_end (an ISO 8601 time) or window_minutes (the window opens now), '
                                  'not %s' % ('both' if end_text is not None else 'neither'))
         if end_text is not None:
-            end = parse_window_end(end_text)
+            # Whole seconds, as ends_at shows it: the playbook passes ends_at back to follow the window.
+            end = float(math.floor(parse_window_end(end_text)))
             if stored is not None and abs(stored['ends_epoch'] - end) < 0.001:
                 return stored, 'stored', False
             if end <= now:
@@ -176,7 +178,7 @@ class MigrationWindowManager(object):
             raise InvalidRequest('A maintenance window of %s minutes is open until %s (stored in %s); pass '
                                  'new_window: true to replace it, or the same window_minutes to follow it'
                                  % (stored.get('window_minutes'), stored.get('ends_at'), path))
-        end = now + minutes * 60.0
+        end = float(math.floor(now + minutes * 60.0))
         return {'format': WINDOW_FORMAT, 'opened_at': iso(now), 'opened_epoch': now, 'ends_at': iso(end),
                 'ends_epoch': end, 'window_minutes': minutes}, 'opened', True
 
@@ -208,6 +210,9 @@ class MigrationWindowManager(object):
                               else 'no migration ready to complete (task_state %s)' % ts)
             return view
         inst = active_instance(record)
+        if inst is None:
+            view['reason'] = 'its record names no active instance (task_state %s)' % ts
+            return view
         pool = self.ctx.pool(inst['pool'], 'pool of share %s' % name)
         since = changed_since(record)
         try:
@@ -307,7 +312,8 @@ class MigrationWindowManager(object):
             margin, [v['name'] for v in ordered])
         window_view = dict((k, window.get(k)) for k in ('opened_at', 'ends_at', 'window_minutes'))
         window_view.update(name=window_name, path=path, source=how, now=iso(now), seconds_left=round(max(end - now, 0.0), 3),
-                           ended=now >= end, length_seconds=round(end - window.get('opened_epoch', now), 3))
+                           ended=now >= end, length_seconds=round(end - window.get('opened_epoch', now), 3),
+                           elapsed_seconds=round(now - window.get('opened_epoch', now), 3))
         if now >= end and how == 'stored' and params.get('window_minutes') is not None:
             window_view['note'] = 'the stored window has ended; pass new_window: true to open a new one'
         result = {'changed': False, 'window': window_view, 'next': chosen, 'shares': views,

@@ -183,24 +183,27 @@ def test_the_operators_order_and_skip(env):
 
 def test_window_minutes_opens_a_window_that_a_rerun_keeps(env):
     ready_share(env, "s1")
-    now = time.time()
+    now = float(int(time.time())) + 0.25
     check = decide(env, now, check_mode=True, shares=["s1"], window_minutes=2)
     assert check["changed"] and check["window"]["source"] == "opened" and not os.path.exists(window_file(env))
     first = decide(env, now, shares=["s1"], window_minutes=2)
     assert first["changed"] and first["window"]["source"] == "opened"
     with open(window_file(env)) as handle:
         stored = json.load(handle)
-    assert stored["ends_epoch"] == pytest.approx(now + 120)
+    assert stored["ends_epoch"] == int(now) + 120, "whole seconds, as ends_at shows the end"
+    # The playbook's later calls pass ends_at back: the same window, also once it has ended.
+    follow = decide(env, now + 200, shares=["s1"], window_end=first["window"]["ends_at"])
+    assert follow["window"]["source"] == "stored" and follow["next"] is None and not follow["changed"]
     # A rerun after a crash, a minute later: the same end, not a fresh one.
     again = decide(env, now + 60, shares=["s1"], window_minutes=2)
     assert not again["changed"] and again["window"]["source"] == "stored"
-    assert again["window"]["ends_at"] == first["window"]["ends_at"] and again["window"]["seconds_left"] == pytest.approx(60)
+    assert again["window"]["ends_at"] == first["window"]["ends_at"] and again["window"]["seconds_left"] == 59.75
     # Its end passed: nothing starts, and the result says how to open a new window.
     ended = decide(env, now + 300, shares=["s1"], window_minutes=2)
     assert ended["next"] is None and "new_window" in ended["window"]["note"]
     fresh = decide(env, now + 300, shares=["s1"], window_minutes=2, new_window=True)
     assert fresh["changed"] and fresh["next"]["name"] == "s1"
-    assert fresh["window"]["seconds_left"] == pytest.approx(120)
+    assert fresh["window"]["seconds_left"] == 119.75
     # Another length while a window is open is refused, naming the stored window.
     with pytest.raises(InvalidRequest, match="open until"):
         decide(env, now + 310, shares=["s1"], window_minutes=30)
