@@ -94,6 +94,14 @@ options:
 '''
 
 EXAMPLES = r'''
+# mobility_backends declared once in inventory variables (see storage.mobility.share).
+- name: Plan the evacuation of pool alpha (the evacuate_pool playbook runs phase 1 of its shares)
+  storage.mobility.migration_plan:
+    backends: "{{ mobility_backends }}"
+    name: evacuate-alpha
+    source: stor1@generic1#alpha
+    destinations: [stor1@generic1#beta]
+
 - name: Which share to complete now, in a window of two hours opened by the first call
   storage.mobility.migration_window:
     backends: "{{ mobility_backends }}"
@@ -106,12 +114,9 @@ EXAMPLES = r'''
   ansible.builtin.debug:
     msg: "{{ decision.next.name if decision.next else 'nothing fits: ' ~ (decision.left | map(attribute='reason') | join('; ')) }}"
 
-- name: A window with a fixed end and an operator's order
-  storage.mobility.migration_window:
-    backends: "{{ mobility_backends }}"
-    shares: [home, projects, scratch]
-    window_end: "2026-12-02T05:00:00Z"
-    order: [projects]
+# Instead of a plan, shares: [home, projects]; instead of a length, window_end: "2026-12-02T05:00:00Z"
+# (a time with its zone); order: [projects] completes projects first when it fits. The
+# complete_ready_migrations playbook completes the share named in next and asks again.
 '''
 
 RETURN = r'''
