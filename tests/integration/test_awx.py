@@ -351,7 +351,7 @@ def test_each_survey_asks_for_what_its_playbook_reads_with_its_type_and_default(
 def test_every_phase_playbook_has_a_job_template_and_the_templates_name_their_objects():
     assert sorted(t["playbook"] for t in _templates()) == sorted(
         ["migrate_share.yml", "complete_share_migration.yml", "cancel_share_migration.yml", "update_replicas.yml",
-         "migrate_volume.yml"])
+         "migrate_volume.yml", "complete_ready_migrations.yml"])
     assert sorted(p.name for p in (AWX_DIR / "project").glob("*.yml")) == sorted(t["playbook"] for t in _templates())
     for template in _templates():
         assert template["job_type"] == "run" and template["ask_variables_on_launch"] is False

@@ -43,7 +43,7 @@ SYNTAX_ONLY = {
 # Examples that need root to run, and why.
 NEEDS_ROOT = {"volume": "the example attaches a volume through a FUSE export of qemu-storage-daemon"}
 # Examples that act on a share the user already has: the lab creates `projects` in alpha first.
-NEEDS_SHARE = {"share_info", "share_snapshot", "share_migration", "migration_plan"}
+NEEDS_SHARE = {"share_info", "share_snapshot", "share_migration", "migration_plan", "migration_window"}
 
 
 def _modules() -> list[str]:
@@ -292,6 +292,10 @@ def _check_effect(module: str, lab: Path, output: str) -> None:
     elif module == "migration_plan":
         assert "projects -> stor1@generic1#beta (driver-assisted" in output
         assert (alpha / ".mobility" / "plans" / "evacuate-alpha.json").is_file(), "the plan is stored with the records"
+    elif module == "migration_window":
+        # projects has no migration: nothing to complete, with the reason; the window is stored with the plan.
+        assert "nothing fits: no migration ready to complete (task_state None)" in output
+        assert (alpha / ".mobility" / "windows" / "evacuate-alpha.json").is_file()
     elif module == "pool_info":
         assert "stor1@generic1#alpha:" in output and "stor1@generic1#beta:" in output
 

@@ -183,9 +183,13 @@ class Transport(abc.ABC):
         """The apparent size of the files below ``path`` (unreadable entries count 0)."""
 
     @abc.abstractmethod
-    def tree_counts(self, path):
+    def tree_counts(self, path, since=None):
         """``{'bytes': ..., 'files': ...}`` below ``path``: the apparent size as tree_bytes counts
-        it and the number of entries that are not folders (what a copy's per-file cost applies to)."""
+        it and the number of entries that are not folders (what a copy's per-file cost applies to).
+
+        With ``since`` (seconds since the epoch) also ``changed_bytes`` and ``changed_files``: the
+        entries whose content or inode changed at or after ``since`` (mtime or ctime), and folders
+        that changed (an entry added, removed or renamed in them) count as changed files."""
 
     # -- file attributes (immutable / append-only, see data_copy/fileflags.py) -----------------
     @abc.abstractmethod

@@ -343,17 +343,33 @@ class LocalTransport(Transport):
                     pass
         return total
 
-    def tree_counts(self, path):
+    def tree_counts(self, path, since=None):
         total = 0
         count = 0
+        changed_bytes = 0
+        changed_files = 0
         for root, _dirs, files in os.walk(path):
+            if since is not None:
+                try:
+                    st = os.lstat(root)
+                    if max(st.st_mtime, st.st_ctime) >= since:
+                        changed_files += 1
+                except OSError:
+                    pass
             for name in files:
                 count += 1
                 try:
-                    total += os.lstat(os.path.join(root, name)).st_size
+                    st = os.lstat(os.path.join(root, name))
                 except OSError:
-                    pass
-        return {'bytes': total, 'files': count}
+                    continue
+                total += st.st_size
+                if since is not None and max(st.st_mtime, st.st_ctime) >= since:
+                    changed_files += 1
+                    changed_bytes += st.st_size
+        counts = {'bytes': total, 'files': count}
+        if since is not None:
+            counts.update(changed_bytes=changed_bytes, changed_files=changed_files)
+        return counts
 
     # -- file attributes ---------------------------------------------------------------------
     def read_flags(self, path):

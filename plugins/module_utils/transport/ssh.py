@@ -526,8 +526,10 @@ class SshTransport(Transport):
     def tree_bytes(self, path):
         return self.call('tree_bytes', path)
 
-    def tree_counts(self, path):
-        return self.call('tree_counts', path)
+    def tree_counts(self, path, since=None):
+        if since is None:
+            return self.call('tree_counts', path)
+        return self.call('tree_counts', path, since)
 
     # -- file attributes ---------------------------------------------------------------------
     def read_flags(self, path):

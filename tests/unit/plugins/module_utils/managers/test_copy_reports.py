@@ -79,3 +79,9 @@ def test_the_summary_keeps_the_record_small():
     assert len(summary["log_tail"]) == copy_reports.SUMMARY_LOG_LINES
     assert all(len(line) == copy_reports.SUMMARY_LOG_WIDTH for line in summary["log_tail"])
     assert "not_kept" not in summary and "verified_at" in summary
+
+
+def test_the_summary_keeps_when_the_copy_began_for_the_maintenance_window():
+    # migration_window measures what changed in the source since this time.
+    summary = copy_reports.copy_summary({"files": 1, "bytes": 2, "started_at": "2026-12-02T03:00:00.000000Z"})
+    assert summary["started_at"] == "2026-12-02T03:00:00.000000Z"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
@@ -56,6 +57,23 @@ def test_tree_counts_counts_bytes_and_files(tmp_path):
     assert LocalTransport(CommandRunner()).tree_counts(str(tmp_path)) == {"bytes": 3 + 5 + len("two"), "files": 3}
 
 
+def test_tree_counts_since_counts_what_changed_at_or_after_it(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "old").write_bytes(b"abc")
+    (tmp_path / "kept").write_bytes(b"12345")
+    old = time.time() - 3600
+    for path in (tmp_path / "d" / "old", tmp_path / "kept"):
+        os.utime(path, (old, old))
+    transport = LocalTransport(CommandRunner())
+    # Nothing changed after a time in the future; everything (files and both folders) after an hour ago.
+    future = transport.tree_counts(str(tmp_path), since=time.time() + 60)
+    assert future == {"bytes": 8, "files": 2, "changed_bytes": 0, "changed_files": 0}
+    # The ctime of a file whose mtime was set back still says it changed: an edited mtime hides nothing.
+    recent = transport.tree_counts(str(tmp_path), since=time.time() - 60)
+    assert recent == {"bytes": 8, "files": 2, "changed_bytes": 8, "changed_files": 4}
+    assert transport.tree_counts(str(tmp_path)) == {"bytes": 8, "files": 2}
+
+
 def test_tree_counts_over_the_ssh_helper(tmp_path):
     from ansible_collections.storage.mobility.plugins.module_utils.transport.ssh import SshOptions
     from ansible_collections.storage.mobility.plugins.module_utils.transport.ssh import SshTransport
@@ -78,6 +96,8 @@ def test_tree_counts_over_the_ssh_helper(tmp_path):
     transport = Loopback()
     try:
         assert transport.tree_counts(str(tmp_path)) == {"bytes": 4, "files": 1}
+        assert transport.tree_counts(str(tmp_path), time.time() - 60) == {
+            "bytes": 4, "files": 1, "changed_bytes": 4, "changed_files": 2}
     finally:
         transport.close()
 
