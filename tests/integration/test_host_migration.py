@@ -629,8 +629,9 @@ def test_cancel_during_the_final_pass_rolls_everything_back(lab):
     lab.fill_plain("late", files=0, big_mb=48)
     before = tree_tool.manifest(str(lab.share_path("late")))
     final = lab.migration_id("late") + "-final"
-    # About 48 s of final pass (the cancel stops it): room for the cancel playbook under load.
-    proc, log = lab.spawn(COMPLETE, dict({"share": "late", "mobility_poll_seconds": 1}, **slow("1m")))
+    # About 96 s of final pass (the cancel stops it, so the window costs nothing when the cancel
+    # comes early): room for the cancel playbook on a machine loaded by parallel test lanes.
+    proc, log = lab.spawn(COMPLETE, dict({"share": "late", "mobility_poll_seconds": 1}, **slow("512k")))
     try:
         wait_until(lambda: lab.job_status(final).get("phase") == "copying" or proc.poll() is not None,
                    "the final pass to copy", attempts=1200)
@@ -831,7 +832,7 @@ def test_a_writable_copy_keeps_the_share_writable_in_phase1_and_loses_no_write(l
     whole time, also between two runs of phase 1, the second of which sends an increment); phase 2
     makes the source read-only, runs the final pass and switches. Every file the writer saw written
     is on the destination, the rest of the tree is as it was, and the read-only window is reported
-    and shorter than the phase-1 copy."""
+    and lies inside phase 2."""
     needs_root(lab, "a bind export over loop-mounted ext4 and xfs pools")
     lab.create_shares("live")
     before = lab.fill_plain("live", files=20, big_mb=40)
@@ -865,7 +866,9 @@ def test_a_writable_copy_keeps_the_share_writable_in_phase1_and_loses_no_write(l
         assert f"increment 1: {increment['files']} files, {increment['bytes']} bytes changed" in flat(second.out), second
         assert can_write(export)[0], "the increment made the share read-only"
 
+        began = time.monotonic()
         completed = lab.complete("live", open_writers_wait=30)
+        phase2_seconds = time.monotonic() - began
         assert completed.rc == 0, completed
         # A few files more after the switch, into the destination.
         switched = len(os.listdir(export / "incoming"))
@@ -894,7 +897,7 @@ def test_a_writable_copy_keeps_the_share_writable_in_phase1_and_loses_no_write(l
 
     window = mig["read_only_seconds"]
     assert mig["read_only_at"] > mig["phase1_done_at"], "the source became read-only before phase 2"
-    # Phase 1 copied for about 40 s on top of the same kind of playbook overhead.
-    assert 0 < window < phase1_seconds, (window, phase1_seconds, mig["copy"])
+    # The window lies inside the phase-2 run: none of phase 1's copying (about 40 s) is in it.
+    assert 0 < window <= phase2_seconds + 1, (window, phase2_seconds, phase1_seconds, mig["copy"])
     assert lab.share_info("live")["migration"]["read_only_seconds"] == window
     assert f"read-only : {window} s (users could not write from {mig['read_only_at']} (phase 2" in flat(completed.out), completed
