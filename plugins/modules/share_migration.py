@@ -15,7 +15,7 @@ description:
     C(task_state) values, validation order and transitions.
   - V(started) runs phase 1 while users keep access. A driver-assisted migration is tried first;
     when the driver cannot move the share and all four flags are false (and the share has no
-    snapshots), a host-assisted copy is used (with O(writable) alone, a writable one: see O(writable)).
+    snapshots), a host-assisted copy is used (with O(writable) alone, a writable one, see O(writable)).
     The source is then read-only, a destination instance
     is created and the module returns a C(copy_plan) for the P(storage.mobility.data_mover#role) role,
     which copies and verifies on a data node. Calling V(started) again with O(copy_report) set to

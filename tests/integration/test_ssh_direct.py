@@ -23,7 +23,6 @@ import glob
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ import pytest
 import sshlab
 from sshlab import MODULES, collections_tree, is_root, module_result, run_module
 from sshlab.demo import MANIFEST
-from test_ssh_storage import FLAGS, fill, masters, ok
+from test_ssh_storage import FLAGS, close_masters, fill, ok, rerun_phase1
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root: sshd per lab host, mount namespaces, loop devices")
 
@@ -187,11 +186,7 @@ def test_the_send_killed_midway_then_a_rerun_converges_and_the_trees_compare_equ
     assert "connection lost" in cut["msg"] or "helper process on the host ended" in cut["msg"], cut["msg"]
     # The failed phase 1 was undone: the half-received subvolume and the reserved instance are gone from storb.
     assert "dd5" not in subvolumes(lab, "storb", lab.pools("storb")["two"])
-    for _attempt in range(3):
-        started = run_module("share_migration", params, lab.base)
-        if not started.get("failed"):
-            break
-        time.sleep(1)
+    started = rerun_phase1(params, lab.base)
     assert ok(started)["share"]["task_state"] == "migration_driver_phase1_done"
     assert started["share"]["migration"]["btrfs"]["data_path"] == "direct"
     expected = manifest(lab, "stora", source)
@@ -235,17 +230,8 @@ def test_the_controller_killed_during_a_direct_stream_then_reruns_converge(lab):
     proc.kill()  # the controller, in the middle of the stream it does not carry
     proc.communicate()
     assert hit, "the direct stream was not seen running"
-    for host in ("stora", "storb"):  # what the killed controller could not close
-        for pid in masters(lab.hosts[host].address):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    for _attempt in range(3):
-        started = run_module("share_migration", params, lab.base)
-        if not started.get("failed"):
-            break
-        time.sleep(1)
+    close_masters(lab)  # what the killed controller could not close
+    started = rerun_phase1(params, lab.base)
     # The killed run's private known_hosts folder stays (public keys only, mode 0700): removed here.
     for folder in set(glob.glob("/tmp/mobility-direct-*")) - folders:
         assert os.stat(folder).st_mode & 0o777 == 0o700

@@ -15,10 +15,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ import pytest
 import sshlab
 import test_ssh_storage
 from sshlab import is_root, module_process, module_result, run_module
-from test_ssh_storage import FLAGS, fill, masters, ok, remote_listing
+from test_ssh_storage import FLAGS, close_masters, fill, ok, remote_listing, rerun_phase1
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root: sshd per lab host, mount namespaces, loop devices")
 
@@ -94,18 +92,9 @@ def test_controller_killed_in_the_middle_of_the_relayed_stream_then_reruns_conve
     proc = module_process("share_migration", params, lab.base, env={"STORAGE_MOBILITY_CRASH_AFTER": "btrfs sending *"})
     result = module_result(proc)
     assert result.get("failed") and proc.returncode == 70, result
-    for host in ("stora", "storb"):  # what the killed controller could not close
-        for pid in masters(lab.hosts[host].address):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+    close_masters(lab)  # what the killed controller could not close
     # The receive that was cut left a partial subvolume on storb; reruns converge anyway.
-    for _attempt in range(3):
-        started = run_module("share_migration", params, lab.base)
-        if not started.get("failed"):
-            break
-        time.sleep(1)
+    started = rerun_phase1(params, lab.base)
     assert ok(started)["share"]["task_state"] == "migration_driver_phase1_done"
     done = ok(run_module("share_migration", {"backends": backends, "share": "hh2", "state": "completed"}, lab.base))
     assert done["task_state"] == "migration_success"

@@ -100,6 +100,27 @@ def lab(ssh_lab):  # pylint: disable=redefined-outer-name
     return ssh_lab
 
 
+def close_masters(lab, hosts=("stora", "storb")) -> None:
+    """Stop the ControlMasters to ``hosts`` that a killed controller could not close."""
+    for host in hosts:
+        for pid in masters(lab.hosts[host].address):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+def rerun_phase1(params: dict, base, attempts: int = 3) -> dict:
+    """Phase 1 run again after a fault, up to ``attempts`` times a second apart (the host may
+    still be tearing down the cut connection): the last result."""
+    for _attempt in range(attempts):
+        started = run_module("share_migration", params, base)
+        if not started.get("failed"):
+            break
+        time.sleep(1)
+    return started
+
+
 @pytest.fixture
 def no_leftovers(lab):
     """Nothing of the test's connections stays: no ssh process of this lab's hosts, no new
@@ -280,11 +301,7 @@ def test_an_ssh_connection_killed_during_a_transfer_then_reruns_converge(lab, no
     assert result.get("failed"), "the run went on although its connection was cut"
     assert "storb" in result["msg"]
     # Reruns converge: start again (the driver resumes or restarts phase 1), then complete.
-    for _attempt in range(3):
-        started = run_module("share_migration", params, lab.base)
-        if not started.get("failed"):
-            break
-        time.sleep(1)
+    started = rerun_phase1(params, lab.base)
     assert ok(started)["share"]["task_state"] == "migration_driver_phase1_done"
     done = ok(run_module("share_migration", {"backends": backends, "share": "cut1", "state": "completed"}, lab.base))
     assert done["task_state"] == "migration_success"

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from hostmig_lab import ALPHA, BETA, PLAYBOOKS, Lab, is_root, read_json, tree_tool
+from hostmig_lab import ALPHA, BETA, PLAYBOOKS, is_root, opened_lab, read_json, tree_tool
 
 pytestmark = pytest.mark.integration
 
@@ -38,13 +38,8 @@ CHANGED_MB = 2
 def lab(tmp_path, collections_path):
     if not is_root():
         pytest.skip("needs root: the pools are loop-mounted ext4 and xfs images so that the moves are host-assisted")
-    the_lab = Lab(tmp_path, collections_path)
-    try:
-        the_lab.open()
+    with opened_lab(tmp_path, collections_path) as the_lab:
         yield the_lab
-    finally:
-        problems = the_lab.close()
-    assert not problems, problems
 
 
 def summary_rows(out: str) -> dict:

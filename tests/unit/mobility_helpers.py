@@ -15,6 +15,8 @@ import subprocess
 import sys
 
 from ansible_collections.storage.mobility.plugins.module_utils.context import Context
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import tree_seal
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.signing import sign_job_report, sign_report
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share_migration import ShareMigrationManager
 from ansible_collections.storage.mobility.plugins.module_utils.store import META_DIR
@@ -292,3 +294,40 @@ def fake_other_filesystem(monkeypatch, pool_path):
             return _Stat(result, result.st_dev + 1000)
         return result
     monkeypatch.setattr(os, "stat", fake_stat)
+
+
+# ------------------------------------------------------------ what a data node does with a copy plan
+
+
+def copy_like_a_data_node(plan):
+    """Copy a host-assisted plan's source into its destination, as a data node would (no checks)."""
+    subprocess.run(["cp", "-a", "--", plan["source"]["export"] + "/.", plan["destination"]["export"]], check=True)
+
+
+def mover_report(plan, sign=True, **over):
+    """The report a data mover would return for ``plan``: the seals of both trees as they are now,
+    the plan's migration and pass, signed with the plan's key (``sign=False``: unsigned)."""
+    binding = plan["report_signing"]
+    data = {"job_id": plan["job_id"], "state": "completed", "verified": True, "files": 10, "bytes": 1234,
+            "hash_algorithm": plan["hash_algorithm"], "migration_id": binding["migration_id"],
+            "pass_id": binding["pass_id"], "final_pass": plan["final_pass"],
+            "source_seal": tree_seal(plan["source"]["export"], plan["ignore_files"]),
+            "destination_seal": tree_seal(plan["destination"]["export"], plan["ignore_files"])}
+    data.update(over)
+    return sign_report(data, binding["key"]) if sign else data
+
+
+def data_mover(jobs, plan):
+    """What the data_mover role does with a plan on a data node (both sides reached in place): run the
+    data_copy job, have the module sign its report, and report as the role does."""
+    binding = plan["report_signing"]
+    request = jobs.build_request(plan["job_id"], plan["source"]["export"], plan["destination"]["export"],
+                                 plan["ignore_files"], plan["check_hash"], plan["hash_algorithm"],
+                                 final_pass=plan["final_pass"], copy_engine="auto",
+                                 hash_cache_key="%s|%s" % (plan["source"]["export"], plan["destination"]["export"]),
+                                 migration_id=binding["migration_id"], pass_id=binding["pass_id"])
+    job = jobs.start(request, wait_seconds=120)["job"]
+    assert job["state"] in ("completed", "failed"), job
+    assert sign_job_report(job, binding) is None
+    return dict(job["report"], job_id=plan["job_id"], state=job["state"],
+                **({"error": job["error"]} if job["error"] else {}))

@@ -293,8 +293,9 @@ class MigrationWindowManager(object):
         ready = [v for v in views if v['ready']]
         # An interrupted switchover comes first: its users already wait for it.
         resuming = sorted([v for v in ready if v.get('resuming')], key=lambda v: v['name'])
-        ordered = resuming + [v for v in migration_schedule.order_ready(
-            [v for v in ready if not v.get('resuming')], [n for n in order if n in set(v['name'] for v in ready)])]
+        ready_names = set(v['name'] for v in ready)
+        ordered = resuming + list(migration_schedule.order_ready(
+            [v for v in ready if not v.get('resuming')], [n for n in order if n in ready_names]))
         chosen = None
         for view in ordered:
             fits, why = migration_schedule.window_decision(now, end, view['estimate'], margin)

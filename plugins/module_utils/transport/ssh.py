@@ -140,7 +140,7 @@ class SshOptions(object):
 
     def known_hosts_name(self):
         """The name ssh looks this host up by in a known_hosts file (``[address]:port`` off port 22)."""
-        return self.address if not self.port or self.port == 22 else '[%s]:%d' % (self.address, self.port)
+        return self.address if not self.port or self.port == 22 else '[%s]:%d' % (self.address, int(self.port))
 
     def forwards_agent(self):
         """True when a direct stream from this host authenticates with the operator's forwarded agent

@@ -20,13 +20,11 @@ import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils import states
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.job import DataCopyJobs
-from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import tree_seal
-from ansible_collections.storage.mobility.plugins.module_utils.data_copy.signing import sign_job_report, sign_report
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import NoneExport
 from ansible_collections.storage.mobility.plugins.module_utils.managers import host_assisted, share_migration
 
-from mobility_helpers import RULE, fake_other_filesystem, populate_share, tree_state
+from mobility_helpers import RULE, copy_like_a_data_node, data_mover, fake_other_filesystem, mover_report as report, populate_share, tree_state
 
 
 @pytest.fixture
@@ -63,38 +61,6 @@ def start(env, check_mode=False, flags=None, **kw):
 
 def complete(env, **kw):
     return env.migrations().complete("s1", **kw)
-
-
-def copy_like_a_data_node(plan):
-    subprocess.run(["cp", "-a", "--", plan["source"]["export"] + "/.", plan["destination"]["export"]], check=True)
-
-
-def report(plan, sign=True, **over):
-    """A data mover's report for ``plan``: both seals as the trees are now, signed for its pass."""
-    binding = plan["report_signing"]
-    data = {"job_id": plan["job_id"], "state": "completed", "verified": True, "files": 10, "bytes": 1234,
-            "hash_algorithm": plan["hash_algorithm"], "migration_id": binding["migration_id"],
-            "pass_id": binding["pass_id"], "final_pass": plan["final_pass"],
-            "source_seal": tree_seal(plan["source"]["export"], plan["ignore_files"]),
-            "destination_seal": tree_seal(plan["destination"]["export"], plan["ignore_files"])}
-    data.update(over)
-    return sign_report(data, binding["key"]) if sign else data
-
-
-def data_mover(jobs, plan):
-    """What the data_mover role does with a plan (both sides in place): run the data_copy job, have
-    it signed as the module signs, and report as the role does."""
-    binding = plan["report_signing"]
-    request = jobs.build_request(plan["job_id"], plan["source"]["export"], plan["destination"]["export"],
-                                 plan["ignore_files"], plan["check_hash"], plan["hash_algorithm"],
-                                 final_pass=plan["final_pass"], copy_engine="auto",
-                                 hash_cache_key="%s|%s" % (plan["source"]["export"], plan["destination"]["export"]),
-                                 migration_id=binding["migration_id"], pass_id=binding["pass_id"])
-    job = jobs.start(request, wait_seconds=120)["job"]
-    assert job["state"] in ("completed", "failed"), job
-    assert sign_job_report(job, binding) is None
-    return dict(job["report"], job_id=plan["job_id"], state=job["state"],
-                **({"error": job["error"]} if job["error"] else {}))
 
 
 def to_phase1_done(env, jobs):
