@@ -72,7 +72,7 @@ EXAMPLES = r'''
     name: evacuate-alpha
     source: stor1@generic1#alpha
     destinations: [stor1@generic1#beta]
-    headroom: 0.15
+    headroom: 0.05
   register: plan
 
 - name: Where each share goes
