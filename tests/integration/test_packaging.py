@@ -94,6 +94,10 @@ PROGRAM_PACKAGES = {
     "ssh": dict({p: "openssh-client" for p in _DPKG}, **{p: "openssh-clients" for p in _RPM}),
     "python3": _everywhere(None),
     "sudo": _everywhere(None),
+    # The direct stream between two storage hosts: ssh-keygen looks up the controller's known_hosts
+    # entry for the peer (the ssh client's package); `true` is the login probe run on the peer.
+    "ssh-keygen": dict({p: "openssh-client" for p in _DPKG}, **{p: "openssh-clients" for p in _RPM}),
+    "true": _everywhere(None),
 }
 
 RUN_FUNCTIONS = {"run", "Popen", "run_command", "_pipe", "check_output", "check_call", "call"}
