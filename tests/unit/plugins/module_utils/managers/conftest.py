@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
+
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.job import DataCopyJobs
 
 from mobility_helpers import RULE, Env
 
@@ -22,3 +25,16 @@ def share(env):
     with open(os.path.join(path, "data.txt"), "w") as handle:
         handle.write("payload")
     return path
+
+
+@pytest.fixture
+def jobs(tmp_path):
+    """A data node's copy jobs in tmp_path; whatever still runs at the end is cancelled."""
+    if shutil.which("rsync") is None:
+        pytest.skip("rsync is not installed")
+    manager = DataCopyJobs(str(tmp_path / "jobs"))
+    yield manager
+    if os.path.isdir(manager.state_dir):
+        for name in os.listdir(manager.state_dir):
+            if not name.startswith("."):
+                manager.cancel(name)

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils import states
-from ansible_collections.storage.mobility.plugins.module_utils.data_copy.job import DataCopyJobs
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import NoneExport
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share_migration import ShareMigrationManager
@@ -489,18 +487,6 @@ def flip_byte(path, offset=10):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     after = os.stat(path)
     assert (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
-
-
-@pytest.fixture
-def jobs(tmp_path):
-    if shutil.which("rsync") is None:
-        pytest.skip("rsync is not installed")
-    manager = DataCopyJobs(str(tmp_path / "jobs"))
-    yield manager
-    if os.path.isdir(manager.state_dir):
-        for name in os.listdir(manager.state_dir):
-            if not name.startswith("."):
-                manager.cancel(name)
 
 
 def test_a_crash_after_the_final_report_then_a_changed_destination_byte_is_not_switched(

@@ -19,7 +19,6 @@ import types
 import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils import states
-from ansible_collections.storage.mobility.plugins.module_utils.data_copy.job import DataCopyJobs
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import NoneExport
 from ansible_collections.storage.mobility.plugins.module_utils.managers import host_assisted, share_migration
@@ -43,16 +42,6 @@ def modes(monkeypatch):
     real = NoneExport.apply
     monkeypatch.setattr(NoneExport, "apply", lambda self, n, p, m: seen.append(m) or real(self, n, p, m))
     return seen
-
-
-@pytest.fixture
-def jobs(tmp_path):
-    manager = DataCopyJobs(str(tmp_path / "jobs"))
-    yield manager
-    if os.path.isdir(manager.state_dir):
-        for name in os.listdir(manager.state_dir):
-            if not name.startswith("."):
-                manager.cancel(name)
 
 
 def start(env, check_mode=False, flags=None, **kw):
