@@ -16,8 +16,7 @@ import time
 
 import pytest
 
-import test_evacuation
-from hostmig_lab import ALPHA, BETA, PLAYBOOKS, read_json, tree_tool
+from hostmig_lab import ALPHA, BETA, PLAYBOOKS, is_root, opened_lab, read_json, tree_tool
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +34,14 @@ RATE = 20 * 1024  # bytes per second: the --bwlimit of the final passes (20 KiB/
 CHANGED_MB = 2
 
 
-# The evacuation tests' lab: loop-mounted ext4 and xfs pools (root), every move host-assisted.
-lab = test_evacuation.lab
+@pytest.fixture
+def lab(tmp_path, collections_path):
+    """Loop-mounted ext4 and xfs pools (root), so that every move is host-assisted. Not imported from
+    test_evacuation: a test module's name is not unique here (tests/unit has a test_evacuation too)."""
+    if not is_root():
+        pytest.skip("needs root: the pools are loop-mounted ext4 and xfs images so that the moves are host-assisted")
+    with opened_lab(tmp_path, collections_path) as the_lab:
+        yield the_lab
 
 
 def summary_rows(out: str) -> dict:
