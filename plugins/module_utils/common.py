@@ -19,8 +19,6 @@ from ansible_collections.storage.mobility.plugins.module_utils.context import Co
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.registry import share_driver_names
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.volume.registry import volume_driver_names
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
-from ansible_collections.storage.mobility.plugins.module_utils.managers.volume import LocalVolumeManager
 from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
 from ansible_collections.storage.mobility.plugins.module_utils.wait import Waits
 
@@ -110,6 +108,10 @@ def event_warnings(ctx, metrics_dir):
     warnings = []
     if ctx is None:
         return warnings
+    if metrics_dir and not ctx.check_mode:
+        # Imported only for a run that writes metrics (every module call compiles what it imports).
+        from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
+        from ansible_collections.storage.mobility.plugins.module_utils.managers.volume import LocalVolumeManager
     if metrics_dir and not ctx.check_mode and ctx.repo.stores:
         try:
             warnings.extend(metrics_lib.write_pool_metrics(ctx, metrics_dir, ShareManager(ctx).view))

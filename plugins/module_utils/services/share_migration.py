@@ -17,7 +17,6 @@ import abc
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share_migration import ShareMigrationManager
-from ansible_collections.storage.mobility.plugins.module_utils.manila.migration import ManilaMigrationManager
 from ansible_collections.storage.mobility.plugins.module_utils.names import PoolAddress
 from ansible_collections.storage.mobility.plugins.module_utils.services.base import local_backends, refuse_options
 from ansible_collections.storage.mobility.plugins.module_utils.states import MIGRATION_FLAGS
@@ -93,7 +92,11 @@ class ManilaShareMigrations(ShareMigrationService):
     def __init__(self, ctx, backend, manager=None):
         self.ctx = ctx
         self.backend = backend
-        self.manager = manager or ManilaMigrationManager(ctx, backend)
+        if manager is None:
+            # Imported when a Manila backend serves the request: a run on local pools never needs it.
+            from ansible_collections.storage.mobility.plugins.module_utils.manila.migration import ManilaMigrationManager
+            manager = ManilaMigrationManager(ctx, backend)
+        self.manager = manager
 
     def run(self, params):
         if params['copy_job'] or params['copy_report']:

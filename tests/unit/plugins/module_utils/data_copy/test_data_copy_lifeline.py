@@ -119,7 +119,7 @@ def test_killed_worker_takes_rsync_and_the_hashing_process_with_it(jobs, tmp_pat
     # The worker, its hashing process and rsync's processes all run before the kill.
     members = wait_for(lambda: at_least(4, pid, needing="rsync"), "rsync and the hashing process")
     assert sum("worker.py" in args for args in members.values()) >= 2, members  # the worker and a fork of it
-    job = kill_worker_and_check(jobs, "rs", dst, pid)
+    kill_worker_and_check(jobs, "rs", dst, pid)
     # The status on disk says it too, for readers that never run the module (share_info).
     status = job_lib.state_lib.read_json(os.path.join(jobs.folder("rs"), "status.json"))
     assert status["state"] == "failed" and status["interrupted"] is True and "a copy pass" in status["error"]

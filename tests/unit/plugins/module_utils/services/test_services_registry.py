@@ -31,8 +31,9 @@ INTERFACES = {"share": ShareService, "share_migration": ShareMigrationService, "
 
 def test_every_implementation_implements_the_interface_of_its_kind():
     assert sorted(IMPLEMENTATIONS) == sorted(INTERFACES)
-    for kind, (driver, openstack, local) in IMPLEMENTATIONS.items():
+    for kind, (driver, load_openstack, load_local) in IMPLEMENTATIONS.items():
         assert driver in ("manila", "cinder")
+        openstack, local = load_openstack(), load_local()
         assert issubclass(openstack, INTERFACES[kind]) and issubclass(local, INTERFACES[kind])
         assert not openstack.__abstractmethods__ and not local.__abstractmethods__
 

@@ -53,7 +53,7 @@ def test_the_registry_holds_the_file_driver_and_refuses_others_naming_the_choice
 
 
 def test_a_registered_driver_is_made_for_its_backend_and_becomes_a_driver_choice(monkeypatch):
-    monkeypatch.setitem(registry.VOLUME_DRIVERS, "file", FileVolumes)
+    monkeypatch.setitem(registry.VOLUME_DRIVERS, "file", lambda: FileVolumes)
     made = registry.volume_driver(backend("file"), transport="transport")
     assert isinstance(made, FileVolumes) and made.backend.name == "be1" and made.transport == "transport"
     assert driver_names() == share_driver_names() + ["file", "manila", "cinder"]
