@@ -32,10 +32,10 @@ def lab(tmp_path, collections_path):
 def summary_rows(out: str) -> dict:
     """{share: [columns]} of the last summary table printed (a list of lines, which the callback may wrap)."""
     block = out[out.rfind("TASK [Summary]"):]
-    block = block[:block.find("PLAY RECAP")]
+    block = block[:min(i for i in (block.find("\nTASK [", 1), block.find("PLAY RECAP"), len(block)) if i > 0)]
     rows = {}
     for entry in re.split(r"\n\s*- ", block)[1:]:
-        line = " ".join(entry.split()).strip('",')
+        line = " ".join(entry.split()).strip("\"',")
         name, _sep, rest = line.partition(" | ")
         if name != "share" and rest:
             rows[name] = [c.strip() for c in rest.split("|")]
@@ -43,12 +43,34 @@ def summary_rows(out: str) -> dict:
 
 
 def test_evacuate_pool_runs_phase_1_for_every_share_and_a_rerun_resumes(lab):
+    """One share (ev3) cannot start: foreign data sits where its destination instance would go. The
+    others are copied, the summary names ev3's error, and the run fails naming it; once the
+    foreign data is gone a rerun moves ev3 without copying the others again."""
     lab.create_shares(*SHARES)
     manifests = {s: lab.fill_plain(s, files=10 + 5 * i) for i, s in enumerate(SHARES)}
     extra = {"source": ALPHA, "destinations": [BETA], "headroom": 0.0, "plan_name": "evac-alpha",
              "mobility_poll_seconds": 1}
+    foreign = lab.share_path("ev3", "beta")
+    foreign.mkdir(parents=True)
+    (foreign / "not-yours.txt").write_text("data this collection does not manage\n")
+    failed = lab.run(EVACUATE, extra)
+    assert failed.rc != 0, failed
+    assert "Failed: ev3 (errors in the summary above)" in failed.out, failed
+    rows = summary_rows(failed.out)
+    assert sorted(rows) == sorted(SHARES), failed
+    assert rows["ev3"][5] != "-" and rows["ev1"][5] == "-" and rows["ev2"][5] == "-", rows
+    assert (foreign / "not-yours.txt").is_file(), "the failed start touched data it does not own"
+    assert tree_tool.manifest(str(lab.share_path("ev3"))) == manifests["ev3"]
+    for share in ("ev1", "ev2"):
+        assert lab.record(share)["task_state"] == "data_copying_completed", (share, failed)
+    copied_first = {s: lab.migration_id(s) for s in ("ev1", "ev2")}
+
+    (foreign / "not-yours.txt").unlink()
+    foreign.rmdir()
     run = lab.run(EVACUATE, extra)
     assert run.rc == 0, run
+    assert {s: lab.migration_id(s) for s in ("ev1", "ev2")} == copied_first
+    assert "Copy and verify ev3" in run.out and "Copy and verify ev1" not in run.out, run
     for share in SHARES:
         record = lab.record(share)
         assert record["task_state"] == "data_copying_completed", (share, record["task_state"], run)
