@@ -17,6 +17,12 @@ the same over every member, ansible-playbook's processes and the module included
 counts the pages that forked processes share once per process). ``processes`` gives
 each member's own peak (VmHWM, the kernel's high-water mark, so also a peak between two samples).
 A peak shorter than the interval can be missed by the sums; the per-process figures cannot miss it.
+
+A sum of RSS counts a page that several processes share (the pages a forked helper still shares
+with the worker that forked it) once per process. ``peak_pss_bytes`` is the largest sum of their
+proportional set sizes (``/proc/PID/smaps_rollup``: a shared page split between its sharers), read
+every ``pss_every``-th sample (it costs the kernel a walk of each process's page tables): the
+memory the job really took, never more than the RSS sum.
 """
 
 from __future__ import annotations
@@ -64,6 +70,17 @@ def process_info(pid, proc='/proc'):
     return rss, hwm, session, name, cmdline.decode('utf-8', 'replace')[:160], ppid
 
 
+def pss_bytes(pid, proc='/proc'):
+    """The proportional set size of ``pid`` in bytes, or None (gone, or no smaps_rollup)."""
+    text = _read('%s/%d/smaps_rollup' % (proc, pid))
+    if not text:
+        return None
+    for line in text.splitlines():
+        if line.startswith('Pss:'):
+            return int(line.split()[1]) * 1024
+    return None
+
+
 def has_marker(pid, token, proc='/proc'):
     environ = _read('%s/%d/environ' % (proc, pid), 'rb')
     return environ is not None and ('%s=%s' % (MARKER, token)).encode('ascii') in environ.split(b'\0')
@@ -72,8 +89,10 @@ def has_marker(pid, token, proc='/proc'):
 class JobMemory:
     """Samples the memory of the processes started with ``env()`` (and attached with ``attach``)."""
 
-    def __init__(self, interval=0.1, proc='/proc', cgroup_root=CGROUP_ROOT, leader_pid_file=None):
+    def __init__(self, interval=0.1, proc='/proc', cgroup_root=CGROUP_ROOT, leader_pid_file=None, pss_every=5):
         self.interval = interval
+        self.pss_every = pss_every
+        self.peak_pss = 0
         self.leader_pid_file = leader_pid_file
         self.leader = None
         self.proc = proc
@@ -132,7 +151,8 @@ class JobMemory:
     def sample(self):
         """One sample; returns the number of live members."""
         session_of_job = self._job_session()
-        total_job = total_all = 0
+        with_pss = self.pss_every and self.samples % self.pss_every == 0
+        total_job = total_all = total_pss = 0
         breakdown = []
         alive = 0
         for pid in self._candidates():
@@ -149,11 +169,15 @@ class JobMemory:
             member['leader'] = pid == session_of_job
             member['hwm_bytes'] = max(member['hwm_bytes'], hwm, rss)
             member['in_job'] = session_of_job is not None and session == session_of_job
+            member['cmdline'] = cmdline  # a child between fork and exec showed its parent's
             total_all += rss
             if member['in_job']:
                 total_job += rss
+                if with_pss:
+                    total_pss += pss_bytes(pid, self.proc) or 0
                 breakdown.append((rss, pid, name))
         self.samples += 1
+        self.peak_pss = max(self.peak_pss, total_pss)
         self.peak_all = max(self.peak_all, total_all)
         if total_job > self.peak_job:
             self.peak_job = total_job
@@ -192,6 +216,7 @@ class JobMemory:
     def result(self):
         processes = sorted(self.members.values(), key=lambda item: -item['hwm_bytes'])
         return {'peak_rss_bytes': self.peak_job, 'peak_rss_all_bytes': self.peak_all,
+                'peak_pss_bytes': self.peak_pss if self.pss_every else None,
                 'peak_breakdown': self.peak_job_breakdown[:12],
                 'processes': [{'pid': item['pid'], 'ppid': item['ppid'], 'name': item['name'], 'cmdline': item['cmdline'],
                                'in_job': item.get('in_job', False), 'leader': item.get('leader', False),

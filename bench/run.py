@@ -752,8 +752,10 @@ def mem_text(memory):
     if not memory:
         return ''
     top = memory['peak_breakdown'][0] if memory['peak_breakdown'] else None
-    return '; peak RSS of the job %.0f MiB (with ansible-playbook %.0f MiB)%s' % (
-        memory['peak_rss_bytes'] / MIB, memory['peak_rss_all_bytes'] / MIB,
+    return '; peak RSS of the job %.0f MiB (PSS %s MiB; with ansible-playbook %.0f MiB)%s' % (
+        memory['peak_rss_bytes'] / MIB,
+        '%.0f' % (memory['peak_pss_bytes'] / MIB) if memory.get('peak_pss_bytes') is not None else '-',
+        memory['peak_rss_all_bytes'] / MIB,
         ', largest %s %.0f MiB' % (top['name'], top['rss_bytes'] / MIB) if top else '')
 
 

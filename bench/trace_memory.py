@@ -34,13 +34,25 @@ REPO = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
 
 
-def top_lines(snapshot, count):
-    stats = snapshot.statistics('lineno')
+def _where(frame):
+    name = frame.filename
+    if 'ansible_collections/' in name:
+        name = name[name.index('ansible_collections/'):]
+    return '%s:%d' % (name, frame.lineno)
+
+
+def top_lines(snapshot, count, frames=1):
+    """The allocation sites holding the most memory: the line that allocated (with ``frames`` above 1,
+    the whole call chain, the data mover's lines and the allocating line)."""
+    stats = snapshot.statistics('traceback' if frames > 1 else 'lineno')
     total = sum(stat.size for stat in stats)
-    return total, [{'where': '%s:%d' % (os.path.relpath(stat.traceback[0].filename, str(REPO))
-                                         if stat.traceback[0].filename.startswith(str(REPO))
-                                         else stat.traceback[0].filename, stat.traceback[0].lineno),
-                    'mib': round(stat.size / MIB, 1), 'blocks': stat.count} for stat in stats[:count]]
+    out = []
+    for stat in stats[:count]:
+        chain = [_where(frame) for frame in stat.traceback]
+        if frames > 1:
+            chain = [where for where in chain[:-1] if 'data_copy' in where] + chain[-1:]
+        out.append({'where': ' <- '.join(reversed(chain)), 'mib': round(stat.size / MIB, 1), 'blocks': stat.count})
+    return total, out
 
 
 def main(argv=None):
@@ -77,7 +89,7 @@ def main(argv=None):
 
         def save_cache(self, cache, verified):
             current, peak = tracemalloc.get_traced_memory()
-            total, lines = top_lines(tracemalloc.take_snapshot(), opts.top)
+            total, lines = top_lines(tracemalloc.take_snapshot(), opts.top, opts.frames)
             snapshots.append({'job': self.job['job_id'], 'at': 'save_cache (verified=%s)' % verified,
                               'traced_now_mib': round(current / MIB, 1), 'traced_peak_mib': round(peak / MIB, 1),
                               'hash_cache_entries': len(cache) if cache is not None else None, 'top': lines})

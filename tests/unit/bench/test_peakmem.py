@@ -60,7 +60,8 @@ def holder(tmp_path):
 
 
 def run_tree(peakmem, holder, tmp_path, cgroup_root=None):
-    memory = peakmem.JobMemory(interval=0.05, cgroup_root=cgroup_root, leader_pid_file=str(tmp_path / "leader.pid"))
+    memory = peakmem.JobMemory(interval=0.05, cgroup_root=cgroup_root, leader_pid_file=str(tmp_path / "leader.pid"),
+                               pss_every=2)
     # An unrelated process of 80 MiB started without the marker: never counted.
     outsider = subprocess.Popen([sys.executable, str(holder), str(tmp_path), "80", "outsider"])
     parent = subprocess.Popen([sys.executable, str(holder), str(tmp_path), "64", "parent"], env=memory.env())
@@ -90,6 +91,8 @@ def test_peak_is_the_sum_of_the_job_session_and_excludes_outsiders(holder, tmp_p
     assert max(item["hwm_bytes"] for item in names.values()) >= 96 * MIB
     assert result["peak_breakdown"][0]["rss_bytes"] >= 96 * MIB
     assert result["samples"] > 3
+    # Proportional sizes: the job's own pages (the two processes share little), never above the RSS sum.
+    assert 100 * MIB <= result["peak_pss_bytes"] <= result["peak_rss_bytes"], result
 
 
 def test_cgroup_membership_counts_a_process_without_the_marker(tmp_path):
