@@ -9,8 +9,10 @@ Generates three data sets (seeded, so every run writes the same bytes), copies e
 method between two filesystems (as root: ext4 and xfs on loop devices; otherwise two folders),
 with the page cache dropped before each timed run when possible (then, untimed, the method about
 to run copies a one-file folder, so that its programs are in memory and its data on the disk),
-then times the cutover (a final pass after 1% of the files changed). Prints a table and PASS/FAIL
-per target and writes a JSON file.
+then times the cutover (a final pass after 1% of the files changed). Every run of ours also records
+the peak memory of its job's processes together (bench/peakmem.py). ``--datasets D4`` makes a fourth
+set of 1,000,000 files of 1 KiB (``--d4-files`` for fewer). Prints a table and PASS/FAIL per target
+and writes a JSON file.
 See docs/performance.md.
 """
 
@@ -33,6 +35,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peakmem  # noqa: E402  (bench/peakmem.py)
 MIB = 1024 * 1024
 KIB = 1024
 
@@ -67,8 +71,11 @@ STARTUP_PLAYBOOK = """---
         state_dir: "{{ bench_state_dir }}"
 """
 
-METHODS = ('cp_a', 'tar_pipe', 'copy_limit', 'reference', 'rsync_sha256sum', 'ours')
+METHODS = ('cp_a', 'tar_pipe', 'copy_limit', 'rsync', 'reference', 'rsync_sha256sum', 'ours')
 DATASETS = ('D1', 'D2', 'D3')
+# D4 (1,000,000 files of 1 KiB) only when asked for: --datasets D4 (see --d4-files).
+ALL_DATASETS = DATASETS + ('D4',)
+BLOCK = 4096
 
 
 def log(message):
@@ -137,17 +144,53 @@ def plan_datasets(opts):
     xattrs = [files[i][0] for i in range(0, len(files), 20)]
     plans['D3'] = {'files': files, 'hardlinks': hardlinks, 'symlinks': symlinks, 'xattrs': xattrs,
                    'sparse': ('sparse/sparse.img', opts.sparse_mib * MIB)}
+    if 'D4' in opts.datasets:
+        # Many small files: written by write_small_files (one process, no Path objects per file).
+        d4_dirs = max(1, min(opts.d4_dirs, opts.d4_files))
+        per_dir = -(-opts.d4_files // d4_dirs)
+        plans['D4'] = {'files': [('d%05d/f%07d.dat' % (i // per_dir, i), opts.d4_kib * KIB)
+                                 for i in range(opts.d4_files)], 'small': True}
     for plan in plans.values():
         plan['bytes'] = sum(size for _rel, size in plan['files'])
         if 'sparse' in plan:
             plan['bytes'] += plan['sparse'][1]
         plan['nfiles'] = len(plan['files']) + len(plan.get('hardlinks', ())) + (1 if 'sparse' in plan else 0)
+        folders = set(rel.rpartition('/')[0] for rel, _size in plan['files'])
+        plan['ndirs'] = len(folders) + 10
+        # What the set takes on a filesystem of 4 KiB blocks (a 1 KiB file takes a block): the images
+        # are sized from this, not from the bytes alone.
+        plan['disk_bytes'] = (sum(-(-size // BLOCK) * BLOCK for _rel, size in plan['files'])
+                              + (plan['sparse'][1] if 'sparse' in plan else 0) + plan['ndirs'] * BLOCK)
     return plans
+
+
+def write_small_files(base, name, plan, block, seed):
+    """Many small files quickly, in this one process: one open/write/futimens/close per file, with
+    the same seeded content and timestamps write_dataset would give them."""
+    rng = random.Random(seed)
+    base = str(base)
+    last = None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, 'O_CLOEXEC', 0)
+    for rel, size in plan['files']:
+        folder = rel.rpartition('/')[0]
+        if folder != last:
+            os.makedirs(os.path.join(base, folder), exist_ok=True)
+            last = folder
+        fd = os.open(os.path.join(base, rel), flags, 0o644)
+        try:
+            os.write(fd, block.content(size, '%s/%s' % (name, rel)))
+            stamp = 1_700_000_000 * 10 ** 9 + rng.randrange(10 ** 15)
+            os.utime(fd, ns=(stamp, stamp))
+        finally:
+            os.close(fd)
+    return []
 
 
 def write_dataset(root, name, plan, block, seed):
     base = root / name
     base.mkdir(parents=True, exist_ok=True)
+    if plan.get('small'):
+        return write_small_files(base, name, plan, block, seed)
     made = set()
     notes = []
     for rel, size in plan['files']:
@@ -219,8 +262,9 @@ def tree_stats(root):
 class Filesystems:
     """The source and destination: ext4 and xfs on loop devices as root, else two folders."""
 
-    def __init__(self, work, mode, src_bytes, dst_bytes, dst_inodes):
+    def __init__(self, work, mode, src_bytes, dst_bytes, dst_inodes, src_inodes=None):
         self.work = work
+        self.src_inodes = src_inodes
         self.loops = []
         self.mounted = []
         self.images = []
@@ -262,7 +306,9 @@ class Filesystems:
     def _setup_loop(self, src_bytes, dst_bytes, dst_inodes):
         gib = 1024 * MIB
         self.src_loop = self._image('src-ext4.img', (src_bytes * 14 // 10 // gib + 2) * gib)
-        run_cmd(['mkfs.ext4', '-q', '-F', '-N', str(max(dst_inodes * 3, 65536)), '-E',
+        # The inode count: from the entries when given (D4: millions of small files), else a margin.
+        inodes = self.src_inodes or max(dst_inodes * 3, 65536)
+        run_cmd(['mkfs.ext4', '-q', '-F', '-N', str(inodes), '-E',
                  'lazy_itable_init=0,lazy_journal_init=0', self.src_loop])
         self._mount(self.src_loop, self.src)
         self.dst_loop = self._image('dst-xfs.img', (dst_bytes * 14 // 10 // gib + 2) * gib)
@@ -413,6 +459,13 @@ def find_sha256sum(root):
     return sorted(output.splitlines())
 
 
+def m_rsync(src, dst, ctx):
+    """Plain ``rsync -aHAX`` into the empty destination, no verification: a plain copier, which
+    beats the tar pipe on many small files."""
+    run_cmd(['rsync', '-aHAX', str(src) + '/', str(dst) + '/'])
+    return {}
+
+
 def m_rsync_sha256sum(src, dst, ctx):
     started = time.perf_counter()
     run_cmd(['rsync', '-aHAX', str(src) + '/', str(dst) + '/'])
@@ -453,19 +506,31 @@ class Ours:
         if not self.ansible_playbook:
             raise SystemExit('ansible-playbook not found (source scripts/env.sh first)')
         self.counter = 0
+        self.memory_interval = 0.1
+        self.last_memory = None
 
-    def _play(self, playbook, extra, label, state_dir=None):
+    def _play(self, playbook, extra, label, state_dir=None, job_id=None):
         vars_file = self.work / ('vars-%s.json' % label)
         extra = dict(extra, bench_state_dir=str(state_dir or self.state_dir), bench_mount_tmp=str(self.mount_tmp),
                      ansible_python_interpreter=sys.executable)
         vars_file.write_text(json.dumps(extra))
         log_file = self.work / ('ansible-%s.log' % label)
+        # Peak memory of the run's processes (bench/peakmem.py): sampled from /proc in a thread of
+        # this process, which only waits meanwhile.
+        leader = str(Path(state_dir or self.state_dir) / job_id / 'worker.pid') if job_id else None
+        memory = peakmem.JobMemory(interval=self.memory_interval, leader_pid_file=leader)
         started = time.perf_counter()
         with open(log_file, 'wb') as handle:
-            rc = subprocess.run([self.ansible_playbook, '-i', 'localhost,', str(playbook), '-e', '@%s' % vars_file],
-                                env=self.env, stdout=handle, stderr=subprocess.STDOUT, cwd=str(self.work),
-                                check=False).returncode
-        seconds = time.perf_counter() - started
+            process = subprocess.Popen([self.ansible_playbook, '-i', 'localhost,', str(playbook), '-e',
+                                        '@%s' % vars_file], env=memory.env(self.env), stdout=handle,
+                                       stderr=subprocess.STDOUT, cwd=str(self.work))
+            memory.attach(process.pid)
+            memory.start()
+            try:
+                rc = process.wait()
+            finally:
+                seconds = time.perf_counter() - started
+                self.last_memory = memory.stop()
         if rc:
             tail = log_file.read_text(errors='replace')[-3000:]
             raise RuntimeError('ansible-playbook (%s) failed with %d:\n%s' % (label, rc, tail))
@@ -485,10 +550,10 @@ class Ours:
         state_dir = state_dir or self.state_dir
         seconds = self._play(self.playbook, {'bench_job_id': job_id, 'bench_source': str(src),
                                              'bench_destination': str(dst), 'bench_final_pass': final_pass},
-                             job_id, state_dir)
+                             job_id, state_dir, job_id=job_id)
         report = json.loads((state_dir / job_id / 'report.json').read_text())
         stats = report.get('rsync_stats') or {}
-        return {'seconds': seconds, 'verified': bool(report.get('verified')),
+        return {'seconds': seconds, 'verified': bool(report.get('verified')), 'memory': self.last_memory,
                 'hashing': report.get('hashing'),
                 'verification': report.get('verification'), 'copy_seconds': report.get('copy_seconds'),
                 'verify_seconds': report.get('verify_seconds'), 'hash_algorithm': report.get('hash_algorithm'),
@@ -603,7 +668,13 @@ def cutover(fs, ours, opts, run, block, caches, warmup):
     source = fs.src / 'CUT'
     if source.exists():
         shutil.rmtree(source)
-    run_cmd(['cp', '-a', str(fs.src / opts.cutover_set), str(source)])
+    # D4 in a single run is not read again after the cutover: it is moved rather than copied (a copy
+    # of 1,000,000 files takes minutes), and left in place at the end (the filesystem goes anyway).
+    moved = opts.cutover_set == 'D4' and opts.runs == 1
+    if moved:
+        os.rename(str(fs.src / opts.cutover_set), str(source))
+    else:
+        run_cmd(['cp', '-a', str(fs.src / opts.cutover_set), str(source)])
     ours_dst, rsync_dst = fs.dst / 'ours', fs.dst / 'rsync'
     ours_dst.mkdir()
     rsync_dst.mkdir()
@@ -611,12 +682,23 @@ def cutover(fs, ours, opts, run, block, caches, warmup):
     jobs = ours.fresh_state_dir('cut-%s' % tag)
     drop_caches()
     phase1 = ours.copy(source, ours_dst, 'bench-cut-p1-%s' % tag, state_dir=jobs)
+    log('cutover run %d: ours phase 1 (first copy with verification) %.2f s, verified %s%s' % (
+        run + 1, phase1['seconds'], phase1['verified'], mem_text(phase1['memory'])))
+    # The source's pages from ours' phase 1 are dropped: this rsync reads the disk too, and its time
+    # is a plain first copy of the same set in the same run (the copy limit of D4, where rsync wins).
+    caches.append(prepare('rsync', warmup))
+    started = time.perf_counter()
     run_cmd(['rsync', '-aHAX', str(source) + '/', str(rsync_dst) + '/'])
+    flush(rsync_dst)
+    rsync_phase1 = time.perf_counter() - started
+    log('cutover run %d: plain rsync -aHAX phase 1 %.2f s' % (run + 1, rsync_phase1))
     stats = tree_stats(source)
     same_second, grown = modify_one_percent(source, stats, block, opts.seed + 1000 + run)
     changed = same_second + grown
     caches.append(prepare('ours', warmup))
     final = ours.copy(source, ours_dst, 'bench-cut-final-%s' % tag, final_pass=True, state_dir=jobs)
+    log('cutover run %d: %d files changed; ours final pass %.2f s, verified %s%s' % (
+        run + 1, len(changed), final['seconds'], final['verified'], mem_text(final['memory'])))
     caches.append(prepare('rsync', warmup))
     started = time.perf_counter()
     run_cmd(['rsync', '-aHAX', str(source) + '/', str(rsync_dst) + '/'])
@@ -626,6 +708,8 @@ def cutover(fs, ours, opts, run, block, caches, warmup):
     rsync_missed = content_misses(source, rsync_dst, changed)
     caches.append(prepare('ours', warmup))
     noop = ours.copy(source, ours_dst, 'bench-cut-noop-%s' % tag, final_pass=True, state_dir=jobs)
+    log('cutover run %d: plain rsync final pass %.2f s; ours no-op rerun %.2f s%s' % (
+        run + 1, rsync_seconds, noop['seconds'], mem_text(noop['memory'])))
     caches.append(prepare('rsync', warmup))
     started = time.perf_counter()
     run_cmd(['rsync', '-aHAX', str(source) + '/', str(rsync_dst) + '/'])
@@ -633,9 +717,11 @@ def cutover(fs, ours, opts, run, block, caches, warmup):
     rsync_noop = time.perf_counter() - started
     started = time.perf_counter()
     attach = ours.copy(source, ours_dst, 'bench-cut-noop-%s' % tag, final_pass=True, state_dir=jobs)
-    shutil.rmtree(source)
+    if not moved:
+        shutil.rmtree(source)
     return {
         'phase1_seconds': phase1['seconds'], 'phase1_verified': phase1['verified'],
+        'rsync_phase1_seconds': rsync_phase1,
         'phase1_copy_engine': phase1['copy_engine'], 'ours_final_copy_engine': final['copy_engine'],
         'changed_files': len(changed), 'changed_same_size_same_second': len(same_second),
         'changed_grown': len(grown),
@@ -649,7 +735,28 @@ def cutover(fs, ours, opts, run, block, caches, warmup):
         'ours_noop_seconds': noop['seconds'], 'ours_noop_verified': noop['verified'],
         'ours_noop_copy_seconds': noop['copy_seconds'], 'ours_noop_verify_seconds': noop['verify_seconds'],
         'rsync_noop_seconds': rsync_noop, 'ours_attach_completed_seconds': attach['seconds'],
+        'ours_phase1_memory': phase1['memory'], 'ours_final_memory': final['memory'],
+        'ours_noop_memory': noop['memory'],
+        'ours_phase1_peak_rss_bytes': peak_of(phase1), 'ours_final_peak_rss_bytes': peak_of(final),
+        'ours_noop_peak_rss_bytes': peak_of(noop),
     }
+
+
+def peak_of(extra):
+    """The peak RSS of the job's processes together in one run of ours (bytes), or None."""
+    return ((extra or {}).get('memory') or {}).get('peak_rss_bytes')
+
+
+def mem_text(memory):
+    """', peak memory ...' for a log line of a run of ours, or ''."""
+    if not memory:
+        return ''
+    top = memory['peak_breakdown'][0] if memory['peak_breakdown'] else None
+    return '; peak RSS of the job %.0f MiB (PSS %s MiB; with ansible-playbook %.0f MiB)%s' % (
+        memory['peak_rss_bytes'] / MIB,
+        '%.0f' % (memory['peak_pss_bytes'] / MIB) if memory.get('peak_pss_bytes') is not None else '-',
+        memory['peak_rss_all_bytes'] / MIB,
+        ', largest %s %.0f MiB' % (top['name'], top['rss_bytes'] / MIB) if top else '')
 
 
 # ---------------------------------------------------------------------- report
@@ -691,13 +798,14 @@ def spread(values, fmt='%.2f'):
 
 
 def fmt_table(rows):
-    header = ('method', 'data set', 'seconds', 'runs (s)', 'MB/s', 'files/s', 'x copy limit', 'note')
+    header = ('method', 'data set', 'seconds', 'runs (s)', 'MB/s', 'files/s', 'x copy limit', 'peak MiB', 'note')
     lines = [header]
     for row in rows:
         lines.append((row['method'], row['dataset'], '%.2f' % row['seconds'], spread(row['runs']),
                       '%.1f' % row['mb_per_s'],
                       '%.0f' % row['files_per_s'],
                       '%.2f' % row['ratio_to_copy_limit'] if row['ratio_to_copy_limit'] else '-',
+                      '%.0f' % (row['peak_rss_bytes'] / MIB) if row.get('peak_rss_bytes') else '-',
                       row.get('note', '')))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     out = []
@@ -708,7 +816,7 @@ def fmt_table(rows):
     return '\n'.join(out)
 
 
-def evaluate_targets(rows, cut):
+def evaluate_targets(rows, cut, plain_copier=None):
     """PASS or FAIL of each target, judged on the medians; ``per_run`` gives the same figure within
     each run (run i of one method against run i of the other: they ran minutes apart at most), to
     show how much it moves between runs. A target on a ratio of times also gives ours' median
@@ -743,7 +851,13 @@ def evaluate_targets(rows, cut):
         if ('ours', ds) in by and ('reference', ds) in by:
             add('reference method / ours on %s (speed-up)' % ds, *ratio('reference', 'ours', ds), op='>=',
                 limit=limit, ours=by[('ours', ds)], other=by[('reference', ds)])
-    for ds in DATASETS:
+    plain_copier = plain_copier or {}
+    if ('ours', 'D4') in by and 'D4' in plain_copier:
+        fastest = plain_copier['D4']
+        add('ours copy+verify / fastest plain copier (%s) on D4' % fastest['method'], by[('ours', 'D4')] / fastest['seconds'],
+            [a / b for a, b in zip(runs[('ours', 'D4')], fastest['runs'])], '<=', 1.6,
+            ours=by[('ours', 'D4')], other=fastest['seconds'])
+    for ds in ALL_DATASETS:
         if ('ours', ds) in by and ('rsync_sha256sum', ds) in by:
             add('rsync+sha256sum / ours on %s (speed-up)' % ds, *ratio('rsync_sha256sum', 'ours', ds), op='>=',
                 limit=1.5, ours=by[('ours', ds)], other=by[('rsync_sha256sum', ds)])
@@ -753,6 +867,23 @@ def evaluate_targets(rows, cut):
             ours=cut['ours_final_seconds'], other=cut['rsync_seconds'])
         add('changes missed by ours final pass (all runs)', cut['ours_missed_total'],
             [run['ours_missed'] for run in cut['runs']], '<=', 0, unit='files')
+    if cut and cut.get('dataset') == 'D4':
+        # The cutover's phase 1 is a first copy with verification too, next to a plain rsync -aHAX of
+        # the same set in the same run (each after a cache drop): at 1,000,000 files the run may
+        # time only these (--methods '' --cutover-set D4).
+        add('ours phase 1 (first copy+verify) / plain rsync phase 1 on D4', cut['phase1_seconds'] / cut['rsync_phase1_seconds'],
+            [run['phase1_seconds'] / run['rsync_phase1_seconds'] for run in cut['runs']], '<=', 1.6,
+            ours=cut['phase1_seconds'], other=cut['rsync_phase1_seconds'])
+    # Peak memory at 1,000,000 files (issue 20): every run of ours on D4, the cutover's included.
+    peaks = list(next((row.get('peak_rss_runs') or [] for row in rows
+                       if row['method'] == 'ours' and row['dataset'] == 'D4'), []))
+    if cut and cut.get('dataset') == 'D4':
+        for run in cut['runs']:
+            peaks += [run[key] for key in ('ours_phase1_peak_rss_bytes', 'ours_final_peak_rss_bytes',
+                                           'ours_noop_peak_rss_bytes') if run.get(key) is not None]
+    if peaks:
+        add('peak memory of ours\' job on D4, every run (MiB)', max(peaks) / MIB, [p / MIB for p in peaks], '<=',
+            256, unit='MiB')
     return targets
 
 
@@ -779,9 +910,11 @@ def parse_args(argv):
                         help='auto: ext4 + xfs on loop devices as root, else two folders')
     parser.add_argument('--work-dir', default='/var/tmp', help='where the work folder (and loop images) go')
     parser.add_argument('--seed', type=int, default=20240601)
-    parser.add_argument('--datasets', default='D1,D2,D3', help='comma-separated subset of D1,D2,D3')
+    parser.add_argument('--datasets', default='D1,D2,D3',
+                        help='comma-separated subset of D1,D2,D3,D4 (D4, 1,000,000 files of 1 KiB, only when named)')
     parser.add_argument('--methods', default='cp_a,tar_pipe,reference,rsync_sha256sum,ours',
-                        help='comma-separated subset (the copy limit needs cp_a and tar_pipe)')
+                        help='comma-separated subset of cp_a,tar_pipe,rsync,reference,rsync_sha256sum,ours (the copy '
+                             'limit needs cp_a and tar_pipe; rsync is a plain rsync -aHAX, not in the default run)')
     parser.add_argument('--d1-files', type=int)
     parser.add_argument('--d1-mib', type=int, help='size of each D1 file in MiB')
     parser.add_argument('--d2-files', type=int)
@@ -789,8 +922,11 @@ def parse_args(argv):
     parser.add_argument('--d2-kib', type=int, default=4)
     parser.add_argument('--d3-files', type=int)
     parser.add_argument('--sparse-mib', type=int, help='apparent size of the D3 sparse file')
+    parser.add_argument('--d4-files', type=int, default=1000000, help='files in D4 (default 1,000,000)')
+    parser.add_argument('--d4-dirs', type=int, default=10000, help='folders of D4 (default 10,000)')
+    parser.add_argument('--d4-kib', type=int, default=1, help='size of each D4 file in KiB (default 1)')
     parser.add_argument('--ref-files', type=int, help='files in the subset the reference method copies')
-    parser.add_argument('--cutover-set', default='D3', choices=DATASETS)
+    parser.add_argument('--cutover-set', default='D3', choices=ALL_DATASETS)
     parser.add_argument('--no-cutover', action='store_true')
     parser.add_argument('--cold-programs', action='store_true',
                         help='no untimed warm-up after each cache drop: every method also loads its programs '
@@ -808,6 +944,14 @@ def parse_args(argv):
             setattr(opts, key, value)
     opts.datasets = [d for d in opts.datasets.split(',') if d]
     opts.methods = [m for m in opts.methods.split(',') if m]
+    for name in opts.datasets:
+        if name not in ALL_DATASETS:
+            parser.error('unknown data set %r (choose from %s)' % (name, ','.join(ALL_DATASETS)))
+    for method in opts.methods:
+        if method not in METHODS or method == 'copy_limit':
+            parser.error('unknown method %r' % method)
+    if opts.d4_files < 1 or opts.d4_dirs < 1 or opts.d4_kib < 0:
+        parser.error('--d4-files and --d4-dirs must be at least 1, --d4-kib at least 0')
     if opts.cutover_set not in opts.datasets:
         opts.no_cutover = True
     return opts
@@ -835,14 +979,21 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, _terminate)
     plans = plan_datasets(opts)
     plans = {name: plans[name] for name in opts.datasets}
-    total = sum(plan['bytes'] for plan in plans.values())
-    biggest = max(plan['bytes'] for plan in plans.values())
-    cut_bytes = plans[opts.cutover_set]['bytes'] if not opts.no_cutover else 0
+    total = sum(plan['disk_bytes'] for plan in plans.values())
+    biggest = max(plan['disk_bytes'] for plan in plans.values())
+    cut_bytes = plans[opts.cutover_set]['disk_bytes'] if not opts.no_cutover else 0
     inodes = sum(plan['nfiles'] for plan in plans.values()) + 3 * (plans.get(opts.cutover_set, {}).get('nfiles', 0))
+    src_inodes = None
+    if 'D4' in plans:
+        # Every entry of the source (the sets and the cutover's copy of one), a quarter more, and room.
+        entries = sum(plan['nfiles'] + plan['ndirs'] for plan in plans.values())
+        if not opts.no_cutover:
+            entries += plans[opts.cutover_set]['nfiles'] + plans[opts.cutover_set]['ndirs']
+        src_inodes = entries * 5 // 4 + 65536
     work = Path(tempfile.mkdtemp(prefix='mobility-bench-', dir=opts.work_dir))
     fs = None
     try:
-        fs = Filesystems(work, opts.fs, total + cut_bytes, max(biggest, 2 * cut_bytes), inodes)
+        fs = Filesystems(work, opts.fs, total + cut_bytes, max(biggest, 2 * cut_bytes), inodes, src_inodes)
         log('work folder %s; source %s, destination %s%s' % (
             work, fs.fstype(fs.src), fs.fstype(fs.dst), (' -- ' + fs.note) if fs.note else ''))
         can_drop = drop_caches()
@@ -871,7 +1022,7 @@ def main(argv=None):
         caches = [can_drop]
         samples = {}
         extras = {}
-        funcs = {'cp_a': m_cp_a, 'tar_pipe': m_tar_pipe, 'reference': m_reference,
+        funcs = {'cp_a': m_cp_a, 'tar_pipe': m_tar_pipe, 'rsync': m_rsync, 'reference': m_reference,
                  'rsync_sha256sum': m_rsync_sha256sum}
         for name in opts.datasets:
             st = stats[name]
@@ -901,7 +1052,7 @@ def main(argv=None):
                     seconds += extra['flush_seconds']
                     samples.setdefault((method, name), []).append(seconds)
                     extras.setdefault((method, name), []).append(extra)
-                    log('%s %s run %d: %.2f s' % (method, name, run + 1, seconds))
+                    log('%s %s run %d: %.2f s%s' % (method, name, run + 1, seconds, mem_text(extra.get('memory'))))
         cut_runs = []
         if not opts.no_cutover:
             for run in range(opts.runs):
@@ -915,9 +1066,17 @@ def main(argv=None):
                         result['ours_noop_seconds'], result['rsync_noop_seconds']))
         caches_dropped = all(caches)
         rows = []
+        plain_copier = {}
         for name in opts.datasets:
             st = stats[name]
             medians = {m: median(samples.get((m, name), [])) for m in METHODS}
+            plain = [m for m in ('cp_a', 'tar_pipe', 'rsync') if medians[m] is not None]
+            if plain:
+                # The fastest plain copier of this set, rsync -aHAX included (issue 20's copy limit at
+                # 1,000,000 files, where rsync beats the tar pipe).
+                fastest = min(plain, key=lambda m: medians[m])
+                plain_copier[name] = {'method': fastest, 'seconds': medians[fastest],
+                                      'runs': [min(group) for group in zip(*[samples[(m, name)] for m in plain])]}
             if medians['cp_a'] is not None and medians['tar_pipe'] is not None:
                 medians['copy_limit'] = min(medians['cp_a'], medians['tar_pipe'])
                 # Each run's own limit (the better of the two in that run), for the per-run ratios.
@@ -948,6 +1107,9 @@ def main(argv=None):
                         median([_files_read(e['hashing']) for e in ex]))
                     row['verified'] = all(e['verified'] for e in ex)
                     row['copy_engines'] = sorted(set(str(e.get('copy_engine')) for e in ex))
+                    peaks = [peak_of(e) for e in ex if peak_of(e) is not None]
+                    row['peak_rss_runs'] = peaks
+                    row['peak_rss_bytes'] = max(peaks) if peaks else None
                     row['detail'] = ex
                 elif method == 'rsync_sha256sum':
                     row['note'] = 'rsync %.2f + sha256sum %.2f s' % (median([e['copy_seconds'] for e in ex]),
@@ -963,7 +1125,7 @@ def main(argv=None):
                        ours_final_verified=all(r['ours_final_verified'] for r in cut_runs),
                        rsync_missed_total=sum(r['rsync_missed'] for r in cut_runs),
                        rsync_missed_same_second_changes=any(r['rsync_missed_same_second'] for r in cut_runs))
-        targets = evaluate_targets(rows, cut)
+        targets = evaluate_targets(rows, cut, plain_copier)
         result = {
             'command': ' '.join([os.path.relpath(sys.argv[0]) if argv is None else 'bench/run.py']
                                 + (sys.argv[1:] if argv is None else list(argv))),
@@ -984,7 +1146,11 @@ def main(argv=None):
                                for method, values in (warmup.seconds.items() if warmup else ())},
             'datasets': {name: {'files': st['files'], 'bytes': st['bytes'], 'entries': st['entries'],
                                 'notes': notes[name]} for name, st in stats.items()},
-            'results': rows, 'cutover': cut, 'targets': targets,
+            'results': rows, 'cutover': cut, 'targets': targets, 'fastest_plain_copier': plain_copier,
+            'memory_note': 'peak_rss_bytes: the largest sum of VmRSS over the job\'s processes (the data mover\'s '
+                           'worker and every process it started), sampled every %.1f s from /proc; '
+                           'peak_rss_all_bytes adds ansible-playbook and the module; see bench/peakmem.py'
+                           % (ours.memory_interval if ours else 0.1),
         }
         print()
         print('Machine: %(cpu_count)d CPUs, %(memory)s, kernel %(kernel)s, %(rsync)s, Python %(python)s' % dict(
@@ -1015,6 +1181,8 @@ def main(argv=None):
             print()
             print('Cutover on %s (%d files changed, %d of them same size within the same second):' % (
                 opts.cutover_set, cut['changed_files'], cut['changed_same_size_same_second']))
+            print('  plain rsync -aHAX phase 1 (into its own empty destination, cache dropped first): %.2f s' % (
+                cut['rsync_phase1_seconds']))
             print('  ours phase 1 (engine %s): %.2f s; ours final pass (role, final_pass=true, new job id, engine %s): '
                   '%.2f s (copy %.2f + verify %.2f), verified: %s, changed files missed: %d in %d run(s); %s' % (
                       cut_runs[0]['phase1_copy_engine'], cut['phase1_seconds'], cut_runs[0]['ours_final_copy_engine'],
@@ -1029,10 +1197,24 @@ def main(argv=None):
             print('  rerun with nothing to do: ours %.2f s (new job id; attaching to the completed job: %.2f s), '
                   'plain rsync %.2f s' % (cut['ours_noop_seconds'], cut['ours_attach_completed_seconds'],
                                           cut['rsync_noop_seconds']))
+        memory_lines = []
+        for row in rows:
+            if row.get('peak_rss_runs'):
+                memory_lines.append('  first copy with verification, %s: %s MiB' % (
+                    row['dataset'], ', '.join('%.0f' % (p / MIB) for p in row['peak_rss_runs'])))
+        for run in cut_runs:
+            memory_lines.append('  cutover on %s: phase 1 %s, final pass %s, no-op rerun %s MiB' % tuple(
+                [opts.cutover_set] + ['%.0f' % (run[key] / MIB) if run.get(key) is not None else '-' for key in (
+                    'ours_phase1_peak_rss_bytes', 'ours_final_peak_rss_bytes', 'ours_noop_peak_rss_bytes')]))
+        if memory_lines:
+            print()
+            print('Peak memory of ours\' job (the sum of the RSS of the worker and every process it started, '
+                  'sampled from /proc every %.1f s), each run:' % ours.memory_interval)
+            print('\n'.join(memory_lines))
         print()
         print('Targets:')
         for target in targets:
-            unit = '' if target['unit'] == 'files' else 'x'
+            unit = {'files': '', 'MiB': ' MiB'}.get(target['unit'], 'x')
             print('  %-4s %s: %s %s %s%s%s%s' % (
                 'PASS' if target['pass'] else 'FAIL', target['target'], target['value'], target['op'],
                 target['limit'], unit,
