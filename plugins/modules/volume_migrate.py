@@ -175,11 +175,17 @@ EXAMPLES = r'''
         name: scratch
       register: info
 
+    # A copy that ended before this read (an empty volume copies in an instant) has no progress:
+    # its migration_status is success already.
     - name: Show it
+      vars:
+        volume: "{{ info.volumes[0] }}"
       ansible.builtin.debug:
-        msg: "{{ info.volumes[0].migration.progress.percent }} % of {{ info.volumes[0].migration.progress.bytes_total }} bytes"
+        msg: >-
+          {{ volume.migration_status }}{{ (', %s %% of %s bytes' | format(volume.migration.progress.percent,
+          volume.migration.progress.bytes_total)) if volume.migration.progress is defined else '' }}
 
-    - name: Stop it; the volume stays where it was
+    - name: Stop it if it still runs; the volume then stays where it was
       storage.mobility.volume_migrate:
         volume: scratch
         state: cancelled
