@@ -283,7 +283,9 @@ def test_an_ssh_connection_killed_during_a_transfer_then_reruns_converge(lab, no
     backends = [lab.backend("storb")]
     created = ok(run_module("share", {"backends": backends, "name": "cut1", "pool": "storb@bb#one", "size": 1},
                             lab.base))
-    sums = fill(lab, "storb", created["share"]["export_location"], 64)
+    # 192 MiB: the send must still run when the cut comes. 64 MiB was sent before the cut once module
+    # calls got cheaper (the run went on); storb's 640 MiB btrfs holds the file and its received copy.
+    sums = fill(lab, "storb", created["share"]["export_location"], 192)
     params = dict(backends=backends, share="cut1", destination_pool="storb@bb#two", state="started", **FLAGS)
     proc = module_process("share_migration", params, lab.base)
     # Wait for the btrfs send to run on the host, then cut the run's connection to it.
