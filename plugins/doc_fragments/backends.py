@@ -67,6 +67,18 @@ options:
           - Backends on the same O(backends[].host) must declare the same ssh options.
         type: dict
         suboptions:
+          inventory_host:
+            description:
+              - The inventory host whose connection variables give the options this backend leaves out, read on
+                the controller by the module's action plugin before the module runs (see docs/hosts.md).
+              - C(ansible_host) gives O(backends[].ssh.address) (default the inventory name), C(ansible_port) the
+                port, C(ansible_user) the user, C(ansible_ssh_private_key_file) the key file, C(ansible_become)
+                O(backends[].ssh.become) (C(sudo) to root only), and C(-o UserKnownHostsFile=) and
+                C(-o StrictHostKeyChecking=accept-new) in C(ansible_ssh_common_args) or C(ansible_ssh_extra_args)
+                the known_hosts file and O(backends[].ssh.host_key_checking=accept-new).
+              - An option set in O(backends[].ssh) itself wins. Passwords in the inventory are never used.
+              - Only when the module runs as an Ansible task (not when its file is run by hand).
+            type: str
           address:
             description: Host name or IP address to connect to. Defaults to O(backends[].host).
             type: str

@@ -36,6 +36,7 @@ def backends_argument_spec():
             host=dict(type='str', default='localhost'),
             transport=dict(type='str', choices=list(TRANSPORTS)),
             ssh=dict(type='dict', options=dict(
+                inventory_host=dict(type='str'),
                 address=dict(type='str'),
                 user=dict(type='str'),
                 port=dict(type='int'),

@@ -146,6 +146,11 @@ class LocalBackend(Backend):
             return
         if not isinstance(ssh, dict):
             raise InvalidRequest('Invalid ssh for backend %s: expected a dictionary (%s)' % (self.name, ', '.join(SSH_OPTIONS)))
+        if ssh.get('inventory_host'):
+            raise InvalidRequest('The ssh inventory_host %s of backend %s was not resolved: the options are read from '
+                                 'the inventory on the controller by the action plugin of the module, which runs when '
+                                 'the module runs as an Ansible task; run it as a task, or give the ssh options '
+                                 'themselves' % (ssh['inventory_host'], self.name))
         unknown = sorted(k for k in ssh if k not in SSH_OPTIONS)
         if unknown:
             raise InvalidRequest('Unknown ssh option(s) %s for backend %s: known options are %s'

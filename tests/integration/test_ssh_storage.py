@@ -435,3 +435,73 @@ def test_a_controller_killed_in_the_middle_of_a_transfer_then_reruns_converge(la
     assert lab.ssh("storb", ["sh", "-c", 'cd "$1" && sha256sum big small', "sh",
                              done["share"]["export_location"]]).stdout == sums
     assert our_ssh_processes([host.address for host in lab.hosts.values()]) == []
+
+
+INVENTORY_PLAYBOOK = """
+- name: Backends that take their ssh options from the inventory
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/storage.mobility.mobility:
+      backends:
+        - name: pa
+          driver: posix
+          host: stora
+          transport: ssh
+          ssh:
+            inventory_host: stora
+          pools: "{{ pools }}"
+  tasks:
+    - name: Create a share on stora
+      storage.mobility.share:
+        name: inv2
+        pool: stora@pa#ext4
+        size: 1
+      register: created
+    - name: Say where it is
+      ansible.builtin.debug:
+        msg: "created at {{ created.share.export_location }}"
+"""
+
+
+def test_ssh_options_come_from_the_inventory_host_a_backend_names(lab, tmp_path, collections_path, no_leftovers):
+    """``ssh.inventory_host``: the address, port, user, key and known_hosts of Ansible's own connection
+    to the host (from the inventory, templated there), through a real sshd; passwords are refused in
+    words and never used; an unknown host and a become method other than sudo change nothing."""
+    inventory = tmp_path / "inventory.yml"
+    stora = {"ansible_host": lab.hosts["stora"].address, "ansible_port": "{{ lab_port }}", "ansible_user": "root",
+             "ansible_ssh_private_key_file": str(lab.key), "ansible_password": "never-used-9f3",
+             "ansible_ssh_common_args": f"-o UserKnownHostsFile={lab.known_hosts} -o StrictHostKeyChecking=yes",
+             "lab_port": lab.port}
+    inventory.write_text(json.dumps({"all": {"hosts": {
+        "localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
+        "stora": stora,
+        "storsu": dict(stora, ansible_become=True, ansible_become_method="su")}}}))
+    playbook = tmp_path / "inventory_host.yml"
+    playbook.write_text(INVENTORY_PLAYBOOK)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections_path), ANSIBLE_NOCOLOR="1")
+
+    def play(*extra):
+        return subprocess.run(["ansible-playbook", "-i", str(inventory), str(playbook), "-e",
+                               json.dumps({"pools": lab.pools("stora")}), *extra],
+                              capture_output=True, text=True, env=env, timeout=600, check=False)
+
+    proc = play()
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "never uses passwords" in proc.stdout + proc.stderr
+    assert "never-used-9f3" not in proc.stdout + proc.stderr
+    shares = lab.pools("stora")["ext4"] + "/shares"
+    assert "inv2" in remote_listing(lab, "stora", shares)
+    assert f"created at {shares}/inv2" in proc.stdout
+
+    # A backend that names an unknown host, or one whose become is not sudo: refused before any module runs.
+    for host, words in (("nosuch", "ssh inventory_host nosuch is not in the inventory"),
+                        ("storsu", "ansible_become_method is su")):
+        playbook.write_text(INVENTORY_PLAYBOOK.replace("inventory_host: stora", f"inventory_host: {host}")
+                            .replace("name: inv2", "name: inv3"))
+        refused = play()
+        assert refused.returncode != 0
+        assert words in refused.stdout + refused.stderr and "Backend pa" in refused.stdout + refused.stderr
+        assert "inv3" not in remote_listing(lab, "stora", shares)
+    ok(run_module("share", {"backends": [lab.backend("stora")], "name": "inv2", "state": "absent"}, lab.base))
+    assert "inv2" not in remote_listing(lab, "stora", shares)

@@ -95,3 +95,13 @@ def test_pools_on_two_ssh_hosts_may_share_a_path_but_not_on_one_host():
 def test_openstack_backends_refuse_ssh():
     with pytest.raises(InvalidRequest, match="remove ssh from it"):
         Backends([{"name": "m1", "driver": "manila", "ssh": {"address": "x"}}])
+
+
+def test_an_inventory_host_that_reaches_the_module_unresolved_is_refused_with_the_reason():
+    """The action plugin replaces ``inventory_host`` with the host's options; a module run by hand
+    (no action plugin) gets it as given and must say why it cannot use it."""
+    with pytest.raises(InvalidRequest) as caught:
+        Backends([spec(ssh={"inventory_host": "stora", "user": "root"})])
+    assert "The ssh inventory_host stora of backend be1 was not resolved" in str(caught.value)
+    assert "action plugin" in str(caught.value)
+    assert Backends([spec(ssh={"inventory_host": None, "address": "10.0.0.6"})]).backends[0].ssh["address"] == "10.0.0.6"

@@ -1,0 +1,13 @@
+# -*- coding: utf-8 -*-
+# Copyright: storage.mobility contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin of storage.mobility.volume_migrate: fills ssh options from the inventory (plugin_utils/backends_action.py)."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+from ansible_collections.storage.mobility.plugins.plugin_utils.backends_action import BackendsAction
+
+
+class ActionModule(BackendsAction):
+    """storage.mobility.volume_migrate with ``ssh.inventory_host`` resolved on the controller."""
