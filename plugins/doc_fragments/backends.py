@@ -61,9 +61,10 @@ options:
       ssh:
         description:
           - How to reach the storage host of a backend with O(backends[].transport=ssh) (see docs/hosts.md).
-          - One OpenSSH connection per host is kept for the module run (a ControlMaster whose socket is in a
-            private temporary folder) and closed at its end. Every file operation goes to one helper process
-            started on the host with C(python3), which must be installed there.
+          - One OpenSSH connection per host serves every module call of a run (a ControlMaster whose socket is in
+            the controller user's private folder C(<tmp>/mobility-cm-<uid>), ended by C(ControlPersist) a minute after
+            its last use). Every file operation of a module call goes to one helper process started on the host
+            with C(python3), which must be installed there.
           - Backends on the same O(backends[].host) must declare the same ssh options.
         type: dict
         suboptions:

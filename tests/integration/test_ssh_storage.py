@@ -22,8 +22,10 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,7 +41,8 @@ FLAGS = {"writable": True, "preserve_metadata": True, "preserve_snapshots": True
 
 def our_ssh_processes(addresses=None) -> list[str]:
     """Command lines of ssh processes this collection started (their control sockets are in
-    mobility-ssh-*); with ``addresses``, only those that name one of them (one lab's hosts)."""
+    mobility-cm-<uid>, the shared masters' folder, or a run's own mobility-ssh-*); with
+    ``addresses``, only those that name one of them (one lab's hosts)."""
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -48,7 +51,7 @@ def our_ssh_processes(addresses=None) -> list[str]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv and argv[0] == b"ssh" and any(b"mobility-ssh-" in a for a in argv):
+        if argv and argv[0] == b"ssh" and any(b"mobility-ssh-" in a or b"mobility-cm-" in a for a in argv):
             line = " ".join(a.decode() for a in argv)
             if addresses is None or any(address in line for address in addresses):
                 found.append(line)
@@ -121,14 +124,31 @@ def rerun_phase1(params: dict, base, attempts: int = 3) -> dict:
     return started
 
 
+def sessions_left(lab) -> list[str]:
+    """Our ssh processes of this lab's hosts other than the shared masters (which stay for
+    ControlPersist after their last session): a helper session, a pipe, a master of a run's own."""
+    return [line for line in our_ssh_processes([host.address for host in lab.hosts.values()])
+            if not ("ControlMaster=yes" in line and "mobility-cm-" in line)]
+
+
+def stop_shared_masters(lab) -> None:
+    """End the shared masters of this lab's hosts, as ControlPersist would a minute later."""
+    for host in lab.hosts.values():
+        for pid in masters(host.address):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
 @pytest.fixture
 def no_leftovers(lab):
-    """Nothing of the test's connections stays: no ssh process of this lab's hosts, no new
-    connection folder. (Another lab on other addresses may run beside this one.)"""
-    before = set(glob.glob("/tmp/mobility-ssh-*"))
+    """Nothing of the test's connections stays but the shared masters: no helper session, no
+    pipe, no master of a run's own (which would hold a mobility-ssh-* folder). Only this lab's
+    addresses count: another lab on other addresses may run beside this one."""
     yield
-    assert our_ssh_processes([host.address for host in lab.hosts.values()]) == []
-    assert set(glob.glob("/tmp/mobility-ssh-*")) - before == set()
+    assert sessions_left(lab) == []
+    stop_shared_masters(lab)
 
 
 @pytest.mark.parametrize("pool, host", [("stora@pa#ext4", "stora"), ("stora@pa#xfs", "stora"), ("storb@bb#one", "storb")])
@@ -434,7 +454,7 @@ def test_a_controller_killed_in_the_middle_of_a_transfer_then_reruns_converge(la
     assert done["task_state"] == "migration_success"
     assert lab.ssh("storb", ["sh", "-c", 'cd "$1" && sha256sum big small', "sh",
                              done["share"]["export_location"]]).stdout == sums
-    assert our_ssh_processes([host.address for host in lab.hosts.values()]) == []
+    assert sessions_left(lab) == []
 
 
 INVENTORY_PLAYBOOK = """
@@ -505,3 +525,35 @@ def test_ssh_options_come_from_the_inventory_host_a_backend_names(lab, tmp_path,
         assert "inv3" not in remote_listing(lab, "stora", shares)
     ok(run_module("share", {"backends": [lab.backend("stora")], "name": "inv2", "state": "absent"}, lab.base))
     assert "inv2" not in remote_listing(lab, "stora", shares)
+
+
+def test_one_master_per_host_serves_every_module_call_until_it_goes(lab, no_leftovers):
+    """Each module call is its own process: they reuse one shared ControlMaster per host (no new
+    login per call), whose socket is in a private folder; a master that died is replaced."""
+    stop_shared_masters(lab)
+    address = lab.hosts["stora"].address
+    deadline = time.monotonic() + 10
+    while masters(address) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    backends = [lab.backend("stora")]
+    ok(run_module("share_info", {"backends": backends}, lab.base))
+    first = masters(address)
+    assert len(first) == 1
+    ok(run_module("share", {"backends": backends, "name": "reuse1", "pool": "stora@pa#ext4", "size": 1}, lab.base))
+    ok(run_module("share_info", {"backends": backends, "name": "reuse1"}, lab.base))
+    assert masters(address) == first
+    folder = Path(tempfile.gettempdir()) / f"mobility-cm-{os.geteuid()}"
+    info = folder.lstat()
+    assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.geteuid()
+    argv = Path(f"/proc/{first[0]}/cmdline").read_bytes().split(b"\0")
+    assert f"ControlPath={folder}/".encode() in b" ".join(argv)
+    # Another key file is another connection: never a master made with other options.
+    other = [lab.backend("stora", private_key_file=str(lab.agent_key))]
+    ok(run_module("share_info", {"backends": other}, lab.base))
+    assert len(masters(address)) == 2
+    # The master dies (a host reboot, a kill): the next call starts a new one over its stale socket.
+    for pid in masters(address):
+        os.kill(pid, signal.SIGKILL)
+    ok(run_module("share", {"backends": backends, "name": "reuse1", "state": "absent"}, lab.base))
+    assert len(masters(address)) == 1 and masters(address) != first
+    assert "reuse1" not in remote_listing(lab, "stora", lab.pools("stora")["ext4"] + "/shares")

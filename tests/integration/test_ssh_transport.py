@@ -21,7 +21,7 @@ from sshlab import is_root
 
 from ansible_collections.storage.mobility.plugins.module_utils.transport.base import LockBusy
 from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
-from ansible_collections.storage.mobility.plugins.module_utils.transport.ssh import SshOptions, SshTransport
+from ansible_collections.storage.mobility.plugins.module_utils.transport.ssh import SshOptions, SshTransport, shared_folder
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root: sshd per lab host, mount namespaces, loop devices")
 
@@ -74,33 +74,55 @@ def test_paths_with_odd_names_are_file_operations_not_commands(transport, ssh_la
     assert not transport.lexists(odd)
 
 
+def _end_master(tr) -> None:
+    """``ssh -O exit`` to the shared master of ``tr``'s options (what ControlPersist does later)."""
+    control = os.path.join(shared_folder(), tr.options.master_name())
+    subprocess.run(tr.ssh_argv() + ["-o", f"ControlPath={control}", "-O", "exit", "--", tr.options.address],
+                   capture_output=True, check=False)
+
+
+def _settle(host, expected, seconds=10):
+    """The host's process count once it reaches ``expected`` (sshd sessions take a moment to exit)."""
+    deadline = time.monotonic() + seconds
+    while len(host.pids()) != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return len(host.pids())
+
+
 def test_one_connection_serves_the_run_and_close_leaves_nothing(ssh_lab):  # pylint: disable=redefined-outer-name
-    baseline = len(ssh_lab.hosts["stora"].pids())
+    """One master per host for every module run (each its own process, as here each transport);
+    close() ends the run's helper, and the lock with it; the master stays for ControlPersist and
+    is the only thing left on the host."""
+    host = ssh_lab.hosts["stora"]
     tr = SshTransport(CommandRunner(), SshOptions("stora", **ssh_lab.ssh_options("stora")))
+    _end_master(tr)
+    baseline = len(host.pids())
     pool = ssh_lab.pools("stora")["xfs"]
     handle = tr.lock(pool + "/t.lock")
     handle.write_holder("first")
     for _attempt in range(20):
         assert tr.is_dir(pool)
     assert tr.run(["true"], "true")[0] == 0
-    folder = tr._folder
-    assert os.path.exists(os.path.join(folder, "cm"))
-    assert len(ssh_lab.hosts["stora"].pids()) > baseline  # the run's sshd session and helper
+    control = tr._control
+    assert os.path.dirname(control) == shared_folder() and os.path.exists(control)
+    assert tr._folder is None  # no folder of the run's own
+    assert len(host.pids()) > baseline  # the master's sshd session and the run's helper
     tr.close()
-    assert not os.path.exists(folder)
+    with_master = _settle(host, baseline + 2)  # the master's session: sshd and its privilege-separated child
+    assert with_master > baseline
     other = SshTransport(CommandRunner(), SshOptions("stora", **ssh_lab.ssh_options("stora")))
     third = SshTransport(CommandRunner(), SshOptions("stora", **ssh_lab.ssh_options("stora")))
     try:
         # close() ended the helper, and the lock with it
         again = other.lock(pool + "/t.lock")
+        assert other._control == control  # the next run reuses the master
         with pytest.raises(LockBusy):
             third.lock(pool + "/t.lock")
         again.release(remove=True)
     finally:
         other.close()
         third.close()
-    # Every session of the run ended on the host (the sshd processes take a moment to exit).
-    deadline = time.monotonic() + 10
-    while len(ssh_lab.hosts["stora"].pids()) > baseline and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert len(ssh_lab.hosts["stora"].pids()) == baseline
+    # Every helper of the runs ended on the host: only the master's session is left, then nothing.
+    assert _settle(host, with_master) == with_master
+    _end_master(tr)
+    assert _settle(host, baseline) == baseline

@@ -3,9 +3,13 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The ssh transport: the storage host is another machine reached with OpenSSH (``transport: ssh``).
 
-One connection per host and run: an OpenSSH ControlMaster whose socket lives in a private
-temporary folder of this run (``ControlPersist`` short, the master closed by ``close()`` at the
-end of the module run). Host keys are checked against the operator's known_hosts file
+One connection per host for a whole playbook run: an OpenSSH ControlMaster whose socket lives in
+a private folder of the controller's user (``<tmp>/mobility-cm-<uid>``, mode 0700, checked before
+use), named by a digest of the connection's options. The first module call of a run opens it, the
+next ones (each module call is its own process) reuse it, and ``ControlPersist`` ends it a minute
+after its last session. Opening is serialised by a lock file beside the socket, so two module runs
+never start two masters for one host. When that folder cannot be used safely the run falls back to
+a master of its own in a private temporary folder, closed by ``close()``. Host keys are checked against the operator's known_hosts file
 (``StrictHostKeyChecking=yes``, ``accept-new`` only when the backend asks for it); ``BatchMode``
 keeps ssh from ever asking for a password. Every remote command is an argv list quoted for the
 remote shell with ``shlex.join``; nothing typed by a user is interpreted there.
@@ -24,10 +28,14 @@ __metaclass__ = type
 
 import atexit
 import binascii
+import errno
+import fcntl
+import hashlib
 import json
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -44,6 +52,8 @@ from ansible_collections.storage.mobility.plugins.module_utils.transport.mounts 
 #: the choices of ``ssh.host_key_checking``
 HOST_KEY_CHECKING = ('strict', 'accept-new')
 CONTROL_PERSIST = 60
+#: the shared masters' folder: ``<tmp>/mobility-cm-<uid>`` (never under a per-run folder)
+SHARED_FOLDER_PREFIX = 'mobility-cm-'
 CONNECT_TIMEOUT = 10
 #: the exit status with which ssh itself reports that it failed (not the remote command)
 SSH_FAILED = 255
@@ -142,6 +152,16 @@ class SshOptions(object):
         """The name ssh looks this host up by in a known_hosts file (``[address]:port`` off port 22)."""
         return self.address if not self.port or self.port == 22 else '[%s]:%d' % (self.address, int(self.port))
 
+    def master_name(self):
+        """The shared master's socket name: a digest of everything that makes the connection
+        (who, where, with which key and host-key rules, whether the master allows agent forwarding),
+        so that backends with other options never share a master."""
+        # A forwarding master hands its sessions the agent it was started with: one per agent socket.
+        agent = os.environ.get('SSH_AUTH_SOCK') if self.forwards_agent() else None
+        facts = json.dumps([self.address, self.user, self.port, self.private_key_file, self.known_hosts_file,
+                            self.host_key_checking, agent])
+        return hashlib.sha256(facts.encode('utf-8')).hexdigest()[:24]
+
     def forwards_agent(self):
         """True when a direct stream from this host authenticates with the operator's forwarded agent
         (no ``direct_key_file``, and an agent on the controller): the master connection then allows
@@ -232,27 +252,68 @@ class SshTransport(Transport):
                         % (what, self.host, self.options.address, reason, last),
                         host=self.host, failure=reason, stderr=text)
 
+    def _start_master(self, control):
+        """Start a ControlMaster at ``control``; '' when it runs, else ssh's stderr."""
+        # The master allows agent forwarding for a direct stream's session (agent_session); the
+        # helper's and every other session do not request it.
+        argv = self.ssh_argv() + ['-o', 'ForwardAgent=%s' % ('yes' if self.options.forwards_agent() else 'no'),
+                                  '-o', 'ControlMaster=yes', '-o', 'ControlPath=%s' % control,
+                                  '-o', 'ControlPersist=%d' % CONTROL_PERSIST, '-N', '-f', '--', self.options.address]
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            rc = proc.wait()
+            err.seek(0)
+            stderr = err.read().decode('utf-8', 'replace')
+        return '' if rc == 0 else (stderr or 'ssh exited with %d' % rc)
+
+    def _master_alive(self, control):
+        argv = self.ssh_argv() + ['-o', 'ControlPath=%s' % control, '-O', 'check', '--', self.options.address]
+        return subprocess.call(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL) == 0
+
+    def _shared_master(self):
+        """The socket of the shared master for these options, started when none answers; None when
+        the shared folder cannot be used safely (the caller then opens a master of its own)."""
+        folder = shared_folder()
+        if folder is None:
+            return None
+        control = os.path.join(folder, self.options.master_name())
+        try:
+            fd = os.open(control + '.lock', os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.path.lexists(control) and self._master_alive(control):
+                return control
+            if os.path.lexists(control):
+                # A master that died (killed, host rebooted) leaves its socket: ssh would refuse to
+                # listen on it and carry on as a plain connection.
+                os.unlink(control)
+            stderr = self._start_master(control)
+            if stderr:
+                raise self.failure('connect', stderr)
+            return control
+        finally:
+            os.close(fd)
+
     def connect(self):
-        """Open the run's master connection and start the helper (once)."""
+        """Reach the host's master connection (the run's shared one, or one of our own) and start
+        the helper (once)."""
         if self._helper is not None:
             return
         if self._control is None:
-            self._folder = tempfile.mkdtemp(prefix='mobility-ssh-')
-            control = os.path.join(self._folder, 'cm')
-            # The master allows agent forwarding for a direct stream's session (agent_session); the
-            # helper's and every other session do not request it.
-            argv = self.ssh_argv() + ['-o', 'ForwardAgent=%s' % ('yes' if self.options.forwards_agent() else 'no'),
-                                      '-o', 'ControlMaster=yes', '-o', 'ControlPath=%s' % control,
-                                      '-o', 'ControlPersist=%d' % CONTROL_PERSIST, '-N', '-f', '--', self.options.address]
-            with tempfile.TemporaryFile() as err:
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-                rc = proc.wait()
-                err.seek(0)
-                stderr = err.read().decode('utf-8', 'replace')
-            if rc != 0:
-                shutil.rmtree(self._folder, ignore_errors=True)
-                self._folder = None
-                raise self.failure('connect', stderr)
+            control = self._shared_master()
+            if control is None:
+                self._folder = tempfile.mkdtemp(prefix='mobility-ssh-')
+                control = os.path.join(self._folder, 'cm')
+                stderr = self._start_master(control)
+                if stderr:
+                    shutil.rmtree(self._folder, ignore_errors=True)
+                    self._folder = None
+                    raise self.failure('connect', stderr)
+            else:
+                self._shares_master = True
             self._control = control
             atexit.register(self.close)
         self._helper_err = tempfile.TemporaryFile()
@@ -360,7 +421,8 @@ class SshTransport(Transport):
         return StorageError('%s on storage host %s: %s' % (kind, self.host, message), host=self.host)
 
     def close(self):
-        """End the helper (which frees its locks) and the master connection; remove the socket folder."""
+        """End the helper (which frees its locks); end a master of our own and remove its folder (a
+        shared master ends by itself, ``CONTROL_PERSIST`` seconds after its last session)."""
         if self._helper is not None:
             helper, self._helper = self._helper, None
             try:
@@ -567,6 +629,25 @@ class SshTransport(Transport):
 
     def tree_seal(self, path, ignore):
         return self.call('tree_seal', path, list(ignore or ()))
+
+
+def shared_folder():
+    """``<tmp>/mobility-cm-<uid>``, made 0700 when missing; None unless it is a real folder (not a
+    link) of this user that nobody else can enter."""
+    uid = os.geteuid()
+    folder = os.path.join(tempfile.gettempdir(), '%s%d' % (SHARED_FOLDER_PREFIX, uid))
+    try:
+        os.mkdir(folder, 0o700)
+    except OSError as exc:
+        if exc.errno != errno.EEXIST:
+            return None
+    try:
+        info = os.lstat(folder)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid or info.st_mode & 0o077:
+        return None
+    return folder
 
 
 def relay_pipe(source, destination, producer, consumer, what, on_chunk=None, capture=False, edit=None,

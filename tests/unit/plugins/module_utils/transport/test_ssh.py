@@ -329,3 +329,30 @@ def test_btrfs_host_to_host_is_routed_through_the_peer_driver(tmp_path):
     lone, _b, _pa, lone_pb = _btrfs_pair(tmp_path / "lone", "ssh", "ssh", peers=False)
     with pytest.raises(Exception, match="on host h2, where this run has no btrfs driver"):
         lone._side(lone_pb)
+
+
+def test_the_shared_masters_folder_is_used_only_when_it_is_private(tmp_path, monkeypatch):
+    """``<tmp>/mobility-cm-<uid>``: made 0700; a link, a folder open to others or another user's
+    is never used (the run then keeps a master of its own)."""
+    from ansible_collections.storage.mobility.plugins.module_utils.transport import ssh as ssh_mod
+    monkeypatch.setattr(ssh_mod.tempfile, "tempdir", str(tmp_path))
+    folder = tmp_path / ("mobility-cm-%d" % os.geteuid())
+    assert ssh_mod.shared_folder() == str(folder)
+    assert (folder.stat().st_mode & 0o777) == 0o700
+    folder.chmod(0o755)
+    assert ssh_mod.shared_folder() is None
+    folder.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    folder.symlink_to(elsewhere)
+    assert ssh_mod.shared_folder() is None
+
+
+def test_the_master_name_changes_with_every_option_that_makes_the_connection():
+    base = dict(address="10.0.0.5", user="root", port=22, private_key_file="/k", known_hosts_file="/kh",
+                direct_key_file="/d")
+    name = SshOptions("stor1", **base).master_name()
+    assert SshOptions("other-name", **base).master_name() == name  # the same connection
+    for key, value in (("address", "10.0.0.6"), ("user", "ops"), ("port", 2222), ("private_key_file", "/k2"),
+                       ("known_hosts_file", "/kh2"), ("host_key_checking", "accept-new")):
+        assert SshOptions("stor1", **dict(base, **{key: value})).master_name() != name, key
