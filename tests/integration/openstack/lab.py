@@ -506,12 +506,30 @@ def _tail_conf(base: Path, service: str) -> list:
     ]
 
 
+def with_discovery(paste: str) -> str:
+    """api-paste.ini with the lab's ``lab_discovery`` filter before the noauth middleware of every
+    noauth pipeline (see lab_discovery.py: keystoneauth's version discovery carries no token)."""
+    lines = []
+    for line in paste.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip().startswith("noauth"):
+            words = value.split()
+            auth = [i for i, word in enumerate(words) if word.startswith("noauth")]
+            if auth:
+                words.insert(auth[0], "lab_discovery")
+                line = "%s= %s" % (key, " ".join(words))
+        lines.append(line)
+    lines += ["", "[filter:lab_discovery]", "paste.filter_factory = lab_discovery:filter_factory", ""]
+    return "\n".join(lines)
+
+
 def write_manila_conf(base: Path, venv: Path) -> Path:
     etc = base / "manila" / "etc"
     for sub in ("etc", "state", "lock", "coordination"):
         (base / "manila" / sub).mkdir(parents=True, exist_ok=True)
     paste = (venv / "etc" / "manila" / "api-paste.ini").read_text(encoding="utf-8")
-    (etc / "api-paste.ini").write_text(paste.replace("/etc/manila/healthcheck_disable", str(etc / "healthcheck_disable")),
+    (etc / "api-paste.ini").write_text(with_discovery(paste.replace("/etc/manila/healthcheck_disable",
+                                                                    str(etc / "healthcheck_disable"))),
                                        encoding="utf-8")
     lines = _common_conf(base, "manila", PORTS["manila"]) + [
         "enabled_share_backends = %s" % ",".join(MANILA_BACKENDS),
@@ -541,8 +559,9 @@ def write_cinder_conf(base: Path, venv: Path) -> Path:
     etc = base / "cinder" / "etc"
     for sub in ("etc", "state", "lock", "coordination"):
         (base / "cinder" / sub).mkdir(parents=True, exist_ok=True)
-    for name in ("api-paste.ini", "resource_filters.json"):
-        shutil.copyfile(venv / "etc" / "cinder" / name, etc / name)
+    shutil.copyfile(venv / "etc" / "cinder" / "resource_filters.json", etc / "resource_filters.json")
+    paste = (venv / "etc" / "cinder" / "api-paste.ini").read_text(encoding="utf-8")
+    (etc / "api-paste.ini").write_text(with_discovery(paste), encoding="utf-8")
     lines = _common_conf(base, "cinder", PORTS["cinder"]) + [
         "resource_query_filters_file = %s" % (etc / "resource_filters.json"),
         "enabled_backends = %s" % ",".join(CINDER_BACKENDS),
@@ -603,11 +622,11 @@ def start_services(base: Path, venvs: dict, confs: dict) -> None:
               env=service_env())
     # manila-api's own server needs eventlet's monkey patching, which this variable keeps on.
     spawn(base, "manila-api", [manila_bin / "manila-api", "--config-file", confs["manila"]],
-          env=service_env({"OS_MANILA_DISABLE_EVENTLET_PATCHING": "false"}))
+          env=service_env({"OS_MANILA_DISABLE_EVENTLET_PATCHING": "false", "PYTHONPATH": str(HERE)}))  # lab_discovery
     cinder_bin = venvs["cinder"] / "bin"
     for svc in ("api", "scheduler", "volume"):
         spawn(base, "cinder-%s" % svc, [cinder_bin / ("cinder-%s" % svc), "--config-file", confs["cinder"]],
-              env=service_env({"PYTHONPATH": str(HERE)}))  # cinder_test_drivers
+              env=service_env({"PYTHONPATH": str(HERE)}))  # cinder_test_drivers, lab_discovery
 
 
 def _services_alive(base: Path) -> None:

@@ -91,6 +91,30 @@ def test_configuration_files(tmp_path):
     assert cinder.count("volume_driver = cinder_test_drivers.file_volume.MovingFileVolumeDriver") == 2
     assert "helper_command = %s" % (venv / "bin" / "privsep-helper") in cinder
     assert (tmp_path / "cinder" / "volumes" / "file1").is_dir()
+    for service in ("manila", "cinder"):
+        assert "lab_discovery:filter_factory" in (tmp_path / service / "etc" / "api-paste.ini").read_text()
+
+
+def test_noauth_pipelines_get_the_discovery_filter_before_noauth():
+    paste = ("[composite:api]\nuse = call:x\nnoauth = cors faultwrap noauth apiv3\n"
+             "noauthv2 = cors noauthv2 apiv2\nkeystone = cors authtoken keystonecontext apiv3\n")
+    written = lab.with_discovery(paste)
+    assert "noauth = cors faultwrap lab_discovery noauth apiv3" in written
+    assert "noauthv2 = cors lab_discovery noauthv2 apiv2" in written
+    assert "keystone = cors authtoken keystonecontext apiv3" in written
+    assert "[filter:lab_discovery]\npaste.filter_factory = lab_discovery:filter_factory" in written
+
+
+def test_the_discovery_filter_gives_a_token_only_to_an_anonymous_get_of_the_root():
+    import lab_discovery
+
+    seen = []
+    app = lab_discovery.filter_factory({})(lambda environ, start_response: seen.append(environ.get("HTTP_X_AUTH_TOKEN")))
+    app({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, None)
+    app({"REQUEST_METHOD": "GET", "PATH_INFO": "/volumes"}, None)
+    app({"REQUEST_METHOD": "DELETE", "PATH_INFO": "/"}, None)
+    app({"REQUEST_METHOD": "GET", "PATH_INFO": "", "HTTP_X_AUTH_TOKEN": "u:p"}, None)
+    assert seen == ["admin:admin", None, None, "u:p"]
 
 
 def test_busy_ports_are_refused_with_their_names(tmp_path, monkeypatch):

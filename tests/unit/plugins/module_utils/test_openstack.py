@@ -188,3 +188,78 @@ def test_the_services_do_not_import_openstacksdk_until_a_backend_connects():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "False", out.stderr
+
+
+# ------------------------------------------------------------------------------ openstacksdk proxy calls
+def test_rest_fields_of_an_sdk_resource_keep_the_rest_names_and_values():
+    from openstack.block_storage.v3.volume import Volume
+
+    rest = {"id": "v1", "name": "vol", "bootable": "false", "os-vol-host-attr:host": "h@b#p",
+            "os-vol-mig-status-attr:migstat": "migrating", "size": 1}
+    volume = Volume.existing(**dict(rest, migration_status="migrating", links=[]))
+    assert volume.is_bootable is False, "the SDK's own attribute is converted"
+    assert osmod.rest_fields(volume) == rest, "undeclared fields (migration_status, links) are left out"
+    aliased = osmod.rest_fields(volume, (("migration_status", "os-vol-mig-status-attr:migstat"),))
+    assert aliased["migration_status"] == "migrating" and aliased["bootable"] == "false"
+    assert osmod.rest_fields(None) is None
+    assert osmod.rest_fields({"id": "plain"}) == {"id": "plain"}
+
+
+class SdkProxy:
+    """The adapter attributes OpenStackClient.sdk sets, and a record of what each call saw."""
+
+    def __init__(self):
+        self.default_microversion = None
+        self.additional_headers = {"User": "kept"}
+        self.seen = []
+
+    def things(self):
+        for item in ("a", "b"):
+            self.seen.append((item, self.default_microversion, dict(self.additional_headers)))
+            yield item
+
+
+class HttpError(Exception):
+    """Shaped like openstacksdk's HttpException: status_code and the response."""
+
+    def __init__(self, status, text):
+        super().__init__("HttpException: %d" % status)
+        self.status_code = status
+        self.response = Response(status, text)
+
+
+def test_sdk_call_runs_at_the_microversion_with_the_headers_and_restores_them():
+    proxy = SdkProxy()
+    the_client = client(proxy)
+    assert the_client.sdk("list things", "GET", "/things", lambda p: p.things(), microversion="2.55",
+                          headers={"X-Experimental": "True"}) == ["a", "b"]
+    assert proxy.seen == [("a", "2.55", {"User": "kept", "X-Experimental": "True"}),
+                          ("b", "2.55", {"User": "kept", "X-Experimental": "True"})], "a generator is read while set"
+    assert proxy.default_microversion is None and proxy.additional_headers == {"User": "kept"}
+
+
+def test_sdk_call_errors_read_as_raw_rest_errors():
+    proxy = SdkProxy()
+    the_client = client(proxy)
+
+    def fail(status, text):
+        def call(_proxy):
+            raise HttpError(status, text)
+        return call
+
+    with pytest.raises(Busy) as info:
+        the_client.sdk("extend share s1", "POST", "/shares/x/action",
+                       fail(409, {"conflictingRequest": {"message": "busy share"}}), microversion="2.7")
+    assert str(info.value) == "Failed to extend share s1: busy share (HTTP 409 from POST /shares/x/action, microversion 2.7)"
+    assert info.value.details["body"] == {"conflictingRequest": {"message": "busy share"}}
+    assert the_client.sdk("read share", "GET", "/shares/x", fail(404, ""), not_found_ok=True) is None
+    with pytest.raises(NotFound, match=r"HttpException: 404 \(HTTP 404 from GET /shares/x\)"):
+        the_client.sdk("read share", "GET", "/shares/x", fail(404, ""))
+    assert proxy.default_microversion is None
+
+    def refuse(_proxy):
+        raise ValueError("Required microversion 3.16 is higher than currently selected 3.0")
+
+    with pytest.raises(StorageError) as info:
+        the_client.sdk("migrate volume v", "POST", "/volumes/v/action", refuse, microversion="3.0")
+    assert "Failed to migrate volume v: openstacksdk refused the call for Manila of backend lab" in str(info.value)
