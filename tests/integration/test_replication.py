@@ -374,6 +374,47 @@ def test_btrfs_other_replicas_continue_incrementally_after_a_planned_promotion(t
         lab.close()
 
 
+def test_btrfs_other_replicas_continue_incrementally_after_a_forced_promotion(tmp_path):
+    lab = ThreeLab(tmp_path / "lab")
+    try:
+        lab.open()
+        create(lab, {"replication_type": "dr"}, rules=())
+        # bigger than the change by far: a full send would carry all of it
+        (lab.path("a") / "big.bin").write_bytes(os.urandom(8 * 1024 * 1024))
+        full = lab.replicas().present("s1", pool=lab.B)["replica"]["last_update"]["bytes"]
+        assert full > 8 * 1024 * 1024
+        lab.replicas().present("s1", pool=lab.C)
+        # b gets one more update than c: their bases differ
+        change_one_percent(lab.path("a"))
+        lab.replicas().resynced("s1", pool=lab.B)
+        record, _pool = lab.ctx().load("s1")
+        bases = dict((r["pool"], r.get("base")) for r in record["replicas"])
+        assert bases[lab.B] != bases[lab.C]
+        lab.umount("a")
+        lab.replicas().promoted("s1", pool=lab.B, force=True)
+        (lab.path("b") / "on-b.txt").write_text("written on the new active")
+        change_one_percent(lab.path("b"))
+        update = lab.replicas().resynced("s1", pool=lab.C)["replica"]
+        assert update["replica_state"] == "in_sync"
+        last = update["last_update"]
+        assert last["incremental"] is True and last["full_send_reason"] is None
+        # roughly the change (one 4 KiB file and a small one), not the share's 8 MiB
+        assert 4096 <= last["bytes"] < 256 * 1024, last
+        assert tree_state(lab.path("b")) == tree_state(lab.path("c"))
+        # without a common point the update falls back to a full send and says why
+        record, _pool = lab.ctx().load("s1")
+        folder = lab.points["c"] / ".mobility" / "replication" / record["id"]
+        for point in os.listdir(folder):
+            run(["btrfs", "subvolume", "delete", folder / point])
+        (lab.path("b") / "on-b.txt").write_text("again")
+        last = lab.replicas().resynced("s1", pool=lab.C)["replica"]["last_update"]
+        assert last["incremental"] is False and "held by both" in last["full_send_reason"]
+        assert last["bytes"] > 8 * 1024 * 1024
+        assert tree_state(lab.path("b")) == tree_state(lab.path("c"))
+    finally:
+        lab.close()
+
+
 # --------------------------------------------------------------------------- the update_replicas playbook
 
 PLAYBOOK = Path(__file__).resolve().parents[2] / "playbooks" / "update_replicas.yml"

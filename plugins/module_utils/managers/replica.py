@@ -344,7 +344,8 @@ class LocalReplicaManager(ReplicaService):
             'source_quiet_until': stats.get('source_quiet_until'),
             'last_update': {'at': now_iso(), 'bytes': stats['bytes'], 'files': stats['files'],
                             'seconds': stats['seconds'], 'passes': stats.get('passes'),
-                            'verified': stats['verified'], 'incremental': stats.get('incremental')},
+                            'verified': stats['verified'], 'incremental': stats.get('incremental'),
+                            'full_send_reason': stats.get('full_send_reason')},
         })
         self._export_secondary(record, replica)
         self._save(record, active_pool, 'replica %s updated' % replica['id'])
@@ -352,12 +353,14 @@ class LocalReplicaManager(ReplicaService):
         return stats
 
     def _retain(self, record, active_pool, replica):
-        """Keep on the active side the base point of every secondary, on this one its own."""
+        """Keep on the active side the base point of every secondary, and on this secondary too:
+        its own base and the others' bases it was given (btrfs), from which the others continue
+        incrementally when this one is promoted with the active side gone."""
         keep = set(int(r['base']) for r in secondaries(record) if r.get('base'))
         self.ctx.driver(active_pool).replica_retain(active_pool, record, keep)
         if replica.get('base'):
             target = self.ctx.pool(replica['pool'])
-            self.ctx.driver(target).replica_retain(target, record, set([int(replica['base'])]))
+            self.ctx.driver(target).replica_retain(target, record, keep)
 
     def resynced(self, name, pool=None, replica_id=None, force=False):
         self._served(name, pool)

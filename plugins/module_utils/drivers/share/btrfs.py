@@ -899,16 +899,20 @@ class BtrfsShareDriver(PosixShareDriver):
         source_time = time.time()
         self._btrfs(['subvolume', 'snapshot', '-r', source, point], 'take replication point %d of share %s' % (seq, name))
         quiet = time.time() - CTIME_MARGIN
-        parent = None
-        base = replica.get('base')
-        if base:
-            mine, theirs = os.path.join(here, self.point_name(base)), os.path.join(there, self.point_name(base))
-            if self.is_subvolume(mine) and self.is_subvolume(theirs):
-                parent = mine
-        # The share's snapshots the replica lacks go first, each sent against the previous link of
-        # the chain (the base point, then the snapshot just sent); the new point follows them.
+        # The newest point both sides hold: the replica's base, or after a forced promotion a
+        # point that both the new active and this replica received from the old active.
+        parent = self._common_point(here, there, exclude=seq)
+        full_reason = None if parent else (
+            'no replication point of share %s is held by both pool %s and pool %s' % (name, active_pool, replica_pool))
+        # The bases of the other secondaries go first (each a small increment in the chain), so
+        # that this replica holds them: after a forced promotion of one of them, the others'
+        # next updates from it start from a point both hold. Then the share's snapshots the
+        # replica lacks, each sent against the previous link; the new point follows them.
+        sent, parent = self._carry_points_chain(active_pool, replica_pool, share, self._other_bases(share, replica),
+                                                parent)
         wanted = self.replica_snapshot_names(active_pool, share)
-        sent, parent = self._carry_snapshots_chain(active_pool, replica_pool, share, wanted, parent)
+        more, parent = self._carry_snapshots_chain(active_pool, replica_pool, share, wanted, parent)
+        sent += more
         how = ' (from %s)' % os.path.basename(parent) if parent else ' (full)'
         what = 'send point %d of share %s to pool %s%s' % (seq, name, replica_pool, how)
         sent += self._pipe(send_argv(point, parent), ['btrfs', 'receive', there], what,
@@ -926,7 +930,8 @@ class BtrfsShareDriver(PosixShareDriver):
                     % (replica_pool, name))
         replica['base'] = seq
         replica['base_time'] = time.time() + CTIME_MARGIN
-        return {'bytes': sent, 'files': None, 'passes': 1, 'verified': True, 'incremental': bool(parent),
+        return {'bytes': sent, 'files': None, 'passes': 1, 'verified': True, 'incremental': not full_reason,
+                'full_send_reason': full_reason,
                 'source_time': source_time, 'source_quiet_until': quiet,
                 'seconds': round(time.monotonic() - start, 3),
                 'snapshots': self.replica_prune_snapshots(replica_pool, share, wanted)}
@@ -954,6 +959,61 @@ class BtrfsShareDriver(PosixShareDriver):
                 raise StorageError('Failed to %s: the receive ended but %s is not a complete copy' % (what, received))
             changed = True
         return changed
+
+    @staticmethod
+    def _identity(info):
+        """What a point is known by on every filesystem it was sent to: the UUID of the subvolume
+        first taken (a received copy's received UUID), or None for a receive cut short."""
+        if not info or not info.get('readonly'):
+            return None
+        return info.get('received_uuid') or info.get('uuid')
+
+    def _common_point(self, here, there, exclude=None):
+        """The newest point of ``here`` (this side's folder of points) whose copy in ``there``
+        came from the same subvolume (same received UUID, or the received UUID of one is the
+        UUID of the other), or None. A point named alike on both sides but of another origin
+        (a point a promoted replica took after the old active took one of that number) is no
+        parent: the receive would not find it, or find another."""
+        for seq in sorted(set(self._points(here)) & set(self._points(there)), reverse=True):
+            if seq == exclude:
+                continue
+            mine = self._identity(self.show(os.path.join(here, self.point_name(seq))))
+            if mine and mine == self._identity(self.show(os.path.join(there, self.point_name(seq)))):
+                return os.path.join(here, self.point_name(seq))
+        return None
+
+    @staticmethod
+    def _other_bases(share, replica):
+        """The base points of the share's other secondaries, oldest first."""
+        return sorted(set(int(r['base']) for r in share.get('replicas') or []
+                          if r['id'] != replica['id'] and r.get('replica_state') != 'active' and r.get('base')))
+
+    def _carry_points_chain(self, active_pool, replica_pool, share, seqs, parent):
+        """``btrfs send -p <parent>`` each point of ``seqs`` this side holds and the replica
+        lacks into the replica's folder of points; returns (bytes sent, the parent for the next
+        send). A point this side no longer holds is skipped."""
+        here, there = self.replication_dir(active_pool, share), self.replication_dir(replica_pool, share)
+        sent = 0
+        for seq in seqs:
+            source, received = os.path.join(here, self.point_name(seq)), os.path.join(there, self.point_name(seq))
+            if not self.is_subvolume(source) or not self._identity(self.show(source)):
+                continue
+            if self.received_ok(source, received):
+                continue
+            if self.transport.lexists(received):
+                if self._identity(self.show(received)):
+                    # A complete point of another origin under that number: left alone (the
+                    # replica's own chain may use it); this base is not carried.
+                    continue
+                self._delete_subvolume(received, 'partial receive of point %d of share %s' % (seq, share['name']))
+            what = 'send point %d of share %s to pool %s (the base of another replica)%s' % (
+                seq, share['name'], replica_pool, ' (from %s)' % os.path.basename(parent) if parent else ' (full)')
+            sent += self._pipe(send_argv(source, parent), ['btrfs', 'receive', there], what,
+                               edit=root_times_edit(self.transport.lstat(source)))[0]
+            if not self.received_ok(source, received):
+                raise StorageError('Failed to %s: the receive ended but %s is not a complete copy' % (what, received))
+            parent = source
+        return sent, parent
 
     def replica_holds_snapshot(self, pool, share_name, snapshot_name):
         # A receive cut short leaves a writable subvolume: only a read-only one is complete.
@@ -1072,8 +1132,27 @@ class BtrfsShareDriver(PosixShareDriver):
         return self.open_writers(self.instance_path(pool, share['name']))
 
     def replica_divergence(self, pool, share, replica):
+        """The posix answer (change time after the last replicated point, with a margin for the
+        kernel's coarse clock), without the entries that are the same in the base point this
+        pool holds: an entry written in the margin before the point has the point's change time."""
         self._recover_placement(pool, share)
-        return super(BtrfsShareDriver, self).replica_divergence(pool, share, replica)
+        found = super(BtrfsShareDriver, self).replica_divergence(pool, share, replica)
+        if not found or not replica.get('base'):
+            return found
+        point = os.path.join(self.replication_dir(pool, share), self.point_name(int(replica['base'])))
+        if not self._identity(self.show(point)):
+            return found
+        instance = self.instance_path(pool, share['name'])
+        kept = []
+        for rel in found:
+            try:
+                now, then = self.transport.lstat(os.path.join(instance, rel)), self.transport.lstat(os.path.join(point, rel))
+            except OSError:
+                kept.append(rel)
+                continue
+            if now.ctime_ns != then.ctime_ns:
+                kept.append(rel)
+        return kept
 
     def replica_keep(self, pool, share, label):
         self._recover_placement(pool, share)
