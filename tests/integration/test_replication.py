@@ -170,6 +170,55 @@ def test_posix_replica_cycle_with_forced_promotion_and_failback(make_lab, filesy
     assert (Path(kept) / "unreplicated.txt").read_text() == "lost with b"
 
 
+def write_as_another_process(path: Path, append: bool = True):
+    """Write ``path`` from a separate process, as a client of the folder would; its errno or 0."""
+    code = ("import errno, sys\ntry:\n    open(sys.argv[1], sys.argv[2]).write('x')\n"
+            "except OSError as exc:\n    sys.exit(exc.errno)\n")
+    return subprocess.run([sys.executable, "-c", code, str(path), "a" if append else "w"], check=False).returncode
+
+
+@pytest.mark.parametrize("filesystems", [("ext4", "xfs"), ("xfs", "ext4")], ids=["ext4-xfs", "xfs-ext4"])
+def test_posix_old_active_is_fenced_with_export_helper_none(make_lab, filesystems):
+    lab = make_lab("posix", filesystems, helper="none")
+    create(lab, {"replication_type": "readable"})
+    lab.replicas().present("s1", pool=lab.B)
+    assert lab.same()
+    (lab.path("a") / "unreplicated.txt").write_text("only on a")
+    lab.umount("a")
+    result = lab.replicas().promoted("s1", pool=lab.B, force=True)
+    old = [r for r in result["replicas"] if r["pool"] == lab.A][0]
+    assert old["fence_pending"] is True and not old.get("fenced_at")
+    (lab.path("b") / "after-failover.txt").write_text("new active")
+    lab.mount("a")
+    # before the next run the old active's folder still takes writes: that is what the fence stops
+    assert write_as_another_process(lab.path("a") / "plain.txt") == 0
+    # the next run on the share fences it
+    result = lab.replicas().present("s1", pool=lab.B)
+    old = [r for r in result["replicas"] if r["pool"] == lab.A][0]
+    assert old["fence_pending"] is False and old["fenced_at"] and not old.get("fence_error")
+    for target, append in ((lab.path("a") / "plain.txt", True), (lab.path("a") / "new-file.txt", False),
+                           (lab.path("a") / "dir" / "sub" / "deep.bin", False), (lab.path("a") / "many" / "x", False)):
+        assert write_as_another_process(target, append) == errno.EPERM, target
+    with pytest.raises(OSError) as info:
+        (lab.path("a") / "many" / "f001").unlink()
+    assert info.value.errno == errno.EPERM
+    # the failback names what the old active got after its last point (read before the fence)
+    # and keeps the fence when it refuses
+    with pytest.raises(InvalidRequest, match=r"unreplicated.txt") as refused:
+        lab.replicas().resynced("s1", pool=lab.A)
+    assert "plain.txt" in str(refused.value) and "f001" not in str(refused.value)
+    assert write_as_another_process(lab.path("a") / "plain.txt") == errno.EPERM
+    # failback: the fence is lifted for the update, the old active becomes a copy of the new one
+    result = lab.replicas().resynced("s1", pool=lab.A, force=True)
+    assert result["replica"]["replica_state"] == "in_sync"
+    assert result["replica"]["fence_lifted_at"]
+    assert lab.same()
+    assert (Path(result["replica"]["kept_divergence"]) / "unreplicated.txt").read_text() == "only on a"
+    assert lab.replicas().promoted("s1", pool=lab.A)["changed"] is True
+    assert lab.same()
+    assert write_as_another_process(lab.path("a") / "back-home.txt", append=False) == 0
+
+
 def test_btrfs_replicas_incremental_updates_exports_and_failback(make_lab):
     lab = make_lab("btrfs", ("btrfs", "btrfs"), helper="bind")
     create(lab, {"replication_type": "readable"})

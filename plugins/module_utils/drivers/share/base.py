@@ -186,6 +186,16 @@ class ShareDriver(abc.ABC):
         storage can enforce it; return True when something changed."""
         return False
 
+    #: True when replica_fence changes the change time of the instance's entries (so that what
+    #: changed there before the fence is read before it, replica_divergence)
+    replica_fence_marks_entries = False
+
+    def replica_fence(self, pool, share, fenced):
+        """Fence the instance of ``share`` in ``pool`` (an old active replica that came back after
+        a forced promotion) so that nothing writes to it, or lift the fence (a failback about to
+        update it); return True when something changed. By default: replica_set_read_only."""
+        return self.replica_set_read_only(pool, share, fenced)
+
     def replica_open_writers(self, pool, share):
         """Processes that hold a file of the instance of ``share`` in ``pool`` open for writing,
         described for a message (a promotion refuses while the active has any)."""

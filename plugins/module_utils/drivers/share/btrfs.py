@@ -1127,6 +1127,15 @@ class BtrfsShareDriver(PosixShareDriver):
                     % (share['name'], pool, 'read-only' if read_only else 'writable'))
         return True
 
+    # The fence is the subvolume's ``ro`` property (change times stay); a failback's update
+    # replaces the instance with a read-only snapshot of the received point: nothing to lift.
+    replica_fence_marks_entries = False
+
+    def replica_fence(self, pool, share, fenced):
+        if not fenced:
+            return False
+        return self.replica_set_read_only(pool, share, True)
+
     def replica_open_writers(self, pool, share):
         # A descriptor opened before the subvolume became read-only keeps writing (see open_writers).
         return self.open_writers(self.instance_path(pool, share['name']))

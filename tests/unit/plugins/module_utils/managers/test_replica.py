@@ -287,6 +287,33 @@ def test_forced_promotion_with_the_active_pool_gone_then_failback(env, tmp_path)
     assert same(env)
 
 
+def test_a_fence_that_fails_is_recorded_and_tried_again_without_stopping_the_run(env, tmp_path, monkeypatch):
+    make_share(env)
+    manager(env).present("s1", pool=env.B)
+    pool_a = env.pool_path(env.A)
+    hidden = str(tmp_path / "pool-a-away")
+    shutil.move(pool_a, hidden)
+    manager(env).promoted("s1", pool=env.B, force=True)
+    shutil.move(hidden, pool_a)
+    from ansible_collections.storage.mobility.plugins.module_utils.transport.local import LocalTransport
+
+    def no_flags(self, path, flags):
+        raise OSError(95, "Operation not supported")
+    monkeypatch.setattr(LocalTransport, "set_flags_tree", no_flags)
+    result = manager(env).present("s1", pool=env.A)
+    old = result["replica"]
+    assert old["fence_pending"] is True and not old.get("fenced_at")
+    assert "Operation not supported" in old["fence_error"] and "fence share s1" in old["fence_error"]
+    monkeypatch.undo()
+    result = manager(env).present("s1", pool=env.A)
+    assert result["replica"]["fenced_at"] and not result["replica"].get("fence_error")
+    with pytest.raises(PermissionError):
+        open(os.path.join(env.share_path(env.A, "s1"), "plain.txt"), "a")
+    result = manager(env).resynced("s1", pool=env.A, force=True)
+    assert result["replica"]["replica_state"] == "in_sync" and result["replica"]["fence_lifted_at"]
+    assert same(env)
+
+
 def test_promotion_and_resync_need_a_named_replica(env):
     make_share(env)
     manager(env).present("s1", pool=env.B)
