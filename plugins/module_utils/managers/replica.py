@@ -283,6 +283,11 @@ class LocalReplicaManager(ReplicaService):
                                  '%s (replication_domain %s) are not in one replication domain'
                                  % (name, target, source.name, source.replication_domain, dest.name,
                                     dest.replication_domain))
+        if source.host != dest.host and 'ssh' in (getattr(source, 'transport', None), getattr(dest, 'transport', None)):
+            # Updates run on the active replica's host (btrfs send | receive, rsync): both pools there.
+            raise InvalidRequest('Cannot add a replica of share %s in pool %s: it is on host %s and the active replica '
+                                 'on host %s; replicas are kept in pools of the active replica\'s host (local or '
+                                 'reached over ssh), not on another host yet' % (name, target, dest.host, source.host))
         if states.is_busy(record.get('task_state')):
             raise Busy('Cannot add a replica of share %s: it is busy with task_state %s' % (name, record['task_state']))
         if record.get('status') != states.AVAILABLE:
