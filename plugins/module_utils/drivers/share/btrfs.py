@@ -1009,9 +1009,11 @@ class BtrfsShareDriver(PosixShareDriver):
             what = 'send point %d of share %s to pool %s (the base of another replica)%s' % (
                 seq, share['name'], replica_pool, ' (from %s)' % os.path.basename(parent) if parent else ' (full)')
             sent += self._pipe(send_argv(source, parent), ['btrfs', 'receive', there], what,
-                               edit=root_times_edit(self.transport.lstat(source)))[0]
+                               edit=root_times_edit(self.transport.lstat(source)),
+                               crash_event='btrfs sending replica base point')[0]
             if not self.received_ok(source, received):
                 raise StorageError('Failed to %s: the receive ended but %s is not a complete copy' % (what, received))
+            crash_point('btrfs received replica base point')
             parent = source
         return sent, parent
 
