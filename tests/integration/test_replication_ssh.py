@@ -7,7 +7,9 @@ that the controller sees none of their files. What is checked, as root (skipped 
 otherwise, a failure under CI=true): create a replicated share, add a replica, write on the host,
 update (``state: resynced``: only the change travels), promote (planned), and ``share_info``
 shows each replica's ``replica_state`` and ``last_sync``; after each step the active share and the
-replica are compared entry by entry on the host itself.
+replica are compared entry by entry on the host itself. A btrfs replica on another host (storb to
+stora) goes the same way, each send piped from one host to the other; a posix replica on another
+host than the active replica is refused and nothing of it is created.
 """
 
 from __future__ import annotations
@@ -120,20 +122,69 @@ def test_a_replica_on_a_remote_host_is_created_updated_and_promoted(ssh_lab, hos
         run_module("share", {"backends": backends, "name": name, "state": "absent"}, lab.base)
 
 
-def test_a_replica_on_another_host_than_the_active_is_refused_and_nothing_changes(ssh_lab):
+def test_a_btrfs_replica_on_another_host_is_sent_host_to_host_and_promoted(ssh_lab):
+    """storb's pool one holds the share, stora's btrfs pool one the replica: each update is a
+    btrfs send on storb piped over ssh into btrfs receive on stora (the migration's direct way)."""
     lab = ssh_lab
     backends = [replicated_backend(lab, "storb"), dict(lab.btrfs_backend("stora"), replication_domain="lab")]
-    created = ok(run_module("share", {"backends": backends, "name": "rep-far", "pool": "storb@bb#one", "size": 1,
+    name = "rep-far"
+    pool_a, pool_b = "storb@bb#one", "stora@ab#one"
+    created = ok(run_module("share", {"backends": backends, "name": name, "pool": pool_a, "size": 1,
+                                      "share_type": "replicated", "extra_specs": {"replication_type": "dr"}},
+                            lab.base))
+    path_a = created["share"]["export_location"]
+    path_b = str(lab.hosts["stora"].mounts["btrfs"] / "one" / "shares" / name)
+    try:
+        lab.ssh("storb", ["sh", "-c", 'head -c 4194304 /dev/urandom > "$1/big" && mkdir "$1/dir" && '
+                          'echo small > "$1/dir/small"', "sh", path_a])
+        added = ok(run_module("share_replica", {"backends": backends, "share": name, "pool": pool_b}, lab.base))
+        assert added["replica"]["replica_state"] == "in_sync" and added["replica"]["last_update"]["bytes"] >= 4194304
+        assert tree(lab, "stora", path_b) == tree(lab, "storb", path_a)
+        lab.ssh("storb", ["sh", "-c", 'echo changed > "$1/dir/small"', "sh", path_a])
+        updated = ok(run_module("share_replica", {"backends": backends, "share": name, "pool": pool_b,
+                                                  "state": "resynced"}, lab.base))["replica"]["last_update"]
+        assert updated["incremental"] is True and updated["bytes"] < 1024 * 1024, updated
+        assert tree(lab, "stora", path_b) == tree(lab, "storb", path_a)
+        promoted = ok(run_module("share_replica", {"backends": backends, "share": name, "pool": pool_b,
+                                                   "state": "promoted"}, lab.base))
+        assert promoted["replica"]["replica_state"] == "active"
+        lab.ssh("stora", ["sh", "-c", 'echo on-stora > "$1/after"', "sh", path_b])
+        back = ok(run_module("share_replica", {"backends": backends, "share": name, "pool": pool_a,
+                                               "state": "resynced"}, lab.base))["replica"]
+        assert back["replica_state"] == "in_sync" and back["last_update"]["incremental"] is True
+        assert back["last_update"]["bytes"] < 1024 * 1024
+        assert tree(lab, "storb", path_a) == tree(lab, "stora", path_b)
+        [share] = ok(run_module("share_info", {"backends": backends, "name": name}, lab.base))["shares"]
+        states = dict((r["pool"], (r["replica_state"], r.get("last_sync"))) for r in share["replicas"])
+        assert states[pool_b][0] == "active" and states[pool_a] == ("in_sync", back["last_sync"])
+    finally:
+        run_module("share_replica", {"backends": backends, "share": name, "pool": pool_a, "state": "absent"}, lab.base)
+        run_module("share_replica", {"backends": backends, "share": name, "pool": pool_b, "state": "absent"}, lab.base)
+        run_module("share", {"backends": backends, "name": name, "state": "absent"}, lab.base)
+
+
+def test_a_posix_replica_on_another_host_than_the_active_is_refused_and_nothing_changes(ssh_lab):
+    lab = ssh_lab
+    far = str(lab.hosts["storb"].mounts["btrfs"] / "posix-pool")
+    lab.ssh("storb", ["mkdir", "-p", far])
+    storb_posix = {"name": "pb", "driver": "posix", "host": "storb", "transport": "ssh",
+                   "ssh": lab.ssh_options("storb"), "pools": {"p": far}, "replication_domain": "lab"}
+    backends = [replicated_backend(lab, "stora"), storb_posix]
+    created = ok(run_module("share", {"backends": backends, "name": "rep-near", "pool": "stora@pa#ext4", "size": 1,
                                       "share_type": "replicated", "extra_specs": {"replication_type": "dr"}},
                             lab.base))
     try:
-        refused = run_module("share_replica", {"backends": backends, "share": "rep-far", "pool": "stora@ab#one"},
+        refused = run_module("share_replica", {"backends": backends, "share": "rep-near", "pool": "storb@pb#p"},
                              lab.base)
-        assert refused.get("failed") and "on host stora and the active replica on host storb" in refused["msg"]
-        assert "rep-far" not in lab.ssh("stora", ["ls", "-A", str(lab.hosts["stora"].mounts["btrfs"] / "one")],
-                                         check=False).stdout
-        [share] = ok(run_module("share_info", {"backends": backends, "name": "rep-far"}, lab.base))["shares"]
-        assert [r["pool"] for r in share.get("replicas") or []] in ([], ["storb@bb#one"])
+        assert refused.get("failed") and "on host storb and the active replica on host stora" in refused["msg"]
+        assert "not on another host yet" in refused["msg"]
+        # (the run's lock files aside: .mobility/locks)
+        assert lab.ssh("storb", ["ls", "-A", far]).stdout.split() in ([], [".mobility"])
+        assert lab.ssh("storb", ["find", far, "-path", "*/.mobility/locks", "-prune", "-o", "-type", "f",
+                                 "-print"]).stdout.split() == []
+        [share] = ok(run_module("share_info", {"backends": backends, "name": "rep-near"}, lab.base))["shares"]
+        assert [r["pool"] for r in share.get("replicas") or []] in ([], ["stora@pa#ext4"])
         assert share["export_location"] == created["share"]["export_location"]
     finally:
-        run_module("share", {"backends": backends, "name": "rep-far", "state": "absent"}, lab.base)
+        run_module("share", {"backends": backends, "name": "rep-near", "state": "absent"}, lab.base)
+        lab.ssh("storb", ["rm", "-rf", far])

@@ -283,11 +283,13 @@ class LocalReplicaManager(ReplicaService):
                                  '%s (replication_domain %s) are not in one replication domain'
                                  % (name, target, source.name, source.replication_domain, dest.name,
                                     dest.replication_domain))
-        if source.host != dest.host and 'ssh' in (getattr(source, 'transport', None), getattr(dest, 'transport', None)):
-            # Updates run on the active replica's host (btrfs send | receive, rsync): both pools there.
+        if (source.host != dest.host and 'ssh' in (getattr(source, 'transport', None), getattr(dest, 'transport', None))
+                and not self.ctx.driver(active_pool).replica_across_hosts):
+            # posix updates run rsync on the active replica's host, between two of its folders.
             raise InvalidRequest('Cannot add a replica of share %s in pool %s: it is on host %s and the active replica '
-                                 'on host %s; replicas are kept in pools of the active replica\'s host (local or '
-                                 'reached over ssh), not on another host yet' % (name, target, dest.host, source.host))
+                                 'on host %s; driver %s keeps replicas in pools of the active replica\'s host (local '
+                                 'or reached over ssh), not on another host yet'
+                                 % (name, target, dest.host, source.host, source.driver))
         if states.is_busy(record.get('task_state')):
             raise Busy('Cannot add a replica of share %s: it is busy with task_state %s' % (name, record['task_state']))
         if record.get('status') != states.AVAILABLE:

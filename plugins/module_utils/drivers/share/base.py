@@ -156,6 +156,8 @@ class ShareDriver(abc.ABC):
     # A driver that replicates implements these; the defaults refuse, naming the driver.
     #: True when an update changes the replica's files where readers see them (not atomically)
     replica_updates_in_place = False
+    #: True when a replica may be in a pool of another host than the active replica's
+    replica_across_hosts = False
 
     def _no_replication(self):
         return InvalidRequest('Driver %s of backend %s does not replicate shares' % (self.name, self.backend.name))
