@@ -422,7 +422,10 @@ class LocalReplicaManager(ReplicaService):
             stats = self._update(record, active_pool, replica)
             # _update saved the record; it changes again only for a failback.
             if replica.pop('old_active', None) is not None:
+                # A copy of the active replica now: a fence that never took is not needed any more.
                 replica.pop('divergence_at_fence', None)
+                replica.pop('fence_error', None)
+                replica['fence_pending'] = False
                 self._save(record, active_pool, 'replica %s resynced' % replica['id'])
             changed = bool(stats['bytes'] or stats['files'] or stats['files'] is None
                            or before.get('replica_state') != replica['replica_state'])
