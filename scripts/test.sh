@@ -241,7 +241,7 @@ stage_campaign() {
 HOST_LANE="tests/integration/test_host_migration.py"
 REMOTE_LANE="tests/integration/test_ssh_storage.py tests/integration/test_ssh_transport.py tests/integration/test_ssh_direct.py
 tests/integration/test_ssh_hosts.py tests/integration/test_progress.py tests/integration/test_volume_file.py
-tests/integration/test_preservation.py tests/integration/test_targets.py"
+tests/integration/test_preservation.py tests/integration/test_targets.py tests/integration/test_replication_ssh.py"
 REPLICA_LANE="tests/integration/test_replication.py tests/integration/test_replication_crash.py
 tests/integration/test_volume_async.py tests/integration/test_failure_cleanup.py tests/integration/test_evacuation.py"
 stage_lane() {

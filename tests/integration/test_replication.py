@@ -170,6 +170,55 @@ def test_posix_replica_cycle_with_forced_promotion_and_failback(make_lab, filesy
     assert (Path(kept) / "unreplicated.txt").read_text() == "lost with b"
 
 
+def write_as_another_process(path: Path, append: bool = True):
+    """Write ``path`` from a separate process, as a client of the folder would; its errno or 0."""
+    code = ("import errno, sys\ntry:\n    open(sys.argv[1], sys.argv[2]).write('x')\n"
+            "except OSError as exc:\n    sys.exit(exc.errno)\n")
+    return subprocess.run([sys.executable, "-c", code, str(path), "a" if append else "w"], check=False).returncode
+
+
+@pytest.mark.parametrize("filesystems", [("ext4", "xfs"), ("xfs", "ext4")], ids=["ext4-xfs", "xfs-ext4"])
+def test_posix_old_active_is_fenced_with_export_helper_none(make_lab, filesystems):
+    lab = make_lab("posix", filesystems, helper="none")
+    create(lab, {"replication_type": "readable"})
+    lab.replicas().present("s1", pool=lab.B)
+    assert lab.same()
+    (lab.path("a") / "unreplicated.txt").write_text("only on a")
+    lab.umount("a")
+    result = lab.replicas().promoted("s1", pool=lab.B, force=True)
+    old = [r for r in result["replicas"] if r["pool"] == lab.A][0]
+    assert old["fence_pending"] is True and not old.get("fenced_at")
+    (lab.path("b") / "after-failover.txt").write_text("new active")
+    lab.mount("a")
+    # before the next run the old active's folder still takes writes: that is what the fence stops
+    assert write_as_another_process(lab.path("a") / "plain.txt") == 0
+    # the next run on the share fences it
+    result = lab.replicas().present("s1", pool=lab.B)
+    old = [r for r in result["replicas"] if r["pool"] == lab.A][0]
+    assert old["fence_pending"] is False and old["fenced_at"] and not old.get("fence_error")
+    for target, append in ((lab.path("a") / "plain.txt", True), (lab.path("a") / "new-file.txt", False),
+                           (lab.path("a") / "dir" / "sub" / "deep.bin", False), (lab.path("a") / "many" / "x", False)):
+        assert write_as_another_process(target, append) == errno.EPERM, target
+    with pytest.raises(OSError) as info:
+        (lab.path("a") / "many" / "f001").unlink()
+    assert info.value.errno == errno.EPERM
+    # the failback names what the old active got after its last point (read before the fence)
+    # and keeps the fence when it refuses
+    with pytest.raises(InvalidRequest, match=r"unreplicated.txt") as refused:
+        lab.replicas().resynced("s1", pool=lab.A)
+    assert "plain.txt" in str(refused.value) and "f001" not in str(refused.value)
+    assert write_as_another_process(lab.path("a") / "plain.txt") == errno.EPERM
+    # failback: the fence is lifted for the update, the old active becomes a copy of the new one
+    result = lab.replicas().resynced("s1", pool=lab.A, force=True)
+    assert result["replica"]["replica_state"] == "in_sync"
+    assert result["replica"]["fence_lifted_at"]
+    assert lab.same()
+    assert (Path(result["replica"]["kept_divergence"]) / "unreplicated.txt").read_text() == "only on a"
+    assert lab.replicas().promoted("s1", pool=lab.A)["changed"] is True
+    assert lab.same()
+    assert write_as_another_process(lab.path("a") / "back-home.txt", append=False) == 0
+
+
 def test_btrfs_replicas_incremental_updates_exports_and_failback(make_lab):
     lab = make_lab("btrfs", ("btrfs", "btrfs"), helper="bind")
     create(lab, {"replication_type": "readable"})
@@ -370,6 +419,47 @@ def test_btrfs_other_replicas_continue_incrementally_after_a_planned_promotion(t
         record, _pool = lab.ctx().load("s1")
         kept = sorted(os.listdir(lab.points["b"] / ".mobility" / "replication" / record["id"]))
         assert kept == sorted(set("rep-%06d" % r["base"] for r in record["replicas"] if r.get("base")))
+    finally:
+        lab.close()
+
+
+def test_btrfs_other_replicas_continue_incrementally_after_a_forced_promotion(tmp_path):
+    lab = ThreeLab(tmp_path / "lab")
+    try:
+        lab.open()
+        create(lab, {"replication_type": "dr"}, rules=())
+        # bigger than the change by far: a full send would carry all of it
+        (lab.path("a") / "big.bin").write_bytes(os.urandom(8 * 1024 * 1024))
+        full = lab.replicas().present("s1", pool=lab.B)["replica"]["last_update"]["bytes"]
+        assert full > 8 * 1024 * 1024
+        lab.replicas().present("s1", pool=lab.C)
+        # b gets one more update than c: their bases differ
+        change_one_percent(lab.path("a"))
+        lab.replicas().resynced("s1", pool=lab.B)
+        record, _pool = lab.ctx().load("s1")
+        bases = dict((r["pool"], r.get("base")) for r in record["replicas"])
+        assert bases[lab.B] != bases[lab.C]
+        lab.umount("a")
+        lab.replicas().promoted("s1", pool=lab.B, force=True)
+        (lab.path("b") / "on-b.txt").write_text("written on the new active")
+        change_one_percent(lab.path("b"))
+        update = lab.replicas().resynced("s1", pool=lab.C)["replica"]
+        assert update["replica_state"] == "in_sync"
+        last = update["last_update"]
+        assert last["incremental"] is True and last["full_send_reason"] is None
+        # roughly the change (one 4 KiB file and a small one), not the share's 8 MiB
+        assert 4096 <= last["bytes"] < 256 * 1024, last
+        assert tree_state(lab.path("b")) == tree_state(lab.path("c"))
+        # without a common point the update falls back to a full send and says why
+        record, _pool = lab.ctx().load("s1")
+        folder = lab.points["c"] / ".mobility" / "replication" / record["id"]
+        for point in os.listdir(folder):
+            run(["btrfs", "subvolume", "delete", folder / point])
+        (lab.path("b") / "on-b.txt").write_text("again")
+        last = lab.replicas().resynced("s1", pool=lab.C)["replica"]["last_update"]
+        assert last["incremental"] is False and "held by both" in last["full_send_reason"]
+        assert last["bytes"] > 8 * 1024 * 1024
+        assert tree_state(lab.path("b")) == tree_state(lab.path("c"))
     finally:
         lab.close()
 

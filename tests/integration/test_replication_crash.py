@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from test_replication import Lab, change_one_percent, fill, tree_state
+from test_replication import Lab, ThreeLab, change_one_percent, fill, tree_state
 
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
 
@@ -192,5 +192,41 @@ def test_a_forced_promotion_right_after_a_kill_while_placing_a_btrfs_point_has_t
         assert result.returncode == 0, result.stdout + result.stderr
         assert tree_state(lab.path("b")) == held
         (lab.path("b") / "written-after-failover").write_text("the promoted replica is writable")
+    finally:
+        lab.close()
+
+
+@pytest.mark.parametrize("point", ["btrfs sending replica base point", "btrfs received replica base point"])
+def test_a_btrfs_update_killed_while_carrying_another_replicas_base_converges(tmp_path, point):
+    """b's update first carries c's base point (so that c can continue from b after a forced
+    promotion): killed there, b still holds its complete point; the rerun converges, and after the
+    active pool is lost c's next update from the promoted b is an increment."""
+    lab = ThreeLab(tmp_path / "lab")
+    try:
+        lab.open()
+        config = tmp_path / "backends.json"
+        config.write_text(json.dumps(lab.backends))
+        ShareManager(lab.ctx()).present("s1", lab.A, 1, "NFS", "rep", {"replication_type": "dr"}, [])
+        fill(lab.path("a"))
+        (lab.path("a") / "big.bin").write_bytes(os.urandom(4 * 1024 * 1024))
+        lab.replicas().present("s1", pool=lab.B)
+        lab.replicas().present("s1", pool=lab.C)
+        before = tree_state(lab.path("a"))
+        change_one_percent(lab.path("a"))
+        after = tree_state(lab.path("a"))
+        killed = child(lab, config, "resynced", "B", crash=point)
+        assert killed.returncode == 70, killed.stdout + killed.stderr
+        record, _pool = lab.ctx().load("s1")
+        replica = [r for r in record["replicas"] if r["pool"] == lab.B][0]
+        assert replica["replica_state"] == "in_sync" and tree_state(lab.path("b")) == before
+        again = child(lab, config, "resynced", "B")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert tree_state(lab.path("b")) == after
+        lab.umount("a")
+        lab.replicas().promoted("s1", pool=lab.B, force=True)
+        (lab.path("b") / "on-b.txt").write_text("written on the new active")
+        update = lab.replicas().resynced("s1", pool=lab.C)["replica"]["last_update"]
+        assert update["incremental"] is True and update["bytes"] < 1024 * 1024, update
+        assert tree_state(lab.path("c")) == tree_state(lab.path("b"))
     finally:
         lab.close()

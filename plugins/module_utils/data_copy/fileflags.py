@@ -201,6 +201,41 @@ def clear_tree(root, one_file_system=True):
     return changed
 
 
+def set_tree(root, flags, one_file_system=True):
+    """Add ``flags`` (CARRIED bits) to ``root`` and to every regular file and folder below it: with
+    ATTR_IMMUTABLE nothing in the tree can be written, added, renamed or removed (the fence of an
+    old active replica, docs/replication.md). Symlinks and special files cannot hold flags (their
+    folders' flag protects their names). Folders of another filesystem are not entered. Returns
+    how many entries were changed; raises OSError when one cannot be set (EPERM without
+    privilege, ENOTTY or EOPNOTSUPP where the filesystem has no flags)."""
+    top = os.fsencode(root)
+    st = os.lstat(top)
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return 0
+    stay_on = st.st_dev if one_file_system else None
+    changed = 0
+    stack = [top] if stat.S_ISDIR(st.st_mode) else []
+    while stack:
+        folder = stack.pop()
+        for entry in list(os.scandir(folder)):
+            child = os.path.join(folder, entry.name)
+            child_st = os.lstat(child)
+            if stat.S_ISDIR(child_st.st_mode):
+                if stay_on is not None and child_st.st_dev != stay_on:
+                    continue
+                stack.append(child)
+            elif not stat.S_ISREG(child_st.st_mode):
+                continue
+            current = read_carried(child, child_st)
+            if current | flags != current and set_carried(child, current | flags):
+                changed += 1
+    # The root last: its flag is what says the whole tree was done.
+    current = read_carried(top, st)
+    if current | flags != current and set_carried(top, current | flags):
+        changed += 1
+    return changed
+
+
 def render(rel):
     return os.fsdecode(rel) if isinstance(rel, bytes) else rel
 

@@ -51,6 +51,11 @@ def iso(epoch):
     return time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(epoch)) + '.%06dZ' % int((epoch % 1) * 1e6)
 
 
+def fenced(replica):
+    """True while the fence of an old active replica holds (fenced, not yet lifted by a failback)."""
+    return bool(replica.get('fenced_at')) and not replica.get('fence_lifted_at')
+
+
 def replica_export_name(name, pool):
     """The export name of a readable secondary: the share's own export stays the active one's."""
     return '%s.replica-%s' % (name, pool.name)
@@ -191,9 +196,11 @@ class LocalReplicaManager(ReplicaService):
         for replica in secondaries(record):
             other = self.ctx.pool(replica['pool'])
             if replica.get('fence_pending') and self._available(other):
+                fenced = True
                 if not self.ctx.check_mode:
-                    self._fence(record, pool, active, replica)
-                changed.append('fence the old active replica in %s' % other)
+                    fenced = self._fence(record, pool, active, replica)
+                changed.append(('fence the old active replica in %s' % other) if fenced
+                               else 'failed to fence the old active replica in %s: %s' % (other, replica['fence_error']))
             if replica.get('replica_state') == IN_SYNC and past_rpo(record, replica):
                 replica['replica_state'] = OUT_OF_SYNC
                 changed.append('replica %s in %s is past its RPO' % (replica['id'], other))
@@ -202,17 +209,34 @@ class LocalReplicaManager(ReplicaService):
         return changed
 
     def _fence(self, record, active_pool, active, replica):
-        """The old active is back: read-only where the storage enforces it, not exported as the share."""
+        """The old active is back: read-only (btrfs: the ``ro`` property; posix: the immutable
+        attribute on every file and folder), not exported as the share. What it got after its
+        last replicated point is read first when the fence changes change times (posix), for the
+        failback to name. A fence that fails is recorded (``fence_error``) and tried again by
+        the next run; it does not stop the run. Returns True when fenced."""
         other = self.ctx.pool(replica['pool'])
         driver = self.ctx.driver(other)
         path = driver.instance_path(other, record['name'])
-        driver.replica_set_read_only(other, record, True)
         active_driver = self.ctx.driver(active_pool)
         active_export = active_driver.export().location(record['name'], active['path'])
         if driver.export().location(record['name'], path) != active_export:
             driver.export().remove(record['name'], path)
+        if driver.replica_fence_marks_entries and 'divergence_at_fence' not in replica:
+            changed = driver.replica_divergence(other, record, replica)
+            replica['divergence_at_fence'] = None if changed is None else {
+                'count': len(changed), 'entries': changed[:NAMED_PATHS]}
+            # Saved before the fence changes the change times: a rerun must not read them again.
+            self._save(record, active_pool, 'replica %s: %s entries changed after its last replicated point'
+                       % (replica['id'], 'unknown' if changed is None else len(changed)))
+        try:
+            driver.replica_fence(other, record, True)
+        except StorageError as exc:
+            replica['fence_error'] = str(exc)
+            return False
         replica['fence_pending'] = False
+        replica.pop('fence_error', None)
         replica['fenced_at'] = now_iso()
+        return True
 
     # -- present -------------------------------------------------------------------------------
     def present(self, name, pool=None, replica_id=None, availability_zone=None, status=None, replica_state=None):
@@ -259,6 +283,13 @@ class LocalReplicaManager(ReplicaService):
                                  '%s (replication_domain %s) are not in one replication domain'
                                  % (name, target, source.name, source.replication_domain, dest.name,
                                     dest.replication_domain))
+        if (source.host != dest.host and 'ssh' in (getattr(source, 'transport', None), getattr(dest, 'transport', None))
+                and not self.ctx.driver(active_pool).replica_across_hosts):
+            # posix updates run rsync on the active replica's host, between two of its folders.
+            raise InvalidRequest('Cannot add a replica of share %s in pool %s: it is on host %s and the active replica '
+                                 'on host %s; driver %s keeps replicas in pools of the active replica\'s host (local '
+                                 'or reached over ssh), not on another host yet'
+                                 % (name, target, dest.host, source.host, source.driver))
         if states.is_busy(record.get('task_state')):
             raise Busy('Cannot add a replica of share %s: it is busy with task_state %s' % (name, record['task_state']))
         if record.get('status') != states.AVAILABLE:
@@ -344,7 +375,8 @@ class LocalReplicaManager(ReplicaService):
             'source_quiet_until': stats.get('source_quiet_until'),
             'last_update': {'at': now_iso(), 'bytes': stats['bytes'], 'files': stats['files'],
                             'seconds': stats['seconds'], 'passes': stats.get('passes'),
-                            'verified': stats['verified'], 'incremental': stats.get('incremental')},
+                            'verified': stats['verified'], 'incremental': stats.get('incremental'),
+                            'full_send_reason': stats.get('full_send_reason')},
         })
         self._export_secondary(record, replica)
         self._save(record, active_pool, 'replica %s updated' % replica['id'])
@@ -352,12 +384,14 @@ class LocalReplicaManager(ReplicaService):
         return stats
 
     def _retain(self, record, active_pool, replica):
-        """Keep on the active side the base point of every secondary, on this one its own."""
+        """Keep on the active side the base point of every secondary, and on this secondary too:
+        its own base and the others' bases it was given (btrfs), from which the others continue
+        incrementally when this one is promoted with the active side gone."""
         keep = set(int(r['base']) for r in secondaries(record) if r.get('base'))
         self.ctx.driver(active_pool).replica_retain(active_pool, record, keep)
         if replica.get('base'):
             target = self.ctx.pool(replica['pool'])
-            self.ctx.driver(target).replica_retain(target, record, set([int(replica['base'])]))
+            self.ctx.driver(target).replica_retain(target, record, keep)
 
     def resynced(self, name, pool=None, replica_id=None, force=False):
         self._served(name, pool)
@@ -383,21 +417,42 @@ class LocalReplicaManager(ReplicaService):
                                     after=dict(before, replica_state=IN_SYNC))
             if replica.get('old_active'):
                 actions[:0] = self._failback_check(record, active_pool, replica, force)
+            if fenced(replica):
+                self._lift_fence(record, active_pool, replica)
             stats = self._update(record, active_pool, replica)
             # _update saved the record; it changes again only for a failback.
             if replica.pop('old_active', None) is not None:
+                # A copy of the active replica now: a fence that never took is not needed any more.
+                replica.pop('divergence_at_fence', None)
+                replica.pop('fence_error', None)
+                replica['fence_pending'] = False
                 self._save(record, active_pool, 'replica %s resynced' % replica['id'])
             changed = bool(stats['bytes'] or stats['files'] or stats['files'] is None
                            or before.get('replica_state') != replica['replica_state'])
             return self._result(changed, record, replica, actions, before=before)
 
+    def _lift_fence(self, record, active_pool, replica):
+        """A failback is about to update the fenced old active: the record says so first (a run
+        that dies next leaves it out_of_sync, not exported, with ``fence_lifted_at``)."""
+        target = self.ctx.pool(replica['pool'])
+        replica['fence_lifted_at'] = now_iso()
+        self._save(record, active_pool, 'replica %s: fence (since %s) lifted to update it'
+                   % (replica['id'], replica['fenced_at']))
+        self.ctx.driver(target).replica_fence(target, record, False)
+
     def _failback_check(self, record, active_pool, replica, force):
         """An old active about to become a copy of the new one: what it got after its last
-        replicated point is kept in a snapshot, and named in a refusal unless ``force``."""
+        replicated point is kept in a snapshot, and named in a refusal unless ``force``. Where the
+        fence changed the entries' change times (posix), what was read before the fence counts."""
         target = self.ctx.pool(replica['pool'])
         driver = self.ctx.driver(target)
-        changed = driver.replica_divergence(target, record, replica)
-        if not changed:
+        recorded = replica.get('divergence_at_fence')
+        if driver.replica_fence_marks_entries and recorded is not None:
+            count, named = recorded['count'], recorded['entries']
+        else:
+            changed = driver.replica_divergence(target, record, replica)
+            count, named = len(changed or []), (changed or [])[:NAMED_PATHS]
+        if not count:
             return []
         label = time.strftime('%Y%m%dT%H%M%S', time.gmtime())
         kept = replica.get('kept_divergence') or driver.replica_keep(target, record, label)
@@ -409,9 +464,8 @@ class LocalReplicaManager(ReplicaService):
                                  'point (%s): %d changed entries: %s%s; they are kept in %s; resync with force=true to '
                                  'replace them with the active replica\'s data'
                                  % (replica['id'], record['name'], target, replica.get('last_sync') or 'unknown',
-                                    len(changed), ', '.join(changed[:NAMED_PATHS]),
-                                    ' and more' if len(changed) > NAMED_PATHS else '', kept))
-        return ['replace %d entries changed after the last replicated point (kept in %s)' % (len(changed), kept)]
+                                    count, ', '.join(named), ' and more' if count > len(named) else '', kept))
+        return ['replace %d entries changed after the last replicated point (kept in %s)' % (count, kept)]
 
     # -- absent --------------------------------------------------------------------------------
     def absent(self, name, pool=None, replica_id=None, force=False):
@@ -539,6 +593,9 @@ class LocalReplicaManager(ReplicaService):
         new_driver = ctx.driver(target)
         new_path = new_driver.instance_path(target, name)
         new_driver.replica_set_read_only(target, record, False)
+        if fenced(replica):
+            # A fenced old active promoted as it is (force): writable again.
+            new_driver.replica_fence(target, record, False)
         if self._available(target):
             self._unexport_secondary(record, replica)
         others = [r for r in secondaries(record) if r['id'] != replica['id']]

@@ -18,7 +18,8 @@ from ansible_collections.storage.mobility.plugins.module_utils import states
 
 #: what a replica view carries besides the computed lag
 VIEW_KEYS = ('id', 'pool', 'status', 'replica_state', 'created_at', 'updated_at', 'last_sync', 'last_update',
-             'sync_error', 'fenced_at', 'fence_pending', 'kept_divergence', 'export_location', 'snapshots')
+             'sync_error', 'fenced_at', 'fence_pending', 'fence_error', 'fence_lifted_at', 'kept_divergence',
+             'export_location', 'snapshots')
 
 
 def replication_type(record):

@@ -208,6 +208,11 @@ class Transport(abc.ABC):
     def clear_flags_tree(self, path):
         """Clear those flags below ``path``; a true value when any was cleared."""
 
+    @abc.abstractmethod
+    def set_flags_tree(self, path, flags):
+        """Add ``flags`` to ``path`` and to every regular file and folder below it (fileflags.set_tree);
+        returns how many entries changed."""
+
     # -- the share locks ---------------------------------------------------------------------
     @abc.abstractmethod
     def lock(self, path, create=True):

@@ -384,6 +384,9 @@ class LocalTransport(Transport):
     def clear_flags_tree(self, path):
         return fileflags.clear_tree(path)
 
+    def set_flags_tree(self, path, flags):
+        return fileflags.set_tree(path, flags)
+
     # -- the share locks ---------------------------------------------------------------------
     def lock(self, path, create=True):
         for _attempt in range(100):

@@ -606,6 +606,9 @@ class SshTransport(Transport):
     def clear_flags_tree(self, path):
         return self.call('clear_flags_tree', path)
 
+    def set_flags_tree(self, path, flags):
+        return self.call('set_flags_tree', path, flags)
+
     # -- the share locks ---------------------------------------------------------------------
     def lock(self, path, create=True):
         number = self.call('lock', path, create)

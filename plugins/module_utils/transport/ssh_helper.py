@@ -46,8 +46,8 @@ PROGRESS_SECONDS = 0.5
 PLAIN_OPS = ('run', 'which', 'is_root', 'pids_running', 'kill', 'stat', 'lstat', 'exists', 'lexists', 'is_dir',
              'is_file', 'is_link', 'realpath', 'listdir', 'makedirs', 'mkdir', 'rename', 'unlink', 'rmdir',
              'fsync_dir', 'read_bytes', 'write_json_atomic', 'write_text_atomic', 'append_line', 'statvfs',
-             'tree_bytes', 'tree_counts', 'read_flags', 'set_flags', 'flagged_entries', 'clear_flags_tree', 'open_writers',
-             'users', 'mount_table', 'same_inode', 'mount_base_beneath', 'tree_seal')
+             'tree_bytes', 'tree_counts', 'read_flags', 'set_flags', 'flagged_entries', 'clear_flags_tree',
+             'set_flags_tree', 'open_writers', 'users', 'mount_table', 'same_inode', 'mount_base_beneath', 'tree_seal')
 
 
 def encode(value):

@@ -156,6 +156,8 @@ class ShareDriver(abc.ABC):
     # A driver that replicates implements these; the defaults refuse, naming the driver.
     #: True when an update changes the replica's files where readers see them (not atomically)
     replica_updates_in_place = False
+    #: True when a replica may be in a pool of another host than the active replica's
+    replica_across_hosts = False
 
     def _no_replication(self):
         return InvalidRequest('Driver %s of backend %s does not replicate shares' % (self.name, self.backend.name))
@@ -185,6 +187,16 @@ class ShareDriver(abc.ABC):
         """Make the instance of ``share`` in ``pool`` read-only (a fence) or writable again where the
         storage can enforce it; return True when something changed."""
         return False
+
+    #: True when replica_fence changes the change time of the instance's entries (so that what
+    #: changed there before the fence is read before it, replica_divergence)
+    replica_fence_marks_entries = False
+
+    def replica_fence(self, pool, share, fenced):
+        """Fence the instance of ``share`` in ``pool`` (an old active replica that came back after
+        a forced promotion) so that nothing writes to it, or lift the fence (a failback about to
+        update it); return True when something changed. By default: replica_set_read_only."""
+        return self.replica_set_read_only(pool, share, fenced)
 
     def replica_open_writers(self, pool, share):
         """Processes that hold a file of the instance of ``share`` in ``pool`` open for writing,

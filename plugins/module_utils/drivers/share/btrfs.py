@@ -70,6 +70,8 @@ class BtrfsShareDriver(PosixShareDriver):
     name = 'btrfs'
     # A replica instance is replaced by a snapshot of a complete point, never written in place.
     replica_updates_in_place = False
+    # A replica pool on another host: its own driver works there, the stream goes as a migration's.
+    replica_across_hosts = True
     # Set by context.py: pool -> the driver of its backend (the other side of a host-to-host move).
     peer_driver = None
 
@@ -880,61 +882,71 @@ class BtrfsShareDriver(PosixShareDriver):
     def replica_update(self, active_pool, replica_pool, share, replica):
         """Snapshot the active instance read-only (the point), ``btrfs send -p <base>`` it into
         the replica pool, check its received UUID, and make the replica instance a read-only
-        snapshot of it."""
+        snapshot of it. A replica pool on another host is worked on by that host's driver
+        (``_side``), and the stream goes as a migration's does (``data_path``)."""
         name = share['name']
+        dst = self._side(replica_pool)
         self._require_pool(active_pool)
-        self._require_pool(replica_pool)
+        dst._require_pool(replica_pool)
+        if dst is not self:
+            self.check_direct(replica_pool, name)
         self._recover_placement(active_pool, share)
-        self._recover_placement(replica_pool, share)
+        dst._recover_placement(replica_pool, share)
         source = self.instance_path(active_pool, name)
         if not self.is_subvolume(source):
             raise StorageError('Failed to update the replica of share %s: its active instance %s is not a subvolume'
                                % (name, source))
         here, there = self.replication_dir(active_pool, share), self.replication_dir(replica_pool, share)
         self._makedirs(here, 0o700)
-        self._makedirs(there, 0o700)
+        dst._makedirs(there, 0o700)
         start = time.monotonic()
-        seq = max(self._points(here) + self._points(there) + [int(replica.get('base') or 0)]) + 1
+        seq = max(self._points(here) + dst._points(there) + [int(replica.get('base') or 0)]) + 1
         point = os.path.join(here, self.point_name(seq))
         source_time = time.time()
         self._btrfs(['subvolume', 'snapshot', '-r', source, point], 'take replication point %d of share %s' % (seq, name))
         quiet = time.time() - CTIME_MARGIN
-        parent = None
-        base = replica.get('base')
-        if base:
-            mine, theirs = os.path.join(here, self.point_name(base)), os.path.join(there, self.point_name(base))
-            if self.is_subvolume(mine) and self.is_subvolume(theirs):
-                parent = mine
-        # The share's snapshots the replica lacks go first, each sent against the previous link of
-        # the chain (the base point, then the snapshot just sent); the new point follows them.
+        # The newest point both sides hold: the replica's base, or after a forced promotion a
+        # point that both the new active and this replica received from the old active.
+        parent = self._common_point(here, there, exclude=seq, dst=dst)
+        full_reason = None if parent else (
+            'no replication point of share %s is held by both pool %s and pool %s' % (name, active_pool, replica_pool))
+        # The bases of the other secondaries go first (each a small increment in the chain), so
+        # that this replica holds them: after a forced promotion of one of them, the others'
+        # next updates from it start from a point both hold. Then the share's snapshots the
+        # replica lacks, each sent against the previous link; the new point follows them.
+        sent, parent = self._carry_points_chain(active_pool, replica_pool, share, self._other_bases(share, replica),
+                                                parent, dst)
         wanted = self.replica_snapshot_names(active_pool, share)
-        sent, parent = self._carry_snapshots_chain(active_pool, replica_pool, share, wanted, parent)
+        more, parent = self._carry_snapshots_chain(active_pool, replica_pool, share, wanted, parent, dst)
+        sent += more
         how = ' (from %s)' % os.path.basename(parent) if parent else ' (full)'
         what = 'send point %d of share %s to pool %s%s' % (seq, name, replica_pool, how)
         sent += self._pipe(send_argv(point, parent), ['btrfs', 'receive', there], what,
                            edit=root_times_edit(self.transport.lstat(point)),
-                           crash_event='btrfs sending replica point')[0]
+                           crash_event='btrfs sending replica point', dst=dst)[0]
         received = os.path.join(there, self.point_name(seq))
-        if not self.received_ok(point, received):
+        if not self.received_ok(point, received, dst):
             raise StorageError('Failed to %s: the receive ended but %s is not a complete copy' % (what, received))
         crash_point('btrfs received replica point')
-        self._place_replica(replica_pool, share, received)
+        dst._place_replica(replica_pool, share, received)
         # The record that names this point as the replica's base is written next (an fsync'd file):
         # commit the receive and the placement first, so that a machine crash cannot leave a record
         # naming a point the filesystem lost.
-        self._btrfs(['filesystem', 'sync', replica_pool.path], 'sync pool %s after updating a replica of share %s'
-                    % (replica_pool, name))
+        dst._btrfs(['filesystem', 'sync', replica_pool.path], 'sync pool %s after updating a replica of share %s'
+                   % (replica_pool, name))
         replica['base'] = seq
         replica['base_time'] = time.time() + CTIME_MARGIN
-        return {'bytes': sent, 'files': None, 'passes': 1, 'verified': True, 'incremental': bool(parent),
+        return {'bytes': sent, 'files': None, 'passes': 1, 'verified': True, 'incremental': not full_reason,
+                'full_send_reason': full_reason,
                 'source_time': source_time, 'source_quiet_until': quiet,
                 'seconds': round(time.monotonic() - start, 3),
-                'snapshots': self.replica_prune_snapshots(replica_pool, share, wanted)}
+                'snapshots': dst.replica_prune_snapshots(replica_pool, share, wanted)}
 
     def replica_forward_points(self, active_pool, replica_pool, share, replica, seqs):
         """Send each point of ``seqs`` the replica lacks, ``-p`` its own base point: the received
         copy has the same received UUID as the other secondary's, so that after the promotion
         ``btrfs send -p`` it from the new active is an increment the other secondary can receive."""
+        dst = self._side(replica_pool)
         here, there = self.replication_dir(active_pool, share), self.replication_dir(replica_pool, share)
         parent = os.path.join(here, self.point_name(int(replica['base']))) if replica.get('base') else None
         if parent and not self.is_subvolume(parent):
@@ -942,44 +954,105 @@ class BtrfsShareDriver(PosixShareDriver):
         changed = False
         for seq in seqs:
             source, received = os.path.join(here, self.point_name(seq)), os.path.join(there, self.point_name(seq))
-            if not self.is_subvolume(source) or self.received_ok(source, received):
+            if not self.is_subvolume(source) or self.received_ok(source, received, dst):
                 continue
-            if self.transport.lexists(received):
-                self._delete_subvolume(received, 'partial receive of point %d of share %s' % (seq, share['name']))
+            if dst.transport.lexists(received):
+                dst._delete_subvolume(received, 'partial receive of point %d of share %s' % (seq, share['name']))
             what = 'send point %d of share %s to pool %s (the base of another replica)' % (
                 seq, share['name'], replica_pool)
             self._pipe(send_argv(source, parent), ['btrfs', 'receive', there], what,
-                       edit=root_times_edit(self.transport.lstat(source)))
-            if not self.received_ok(source, received):
+                       edit=root_times_edit(self.transport.lstat(source)), dst=dst)
+            if not self.received_ok(source, received, dst):
                 raise StorageError('Failed to %s: the receive ended but %s is not a complete copy' % (what, received))
             changed = True
         return changed
+
+    @staticmethod
+    def _identity(info):
+        """What a point is known by on every filesystem it was sent to: the UUID of the subvolume
+        first taken (a received copy's received UUID), or None for a receive cut short."""
+        if not info or not info.get('readonly'):
+            return None
+        return info.get('received_uuid') or info.get('uuid')
+
+    def _common_point(self, here, there, exclude=None, dst=None):
+        """The newest point of ``here`` (this side's folder of points) whose copy in ``there``
+        came from the same subvolume (same received UUID, or the received UUID of one is the
+        UUID of the other), or None. A point named alike on both sides but of another origin
+        (a point a promoted replica took after the old active took one of that number) is no
+        parent: the receive would not find it, or find another. ``there`` is on the host of
+        driver ``dst`` (default this one)."""
+        dst = dst or self
+        for seq in sorted(set(self._points(here)) & set(dst._points(there)), reverse=True):
+            if seq == exclude:
+                continue
+            mine = self._identity(self.show(os.path.join(here, self.point_name(seq))))
+            if mine and mine == self._identity(dst.show(os.path.join(there, self.point_name(seq)))):
+                return os.path.join(here, self.point_name(seq))
+        return None
+
+    @staticmethod
+    def _other_bases(share, replica):
+        """The base points of the share's other secondaries, oldest first."""
+        return sorted(set(int(r['base']) for r in share.get('replicas') or []
+                          if r['id'] != replica['id'] and r.get('replica_state') != 'active' and r.get('base')))
+
+    def _carry_points_chain(self, active_pool, replica_pool, share, seqs, parent, dst=None):
+        """``btrfs send -p <parent>`` each point of ``seqs`` this side holds and the replica
+        lacks into the replica's folder of points (on the host of driver ``dst``); returns (bytes
+        sent, the parent for the next send). A point this side no longer holds is skipped."""
+        dst = dst or self
+        here, there = self.replication_dir(active_pool, share), self.replication_dir(replica_pool, share)
+        sent = 0
+        for seq in seqs:
+            source, received = os.path.join(here, self.point_name(seq)), os.path.join(there, self.point_name(seq))
+            if not self.is_subvolume(source) or not self._identity(self.show(source)):
+                continue
+            if self.received_ok(source, received, dst):
+                continue
+            if dst.transport.lexists(received):
+                if self._identity(dst.show(received)):
+                    # A complete point of another origin under that number: left alone (the
+                    # replica's own chain may use it); this base is not carried.
+                    continue
+                dst._delete_subvolume(received, 'partial receive of point %d of share %s' % (seq, share['name']))
+            what = 'send point %d of share %s to pool %s (the base of another replica)%s' % (
+                seq, share['name'], replica_pool, ' (from %s)' % os.path.basename(parent) if parent else ' (full)')
+            sent += self._pipe(send_argv(source, parent), ['btrfs', 'receive', there], what,
+                               edit=root_times_edit(self.transport.lstat(source)),
+                               crash_event='btrfs sending replica base point', dst=dst)[0]
+            if not self.received_ok(source, received, dst):
+                raise StorageError('Failed to %s: the receive ended but %s is not a complete copy' % (what, received))
+            crash_point('btrfs received replica base point')
+            parent = source
+        return sent, parent
 
     def replica_holds_snapshot(self, pool, share_name, snapshot_name):
         # A receive cut short leaves a writable subvolume: only a read-only one is complete.
         info = self.show(self.snapshot_path(pool, share_name, snapshot_name))
         return bool(info and info['readonly'])
 
-    def _carry_snapshots_chain(self, active_pool, replica_pool, share, wanted, parent):
+    def _carry_snapshots_chain(self, active_pool, replica_pool, share, wanted, parent, dst=None):
         """``btrfs send -p <parent>`` each snapshot the replica lacks into its snapshots folder
-        (the received subvolume is the replica's snapshot, at the same path as on the active);
-        returns (bytes sent, the parent for the next send)."""
+        (the received subvolume is the replica's snapshot, at the same path as on the active; on
+        the host of driver ``dst``); returns (bytes sent, the parent for the next send)."""
+        dst = dst or self
         name = share['name']
         sent = 0
         for snap in wanted:
             source = self.snapshot_path(active_pool, name, snap)
             received = self.snapshot_path(replica_pool, name, snap)
-            if self.replica_holds_snapshot(replica_pool, name, snap):
+            if dst.replica_holds_snapshot(replica_pool, name, snap):
                 continue
-            if self.transport.lexists(received):
-                self._delete_subvolume(received, 'partial receive of snapshot %s of share %s' % (snap, name))
-            self._makedirs(self.snapshots_dir(replica_pool, name))
+            if dst.transport.lexists(received):
+                dst._delete_subvolume(received, 'partial receive of snapshot %s of share %s' % (snap, name))
+            dst._makedirs(self.snapshots_dir(replica_pool, name))
             what = 'send snapshot %s of share %s to pool %s%s' % (
                 snap, name, replica_pool, ' (from %s)' % os.path.basename(parent) if parent else ' (full)')
             sent += self._pipe(send_argv(source, parent), ['btrfs', 'receive', self.snapshots_dir(replica_pool, name)],
                                what, edit=root_times_edit(self.transport.lstat(source)),
-                               crash_event='btrfs sending replica snapshot %s' % snap)[0]
-            if not self.received_ok(source, received):
+                               crash_event='btrfs sending replica snapshot %s' % snap, dst=dst)[0]
+            if not self.received_ok(source, received, dst):
                 raise StorageError('Failed to %s: the receive ended but %s is not a complete copy' % (what, received))
             crash_point('btrfs received replica snapshot %s' % snap)
             parent = source
@@ -1067,13 +1140,41 @@ class BtrfsShareDriver(PosixShareDriver):
                     % (share['name'], pool, 'read-only' if read_only else 'writable'))
         return True
 
+    # The fence is the subvolume's ``ro`` property (change times stay); a failback's update
+    # replaces the instance with a read-only snapshot of the received point: nothing to lift.
+    replica_fence_marks_entries = False
+
+    def replica_fence(self, pool, share, fenced):
+        if not fenced:
+            return False
+        return self.replica_set_read_only(pool, share, True)
+
     def replica_open_writers(self, pool, share):
         # A descriptor opened before the subvolume became read-only keeps writing (see open_writers).
         return self.open_writers(self.instance_path(pool, share['name']))
 
     def replica_divergence(self, pool, share, replica):
+        """The posix answer (change time after the last replicated point, with a margin for the
+        kernel's coarse clock), without the entries that are the same in the base point this
+        pool holds: an entry written in the margin before the point has the point's change time."""
         self._recover_placement(pool, share)
-        return super(BtrfsShareDriver, self).replica_divergence(pool, share, replica)
+        found = super(BtrfsShareDriver, self).replica_divergence(pool, share, replica)
+        if not found or not replica.get('base'):
+            return found
+        point = os.path.join(self.replication_dir(pool, share), self.point_name(int(replica['base'])))
+        if not self._identity(self.show(point)):
+            return found
+        instance = self.instance_path(pool, share['name'])
+        kept = []
+        for rel in found:
+            try:
+                now, then = self.transport.lstat(os.path.join(instance, rel)), self.transport.lstat(os.path.join(point, rel))
+            except OSError:
+                kept.append(rel)
+                continue
+            if now.ctime_ns != then.ctime_ns:
+                kept.append(rel)
+        return kept
 
     def replica_keep(self, pool, share, label):
         self._recover_placement(pool, share)

@@ -502,6 +502,27 @@ class PosixShareDriver(ShareDriver):
             changed = True
         return changed
 
+    # The immutable attribute on every file and folder of the instance: clients that reach the
+    # folder itself (export helper ``none``) and processes on the storage host get EPERM.
+    replica_fence_marks_entries = True
+
+    def replica_fence(self, pool, share, fenced):
+        """Fence: the immutable attribute on the instance's root and on every file and folder in
+        it (it changes their change times). Lift: clear the immutable and append-only attributes
+        of the whole tree (the failback that follows makes it a copy of the active replica)."""
+        path = self.instance_path(pool, share['name'])
+        if not self.transport.is_dir(path):
+            return False
+        try:
+            if fenced:
+                return bool(self.transport.set_flags_tree(path, fileflags.ATTR_IMMUTABLE))
+            return bool(self.transport.clear_flags_tree(path))
+        except OSError as exc:
+            raise StorageError('Failed to %s share %s in pool %s (%s): %s; the immutable attribute needs root '
+                               '(CAP_LINUX_IMMUTABLE) and a filesystem that has it (ext4, xfs, btrfs)'
+                               % ('fence' if fenced else 'lift the fence of', share['name'], pool, path,
+                                  exc.strerror or exc))
+
     def replica_open_writers(self, pool, share):
         path = self.instance_path(pool, share['name'])
         return [openfiles.describe([item]) for item in self.transport.open_writers([path])]

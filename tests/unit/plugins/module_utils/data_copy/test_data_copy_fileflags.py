@@ -76,6 +76,26 @@ def test_read_set_and_clear_agree_with_chattr_and_lsattr(flaggable):
     shutil.rmtree(str(root))  # nothing blocks the deletion any more
 
 
+def test_set_tree_makes_every_file_and_folder_immutable_and_keeps_other_flags(flaggable):
+    tree(flaggable / "t")
+    root = flaggable / "t"
+    os.symlink("plain.txt", str(root / "link"))
+    os.mkfifo(str(root / "fifo"))
+    # inside, journal.log (append-only, now both), plain.txt and the root; not the already immutable ones
+    assert fileflags.set_tree(str(root), fileflags.ATTR_IMMUTABLE) == 4
+    assert fileflags.flagged_entries(str(root)) == {
+        b".": fileflags.ATTR_IMMUTABLE, b"frozen-dir": fileflags.ATTR_IMMUTABLE,
+        b"frozen-dir/inside": fileflags.ATTR_IMMUTABLE, b"frozen.txt": fileflags.ATTR_IMMUTABLE,
+        b"journal.log": fileflags.CARRIED, b"plain.txt": fileflags.ATTR_IMMUTABLE}
+    for attempt in (lambda: open(str(root / "plain.txt"), "a"), lambda: open(str(root / "new"), "w"),
+                    lambda: os.unlink(str(root / "link")), lambda: os.rename(str(root / "fifo"), str(root / "x"))):
+        with pytest.raises(PermissionError):
+            attempt()
+    assert fileflags.set_tree(str(root), fileflags.ATTR_IMMUTABLE) == 0
+    assert fileflags.clear_tree(str(root)) == 6
+    shutil.rmtree(str(root))
+
+
 def test_a_copy_job_carries_the_attributes_and_a_later_pass_can_rewrite_the_files(flaggable):
     src, dst = flaggable / "src", flaggable / "dst"
     dst.mkdir()

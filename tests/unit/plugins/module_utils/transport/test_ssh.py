@@ -167,6 +167,23 @@ def test_file_operations_answer_as_the_local_transport(loop, tmp_path):
     assert loop.is_root() == (os.geteuid() == 0) and loop.which("sh") and not loop.which("no-such-program-x")
 
 
+def test_the_fence_of_a_tree_goes_through_the_helper(loop, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: only root (CAP_LINUX_IMMUTABLE) sets the immutable attribute")
+    folder = tmp_path / "fence"
+    folder.mkdir()
+    (folder / "f").write_bytes(b"data")
+    try:
+        changed = loop.set_flags_tree(str(folder), 0x10)
+    except OSError as exc:
+        pytest.skip("the filesystem of %s has no immutable attribute: %s" % (tmp_path, exc))
+    assert changed == 2
+    with pytest.raises(PermissionError):
+        open(str(folder / "f"), "ab")
+    assert loop.clear_flags_tree(str(folder)) == 2
+    (folder / "f").write_bytes(b"writable again")
+
+
 def test_remote_errors_come_back_as_the_same_errno_naming_the_host(loop, tmp_path):
     with pytest.raises(OSError) as info:
         loop.stat(str(tmp_path / "missing"))

@@ -1,0 +1,190 @@
+"""Share replication on a storage host reached over ssh (the ssh lab, tests/integration/sshlab).
+
+Each module runs as Ansible runs it on a target (``python -m <module> ARGS.json``) with a backend
+whose transport is ssh: the replicas live in two pools of one remote host (storb's two btrfs
+subvolume pools, stora's ext4 and xfs pools for posix), each host in its own mount namespace, so
+that the controller sees none of their files. What is checked, as root (skipped with "needs root"
+otherwise, a failure under CI=true): create a replicated share, add a replica, write on the host,
+update (``state: resynced``: only the change travels), promote (planned), and ``share_info``
+shows each replica's ``replica_state`` and ``last_sync``; after each step the active share and the
+replica are compared entry by entry on the host itself. A btrfs replica on another host (storb to
+stora) goes the same way, each send piped from one host to the other; a posix replica on another
+host than the active replica is refused and nothing of it is created.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import sshlab
+from sshlab import is_root, run_module
+
+pytestmark = pytest.mark.skipif(not is_root(), reason="needs root: sshd per lab host, mount namespaces, loop devices")
+
+RULE = {"access_type": "ip", "access_to": "10.0.0.0/24", "access_level": "rw"}
+#: every entry below the folder: path, type, mode, owner, size (not of folders: ext4 and xfs count
+#: them differently), nanosecond mtime, link target; then the sha256 of each file (run on the lab host)
+LISTING = ('cd "$1" && find . -mindepth 1 \\( -type d -printf "%P %y %m %U:%G - %T@\\n" \\) -o '
+           '-printf "%P %y %m %U:%G %s %T@ %l\\n" | LC_ALL=C sort && '
+           'find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum')
+
+ssh_lab = sshlab.ssh_lab  # the lab's session fixture, shared with the other ssh tests
+
+
+def ok(result: dict) -> dict:
+    assert not result.get("failed"), result.get("msg")
+    return result
+
+
+def tree(lab, host: str, path: str) -> str:
+    out = lab.ssh(host, ["sh", "-c", LISTING, "sh", path]).stdout
+    assert out.strip(), f"nothing listed in {path} on {host}"
+    return out
+
+
+def replicated_backend(lab, host: str) -> dict:
+    backend = lab.backend(host)
+    backend["replication_domain"] = "lab"
+    return backend
+
+
+@pytest.mark.parametrize("host, active, other, big_mb", [("storb", "one", "two", 8), ("stora", "ext4", "xfs", 8)],
+                         ids=["btrfs-storb", "posix-stora-ext4-xfs"])
+def test_a_replica_on_a_remote_host_is_created_updated_and_promoted(ssh_lab, host, active, other, big_mb):
+    lab = ssh_lab
+    backends = [replicated_backend(lab, host)]
+    name = "rep-" + active
+    backend = backends[0]["name"]
+    pool_a, pool_b = f"{host}@{backend}#{active}", f"{host}@{backend}#{other}"
+    created = ok(run_module("share", {"backends": backends, "name": name, "pool": pool_a, "size": 1,
+                                      "share_type": "replicated", "extra_specs": {"replication_type": "readable"},
+                                      "access_rules": [RULE]}, lab.base))
+    path_a = created["share"]["export_location"]
+    path_b = os.path.join(lab.pools(host)[other], "shares", name)
+    try:
+        lab.ssh(host, ["sh", "-c", 'head -c "$2" /dev/urandom > "$1/big" && mkdir "$1/dir" && echo small > "$1/dir/small"'
+                       ' && ln -s dir/small "$1/link" && touch -d "2001-02-03 04:05:06.123456789" "$1/dir/small"',
+                       "sh", path_a, str(big_mb * 1024 * 1024)])
+        assert not os.path.exists(os.path.join(path_a, "big"))  # on the host, not on the controller
+
+        added = ok(run_module("share_replica", {"backends": backends, "share": name, "pool": pool_b}, lab.base))
+        replica = added["replica"]
+        assert added["changed"] is True and replica["pool"] == pool_b
+        assert (replica["replica_state"], replica["status"]) == ("in_sync", "available")
+        assert replica["last_update"]["bytes"] >= big_mb * 1024 * 1024
+        assert tree(lab, host, path_b) == tree(lab, host, path_a)
+
+        # a change on the host; the update carries only it
+        lab.ssh(host, ["sh", "-c", 'echo changed > "$1/dir/small" && echo new > "$1/new"', "sh", path_a])
+        updated = ok(run_module("share_replica", {"backends": backends, "share": name, "pool": pool_b,
+                                                  "state": "resynced"}, lab.base))
+        last = updated["replica"]["last_update"]
+        assert updated["replica"]["replica_state"] == "in_sync"
+        assert last["bytes"] < 1024 * 1024, last
+        if host == "storb":
+            assert last["incremental"] is True
+        else:
+            assert last["files"] >= 2 and last["verified"] is True
+        assert tree(lab, host, path_b) == tree(lab, host, path_a)
+        assert "changed" in lab.ssh(host, ["cat", os.path.join(path_b, "dir", "small")]).stdout
+
+        info = ok(run_module("share_info", {"backends": backends, "name": name}, lab.base))
+        [share] = info["shares"]
+        states = dict((r["pool"], (r["replica_state"], r.get("last_sync"))) for r in share["replicas"])
+        assert states[pool_a][0] == "active" and states[pool_b][0] == "in_sync"
+        assert states[pool_b][1] == updated["replica"]["last_sync"]
+
+        # planned promotion: the replica in the other pool becomes the share
+        promoted = ok(run_module("share_replica", {"backends": backends, "share": name, "pool": pool_b,
+                                                   "state": "promoted"}, lab.base))
+        assert promoted["changed"] is True and promoted["replica"]["replica_state"] == "active"
+        assert tree(lab, host, path_b) == tree(lab, host, path_a)
+        info = ok(run_module("share_info", {"backends": backends, "name": name}, lab.base))
+        [share] = info["shares"]
+        states = dict((r["pool"], (r["replica_state"], r.get("last_sync"))) for r in share["replicas"])
+        assert states[pool_b][0] == "active" and states[pool_a][0] == "in_sync" and states[pool_a][1]
+        assert share["export_location"] == path_b
+        # the record moved to the new active's pool on the host
+        record = lab.ssh(host, ["cat", os.path.join(lab.pools(host)[other], ".mobility", "shares", name + ".json")])
+        assert '"replica_state": "active"' in record.stdout or '"replica_state":"active"' in record.stdout
+
+        # the old active is a secondary now: a write on the new one reaches it by an update
+        lab.ssh(host, ["sh", "-c", 'echo after > "$1/after-promotion"', "sh", path_b])
+        back = ok(run_module("share_replica", {"backends": backends, "share": name, "pool": pool_a,
+                                               "state": "resynced"}, lab.base))
+        assert back["replica"]["replica_state"] == "in_sync" and back["replica"]["last_update"]["bytes"] < 1024 * 1024
+        assert tree(lab, host, path_a) == tree(lab, host, path_b)
+    finally:
+        run_module("share_replica", {"backends": backends, "share": name, "pool": pool_a, "state": "absent"}, lab.base)
+        run_module("share_replica", {"backends": backends, "share": name, "pool": pool_b, "state": "absent"}, lab.base)
+        run_module("share", {"backends": backends, "name": name, "state": "absent"}, lab.base)
+
+
+def test_a_btrfs_replica_on_another_host_is_sent_host_to_host_and_promoted(ssh_lab):
+    """storb's pool one holds the share, stora's btrfs pool one the replica: each update is a
+    btrfs send on storb piped over ssh into btrfs receive on stora (the migration's direct way)."""
+    lab = ssh_lab
+    backends = [replicated_backend(lab, "storb"), dict(lab.btrfs_backend("stora"), replication_domain="lab")]
+    name = "rep-far"
+    pool_a, pool_b = "storb@bb#one", "stora@ab#one"
+    created = ok(run_module("share", {"backends": backends, "name": name, "pool": pool_a, "size": 1,
+                                      "share_type": "replicated", "extra_specs": {"replication_type": "dr"}},
+                            lab.base))
+    path_a = created["share"]["export_location"]
+    path_b = str(lab.hosts["stora"].mounts["btrfs"] / "one" / "shares" / name)
+    try:
+        lab.ssh("storb", ["sh", "-c", 'head -c 4194304 /dev/urandom > "$1/big" && mkdir "$1/dir" && '
+                          'echo small > "$1/dir/small"', "sh", path_a])
+        added = ok(run_module("share_replica", {"backends": backends, "share": name, "pool": pool_b}, lab.base))
+        assert added["replica"]["replica_state"] == "in_sync" and added["replica"]["last_update"]["bytes"] >= 4194304
+        assert tree(lab, "stora", path_b) == tree(lab, "storb", path_a)
+        lab.ssh("storb", ["sh", "-c", 'echo changed > "$1/dir/small"', "sh", path_a])
+        updated = ok(run_module("share_replica", {"backends": backends, "share": name, "pool": pool_b,
+                                                  "state": "resynced"}, lab.base))["replica"]["last_update"]
+        assert updated["incremental"] is True and updated["bytes"] < 1024 * 1024, updated
+        assert tree(lab, "stora", path_b) == tree(lab, "storb", path_a)
+        promoted = ok(run_module("share_replica", {"backends": backends, "share": name, "pool": pool_b,
+                                                   "state": "promoted"}, lab.base))
+        assert promoted["replica"]["replica_state"] == "active"
+        lab.ssh("stora", ["sh", "-c", 'echo on-stora > "$1/after"', "sh", path_b])
+        back = ok(run_module("share_replica", {"backends": backends, "share": name, "pool": pool_a,
+                                               "state": "resynced"}, lab.base))["replica"]
+        assert back["replica_state"] == "in_sync" and back["last_update"]["incremental"] is True
+        assert back["last_update"]["bytes"] < 1024 * 1024
+        assert tree(lab, "storb", path_a) == tree(lab, "stora", path_b)
+        [share] = ok(run_module("share_info", {"backends": backends, "name": name}, lab.base))["shares"]
+        states = dict((r["pool"], (r["replica_state"], r.get("last_sync"))) for r in share["replicas"])
+        assert states[pool_b][0] == "active" and states[pool_a] == ("in_sync", back["last_sync"])
+    finally:
+        run_module("share_replica", {"backends": backends, "share": name, "pool": pool_a, "state": "absent"}, lab.base)
+        run_module("share_replica", {"backends": backends, "share": name, "pool": pool_b, "state": "absent"}, lab.base)
+        run_module("share", {"backends": backends, "name": name, "state": "absent"}, lab.base)
+
+
+def test_a_posix_replica_on_another_host_than_the_active_is_refused_and_nothing_changes(ssh_lab):
+    lab = ssh_lab
+    far = str(lab.hosts["storb"].mounts["btrfs"] / "posix-pool")
+    lab.ssh("storb", ["mkdir", "-p", far])
+    storb_posix = {"name": "pb", "driver": "posix", "host": "storb", "transport": "ssh",
+                   "ssh": lab.ssh_options("storb"), "pools": {"p": far}, "replication_domain": "lab"}
+    backends = [replicated_backend(lab, "stora"), storb_posix]
+    created = ok(run_module("share", {"backends": backends, "name": "rep-near", "pool": "stora@pa#ext4", "size": 1,
+                                      "share_type": "replicated", "extra_specs": {"replication_type": "dr"}},
+                            lab.base))
+    try:
+        refused = run_module("share_replica", {"backends": backends, "share": "rep-near", "pool": "storb@pb#p"},
+                             lab.base)
+        assert refused.get("failed") and "on host storb and the active replica on host stora" in refused["msg"]
+        assert "not on another host yet" in refused["msg"]
+        # (the run's lock files aside: .mobility/locks)
+        assert lab.ssh("storb", ["ls", "-A", far]).stdout.split() in ([], [".mobility"])
+        assert lab.ssh("storb", ["find", far, "-path", "*/.mobility/locks", "-prune", "-o", "-type", "f",
+                                 "-print"]).stdout.split() == []
+        [share] = ok(run_module("share_info", {"backends": backends, "name": "rep-near"}, lab.base))["shares"]
+        assert [r["pool"] for r in share.get("replicas") or []] in ([], ["stora@pa#ext4"])
+        assert share["export_location"] == created["share"]["export_location"]
+    finally:
+        run_module("share", {"backends": backends, "name": "rep-near", "state": "absent"}, lab.base)
+        lab.ssh("storb", ["rm", "-rf", far])
