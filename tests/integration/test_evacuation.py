@@ -58,7 +58,7 @@ def test_evacuate_pool_runs_phase_1_for_every_share_and_a_rerun_resumes(lab):
     assert "Failed: ev3 (errors in the summary above)" in failed.out, failed
     rows = summary_rows(failed.out)
     assert sorted(rows) == sorted(SHARES), failed
-    assert rows["ev3"][5] != "-" and rows["ev1"][5] == "-" and rows["ev2"][5] == "-", rows
+    assert rows["ev3"][7] != "-" and rows["ev1"][7] == "-" and rows["ev2"][7] == "-", rows
     assert (foreign / "not-yours.txt").is_file(), "the failed start touched data it does not own"
     assert tree_tool.manifest(str(lab.share_path("ev3"))) == manifests["ev3"]
     for share in ("ev1", "ev2"):
@@ -83,8 +83,9 @@ def test_evacuate_pool_runs_phase_1_for_every_share_and_a_rerun_resumes(lab):
     rows = summary_rows(run.out)
     assert sorted(rows) == sorted(SHARES), run
     for share in SHARES:
-        assert rows[share][0] == "data_copying_completed" and rows[share][4] == "localhost", rows[share]
-        assert rows[share][5] == "-" and rows[share][3] != "not known yet", rows[share]
+        assert rows[share][0] == "data_copying_completed" and rows[share][5] == "localhost", rows[share]
+        assert rows[share][7] == "-" and rows[share][3] != "not known yet", rows[share]
+        assert rows[share][4].endswith("MiB/s") and rows[share][6].startswith("round "), rows[share]
     stored = json.loads((lab.pools["alpha"] / ".mobility" / "plans" / "evac-alpha.json").read_text())
     assert sorted(m["share"] for m in stored["plan"]["moves"]) == sorted(SHARES)
 
