@@ -195,7 +195,8 @@ def assign_rounds(jobs, data_nodes, host_limit=None, pinned=None):
 
     Rounds are filled longest first (next fit decreasing): each round takes, in that order, every
     waiting copy for which a data node has a free slot and whose storage hosts have room, on the
-    free node that copies it fastest (then the one with most free slots, then by name). Copies of
+    free node that copies it fastest (then the one with most free slots in the round, then the one
+    given the fewest seconds of copies so far, then by name). Copies of
     like size share a round, so little time is lost waiting for the round's longest copy.
 
     ``pinned``: ``{share: data node}``, copies that must stay on their data node (a copy running
@@ -217,6 +218,7 @@ def assign_rounds(jobs, data_nodes, host_limit=None, pinned=None):
     waiting = sorted(jobs, key=lambda j: (-copy_seconds(j, ref), j['share']))
     rounds = []
     total = 0.0
+    busy = dict((name, 0.0) for name in names)     # seconds of copies given to each node so far
     while waiting:
         free = dict((name, by_name[name].get('slots', 1)) for name in names)
         free_count = sum(free.values())
@@ -231,10 +233,11 @@ def assign_rounds(jobs, data_nodes, host_limit=None, pinned=None):
                     host_limit is not None and any(host_load.get(h, 0) >= host_limit for h in hosts)):
                 left.append(job)
                 continue
-            name = min(candidates, key=lambda n: (copy_seconds(job, by_name[n]), -free[n], n))
+            name = min(candidates, key=lambda n: (copy_seconds(job, by_name[n]), -free[n], busy[n], n))
             slot = by_name[name].get('slots', 1) - free[name] + 1
             free[name] -= 1
             free_count -= 1
+            busy[name] += copy_seconds(job, by_name[name])
             for host in hosts:
                 host_load[host] = host_load.get(host, 0) + 1
             this.append({'share': job['share'], 'data_node': name, 'round': len(rounds) + 1, 'slot': slot,

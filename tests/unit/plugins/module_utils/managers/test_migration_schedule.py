@@ -173,6 +173,8 @@ def test_rounds_without_a_host_limit_fill_every_slot_and_with_limit_1_run_one_co
         ("n1", 1), ("n1", 2), ("n2", 1), ("n2", 2)]
     one = ms.assign_rounds(jobs, [node("n1", slots=2), node("n2", slots=2)], host_limit=1)
     assert [len(r) for r in one["rounds"]] == [1, 1, 1, 1]
+    # One copy per round: the rounds take turns on the data nodes (the least busy first).
+    assert [r[0]["data_node"] for r in one["rounds"]] == ["n1", "n2", "n1", "n2"]
     assert ms.round_limits_hold(two["rounds"], [node("n1", slots=2), node("n2", slots=2)], host_limit=1)[0] is False
 
 
