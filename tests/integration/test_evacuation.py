@@ -169,12 +169,15 @@ def test_two_copies_at_once_on_one_data_node_overlap_in_time(lab):
     shares = ("par1", "par2")
     lab.create_shares(*shares)
     manifests = fill_big(lab, shares, 2)
-    run = lab.run(EVACUATE, slow_vars("evac-par", copies_per_data_node=2))
+    # 2 MiB at 128 KiB/s: each copy takes about 16 s, far more than starting the second copy takes
+    # (a few seconds of tasks, more on a busy machine).
+    run = lab.run(EVACUATE, slow_vars("evac-par", copies_per_data_node=2,
+                                      data_mover_rsync_options=[f"--bwlimit={BWLIMIT_KIB // 2}"]))
     assert run.rc == 0, run
     assert_phase1_done(lab, shares, manifests)
     first, second = (job_interval(lab, s) for s in shares)
-    assert min(first[1] - first[0], second[1] - second[0]) > 4, (first, second)   # slowed, as meant
-    assert overlap(first, second) > 2, ("the two copies did not run at the same time", first, second)
+    assert min(first[1] - first[0], second[1] - second[0]) > 10, (first, second)   # slowed, as meant
+    assert overlap(first, second) > 0, ("the two copies did not run at the same time", first, second)
     copies = stored_copies(lab, "evac-par")
     assert copies["copies_per_data_node"] == 2 and len(copies["rounds"]) == 1
     assert sorted((a["data_node"], a["slot"]) for a in copies["assignments"]) == [("localhost", 1), ("localhost", 2)]
