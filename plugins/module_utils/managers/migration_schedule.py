@@ -194,7 +194,8 @@ def assign_rounds(jobs, data_nodes, host_limit=None, pinned=None):
     trusted for them.
 
     Rounds are filled longest first (next fit decreasing): each round takes, in that order, every
-    waiting copy for which a data node has a free slot and whose storage hosts have room, on the
+    waiting copy for which a data node has a free slot on which it ends within the round's first
+    (longest) copy and whose storage hosts have room, on the
     free node that copies it fastest (then the one with most free slots in the round, then the one
     given the fewest seconds of copies so far, then by name). Copies of
     like size share a round, so little time is lost waiting for the round's longest copy.
@@ -225,11 +226,18 @@ def assign_rounds(jobs, data_nodes, host_limit=None, pinned=None):
         host_load = {}
         this = []
         left = []
-        for job in waiting:
+        length = None
+        for index, job in enumerate(waiting):
+            if not free_count:
+                left.extend(waiting[index:])      # every slot of the round is taken
+                break
             hosts = _hosts_of(job)
             allowed = [pinned[job['share']]] if job['share'] in pinned else names
-            candidates = [name for name in allowed if free[name]]
-            if not free_count or not candidates or (
+            # A copy joins the round only on a node where it ends within the round's first (longest)
+            # copy: a slow node takes a smaller copy rather than stretch the round.
+            candidates = [name for name in allowed if free[name]
+                          and (length is None or copy_seconds(job, by_name[name]) <= length)]
+            if not candidates or (
                     host_limit is not None and any(host_load.get(h, 0) >= host_limit for h in hosts)):
                 left.append(job)
                 continue
@@ -238,6 +246,8 @@ def assign_rounds(jobs, data_nodes, host_limit=None, pinned=None):
             free[name] -= 1
             free_count -= 1
             busy[name] += copy_seconds(job, by_name[name])
+            if length is None:
+                length = copy_seconds(job, by_name[name])
             for host in hosts:
                 host_load[host] = host_load.get(host, 0) + 1
             this.append({'share': job['share'], 'data_node': name, 'round': len(rounds) + 1, 'slot': slot,

@@ -220,3 +220,13 @@ def test_rounds_bad_input_names_it():
     with pytest.raises(InvalidRequest, match="listed twice"):
         ms.assign_rounds([job("s1", 1), job("s1", 2)], [node("n1")])
     assert ms.assign_rounds([], [node("n1")]) == {"rounds": [], "assignments": [], "estimated_seconds": 0.0}
+
+
+def test_rounds_give_a_slow_node_a_copy_that_ends_within_the_round():
+    jobs = [job("a", 1000, src="h1", dst="x1"), job("b", 900, src="h2", dst="x2"),
+            job("c", 100, src="h3", dst="x3"), job("d", 90, src="h4", dst="x4")]
+    result = ms.assign_rounds(jobs, [node("fast", rate=1000), node("slow", rate=100)])
+    rounds = [sorted((a["share"], a["data_node"]) for a in r) for r in result["rounds"]]
+    # b would take 9 s on the slow node and stretch round 1 (1 s) ninefold: c goes there instead.
+    assert rounds == [[("a", "fast"), ("c", "slow")], [("b", "fast"), ("d", "slow")]]
+    assert result["estimated_seconds"] == 1.9
