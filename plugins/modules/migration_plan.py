@@ -25,6 +25,9 @@ description:
   - Rates. The host-assisted copy rate is O(rates) C(host.bytes_per_second) when given, else the rate
     the records measured on earlier verified copies, else 100 MiB/s.
   - Shares of OpenStack backends are not planned by this module.
+  - With O(data_nodes), the host-assisted copies are assigned to data node slots in rounds that keep
+    O(copies_per_data_node) and O(copies_per_storage_host) (RV(copies)); the playbook
+    C(storage.mobility.evacuate_pool) runs them.
 extends_documentation_fragment: [storage.mobility.backends, storage.mobility.attributes]
 attributes:
   check_mode: {support: full}
@@ -62,6 +65,26 @@ options:
     description: Make a new plan even when one is stored under O(name), and store it in its place.
     type: bool
     default: false
+  data_nodes:
+    description:
+      - The data nodes (inventory host names) that copy the host-assisted moves. When given, the
+        copies are assigned to them in rounds (RV(copies)) and the assignment is stored with the plan.
+      - A rerun with the same data nodes and limits follows the stored assignment. With other data
+        nodes or limits the copies whose phase 1 is not over are assigned again; a copy running on a
+        data node still given stays there, and the copies of a data node that is gone go to the others.
+      - Omitted or empty, no assignment is made.
+    type: list
+    elements: str
+  copies_per_data_node:
+    description: Copies a data node runs at once (its slots). A positive integer.
+    type: int
+    default: 1
+  copies_per_storage_host:
+    description:
+      - Copies at once that read from or write to one storage host (the C(host) of the source or
+        destination pool's V(host@backend#pool)); a copy counts against both. A positive integer.
+      - Omitted, no limit per storage host.
+    type: int
 '''
 
 EXAMPLES = r'''
@@ -84,6 +107,16 @@ EXAMPLES = r'''
   ansible.builtin.debug:
     msg: "{{ item.share }}: {{ item.reason }}"
   loop: "{{ plan.plan.unplaced }}"
+
+- name: Plan it and assign the copies to two data nodes, two copies each, one per storage host at once
+  storage.mobility.migration_plan:
+    backends: "{{ mobility_backends }}"
+    name: evacuate-alpha
+    source: stor1@generic1#alpha
+    data_nodes: [dn1, dn2]
+    copies_per_data_node: 2
+    copies_per_storage_host: 1
+  register: plan
 
 # A source may also be a whole backend (stor1@generic1) or storage host (stor1). A rerun follows
 # the stored plan; new_plan: true makes a new one from the shares and pools as they are now.
@@ -123,6 +156,26 @@ plan:
   returned: always
   type: dict
   sample: {id: 3f1c0a9e2b7d4c11, moves: [], unplaced: [], pools: [], totals: {shares: 0, placed: 0}}
+copies:
+  description:
+    - The assignment of the host-assisted copies to the data nodes (managers/migration_schedule.py
+      C(assign_rounds)), null when no O(data_nodes) were given and none is stored.
+    - C(rounds) lists the rounds in order, each a list of assignments (C(share), C(data_node), C(round),
+      C(slot), estimated C(seconds), C(source_host), C(destination_host)); a round's copies run at
+      once and the next round starts when they all ended. C(assignments) is the same, flat.
+    - "C(data_nodes), C(copies_per_data_node), C(copies_per_storage_host) it was made for; C(followed)
+      true when the stored one was followed; C(reason) why it was made (V(first assignment),
+      V(data nodes gone: n2)...); C(pinned) copies kept on the data node where they run;
+      C(phase1_done) shares left out as their phase 1 is over; C(estimated_seconds), C(rate), C(made_at)."
+  returned: always
+  type: dict
+  sample:
+    data_nodes: [dn1, dn2]
+    copies_per_data_node: 2
+    copies_per_storage_host: null
+    followed: false
+    reason: first assignment
+    rounds: [[{share: s1, data_node: dn1, round: 1, slot: 1, seconds: 12.5, source_host: stor1, destination_host: stor2}]]
 '''
 
 from ansible_collections.storage.mobility.plugins.module_utils.common import mobility_module, run_module
@@ -142,6 +195,9 @@ def main():
         rates=dict(type='dict'),
         flags=dict(type='dict'),
         new_plan=dict(type='bool', default=False),
+        data_nodes=dict(type='list', elements='str'),
+        copies_per_data_node=dict(type='int', default=1),
+        copies_per_storage_host=dict(type='int'),
     )), serve)
 
 

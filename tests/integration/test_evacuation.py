@@ -1,6 +1,9 @@
 """The evacuation playbooks end to end on local pools (docs/evacuation.md): playbooks/evacuate_pool.yml
 plans the evacuation of pool alpha with storage.mobility.migration_plan, runs phase 1 of every share
-on the data nodes (one here: localhost), prints the summary table, and resumes on a rerun.
+on the data nodes (localhost, or two inventory hosts dn1 and dn2 that both run here), prints the
+summary table, and resumes on a rerun. The limits per data node and per storage host are checked on
+the data copy jobs' own reports (started_at and finished_at of every job), the loss of a data node by
+killing the controller and that node's copy workers in the middle of a copy.
 
 As root the pools are an ext4 and an xfs image (hostmig_lab.Lab), so every move is host-assisted and
 the data mover copies and verifies it for real.
@@ -9,11 +12,17 @@ the data mover copies and verifies it for real.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import time
+from datetime import datetime
+from itertools import combinations
 
 import pytest
 
-from hostmig_lab import ALPHA, BETA, PLAYBOOKS, is_root, opened_lab, tree_tool
+from hostmig_lab import (ALPHA, BETA, PLAYBOOKS, alive, is_root, opened_lab, processes_naming, read_json, tree_tool,
+                         wait_until, write_big_file)
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +67,7 @@ def test_evacuate_pool_runs_phase_1_for_every_share_and_a_rerun_resumes(lab):
     assert "Failed: ev3 (errors in the summary above)" in failed.out, failed
     rows = summary_rows(failed.out)
     assert sorted(rows) == sorted(SHARES), failed
-    assert rows["ev3"][5] != "-" and rows["ev1"][5] == "-" and rows["ev2"][5] == "-", rows
+    assert rows["ev3"][7] != "-" and rows["ev1"][7] == "-" and rows["ev2"][7] == "-", rows
     assert (foreign / "not-yours.txt").is_file(), "the failed start touched data it does not own"
     assert tree_tool.manifest(str(lab.share_path("ev3"))) == manifests["ev3"]
     for share in ("ev1", "ev2"):
@@ -83,8 +92,9 @@ def test_evacuate_pool_runs_phase_1_for_every_share_and_a_rerun_resumes(lab):
     rows = summary_rows(run.out)
     assert sorted(rows) == sorted(SHARES), run
     for share in SHARES:
-        assert rows[share][0] == "data_copying_completed" and rows[share][4] == "localhost", rows[share]
-        assert rows[share][5] == "-" and rows[share][3] != "not known yet", rows[share]
+        assert rows[share][0] == "data_copying_completed" and rows[share][5] == "localhost", rows[share]
+        assert rows[share][7] == "-" and rows[share][3] != "not known yet", rows[share]
+        assert rows[share][4].endswith("MiB/s") and rows[share][6].startswith("round "), rows[share]
     stored = json.loads((lab.pools["alpha"] / ".mobility" / "plans" / "evac-alpha.json").read_text())
     assert sorted(m["share"] for m in stored["plan"]["moves"]) == sorted(SHARES)
 
@@ -95,3 +105,161 @@ def test_evacuate_pool_runs_phase_1_for_every_share_and_a_rerun_resumes(lab):
     assert {s: lab.migration_id(s) for s in SHARES} == ids
     assert sorted(summary_rows(again.out)) == sorted(SHARES)
     assert "Copy and verify ev" not in again.out, "a rerun after phase 1 starts no copy"
+
+
+# -- several copies per data node, a limit per storage host, a data node lost ---------------------
+
+BWLIMIT_KIB = 256   # rsync --bwlimit of every copy: a 2 MiB share copies in about 8 s
+
+
+def slow_vars(plan: str, **extra) -> dict:
+    variables = {"source": ALPHA, "destinations": [BETA], "headroom": 0.0, "plan_name": plan,
+                 "mobility_poll_seconds": 1, "data_mover_rsync_options": [f"--bwlimit={BWLIMIT_KIB}"]}
+    variables.update(extra)
+    return variables
+
+
+def fill_big(lab, shares, megabytes: int) -> dict:
+    manifests = {}
+    for share in shares:
+        manifests[share] = lab.fill_plain(share, files=5)
+        write_big_file(lab.share_path(share) / "big.bin", megabytes)
+        manifests[share] = tree_tool.manifest(str(lab.share_path(share)))
+    return manifests
+
+
+def two_data_nodes(lab, nodes=("dn1", "dn2")) -> None:
+    """Rewrite the lab's inventory: localhost for the controller's plays, the data nodes as their own
+    inventory hosts (both run on this machine, as a data node with its own name would)."""
+    inventory = json.loads(lab.inventory.read_text())
+    local = dict(inventory["all"]["hosts"]["localhost"])
+    for node in nodes:
+        inventory["all"]["hosts"][node] = dict(local)
+    inventory["all"]["children"]["data_nodes"] = {"hosts": dict((node, {}) for node in nodes)}
+    lab.inventory.write_text(json.dumps(inventory, indent=2) + "\n", encoding="utf-8")
+
+
+def job_interval(lab, share: str) -> tuple[float, float]:
+    """When the share's phase-1 copy job ran, from the job's own report (started_at, finished_at)."""
+    report = read_json(lab.job_folder(lab.migration_id(share)) / "report.json")
+    assert report and report.get("state") == "completed", (share, report)
+    return tuple(datetime.fromisoformat(report[key]).timestamp() for key in ("started_at", "finished_at"))
+
+
+def overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Seconds two intervals share (0 or less when one ended before the other began)."""
+    return min(a[1], b[1]) - max(a[0], b[0])
+
+
+def stored_copies(lab, plan: str) -> dict:
+    return json.loads((lab.pools["alpha"] / ".mobility" / "plans" / f"{plan}.json").read_text())["copies"]
+
+
+def assert_phase1_done(lab, shares, manifests) -> None:
+    for share in shares:
+        record = lab.record(share)
+        assert record["task_state"] == "data_copying_completed", (share, record["task_state"])
+        assert tree_tool.manifest(str(lab.pools["beta"] / "shares" / share)) == manifests[share], share
+        assert tree_tool.manifest(str(lab.share_path(share))) == manifests[share], share
+
+
+def test_two_copies_at_once_on_one_data_node_overlap_in_time(lab):
+    """copies_per_data_node=2 on one data node: both copies are in round 1 (slots 1 and 2) and their
+    jobs ran at the same time; copied one after the other they would share no second."""
+    shares = ("par1", "par2")
+    lab.create_shares(*shares)
+    manifests = fill_big(lab, shares, 2)
+    # 2 MiB at 128 KiB/s: each copy takes about 16 s, far more than starting the second copy takes
+    # (a few seconds of tasks, more on a busy machine).
+    run = lab.run(EVACUATE, slow_vars("evac-par", copies_per_data_node=2,
+                                      data_mover_rsync_options=[f"--bwlimit={BWLIMIT_KIB // 2}"]))
+    assert run.rc == 0, run
+    assert_phase1_done(lab, shares, manifests)
+    first, second = (job_interval(lab, s) for s in shares)
+    assert min(first[1] - first[0], second[1] - second[0]) > 10, (first, second)   # slowed, as meant
+    assert overlap(first, second) > 0, ("the two copies did not run at the same time", first, second)
+    copies = stored_copies(lab, "evac-par")
+    assert copies["copies_per_data_node"] == 2 and len(copies["rounds"]) == 1
+    assert sorted((a["data_node"], a["slot"]) for a in copies["assignments"]) == [("localhost", 1), ("localhost", 2)]
+    rows = summary_rows(run.out)
+    assert sorted(rows[s][6] for s in shares) == ["round 1, slot 1", "round 1, slot 2"], rows
+    assert all(rows[s][5] == "localhost" and rows[s][4].endswith("MiB/s") for s in shares), rows
+
+
+def test_a_storage_host_limit_of_one_keeps_the_copies_apart_in_time(lab):
+    """Two data nodes of two slots each could run all three copies at once; every copy reads from and
+    writes to storage host stor1, so copies_per_storage_host=1 runs them one after another."""
+    shares = ("lim1", "lim2", "lim3")
+    lab.create_shares(*shares)
+    manifests = fill_big(lab, shares, 1)
+    two_data_nodes(lab)
+    run = lab.run(EVACUATE, slow_vars("evac-lim", copies_per_data_node=2, copies_per_storage_host=1))
+    assert run.rc == 0, run
+    assert_phase1_done(lab, shares, manifests)
+    copies = stored_copies(lab, "evac-lim")
+    assert [len(r) for r in copies["rounds"]] == [1, 1, 1], copies["rounds"]
+    # The rounds take turns on dn1 and dn2: what keeps them apart is the wait between rounds on
+    # every data node, not one node's order.
+    assert [r[0]["data_node"] for r in copies["rounds"]] == ["dn1", "dn2", "dn1"], copies["rounds"]
+    intervals = {s: job_interval(lab, s) for s in shares}
+    for a, b in combinations(shares, 2):
+        assert overlap(intervals[a], intervals[b]) <= 0, ("copies of one storage host ran together", a, b, intervals)
+    rows = summary_rows(run.out)
+    assert sorted(rows[s][6] for s in shares) == ["round 1, slot 1", "round 2, slot 1", "round 3, slot 1"], rows
+    # A bad limit is refused by name before anything changes: the stored plan stays as it was.
+    before = (lab.pools["alpha"] / ".mobility" / "plans" / "evac-lim.json").read_text()
+    bad = lab.run(EVACUATE, slow_vars("evac-lim", copies_per_data_node=2, copies_per_storage_host=0))
+    assert bad.rc != 0 and "Invalid copies_per_storage_host 0: a positive integer" in bad.out, bad
+    assert (lab.pools["alpha"] / ".mobility" / "plans" / "evac-lim.json").read_text() == before
+    assert "Start the copy of" not in bad.out, bad
+
+
+def test_a_data_node_lost_during_a_copy_leaves_its_shares_to_the_other_on_rerun(lab):
+    """dn1 and dn2 copy one share each. In the middle of the copies the controller is killed and so
+    are dn1's copy workers (dn1 is gone); the rerun with dn2 alone finishes both shares there."""
+    shares = ("lost1", "lost2")
+    lab.create_shares(*shares)
+    manifests = fill_big(lab, shares, 3)
+    two_data_nodes(lab)
+    extra = slow_vars("evac-lost")
+    proc, log = lab.spawn(EVACUATE, extra)
+    try:
+        def copying():
+            jobs = {}
+            for share in shares:
+                record = lab.record(share) if lab.records(share) else {}
+                job = (record.get("migration") or {}).get("copy_job") or {}
+                status = lab.job_status(job["job_id"]) if job.get("job_id") else {}
+                if status.get("state") != "running" or not alive(status.get("pid")):
+                    return None
+                jobs[job["data_node"]] = (share, job["job_id"])
+            return jobs if len(jobs) == 2 else None
+        jobs = wait_until(copying, "both copies running, one on each data node", attempts=900)
+        time.sleep(1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    lost_share, lost_job = jobs["dn1"]
+    kept_share, kept_job = jobs["dn2"]
+    victims = processes_naming(lab.job_folder(lost_job), f"/tmp/{lost_job}")
+    assert victims, "no worker of dn1's copy to kill"
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not processes_naming(lab.job_folder(lost_job), f"/tmp/{lost_job}"), "dn1's workers gone")
+    assert lab.record(lost_share)["task_state"] != "data_copying_completed"
+    interrupted = {s: lab.migration_id(s) for s in shares}
+
+    two_data_nodes(lab, nodes=("dn2",))
+    rerun = lab.run(EVACUATE, extra)
+    assert rerun.rc == 0, rerun
+    assert_phase1_done(lab, shares, manifests)
+    assert {s: lab.migration_id(s) for s in shares} == interrupted, "the rerun resumed the same migrations"
+    for share in shares:
+        assert lab.record(share)["migration"]["copy_job"]["data_node"] == "dn2", share
+    copies = stored_copies(lab, "evac-lost")
+    assert copies["data_nodes"] == ["dn2"] and copies["reason"] == "data nodes gone: dn1", copies
+    assert set(a["data_node"] for a in copies["assignments"]) <= {"dn2"}
+    rows = summary_rows(rerun.out)
+    assert sorted(rows) == sorted(shares) and all(rows[s][5] == "dn2" for s in shares), rows
+    assert f"Copy and verify {lost_share}" in rerun.out, rerun
+    del kept_job, log

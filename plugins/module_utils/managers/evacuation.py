@@ -20,6 +20,7 @@ import os
 
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.managers import migration_plan
+from ansible_collections.storage.mobility.plugins.module_utils.managers import migration_schedule
 from ansible_collections.storage.mobility.plugins.module_utils.managers.replica_records import replication_type
 from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
 from ansible_collections.storage.mobility.plugins.module_utils.store import META_DIR, now_iso
@@ -27,6 +28,34 @@ from ansible_collections.storage.mobility.plugins.module_utils.drivers.volume.re
 
 PLANS_DIR = 'plans'
 PLAN_FORMAT = 1
+# task_state of a share whose phase 1 is over: a new assignment of the copies leaves it out.
+PHASE1_DONE = ('data_copying_completed', 'migration_driver_phase1_done', 'migration_completing', 'migration_success')
+# task_state of a share whose copy job may be running on the data node its record names.
+COPYING = ('data_copying_starting', 'data_copying_in_progress')
+LIMITS = (('copies_per_data_node', 'copies at once on one data node'),
+          ('copies_per_storage_host', 'copies at once that read from or write to one storage host'))
+
+
+def check_copy_options(params):
+    """The data nodes and the limits of the copy assignment, validated: (names, per node, per host).
+
+    names is None when no data node is given (no assignment is made)."""
+    defaults = {'copies_per_data_node': 1, 'copies_per_storage_host': None}
+    for key, what in LIMITS:
+        value = params.get(key, defaults[key])
+        if value is None and key == 'copies_per_storage_host':
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidRequest('Invalid %s %r: a positive integer (%s)' % (key, value, what))
+    names = params.get('data_nodes')
+    if not names:
+        return None, params.get('copies_per_data_node', 1), params.get('copies_per_storage_host')
+    seen = set()
+    for name in names:
+        if not isinstance(name, str) or not name.strip() or name in seen:
+            raise InvalidRequest('Invalid data_nodes: every data node needs a name of its own, got %r' % (name,))
+        seen.add(name)
+    return sorted(names), params.get('copies_per_data_node', 1), params.get('copies_per_storage_host')
 
 
 def plan_path(pool, name):
@@ -125,7 +154,92 @@ class MigrationPlanManager(object):
             raise StorageError('Plan %s: %s holds no plan; remove it or pass new_plan: true' % (name, path))
         return stored
 
+    def assign(self, plan, rates, host_rate, nodes, per_node, per_host, stored_copies):
+        """The assignment of the plan's host-assisted copies to the data nodes, in rounds.
+
+        Shares whose phase 1 is over are left out; a share whose copy job runs on a data node that
+        is still given stays there (pinned), the others may go anywhere: the copies of a lost data
+        node go to the others."""
+        ctx = self.ctx
+        model = migration_plan.RateModel(rates).entry(migration_plan.HOST)
+        # The plan's rate for a data node copy (given, measured or the default), the same on every slot.
+        rate = {'bytes_per_second': host_rate or model['bytes_per_second']
+                or migration_plan.DEFAULT_RATES[migration_plan.HOST]['bytes_per_second'],
+                'seconds_per_file': model['seconds_per_file']}
+        data_nodes = [dict(rate, name=n, slots=per_node) for n in nodes]
+        jobs = []
+        pinned = {}
+        done = []
+        for move in plan.get('moves') or []:
+            if move.get('mechanism') != migration_plan.HOST:
+                continue
+            record, _pool = ctx.load(move['share'], required=False)
+            state = (record or {}).get('task_state')
+            if state in PHASE1_DONE:
+                done.append(move['share'])
+                continue
+            job = ((record or {}).get('migration') or {}).get('copy_job') or {}
+            if state in COPYING and job.get('data_node') in nodes:
+                pinned[move['share']] = job['data_node']
+            jobs.append({'share': move['share'], 'bytes': move['bytes'], 'files': move['files'],
+                         'source_host': move.get('source_host'), 'destination_host': move.get('destination_host')})
+        rounds = migration_schedule.assign_rounds(jobs, data_nodes, host_limit=per_host, pinned=pinned)
+        if stored_copies is None:
+            reason = 'first assignment'
+        else:
+            lost = sorted(set(stored_copies.get('data_nodes') or []) - set(nodes))
+            added = sorted(set(nodes) - set(stored_copies.get('data_nodes') or []))
+            reasons = []
+            if lost:
+                reasons.append('data nodes gone: %s' % ', '.join(lost))
+            if added:
+                reasons.append('data nodes added: %s' % ', '.join(added))
+            for key, _what in LIMITS:
+                if stored_copies.get(key) != {'copies_per_data_node': per_node, 'copies_per_storage_host': per_host}[key]:
+                    reasons.append('%s %s -> %s' % (key, stored_copies.get(key), {'copies_per_data_node': per_node,
+                                                                                  'copies_per_storage_host': per_host}[key]))
+            reason = '; '.join(reasons) or 'reassigned'
+        return {'data_nodes': nodes, 'copies_per_data_node': per_node, 'copies_per_storage_host': per_host,
+                'rate': rate, 'rounds': rounds['rounds'], 'assignments': rounds['assignments'],
+                'estimated_seconds': rounds['estimated_seconds'], 'pinned': dict(sorted(pinned.items())),
+                'phase1_done': sorted(done), 'made_at': now_iso(), 'reason': reason}
+
     def run(self, params):
+        ctx = self.ctx
+        nodes, per_node, per_host = check_copy_options(params)
+        result = self.plan_run(params)
+        stored_copies = result.pop('stored_copies', None)
+        document = result.pop('document')
+        if nodes is None:
+            result['copies'] = stored_copies
+            return result
+        if stored_copies is not None and (stored_copies.get('data_nodes'), stored_copies.get('copies_per_data_node'),
+                                          stored_copies.get('copies_per_storage_host')) == (nodes, per_node, per_host):
+            result['copies'] = dict(stored_copies, followed=True)
+            return result
+        host_rate = (result.get('rates') or {}).get('host_bytes_per_second')
+        copies = self.assign(result['plan'], document['request']['rates'], host_rate, nodes, per_node, per_host, stored_copies)
+        result['copies'] = dict(copies, followed=False)
+        result['changed'] = True
+        if ctx.check_mode:
+            return result
+        document['copies'] = copies
+        self.store(result['path'], document)
+        result['stored'] = True
+        return result
+
+    def store(self, path, document):
+        transport = self.ctx.transport(self.home.backend)
+        try:
+            transport.makedirs(os.path.dirname(path), 0o700)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise StorageError('Plan %s: cannot create %s: %s' % (document['name'], os.path.dirname(path), exc))
+        transport.write_json_atomic(path, document)
+
+    def plan_run(self, params):
+        """The plan: the stored one when the request matches, else a new one (stored unless in check
+        mode). Returns the module's result with the stored document and its copy assignment."""
         ctx = self.ctx
         name = validate_name(params['name'], 'plan name')
         headroom = params['headroom']
@@ -145,6 +259,7 @@ class MigrationPlanManager(object):
         request = {'source': params['source'], 'sources': source_refs, 'destinations': allowed, 'headroom': headroom,
                    'rates': params['rates'] or {}, 'flags': flags}
         home = sorted(sources, key=lambda p: str(p.ref))[0]
+        self.home = home
         stored = self.read_stored(home, name)
         result = {'changed': False, 'path': plan_path(home, name), 'name': name}
         if stored is not None and not params['new_plan']:
@@ -153,7 +268,7 @@ class MigrationPlanManager(object):
                                      'replace it or use another name'
                                      % (name, result['path'], json.dumps(stored.get('request'), sort_keys=True)))
             result.update(plan=stored['plan'], stored=True, created_at=stored.get('created_at'),
-                          rates=stored.get('rates'))
+                          rates=stored.get('rates'), document=stored, stored_copies=stored.get('copies'))
             return result
 
         records = []
@@ -178,15 +293,9 @@ class MigrationPlanManager(object):
         document = {'format': PLAN_FORMAT, 'name': name, 'created_at': now_iso(), 'request': request,
                     'rates': rate_view, 'plan': plan}
         result.update(plan=plan, stored=False, created_at=document['created_at'], rates=rate_view, changed=True,
-                      diff={'before': (stored or {}).get('plan') or {}, 'after': plan})
+                      diff={'before': (stored or {}).get('plan') or {}, 'after': plan}, document=document)
         if ctx.check_mode:
             return result
-        transport = ctx.transport(home.backend)
-        try:
-            transport.makedirs(os.path.dirname(result['path']), 0o700)
-        except OSError as exc:
-            if exc.errno != errno.EEXIST:
-                raise StorageError('Plan %s: cannot create %s: %s' % (name, os.path.dirname(result['path']), exc))
-        transport.write_json_atomic(result['path'], document)
+        self.store(result['path'], document)
         result['stored'] = True
         return result

@@ -50,6 +50,24 @@ def check_data_nodes(data_nodes):
             raise InvalidRequest('Invalid %s: slots (copies at once) must be an integer >= 1, got %r' % (what, slots))
 
 
+def _check_copies(jobs, data_nodes, host_limit):
+    check_data_nodes(data_nodes)
+    if host_limit is not None and (isinstance(host_limit, bool) or not isinstance(host_limit, int) or host_limit < 1):
+        raise InvalidRequest('Invalid per storage host limit: must be an integer >= 1, got %r' % (host_limit,))
+    names = set()
+    for job in jobs:
+        if job.get('share') in names:
+            raise InvalidRequest('Invalid copies: share %s is listed twice' % job.get('share'))
+        names.add(job.get('share'))
+        _positive(job, 'bytes', 'copy of share %s' % job.get('share'), allow_zero=True)
+        _positive(job, 'files', 'copy of share %s' % job.get('share'), allow_zero=True)
+
+
+def _hosts_of(job):
+    """The storage hosts a copy reads from or writes to (sorted, each once)."""
+    return tuple(sorted(set(h for h in (job.get('source_host'), job.get('destination_host')) if h)))
+
+
 def copy_seconds(job, node):
     """A copy's time on one slot of a data node."""
     return float(job['bytes']) / node['bytes_per_second'] + job['files'] * node['seconds_per_file']
@@ -91,16 +109,7 @@ def assign_copies(jobs, data_nodes, host_limit=None):
     A rerun after the loss of a data node calls it again without that node and without the copies
     already done: the lost node's copies go to the others.
     """
-    check_data_nodes(data_nodes)
-    if host_limit is not None and (isinstance(host_limit, bool) or not isinstance(host_limit, int) or host_limit < 1):
-        raise InvalidRequest('Invalid per storage host limit: must be an integer >= 1, got %r' % (host_limit,))
-    names = set()
-    for job in jobs:
-        if job.get('share') in names:
-            raise InvalidRequest('Invalid copies: share %s is listed twice' % job.get('share'))
-        names.add(job.get('share'))
-        _positive(job, 'bytes', 'copy of share %s' % job.get('share'), allow_zero=True)
-        _positive(job, 'files', 'copy of share %s' % job.get('share'), allow_zero=True)
+    _check_copies(jobs, data_nodes, host_limit)
     # Longest first by the time on a reference slot (the fastest node's), then by name; kept in
     # one queue per pair of storage hosts so that a saturated host costs no scan of its copies.
     ref = max(data_nodes, key=lambda n: (n['bytes_per_second'], -n['seconds_per_file'], n['name']))
@@ -172,6 +181,104 @@ def assign_copies(jobs, data_nodes, host_limit=None):
     assignments.sort(key=lambda a: (a['start'], a['share']))
     return {'assignments': assignments, 'makespan': makespan,
             'per_node': dict((k, round(v, 3)) for k, v in sorted(busy.items()))}
+
+
+def assign_rounds(jobs, data_nodes, host_limit=None, pinned=None):
+    """Phase-1 copies in rounds, as the evacuate_pool playbook runs them.
+
+    A round is a set of copies that run at the same time; the next round starts when every copy of
+    the round has ended (the playbook's data nodes wait for each other between rounds). In a round a
+    data node runs at most ``slots`` copies (one per slot) and a storage host takes part in at most
+    ``host_limit`` copies (a copy counts against its source host and its destination host), so the
+    limits hold at every moment whatever the copies really take: no clock and no estimate is
+    trusted for them.
+
+    Rounds are filled longest first (next fit decreasing): each round takes, in that order, every
+    waiting copy for which a data node has a free slot on which it ends within the round's first
+    (longest) copy and whose storage hosts have room, on the
+    free node that copies it fastest (then the one with most free slots in the round, then the one
+    given the fewest seconds of copies so far, then by name). Copies of
+    like size share a round, so little time is lost waiting for the round's longest copy.
+
+    ``pinned``: ``{share: data node}``, copies that must stay on their data node (a copy running
+    there). ``jobs`` and ``data_nodes`` as for assign_copies.
+
+    Returns ``{'rounds': [[assignment, ...], ...], 'assignments': [...], 'estimated_seconds': s}``;
+    an assignment names the share, the data node, the round and the slot (both from 1), the
+    estimated seconds and the storage hosts. The same input gives the same rounds.
+    """
+    _check_copies(jobs, data_nodes, host_limit)
+    by_name = dict((n['name'], n) for n in data_nodes)
+    pinned = dict(pinned or {})
+    shares = set(j['share'] for j in jobs)
+    for share, name in sorted(pinned.items()):
+        if share in shares and name not in by_name:
+            raise InvalidRequest('Invalid copies: share %s is pinned to data node %s, which is not given' % (share, name))
+    names = sorted(by_name)
+    ref = max(data_nodes, key=lambda n: (n['bytes_per_second'], -n['seconds_per_file'], n['name']))
+    waiting = sorted(jobs, key=lambda j: (-copy_seconds(j, ref), j['share']))
+    rounds = []
+    total = 0.0
+    busy = dict((name, 0.0) for name in names)     # seconds of copies given to each node so far
+    while waiting:
+        free = dict((name, by_name[name].get('slots', 1)) for name in names)
+        free_count = sum(free.values())
+        host_load = {}
+        this = []
+        left = []
+        length = None
+        for index, job in enumerate(waiting):
+            if not free_count:
+                left.extend(waiting[index:])      # every slot of the round is taken
+                break
+            hosts = _hosts_of(job)
+            allowed = [pinned[job['share']]] if job['share'] in pinned else names
+            # A copy joins the round only on a node where it ends within the round's first (longest)
+            # copy: a slow node takes a smaller copy rather than stretch the round.
+            candidates = [name for name in allowed if free[name]
+                          and (length is None or copy_seconds(job, by_name[name]) <= length)]
+            if not candidates or (
+                    host_limit is not None and any(host_load.get(h, 0) >= host_limit for h in hosts)):
+                left.append(job)
+                continue
+            name = min(candidates, key=lambda n: (copy_seconds(job, by_name[n]), -free[n], busy[n], n))
+            slot = by_name[name].get('slots', 1) - free[name] + 1
+            free[name] -= 1
+            free_count -= 1
+            busy[name] += copy_seconds(job, by_name[name])
+            if length is None:
+                length = copy_seconds(job, by_name[name])
+            for host in hosts:
+                host_load[host] = host_load.get(host, 0) + 1
+            this.append({'share': job['share'], 'data_node': name, 'round': len(rounds) + 1, 'slot': slot,
+                         'seconds': round(copy_seconds(job, by_name[name]), 3),
+                         'source_host': job.get('source_host'), 'destination_host': job.get('destination_host')})
+        # The first waiting copy always fits an empty round (its pinned node is given): no endless loop.
+        this.sort(key=lambda a: (a['data_node'], a['slot']))
+        rounds.append(this)
+        total += max(a['seconds'] for a in this)
+        waiting = left
+    return {'rounds': rounds, 'assignments': [a for r in rounds for a in r], 'estimated_seconds': round(total, 3)}
+
+
+def round_limits_hold(rounds, data_nodes, host_limit=None):
+    """(True, None) when no round puts more copies on a data node than its slots or on a storage
+    host than host_limit, else (False, what is exceeded). For tests and for a stored assignment."""
+    slots = dict((n['name'], n.get('slots', 1)) for n in data_nodes)
+    for index, this in enumerate(rounds):
+        per_node = {}
+        per_host = {}
+        for a in this:
+            per_node[a['data_node']] = per_node.get(a['data_node'], 0) + 1
+            for host in _hosts_of(a):
+                per_host[host] = per_host.get(host, 0) + 1
+        for name, count in sorted(per_node.items()):
+            if count > slots.get(name, 0):
+                return False, 'round %d: %d copies on data node %s' % (index + 1, count, name)
+        for host, count in sorted(per_host.items()):
+            if host_limit is not None and count > host_limit:
+                return False, 'round %d: %d copies on storage host %s' % (index + 1, count, host)
+    return True, None
 
 
 # -- phase 2: the maintenance window -------------------------------------------------------------

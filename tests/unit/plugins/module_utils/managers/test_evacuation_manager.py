@@ -219,3 +219,105 @@ def test_backend_and_host_sources(env):
     assert result["path"].startswith(env.pool_path(env.A))
     hosted = run(env, source="localhost", name="by-host")
     assert hosted["plan"]["moves"] == result["plan"]["moves"]
+
+
+# -- the assignment of the host-assisted copies to data nodes (evacuate_pool) --------------------
+
+def copy_params(**kw):
+    base = {"destinations": [OTHER], "rates": {"host": {"bytes_per_second": 1000, "seconds_per_file": 0, "fixed_seconds": 0}},
+            "data_nodes": ["n1", "n2", "n3"], "copies_per_data_node": 2, "copies_per_storage_host": None}
+    base.update(kw)
+    return base
+
+
+def stored_document(env):
+    with open(plan_file(env)) as handle:
+        return json.load(handle)
+
+
+def six_shares(env):
+    for index in range(6):
+        env.create_share("s%d" % index, rules=[RULE])
+        fill(env, "s%d" % index, [1000 * (index + 1)])
+
+
+def test_copies_are_assigned_in_rounds_stored_with_the_plan_and_followed(env):
+    six_shares(env)
+    result = run(env, **copy_params())
+    copies = result["copies"]
+    assert result["changed"] and copies["followed"] is False and copies["reason"] == "first assignment"
+    assert sorted(a["share"] for a in copies["assignments"]) == ["s%d" % i for i in range(6)]
+    # Six copies, three nodes of two slots, no host limit: one round, two copies on each node.
+    assert len(copies["rounds"]) == 1
+    assert sorted(a["data_node"] for a in copies["assignments"]) == ["n1", "n1", "n2", "n2", "n3", "n3"]
+    assert stored_document(env)["copies"]["rounds"] == copies["rounds"]
+    again = run(env, **copy_params(data_nodes=["n3", "n2", "n1"]))
+    assert not again["changed"] and again["copies"]["followed"] is True
+    assert again["copies"]["rounds"] == copies["rounds"]
+
+
+def test_a_storage_host_limit_of_one_puts_every_copy_in_its_own_round(env):
+    six_shares(env)
+    result = run(env, **copy_params(copies_per_storage_host=1))
+    # Every copy reads from localhost and writes to stor2: one at a time.
+    assert [len(r) for r in result["copies"]["rounds"]] == [1] * 6
+    assert [r[0]["share"] for r in result["copies"]["rounds"]] == ["s5", "s4", "s3", "s2", "s1", "s0"]
+
+
+def test_a_lost_data_node_leaves_its_copies_to_the_others_and_running_copies_stay(env):
+    six_shares(env)
+    first = run(env, **copy_params(copies_per_data_node=1))
+    where = {a["share"]: a["data_node"] for a in first["copies"]["assignments"]}
+    on_n1 = sorted(s for s, n in where.items() if n == "n1")
+    on_n2 = sorted(s for s, n in where.items() if n == "n2")
+    # One copy of n1 runs (pinned there on the rerun), one share finished its phase 1, n2 is gone.
+    env.edit(on_n1[0], task_state="data_copying_in_progress",
+             migration={"copy_job": {"data_node": "n1", "job_id": "j1", "status_file": "/x"}})
+    env.edit(on_n2[0], task_state="data_copying_completed")
+    again = run(env, **copy_params(copies_per_data_node=1, data_nodes=["n1", "n3"]))
+    copies = again["copies"]
+    assert again["changed"] and copies["followed"] is False and copies["reason"] == "data nodes gone: n2"
+    moved = {a["share"]: a["data_node"] for a in copies["assignments"]}
+    assert set(moved.values()) <= {"n1", "n3"}
+    assert sorted(moved) == sorted(set(where) - {on_n2[0]}) and copies["phase1_done"] == [on_n2[0]]
+    assert moved[on_n1[0]] == "n1" and copies["pinned"] == {on_n1[0]: "n1"}
+    assert all(len([a for a in r if a["data_node"] == n]) <= 1 for r in copies["rounds"] for n in ("n1", "n3"))
+    assert stored_document(env)["copies"]["data_nodes"] == ["n1", "n3"]
+
+
+def test_without_data_nodes_no_assignment_is_made(env):
+    six_shares(env)
+    result = run(env, destinations=[OTHER])
+    assert result["copies"] is None and "copies" not in stored_document(env)
+
+
+def test_check_mode_assigns_and_stores_nothing(env):
+    six_shares(env)
+    run(env, **copy_params())
+    before = stored_document(env)
+    result = run(env, check_mode=True, **copy_params(data_nodes=["n1"]))
+    assert result["changed"] and [a["data_node"] for a in result["copies"]["assignments"]] == ["n1"] * 6
+    assert stored_document(env) == before
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"copies_per_data_node": 0}, "Invalid copies_per_data_node 0: a positive integer"),
+    ({"copies_per_data_node": -2}, "Invalid copies_per_data_node -2"),
+    ({"copies_per_data_node": True}, "Invalid copies_per_data_node True"),
+    ({"copies_per_data_node": "2"}, "Invalid copies_per_data_node '2'"),
+    ({"copies_per_storage_host": 0}, "Invalid copies_per_storage_host 0: a positive integer"),
+    ({"copies_per_storage_host": 1.5}, "Invalid copies_per_storage_host 1.5"),
+    ({"data_nodes": ["n1", "n1"]}, "Invalid data_nodes"),
+])
+def test_bad_copy_options_are_refused_and_change_nothing(env, kw, message):
+    six_shares(env)
+    state = env.state()
+    with pytest.raises(InvalidRequest, match=message):
+        run(env, **copy_params(**kw))
+    assert env.state() == state
+    # Also with a plan stored: it stays as it was.
+    run(env, **copy_params())
+    state = env.state()
+    with pytest.raises(InvalidRequest, match=message):
+        run(env, **copy_params(**kw))
+    assert env.state() == state

@@ -124,3 +124,109 @@ def test_plan_window_operator_order_and_parallel():
         ms.plan_window(shares, 0, 10, order=["zz"])
     with pytest.raises(InvalidRequest, match="parallel"):
         ms.plan_window(shares, 0, 10, parallel=0)
+
+
+# -- phase 1 in rounds (the evacuate_pool playbook) ---------------------------------------------
+
+def round_peaks(rounds, key):
+    """The most copies in one round per value of key (a round's copies all run at once)."""
+    peak = {}
+    for this in rounds:
+        load = {}
+        for a in this:
+            for value in key(a):
+                load[value] = load.get(value, 0) + 1
+        for value, count in load.items():
+            peak[value] = max(peak.get(value, 0), count)
+    return peak
+
+
+def test_rounds_keep_both_limits_and_assign_every_copy_once():
+    rng = random.Random(11)
+    jobs = [job("s%03d" % i, rng.randint(10, 5000), rng.randint(0, 40), src="src%d" % (i % 3), dst="dst%d" % (i % 4))
+            for i in range(150)]
+    nodes = [node("n%d" % i, rate=100 + 30 * i, per_file=0.01, slots=1 + i % 3) for i in range(4)]
+    result = ms.assign_rounds(jobs, nodes, host_limit=3)
+    shares = [a["share"] for a in result["assignments"]]
+    assert sorted(shares) == sorted(j["share"] for j in jobs) and len(set(shares)) == len(jobs)
+    per_node = round_peaks(result["rounds"], lambda a: [a["data_node"]])
+    per_host = round_peaks(result["rounds"], lambda a: [a["source_host"], a["destination_host"]])
+    assert all(per_node[n["name"]] <= n["slots"] for n in nodes), per_node
+    assert max(per_host.values()) == 3, per_host           # the host limit binds, and holds
+    assert ms.round_limits_hold(result["rounds"], nodes, host_limit=3) == (True, None)
+    # Slots are numbered from 1 per node and round, each used once.
+    for this in result["rounds"]:
+        used = [(a["data_node"], a["slot"]) for a in this]
+        assert len(set(used)) == len(used)
+        assert all(1 <= a["slot"] <= nodes[int(a["data_node"][1:])]["slots"] for a in this)
+        assert all(a["round"] == result["rounds"].index(this) + 1 for a in this)
+    # Rounds wait for their longest copy, so they cannot beat the continuous bound; sizes alike
+    # share a round, so they stay near it.
+    bound, _which = ms.lower_bound(jobs, nodes, host_limit=3)
+    assert bound <= result["estimated_seconds"] <= 1.6 * bound, (result["estimated_seconds"], bound)
+
+
+def test_rounds_without_a_host_limit_fill_every_slot_and_with_limit_1_run_one_copy_per_host():
+    jobs = [job("s%d" % i, 100, src="a", dst="x") for i in range(4)]
+    two = ms.assign_rounds(jobs, [node("n1", slots=2), node("n2", slots=2)])
+    assert len(two["rounds"]) == 1 and sorted((a["data_node"], a["slot"]) for a in two["assignments"]) == [
+        ("n1", 1), ("n1", 2), ("n2", 1), ("n2", 2)]
+    one = ms.assign_rounds(jobs, [node("n1", slots=2), node("n2", slots=2)], host_limit=1)
+    assert [len(r) for r in one["rounds"]] == [1, 1, 1, 1]
+    # One copy per round: the rounds take turns on the data nodes (the least busy first).
+    assert [r[0]["data_node"] for r in one["rounds"]] == ["n1", "n2", "n1", "n2"]
+    assert ms.round_limits_hold(two["rounds"], [node("n1", slots=2), node("n2", slots=2)], host_limit=1)[0] is False
+
+
+def test_rounds_are_deterministic_whatever_the_order_given():
+    rng = random.Random(5)
+    jobs = [job("s%02d" % i, rng.choice([100, 200, 300]), src="h%d" % (i % 2)) for i in range(30)]
+    nodes = [node("a", slots=2), node("b", slots=2)]
+    first = ms.assign_rounds(jobs, nodes, host_limit=2)
+    shuffled = list(jobs)
+    rng.shuffle(shuffled)
+    assert ms.assign_rounds(shuffled, list(reversed(nodes)), host_limit=2) == first
+
+
+def test_rounds_spread_a_round_over_the_data_nodes_and_put_big_copies_first():
+    jobs = [job("big", 1000, src="a", dst="w"), job("mid", 500, src="b", dst="x"), job("s1", 10, src="c", dst="y"),
+            job("s2", 10, src="d", dst="z")]
+    result = ms.assign_rounds(jobs, [node("n1", slots=2), node("n2", slots=2)], host_limit=1)
+    first = {a["share"]: a["data_node"] for a in result["rounds"][0]}
+    assert len(result["rounds"]) == 1 and first["big"] != first["mid"]    # one each before doubling up
+
+
+def test_rounds_after_a_lost_data_node_move_its_copies_and_keep_the_pinned():
+    jobs = [job("s%d" % i, 100 * (i + 1), src="h%d" % (i % 2)) for i in range(8)]
+    nodes = [node("n1", slots=2), node("n2", slots=2), node("n3", slots=2)]
+    first = ms.assign_rounds(jobs, nodes, host_limit=2)
+    lost = set(a["share"] for a in first["assignments"] if a["data_node"] == "n2")
+    assert lost
+    # n2 is gone; s0 still copies on n3 (a running copy stays where it runs).
+    again = ms.assign_rounds(jobs, [nodes[0], nodes[2]], host_limit=2, pinned={"s0": "n3"})
+    where = {a["share"]: a["data_node"] for a in again["assignments"]}
+    assert set(where) == set(j["share"] for j in jobs)
+    assert set(where.values()) <= {"n1", "n3"} and where["s0"] == "n3"
+    assert ms.round_limits_hold(again["rounds"], [nodes[0], nodes[2]], host_limit=2) == (True, None)
+    with pytest.raises(InvalidRequest, match="pinned to data node n2, which is not given"):
+        ms.assign_rounds(jobs, [nodes[0], nodes[2]], pinned={"s1": "n2"})
+
+
+def test_rounds_bad_input_names_it():
+    with pytest.raises(InvalidRequest, match="per storage host limit"):
+        ms.assign_rounds([job("s1", 1)], [node("n1")], host_limit=0)
+    with pytest.raises(InvalidRequest, match="slots"):
+        ms.assign_rounds([job("s1", 1)], [node("n1", slots=0)])
+    with pytest.raises(InvalidRequest, match="listed twice"):
+        ms.assign_rounds([job("s1", 1), job("s1", 2)], [node("n1")])
+    assert ms.assign_rounds([], [node("n1")]) == {"rounds": [], "assignments": [], "estimated_seconds": 0.0}
+
+
+def test_rounds_give_a_slow_node_a_copy_that_ends_within_the_round():
+    jobs = [job("a", 1000, src="h1", dst="x1"), job("b", 900, src="h2", dst="x2"),
+            job("c", 100, src="h3", dst="x3"), job("d", 90, src="h4", dst="x4")]
+    result = ms.assign_rounds(jobs, [node("fast", rate=1000), node("slow", rate=100)])
+    rounds = [sorted((a["share"], a["data_node"]) for a in r) for r in result["rounds"]]
+    # b would take 9 s on the slow node and stretch round 1 (1 s) ninefold: c goes there instead.
+    assert rounds == [[("a", "fast"), ("c", "slow")], [("b", "fast"), ("d", "slow")]]
+    assert result["estimated_seconds"] == 1.9
