@@ -235,9 +235,11 @@ stage_campaign() {
 # Integration tests that spend their time waiting for the playbooks and hosts they drive: in a full
 # run each lane is a second (third) pytest beside the main one. Every test builds its own pools,
 # hosts and jobs under its own tmp_path, so lanes never share a mount, a port or a file.
-# Measured in CI-like runs: the host lane was the last to end (3583 s with the targets file, the
-# others 2159-2600 s); the targets now run in the remote lane. Each stage's CPU seconds are in the
-# summary (campaign 1186 s, replica lane 653 s, remote lane 500 s, sanity 236 s, lint 124 s).
+# Measured in a fresh-clone CI run (CI=true, root, 7ed0564): main 1548 s (658 s CPU), remote lane
+# 1551 s (509 s), host lane 1487 s (601 s), replica lane 1192 s (298 s), campaign 687 s (457 s),
+# sanity 711 s (107 s), lint 483 s (60 s). The wall time of the whole run is about the total CPU
+# seconds over the machine's two CPUs: put a new test file in the lane that ends first, and each
+# stage's CPU seconds are in the summary.
 HOST_LANE="tests/integration/test_host_migration.py"
 REMOTE_LANE="tests/integration/test_ssh_storage.py tests/integration/test_ssh_transport.py tests/integration/test_ssh_direct.py
 tests/integration/test_ssh_hosts.py tests/integration/test_progress.py tests/integration/test_volume_file.py
