@@ -293,7 +293,7 @@ class OpenStackClient(object):
         except Exception as exc:  # openstacksdk's HttpException family, keystoneauth's connection errors
             status = getattr(exc, 'status_code', None)
             if not isinstance(status, int):
-                if type(exc).__module__.split('.')[0] == 'keystoneauth1':
+                if type(exc).__module__.split('.', 1)[0] == 'keystoneauth1':
                     raise StorageError('Failed to %s: %s of backend %s did not answer: %s'
                                        % (doing, self.service_name, self.backend.name, _describe(exc)),
                                        method=method, path=path)
@@ -308,7 +308,7 @@ class OpenStackClient(object):
                 data = json.loads(text) if text.strip() else None
             except ValueError:
                 data = text
-            message = 'Failed to %s: %s (HTTP %d from %s %s%s)' % (
+            message = 'Failed to %s: %s (HTTP %s from %s %s%s)' % (
                 doing, api_message(text) if text.strip() else _describe(exc), status, method, path,
                 ', microversion %s' % microversion if microversion else '')
             raise error_for_status(status, message, status=status, body=data, method=method, path=path,

@@ -51,8 +51,8 @@ class Transport(requests.adapters.BaseAdapter):
                 self.lab.unanswered.append((request.method, full))
             if isinstance(answer, list):
                 answer = answer.pop(0) if len(answer) > 1 else answer[0]
-            status, data = answer or (404, {"itemNotFound": {"code": 404, "message": "no answer for %s %s"
-                                                                                    % (request.method, full)}})
+            missing = {"itemNotFound": {"code": 404, "message": "no answer for %s %s" % (request.method, full)}}
+            status, data = answer or (404, missing)
         response = requests.Response()
         response.status_code = status
         response._content = b"" if data is None else json.dumps(data).encode()

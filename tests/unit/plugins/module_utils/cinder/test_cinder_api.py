@@ -169,8 +169,8 @@ def test_pools_types_zones_clusters():
         ("GET", "/scheduler-stats/get_pools?detail=True"): (200, {"pools": [
             {"name": "h@b2#p", "capabilities": {"volume_backend_name": "b2"}},
             {"name": "h@b1#p", "capabilities": {"volume_backend_name": "b1"}}]}),
-        ("GET", "/types?is_public=None"): (200, {"volume_types": [{"id": "t1", "name": "gold",
-                                                                    "extra_specs": {"volume_backend_name": "b1"}}]}),
+        ("GET", "/types?is_public=None"): (200, {"volume_types": [
+            {"id": "t1", "name": "gold", "extra_specs": {"volume_backend_name": "b1"}}]}),
         ("GET", "/os-availability-zone"): (200, {"availabilityZoneInfo": [{"zoneName": "nova",
                                                                            "zoneState": {"available": True}}]}),
         ("GET", "/clusters?binary=cinder-volume"): (200, {"clusters": [{"name": "c2@b"}, {"name": "c1@b"}]})})

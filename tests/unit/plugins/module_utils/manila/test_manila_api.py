@@ -72,8 +72,8 @@ def test_create_update_metadata_resize_delete_send_what_manila_expects():
                          ("DELETE", "/shares/%s" % SHARE_ID): (202, None)})
     created = api.create_share({"name": "data", "size": 1, "share_proto": "NFS", "share_type": "t1"})
     assert created["status"] == "creating" and created["host"] == DETAIL["host"]
-    assert lab.requests_to("POST", "/shares")[0]["body"] == {"share": {"name": "data", "size": 1, "share_proto": "NFS",
-                                                                        "share_type": "t1"}}
+    assert lab.requests_to("POST", "/shares")[0]["body"] == {
+        "share": {"name": "data", "size": 1, "share_proto": "NFS", "share_type": "t1"}}
     assert api.update_share(DETAIL, {"display_description": "new"})["description"] == "new"
     assert lab.requests_to("PUT", "/shares/%s" % SHARE_ID)[0]["body"] == {"share": {"display_description": "new"}}
     api.set_metadata(DETAIL, {"a": "b"})
@@ -118,8 +118,8 @@ def test_lookups_types_networks_pools_services_export_locations():
         ("GET", "/types?is_public=all"): (200, {"share_types": [{"id": "t1", "name": "default", "extra_specs": {}}]}),
         ("GET", "/share-networks/detail?name=net"): (200, {"share_networks": [{"id": "n1", "name": "net"}]}),
         ("GET", "/scheduler-stats/pools"): (200, {"pools": [{"name": "h@a#p", "host": "h", "backend": "a", "pool": "p"}]}),
-        ("GET", "/services?binary=manila-share"): (200, {"services": [{"id": 1, "binary": "manila-share",
-                                                                         "host": "h@a", "state": "up"}]}),
+        ("GET", "/services?binary=manila-share"): (200, {"services": [
+            {"id": 1, "binary": "manila-share", "host": "h@a", "state": "up"}]}),
         ("GET", "/shares/%s/export_locations" % SHARE_ID): (200, {"export_locations": [
             {"id": "e1", "path": "10.0.0.10:/p", "preferred": True, "is_admin_only": False}]})})
     assert api.share_type("default")["id"] == "t1"
