@@ -58,8 +58,8 @@ def our_ssh_processes(addresses=None) -> list[str]:
     return found
 
 
-def masters(address: str) -> list[int]:
-    """Pids of our ControlMaster processes connected to ``address``."""
+def masters(address: str, port: int | None = None) -> list[int]:
+    """Pids of our ControlMaster processes connected to ``address`` (and ``port``, when given)."""
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -69,7 +69,8 @@ def masters(address: str) -> list[int]:
         except OSError:
             continue
         if argv and argv[0] == b"ssh" and b"ControlMaster=yes" in argv and address.encode() in argv:
-            found.append(int(pid))
+            if port is None or str(port).encode() in argv:
+                found.append(int(pid))
     return found
 
 
@@ -106,7 +107,7 @@ def lab(ssh_lab):  # pylint: disable=redefined-outer-name
 def close_masters(lab, hosts=("stora", "storb")) -> None:
     """Stop the ControlMasters to ``hosts`` that a killed controller could not close."""
     for host in hosts:
-        for pid in masters(lab.hosts[host].address):
+        for pid in masters(lab.hosts[host].address, lab.port):
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -127,14 +128,15 @@ def rerun_phase1(params: dict, base, attempts: int = 3) -> dict:
 def sessions_left(lab) -> list[str]:
     """Our ssh processes of this lab's hosts other than the shared masters (which stay for
     ControlPersist after their last session): a helper session, a pipe, a master of a run's own."""
+    port = f" -p {lab.port} "  # another lab (another pytest lane) may use the same addresses, never the same port
     return [line for line in our_ssh_processes([host.address for host in lab.hosts.values()])
-            if not ("ControlMaster=yes" in line and "mobility-cm-" in line)]
+            if port in line + " " and not ("ControlMaster=yes" in line and "mobility-cm-" in line)]
 
 
 def stop_shared_masters(lab) -> None:
     """End the shared masters of this lab's hosts, as ControlPersist would a minute later."""
     for host in lab.hosts.values():
-        for pid in masters(host.address):
+        for pid in masters(host.address, lab.port):
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -256,7 +258,7 @@ def test_a_lock_held_by_one_controller_refuses_another_until_the_first_dies(lab)
     assert ok(result)["changed"] is True
     # What the killed controller could not close: its masters (ControlPersist would end them) and
     # their socket folders.
-    for pid in masters(lab.hosts["stora"].address) + masters(lab.hosts["storb"].address):
+    for pid in masters(lab.hosts["stora"].address, lab.port) + masters(lab.hosts["storb"].address, lab.port):
         os.kill(pid, signal.SIGKILL)
     for folder in glob.glob("/tmp/mobility-ssh-*"):
         if folder not in before:
@@ -315,7 +317,7 @@ def test_an_ssh_connection_killed_during_a_transfer_then_reruns_converge(lab, no
         if sending(lab.hosts["storb"]):
             break
         time.sleep(0.05)
-    cut = masters(address)
+    cut = masters(address, lab.port)
     assert cut, "the migration's transfer did not start"
     for pid in cut:
         os.kill(pid, signal.SIGKILL)
@@ -439,7 +441,7 @@ def test_a_controller_killed_in_the_middle_of_a_transfer_then_reruns_converge(la
     proc = module_process("share_migration", params, lab.base, env={"STORAGE_MOBILITY_CRASH_AFTER": "btrfs sending *"})
     proc.communicate(timeout=300)
     assert proc.returncode == 70, "the crash point was not reached"
-    for pid in masters(lab.hosts["storb"].address):  # what the killed controller could not close
+    for pid in masters(lab.hosts["storb"].address, lab.port):  # what the killed controller could not close
         os.kill(pid, signal.SIGKILL)
     for folder in set(glob.glob("/tmp/mobility-ssh-*")) - before:
         shutil.rmtree(folder, ignore_errors=True)
@@ -533,15 +535,15 @@ def test_one_master_per_host_serves_every_module_call_until_it_goes(lab, no_left
     stop_shared_masters(lab)
     address = lab.hosts["stora"].address
     deadline = time.monotonic() + 10
-    while masters(address) and time.monotonic() < deadline:
+    while masters(address, lab.port) and time.monotonic() < deadline:
         time.sleep(0.1)
     backends = [lab.backend("stora")]
     ok(run_module("share_info", {"backends": backends}, lab.base))
-    first = masters(address)
+    first = masters(address, lab.port)
     assert len(first) == 1
     ok(run_module("share", {"backends": backends, "name": "reuse1", "pool": "stora@pa#ext4", "size": 1}, lab.base))
     ok(run_module("share_info", {"backends": backends, "name": "reuse1"}, lab.base))
-    assert masters(address) == first
+    assert masters(address, lab.port) == first
     folder = Path(tempfile.gettempdir()) / f"mobility-cm-{os.geteuid()}"
     info = folder.lstat()
     assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.geteuid()
@@ -550,10 +552,10 @@ def test_one_master_per_host_serves_every_module_call_until_it_goes(lab, no_left
     # Another key file is another connection: never a master made with other options.
     other = [lab.backend("stora", private_key_file=str(lab.agent_key))]
     ok(run_module("share_info", {"backends": other}, lab.base))
-    assert len(masters(address)) == 2
+    assert len(masters(address, lab.port)) == 2
     # The master dies (a host reboot, a kill): the next call starts a new one over its stale socket.
-    for pid in masters(address):
+    for pid in masters(address, lab.port):
         os.kill(pid, signal.SIGKILL)
     ok(run_module("share", {"backends": backends, "name": "reuse1", "state": "absent"}, lab.base))
-    assert len(masters(address)) == 1 and masters(address) != first
+    assert len(masters(address, lab.port)) == 1 and masters(address, lab.port) != first
     assert "reuse1" not in remote_listing(lab, "stora", lab.pools("stora")["ext4"] + "/shares")
