@@ -375,9 +375,15 @@ class BtrfsShareDriver(PosixShareDriver):
     def received_ok(self, sent_path, received_path, dst=None):
         """True when ``received_path`` (on the host of driver ``dst``, default this one) is a
         complete receive of ``sent_path``."""
+        return self._received_info(sent_path, received_path, dst) is not None
+
+    def _received_info(self, sent_path, received_path, dst=None):
+        """The ``show`` of ``received_path`` when it is a complete receive of ``sent_path``, else None."""
         sent, got = self.show(sent_path), (dst or self).show(received_path)
-        return bool(sent and got and got.get('received_uuid') and got['readonly']
-                    and got['received_uuid'] == self.expected_received_uuid(sent))
+        if (sent and got and got.get('received_uuid') and got['readonly']
+                and got['received_uuid'] == self.expected_received_uuid(sent)):
+            return got
+        return None
 
     def _snapshot_plan(self, source_pool, destination_pool, share):
         """(label, source path, destination folder) of each share snapshot, in creation order."""
@@ -925,10 +931,13 @@ class BtrfsShareDriver(PosixShareDriver):
                            edit=root_times_edit(self.transport.lstat(point)),
                            crash_event='btrfs sending replica point', dst=dst)[0]
         received = os.path.join(there, self.point_name(seq))
-        if not self.received_ok(point, received, dst):
+        got = self._received_info(point, received, dst)
+        if got is None:
             raise StorageError('Failed to %s: the receive ended but %s is not a complete copy' % (what, received))
         crash_point('btrfs received replica point')
-        dst._place_replica(replica_pool, share, received)
+        # The point was received just now under a new number: the instance is not a snapshot of
+        # it yet (a rerun after a crash takes the next number), and its show is the one above.
+        dst._place_replica(replica_pool, share, received, got=got)
         # The record that names this point as the replica's base is written next (an fsync'd file):
         # commit the receive and the placement first, so that a machine crash cannot leave a record
         # naming a point the filesystem lost.
@@ -1069,14 +1078,18 @@ class BtrfsShareDriver(PosixShareDriver):
             return True
         return False
 
-    def _place_replica(self, pool, share, received):
-        """Make the replica instance a read-only snapshot of ``received`` (the old one goes)."""
+    def _place_replica(self, pool, share, received, got=None):
+        """Make the replica instance a read-only snapshot of ``received`` (the old one goes).
+        ``got``: the ``show`` of a point received in this run (no instance can come from it
+        yet: no check, one ``btrfs subvolume show`` fewer each); without it, an instance already
+        taken from ``received`` is kept."""
         name = share['name']
         instance = self.instance_path(pool, name)
-        got = self.show(received) or {}
-        current = self.show(instance)
-        if current and got.get('uuid') and current.get('parent_uuid') == got['uuid']:
-            return False
+        if got is None:
+            got = self.show(received) or {}
+            current = self.show(instance)
+            if current and got.get('uuid') and current.get('parent_uuid') == got['uuid']:
+                return False
         # A read-only subvolume can be renamed within its folder only: both stay beside it.
         folder = os.path.dirname(instance)
         self._makedirs(folder)

@@ -45,6 +45,11 @@ REPLICA_RSYNC_OK = (rsync_lib.RC_OK, rsync_lib.RC_VANISHED)
 CTIME_MARGIN = 0.05
 
 
+def find_name_pattern(name):
+    """``name`` as a ``find -name`` pattern that matches that name only (wildcards escaped)."""
+    return ''.join('\\' + c if c in '\\*?[' else c for c in name)
+
+
 def trash_prefix(kind, *names):
     """The prefix of the trash entries of one object: ``<kind>-<16 hex digits of a hash of its
     names>.``, a fixed length whatever the names' length (names.DERIVED_NAMES)."""
@@ -370,9 +375,11 @@ class PosixShareDriver(ShareDriver):
     def replica_update(self, active_pool, replica_pool, share, replica):
         """rsync with the data mover's options (nanosecond times, hard links, ACLs, xattrs,
         ``--delete``) from the active instance into the replica. The point is consistent when
-        the active tree's seal (data_copy/seal.py) is the same before and after a pass: nothing
-        changed while it was copied. A tree that keeps changing gets up to REPLICA_PASSES passes;
-        the result says ``verified: false`` when none was quiet."""
+        nothing in the active tree changed while a pass copied it. The first pass proves it with
+        one walk after it: no entry's change time is past the pass's start (``_changed_since``).
+        A tree that changed gets up to REPLICA_PASSES passes in all, each of the later ones
+        between two equal seals (data_copy/seal.py), which need no clock; the result says
+        ``verified: false`` when none was quiet."""
         name = share['name']
         self._require_pool(active_pool)
         self._require_pool(replica_pool)
@@ -384,11 +391,12 @@ class PosixShareDriver(ShareDriver):
         argv = rsync_lib.build_argv(source, target, ignore)
         what = 'update the replica of share %s in pool %s' % (name, replica_pool)
         start = time.monotonic()
-        result = {'bytes': 0, 'files': 0, 'passes': 0, 'verified': False}
+        result = {'bytes': 0, 'files': 0, 'passes': 0, 'verified': False, 'walks': 0}
         wanted = self.replica_snapshot_names(active_pool, share)
         result['bytes'] += self._carry_snapshots(active_pool, replica_pool, share, wanted)
-        for _attempt in range(REPLICA_PASSES):
-            before = self.tree_seal(active_pool, source, ignore)
+        for attempt in range(REPLICA_PASSES):
+            before = None if attempt == 0 else self.tree_seal(active_pool, source, ignore)
+            result['walks'] += 0 if before is None else 1
             point = time.time()
             rc, out, err = self.transport.run(argv, what, check=False)
             if rc not in REPLICA_RSYNC_OK:
@@ -400,17 +408,54 @@ class PosixShareDriver(ShareDriver):
             result['files'] += stats.get('transferred', 0) + stats.get('deleted', 0)
             result['passes'] += 1
             crash_point('replica rsync pass')
-            after = self.tree_seal(active_pool, source, ignore)
-            if rc == rsync_lib.RC_OK and before == after:
+            result['walks'] += 1
+            if before is None:
+                quiet = not self._changed_since(active_pool, source, point - CTIME_MARGIN, ignore)
+            else:
+                quiet = before == self.tree_seal(active_pool, source, ignore)
+            if rc == rsync_lib.RC_OK and quiet:
                 result['verified'] = True
                 break
         result['source_time'] = point
-        # The active tree was as the replica holds it until this seal (when verified).
+        # The active tree was as the replica holds it until this walk (when verified).
         result['source_quiet_until'] = time.time() - CTIME_MARGIN
         result['seconds'] = round(time.monotonic() - start, 3)
         replica['base_time'] = time.time() + CTIME_MARGIN
         result['snapshots'] = self.replica_prune_snapshots(replica_pool, share, wanted)
         return result
+
+    def _changed_since(self, pool, path, since, ignore):
+        """True when the instance folder ``path`` or an entry in it (names in ``ignore`` skipped at
+        any depth, as rsync skips them) has a change time after ``since`` (epoch seconds): one
+        ``find -newerct`` walk on the pool's host that stops at the first such entry.
+
+        Why it proves that a pass started at ``since`` + CTIME_MARGIN copied the tree as it was
+        then: every change to an entry (content, mode, owner, xattrs, ACLs, a link or rename of it)
+        sets its change time to the kernel's clock, which no program can set back, and adding,
+        removing or renaming an entry changes its folder; the margin covers the kernel's coarse
+        clock. A clock stepped back during the pass could hide a change: the later passes use
+        seals, which need no clock. An entry that vanishes while walked counts as a change."""
+        path = path.rstrip('/') or '/'
+        if not path.startswith(os.path.join(pool.path, '')):
+            raise StorageError('Refusing to walk %s: it is not inside pool %s (%s)' % (path, pool, pool.path))
+        try:
+            if self.transport.lstat(path).ctime_ns > since * 1e9:
+                return True
+        except OSError as exc:
+            raise StorageError('Failed to walk the tree of pool %s: %s: %s' % (pool, path, exc.strerror))
+        argv = ['find', path, '-mindepth', '1']
+        for name in ignore:
+            argv += ['-name', find_name_pattern(name), '-prune', '-o']
+        argv += ['-newerct', '@%.9f' % since, '-print', '-quit']
+        rc, out, err = self.transport.run(argv, 'list what changed in %s during a replica update' % path,
+                                          check=False)
+        if rc != 0:
+            problems = [line for line in (err or '').splitlines() if line.strip()]
+            if problems and all('No such file or directory' in line for line in problems):
+                return True  # removed while walked: a change
+            raise StorageError('Failed to walk the tree of pool %s (%s): find exited with %d: %s'
+                               % (pool, path, rc, (err or out).strip()[-2000:]), cmd=argv, rc=rc, stderr=err)
+        return bool(out.strip())
 
     # Snapshots of a replicated share: each secondary keeps a copy of every snapshot of the active
     # at the same path (snapshots/<share>/<name>), so that a promoted replica has them.

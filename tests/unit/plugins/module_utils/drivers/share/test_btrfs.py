@@ -251,3 +251,34 @@ def test_send_eta_is_never_zero_while_bytes_remain():
     progress = {"bytes_total": 1000}
     BtrfsShareDriver._update_rate(progress, 1500, 10.0, 1500)  # the estimate was too small
     assert progress["eta_seconds"] is None and progress["total_progress"] == 99
+
+
+def test_real_replica_update_places_the_instance_with_four_subvolume_shows(real, monkeypatch):
+    """A steady-state update shows the common point on both sides and the sent and received
+    point (the received UUID check), and no more: the placement reuses the received point's
+    show and makes no "already placed" check for a point received in the same run."""
+    drv, pool_a, pool_b = real
+    path = drv.create_instance(pool_a, "s")
+    share = {"name": "s", "id": "5d0f9c1e-7b2a-4c8e-9f3d-2a1b0c9d8e7f", "snapshots": [], "replicas": []}
+    replica = {"id": "r1"}
+    with open(os.path.join(path, "data"), "wb") as handle:
+        handle.write(b"first")
+    drv.replica_update(pool_a, pool_b, share, replica)
+    with open(os.path.join(path, "data"), "wb") as handle:
+        handle.write(b"second")
+    real_run = drv.transport.run
+    commands = []
+
+    def run(argv, what, check=True):
+        commands.append([str(a) for a in argv])
+        return real_run(argv, what, check=check)
+    monkeypatch.setattr(drv.transport, "run", run)
+    result = drv.replica_update(pool_a, pool_b, share, replica)
+    assert result["incremental"] is True and replica["base"] == 2
+    shows = [c for c in commands if c[:3] == ["btrfs", "subvolume", "show"]]
+    assert len(shows) == 4, shows
+    instance = drv.instance_path(pool_b, "s")
+    with open(os.path.join(instance, "data"), "rb") as handle:
+        assert handle.read() == b"second"
+    placed, point = drv.show(instance), drv.show(os.path.join(drv.replication_dir(pool_b, share), drv.point_name(2)))
+    assert placed["readonly"] and placed["parent_uuid"] == point["uuid"]

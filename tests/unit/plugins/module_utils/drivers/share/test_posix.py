@@ -6,6 +6,7 @@ The driver runs real ``cp`` and ``rm`` through the local transport (LocalTranspo
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -415,3 +416,116 @@ def test_cancel_leaves_foreign_snapshot_folders_of_the_destination_alone(drv):
     driver.migration_cancel(a, b, SHARE)
     assert os.path.isfile(os.path.join(foreign, "f")), "foreign data was moved out of the destination pool"
     assert not os.path.lexists(driver.snapshots_dir(a, "s1")), "foreign data was moved into the source pool"
+
+
+# --------------------------------------------------------------------------- replica updates: one walk
+
+
+REPLICA_SHARE = {"name": "s1", "id": "0f6b1d4e-3c55-4e7a-9a57-4d1e2b9f0a11", "snapshots": []}
+
+
+def _replica_pair(drv):
+    driver, a, b = drv
+    path = driver.create_instance(a, "s1")
+    populate_share(path)
+    # Written just now: an entry changed within CTIME_MARGIN before a pass starts counts as
+    # changed during it (the kernel's coarse clock); these tests start later than that.
+    time.sleep(2 * posix_mod.CTIME_MARGIN)
+    return driver, a, b, path
+
+
+def test_changed_since_sees_every_kind_of_change_and_skips_ignored_names(drv):
+    driver, a, b, path = _replica_pair(drv)
+    os.makedirs(os.path.join(path, "sub", "deep"))
+    for rel in ("sub/deep/f", "sub/g", "sub/deep/lost+found"):
+        with open(os.path.join(path, rel), "w") as handle:
+            handle.write("x")
+    ignore = ["lost+found"]
+
+    def changed(action):
+        time.sleep(2 * posix_mod.CTIME_MARGIN)  # the previous change well before ``since``
+        since = time.time() - 0.01  # anything after this moment counts
+        assert not driver._changed_since(a, path, since, ignore), "nothing changed yet"
+        action()
+        return driver._changed_since(a, path, since, ignore)
+
+    def rewrite_same_size_and_mtime():
+        target = os.path.join(path, "sub", "deep", "f")
+        st = os.stat(target)
+        with open(target, "r+") as handle:
+            handle.write("y")
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # a copier that keeps the old time
+
+    assert changed(rewrite_same_size_and_mtime), "content rewritten with the old mtime: its ctime says"
+    assert changed(lambda: os.chmod(os.path.join(path, "sub", "g"), 0o600))
+    assert changed(lambda: os.unlink(os.path.join(path, "sub", "g")))
+    assert changed(lambda: os.rename(os.path.join(path, "sub", "deep"), os.path.join(path, "sub", "deeper")))
+    assert changed(lambda: open(os.path.join(path, "new"), "w").close()), "a new entry in the root"
+    # an entry called like an ignored name is skipped at any depth, as rsync skips it
+    ignored = os.path.join(path, "sub", "deeper", "lost+found")
+    assert not changed(lambda: os.chmod(ignored, 0o600))
+    with pytest.raises(StorageError, match="not inside pool"):
+        driver._changed_since(a, str(b.path), 0, ignore)
+
+
+def test_find_name_pattern_matches_the_name_only():
+    assert posix_mod.find_name_pattern("a*b?[c]\\d") == "a\\*b\\?\\[c]\\\\d"
+    assert posix_mod.find_name_pattern("lost+found") == "lost+found"
+
+
+def test_a_quiet_update_walks_the_active_tree_once_and_seals_nothing(drv, monkeypatch):
+    driver, a, b, path = _replica_pair(drv)
+    sealed = []
+    real_seal = driver.tree_seal
+    monkeypatch.setattr(driver, "tree_seal", lambda *args: sealed.append(args) or real_seal(*args))
+    result = driver.replica_update(a, b, dict(REPLICA_SHARE), {})
+    assert result["verified"] is True and result["passes"] == 1 and result["walks"] == 1
+    assert sealed == []
+    assert tree_state(path) == tree_state(driver.instance_path(b, "s1"))
+
+
+def test_a_change_during_the_first_pass_falls_back_to_sealed_passes(drv, monkeypatch):
+    """A file changed while the first pass runs (after rsync read it, its old mtime put back, so
+    rsync's quick check alone could not tell): the walk after the pass sees its change time, a
+    second pass between two seals copies it, and the update is verified."""
+    driver, a, b, path = _replica_pair(drv)
+    target = os.path.join(path, "plain.txt")
+    real_run = driver.transport.run
+    passes = []
+
+    def run(argv, what, check=True):
+        out = real_run(argv, what, check=check)
+        if argv[0] == "rsync" and not passes:
+            passes.append(argv)
+            st = os.stat(target)
+            with open(target, "r+b") as handle:
+                handle.write(b"Z")
+            os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+        return out
+    monkeypatch.setattr(driver.transport, "run", run)
+    result = driver.replica_update(a, b, dict(REPLICA_SHARE), {})
+    assert result["verified"] is True and result["passes"] == 2 and result["walks"] == 3
+    assert tree_state(path) == tree_state(driver.instance_path(b, "s1"))
+    with open(os.path.join(driver.instance_path(b, "s1"), "plain.txt"), "rb") as handle:
+        assert handle.read(1) == b"Z"
+
+
+def test_the_walk_fails_clearly_when_find_cannot_read_the_tree(drv, monkeypatch):
+    driver, a, b, path = _replica_pair(drv)
+    real_run = driver.transport.run
+
+    def run(argv, what, check=True):
+        if argv[0] == "find":
+            return 1, "", "find: '%s/x': Permission denied\n" % path
+        return real_run(argv, what, check=check)
+    monkeypatch.setattr(driver.transport, "run", run)
+    with pytest.raises(StorageError, match="find exited with 1: .*Permission denied"):
+        driver.replica_update(a, b, dict(REPLICA_SHARE), {})
+
+    def vanished(argv, what, check=True):
+        if argv[0] == "find":
+            return 1, "", "find: '%s/x': No such file or directory\n" % path
+        return real_run(argv, what, check=check)
+    monkeypatch.setattr(driver.transport, "run", vanished)
+    result = driver.replica_update(a, b, dict(REPLICA_SHARE), {})
+    assert result["walks"] == 3 and result["passes"] == 2 and result["verified"] is True
