@@ -45,7 +45,7 @@ import pytest
 
 import sshlab
 from sshlab import is_root, module_process, module_result, run_module
-from test_ssh_storage import FLAGS, masters, remote_listing, sessions_left, stop_shared_masters
+from test_ssh_storage import FLAGS, our_ssh_processes, remote_listing
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root: sshd per lab host, mount namespaces, loop devices")
 
@@ -162,6 +162,41 @@ def btrfs_processes(host) -> list[int]:
     return found
 
 
+def of_this_lab(lab, argv: list[str]) -> bool:
+    """True for an ssh argv that reaches one of this lab's hosts: its address AND its port (another
+    lab may run on the same addresses, on another port)."""
+    addresses = {host.address for host in lab.hosts.values()}
+    return bool(addresses & set(argv)) and any(a == "-p" and b == str(lab.port) for a, b in zip(argv, argv[1:]))
+
+
+def lab_masters(lab, host: str) -> list[int]:
+    """Pids of our ControlMaster processes connected to ``host`` of this lab."""
+    found = []
+    for pid in os.listdir("/proc"):
+        argv = argv_of(pid) if pid.isdigit() else []
+        if argv[:1] == ["ssh"] and "ControlMaster=yes" in argv and lab.hosts[host].address in argv \
+                and of_this_lab(lab, argv):
+            found.append(int(pid))
+    return found
+
+
+def lab_sessions(lab) -> list[str]:
+    """Our ssh processes to this lab's hosts other than the shared masters (which stay for
+    ControlPersist): a helper session, a stream, a master of a run's own."""
+    return [line for line in our_ssh_processes([host.address for host in lab.hosts.values()])
+            if of_this_lab(lab, line.split(" ")) and not ("ControlMaster=yes" in line and "mobility-cm-" in line)]
+
+
+def stop_lab_masters(lab) -> None:
+    """End this lab's shared masters, as ControlPersist would a minute later."""
+    for host in lab.hosts:
+        for pid in lab_masters(lab, host):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
 class Share:
     """One share's run: its stream of points, its references, its log of faults."""
 
@@ -238,10 +273,9 @@ class Share:
                         and "--dump" not in argv[-1]:
                     found.append(pid)
             return found
-        addresses = {self.lab.hosts["stora"].address, self.lab.hosts["storb"].address}
         for pid in os.listdir("/proc"):
             argv = argv_of(pid) if pid.isdigit() else []
-            if argv[:1] == ["ssh"] and "ControlMaster=no" in argv and addresses & set(argv) \
+            if argv[:1] == ["ssh"] and "ControlMaster=no" in argv and of_this_lab(self.lab, argv) \
                     and argv[-1].startswith(("btrfs send", "btrfs receive")) and "--no-data" not in argv[-1] \
                     and "--dump" not in argv[-1]:
                 found.append(int(pid))
@@ -250,7 +284,7 @@ class Share:
     def targets(self, point: dict) -> list[int]:
         kind = point["kind"]
         if kind == "master":
-            return masters(self.lab.hosts[point["host"]].address)
+            return lab_masters(self.lab, point["host"])
         if kind == "stream":
             return self.stream_sessions()
         host = self.lab.hosts["stora" if kind == "send" else "storb"]
@@ -320,11 +354,12 @@ class Share:
         diff = differences(self.reference, walk(self.lab, "storb", share["export_location"]))
         self.check(not diff, f"{when}: the source is gone and the destination differs from the reference: {diff[:5]}")
 
-    def step(self, step: str, params: dict) -> None:
+    def step(self, step: str, params: dict, redraw: bool = False) -> None:
         """Run ``step``, with a fault while the share still has some to take; rerun until it succeeds
         (or cancel and start again, a draw); the data checked whole after every run."""
         point = None
-        if self.faults_left and (step == "complete" or self.rng.random() < 0.7 or self.faults_left > 1):
+        chance = {"migrate": 0.6, "increment": 1.0 if self.faults_left == FAULTS_PER_SHARE else 0.3, "complete": 1.0}
+        if self.faults_left and (redraw or self.rng.random() < chance[step]):
             point = self.draw(step)
         what = self.describe(point) if point else ""
         result, hit = self.run(step, params, point)
@@ -341,7 +376,7 @@ class Share:
                 self.redraws += 1
                 self.say("point missed: users write more, another point for a rerun of phase 1")
                 self.write(f"more{self.redraws}", 2)
-                self.step("increment", self.start)
+                self.step("increment", self.start, redraw=True)
             return
         if step != "complete" and self.rng.random() < CANCEL_CHANCE:
             self.cancel_and_restart()
@@ -356,6 +391,11 @@ class Share:
                 task_state, host = self.state()
                 if task_state == "migration_success":
                     self.say(f"{step}: already done before the rerun ({host})")
+                    return
+                if task_state in IDLE:  # the failed phase 2 was undone: the source is in use again
+                    self.say(f"{step}: the migration ended ({task_state}): starting again")
+                    self.step("migrate", self.start)
+                    self.step("complete", self.complete)
                     return
             last = run_module("share_migration", params, self.lab.base)
             self.whole_somewhere(f"after rerun {attempt} of {step}")
@@ -395,9 +435,9 @@ def ok(result: dict, share: Share) -> dict:
 
 def wait_for_no_sessions(lab, timeout=15) -> list[str]:
     deadline = time.monotonic() + timeout
-    while sessions_left(lab) and time.monotonic() < deadline:
+    while lab_sessions(lab) and time.monotonic() < deadline:
         time.sleep(0.2)
-    return sessions_left(lab)
+    return lab_sessions(lab)
 
 
 @pytest.mark.parametrize("name", SHARES)
@@ -455,6 +495,8 @@ def test_random_faults_in_btrfs_migrations_from_stora_to_storb_converge(ssh_lab,
         share.check(running == [], f"btrfs processes left on {host}: {running}")
     left = wait_for_no_sessions(lab)
     share.check(left == [], f"ssh sessions left: {left}")
+    streams = [argv_of(pid) for pid in lab.hosts["stora"].pids() if argv_of(pid)[:1] == ["ssh"]]
+    share.check(streams == [], f"ssh to storb left running on stora: {streams}")
     # A killed controller leaves the private known_hosts folder of its direct stream (public keys
     # only, mode 0700; docs/hosts.md): removed here, only those holding this lab's storb key (other
     # runs on this machine may have theirs in /tmp at the same time).
@@ -467,6 +509,6 @@ def test_random_faults_in_btrfs_migrations_from_stora_to_storb_converge(ssh_lab,
         if storb_key in held:
             share.check(os.stat(folder).st_mode & 0o777 == 0o700, f"{folder} is open to others")
             shutil.rmtree(folder)
-    stop_shared_masters(lab)
+    stop_lab_masters(lab)
     share.say(f"converged: {share.hits} faults hit, the trees equal entry by entry on storb, nothing left")
     share.check(share.hits >= 1, "no fault hit this share")
