@@ -245,11 +245,18 @@ REMOTE_LANE="tests/integration/test_ssh_storage.py tests/integration/test_ssh_tr
 tests/integration/test_ssh_hosts.py tests/integration/test_progress.py tests/integration/test_volume_file.py
 tests/integration/test_preservation.py tests/integration/test_targets.py tests/integration/test_replication_ssh.py"
 REPLICA_LANE="tests/integration/test_replication.py tests/integration/test_replication_crash.py
-tests/integration/test_volume_async.py tests/integration/test_failure_cleanup.py tests/integration/test_evacuation.py"
+tests/integration/test_volume_async.py tests/integration/test_failure_cleanup.py tests/integration/test_evacuation.py
+tests/integration/test_ssh_faults.py"
 stage_lane() {
     local log="$1"
     shift
     PYTEST_LOG_NAME="${log}" stage_pytest "$@"
+}
+
+# The replica lane's ssh lab (test_ssh_faults.py) runs beside the remote lane's: its own loopback
+# addresses, since the tests find their ssh processes (masters, sessions) by the lab's addresses.
+stage_replica_lane() {
+    SSHLAB_ADDRESSES=127.0.0.31,127.0.0.32,127.0.0.33 stage_lane "$@"
 }
 
 stage_lint() {
@@ -434,7 +441,7 @@ case "${only}" in
             # shellcheck disable=SC2086
             start_background_stage "pytest remote lane" stage_lane remote-lane.log ${REMOTE_LANE}
             # shellcheck disable=SC2086
-            start_background_stage "pytest replica lane" stage_lane replica-lane.log ${REPLICA_LANE}
+            start_background_stage "pytest replica lane" stage_replica_lane replica-lane.log ${REPLICA_LANE}
             start_background_stage "ansible-test sanity" stage_sanity
             start_background_stage "ansible-lint" stage_lint
             PYTEST_EXCLUDE="${CAMPAIGN_TESTS} ${HOST_LANE} ${REMOTE_LANE} ${REPLICA_LANE}" run_stage "pytest" stage_pytest tests/unit tests/integration
