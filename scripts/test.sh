@@ -254,7 +254,7 @@ stage_lane() {
 }
 
 # The replica lane's ssh lab (test_ssh_faults.py) runs beside the remote lane's: its own loopback
-# addresses, since the tests find their ssh processes (masters, sessions) by the lab's addresses.
+# addresses as well as its own port (the tests find their ssh processes by both).
 stage_replica_lane() {
     SSHLAB_ADDRESSES=127.0.0.31,127.0.0.32,127.0.0.33 stage_lane "$@"
 }
