@@ -240,7 +240,7 @@ stage_campaign() {
 # summary (campaign 1186 s, replica lane 653 s, remote lane 500 s, sanity 236 s, lint 124 s).
 HOST_LANE="tests/integration/test_host_migration.py"
 REMOTE_LANE="tests/integration/test_ssh_storage.py tests/integration/test_ssh_transport.py tests/integration/test_ssh_direct.py
-tests/integration/test_ssh_hosts.py tests/integration/test_progress.py tests/integration/test_volume_file.py
+tests/integration/test_ssh_hosts.py tests/integration/test_ssh_data_node.py tests/integration/test_progress.py tests/integration/test_volume_file.py
 tests/integration/test_preservation.py tests/integration/test_targets.py"
 REPLICA_LANE="tests/integration/test_replication.py tests/integration/test_replication_crash.py
 tests/integration/test_volume_async.py tests/integration/test_failure_cleanup.py tests/integration/test_evacuation.py"
