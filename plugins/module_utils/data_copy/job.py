@@ -458,7 +458,8 @@ class DataCopyJobs(object):
                                  request['rsync_base_options'], request['rsync_options'], request['bwlimit'])
         except rsync_lib.RsyncArgumentError as exc:
             raise InvalidRequest('Failed to start data copy job %s: %s' % (job_id, exc))
-        if request['check_hash']:
+        if request['check_hash'] and not request.get('hosts'):
+            # (A job with sides on other hosts hashes with the standard library: remote.hash_algorithm.)
             library = hashing_lib.missing_library(request['hash_algorithm'])
             if library:
                 raise MissingLibrary('Failed to start data copy job %s: hash algorithm %s needs the Python package '
@@ -477,6 +478,9 @@ class DataCopyJobs(object):
         """The warning for an xxh128 request on a data node without xxhash, or None."""
         if not request['check_hash']:
             return None
+        if request.get('hosts'):
+            # The storage hosts hash with the standard library; the report's warning says which.
+            return remote_lib.hash_algorithm(request['hash_algorithm'])[1]
         return hashing_lib.resolve_algorithm(request['hash_algorithm'])[1]
 
     # ------------------------------------------------------------------ actions

@@ -389,6 +389,10 @@ class Worker(object):
         job = self.job
         if not job.get('check_hash') or not job.get('reuse_hashes', True):
             return
+        if self.remote:
+            # Reading a side through its network mount would double the traffic and prove nothing:
+            # the verification reads each such side on its own host.
+            return
         context = plumbing_lib.fork_context()
         if context is None:
             return
@@ -734,12 +738,13 @@ class Worker(object):
     def compare(self):
         """Compare hash manifests of both trees once; return the Comparison."""
         job = self.job
-        algorithm, warning = hashing_lib.resolve_algorithm(job['hash_algorithm'])
         if self.remote:
-            algorithm, note = remote_lib.hash_algorithm(algorithm)
-            if note and note not in self.warnings:
-                self.warnings.append(note)
-            warning = None
+            # The storage hosts hash their own trees with the standard library.
+            algorithm, warning = remote_lib.hash_algorithm(job['hash_algorithm'])
+            if warning in self.warnings:
+                warning = None
+        else:
+            algorithm, warning = hashing_lib.resolve_algorithm(job['hash_algorithm'])
         if warning:
             self.warnings.append(warning)
         self.algorithm = algorithm
