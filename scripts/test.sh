@@ -240,7 +240,7 @@ stage_campaign() {
 # sanity 711 s (107 s), lint 483 s (60 s). The wall time of the whole run is about the total CPU
 # seconds over the machine's two CPUs: put a new test file in the lane that ends first, and each
 # stage's CPU seconds are in the summary.
-HOST_LANE="tests/integration/test_host_migration.py"
+HOST_LANE="tests/integration/test_host_migration.py tests/integration/test_ssh_data_node.py"
 REMOTE_LANE="tests/integration/test_ssh_storage.py tests/integration/test_ssh_transport.py tests/integration/test_ssh_direct.py
 tests/integration/test_ssh_hosts.py tests/integration/test_progress.py tests/integration/test_volume_file.py
 tests/integration/test_preservation.py tests/integration/test_targets.py tests/integration/test_replication_ssh.py"
@@ -253,8 +253,12 @@ stage_lane() {
     PYTEST_LOG_NAME="${log}" stage_pytest "$@"
 }
 
-# The replica lane's ssh lab (test_ssh_faults.py) runs beside the remote lane's: its own loopback
-# addresses as well as its own port (the tests find their ssh processes by both).
+# The host and replica lanes' ssh labs (test_ssh_data_node.py, test_ssh_faults.py) run beside the
+# remote lane's: each on loopback addresses of its own as well as its own port (the tests find their
+# ssh processes by both).
+stage_host_lane() {
+    SSHLAB_ADDRESSES=127.0.0.21,127.0.0.22,127.0.0.23 stage_lane "$@"
+}
 stage_replica_lane() {
     SSHLAB_ADDRESSES=127.0.0.31,127.0.0.32,127.0.0.33 stage_lane "$@"
 }
@@ -437,7 +441,7 @@ case "${only}" in
         else
             start_background_stage "fault campaign" stage_campaign
             # shellcheck disable=SC2086 # the lanes are lists of paths without spaces
-            start_background_stage "pytest host lane" stage_lane host-lane.log ${HOST_LANE}
+            start_background_stage "pytest host lane" stage_host_lane host-lane.log ${HOST_LANE}
             # shellcheck disable=SC2086
             start_background_stage "pytest remote lane" stage_lane remote-lane.log ${REMOTE_LANE}
             # shellcheck disable=SC2086

@@ -125,6 +125,14 @@ options:
               - Without it, the operator's ssh agent (E(SSH_AUTH_SOCK) on the controller) is forwarded for that one
                 stream only, over the run's connection to this host.
             type: path
+          data_node_key_file:
+            description:
+              - Private key file ON THE DATA NODE (absolute path, no V(%), V(,) or spaces) with which a data node logs
+                in to this host (as O(backends[].ssh.user), at O(backends[].ssh.direct_address) or
+                O(backends[].ssh.address)) for a host-assisted migration between two storage hosts: it mounts the
+                share's folder with sshfs and verifies the copy on this host's disk (docs/hosts.md).
+              - Without it, the data node's own ssh agent or default keys.
+            type: path
       data_path:
         description:
           - How data moved from this backend's host to another storage host travels (btrfs send/receive between

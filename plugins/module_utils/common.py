@@ -46,6 +46,7 @@ def backends_argument_spec():
                 become=dict(type='bool', default=False),
                 direct_address=dict(type='str'),
                 direct_key_file=dict(type='path', no_log=False),
+                data_node_key_file=dict(type='path', no_log=False),
             )),
             data_path=dict(type='str', choices=list(DATA_PATHS)),
             pools=dict(type='dict'),

@@ -29,7 +29,7 @@ _MICROVERSION_RE = re.compile(r'^\d+\.\d+$')
 #: a backend's ``ssh`` options (``transport: ssh``); transport/ssh.py SshOptions takes them
 SSH_TRANSPORT = 'ssh'
 SSH_OPTIONS = ('address', 'user', 'port', 'private_key_file', 'known_hosts_file', 'host_key_checking', 'become',
-               'direct_address', 'direct_key_file')
+               'direct_address', 'direct_key_file', 'data_node_key_file')
 #: a backend's ``data_path``: how a stream from its host to another storage host travels (docs/hosts.md)
 DATA_PATHS = ('direct', 'controller')
 DEFAULT_DATA_PATH = 'direct'
@@ -174,13 +174,18 @@ class LocalBackend(Backend):
                 port = 0
             if not 0 < port < 65536:
                 raise InvalidRequest('Invalid ssh port %r for backend %s: a TCP port (1-65535)' % (ssh.get('port'), self.name))
-        for option in ('private_key_file', 'known_hosts_file', 'direct_key_file'):
+        for option in ('private_key_file', 'known_hosts_file', 'direct_key_file', 'data_node_key_file'):
             if ssh.get(option) is not None:
                 _abs_path(ssh[option], 'ssh %s of backend %s' % (option, self.name))
         if '%' in (ssh.get('direct_key_file') or '') or any(c.isspace() for c in ssh.get('direct_key_file') or ''):
             # ssh expands %-tokens in identity file names: a literal path must not contain them.
             raise InvalidRequest("Invalid ssh direct_key_file %r for backend %s: it must not contain '%%' or spaces"
                                  % (ssh['direct_key_file'], self.name))
+        data_node_key = ssh.get('data_node_key_file') or ''
+        if '%' in data_node_key or ',' in data_node_key or any(c.isspace() for c in data_node_key):
+            # ssh expands %-tokens; sshfs splits its -o value at commas.
+            raise InvalidRequest("Invalid ssh data_node_key_file %r for backend %s: it must not contain '%%', ',' "
+                                 "or spaces" % (ssh['data_node_key_file'], self.name))
         checking = ssh.get('host_key_checking') or 'strict'
         if checking not in SSH_HOST_KEY_CHECKING:
             raise InvalidRequest('Invalid ssh host_key_checking %r for backend %s: choose one of %s'
@@ -190,7 +195,8 @@ class LocalBackend(Backend):
             raise InvalidRequest('Invalid ssh become %r for backend %s: true or false' % (become, self.name))
         self.ssh = {'address': address, 'user': user, 'port': port, 'private_key_file': ssh.get('private_key_file'),
                     'known_hosts_file': ssh.get('known_hosts_file'), 'host_key_checking': checking, 'become': become,
-                    'direct_address': direct_address, 'direct_key_file': ssh.get('direct_key_file')}
+                    'direct_address': direct_address, 'direct_key_file': ssh.get('direct_key_file'),
+                    'data_node_key_file': ssh.get('data_node_key_file')}
 
     def _export(self, export):
         if not isinstance(export, dict):

@@ -10,8 +10,13 @@ so a value with spaces or shell syntax stays one argument, and nothing ever goes
 when there are no options.
 
 Helpers: ``bind`` (a local folder, ``mount --bind``; read-only takes a second ``remount,bind,ro``),
-``nfs``, ``cifs``, ``custom`` (the reference template or the caller's own) and ``none``: nothing is
-mounted, the export is a folder the data node already reads at its own path.
+``nfs``, ``cifs``, ``custom`` (the reference template or the caller's own), ``none``: nothing is
+mounted, the export is a folder the data node already reads at its own path, and ``sshfs``: the
+export is a folder on another storage host, mounted with sshfs (FUSE over ssh) as ``ssh`` says
+(address, port, user, a key file on this data node, the host's keys: checked strictly, never a
+password); its argv is built here, never from a template. A dead sshfs (its process killed, its
+connection cut) leaves a stale mount ("Transport endpoint is not connected"): mounting again
+unmounts it first, unmounting falls back to a lazy unmount.
 
 A mount point this code creates holds a marker file (hidden under the mount while mounted); after
 unmounting, a folder that holds nothing but that marker is removed, and so are its parents made the
@@ -25,11 +30,17 @@ import errno
 import os
 import re
 import shlex
+import shutil
+import tempfile
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import remote as remote_lib
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.transport.mounts import mount_table, same_inode as _same_inode
 
-HELPERS = ('bind', 'none', 'nfs', 'cifs', 'custom')
+HELPERS = ('bind', 'none', 'nfs', 'cifs', 'custom', 'sshfs')
+# ssh options sshfs does not take (it runs ssh with -x -a -oClearAllForwardings=yes itself; the user is in
+# the source, user@address:path).
+_SSHFS_DROPPED = ('ForwardAgent=', 'ClearAllForwardings=', 'User=')
 PLACEHOLDERS = ('proto', 'options', 'export', 'path')
 REFERENCE_MOUNT_TEMPLATE = 'mount -vt %(proto)s %(options)s %(export)s %(path)s'
 REFERENCE_UNMOUNT_TEMPLATE = 'umount -v %(path)s'
@@ -127,7 +138,7 @@ class DataMount(object):
 
     def __init__(self, runner, path, helper, export=None, proto=None, options=None, read_only=False,
                  mount_template=None, unmount_template=None, remove_path=True, check_mode=False,
-                 euid=None):
+                 euid=None, ssh=None):
         if helper not in HELPERS:
             raise InvalidRequest('Invalid helper %r: expected one of %s' % (helper, ', '.join(HELPERS)))
         self.runner = runner
@@ -142,6 +153,7 @@ class DataMount(object):
         self.remove_path = bool(remove_path)
         self.check_mode = check_mode
         self.euid = os.geteuid() if euid is None else euid
+        self.ssh = ssh
         self._validate()
 
     # ------------------------------------------------------------------ validation
@@ -162,7 +174,11 @@ class DataMount(object):
                 raise InvalidRequest('Invalid export: it is empty')
             if self.export.startswith('-'):
                 raise InvalidRequest("Invalid export %r: it starts with '-'" % self.export)
-        if self.helper in ('bind', 'none', 'nfs', 'cifs') and self.export is None:
+        if self.helper == 'sshfs':
+            self._validate_sshfs()
+        elif self.ssh:
+            raise InvalidRequest('Invalid request: ssh is only for helper sshfs, not %s' % self.helper)
+        if self.helper in ('bind', 'none', 'nfs', 'cifs', 'sshfs') and self.export is None:
             raise InvalidRequest('Invalid request: helper %s needs an export' % self.helper)
         if self.helper in ('bind', 'none'):
             self.export = self._check_path(self.export, 'export (a local folder for helper %s)' % self.helper)
@@ -173,18 +189,58 @@ class DataMount(object):
             if option == '':
                 raise InvalidRequest('Invalid mount option: it is empty')
 
+    def _validate_sshfs(self):
+        if self.mount_template is not None or self.unmount_template != REFERENCE_UNMOUNT_TEMPLATE:
+            raise InvalidRequest('Invalid request: helper sshfs builds its own command; it takes no mount or '
+                                 'unmount template')
+        if self.export is None or not self.export.startswith('/'):
+            raise InvalidRequest('Invalid export %r for helper sshfs: the absolute path of the tree on the storage '
+                                 'host' % (self.export,))
+        spec = dict(self.ssh or {})
+        spec.setdefault('path', self.export)
+        try:
+            self.ssh = remote_lib.check_spec(spec, 'ssh of helper sshfs')
+        except ValueError as exc:
+            raise InvalidRequest('Invalid %s' % exc)
+        for option in self.options:
+            if ',' in option:
+                raise InvalidRequest('Invalid mount option %r for helper sshfs: it contains a comma' % option)
+
+    def sshfs_source(self):
+        """``[user@]address:path``, as the mount table shows it."""
+        address = self.ssh['address']
+        if ':' in address:
+            address = '[%s]' % address
+        user = self.ssh.get('user')
+        return '%s%s:%s' % (user + '@' if user else '', address, self.export)
+
+    def sshfs_argv(self, known_hosts, contained=False):
+        options = (['ro'] if self.read_only else []) + list(self.options)
+        if contained:
+            # Debian's sshfs refuses to read symlinks whose target is absolute or holds '..' unless told:
+            # a copy keeps every symlink as it is (rsync never follows one below the share's root).
+            options.append('no_contain_symlinks')
+        options += [o for o in remote_lib.ssh_options(self.ssh, known_hosts) if not o.startswith(_SSHFS_DROPPED)]
+        # In a session of its own (setsid, waiting for sshfs to have mounted): sshfs and its ssh then
+        # outlive the session that ran this module (Ansible's), which ends right after.
+        return ['setsid', '--wait', 'sshfs', '-o', ','.join(options), self.sshfs_source(), self.path]
+
     # ------------------------------------------------------------------ argv
 
     def _values(self, options):
         return {'proto': self.proto, 'options': ','.join(options), 'export': self.export, 'path': self.path}
 
     def mount_argv(self):
+        if self.helper == 'sshfs':
+            return self.sshfs_argv(os.path.join('(a private folder)', 'known_hosts'))
         options = list(self.options)
         if self.read_only and self.helper != 'bind' and 'ro' not in options:
             options.append('ro')
         return expand_template(self.mount_template, self._values(options), 'mount template')
 
     def unmount_argv(self):
+        if self.helper == 'sshfs':
+            return ['umount', self.path]
         return expand_template(self.unmount_template, self._values(self.options), 'unmount template')
 
     def remount_argv(self, read_only):
@@ -202,6 +258,9 @@ class DataMount(object):
             return _same_inode(self.path, self.export)
         if self.export is None:
             return True  # a custom template that names its own source: we cannot tell, trust it
+        if self.helper == 'sshfs':
+            return entry['fstype'] == 'fuse.sshfs' and _normalize_source(entry['source']) == _normalize_source(
+                self.sshfs_source())
         return _normalize_source(entry['source']) == _normalize_source(self.export)
 
     def _describe(self, entry):
@@ -271,6 +330,16 @@ class DataMount(object):
         if self.helper == 'none':
             return self._none()
         entry = mount_entry(self.path)
+        stale = []
+        if entry is not None and self.helper == 'sshfs' and self._serves_export(entry) and self._stale():
+            # A dead sshfs: unmount it, then mount again below.
+            stale = ['unmount the stale sshfs mount at %s (its connection is gone)' % self.path]
+            if self.check_mode:
+                return self._result(True, True, self.read_only, self.mount_argv(), stale + ['mount %s at %s again'
+                                                                                           % (self.export, self.path)])
+            self._require_root('unmount')
+            self._unmount_fuse()
+            entry = mount_entry(self.path)
         if entry is not None:
             if not self._serves_export(entry):
                 raise StorageError('Cannot mount %s at %s: %s is mounted there'
@@ -290,7 +359,7 @@ class DataMount(object):
             raise StorageError('Cannot mount %s at %s: the path exists and is not a folder'
                                % (self.export or 'the export', self.path))
         argv = self.mount_argv()
-        actions = []
+        actions = list(stale)
         if not os.path.isdir(self.path):
             actions.append('create mount point %s' % self.path)
         suffix = ' read-only' if self.read_only and self.helper != 'bind' else ''
@@ -302,12 +371,26 @@ class DataMount(object):
         self._require_root('mount')
         made = self._make_mount_point()
         what = 'mount %s at %s' % (self.export or 'the export', self.path)
+        if self.helper == 'sshfs':
+            what = 'mount %s of storage host %s at %s with sshfs' % (self.export, self.ssh['host'], self.path)
+        folder = None
         try:
+            if self.helper == 'sshfs':
+                # The host's keys for ssh to check (strictly); sshfs has connected when it returns.
+                folder = tempfile.mkdtemp(prefix='mobility-sshfs-')
+                known_hosts = os.path.join(folder, 'known_hosts')
+                with open(known_hosts, 'w') as handle:
+                    handle.write(remote_lib.known_hosts_text(self.ssh))
+                help_text = self.runner.run(['sshfs', '-h'], 'ask sshfs for its options', check=False)
+                argv = self.sshfs_argv(known_hosts, 'no_contain_symlinks' in ''.join(help_text[1:]))
             self.runner.run(argv, what)
         except StorageError:
             if made:
                 self._remove_mount_points()
             raise
+        finally:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
         entry = mount_entry(self.path)
         if entry is None or not self._serves_export(entry):
             seen = 'nothing is mounted there' if entry is None else '%s is mounted there' % self._describe(entry)
@@ -330,7 +413,28 @@ class DataMount(object):
                                'was unmounted again' % (self.export or 'the export', self.path), cmd=argv)
         return current
 
+    def _stale(self):
+        """True when the FUSE mount at the path no longer answers (its process is gone)."""
+        try:
+            os.statvfs(self.path)
+        except OSError as exc:
+            return exc.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO)
+        return False
+
+    def _unmount_fuse(self):
+        """Unmount the sshfs mount at the path: ``umount``, else ``umount -l`` (stale or busy)."""
+        rc = self.runner.run(['umount', self.path], 'unmount %s' % self.path, check=False)
+        if mount_entry(self.path) is not None:
+            self.runner.run(['umount', '-l', self.path], 'unmount %s lazily' % self.path)
+        return rc
+
     def _undo(self):
+        if self.helper == 'sshfs':
+            try:
+                self._unmount_fuse()
+            finally:
+                self._remove_mount_points()
+            return
         try:
             self.runner.run(self.unmount_argv(), 'unmount %s' % self.path, check=False)
         finally:
@@ -359,7 +463,10 @@ class DataMount(object):
             return self._result(False, False, None)
         if self.check_mode:
             return self._result(True, False, None, argv, actions)
-        if argv:
+        if argv and self.helper == 'sshfs':
+            self._require_root('unmount')
+            self._unmount_fuse()
+        elif argv:
             self._require_root('unmount')
             self.runner.run(argv, 'unmount %s' % self.path)
             if mount_entry(self.path) is not None:

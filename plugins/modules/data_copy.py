@@ -158,6 +158,21 @@ options:
     type: str
     choices: [auto, rsync]
     default: auto
+  hosts:
+    description:
+      - For a copy between two storage hosts, each side that this data node reaches through a network
+        mount (C(sshfs)) from another storage host, how to reach that host with ssh, so that the verification
+        reads the side ON ITS HOST's disk (a walk made there and streamed back) and never through the mount,
+        and so that what SFTP cannot write (nanosecond times, xattrs and ACLs, hard links) is carried to the
+        destination from a walk of the source on its host before the verification. Such a job always copies
+        with rsync and hashes with V(blake2b) (or V(sha256) when asked), which the storage hosts compute with
+        Python's standard library; the storage host needs C(python3).
+      - Keys C(source) and/or C(destination), each a dictionary with C(host) (the storage host's name),
+        C(address), C(port), C(user), C(key_file) (a private key file ON this data node; without it, its ssh
+        agent or default keys), C(host_keys) (the host's known_hosts lines for the name C(mobility-storage-host),
+        checked strictly) and C(path) (the tree's path on that host). The copy plan of
+        M(storage.mobility.share_migration) gives them.
+    type: dict
   hash_cache_key:
     description:
       - Jobs with the same key (and the same O(ignore_files)) share recorded hashes, for example a phase-1 job
@@ -451,7 +466,7 @@ def run(module, jobs):
                                      p['hash_algorithm'], p['rsync_options'], p['rsync_base_options'],
                                      p['final_pass'], p['bwlimit'], p['reuse_hashes'], p['hash_cache_key'],
                                      p['copy_engine'], migration_id=(signing or {}).get('migration_id'),
-                                     pass_id=(signing or {}).get('pass_id'))
+                                     pass_id=(signing or {}).get('pass_id'), hosts=p['hosts'])
         result = jobs.start(request, p['wait_seconds'])
         if p['warn_writable_source'] and jobs.writable(request['source']):
             result['warnings'].append('Helper none mounts nothing, so read_only cannot be enforced: %s is writable'
@@ -485,6 +500,7 @@ def main():
             bwlimit=dict(type='str'),
             reuse_hashes=dict(type='bool', default=True),
             hash_cache_key=dict(type='str', no_log=False),
+            hosts=dict(type='dict'),
             copy_engine=dict(type='str', choices=['auto', 'rsync'], default='auto'),
             keep_finished_days=dict(type='int', default=30),
             keep_finished_mb=dict(type='int', default=4096),

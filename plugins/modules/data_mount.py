@@ -26,7 +26,7 @@ requirements:
   - Root on the data node, except with O(helper=none)
   - C(mount) and C(umount) (util-linux) on the data node
   - For O(helper=nfs), C(mount.nfs) (Debian C(nfs-common), RHEL C(nfs-utils)); for O(helper=cifs), C(mount.cifs)
-    (C(cifs-utils))
+    (C(cifs-utils)); for O(helper=sshfs), C(sshfs) and C(fuse3)
 extends_documentation_fragment: [storage.mobility.attributes]
 attributes:
   check_mode:
@@ -63,8 +63,16 @@ options:
       - V(custom) uses O(mount_template), by default the reference's.
       - V(none) mounts nothing, for folders the data node already reads; RV(mount_path) is the
         export itself.
+      - V(sshfs) mounts the folder O(export) of another storage host with sshfs (FUSE over ssh), reached
+        as O(ssh) says, with C(sshfs -o [ro,]<options>,BatchMode=yes,StrictHostKeyChecking=yes,UserKnownHostsFile=...,
+        HostKeyAlias=mobility-storage-host,IdentityFile=...,Port=... [user@]address:export path), an
+        argument list, no template. The host's keys are written into a private temporary file for the
+        mount and removed once sshfs has connected. A stale sshfs mount at O(path) (its process killed,
+        its connection cut) is unmounted before mounting again; unmounting falls back to C(umount -l).
+        SFTP carries whole-second times and no xattrs or hard links, so a copy through it is completed and
+        verified on the hosts themselves (see O(storage.mobility.data_copy#module:hosts)).
     type: str
-    choices: [bind, none, nfs, cifs, custom]
+    choices: [bind, none, nfs, cifs, custom, sshfs]
     required: true
   export:
     description:
@@ -105,9 +113,31 @@ options:
     description: After unmounting, remove the mount point when this module created it and it is empty.
     type: bool
     default: true
+  ssh:
+    description:
+      - For O(helper=sshfs) only, how this data node reaches the storage host that holds O(export).
+      - C(host) (its name, for messages), C(address), C(port), C(user), C(key_file) (a private key file ON
+        this data node, an absolute path without commas, V(%) or spaces; without it the data node's ssh agent or
+        default keys) and C(host_keys) (the host's known_hosts lines for the name C(mobility-storage-host),
+        required since a host key is never accepted unseen). No password option exists.
+    type: dict
 '''
 
 EXAMPLES = r'''
+- name: Mount a share of another storage host read-only with sshfs
+  storage.mobility.data_mount:
+    path: /tmp/3f1c0a4e/source
+    helper: sshfs
+    export: /srv/pools/ext4/projects
+    read_only: true
+    ssh:
+      host: stora
+      address: 192.0.2.11
+      user: root
+      key_file: /root/.ssh/id_data_node
+      host_keys: ["mobility-storage-host ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI..."]
+  become: true
+
 - name: Mount the source share read-only over NFS
   storage.mobility.data_mount:
     path: /tmp/3f1c0a4e/source
@@ -194,6 +224,7 @@ def main():
             mount_template=dict(type='str'),
             unmount_template=dict(type='str', default=REFERENCE_UNMOUNT_TEMPLATE),
             remove_path=dict(type='bool', default=True),
+            ssh=dict(type='dict'),
         ),
         supports_check_mode=True,
     )
@@ -202,7 +233,7 @@ def main():
         mount = DataMount(CommandRunner(module.run_command), p['path'], p['helper'], export=p['export'],
                           proto=p['proto'], options=p['options'], read_only=p['read_only'],
                           mount_template=p['mount_template'], unmount_template=p['unmount_template'],
-                          remove_path=p['remove_path'], check_mode=module.check_mode)
+                          remove_path=p['remove_path'], check_mode=module.check_mode, ssh=p['ssh'])
         result = mount.mounted() if p['state'] == 'mounted' else mount.unmounted()
     except StorageError as exc:
         module.fail_json(msg=exc.message, error_type=exc.error_type, **exc.details)

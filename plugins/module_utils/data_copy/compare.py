@@ -16,6 +16,7 @@ import queue
 import threading
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import plumbing
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import remote as remote_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.hashcache import HashCache
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.hashing import DEFAULT_ALGORITHM
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.manifest import differing_attributes, entry_from_values
@@ -121,7 +122,7 @@ class Comparison(object):
 
 
 def compare_trees(source, destination, ignore=(), algorithm=DEFAULT_ALGORITHM, skip_times=(), limit=LIST_LIMIT,
-                  on_progress=None, cancelled=None, privileged=None, cache=None, processes=True):
+                  on_progress=None, cancelled=None, privileged=None, cache=None, processes=True, remote=None):
     """Compare the trees ``source`` and ``destination``; return a Comparison.
 
     The destination's files are read from the disk (direct I/O, or cached pages dropped first).
@@ -130,6 +131,8 @@ def compare_trees(source, destination, ignore=(), algorithm=DEFAULT_ALGORITHM, s
     files whose identity did not change; the Comparison's ``cache`` is the one of this walk.
     ``processes``: walk each tree in its own forked process (two CPUs, no shared interpreter
     lock); otherwise, or where fork is not available, in two threads.
+    ``remote``: side (``source``, ``destination``) -> remote.RemoteTree for a side walked on its
+    storage host (over ssh, streamed back) instead of at its path here.
     """
     cancelled = cancelled if cancelled is not None else threading.Event()
     sides = cache.sides if cache is not None and cache.algorithm == algorithm else {}
@@ -141,9 +144,20 @@ def compare_trees(source, destination, ignore=(), algorithm=DEFAULT_ALGORITHM, s
     summaries = [None, None]
     context = plumbing.fork_context() if processes else None
     children = []
+    remote = remote or {}
+    remote_threads = []
+    for index, side in enumerate(('source', 'destination')):
+        if side in remote:
+            args = {'ignore': ignore, 'algorithm': algorithm, 'drop_cache': index == 1, 'skip_times': skip_times,
+                    'cache': sides.get(side)}
+            remote_threads.append(threading.Thread(
+                target=remote_lib.produce, args=(remote[side], args, queues[index], summaries, index, plumbing.END,
+                                                 plumbing.Failure, cancelled), name='manifest-remote-%d' % index))
+    local = [(index, walker) for index, walker in enumerate(walkers)
+             if ('source', 'destination')[index] not in remote]
     if context is not None:
         parent = os.getpid()
-        for walker in walkers:
+        for dummy, walker in local:
             receiving, sending = context.Pipe(duplex=False)
             inherited = [item[1] for item in children] + [receiving]
             child = context.Process(target=plumbing.walk_in_process, args=(walker, sending, parent, inherited),
@@ -152,13 +166,14 @@ def compare_trees(source, destination, ignore=(), algorithm=DEFAULT_ALGORITHM, s
             child.start()
             sending.close()
             children.append((child, receiving))
-        threads = [threading.Thread(target=plumbing.relay, args=(receiving, out, summaries, index),
+        threads = [threading.Thread(target=plumbing.relay, args=(receiving, queues[index], summaries, index),
                                     name='manifest-%d' % index)
-                   for index, ((dummy, receiving), out) in enumerate(zip(children, queues))]
+                   for (index, dummy), (dummy2, receiving) in zip(local, children)]
     else:
-        threads = [threading.Thread(target=plumbing.produce_summary, args=(walker, out, summaries, index),
+        threads = [threading.Thread(target=plumbing.produce_summary, args=(walker, queues[index], summaries, index),
                                     name='manifest-%d' % index)
-                   for index, (walker, out) in enumerate(zip(walkers, queues))]
+                   for index, walker in local]
+    threads += remote_threads
     for thread in threads:
         thread.daemon = True
         thread.start()

@@ -33,6 +33,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.data_copy import 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import plumbing as plumbing_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import prehash as prehash_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import progress as progress_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import remote as remote_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
@@ -46,10 +47,10 @@ from ansible_collections.storage.mobility.plugins.module_utils.sources import so
 # The request keys that make two requests "the same" (a completed job is not run again).
 # A new pass of a migration (another pass_id) runs a completed job again: its report must be of that pass.
 REQUEST_KEYS = ('source', 'destination', 'ignore_files', 'check_hash', 'hash_algorithm', 'rsync_options',
-                'rsync_base_options', 'final_pass', 'bwlimit', 'migration_id', 'pass_id')
+                'rsync_base_options', 'final_pass', 'bwlimit', 'migration_id', 'pass_id', 'hosts')
 # The modules the worker needs, shipped into <job folder>/lib/ at each launch.
 WORKER_MODULES = (state_lib, lifeline_lib, seal_lib, fileflags_lib, rsync_lib, hashing_lib, xattrs_lib, fileread_lib,
-                  hashcache_lib, manifest_lib, walk_lib, plumbing_lib, prehash_lib, compare_lib, fastcopy_lib, progress_lib,
+                  hashcache_lib, manifest_lib, walk_lib, plumbing_lib, remote_lib, prehash_lib, compare_lib, fastcopy_lib, progress_lib,
                   worker_lib)
 PACKAGE_DIRS = ('ansible_collections', 'storage', 'mobility', 'plugins', 'module_utils', 'data_copy')
 LOCK_TIMEOUT = 30.0
@@ -383,11 +384,13 @@ class DataCopyJobs(object):
     def build_request(self, job_id, source, destination, ignore_files=None, check_hash=True,
                       hash_algorithm=hashing_lib.DEFAULT_ALGORITHM, rsync_options=None, rsync_base_options=None,
                       final_pass=False, bwlimit=None, reuse_hashes=True, hash_cache_key=None, copy_engine='auto',
-                      migration_id=None, pass_id=None):
+                      migration_id=None, pass_id=None, hosts=None):
         """Validate a start request and return it as stored in ``job.json``.
 
         ``migration_id`` and ``pass_id`` (see signing.py) are written into the report, which the module
         signs only when they are the ones it is asked to sign for; the signing key is never stored.
+        ``hosts``: side -> how this data node reaches the storage host that holds it (see remote.py),
+        for a side mounted here from another storage host: verified there, never through the mount.
         """
         validate_name(job_id, 'job id')
         for what, value in (('migration id', migration_id), ('pass id', pass_id)):
@@ -412,7 +415,17 @@ class DataCopyJobs(object):
             'copy_engine': copy_engine or 'auto',
             'migration_id': migration_id or None,
             'pass_id': pass_id or None,
+            'hosts': None,
         }
+        if hosts:
+            if not isinstance(hosts, dict) or any(side not in ('source', 'destination') for side in hosts):
+                raise InvalidRequest('Failed to start data copy job %s: hosts must map source and/or destination '
+                                     'to a storage host' % job_id)
+            try:
+                request['hosts'] = dict((side, remote_lib.check_spec(dict(spec), 'hosts.%s' % side))
+                                        for side, spec in sorted(hosts.items()) if spec)
+            except (ValueError, TypeError) as exc:
+                raise InvalidRequest('Failed to start data copy job %s: invalid %s' % (job_id, exc))
         for side in ('source', 'destination'):
             path = request[side]
             if not os.path.isabs(path):
@@ -445,7 +458,8 @@ class DataCopyJobs(object):
                                  request['rsync_base_options'], request['rsync_options'], request['bwlimit'])
         except rsync_lib.RsyncArgumentError as exc:
             raise InvalidRequest('Failed to start data copy job %s: %s' % (job_id, exc))
-        if request['check_hash']:
+        if request['check_hash'] and not request.get('hosts'):
+            # (A job with sides on other hosts hashes with the standard library: remote.hash_algorithm.)
             library = hashing_lib.missing_library(request['hash_algorithm'])
             if library:
                 raise MissingLibrary('Failed to start data copy job %s: hash algorithm %s needs the Python package '
@@ -464,6 +478,9 @@ class DataCopyJobs(object):
         """The warning for an xxh128 request on a data node without xxhash, or None."""
         if not request['check_hash']:
             return None
+        if request.get('hosts'):
+            # The storage hosts hash with the standard library; the report's warning says which.
+            return remote_lib.hash_algorithm(request['hash_algorithm'])[1]
         return hashing_lib.resolve_algorithm(request['hash_algorithm'])[1]
 
     # ------------------------------------------------------------------ actions

@@ -37,9 +37,11 @@ from ansible_collections.storage.mobility.plugins.module_utils.data_copy import 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import plumbing as plumbing_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import prehash as prehash_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import progress as progress_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import remote as remote_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import walk as walk_lib
 
 # The script written as <job folder>/worker.py and started as: python -B worker.py <job folder>.
 LAUNCHER = '''# -*- coding: utf-8 -*-
@@ -194,6 +196,14 @@ class Worker(object):
         self.flags = fileflags_lib.Carrier(self.job['source'], self.job['destination'], self.job['ignore_files'],
                                            self.log, ledger=self._index_path()[:-len('.json')] + state_lib.FLAGS_LEDGER_SUFFIX)
         self.ignored = None
+        # The sides on other storage hosts (``hosts`` of the request): read there, never through
+        # their mounts here (see remote.py).
+        self.remote = {}
+        for side, spec in sorted((self.job.get('hosts') or {}).items()):
+            try:
+                self.remote[side] = remote_lib.RemoteTree(spec, self.folder, side)
+            except ValueError as exc:
+                raise JobFailed('Invalid hosts of job %s: %s' % (self.job['job_id'], exc))
 
     def path(self, name):
         return os.path.join(self.folder, name)
@@ -379,6 +389,10 @@ class Worker(object):
         job = self.job
         if not job.get('check_hash') or not job.get('reuse_hashes', True):
             return
+        if self.remote:
+            # Reading a side through its network mount would double the traffic and prove nothing:
+            # the verification reads each such side on its own host.
+            return
         context = plumbing_lib.fork_context()
         if context is None:
             return
@@ -486,6 +500,10 @@ class Worker(object):
             raise JobFailed('Failed to copy %s to %s: rsync is not installed on the data node'
                             % (job['source'], job['destination']))
         extra = list(job['rsync_options']) + self.repair()
+        if 'destination' in self.remote:
+            # A network mount (sshfs) cannot set a symlink's time, xattrs or ACLs: carry_metadata sets
+            # them on the destination's host.
+            extra += ['--omit-link-times', '--no-xattrs', '--no-acls']
         argv = rsync_lib.build_argv(job['source'], job['destination'], job['ignore_files'],
                                     job['rsync_base_options'], extra, job.get('bwlimit'), rsync=program)
         if scan:
@@ -569,6 +587,10 @@ class Worker(object):
         """Copy into an empty destination with the parallel engine (see fastcopy); return False
         when rsync must copy instead (the engine does not apply, or it could not copy everything)."""
         job = self.job
+        if self.remote:
+            self.log('copying with rsync: a side is on another storage host (%s)'
+                     % ', '.join(tree.describe() for tree in self.remote.values()))
+            return False
         try:
             entries = fastcopy_lib.destination_entries(job['destination'], job['ignore_files'])
         except OSError:
@@ -656,8 +678,8 @@ class Worker(object):
             if not comparison.matched:
                 return comparison
             try:
-                after = seal_lib.tree_seals((job['source'], job['destination']), job['ignore_files'])
-            except seal_lib.SealError as exc:
+                after = self.tree_seals()
+            except (seal_lib.SealError, remote_lib.RemoteFailed) as exc:
                 raise JobFailed('Failed to verify %s against %s: %s' % (job['destination'], job['source'], exc))
             self.verify_seconds = self.clock() - begun
             changed = [side for side, walked, now in (('source', comparison.source_seal, after[0]),
@@ -673,10 +695,56 @@ class Worker(object):
                         'the copy' % (job['destination'], job['source'], ' and the '.join(changed),
                                       SEAL_RETRIES + 1))
 
+    def tree_seals(self):
+        """The seals of both trees now: each side on another storage host sealed there."""
+        job = self.job
+        local = [side for side in ('source', 'destination') if side not in self.remote]
+        seals = dict(zip(local, seal_lib.tree_seals([job[side] for side in local], job['ignore_files'])))
+        for side, tree in self.remote.items():
+            seals[side] = tree.seal(job['ignore_files'])
+        return [seals['source'], seals['destination']]
+
+    def carry_metadata(self):
+        """A copy through a network mount (a side on another storage host): give the destination the
+        source's nanosecond times, xattrs/ACLs and hard links, which SFTP does not carry, from a walk of
+        the source on its own host, applied on the destination's host."""
+        if not self.remote:
+            return
+        job = self.job
+        ignore = job['ignore_files']
+        started = self.clock()
+        source = self.remote.get('source')
+        try:
+            if source is not None:
+                batches = source.walk(ignore, None, False)
+            else:
+                batches = remote_lib.local_batches(walk_lib.Walker(job['source'], ignore, None))
+            destination = self.remote.get('destination')
+            if destination is not None:
+                counts = destination.carry(batches)
+            else:
+                counts = remote_lib.apply_entries(job['destination'], batches)
+        except (remote_lib.RemoteFailed, OSError) as exc:
+            raise JobFailed('Failed to carry the times, xattrs and hard links of %s to %s: %s'
+                            % (self.describe('source'), self.describe('destination'), exc))
+        self.log('carried to %s from %s in %.1f s: %s' % (
+            self.describe('destination'), self.describe('source'), self.clock() - started,
+            ', '.join('%s %s' % (key, counts[key]) for key in sorted(counts))))
+
+    def describe(self, side):
+        tree = self.remote.get(side)
+        return tree.describe() if tree is not None else '%s on the data node' % self.job[side]
+
     def compare(self):
         """Compare hash manifests of both trees once; return the Comparison."""
         job = self.job
-        algorithm, warning = hashing_lib.resolve_algorithm(job['hash_algorithm'])
+        if self.remote:
+            # The storage hosts hash their own trees with the standard library.
+            algorithm, warning = remote_lib.hash_algorithm(job['hash_algorithm'])
+            if warning in self.warnings:
+                warning = None
+        else:
+            algorithm, warning = hashing_lib.resolve_algorithm(job['hash_algorithm'])
         if warning:
             self.warnings.append(warning)
         self.algorithm = algorithm
@@ -685,7 +753,7 @@ class Worker(object):
         self.begin_phase('verifying', write=False)
         self.progress(0, 0, entries, total, force=True)
         started = self.clock()
-        how = sync_filesystem(job['destination'])
+        how = 'on its host' if 'destination' in self.remote else sync_filesystem(job['destination'])
         self.log('flushed %s to disk (%s) in %.1f s' % (job['destination'], how, self.clock() - started))
 
         def progress(result):
@@ -702,8 +770,13 @@ class Worker(object):
             cache = cache or hashcache_lib.HashCache(algorithm)
             for side, records in self.prehashed.items():
                 cache.sides[side].update(records)
-        result = compare_lib.compare_trees(job['source'], job['destination'], job['ignore_files'], algorithm,
-                                           skip_times=skipped_times(options), on_progress=progress, cache=cache)
+        try:
+            result = compare_lib.compare_trees(job['source'], job['destination'], job['ignore_files'], algorithm,
+                                               skip_times=skipped_times(options), on_progress=progress, cache=cache,
+                                               remote=self.remote)
+        except remote_lib.RemoteFailed as exc:
+            raise JobFailed('Failed to verify %s against %s: %s' % (self.describe('destination'),
+                                                                    self.describe('source'), exc))
         self.verify_seconds = self.clock() - started
         during = sum(len(records) for records in self.prehashed.values())
         self.log('verification read %d files (%d bytes) and reused the hashes of %d unchanged files (%d bytes); '
@@ -814,6 +887,7 @@ class Worker(object):
                 self.copy_engine = 'parallel, then rsync' if self.copy_engine else 'rsync'
                 self.copy_with_rsync()
             self.flag_step(self.flags.apply)
+            self.carry_metadata()
             if self.job.get('check_hash'):
                 comparison = self.verify()
                 if not comparison.matched and self.copy_engine == 'parallel':
@@ -825,6 +899,7 @@ class Worker(object):
                     self.flag_step(self.flags.clear_destination)
                     self.copy_with_rsync()
                     self.flag_step(self.flags.apply)
+                    self.carry_metadata()
                     comparison = self.verify()
                 if not comparison.matched:
                     self.save_repair(comparison)

@@ -42,8 +42,11 @@ from ansible_collections.storage.mobility.plugins.module_utils.managers.migratio
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import active_instance, live_copy_progress
 from ansible_collections.storage.mobility.plugins.module_utils.store import now_iso
 from ansible_collections.storage.mobility.plugins.module_utils.transport import openfiles
+from ansible_collections.storage.mobility.plugins.module_utils.transport.ssh import DIRECT_HOST_ALIAS, SshOptions, peer_host_keys
 
 DEFAULT_HASH = 'xxh128'
+# The name a data node checks a storage host's key under (data_copy/remote.py HOST_KEY_ALIAS).
+DATA_NODE_HOST_KEY_ALIAS = 'mobility-storage-host'
 SIDES = ('source', 'destination')
 # The record keeps the figures of this many increments of a writable copy (the count is always kept).
 KEPT_INCREMENTS = 20
@@ -66,6 +69,30 @@ def copied_while_written(report, current):
     if report.get('verification') == 'failed':
         return True
     return any(isinstance(item, dict) and item.get('phase') == 'verifying' for item in report.get('phases') or [])
+
+
+def between_hosts(source, dest):
+    """True for a copy between pools of two different storage hosts, one of them reached with ssh: the
+    data node reaches each side on its host (sshfs, or its own disk when it is that host)."""
+    return source.backend.host != dest.backend.host and 'ssh' in (source.backend.transport, dest.backend.transport)
+
+
+def host_side(pool, path):
+    """How a data node reaches ``path`` on the storage host of ``pool`` (a backend with transport ssh):
+    its address (``direct_address``, else ``address``), port, user, the key ON the data node
+    (``data_node_key_file``; none: the data node's agent or default keys) and the host's keys as the
+    controller's known_hosts holds them. Never a controller path, a secret or a password."""
+    backend = pool.backend
+    options = SshOptions.from_backend(backend)
+    lines, files = peer_host_keys(options)
+    if not lines:
+        raise StorageError('Cannot hand out a copy between storage hosts: the controller has no host key for %s (%s) '
+                           'in %s, which the data node must check it against (it never accepts a new key); add it there'
+                           % (backend.host, options.known_hosts_name(), ', '.join(files) or '~/.ssh/known_hosts'),
+                           host=backend.host, failure='unknown host key')
+    keys = [line.replace(DIRECT_HOST_ALIAS, DATA_NODE_HOST_KEY_ALIAS, 1) for line in lines]
+    return {'host': backend.host, 'address': options.direct_address or options.address, 'port': options.port,
+            'user': options.user, 'key_file': options.data_node_key_file, 'host_keys': keys, 'path': path}
 
 
 def increment_summary(report, unverified=None):
@@ -93,21 +120,28 @@ class HostAssisted(MigrationMechanism):
         src_inst = active_instance(record)
         dst_inst = self.steps.instance(record, 'destination')
         current = current_pass(record, final) or {}
-        return {
+        dst_path = dst_inst['path'] if dst_inst else self.ctx.driver(dest).instance_path(dest, record['name'])
+        plan = {
             'migration_id': mig['id'],
             'job_id': final_job_id(mig) if final else mig['id'],
             'final_pass': final,
             'share': record['name'],
             'source': {'helper': 'local', 'export': src_inst['path'], 'read_only': True,
                        'pool': str(source.ref), 'host': source.backend.host},
-            'destination': {'helper': 'local', 'export': dst_inst['path'] if dst_inst else
-                            self.ctx.driver(dest).instance_path(dest, record['name']),
-                            'pool': str(dest.ref), 'host': dest.backend.host},
+            'destination': {'helper': 'local', 'export': dst_path, 'pool': str(dest.ref), 'host': dest.backend.host},
             'ignore_files': list(source.backend.migration_ignore_files),
             'check_hash': True,
             'hash_algorithm': mig.get('hash_algorithm') or DEFAULT_HASH,
             'report_signing': {'migration_id': mig['id'], 'pass_id': current.get('id'), 'key': current.get('key')},
         }
+        if between_hosts(source, dest):
+            # Each side on its own storage host: the data node mounts it with sshfs, or uses it as a
+            # local folder when it is that host (roles/data_mover), and verifies it there.
+            for side, pool, path in (('source', source, src_inst['path']), ('destination', dest, dst_path)):
+                if pool.backend.transport == 'ssh':
+                    plan[side]['helper'] = 'sshfs'
+                    plan[side]['ssh'] = host_side(pool, path)
+        return plan
 
     def _plan_result(self, changed, before, record, pool, actions, final=False):
         """The result that hands out the copy plan (drawing its pass when none was handed out)."""
@@ -133,6 +167,13 @@ class HostAssisted(MigrationMechanism):
             'hand the copy plan to a data node (storage.mobility.data_mover) and wait for its verified report',
             'task_state migration_starting -> data_copying_starting',
         ]
+        if between_hosts(pool, dest):
+            # Refused before anything changes when the data node could not check a host's key.
+            for side_pool in (pool, dest):
+                if side_pool.backend.transport == 'ssh':
+                    host_side(side_pool, '/')
+            actions.insert(1, 'the data node reaches %s and %s over ssh (sshfs, or its own disk) and verifies each side '
+                              'on its host' % (pool.backend.host, dest.backend.host))
         if self.ctx.check_mode:
             return self.steps.predicted_start(record, pool, before, migration, actions, states.DATA_COPYING_STARTING)
         self.steps.begin(record, pool, migration, 'migration %s to %s requested (host-assisted)' % (migration['id'], dest))

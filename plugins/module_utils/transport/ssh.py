@@ -122,7 +122,8 @@ class SshOptions(object):
     """How to reach one storage host (a backend's ``ssh`` option, validated by config.py)."""
 
     def __init__(self, host, address=None, user=None, port=None, private_key_file=None, known_hosts_file=None,
-                 host_key_checking='strict', become=False, direct_address=None, direct_key_file=None):
+                 host_key_checking='strict', become=False, direct_address=None, direct_key_file=None,
+                 data_node_key_file=None):
         self.host = host
         self.address = address or host
         self.user = user
@@ -133,6 +134,8 @@ class SshOptions(object):
         self.become = bool(become)
         self.direct_address = direct_address
         self.direct_key_file = direct_key_file
+        # A key ON the data node for its sessions to this host (host-assisted copies between hosts).
+        self.data_node_key_file = data_node_key_file
 
     @classmethod
     def from_backend(cls, backend):
@@ -141,7 +144,7 @@ class SshOptions(object):
 
     def key(self):
         return (self.address, self.user, self.port, self.private_key_file, self.known_hosts_file,
-                self.host_key_checking, self.become, self.direct_address, self.direct_key_file)
+                self.host_key_checking, self.become, self.direct_address, self.direct_key_file, self.data_node_key_file)
 
     def describe(self):
         """Facts for messages: never a secret (a key file's path is not one)."""

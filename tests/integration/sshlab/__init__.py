@@ -9,7 +9,10 @@ keys. ``UsePAM no`` and ``StrictModes no`` let sshd run from a scratch folder.
 Hosts (``HOSTS``): ``stora`` (ext4 and xfs pools on loop devices, backend ``pa`` driver posix;
 and a small btrfs filesystem with one subvolume pool ``one``, backend ``ab`` driver btrfs, for the
 migrations from btrfs host to btrfs host: ``Lab.btrfs_backend``), ``storb`` (a btrfs filesystem
-with two subvolume pools, backend ``bb`` driver btrfs) and ``datac`` (a data node: no pools).
+with two subvolume pools, backend ``bb`` driver btrfs; and a small ext4 filesystem, backend ``pb``
+driver posix, for host-assisted migrations from stora: ``Lab.posix_backend``) and ``datac`` (a data
+node: no pools; it reaches stora and storb with the lab key, ``data_node_key_file``, which every
+lab host sees at the same path, and checks their keys against the ones the plan carries).
 ``Lab.close()`` unmounts, stops every sshd and every process left in its namespace, detaches the
 loop devices and removes the scratch folder, also after a failure.
 
@@ -61,7 +64,7 @@ if len(_ADDRESSES) != 3 or not all(a.startswith("127.") for a in _ADDRESSES):
 #: name -> (address, {mount name: (filesystem, size MiB)})
 HOSTS = {
     "stora": (_ADDRESSES[0], {"ext4": ("ext4", 64), "xfs": ("xfs", 320), "btrfs": ("btrfs", 256)}),
-    "storb": (_ADDRESSES[1], {"btrfs": ("btrfs", 640)}),
+    "storb": (_ADDRESSES[1], {"btrfs": ("btrfs", 640), "ext4": ("ext4", 64)}),
     "datac": (_ADDRESSES[2], {}),
 }
 MKFS = {"ext4": ["mkfs.ext4", "-q", "-F"], "xfs": ["mkfs.xfs", "-q", "-f"], "btrfs": ["mkfs.btrfs", "-q", "-f"]}
@@ -316,6 +319,17 @@ class Lab:
         if data_path is not None:
             backend["data_path"] = data_path
         return backend
+
+    def posix_backend(self, host: str, **overrides) -> dict:
+        """The posix backend of ``host`` for host-assisted migrations between hosts: ``pa`` on stora
+        (pools ext4 and xfs), ``pb`` on storb (pool ext4); a data node logs in with the lab key."""
+        ssh = dict(self.ssh_options(host), data_node_key_file=str(self.key))
+        ssh.update(overrides)
+        if host == "stora":
+            return {"name": "pa", "driver": "posix", "host": host, "transport": "ssh", "ssh": ssh,
+                    "pools": self.pools("stora")}
+        return {"name": "pb", "driver": "posix", "host": host, "transport": "ssh", "ssh": ssh,
+                "pools": {"ext4": str(self.hosts[host].mounts["ext4"])}}
 
     def backends(self) -> list[dict]:
         return [self.backend("stora"), self.backend("storb")]

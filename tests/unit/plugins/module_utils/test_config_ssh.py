@@ -21,7 +21,7 @@ def test_ssh_options_are_kept_with_their_defaults():
     assert backend.transport == "ssh"
     assert backend.ssh == {"address": "10.0.0.5", "user": "admin", "port": 2222, "private_key_file": "/keys/id",
                            "known_hosts_file": "/keys/known_hosts", "host_key_checking": "strict", "become": False,
-                           "direct_address": None, "direct_key_file": None}
+                           "direct_address": None, "direct_key_file": None, "data_node_key_file": None}
 
 
 def test_data_path_defaults_to_direct_and_takes_controller():
@@ -30,6 +30,11 @@ def test_data_path_defaults_to_direct_and_takes_controller():
     assert Backends([spec(transport=None, ssh=None)]).backends[0].data_path == "direct"
     both = Backends([spec(ssh={"direct_address": "10.9.0.5", "direct_key_file": "/root/.ssh/id_peer"})]).backends[0]
     assert both.ssh["direct_address"] == "10.9.0.5" and both.ssh["direct_key_file"] == "/root/.ssh/id_peer"
+
+
+def test_the_data_node_key_file_is_kept():
+    backend = Backends([spec(ssh={"data_node_key_file": "/root/.ssh/id_data_node"})]).backends[0]
+    assert backend.ssh["data_node_key_file"] == "/root/.ssh/id_data_node"
 
 
 def test_the_address_defaults_to_the_backend_host():
@@ -67,6 +72,9 @@ def test_local_backends_have_no_ssh_options():
     ({"ssh": {"direct_address": "-oProxyCommand=x"}}, "Invalid ssh direct_address '-oProxyCommand=x' for backend be1"),
     ({"ssh": {"direct_key_file": "id"}}, "Invalid ssh direct_key_file of backend be1 'id'"),
     ({"ssh": {"direct_key_file": "/k/%d/id"}}, "Invalid ssh direct_key_file '/k/%d/id' for backend be1: it must not contain '%'"),
+    ({"ssh": {"data_node_key_file": "id"}}, "Invalid ssh data_node_key_file of backend be1 'id'"),
+    ({"ssh": {"data_node_key_file": "/k/a,b"}}, "Invalid ssh data_node_key_file '/k/a,b' for backend be1: it must not "
+                                                "contain '%', ',' or spaces"),
     ({"data_path": "sideways"}, "Invalid data_path 'sideways' for backend be1: choose one of direct, controller"),
     ({"transport": "local"}, "Backend be1 sets ssh options but uses transport local"),
     ({"transport": "rest"}, "Invalid transport rest for backend be1"),

@@ -102,11 +102,54 @@ def test_expand_template_none_is_rejected_not_read_from_stdin():
     (dict(path="/mnt/a", helper="nfs", export="srv:/e", options=["vers=4\n"]), "newline"),
     (dict(path="/mnt/a", helper="nfs", export="srv:/e", options=[""]), "empty"),
     (dict(path="/mnt/a", helper="custom", export="x", mount_template="mount\n%(path)s"), "newline"),
-    (dict(path="/mnt/a", helper="sshfs", export="x"), "Invalid helper"),
+    (dict(path="/mnt/a", helper="webdav", export="x"), "Invalid helper"),
 ])
 def test_invalid_requests(kwargs, message):
     with pytest.raises(InvalidRequest, match=message):
         DataMount(None, **kwargs)
+
+
+SSH = {"host": "stora", "address": "192.0.2.11", "port": 2222, "user": "root", "key_file": "/root/.ssh/id_dn",
+       "host_keys": ["mobility-storage-host ssh-ed25519 AAAAC3Nza"]}
+
+
+def test_sshfs_argv_is_a_list_with_strict_host_keys_and_no_template():
+    mount = DataMount(None, "/tmp/j/source", "sshfs", export="/srv/pools/a b/share", read_only=True, ssh=SSH)
+    argv = mount.sshfs_argv("/tmp/x/known_hosts", contained=True)
+    assert argv[:4] == ["setsid", "--wait", "sshfs", "-o"]
+    options = argv[4].split(",")
+    assert options[0] == "ro" and "no_contain_symlinks" in options
+    for wanted in ("BatchMode=yes", "StrictHostKeyChecking=yes", "UserKnownHostsFile=/tmp/x/known_hosts",
+                   "GlobalKnownHostsFile=/dev/null", "HostKeyAlias=mobility-storage-host", "IdentitiesOnly=yes",
+                   "IdentityFile=/root/.ssh/id_dn", "Port=2222"):
+        assert wanted in options
+    assert not [o for o in options if o.startswith(("User=", "ForwardAgent=", "ClearAllForwardings="))]
+    # the path with a space stays one argument, after user@address:
+    assert argv[5:] == ["root@192.0.2.11:/srv/pools/a b/share", "/tmp/j/source"]
+    assert mount.unmount_argv() == ["umount", "/tmp/j/source"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(ssh=None), "host is required"),
+    (dict(ssh=dict(SSH, host_keys=[])), "host_keys must list"),
+    (dict(ssh=dict(SSH, key_file="/k/a,b")), "key_file '/k/a,b' must be an absolute path without"),
+    (dict(ssh=dict(SSH, address="-oProxyCommand=x")), "is not a host name or an IP address"),
+    (dict(ssh=dict(SSH, user="a@b")), "is not a login name"),
+    (dict(ssh=dict(SSH, password="x")), "unknown keys password"),
+    (dict(mount_template="sshfs %(export)s %(path)s"), "takes no mount or unmount template"),
+    (dict(export="relative"), "the absolute path of the tree on the storage host"),
+    (dict(options=["a,b"]), "contains a comma"),
+])
+def test_sshfs_requests_are_checked(kwargs, message):
+    params = dict(export="/srv/share", ssh=SSH)
+    params.update(kwargs)
+    with pytest.raises(InvalidRequest, match=message):
+        DataMount(None, "/tmp/j/source", "sshfs", **params)
+
+
+def test_ssh_is_only_for_sshfs():
+    with pytest.raises(InvalidRequest, match="ssh is only for helper sshfs"):
+        DataMount(None, "/tmp/j/source", "bind", export="/srv/share", ssh=SSH)
 
 
 def test_read_only_adds_ro_except_for_bind():
