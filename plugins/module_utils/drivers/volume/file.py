@@ -27,7 +27,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.errors import Com
 GIB = 1024 ** 3
 FORMATS = ('raw', 'qcow2')
 #: program -> the Debian package that ships it (named when it is missing)
-TOOLS = {'qemu-img': 'qemu-utils', 'qemu-storage-daemon': 'qemu-system-common', 'fusermount3': 'fuse3',
+TOOLS = {'qemu-img': 'qemu-utils', 'qemu-io': 'qemu-utils', 'qemu-storage-daemon': 'qemu-system-common', 'fusermount3': 'fuse3',
          'setsid': 'util-linux'}
 #: Starts argv 3.. detached in its own session; its output goes to $1, its exit status to $2
 #: (written atomically when it ends). A constant script: the argv travel as positional arguments.
@@ -40,6 +40,10 @@ DAEMON_STOP_SECONDS = 30
 SOCKET_DIR = '/run/storage-mobility'
 #: the block-stream job of an asynchronous migration
 PULL_JOB = 'pull'
+#: the cluster size of the qcow2 destination of a pull (qemu-img's default)
+PULL_CLUSTER = 64 * 1024
+#: at most this many of the source's zero ranges (the largest) are marked in the destination before a pull
+PULL_ZERO_RANGES = 4096
 
 
 class FileVolumeDriver(VolumeDriver):
@@ -381,8 +385,10 @@ class FileVolumeDriver(VolumeDriver):
         size = self.image_info(source)['virtual-size']
         if not self.transport.exists(target):
             partial = target + '.creating'
-            self._img(['create', '-q', '-f', 'qcow2', '-b', source, '-F', volume['format'], partial, str(size)],
+            self._img(['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=%d' % PULL_CLUSTER, '-b', source,
+                       '-F', volume['format'], partial, str(size)],
                       'create the destination of volume %s in %s' % (volume['name'], destination_pool))
+            self.mark_zero_ranges(source, partial, volume)
             self.transport.rename(partial, target)
             self.transport.fsync_dir(destination_pool.path)
         pidfile = self.pull_pidfile(destination_pool, volume)
@@ -416,6 +422,41 @@ class FileVolumeDriver(VolumeDriver):
                 args['speed'] = int(rate_limit)
             self._qmp(volume, 'block-stream', args)
         return {'bytes_total': size, 'target': target}
+
+    def zero_ranges(self, source, volume):
+        """The ranges of the source image that read as zeros (holes), cut to whole PULL_CLUSTER clusters:
+        [(offset, length)], the largest PULL_ZERO_RANGES of them, from ``qemu-img map`` (which asks
+        the filesystem where the holes are, without reading them)."""
+        _rc, out, _err = self._img(['map', '-U', '--output=json', '-f', volume['format'], source],
+                                   'map the holes of volume %s' % volume['name'])
+        ranges = []
+        for extent in json.loads(out):
+            if not extent.get('zero'):
+                continue
+            start = -(-extent['start'] // PULL_CLUSTER) * PULL_CLUSTER
+            end = (extent['start'] + extent['length']) // PULL_CLUSTER * PULL_CLUSTER
+            if end > start:
+                ranges.append((start, end - start))
+        ranges.sort(key=lambda r: -r[1])
+        return sorted(ranges[:PULL_ZERO_RANGES])
+
+    def mark_zero_ranges(self, source, overlay, volume):
+        """Mark the source's holes as zero clusters in the new destination overlay (before any daemon opens it).
+
+        QEMU's block-stream copies every range the backing chain reports as allocated, and a raw image
+        reports its holes as allocated: without this the pull would read the whole virtual size and
+        write it as zeros. A zero cluster in the overlay is its own (reads zeros, as the source's hole
+        does), so the job skips it. The source must not change during the migration (its signature is
+        taken before this map and checked at the end), so the holes stay holes."""
+        ranges = self.zero_ranges(source, volume)
+        if not ranges:
+            return 0
+        self.require('qemu-io')
+        argv = ['qemu-io', '-f', 'qcow2', overlay]
+        for offset, length in ranges:
+            argv += ['-c', 'write -z %d %d' % (offset, length)]
+        self.transport.run(argv, 'mark the holes of volume %s in its destination' % volume['name'])
+        return len(ranges)
 
     def pull_state(self, destination_pool, volume):
         """Where the pull is: ``state`` ``running``, ``done`` (the job concluded without error),
