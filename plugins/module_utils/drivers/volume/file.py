@@ -284,8 +284,14 @@ class FileVolumeDriver(VolumeDriver):
         copier and no exit status, after a crash or a kill), ``percent`` from the copier's own
         progress lines, and the last lines of its output when it failed."""
         _folder, log, rc = self.copy_files(source_pool, volume)
-        # The processes first, then the exit status: a copier that ends between the two is seen done.
-        running = bool(self.copier_pids(source_pool, destination_pool, volume))
+        # The exit status first: once it is written the copy is over (no scan of the processes); without it
+        # the processes, then the exit status again: a copier that ends between the two is seen done.
+        status = self._copy_status(rc)
+        running = False
+        if status is None:
+            running = bool(self.copier_pids(source_pool, destination_pool, volume))
+            if not running:
+                status = self._copy_status(rc)
         result = {'percent': 0.0}
         try:
             text = self.transport.read_bytes(log).decode('utf-8', 'replace')
@@ -294,10 +300,6 @@ class FileVolumeDriver(VolumeDriver):
         found = _PROGRESS_RE.findall(text)
         if found:
             result['percent'] = float(found[-1])
-        try:
-            status = self.transport.read_bytes(rc).decode('utf-8').strip()
-        except (IOError, OSError):
-            status = None
         if running:
             result['state'] = 'running'
         elif status is not None:
@@ -318,6 +320,12 @@ class FileVolumeDriver(VolumeDriver):
                 return True
             sleep(step)
         return self.transport.exists(rc)
+
+    def _copy_status(self, rc):
+        try:
+            return self.transport.read_bytes(rc).decode('utf-8').strip()
+        except (IOError, OSError):
+            return None
 
     def copier_pids(self, source_pool, destination_pool, volume):
         """The copy's processes: its wrapper (sh, found by the exit status path it names, alive from
@@ -378,7 +386,18 @@ class FileVolumeDriver(VolumeDriver):
         return os.path.join(destination_pool.path, '.mobility', 'attachments', 'volume-%s.pull.pid' % volume['id'])
 
     def pull_running(self, destination_pool, volume):
-        return bool(self.daemon_pids(self.pull_pidfile(destination_pool, volume)))
+        """True while the pull daemon runs: the pid in its pid file when that process is the daemon of this
+        pid file (one read of its command line, the common case while it pulls), else a scan of the processes."""
+        pidfile = self.pull_pidfile(destination_pool, volume)
+        try:
+            pid = int(self.transport.read_bytes(pidfile).decode('utf-8').strip())
+            argv = self.transport.read_bytes('/proc/%d/cmdline' % pid).split(b'\0')
+        except (IOError, OSError, ValueError):
+            argv = []
+        if len(argv) > 2 and os.path.basename(argv[0]) == b'qemu-storage-daemon' and argv[1] == b'--pidfile' \
+                and argv[2] == pidfile.encode('utf-8'):
+            return True
+        return bool(self.daemon_pids(pidfile))
 
     def _qmp(self, volume, command, arguments=None):
         return qmp.execute(self.pull_sockets(volume)[1], command, arguments)
