@@ -653,8 +653,8 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
             migration = record.get('migration') or {}
             if migration.get('mechanism') == 'host_copy' and migration.get('phase') == 'copying':
                 # the copy's end is seen at once (its exit status is written), not at the next poll
-                self.driver(self.ctx.pool(migration['source'])).wait_copy(
-                    self.ctx.pool(migration['source']), record, pause, self.sleep)
+                source = self.ctx.pool(migration['source'])
+                self.driver(source).wait_copy(source, record, pause, self.sleep)
             else:
                 self.sleep(pause)
 

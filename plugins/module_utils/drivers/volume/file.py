@@ -27,8 +27,8 @@ from ansible_collections.storage.mobility.plugins.module_utils.errors import Com
 GIB = 1024 ** 3
 FORMATS = ('raw', 'qcow2')
 #: program -> the Debian package that ships it (named when it is missing)
-TOOLS = {'qemu-img': 'qemu-utils', 'qemu-io': 'qemu-utils', 'qemu-storage-daemon': 'qemu-system-common', 'fusermount3': 'fuse3',
-         'setsid': 'util-linux'}
+TOOLS = {'qemu-img': 'qemu-utils', 'qemu-io': 'qemu-utils', 'qemu-storage-daemon': 'qemu-system-common',
+         'fusermount3': 'fuse3', 'setsid': 'util-linux'}
 #: Starts argv 3.. detached in its own session; its output goes to $1, its exit status to $2
 #: (written atomically when it ends). A constant script: the argv travel as positional arguments.
 DETACH_SCRIPT = ('log=$1; rc=$2; shift 2; echo $$; exec </dev/null >"$log" 2>&1; "$@"; '
