@@ -40,8 +40,11 @@ DAEMON_STOP_SECONDS = 30
 SOCKET_DIR = '/run/storage-mobility'
 #: the block-stream job of an asynchronous migration
 PULL_JOB = 'pull'
-#: the cluster size of the qcow2 destination of a pull (qemu-img's default)
-PULL_CLUSTER = 64 * 1024
+#: the cluster size of the qcow2 destination of a pull: block-stream copies a cluster at a time and allocates
+#: each; with qemu-img's default (64 KiB) the job ran at about 0.6 of a bare copy's speed here, with 256 KiB
+#: at about 1.2 (docs/performance.md). A write smaller than a cluster into one not pulled yet reads the rest
+#: of it from the source first, so larger clusters cost the writer more.
+PULL_CLUSTER = 256 * 1024
 #: at most this many of the source's zero ranges (the largest) are marked in the destination before a pull
 PULL_ZERO_RANGES = 4096
 
