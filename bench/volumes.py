@@ -4,6 +4,7 @@
 default benchmark so that the default run stays short:
 
     python bench/run.py --volumes [--work-dir /var/tmp] [--out FILE]
+    python bench/volumes.py [WORK_DIR [OUT [ROUNDS]]]     # the same, ROUNDS rounds (default 3)
 
 1. Host copy of a 4 GiB sparse raw volume with 1 GiB of data (``volume_migrate force_host_copy``,
    verification included) against a bare ``qemu-img convert -n -S 4k`` of the same image.
@@ -13,7 +14,8 @@ default benchmark so that the default run stays short:
 
 Each module runs as Ansible runs it (its own process, JSON arguments), so the figures include the
 module start-up. The page cache is dropped before each timed copy when possible (root).
-See docs/performance.md.
+Each measure runs ROUNDS times, the bare copy and ours alternately (the machine is shared: medians
+of interleaved runs keep the ratios fair). See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -113,96 +115,143 @@ def summary(latencies):
             'p95_ms': round(ordered[int(len(ordered) * 0.95) - 1] * 1000, 1)}
 
 
-def host_copy(lab, results):
-    image = lab.volume('hc', 4)
-    target = lab.work / 'bare.raw'
-    subprocess.run(['qemu-img', 'create', '-q', '-f', 'raw', str(target), '4G'], check=True)
-    drop_caches()
-    t0 = time.perf_counter()
-    subprocess.run(['qemu-img', 'convert', '-n', '-S', '4k', '-f', 'raw', '-O', 'raw', image, str(target)], check=True)
-    bare = time.perf_counter() - t0
-    target.unlink()
-    drop_caches()
-    lab.run('volume_info', name='hc')  # warm the module's Python, not the volume's data
-    t0 = time.perf_counter()
-    result = lab.run('volume_migrate', volume='hc', host='localhost@bench#dst', force_host_copy=True, wait=False)
-    while result['volume']['migration_status'] in ('starting', 'migrating', 'completing'):
-        time.sleep(0.2)
-        result = lab.run('volume_migrate', volume='hc', host='localhost@bench#dst', force_host_copy=True, wait=False)
-    ours = time.perf_counter() - t0
-    assert result['volume']['migration_status'] == 'success', result
-    results['host_copy'] = {'volume_gib': 4, 'data_gib': 1, 'bare_seconds': round(bare, 2),
-                            'ours_seconds': round(ours, 2), 'ratio': round(ours / bare, 2), 'target': '<= 1.2'}
-    log('host copy: bare %.2f s, ours (verified) %.2f s, ratio %.2f' % (bare, ours, ours / bare))
-    lab.delete('hc')
-    return bare
+def warm_tools():
+    """Read the QEMU binaries once (the page cache was dropped): the timing is the migration's, not a cold
+    load of qemu-img and qemu-storage-daemon with their libraries."""
+    for tool in ('qemu-img', 'qemu-io', 'qemu-storage-daemon'):
+        subprocess.run([tool, '--version'], capture_output=True, check=False)
 
 
-def async_migration(lab, results, size_gb, measure_writer):
-    name = 'as%d' % size_gb
-    image = lab.volume(name, size_gb)
-    target = lab.work / 'bare.raw'
+def bare_copy(image, size_gb, work):
+    """Seconds of a bare ``qemu-img convert -n -S 4k`` of ``image`` (page cache dropped first), and the
+    same plus the flush of the copy to disk (``sync -d``) that the bare copy does not do."""
+    target = work / 'bare.raw'
     subprocess.run(['qemu-img', 'create', '-q', '-f', 'raw', str(target), '%dG' % size_gb], check=True)
     drop_caches()
     t0 = time.perf_counter()
     subprocess.run(['qemu-img', 'convert', '-n', '-S', '4k', '-f', 'raw', '-O', 'raw', image, str(target)], check=True)
     bare = time.perf_counter() - t0
+    subprocess.run(['sync', '-d', str(target)], check=True)
+    flushed = time.perf_counter() - t0
     target.unlink()
-    entry = {'volume_gib': size_gb, 'data_gib': 1, 'bare_copy_seconds': round(bare, 2)}
+    return bare, flushed
+
+
+def median(values):
+    return round(statistics.median(values), 2)
+
+
+def host_copy(lab, results, rounds):
+    """Bare copy and ours alternately, ``rounds`` times (the volume goes back and forth between the pools)."""
+    lab.volume('hc', 4)
+    bares, flushed, ours = [], [], []
+    for round_ in range(rounds):
+        image = lab.run('volume_info', name='hc')['volumes'][0]['path']
+        bare, bare_flushed = bare_copy(image, 4, lab.work)
+        bares.append(bare)
+        flushed.append(bare_flushed)
+        drop_caches()
+        lab.run('volume_info', name='hc')  # warm the module's Python, not the volume's data
+        warm_tools()
+        host = 'localhost@bench#%s' % ('dst' if round_ % 2 == 0 else 'src')
+        t0 = time.perf_counter()
+        # one task that waits, as a playbook runs it (wait: true); the copy's end is seen at once
+        result = lab.run('volume_migrate', volume='hc', host=host, force_host_copy=True, wait=True, wait_sleep=1)
+        ours.append(time.perf_counter() - t0)
+        assert result['volume']['migration_status'] == 'success', result
+        log('host copy round %d: bare %.2f s (%.2f s with its flush), ours (verified, flushed) %.2f s'
+            % (round_ + 1, bare, bare_flushed, ours[-1]))
+    entry = {'volume_gib': 4, 'data_gib': 1, 'rounds': rounds, 'bare_seconds': median(bares),
+             'bare_flushed_seconds': median(flushed), 'ours_seconds': median(ours),
+             'ratio': round(statistics.median(ours) / statistics.median(bares), 2),
+             'ratio_vs_flushed_bare': round(statistics.median(ours) / statistics.median(flushed), 2),
+             'target': '<= 1.2', 'all': {'bare': [round(x, 2) for x in bares], 'bare_flushed': [round(x, 2) for x in flushed],
+                                         'ours': [round(x, 2) for x in ours]}}
+    results['host_copy'] = entry
+    log('host copy: medians bare %.2f s (flushed %.2f s), ours %.2f s, ratio %.2f (%.2f vs the flushed bare copy)'
+        % (entry['bare_seconds'], entry['bare_flushed_seconds'], entry['ours_seconds'], entry['ratio'],
+           entry['ratio_vs_flushed_bare']))
+    lab.delete('hc')
+
+
+def async_round(lab, size_gb, measure_writer):
+    name = 'as%d' % size_gb
+    image = lab.volume(name, size_gb)
+    bare, _flushed = bare_copy(image, size_gb, lab.work)
+    entry = {'bare_copy_seconds': bare}
     if measure_writer:
         attached = lab.run('volume', name=name, state='attached')
-        entry['writer_without_migration'] = summary(writer_latencies(attached['attachment']['path']))
+        entry['writer_without_migration'] = writer_latencies(attached['attachment']['path'])
         lab.run('volume', name=name, state='detached')
         # the writer's data changed the source: the bare copy above still has the same size and layout
     drop_caches()
     lab.run('volume_info', name=name)  # the module's Python is read again: the timing is the migration's, not a cold import
+    warm_tools()
     t0 = time.perf_counter()
     started = lab.run('volume_migrate', volume=name, host='localhost@bench#dst', async_migration=True, wait=False)
-    attachable = time.perf_counter() - t0
+    entry['attachable_seconds'] = time.perf_counter() - t0
     assert started['volume']['migration_status'] == 'migrating_attachable', started
-    entry['attachable_seconds'] = round(attachable, 2)
     if measure_writer:
         attached = lab.run('volume', name=name, state='attached')
-        entry['writer_during_pull'] = summary(writer_latencies(attached['attachment']['path']))
-        entry['writer_latency_ratio'] = round(entry['writer_during_pull']['median_ms']
-                                              / entry['writer_without_migration']['median_ms'], 2)
+        entry['writer_during_pull'] = writer_latencies(attached['attachment']['path'])
     while True:
         step = lab.run('volume_migrate', volume=name, host='localhost@bench#dst', async_migration=True, wait=False)
         if step['volume']['migration_status'] not in ('migrating_attachable', 'completing'):
             break
         time.sleep(0.2)
-    pull = time.perf_counter() - t0
+    entry['pull_seconds'] = time.perf_counter() - t0
     assert step['volume']['migration_status'] == 'success', step
-    entry.update(pull_seconds=round(pull, 2), throughput_vs_bare=round(bare / pull, 2),
-                 verified=step['migration'].get('verified'))
+    entry['verified'] = step['migration'].get('verified')
+    lab.delete(name)
+    return entry
+
+
+def async_migration(lab, results, size_gb, measure_writer, rounds):
+    runs = [async_round(lab, size_gb, measure_writer) for _round in range(rounds)]
+    bare = statistics.median(r['bare_copy_seconds'] for r in runs)
+    pull = statistics.median(r['pull_seconds'] for r in runs)
+    entry = {'volume_gib': size_gb, 'data_gib': 1, 'rounds': rounds, 'bare_copy_seconds': round(bare, 2),
+             'attachable_seconds': median([r['attachable_seconds'] for r in runs]),
+             'pull_seconds': round(pull, 2), 'throughput_vs_bare': round(bare / pull, 2),
+             'verified': [r['verified'] for r in runs],
+             'all': {k: [round(r[k], 2) for r in runs] for k in ('bare_copy_seconds', 'attachable_seconds', 'pull_seconds')}}
+    if measure_writer:
+        without = [x for r in runs for x in r['writer_without_migration']]
+        during = [x for r in runs for x in r['writer_during_pull']]
+        entry['writer_without_migration'] = summary(without)
+        entry['writer_during_pull'] = summary(during)
+        entry['writer_latency_ratio'] = round(entry['writer_during_pull']['median_ms']
+                                              / entry['writer_without_migration']['median_ms'], 2)
     results['async_%dg' % size_gb] = entry
-    log('async %d GiB: attachable after %.2f s, pull %.2f s (bare copy %.2f s, %.2f of its throughput)%s'
-        % (size_gb, attachable, pull, bare, bare / pull,
+    log('async %d GiB (median of %d): attachable after %.2f s, pull %.2f s (bare copy %.2f s, %.2f of its throughput)%s'
+        % (size_gb, rounds, entry['attachable_seconds'], pull, bare, bare / pull,
            ', writer median %.1f ms during the pull vs %.1f ms without' % (
                entry['writer_during_pull']['median_ms'], entry['writer_without_migration']['median_ms'])
            if measure_writer else ''))
-    lab.delete(name)
 
 
-def main(work_dir='/var/tmp', out=None):
+def main(work_dir='/var/tmp', out=None, rounds=3):
+    rounds = int(rounds)
     if os.geteuid() != 0:
         log('needs root (FUSE exports, dropping the page cache)')
         return 2
-    for tool in ('qemu-img', 'qemu-storage-daemon', 'fusermount3'):
+    for tool in ('qemu-img', 'qemu-io', 'qemu-storage-daemon', 'fusermount3'):
         if not shutil.which(tool):
             log('needs %s (scripts/setup.sh)' % tool)
             return 2
     work = Path(tempfile.mkdtemp(prefix='mobility-bench-volumes-', dir=work_dir))
     lab = Lab(work)
-    results = {'started': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), 'work_dir': str(work)}
+    results = {'started': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), 'work_dir': str(work),
+               'load_average_at_start': list(os.getloadavg())}
     begun = time.perf_counter()
     try:
-        host_copy(lab, results)
-        async_migration(lab, results, 1, measure_writer=True)
-        async_migration(lab, results, 16, measure_writer=False)
+        host_copy(lab, results, rounds)
+        async_migration(lab, results, 1, measure_writer=True, rounds=rounds)
+        async_migration(lab, results, 16, measure_writer=False, rounds=rounds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results['seconds'] = round(time.perf_counter() - begun, 1)
+    results['load_average_at_end'] = list(os.getloadavg())
     text = json.dumps(results, indent=2)
     print(text)
     if out:

@@ -273,6 +273,54 @@ def test_bad_requests_change_nothing(lab):
     assert run(lab, "volume_info", name="v")["volumes"][0]["migration_status"] is None
 
 
+def test_a_corrupted_block_in_the_copy_fails_the_verification_and_keeps_the_source(lab):
+    """The verification is real: one 4 KiB block changed in the finished copy, before the run that verifies
+    it, ends the migration in error with the source unchanged and the copy removed."""
+    assert run(lab, "volume", name="k", size=1, pool="localhost@blocks#e1")["changed"]
+    image = run(lab, "volume_info", name="k")["volumes"][0]["path"]
+    with open(image, "r+b") as handle:
+        handle.seek(200 * MIB)
+        handle.write(os.urandom(16 * MIB))
+    before = content_sha256(image, "raw")
+    started = run(lab, "volume_migrate", volume="k", host="localhost@blocks#x1", wait=False)
+    assert started["volume"]["migration_status"] == "migrating", started
+    for _attempt in range(100):
+        progress = run(lab, "volume_info", name="k")["volumes"][0]["migration"]["progress"]
+        if progress["copier"] != "running":
+            break
+        time.sleep(0.2)
+    assert progress["copier"] == "done", progress
+    copies = list(lab["base"].glob("*/x1/.volume-*.migrating"))
+    assert len(copies) == 1, copies
+    with open(copies[0], "r+b") as handle:  # inside the data the copier wrote
+        handle.seek(208 * MIB)
+        handle.write(os.urandom(4096))
+    failed = run(lab, "volume_migrate", volume="k", host="localhost@blocks#x1", wait_sleep=1)
+    assert failed.get("failed") and "the copy differs from the source" in failed["msg"], failed
+    info = run(lab, "volume_info", name="k")["volumes"][0]
+    assert info["migration_status"] == "error" and info["host"] == "localhost@blocks#e1", info
+    assert info["path"] == image and content_sha256(image, "raw") == before
+    assert not list(lab["base"].glob("*/x1/.volume-*")) and not list(lab["base"].glob("*/x1/volume-*"))
+
+
+def test_a_waiting_run_sees_the_end_of_the_copy_at_once(lab):
+    """With wait, the run follows the copier's exit status, not only its wait_sleep polls: a copy of about
+    3 s (rate_limit 40 MiB/s: qemu-img counts the holes too) with wait_sleep 10 ends in far less than 10 s
+    (it took at least 10 s when the run slept a whole poll)."""
+    assert run(lab, "volume", name="q", size=1, pool="localhost@blocks#e1")["changed"]
+    image = run(lab, "volume_info", name="q")["volumes"][0]["path"]
+    with open(image, "r+b") as handle:
+        handle.seek(100 * MIB)
+        handle.write(os.urandom(8 * MIB))
+    before = content_sha256(image, "raw")
+    started = time.monotonic()
+    done = run(lab, "volume_migrate", volume="q", host="localhost@blocks#x1", rate_limit=40 * MIB, wait_sleep=10)
+    took = time.monotonic() - started
+    assert done["volume"]["migration_status"] == "success", done
+    assert took < 8, took
+    assert content_sha256(run(lab, "volume_info", name="q")["volumes"][0]["path"], "raw") == before
+
+
 @pytest.mark.parametrize("crash_after", ["migration_start", "migration_copy", "migration_completing",
                                          "migration_success", "migration_released"])
 def test_a_host_copy_killed_after_each_step_converges_on_rerun(lab, crash_after):

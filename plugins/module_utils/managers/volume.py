@@ -649,7 +649,14 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
                 raise WaitTimeout('Timed out after %d seconds waiting for the migration of volume %s to %s (it goes on; '
                                   'volume_info shows its progress)' % (int(waited), name, record['migration']['destination']),
                                   result=self.view(record, pool))
-            self.sleep(max(0.0, min(sleep, timeout - waited)))
+            pause = max(0.0, min(sleep, timeout - waited))
+            migration = record.get('migration') or {}
+            if migration.get('mechanism') == 'host_copy' and migration.get('phase') == 'copying':
+                # the copy's end is seen at once (its exit status is written), not at the next poll
+                source = self.ctx.pool(migration['source'])
+                self.driver(source).wait_copy(source, record, pause, self.sleep)
+            else:
+                self.sleep(pause)
 
     def cancel(self, name):
         self._served('cancel the migration of volume %s' % name)

@@ -27,8 +27,8 @@ from ansible_collections.storage.mobility.plugins.module_utils.errors import Com
 GIB = 1024 ** 3
 FORMATS = ('raw', 'qcow2')
 #: program -> the Debian package that ships it (named when it is missing)
-TOOLS = {'qemu-img': 'qemu-utils', 'qemu-storage-daemon': 'qemu-system-common', 'fusermount3': 'fuse3',
-         'setsid': 'util-linux'}
+TOOLS = {'qemu-img': 'qemu-utils', 'qemu-io': 'qemu-utils', 'qemu-storage-daemon': 'qemu-system-common',
+         'fusermount3': 'fuse3', 'setsid': 'util-linux'}
 #: Starts argv 3.. detached in its own session; its output goes to $1, its exit status to $2
 #: (written atomically when it ends). A constant script: the argv travel as positional arguments.
 DETACH_SCRIPT = ('log=$1; rc=$2; shift 2; echo $$; exec </dev/null >"$log" 2>&1; "$@"; '
@@ -40,6 +40,13 @@ DAEMON_STOP_SECONDS = 30
 SOCKET_DIR = '/run/storage-mobility'
 #: the block-stream job of an asynchronous migration
 PULL_JOB = 'pull'
+#: the cluster size of the qcow2 destination of a pull: block-stream copies a cluster at a time and allocates
+#: each; with qemu-img's default (64 KiB) the job ran at about 0.6 of a bare copy's speed here, with 256 KiB
+#: at about 1.2 (docs/performance.md). A write smaller than a cluster into one not pulled yet reads the rest
+#: of it from the source first, so larger clusters cost the writer more.
+PULL_CLUSTER = 256 * 1024
+#: at most this many of the source's zero ranges (the largest) are marked in the destination before a pull
+PULL_ZERO_RANGES = 4096
 
 
 class FileVolumeDriver(VolumeDriver):
@@ -264,7 +271,9 @@ class FileVolumeDriver(VolumeDriver):
         if not self.transport.exists(target):
             self._img(['create', '-q', '-f', volume['format'], target, str(size)],
                       'create the copy of volume %s in %s' % (volume['name'], destination_pool))
-        argv = ['qemu-img', 'convert', '-p', '-n', '-S', '4k']
+        # -t writeback: the copy is flushed to disk when convert ends (its default, unsafe, never flushes),
+        # so that the source is released only after the copy is on disk
+        argv = ['qemu-img', 'convert', '-p', '-n', '-S', '4k', '-t', 'writeback']
         if rate_limit:
             argv += ['-r', str(int(rate_limit))]
         argv += ['-f', volume['format'], '-O', volume['format'], source, target]
@@ -278,8 +287,14 @@ class FileVolumeDriver(VolumeDriver):
         copier and no exit status, after a crash or a kill), ``percent`` from the copier's own
         progress lines, and the last lines of its output when it failed."""
         _folder, log, rc = self.copy_files(source_pool, volume)
-        # The processes first, then the exit status: a copier that ends between the two is seen done.
-        running = bool(self.copier_pids(source_pool, destination_pool, volume))
+        # The exit status first: once it is written the copy is over (no scan of the processes); without it
+        # the processes, then the exit status again: a copier that ends between the two is seen done.
+        status = self._copy_status(rc)
+        running = False
+        if status is None:
+            running = bool(self.copier_pids(source_pool, destination_pool, volume))
+            if not running:
+                status = self._copy_status(rc)
         result = {'percent': 0.0}
         try:
             text = self.transport.read_bytes(log).decode('utf-8', 'replace')
@@ -288,10 +303,6 @@ class FileVolumeDriver(VolumeDriver):
         found = _PROGRESS_RE.findall(text)
         if found:
             result['percent'] = float(found[-1])
-        try:
-            status = self.transport.read_bytes(rc).decode('utf-8').strip()
-        except (IOError, OSError):
-            status = None
         if running:
             result['state'] = 'running'
         elif status is not None:
@@ -301,6 +312,23 @@ class FileVolumeDriver(VolumeDriver):
         else:
             result['state'] = 'stopped'
         return result
+
+    def wait_copy(self, source_pool, volume, seconds, sleep, step=0.1):
+        """Wait up to ``seconds`` for the host copy's exit status (in ``step`` slices): True once it is written.
+
+        A run that waits for a copy sees its end at once instead of at the next poll."""
+        _folder, _log, rc = self.copy_files(source_pool, volume)
+        for _attempt in range(max(1, int(seconds / step))):
+            if self.transport.exists(rc):
+                return True
+            sleep(step)
+        return self.transport.exists(rc)
+
+    def _copy_status(self, rc):
+        try:
+            return self.transport.read_bytes(rc).decode('utf-8').strip()
+        except (IOError, OSError):
+            return None
 
     def copier_pids(self, source_pool, destination_pool, volume):
         """The copy's processes: its wrapper (sh, found by the exit status path it names, alive from
@@ -325,7 +353,11 @@ class FileVolumeDriver(VolumeDriver):
             self.remove_file(path)
 
     def verify_copy(self, source_pool, destination_pool, volume):
-        """``qemu-img compare`` of the source image and the copy, both read from disk: True when identical."""
+        """``qemu-img compare`` of the source image and the copy: True when identical.
+
+        Both are read through the page cache: right after the copy mostly from memory (the copier read
+        the source and flushed the copy to disk, -t writeback), so the check costs little more than a
+        memory compare; a block that differs in the copy, wherever it came from, fails it."""
         source = self.image_path(source_pool, volume)
         target = self.copy_target_path(destination_pool, volume)
         if not self.transport.exists(target):
@@ -357,7 +389,18 @@ class FileVolumeDriver(VolumeDriver):
         return os.path.join(destination_pool.path, '.mobility', 'attachments', 'volume-%s.pull.pid' % volume['id'])
 
     def pull_running(self, destination_pool, volume):
-        return bool(self.daemon_pids(self.pull_pidfile(destination_pool, volume)))
+        """True while the pull daemon runs: the pid in its pid file when that process is the daemon of this
+        pid file (one read of its command line, the common case while it pulls), else a scan of the processes."""
+        pidfile = self.pull_pidfile(destination_pool, volume)
+        try:
+            pid = int(self.transport.read_bytes(pidfile).decode('utf-8').strip())
+            argv = self.transport.read_bytes('/proc/%d/cmdline' % pid).split(b'\0')
+        except (IOError, OSError, ValueError):
+            argv = []
+        if len(argv) > 2 and os.path.basename(argv[0]) == b'qemu-storage-daemon' and argv[1] == b'--pidfile' \
+                and argv[2] == pidfile.encode('utf-8'):
+            return True
+        return bool(self.daemon_pids(pidfile))
 
     def _qmp(self, volume, command, arguments=None):
         return qmp.execute(self.pull_sockets(volume)[1], command, arguments)
@@ -381,8 +424,10 @@ class FileVolumeDriver(VolumeDriver):
         size = self.image_info(source)['virtual-size']
         if not self.transport.exists(target):
             partial = target + '.creating'
-            self._img(['create', '-q', '-f', 'qcow2', '-b', source, '-F', volume['format'], partial, str(size)],
+            self._img(['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=%d' % PULL_CLUSTER, '-b', source,
+                       '-F', volume['format'], partial, str(size)],
                       'create the destination of volume %s in %s' % (volume['name'], destination_pool))
+            self.mark_zero_ranges(source, partial, volume)
             self.transport.rename(partial, target)
             self.transport.fsync_dir(destination_pool.path)
         pidfile = self.pull_pidfile(destination_pool, volume)
@@ -416,6 +461,41 @@ class FileVolumeDriver(VolumeDriver):
                 args['speed'] = int(rate_limit)
             self._qmp(volume, 'block-stream', args)
         return {'bytes_total': size, 'target': target}
+
+    def zero_ranges(self, source, volume):
+        """The ranges of the source image that read as zeros (holes), cut to whole PULL_CLUSTER clusters:
+        [(offset, length)], the largest PULL_ZERO_RANGES of them, from ``qemu-img map`` (which asks
+        the filesystem where the holes are, without reading them)."""
+        _rc, out, _err = self._img(['map', '-U', '--output=json', '-f', volume['format'], source],
+                                   'map the holes of volume %s' % volume['name'])
+        ranges = []
+        for extent in json.loads(out):
+            if not extent.get('zero'):
+                continue
+            start = -(-extent['start'] // PULL_CLUSTER) * PULL_CLUSTER
+            end = (extent['start'] + extent['length']) // PULL_CLUSTER * PULL_CLUSTER
+            if end > start:
+                ranges.append((start, end - start))
+        ranges.sort(key=lambda r: -r[1])
+        return sorted(ranges[:PULL_ZERO_RANGES])
+
+    def mark_zero_ranges(self, source, overlay, volume):
+        """Mark the source's holes as zero clusters in the new destination overlay (before any daemon opens it).
+
+        QEMU's block-stream copies every range the backing chain reports as allocated, and a raw image
+        reports its holes as allocated: without this the pull would read the whole virtual size and
+        write it as zeros. A zero cluster in the overlay is its own (reads zeros, as the source's hole
+        does), so the job skips it. The source must not change during the migration (its signature is
+        taken before this map and checked at the end), so the holes stay holes."""
+        ranges = self.zero_ranges(source, volume)
+        if not ranges:
+            return 0
+        self.require('qemu-io')
+        argv = ['qemu-io', '-f', 'qcow2', overlay]
+        for offset, length in ranges:
+            argv += ['-c', 'write -z %d %d' % (offset, length)]
+        self.transport.run(argv, 'mark the holes of volume %s in its destination' % volume['name'])
+        return len(ranges)
 
     def pull_state(self, destination_pool, volume):
         """Where the pull is: ``state`` ``running``, ``done`` (the job concluded without error),
