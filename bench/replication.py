@@ -261,14 +261,14 @@ def report(results):
              '%d vs %d bytes sent, %d changed)'
              % (b['ratio'], b['ours_seconds'], b['ours_driver_seconds'], b['bare_seconds'], b['ours_bytes'],
                 b['bare_bytes'], b['changed_bytes']),
-             '  (rounds, %s)' % '; '.join('%s first: %.2fs vs %.2fs' % (r['first'], r['ours_seconds'], r['bare_seconds'])
-                                         for r in b['rounds']),
+             '  (rounds, %s)' % '; '.join(
+                 '%s first: %.2fs vs %.2fs' % (r['first'], r['ours_seconds'], r['bare_seconds']) for r in b['rounds']),
              '  (first update after the full copy: %.2f, %.2fs vs %.2fs)'
              % (b['first_update']['ratio'], b['first_update']['ours_seconds'], b['first_update']['bare_seconds']),
              'posix update / rsync -aHAX: %.2f (%.2fs, of which %.2fs in the driver, vs %.2fs; %d passes)'
              % (p['ratio'], p['ours_seconds'], p['ours_driver_seconds'], p['rsync_seconds'], p['passes']),
-             '  (rounds, %s)' % '; '.join('%s first: %.2fs vs %.2fs' % (r['first'], r['ours_seconds'], r['rsync_seconds'])
-                                         for r in p['rounds']),
+             '  (rounds, %s)' % '; '.join(
+                 '%s first: %.2fs vs %.2fs' % (r['first'], r['ours_seconds'], r['rsync_seconds']) for r in p['rounds']),
              'btrfs failback / one update: %.2f (%.2fs; %d bytes sent for %d changed: %.2f per changed byte)'
              % (f['vs_update_ratio'], f['seconds'], f['bytes'], f['changed_bytes'], f['bytes_per_changed_byte']),
              'posix failback / one update: %.2f (%.2fs; %d bytes sent for %d changed: %.2f per changed byte)'

@@ -3,8 +3,9 @@
 # Extra arguments go to ansible-playbook, e.g.: scripts/demo.sh -v --check
 # --btrfs (first argument, root only) runs the btrfs demo instead: a writable,
 # driver-assisted migration with snapshots between two btrfs filesystems.
-# --hosts (first argument, root only) starts the ssh lab and moves a btrfs share from one storage
-# host to another (tests/integration/sshlab/demo.py, docs/hosts.md); extra arguments go to it.
+# --hosts (first argument, root only) starts the ssh lab and moves two shares from one storage host
+# to another: a posix share through the data node datac, and a btrfs share host to host
+# (tests/integration/sshlab/demo.py, docs/hosts.md); extra arguments go to it.
 # --volumes (first argument, root only) runs the volume demo: an asynchronous migration of a
 # multi-GiB volume, written while its data moves, checked with sha256.
 set -euo pipefail

@@ -129,7 +129,7 @@ options:
             description:
               - Private key file ON THE DATA NODE (absolute path, no V(%), V(,) or spaces) with which a data node logs
                 in to this host (as O(backends[].ssh.user), at O(backends[].ssh.direct_address) or
-                O(backends[].ssh.address)) for a host-assisted migration between two storage hosts: it mounts the
+                O(backends[].ssh.address)) for a host-assisted migration between two storage hosts; it mounts the
                 share's folder with sshfs and verifies the copy on this host's disk (docs/hosts.md).
               - Without it, the data node's own ssh agent or default keys.
             type: path

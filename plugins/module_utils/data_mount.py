@@ -335,8 +335,8 @@ class DataMount(object):
             # A dead sshfs: unmount it, then mount again below.
             stale = ['unmount the stale sshfs mount at %s (its connection is gone)' % self.path]
             if self.check_mode:
-                return self._result(True, True, self.read_only, self.mount_argv(), stale + ['mount %s at %s again'
-                                                                                           % (self.export, self.path)])
+                again = 'mount %s at %s again' % (self.export, self.path)
+                return self._result(True, True, self.read_only, self.mount_argv(), stale + [again])
             self._require_root('unmount')
             self._unmount_fuse()
             entry = mount_entry(self.path)

@@ -260,8 +260,8 @@ def test_the_verification_reads_each_side_on_its_host_not_through_the_mount(lab,
         lab.ssh(host, ["rm", "-rf", str(tree)])
 
 
-def test_the_destination_sshfs_killed_in_the_middle_of_the_copy_then_reruns_converge(lab, tmp_path, collections_path,
-                                                                                   no_leftovers):
+def test_the_destination_sshfs_killed_in_the_middle_of_the_copy_then_reruns_converge(
+        lab, tmp_path, collections_path, no_leftovers):
     source = create_share(lab, "dn3", bulk_mb=24)
     before = manifest(lab, "stora", source)
     argv = playbook_argv(lab, tmp_path, "migrate_share", "-e", "share=dn3", "-e", "destination_pool=storb@pb#ext4",

@@ -103,17 +103,25 @@ def test_controller_killed_in_the_middle_of_the_relayed_stream_then_reruns_conve
 
 
 def test_the_hosts_demo_moves_a_share_between_hosts_and_checks_it_on_each_host(tmp_path):
-    """``scripts/demo.sh --hosts`` after its setup step: the same command line (its own lab)."""
+    """``scripts/demo.sh --hosts`` after its setup step: the same command line (its own lab): a share
+    through the data node datac, then a btrfs share from host to host."""
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root / "tests" / "integration"), sshlab.collections_tree()]))
     proc = subprocess.run([sys.executable, "-m", "sshlab.demo", "--files", "40", "--size-mb", "4"], cwd=root, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:]
+    # Through the data node datac, with the phase playbooks and inventories/lab.
+    assert "task_state migration_success: demo-dn now on storb@pb#ext4" in proc.stdout
+    assert ("route       : data node datac: sshfs from stora, sshfs to storb; the data does not pass through the "
+            "controller") in proc.stdout
+    assert "complete_share_migration  : read-only   : " in proc.stdout
+    # btrfs from host to host.
     assert "task_state migration_success: demo-hosts now on storb@bb#two" in proc.stdout
     assert "data path    : direct from stora to storb: btrfs send on stora piped into ssh to storb" in proc.stdout
-    assert "independent check: identical" in proc.stdout
-    assert "source on stora after the switch: gone" in proc.stdout
     assert "read-only for: ?" not in proc.stdout
+    # Both checked on each host's own disk, both sources gone.
+    assert proc.stdout.count("independent check: identical") == 2
+    assert proc.stdout.count("source on stora after the switch: gone") == 2
 
 
 def test_a_cancelled_host_to_host_migration_leaves_storb_clean_and_stora_writable(lab, no_leftovers):  # pylint: disable=redefined-outer-name
