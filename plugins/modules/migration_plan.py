@@ -111,7 +111,7 @@ EXAMPLES = r'''
 - name: Plan it and assign the copies to two data nodes, two copies each, one per storage host at once
   storage.mobility.migration_plan:
     backends: "{{ mobility_backends }}"
-    name: evacuate-alpha
+    name: evacuate-alpha-copies
     source: stor1@generic1#alpha
     data_nodes: [dn1, dn2]
     copies_per_data_node: 2
