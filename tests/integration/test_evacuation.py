@@ -169,10 +169,10 @@ def test_two_copies_at_once_on_one_data_node_overlap_in_time(lab):
     shares = ("par1", "par2")
     lab.create_shares(*shares)
     manifests = fill_big(lab, shares, 2)
-    # 2 MiB at 128 KiB/s: each copy takes about 16 s, far more than starting the second copy takes
-    # (a few seconds of tasks, more on a busy machine).
+    # 2 MiB at 64 KiB/s: each copy takes about 32 s, far more than starting the second copy takes
+    # (a few seconds of tasks, over ten on a CI machine three times slower than a quiet one).
     run = lab.run(EVACUATE, slow_vars("evac-par", copies_per_data_node=2,
-                                      data_mover_rsync_options=[f"--bwlimit={BWLIMIT_KIB // 2}"]))
+                                      data_mover_rsync_options=[f"--bwlimit={BWLIMIT_KIB // 4}"]))
     assert run.rc == 0, run
     assert_phase1_done(lab, shares, manifests)
     first, second = (job_interval(lab, s) for s in shares)
@@ -221,7 +221,9 @@ def test_a_data_node_lost_during_a_copy_leaves_its_shares_to_the_other_on_rerun(
     lab.create_shares(*shares)
     manifests = fill_big(lab, shares, 3)
     two_data_nodes(lab)
-    extra = slow_vars("evac-lost")
+    # 3 MiB at 64 KiB/s: each copy takes about 48 s, so that both are still running once the second
+    # has started, even when starting it takes a loaded machine many seconds.
+    extra = slow_vars("evac-lost", data_mover_rsync_options=[f"--bwlimit={BWLIMIT_KIB // 4}"])
     proc, log = lab.spawn(EVACUATE, extra)
     try:
         def copying():
@@ -234,7 +236,7 @@ def test_a_data_node_lost_during_a_copy_leaves_its_shares_to_the_other_on_rerun(
                     return None
                 jobs[job["data_node"]] = (share, job["job_id"])
             return jobs if len(jobs) == 2 else None
-        jobs = wait_until(copying, "both copies running, one on each data node", attempts=900)
+        jobs = wait_until(copying, "both copies running, one on each data node", attempts=1200)
         time.sleep(1)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)

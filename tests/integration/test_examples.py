@@ -303,7 +303,8 @@ def _check_effect(module: str, lab: Path, output: str) -> None:
         assert (alpha / ".mobility" / "plans" / "evacuate-alpha.json").is_file(), "the plan is stored with the records"
     elif module == "migration_window":
         # projects has no migration: nothing to complete, with the reason; the window is stored with the plan.
-        assert "nothing fits: no migration ready to complete (task_state None)" in output
+        shown = [line.strip() for line in output.splitlines() if '"msg":' in line]
+        assert "nothing fits: no migration ready to complete (task_state None)" in output, shown
         assert (alpha / ".mobility" / "windows" / "evacuate-alpha.json").is_file()
     elif module == "pool_info":
         assert "stor1@generic1#alpha:" in output and "stor1@generic1#beta:" in output

@@ -81,6 +81,8 @@ PROGRAM_PACKAGES = {
     "sshfs": dict({p: "sshfs" for p in _DPKG}, **{p: "fuse-sshfs" for p in _RPM}),
     "fusermount3": _everywhere("fuse3"),
     "qemu-img": dict({p: "qemu-utils" for p in _DPKG}, **{p: "qemu-img" for p in _RPM}),
+    # qemu-io (the async pull writes zeroes where the source has holes) ships beside qemu-img.
+    "qemu-io": dict({p: "qemu-utils" for p in _DPKG}, **{p: "qemu-img" for p in _RPM}),
     "qemu-storage-daemon": dict({p: "qemu-system-common" for p in _DPKG}, **{p: "qemu-storage-daemon" for p in _RPM}),
     "cp": _everywhere(None),
     "rm": _everywhere(None),

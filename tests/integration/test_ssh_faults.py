@@ -438,7 +438,7 @@ def ok(result: dict, share: Share) -> dict:
     return result
 
 
-def wait_for_no_sessions(lab, timeout=15) -> list[str]:
+def wait_for_no_sessions(lab, timeout=60) -> list[str]:
     deadline = time.monotonic() + timeout
     while lab_sessions(lab) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -81,12 +81,26 @@ def _end_master(tr) -> None:
                    capture_output=True, check=False)
 
 
-def _settle(host, expected, seconds=10):
-    """The host's process count once it reaches ``expected`` (sshd sessions take a moment to exit)."""
+def _settle(host, expected, seconds=30):
+    """The host's process count once it reaches ``expected`` (sshd sessions take a moment to exit,
+    longer on a loaded machine)."""
     deadline = time.monotonic() + seconds
     while len(host.pids()) != expected and time.monotonic() < deadline:
         time.sleep(0.1)
     return len(host.pids())
+
+
+def _steady(host, seconds=30, still=1.5):
+    """The host's process count once it has not changed for ``still`` seconds: sessions of earlier
+    tests (and the master just ended) may still be on their way out."""
+    deadline = time.monotonic() + seconds
+    count, since = len(host.pids()), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < still:
+        time.sleep(0.1)
+        now = len(host.pids())
+        if now != count:
+            count, since = now, time.monotonic()
+    return count
 
 
 def test_one_connection_serves_the_run_and_close_leaves_nothing(ssh_lab):  # pylint: disable=redefined-outer-name
@@ -96,7 +110,7 @@ def test_one_connection_serves_the_run_and_close_leaves_nothing(ssh_lab):  # pyl
     host = ssh_lab.hosts["stora"]
     tr = SshTransport(CommandRunner(), SshOptions("stora", **ssh_lab.ssh_options("stora")))
     _end_master(tr)
-    baseline = len(host.pids())
+    baseline = _steady(host)
     pool = ssh_lab.pools("stora")["xfs"]
     handle = tr.lock(pool + "/t.lock")
     handle.write_holder("first")
