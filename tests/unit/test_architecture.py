@@ -40,7 +40,7 @@ PURE_OS = {
 # (file, call) -> why it is not a storage path. (The copy job's status file, once read by
 # managers/share.py, is now read through data_copy/layout.py.)
 ALLOWED_CALLS: dict[tuple[str, str], str] = {
-    ("plugins/module_utils/sources.py", "open"):
+    ("plugins/module_utils/data_copy/shipping.py", "open"):
         "reads the source of one of the collection's own modules in the running process, to ship it",
 }
 

@@ -36,13 +36,13 @@ from ansible_collections.storage.mobility.plugins.module_utils.data_copy import 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import remote as remote_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import shipping as shipping_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import walk as walk_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import worker as worker_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import xattrs as xattrs_lib
 from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
-from ansible_collections.storage.mobility.plugins.module_utils.sources import source_of
 
 # The request keys that make two requests "the same" (a completed job is not run again).
 # A new pass of a migration (another pass_id) runs a completed job again: its report must be of that pass.
@@ -50,8 +50,8 @@ REQUEST_KEYS = ('source', 'destination', 'ignore_files', 'check_hash', 'hash_alg
                 'rsync_base_options', 'final_pass', 'bwlimit', 'migration_id', 'pass_id', 'hosts')
 # The modules the worker needs, shipped into <job folder>/lib/ at each launch.
 WORKER_MODULES = (state_lib, lifeline_lib, seal_lib, fileflags_lib, rsync_lib, hashing_lib, xattrs_lib, fileread_lib,
-                  hashcache_lib, manifest_lib, walk_lib, plumbing_lib, remote_lib, prehash_lib, compare_lib, fastcopy_lib, progress_lib,
-                  worker_lib)
+                  hashcache_lib, manifest_lib, walk_lib, plumbing_lib, shipping_lib, remote_lib, prehash_lib, compare_lib,
+                  fastcopy_lib, progress_lib, worker_lib)
 PACKAGE_DIRS = ('ansible_collections', 'storage', 'mobility', 'plugins', 'module_utils', 'data_copy')
 LOCK_TIMEOUT = 30.0
 # Finished job folders are pruned when a job is launched: those not updated for this many days,
@@ -84,7 +84,7 @@ def ship_worker(folder):
         state_lib.atomic_write(os.path.join(package, '__init__.py'), b'')
     for module in WORKER_MODULES:
         name = module.__name__.rsplit('.', 1)[-1]
-        state_lib.atomic_write(os.path.join(package, name + '.py'), source_of(module).encode('utf-8'))
+        state_lib.atomic_write(os.path.join(package, name + '.py'), shipping_lib.source_of(module).encode('utf-8'))
     script = os.path.join(folder, state_lib.WORKER_SCRIPT)
     state_lib.atomic_write(script, worker_lib.LAUNCHER.encode('utf-8'))
     return script

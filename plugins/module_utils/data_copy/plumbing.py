@@ -16,7 +16,7 @@ import queue
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import lifeline
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.fileread import Cancelled
-from ansible_collections.storage.mobility.plugins.module_utils.data_copy.walk import BATCH
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.walk import batches
 
 # Put in a queue after the last batch of a walk.
 END = object()
@@ -27,19 +27,6 @@ class Failure(object):
 
     def __init__(self, exc):
         self.exc = exc
-
-
-def batches(walker):
-    """The items of ``walker``'s walk in lists of BATCH: ``(path, values)``, or ``(path, values,
-    error)`` for a folder that could not be listed (cheaper to send and to compare than a dict)."""
-    batch = []
-    for path, values, error in walker.walk():
-        batch.append((path, values) if error is None else (path, values, error))
-        if len(batch) >= BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def produce(walker, out):

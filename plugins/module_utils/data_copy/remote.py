@@ -6,9 +6,8 @@
 When the data node reaches a side of a copy through a network mount (sshfs), the mount is good
 enough to copy through but not to verify through: it shows its own cache, whole-second times, no
 xattrs and no hard links. So the verification reads each such side ON ITS OWN HOST: the data node
-opens an ssh session to the storage host (``python3 -c BOOTSTRAP``, the loader of the ssh
-transport), sends it the standard-library-only walking code of the data mover (``BUNDLE``) and one
-request, and the host walks its own disk (walk.py: type, mode, owner, size, nanosecond times,
+opens an ssh session to the storage host (``python3 -c BOOTSTRAP``, the loader of shipping.py),
+sends it the standard-library-only walking code of the data mover (``BUNDLE``) and one request, and the host walks its own disk (walk.py: type, mode, owner, size, nanosecond times,
 symlink target, xattrs and ACLs, hard links, immutable flags, content hash read from the disk after
 a syncfs) and streams the entries back; the data node compares them (compare.py). The same session
 kind seals a tree (seal.py) and *carries* what SFTP cannot write (``carry``): the source's
@@ -41,11 +40,13 @@ import subprocess
 import sys
 import threading
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.shipping import BOOTSTRAP, bundle as ship
+
 PACKAGE = 'ansible_collections.storage.mobility.plugins.module_utils'
 #: the modules the host side needs, below module_utils (each imports only the standard library
 #: and modules of this list)
 BUNDLE = ('data_copy.state', 'data_copy.fileflags', 'data_copy.seal', 'data_copy.hashing', 'data_copy.xattrs',
-          'data_copy.fileread', 'data_copy.manifest', 'data_copy.walk', 'data_copy.remote')
+          'data_copy.fileread', 'data_copy.manifest', 'data_copy.walk', 'data_copy.shipping', 'data_copy.remote')
 #: the name the host's key is checked under (HostKeyAlias): whatever address the data node uses
 HOST_KEY_ALIAS = 'mobility-storage-host'
 CONNECT_TIMEOUT = 10
@@ -54,27 +55,6 @@ STDLIB_ALGORITHMS = ('sha256', 'blake2b')
 STDLIB_FALLBACK = 'blake2b'
 BATCH = 256
 SPEC_KEYS = ('host', 'address', 'port', 'user', 'key_file', 'host_keys', 'path')
-
-# The loader (the same as transport/ssh.py's): reads a length line and a JSON bundle
-# {modules, main} from stdin, serves the modules from memory and runs main.main().
-BOOTSTRAP = '''import sys,json,importlib.abc,importlib.util
-n=int(sys.stdin.buffer.readline())
-b=json.loads(sys.stdin.buffer.read(n).decode('utf-8'))
-m=b['modules']
-class F(importlib.abc.MetaPathFinder,importlib.abc.Loader):
-    def find_spec(self,name,path=None,target=None):
-        if name in m:
-            return importlib.util.spec_from_loader(name,self,is_package=False)
-        if any(k.startswith(name+'.') for k in m):
-            return importlib.util.spec_from_loader(name,self,is_package=True)
-    def create_module(self,spec):
-        return None
-    def exec_module(self,module):
-        exec(compile(m.get(module.__name__,''),module.__name__,'exec'),module.__dict__)
-sys.meta_path.insert(0,F())
-importlib.import_module(b['main']).main()
-'''
-
 
 class RemoteFailed(Exception):
     """A session to a storage host failed; the message names the host and what failed."""
@@ -166,19 +146,7 @@ def ssh_options(spec, known_hosts_path):
 
 def bundle():
     """The bytes the loader reads: a length line and the JSON bundle of the host side's modules."""
-    modules = {}
-    for short in BUNDLE:
-        name = PACKAGE + '.' + short
-        __import__(name)
-        module = sys.modules[name]
-        loader = getattr(module, '__loader__', None)
-        source = loader.get_source(name) if loader is not None and hasattr(loader, 'get_source') else None
-        if source is None:
-            with open(module.__file__, 'rb') as handle:
-                source = handle.read().decode('utf-8')
-        modules[name] = source
-    payload = json.dumps({'modules': modules, 'main': PACKAGE + '.data_copy.remote'}).encode('utf-8')
-    return str(len(payload)).encode('ascii') + b'\n' + payload
+    return ship(PACKAGE, BUNDLE, 'data_copy.remote')
 
 
 class RemoteTree(object):
@@ -336,17 +304,6 @@ def produce(tree, args, out, summaries, index, end, failure, cancelled):
 # ---------------------------------------------------------------------- the host side
 
 
-def local_batches(walker):
-    batch = []
-    for path, values, error in walker.walk():
-        batch.append((path, values) if error is None else (path, values, error))
-        if len(batch) >= BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 _KINDS = {stat.S_IFREG: 'file', stat.S_IFDIR: 'directory', stat.S_IFLNK: 'symlink', stat.S_IFIFO: 'fifo',
           stat.S_IFSOCK: 'socket', stat.S_IFCHR: 'char_device', stat.S_IFBLK: 'block_device'}
 
@@ -434,14 +391,14 @@ def serve(stdin, out):
     try:
         if op == 'walk':
             from ansible_collections.storage.mobility.plugins.module_utils.data_copy.fileread import sync_filesystem
-            from ansible_collections.storage.mobility.plugins.module_utils.data_copy.walk import Walker
+            from ansible_collections.storage.mobility.plugins.module_utils.data_copy.walk import Walker, batches
             cache = read_frame(stdin) if request.get('cache') else None
             if request.get('drop_cache'):
                 sync_filesystem(request['root'])
             walker = Walker(request['root'], request.get('ignore') or (), request.get('algorithm'),
                             drop_cache=bool(request.get('drop_cache')), skip_times=request.get('skip_times') or (),
                             cache=cache)
-            for batch in local_batches(walker):
+            for batch in batches(walker):
                 write_frame(out, ('batch', batch))
             write_frame(out, ('end', walker.summary()))
         elif op == 'seal':

@@ -217,6 +217,19 @@ class Walker(FileHasher):
                 'bytes_hashed': self.bytes_hashed, 'bytes_reused': self.bytes_reused}
 
 
+def batches(walker):
+    """The items of ``walker``'s walk in lists of BATCH: ``(path, values)``, or ``(path, values,
+    error)`` for a folder that could not be listed (cheaper to send and to compare than a dict)."""
+    batch = []
+    for path, values, error in walker.walk():
+        batch.append((path, values) if error is None else (path, values, error))
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def manifest(root, ignore=(), algorithm=DEFAULT_ALGORITHM, skip_times=(), privileged=None):
     """All entries of one tree as a list (small trees and tests), and its digest."""
     walker = Walker(root, ignore, algorithm, skip_times=skip_times, privileged=privileged)

@@ -718,7 +718,7 @@ class Worker(object):
             if source is not None:
                 batches = source.walk(ignore, None, False)
             else:
-                batches = remote_lib.local_batches(walk_lib.Walker(job['source'], ignore, None))
+                batches = walk_lib.batches(walk_lib.Walker(job['source'], ignore, None))
             destination = self.remote.get('destination')
             if destination is not None:
                 counts = destination.carry(batches)

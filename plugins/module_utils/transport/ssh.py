@@ -40,10 +40,10 @@ import subprocess
 import sys
 import tempfile
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import shipping
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.fileflags import FlagError
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import SealError
 from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, StorageError
-from ansible_collections.storage.mobility.plugins.module_utils.sources import source_of
 from ansible_collections.storage.mobility.plugins.module_utils.transport import local, ssh_helper
 from ansible_collections.storage.mobility.plugins.module_utils.transport.base import (
     FileStat, LockBusy, LockReplaced, Transport)
@@ -57,26 +57,6 @@ SHARED_FOLDER_PREFIX = 'mobility-cm-'
 CONNECT_TIMEOUT = 10
 #: the exit status with which ssh itself reports that it failed (not the remote command)
 SSH_FAILED = 255
-
-# The helper's loader: reads the bundle (a length line, then JSON {modules, main}) from stdin,
-# serves its modules from memory, and runs the main module's main(). Sent as one argv word.
-BOOTSTRAP = '''import sys,json,importlib.abc,importlib.util
-n=int(sys.stdin.buffer.readline())
-b=json.loads(sys.stdin.buffer.read(n).decode('utf-8'))
-m=b['modules']
-class F(importlib.abc.MetaPathFinder,importlib.abc.Loader):
-    def find_spec(self,name,path=None,target=None):
-        if name in m:
-            return importlib.util.spec_from_loader(name,self,is_package=False)
-        if any(k.startswith(name+'.') for k in m):
-            return importlib.util.spec_from_loader(name,self,is_package=True)
-    def create_module(self,spec):
-        return None
-    def exec_module(self,module):
-        exec(compile(m.get(module.__name__,''),module.__name__,'exec'),module.__dict__)
-sys.meta_path.insert(0,F())
-importlib.import_module(b['main']).main()
-'''
 
 # Remote exceptions re-raised as themselves (other types become StorageError).
 _EXCEPTIONS = {'SealError': SealError, 'FlagError': FlagError, 'LockReplaced': LockReplaced,
@@ -109,13 +89,7 @@ class SshError(StorageError):
 
 def helper_bundle():
     """The bytes sent to the bootstrap: a length line and the JSON bundle of the helper's modules."""
-    modules = {}
-    for short in ssh_helper.BUNDLE:
-        name = ssh_helper.PACKAGE + '.' + short
-        __import__(name)
-        modules[name] = source_of(sys.modules[name])
-    payload = json.dumps({'modules': modules, 'main': ssh_helper.PACKAGE + '.transport.ssh_helper'}).encode('utf-8')
-    return str(len(payload)).encode('ascii') + b'\n' + payload
+    return shipping.bundle(ssh_helper.PACKAGE, ssh_helper.BUNDLE, 'transport.ssh_helper')
 
 
 class SshOptions(object):
@@ -320,7 +294,7 @@ class SshTransport(Transport):
             self._control = control
             atexit.register(self.close)
         self._helper_err = tempfile.TemporaryFile()
-        helper = subprocess.Popen(self.remote(['python3', '-c', BOOTSTRAP]), stdin=subprocess.PIPE,
+        helper = subprocess.Popen(self.remote(['python3', '-c', shipping.BOOTSTRAP]), stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=self._helper_err)
         self._helper = helper
         try:

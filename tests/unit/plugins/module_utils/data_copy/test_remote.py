@@ -12,7 +12,7 @@ import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import remote
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import tree_seal
-from ansible_collections.storage.mobility.plugins.module_utils.data_copy.walk import Walker
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.walk import Walker, batches
 
 SPEC = {"host": "storb", "address": "192.0.2.12", "port": 22, "user": "root", "key_file": "/root/.ssh/id_dn",
         "host_keys": ["mobility-storage-host ssh-ed25519 AAAAC3Nza"], "path": "/srv/pools/b/shares/s"}
@@ -149,7 +149,7 @@ def test_carry_gives_the_destination_the_times_xattrs_and_hard_links_of_the_sour
     def manifest(root):
         return [(path, values[:10]) for path, values, error in Walker(str(root), (), None).walk()]
 
-    walk = list(remote.local_batches(Walker(str(source), (), None)))
+    walk = list(batches(Walker(str(source), (), None)))
     answers = serve({"op": "carry", "root": str(destination)}, [("batch", batch) for batch in walk] + [("end", None)])
     counts = answers[-1][1]
     assert counts["links"] == 1 and counts["xattrs"] >= 1 and counts["skipped"] == 0
