@@ -856,6 +856,10 @@ def test_a_writable_copy_keeps_the_share_writable_in_phase1_and_loses_no_write(l
         assert mig["source_read_only"] is False and "read_only_at" not in mig
         assert "ro" not in mount_options(export) and can_write(export)[0], "phase 1 made the share read-only"
         assert "writable : yes: users write during phase 1" in flat(first.out), first
+        # The writer's files made the first verification differ: expected on a writable source, so
+        # the data mover says so and fails nothing (no failed task, nothing rescued).
+        assert "The source stayed writable and changed while copy job" in flat(first.out), first
+        assert "rescued=1" not in first.out and "fatal:" not in first.out, first
 
         written = len(os.listdir(incoming))
         wait_until(lambda: len(os.listdir(incoming)) >= written + 10, "the writer's files between the two runs")

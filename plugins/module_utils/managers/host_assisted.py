@@ -131,6 +131,10 @@ class HostAssisted(MigrationMechanism):
             'destination': {'helper': 'local', 'export': dst_path, 'pool': str(dest.ref), 'host': dest.backend.host},
             'ignore_files': list(source.backend.migration_ignore_files),
             'check_hash': True,
+            # Users keep writing while phase 1 copies: the verification may find what they changed
+            # (the data mover then reports the copy unverified without failing; the final pass,
+            # with the source read-only, copies and verifies everything).
+            'source_writable': writable_copy(mig) and not final,
             'hash_algorithm': mig.get('hash_algorithm') or DEFAULT_HASH,
             'report_signing': {'migration_id': mig['id'], 'pass_id': current.get('id'), 'key': current.get('key')},
         }

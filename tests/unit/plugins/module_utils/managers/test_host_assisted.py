@@ -70,6 +70,7 @@ def test_start_makes_the_source_read_only_creates_the_destination_and_hands_out_
     rec = env.read_record(env.A, "s1")
     assert plan["migration_id"] == plan["job_id"] == rec["migration"]["id"]
     assert plan["final_pass"] is False and plan["check_hash"] is True
+    assert plan["source_writable"] is False, "a copy of a read-only source"
     assert plan["source"] == {"helper": "local", "export": share, "read_only": True, "pool": env.A,
                               "host": "localhost"}
     assert plan["destination"]["export"] == env.share_path(env.B, "s1")

@@ -148,6 +148,7 @@ def test_every_rerun_of_phase1_sends_an_increment_and_says_how_much_changed(env,
     plan = handed["copy_plan"]
     assert handed["changed"] is True and handed["copy_required"] is True
     assert plan["job_id"] == first["job_id"] and plan["final_pass"] is False
+    assert plan["source_writable"] is True and first["source_writable"] is True, "users write while it copies"
     assert plan["report_signing"]["pass_id"] != first["report_signing"]["pass_id"], "an increment needs a pass of its own"
     again = start(env)
     assert again["changed"] is False and again["copy_plan"] == plan, "a rerun before the report drew another pass"
@@ -203,6 +204,7 @@ def test_phase2_makes_the_source_read_only_first_and_measures_the_window(env, sh
     mig = env.read_record(env.A, "s1")["migration"]
     assert mig["source_read_only"] is True and mig["read_only_at"] and mig["read_only_epoch"]
     assert asked["copy_plan"]["final_pass"] is True
+    assert asked["copy_plan"]["source_writable"] is False, "the final pass reads a read-only source"
     shown = env.shares().info("s1")[0]["migration"]
     assert shown["read_only_seconds"] >= 0, "share_info shows the window so far"
     # A rerun of phase 2 keeps the first read-only point.
