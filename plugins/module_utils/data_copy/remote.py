@@ -7,9 +7,10 @@ When the data node reaches a side of a copy through a network mount (sshfs), the
 enough to copy through but not to verify through: it shows its own cache, whole-second times, no
 xattrs and no hard links. So the verification reads each such side ON ITS OWN HOST: the data node
 opens an ssh session to the storage host (``python3 -c BOOTSTRAP``, the loader of shipping.py),
-sends it the standard-library-only walking code of the data mover (``BUNDLE``) and one request, and the host walks its own disk (walk.py: type, mode, owner, size, nanosecond times,
-symlink target, xattrs and ACLs, hard links, immutable flags, content hash read from the disk after
-a syncfs) and streams the entries back; the data node compares them (compare.py). The same session
+sends it the standard-library-only walking code of the data mover (``BUNDLE``) and one request,
+and the host walks its own disk (walk.py: type, mode, owner, size, nanosecond times, symlink
+target, xattrs and ACLs, hard links, immutable flags, content hash read from the disk after a
+syncfs) and streams the entries back; the data node compares them (compare.py). The same session
 kind seals a tree (seal.py) and *carries* what SFTP cannot write (``carry``): the source's
 nanosecond times, xattrs/ACLs and hard links are applied on the destination host from the
 source's walk.
@@ -53,8 +54,8 @@ CONNECT_TIMEOUT = 10
 #: algorithms every storage host computes with the standard library (hashlib)
 STDLIB_ALGORITHMS = ('sha256', 'blake2b')
 STDLIB_FALLBACK = 'blake2b'
-BATCH = 256
 SPEC_KEYS = ('host', 'address', 'port', 'user', 'key_file', 'host_keys', 'path')
+
 
 class RemoteFailed(Exception):
     """A session to a storage host failed; the message names the host and what failed."""

@@ -37,7 +37,6 @@ import shlex
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import shipping
