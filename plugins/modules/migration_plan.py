@@ -71,10 +71,21 @@ options:
         copies are assigned to them in rounds (RV(copies)) and the assignment is stored with the plan.
       - A rerun with the same data nodes and limits follows the stored assignment. With other data
         nodes or limits the copies whose phase 1 is not over are assigned again; a copy running on a
-        data node still given stays there, and the copies of a data node that is gone go to the others.
+        data node still given stays there.
+      - A copy recorded on a data node that is no longer given is I(held) (C(held) in RV(copies)), assigned
+        nowhere, until O(lost_data_nodes) names that node, because the node may only be cut off from
+        the controller and still copying, and a second copy into the same destination would race it.
       - Omitted or empty, no assignment is made.
     type: list
     elements: str
+  lost_data_nodes:
+    description:
+      - Data nodes the operator confirms lost for good (powered off, or their copies stopped). The
+        copies recorded on them go to the O(data_nodes) on this run.
+      - A node cannot be in both lists.
+    type: list
+    elements: str
+    default: []
   copies_per_data_node:
     description: Copies a data node runs at once (its slots). A positive integer.
     type: int
@@ -166,6 +177,8 @@ copies:
     - "C(data_nodes), C(copies_per_data_node), C(copies_per_storage_host) it was made for; C(followed)
       true when the stored one was followed; C(reason) why it was made (V(first assignment),
       V(data nodes gone: n2)...); C(pinned) copies kept on the data node where they run;
+      C(held) copies recorded on a data node no longer given and not confirmed lost (C(share),
+      C(data_node), C(job_id), C(reason)), assigned nowhere; C(lost_data_nodes) as given;
       C(phase1_done) shares left out as their phase 1 is over; C(estimated_seconds), C(rate), C(made_at)."
   returned: always
   type: dict
@@ -198,6 +211,7 @@ def main():
         data_nodes=dict(type='list', elements='str'),
         copies_per_data_node=dict(type='int', default=1),
         copies_per_storage_host=dict(type='int'),
+        lost_data_nodes=dict(type='list', elements='str', default=[]),
     )), serve)
 
 

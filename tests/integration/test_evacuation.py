@@ -216,7 +216,8 @@ def test_a_storage_host_limit_of_one_keeps_the_copies_apart_in_time(lab):
 
 def test_a_data_node_lost_during_a_copy_leaves_its_shares_to_the_other_on_rerun(lab):
     """dn1 and dn2 copy one share each. In the middle of the copies the controller is killed and so
-    are dn1's copy workers (dn1 is gone); the rerun with dn2 alone finishes both shares there."""
+    are dn1's copy workers (dn1 is gone); a rerun with dn2 alone holds dn1's share until a rerun
+    confirms dn1 lost, which finishes both shares on dn2."""
     shares = ("lost1", "lost2")
     lab.create_shares(*shares)
     manifests = fill_big(lab, shares, 3)
@@ -252,14 +253,27 @@ def test_a_data_node_lost_during_a_copy_leaves_its_shares_to_the_other_on_rerun(
     interrupted = {s: lab.migration_id(s) for s in shares}
 
     two_data_nodes(lab, nodes=("dn2",))
-    rerun = lab.run(EVACUATE, extra)
+    # dn1 is out of the inventory, but the controller cannot tell a dead node from one cut off from
+    # it that still copies: the rerun holds dn1's share, copies nothing for it and fails naming it.
+    held = lab.run(EVACUATE, extra)
+    assert held.rc != 0 and f"Held: {lost_share}" in held.out and "lost_data_nodes" in held.out, held
+    assert f"Copy and verify {lost_share}" not in held.out and f"Start the copy of {lost_share}" not in held.out, held
+    job = lab.record(lost_share)["migration"]["copy_job"]
+    assert job["data_node"] == "dn1" and job["job_id"] == lost_job, job
+    copies = stored_copies(lab, "evac-lost")
+    assert [h["share"] for h in copies["held"]] == [lost_share] and copies["reason"] == "data nodes gone: dn1", copies
+    assert summary_rows(held.out)[lost_share][7].startswith("held: its copy job"), held
+
+    # The operator confirms dn1 lost: its share goes to dn2.
+    rerun = lab.run(EVACUATE, dict(extra, lost_data_nodes=["dn1"]))
     assert rerun.rc == 0, rerun
     assert_phase1_done(lab, shares, manifests)
     assert {s: lab.migration_id(s) for s in shares} == interrupted, "the rerun resumed the same migrations"
     for share in shares:
         assert lab.record(share)["migration"]["copy_job"]["data_node"] == "dn2", share
     copies = stored_copies(lab, "evac-lost")
-    assert copies["data_nodes"] == ["dn2"] and copies["reason"] == "data nodes gone: dn1", copies
+    assert copies["data_nodes"] == ["dn2"] and copies["reason"] == "lost data nodes confirmed: dn1", copies
+    assert copies["held"] == [] and copies["lost_data_nodes"] == ["dn1"], copies
     assert set(a["data_node"] for a in copies["assignments"]) <= {"dn2"}
     rows = summary_rows(rerun.out)
     assert sorted(rows) == sorted(shares) and all(rows[s][5] == "dn2" for s in shares), rows

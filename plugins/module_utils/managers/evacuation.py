@@ -58,6 +58,29 @@ def check_copy_options(params):
     return sorted(names), params.get('copies_per_data_node', 1), params.get('copies_per_storage_host')
 
 
+def check_lost_nodes(params, nodes):
+    """The data nodes the operator confirms lost (``lost_data_nodes``), validated: a sorted list.
+    A node still given in ``data_nodes`` cannot be lost at the same time."""
+    lost = params.get('lost_data_nodes') or []
+    seen = set()
+    for name in lost:
+        if not isinstance(name, str) or not name.strip() or name in seen:
+            raise InvalidRequest('Invalid lost_data_nodes: every lost data node needs a name of its own, got %r' % (name,))
+        seen.add(name)
+    both = sorted(seen & set(nodes or []))
+    if both:
+        raise InvalidRequest('Invalid lost_data_nodes: %s %s also in data_nodes; a data node the copies may go to '
+                             'is not lost' % (', '.join(both), 'is' if len(both) == 1 else 'are'))
+    return sorted(seen)
+
+
+def held_reason(share, job, nodes):
+    return ('its copy job %s may still be running on data node %s, which is not among the data nodes now (%s): '
+            'if %s is down for good or its copy was stopped, rerun with lost_data_nodes: [%s] to copy %s elsewhere'
+            % (job.get('job_id'), job.get('data_node'), ', '.join(nodes) or 'none', job.get('data_node'),
+               job.get('data_node'), share))
+
+
 def plan_path(pool, name):
     return os.path.join(pool.path, META_DIR, PLANS_DIR, validate_name(name, 'plan name') + '.json')
 
@@ -154,12 +177,15 @@ class MigrationPlanManager(object):
             raise StorageError('Plan %s: %s holds no plan; remove it or pass new_plan: true' % (name, path))
         return stored
 
-    def assign(self, plan, rates, host_rate, nodes, per_node, per_host, stored_copies):
+    def assign(self, plan, rates, host_rate, nodes, per_node, per_host, stored_copies, lost_nodes=()):
         """The assignment of the plan's host-assisted copies to the data nodes, in rounds.
 
         Shares whose phase 1 is over are left out; a share whose copy job runs on a data node that
-        is still given stays there (pinned), the others may go anywhere: the copies of a lost data
-        node go to the others."""
+        is still given stays there (pinned). The copies of a data node no longer given go to the
+        others only when the operator confirms that node lost (``lost_nodes``): until then its
+        copy may still be running there (the node was only cut off from the controller, or taken
+        out of the inventory while it copied), and a second copy into the same destination would
+        race it. Such shares are *held*: assigned nowhere, each with the reason."""
         ctx = self.ctx
         model = migration_plan.RateModel(rates).entry(migration_plan.HOST)
         # The plan's rate for a data node copy (given, measured or the default), the same on every slot.
@@ -170,6 +196,7 @@ class MigrationPlanManager(object):
         jobs = []
         pinned = {}
         done = []
+        held = []
         for move in plan.get('moves') or []:
             if move.get('mechanism') != migration_plan.HOST:
                 continue
@@ -181,6 +208,10 @@ class MigrationPlanManager(object):
             job = ((record or {}).get('migration') or {}).get('copy_job') or {}
             if state in COPYING and job.get('data_node') in nodes:
                 pinned[move['share']] = job['data_node']
+            elif state in COPYING and job.get('data_node') and job['data_node'] not in lost_nodes:
+                held.append({'share': move['share'], 'data_node': job['data_node'], 'job_id': job.get('job_id'),
+                             'reason': held_reason(move['share'], job, nodes)})
+                continue
             jobs.append({'share': move['share'], 'bytes': move['bytes'], 'files': move['files'],
                          'source_host': move.get('source_host'), 'destination_host': move.get('destination_host')})
         rounds = migration_schedule.assign_rounds(jobs, data_nodes, host_limit=per_host, pinned=pinned)
@@ -192,6 +223,10 @@ class MigrationPlanManager(object):
             reasons = []
             if lost:
                 reasons.append('data nodes gone: %s' % ', '.join(lost))
+            confirmed = sorted(set(stored_copies.get('lost_data_nodes') or []) ^ set(lost_nodes))
+            if confirmed:
+                reasons.append('lost data nodes confirmed: %s' % ', '.join(sorted(lost_nodes)) if lost_nodes
+                               else 'no data node confirmed lost')
             if added:
                 reasons.append('data nodes added: %s' % ', '.join(added))
             for key, _what in LIMITS:
@@ -202,23 +237,30 @@ class MigrationPlanManager(object):
         return {'data_nodes': nodes, 'copies_per_data_node': per_node, 'copies_per_storage_host': per_host,
                 'rate': rate, 'rounds': rounds['rounds'], 'assignments': rounds['assignments'],
                 'estimated_seconds': rounds['estimated_seconds'], 'pinned': dict(sorted(pinned.items())),
+                'held': held, 'lost_data_nodes': list(lost_nodes),
                 'phase1_done': sorted(done), 'made_at': now_iso(), 'reason': reason}
 
     def run(self, params):
         ctx = self.ctx
         nodes, per_node, per_host = check_copy_options(params)
+        lost_nodes = check_lost_nodes(params, nodes)
         result = self.plan_run(params)
         stored_copies = result.pop('stored_copies', None)
         document = result.pop('document')
         if nodes is None:
             result['copies'] = stored_copies
             return result
-        if stored_copies is not None and (stored_copies.get('data_nodes'), stored_copies.get('copies_per_data_node'),
-                                          stored_copies.get('copies_per_storage_host')) == (nodes, per_node, per_host):
+        # A stored assignment that held shares is made again: a held copy may have ended since, or
+        # its data node been confirmed lost.
+        if stored_copies is not None and not stored_copies.get('held') and (
+                stored_copies.get('data_nodes'), stored_copies.get('copies_per_data_node'),
+                stored_copies.get('copies_per_storage_host'),
+                stored_copies.get('lost_data_nodes') or []) == (nodes, per_node, per_host, lost_nodes):
             result['copies'] = dict(stored_copies, followed=True)
             return result
         host_rate = (result.get('rates') or {}).get('host_bytes_per_second')
-        copies = self.assign(result['plan'], document['request']['rates'], host_rate, nodes, per_node, per_host, stored_copies)
+        copies = self.assign(result['plan'], document['request']['rates'], host_rate, nodes, per_node, per_host, stored_copies,
+                             lost_nodes)
         result['copies'] = dict(copies, followed=False)
         result['changed'] = True
         if ctx.check_mode:

@@ -285,6 +285,44 @@ def test_a_lost_data_node_leaves_its_copies_to_the_others_and_running_copies_sta
     assert stored_document(env)["copies"]["data_nodes"] == ["n1", "n3"]
 
 
+def test_a_copy_on_a_vanished_data_node_is_held_until_the_node_is_confirmed_lost(env):
+    """n2 copies s-x and leaves the data nodes (cut off, or out of the inventory): its copy may still
+    be writing, so the rerun holds the share (assigned nowhere, with the reason) and keeps holding it
+    on every rerun until lost_data_nodes names n2; then the share goes to the others."""
+    six_shares(env)
+    first = run(env, **copy_params(copies_per_data_node=1))
+    on_n2 = sorted(a["share"] for a in first["copies"]["assignments"] if a["data_node"] == "n2")
+    env.edit(on_n2[0], task_state="data_copying_in_progress",
+             migration={"copy_job": {"data_node": "n2", "job_id": "j2", "status_file": "/x"}})
+    nodes = ["n1", "n3"]
+    held = run(env, **copy_params(copies_per_data_node=1, data_nodes=nodes))["copies"]
+    assert [h["share"] for h in held["held"]] == [on_n2[0]] and held["held"][0]["data_node"] == "n2"
+    assert "copy job j2 may still be running on data node n2" in held["held"][0]["reason"]
+    assert "lost_data_nodes: [n2]" in held["held"][0]["reason"]
+    assert on_n2[0] not in [a["share"] for a in held["assignments"]], "a held copy was assigned"
+    # Held again on the next rerun: a stored assignment with held shares is not followed blindly.
+    again = run(env, **copy_params(copies_per_data_node=1, data_nodes=nodes))["copies"]
+    assert again["followed"] is False and [h["share"] for h in again["held"]] == [on_n2[0]]
+    confirmed = run(env, **copy_params(copies_per_data_node=1, data_nodes=nodes, lost_data_nodes=["n2"]))["copies"]
+    assert confirmed["held"] == [] and confirmed["lost_data_nodes"] == ["n2"]
+    moved = {a["share"]: a["data_node"] for a in confirmed["assignments"]}
+    assert moved[on_n2[0]] in nodes and "lost data nodes confirmed: n2" in confirmed["reason"]
+    assert stored_document(env)["copies"]["lost_data_nodes"] == ["n2"]
+    followed = run(env, **copy_params(copies_per_data_node=1, data_nodes=nodes, lost_data_nodes=["n2"]))["copies"]
+    assert followed["followed"] is True
+
+
+def test_a_data_node_cannot_be_given_and_lost_at_once(env):
+    six_shares(env)
+    run(env, **copy_params())
+    before = stored_document(env)
+    with pytest.raises(InvalidRequest, match="Invalid lost_data_nodes: n1 is also in data_nodes"):
+        run(env, **copy_params(lost_data_nodes=["n1"]))
+    with pytest.raises(InvalidRequest, match="a name of its own"):
+        run(env, **copy_params(lost_data_nodes=["n9", "n9"]))
+    assert stored_document(env) == before, "a refused request changed the stored plan"
+
+
 def test_without_data_nodes_no_assignment_is_made(env):
     six_shares(env)
     result = run(env, destinations=[OTHER])
