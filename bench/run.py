@@ -4,6 +4,7 @@
 
     python bench/run.py [--quick] [--runs N] [--out FILE]
     python bench/run.py --replication [--files N]   # replication instead (bench/replication.py)
+    python bench/run.py --ssh-calls [--rounds N]    # a module call over ssh vs a local one (bench/ssh_calls.py)
 
 Generates three data sets (seeded, so every run writes the same bytes), copies each one with every
 method between two filesystems (as root: ext4 and xfs on loop devices; otherwise two folders),
@@ -968,6 +969,11 @@ def main(argv=None):
         sys.path.insert(0, str(REPO / 'bench'))
         import replication
         return replication.main([a for a in argv if a != '--replication'])
+    if '--ssh-calls' in argv:
+        # The cost of a module call on a storage host reached with ssh (bench/ssh_calls.py, as root).
+        sys.path.insert(0, str(REPO / 'bench'))
+        import ssh_calls
+        return ssh_calls.main([a for a in argv if a != '--ssh-calls'])
     opts = parse_args(argv)
     if opts.volumes:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
