@@ -163,6 +163,61 @@ def test_a_btrfs_replica_on_another_host_is_sent_host_to_host_and_promoted(ssh_l
         run_module("share", {"backends": backends, "name": name, "state": "absent"}, lab.base)
 
 
+def test_a_forced_promotion_with_the_active_host_down_then_failback_when_it_returns(ssh_lab):
+    """storb holds the active btrfs share, stora the replica. storb goes down (its filesystems
+    unmounted, its sshd gone) with a write it never replicated: the replica on stora is promoted with
+    force. When storb comes back its old active copy is fenced (read-only), the failback refuses
+    and names the unreplicated write, then, forced, sends only what changed and keeps that write
+    in a snapshot on storb."""
+    lab = ssh_lab
+    backends = [replicated_backend(lab, "storb"), dict(lab.btrfs_backend("stora"), replication_domain="lab")]
+    name = "rep-down"
+    pool_a, pool_b = "storb@bb#one", "stora@ab#one"
+    created = ok(run_module("share", {"backends": backends, "name": name, "pool": pool_a, "size": 1,
+                                      "share_type": "replicated", "extra_specs": {"replication_type": "dr"}},
+                            lab.base))
+    path_a = created["share"]["export_location"]
+    path_b = str(lab.hosts["stora"].mounts["btrfs"] / "one" / "shares" / name)
+    storb = lab.hosts["storb"]
+    try:
+        lab.ssh("storb", ["sh", "-c", 'head -c 4194304 /dev/urandom > "$1/big" && echo small > "$1/small"', "sh", path_a])
+        added = ok(run_module("share_replica", {"backends": backends, "share": name, "pool": pool_b}, lab.base))
+        full = added["replica"]["last_update"]["bytes"]
+        assert added["replica"]["replica_state"] == "in_sync" and full >= 4194304
+        lab.ssh("storb", ["sh", "-c", 'echo only-on-storb > "$1/unreplicated.txt" && sync', "sh", path_a])
+
+        storb.down()
+        refused = run_module("share_replica", {"backends": backends, "share": name, "pool": pool_b,
+                                               "state": "promoted"}, lab.base)
+        assert refused.get("failed"), "a promotion with the active side unreachable needs force"
+        promoted = ok(run_module("share_replica", {"backends": backends, "share": name, "pool": pool_b,
+                                                   "state": "promoted", "force": True}, lab.base))["replica"]
+        assert promoted["replica_state"] == "active" and promoted.get("last_sync"), promoted
+        lab.ssh("stora", ["sh", "-c", 'echo on-stora > "$1/new.txt"', "sh", path_b])
+
+        storb.up()
+        refused = run_module("share_replica", {"backends": backends, "share": name, "pool": pool_a,
+                                               "state": "resynced"}, lab.base)
+        assert refused.get("failed") and "unreplicated.txt" in refused.get("msg", ""), refused
+        # Fenced: the old active copy on storb takes no write as if it were still active.
+        fenced = lab.ssh("storb", ["sh", "-c", 'echo fenced > "$1/x"', "sh", path_a], check=False)
+        assert fenced.returncode != 0 and "Read-only file system" in fenced.stderr, fenced
+        back = ok(run_module("share_replica", {"backends": backends, "share": name, "pool": pool_a,
+                                               "state": "resynced", "force": True}, lab.base))["replica"]
+        update = back["last_update"]
+        assert back["replica_state"] == "in_sync" and update["incremental"] is True, back
+        assert update["bytes"] < full / 10, ("failback sent more than the change", update, full)
+        assert tree(lab, "storb", path_a) == tree(lab, "stora", path_b)
+        kept = back["kept_divergence"]
+        assert lab.ssh("storb", ["cat", kept + "/unreplicated.txt"]).stdout == "only-on-storb\n"
+    finally:
+        if storb.proc is None or storb.proc.poll() is not None:
+            storb.up()
+        run_module("share_replica", {"backends": backends, "share": name, "pool": pool_a, "state": "absent"}, lab.base)
+        run_module("share_replica", {"backends": backends, "share": name, "pool": pool_b, "state": "absent"}, lab.base)
+        run_module("share", {"backends": backends, "name": name, "state": "absent"}, lab.base)
+
+
 def test_a_posix_replica_on_another_host_than_the_active_is_refused_and_nothing_changes(ssh_lab):
     lab = ssh_lab
     far = str(lab.hosts["storb"].mounts["btrfs"] / "posix-pool")

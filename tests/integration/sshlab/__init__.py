@@ -141,7 +141,17 @@ class Host:
             "Subsystem sftp internal-sftp",
             "",
         ]), encoding="utf-8")
-        log = open(self.folder / "sshd.log", "wb")  # noqa: SIM115 (kept for the process's life)
+        for fs, (kind, size_mb) in self.filesystems.items():
+            image = self.folder / f"{fs}.img"
+            run(["truncate", "-s", f"{size_mb}M", image])
+            run(MKFS[kind] + [image])
+            self.mounts[fs].mkdir()
+        self._launch(port)
+
+    def _launch(self, port: int) -> None:
+        """Start the host's sshd in a mount namespace of its own and mount its disks there."""
+        config = self.folder / "sshd_config"
+        log = open(self.folder / "sshd.log", "ab")  # noqa: SIM115 (kept for the process's life)
         self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", SSHD, "-D", "-e", "-f", config],
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
@@ -165,12 +175,20 @@ class Host:
             plain = self.folder / "bashrc"
             plain.write_text("# lab host: a plain server's root shell start-up (empty)\n", encoding="utf-8")
             self.nsenter(["mount", "--bind", plain, rc_file])
-        for fs, (kind, size_mb) in self.filesystems.items():
-            image = self.folder / f"{fs}.img"
-            run(["truncate", "-s", f"{size_mb}M", image])
-            run(MKFS[kind] + [image])
-            self.mounts[fs].mkdir()
-            self.nsenter(["mount", "-o", "loop", image, self.mounts[fs]])
+        for fs in self.filesystems:
+            self.nsenter(["mount", "-o", "loop", self.folder / f"{fs}.img", self.mounts[fs]])
+
+    def down(self) -> None:
+        """The host goes down: its filesystems are unmounted (what was written stays on its disks),
+        its sshd and every session end. ``up`` brings it back."""
+        problems = self.stop()
+        assert not problems, problems
+
+    def up(self) -> None:
+        """The host comes back after ``down``: its sshd on the same address, port and key, its disks
+        mounted again where they were."""
+        assert self.proc is not None and self.proc.poll() is not None, f"{self.name} is not down"
+        self._launch(self.lab.port)
 
     def nsenter(self, argv, check=True):
         """Run ``argv`` inside this host's mount namespace (what the host's own root would do)."""
