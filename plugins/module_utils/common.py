@@ -126,6 +126,8 @@ def event_warnings(ctx, metrics_dir):
                 warnings.extend(metrics_lib.write_volume_metrics(metrics_dir, volumes))
         except Exception as exc:  # metrics never fail a step
             warnings.append('The volume metrics files in %s were not written: %s' % (metrics_dir, exc))
+    for error in ctx.repo.unreachable():
+        warnings.append('%s: the pools of storage host %s were skipped in this run' % (error, error.details.get('host')))
     for event, error in ctx.repo.journal_failures():
         warnings.append('Event %s was not written to the event journal %s' % (event, error))
     webhook = events_lib.current_webhook()

@@ -37,6 +37,13 @@ class StorageError(Exception):
         return self.message
 
 
+class HostUnreachable(StorageError):
+    """A storage host could not be reached at all (connection refused, timed out, no route). Its
+    pools are then unavailable for the run, as an unmounted pool is (store.py): a step that can go
+    on without them does (a forced promotion of a replica elsewhere); one that needs them fails with
+    this error."""
+
+
 class InvalidRequest(StorageError):
     """The request is malformed or not allowed; nothing was changed."""
 

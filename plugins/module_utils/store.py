@@ -19,7 +19,7 @@ import socket
 import time
 
 from ansible_collections.storage.mobility.plugins.module_utils.crash import crash_point
-from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, HostUnreachable, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.events import Journal, watched
 from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
 from ansible_collections.storage.mobility.plugins.module_utils.transport.base import LockBusy, LockReplaced
@@ -44,16 +44,27 @@ class PoolStore(object):
         self.transport = transport
         self.root = os.path.join(pool.path, META_DIR)
         self.journal = Journal(transport, self.root)
+        #: the HostUnreachable error of the pool's storage host, once it was met in this run
+        self.unreachable = None
 
     def available(self):
-        """True when the pool's folder is there (an unmounted pool is skipped, not an error)."""
-        return self.transport.is_dir(self.pool.path)
+        """True when the pool's folder is there. An unmounted pool is skipped, not an error, and so
+        is the pool of a storage host that cannot be reached at all (asked once per run)."""
+        if self.unreachable is not None:
+            return False
+        try:
+            return self.transport.is_dir(self.pool.path)
+        except HostUnreachable as exc:
+            self.unreachable = exc
+            return False
 
     def _dir(self, kind):
         return os.path.join(self.root, kind)
 
     def ensure(self):
         """Create the metadata folders; fail clearly when the pool path is missing or read-only."""
+        if not self.available() and self.unreachable is not None:
+            raise self.unreachable
         if not self.available():
             raise StorageError('Pool %s: its path %s does not exist or is not a folder'
                                % (self.pool, self.pool.path))
@@ -216,6 +227,14 @@ class ShareRepository(object):
 
     def available_stores(self):
         return [s for s in self.stores.values() if s.available()]
+
+    def unreachable(self):
+        """The HostUnreachable errors met so far, one per storage host (their pools were skipped)."""
+        errors = {}
+        for store in self.stores.values():
+            if store.unreachable is not None:
+                errors.setdefault(store.pool.backend.host, store.unreachable)
+        return [errors[host] for host in sorted(errors)]
 
     def lock(self, name, purpose, create=True):
         """Lock ``name`` in every reachable pool (see ShareLock)."""

@@ -42,7 +42,7 @@ import tempfile
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import shipping
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.fileflags import FlagError
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import SealError
-from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, StorageError
+from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, HostUnreachable, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.transport import local, ssh_helper
 from ansible_collections.storage.mobility.plugins.module_utils.transport.base import (
     FileStat, LockBusy, LockReplaced, Transport)
@@ -84,6 +84,10 @@ _FAILURES = (
 
 class SshError(StorageError):
     """The storage host could not be reached or refused us; ``host`` and ``failure`` say which and why."""
+
+
+class SshUnreachable(SshError, HostUnreachable):
+    """The storage host could not be reached at all (refused, timed out, no route, no address)."""
 
 
 def helper_bundle():
@@ -224,9 +228,10 @@ class SshTransport(Transport):
                 break
         reason = reason or 'ssh failed'
         last = text.splitlines()[-1] if text else 'no message'
-        return SshError('Failed to %s on storage host %s (%s): %s; ssh said: %s'
-                        % (what, self.host, self.options.address, reason, last),
-                        host=self.host, failure=reason, stderr=text)
+        error = SshUnreachable if reason.startswith('unreachable') else SshError
+        return error('Failed to %s on storage host %s (%s): %s; ssh said: %s'
+                     % (what, self.host, self.options.address, reason, last),
+                     host=self.host, failure=reason, stderr=text)
 
     def _start_master(self, control):
         """Start a ControlMaster at ``control``; '' when it runs, else ssh's stderr."""

@@ -10,7 +10,7 @@ import pytest
 from ansible_collections.storage.mobility.plugins.module_utils.config import Backends
 from ansible_collections.storage.mobility.plugins.module_utils.context import Context
 from ansible_collections.storage.mobility.plugins.module_utils.errors import (
-    Busy, InvalidRequest, NotFound, StorageError)
+    Busy, HostUnreachable, InvalidRequest, NotFound, StorageError)
 from ansible_collections.storage.mobility.plugins.module_utils.store import (
     HISTORY_LIMIT, PoolStore, ShareLock, ShareRepository, now_iso)
 from ansible_collections.storage.mobility.plugins.module_utils.transport import local as local_mod
@@ -164,6 +164,48 @@ def test_pools_whose_folder_is_missing_are_skipped(tmp_path):
     with repo.lock("s1", "test"):
         pass
     assert not (tmp_path / "nowhere").exists()
+
+
+class DownHost(LocalTransport):
+    """This machine, but every call about ``down`` (a path prefix) fails as an unreachable host does."""
+
+    def __init__(self, down):
+        super().__init__(CommandRunner())
+        self.down = down
+        self.asked = 0
+
+    def is_dir(self, path):
+        if path.startswith(self.down):
+            self.asked += 1
+            raise HostUnreachable("Failed to connect on storage host far (10.9.0.9): unreachable (connection refused "
+                                  "on port 22); ssh said: ...", host="far", failure="unreachable")
+        return super().is_dir(path)
+
+
+def test_the_pools_of_an_unreachable_host_are_skipped_once_and_a_step_that_needs_them_fails(tmp_path):
+    spec = backend_spec(tmp_path, pools=("a",))
+    spec["pools"]["far"] = {"path": str(tmp_path / "far")}
+    (tmp_path / "far").mkdir()
+    transport = DownHost(str(tmp_path / "far"))
+    repo = ShareRepository(Backends([spec]), lambda backend: transport)
+    assert [str(s.pool.ref) for s in repo.available_stores()] == ["localhost@be1#a"]
+    assert repo.find_all("s1") == [] and transport.asked == 1, "the host is asked once per run"
+    [error] = repo.unreachable()
+    assert isinstance(error, HostUnreachable) and error.details["host"] == "far"
+    far = [s for s in repo.stores.values() if s.pool.ref.pool == "far"][0]
+    with pytest.raises(HostUnreachable, match="storage host far"):
+        far.ensure()
+    assert not (tmp_path / "far" / ".mobility").exists(), "nothing was written"
+
+
+def test_load_of_a_share_found_nowhere_fails_with_the_unreachable_hosts_error(env, monkeypatch):
+    ctx = env.ctx()
+    store = list(ctx.repo.stores.values())[1]
+    monkeypatch.setattr(store, "unreachable", HostUnreachable("Failed to connect on storage host far: unreachable",
+                                                              host="far"))
+    with pytest.raises(HostUnreachable, match="storage host far"):
+        ctx.load("ghost")
+    assert ctx.load("ghost", required=False) == (None, None)
 
 
 # --------------------------------------------------------------------------- ShareLock
