@@ -226,6 +226,77 @@ def test_a_forced_promotion_with_the_active_host_down_then_failback_when_it_retu
         run_module("share", {"backends": backends, "name": name, "state": "absent"}, lab.base)
 
 
+#: (step, the state share_replica is asked, the pool it names, crash points) for a btrfs replica on
+#: another host: every record the step writes, in the middle of the host-to-host send, after each
+#: receive, the old point moved aside, the promotion's records and exports.
+CROSS_HOST_CRASHES = [
+    ("create", "present", "b", "replica * in * requested"),
+    ("create", "present", "b", "btrfs sending replica snapshot *"),
+    ("create", "present", "b", "btrfs received replica snapshot *"),
+    ("create", "present", "b", "btrfs sending replica point"),
+    ("create", "present", "b", "btrfs received replica point"),
+    ("update", "resynced", "b", "btrfs sending replica point"),
+    ("update", "resynced", "b", "btrfs received replica point"),
+    ("update", "resynced", "b", "btrfs replica instance moved aside"),
+    ("update", "resynced", "b", "replica * updated*"),
+    ("promote", "promoted", "b", "promotion of replica * started"),
+    ("promote", "promoted", "b", "promoted (planned)"),
+    ("promote", "promoted", "b", "old active replica * exported as a secondary"),
+]
+
+
+def replica_states(lab, backends, name) -> dict:
+    [share] = ok(run_module("share_info", {"backends": backends, "name": name}, lab.base))["shares"]
+    return dict((r["pool"], r["replica_state"]) for r in share.get("replicas") or [])
+
+
+@pytest.mark.parametrize("step, state, target, point", CROSS_HOST_CRASHES,
+                         ids=[f"{c[0]}-{c[3].replace(' ', '_')}" for c in CROSS_HOST_CRASHES])
+def test_a_cross_host_replication_step_killed_at_each_point_converges_when_run_again(ssh_lab, step, state, target,
+                                                                                     point):
+    """The module is killed at the crash point (no cleanup, as a power cut of the controller)
+    while it replicates from storb to stora. Right after: never two active replicas. Run again:
+    the replica is in_sync (or active after a promotion) and both trees are equal entry by entry,
+    read on each host."""
+    lab = ssh_lab
+    backends = [replicated_backend(lab, "storb"), dict(lab.btrfs_backend("stora"), replication_domain="lab")]
+    name = "rep-crash"
+    pools = {"a": "storb@bb#one", "b": "stora@ab#one"}
+    created = ok(run_module("share", {"backends": backends, "name": name, "pool": pools["a"], "size": 1,
+                                      "share_type": "replicated", "extra_specs": {"replication_type": "dr"}},
+                            lab.base))
+    path_a = created["share"]["export_location"]
+    path_b = str(lab.hosts["stora"].mounts["btrfs"] / "one" / "shares" / name)
+    try:
+        lab.ssh("storb", ["sh", "-c", 'head -c 2097152 /dev/urandom > "$1/big" && mkdir "$1/d" && echo one > "$1/d/f"',
+                          "sh", path_a])
+        # A snapshot, so that creating the replica sends it first (the "replica snapshot" points).
+        ok(run_module("share_snapshot", {"backends": backends, "share": name, "name": "s1"}, lab.base))
+        if step != "create":
+            ok(run_module("share_replica", {"backends": backends, "share": name, "pool": pools["b"]}, lab.base))
+            lab.ssh("storb", ["sh", "-c", 'echo two >> "$1/d/f" && head -c 65536 /dev/urandom > "$1/d/g"', "sh", path_a])
+        params = {"backends": backends, "share": name, "pool": pools[target], "state": state}
+        killed = sshlab.module_result(sshlab.module_process("share_replica", params, lab.base,
+                                                            env={"STORAGE_MOBILITY_CRASH_AFTER": point}))
+        # In the middle of a send the point is met by the helper on storb that runs the pipe: that
+        # process dies (the host side of the stream cut), and the module fails naming it.
+        died = killed.get("rc") == 70 or (killed.get("failed") and point.startswith("btrfs sending")
+                                          and "the helper process on the host ended" in killed.get("msg", ""))
+        assert died, f"the crash point {point!r} was not reached: {str(killed)[:2000]}"
+        states = replica_states(lab, backends, name)
+        assert list(states.values()).count("active") <= 1, states
+        ok(run_module("share_replica", params, lab.base))
+        states = replica_states(lab, backends, name)
+        expected = {"a": "in_sync", "b": "active"} if step == "promote" else {"a": "active", "b": "in_sync"}
+        assert states == dict((pools[k], v) for k, v in expected.items()), states
+        assert tree(lab, "stora", path_b) == tree(lab, "storb", path_a)
+    finally:
+        run_module("share_snapshot", {"backends": backends, "share": name, "name": "s1", "state": "absent"}, lab.base)
+        for pool in pools.values():
+            run_module("share_replica", {"backends": backends, "share": name, "pool": pool, "state": "absent"}, lab.base)
+        ok(run_module("share", {"backends": backends, "name": name, "state": "absent"}, lab.base))
+
+
 def test_a_posix_replica_on_another_host_than_the_active_is_refused_and_nothing_changes(ssh_lab):
     lab = ssh_lab
     far = str(lab.hosts["storb"].mounts["btrfs"] / "posix-pool")
