@@ -41,6 +41,8 @@ REPLICATION_DIR = 'replication'
 REPLICA_PASSES = 3
 #: rsync exit codes an update pass accepts (24: files vanished while it ran; the seal tells)
 REPLICA_RSYNC_OK = (rsync_lib.RC_OK, rsync_lib.RC_VANISHED)
+#: rsync options of a readable replica's update: changes put in place at the end of the pass
+REPLICA_READABLE_OPTIONS = ('--delay-updates', '--delete-delay')
 #: seconds between a point in time and the change times the kernel stamps (its coarse clock)
 CTIME_MARGIN = 0.05
 
@@ -388,7 +390,13 @@ class PosixShareDriver(ShareDriver):
         if not self.transport.is_dir(target):
             self.create_instance(replica_pool, name)
         ignore = list(self.backend.migration_ignore_files)
-        argv = rsync_lib.build_argv(source, target, ignore)
+        # A readable replica is read while it is updated: rsync keeps each new file aside (in a
+        # .~tmp~ folder of its folder) and puts them all in place, then deletes, at the end of the
+        # pass, so readers see the old point until then, not a mix of old and new files during
+        # the whole transfer.
+        readable = ((share.get('share_type') or {}).get('extra_specs') or {}).get('replication_type') == 'readable'
+        extra = REPLICA_READABLE_OPTIONS if readable else ()
+        argv = rsync_lib.build_argv(source, target, ignore, extra_options=extra)
         what = 'update the replica of share %s in pool %s' % (name, replica_pool)
         start = time.monotonic()
         result = {'bytes': 0, 'files': 0, 'passes': 0, 'verified': False, 'walks': 0}

@@ -387,6 +387,36 @@ def test_a_posix_replica_never_claims_in_sync_while_its_update_runs(env, monkeyp
     assert manager(env).resynced("s1", pool=env.B)["replica"]["replica_state"] == "in_sync"
 
 
+@pytest.mark.parametrize("specs, delayed", [(READABLE, True), ({"replication_type": "dr"}, False)],
+                         ids=["readable", "dr"])
+def test_a_readable_replica_gets_the_changes_of_an_update_at_the_end_of_its_pass(env, monkeypatch, specs, delayed):
+    """Readers of a readable replica must not see a mix of two points for the whole transfer: its
+    rsync keeps new files aside and deletes at the end (--delay-updates, --delete-delay). A dr
+    replica, read by nobody, is updated in place."""
+    path = make_share(env, specs=specs)
+    manager(env).present("s1", pool=env.B)
+    with open(os.path.join(path, "new.txt"), "w") as handle:
+        handle.write("new\n")
+    os.unlink(os.path.join(path, sorted(n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n)))[0]))
+    mgr = manager(env)
+    transport = mgr.ctx.transport(mgr.ctx.pool(env.A).backend)
+    real = transport.run
+    argvs = []
+
+    def recording(argv, *args, **kwargs):
+        argvs.append(list(argv))
+        return real(argv, *args, **kwargs)
+    monkeypatch.setattr(transport, "run", recording)
+    assert mgr.resynced("s1", pool=env.B)["replica"]["replica_state"] == "in_sync"
+    target = env.share_path(env.B, "s1")
+    passes = [a for a in argvs if a[0] == "rsync" and a[-1].rstrip("/") == target]
+    assert passes, argvs
+    for rsync in passes:
+        assert ("--delay-updates" in rsync and "--delete-delay" in rsync) is delayed, rsync
+    assert same(env), "the update did not bring the replica to the active's tree"
+    assert not [d for d, _sub, _files in os.walk(env.share_path(env.B, "s1")) if d.endswith(".~tmp~")]
+
+
 def test_a_promotion_killed_during_its_final_update_is_finished_by_a_rerun(env, monkeypatch):
     make_share(env)
     manager(env).present("s1", pool=env.B)
