@@ -254,8 +254,16 @@ def test_the_verification_reads_each_side_on_its_host_not_through_the_mount(lab,
     # The same trees, the destination host's disk repaired: the verification passes.
     lab.ssh("storb", ["sh", "-c", 'cd "$1" && printf good > f && touch -d "2022-02-02 02:02:02.5" f .', "sh",
                       str(storb_tree)])
+    logs = dict((host, lab.hosts[host].folder / "sshd.log") for host in ("stora", "storb"))
+    before = dict((host, log.read_text(errors="replace")) for host, log in logs.items())
     again = ok(run_module("data_copy", dict(params, job_id="lying2"), lab.base, timeout=300))
     assert again["job"]["report"]["verified"] is True
+    # The job's sessions to each host (its walk, seal and carry) went over one master per host:
+    # one login each, several sessions on it.
+    for host, log in logs.items():
+        during = log.read_text(errors="replace")[len(before[host]):]
+        logins, sessions = during.count("Accepted publickey"), during.count("Starting session")
+        assert logins == 1 and sessions >= 2, (host, logins, sessions, during[-3000:])
     for host, tree in (("stora", stora_tree), ("storb", storb_tree)):
         lab.ssh(host, ["rm", "-rf", str(tree)])
 

@@ -37,6 +37,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.data_copy import 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import shipping as shipping_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import ssh_masters as ssh_masters_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import walk as walk_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import worker as worker_lib
@@ -50,8 +51,8 @@ REQUEST_KEYS = ('source', 'destination', 'ignore_files', 'check_hash', 'hash_alg
                 'rsync_base_options', 'final_pass', 'bwlimit', 'migration_id', 'pass_id', 'hosts')
 # The modules the worker needs, shipped into <job folder>/lib/ at each launch.
 WORKER_MODULES = (state_lib, lifeline_lib, seal_lib, fileflags_lib, rsync_lib, hashing_lib, xattrs_lib, fileread_lib,
-                  hashcache_lib, manifest_lib, walk_lib, plumbing_lib, shipping_lib, remote_lib, prehash_lib, compare_lib,
-                  fastcopy_lib, progress_lib, worker_lib)
+                  hashcache_lib, manifest_lib, walk_lib, plumbing_lib, shipping_lib, ssh_masters_lib, remote_lib,
+                  prehash_lib, compare_lib, fastcopy_lib, progress_lib, worker_lib)
 PACKAGE_DIRS = ('ansible_collections', 'storage', 'mobility', 'plugins', 'module_utils', 'data_copy')
 LOCK_TIMEOUT = 30.0
 # Finished job folders are pruned when a job is launched: those not updated for this many days,

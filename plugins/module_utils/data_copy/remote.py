@@ -33,21 +33,25 @@ __metaclass__ = type
 import ast
 import binascii
 import errno
+import hashlib
 import json
 import os
 import shlex
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.shipping import BOOTSTRAP, bundle as ship
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.ssh_masters import shared_folder
 
 PACKAGE = 'ansible_collections.storage.mobility.plugins.module_utils'
 #: the modules the host side needs, below module_utils (each imports only the standard library
 #: and modules of this list)
 BUNDLE = ('data_copy.state', 'data_copy.fileflags', 'data_copy.seal', 'data_copy.hashing', 'data_copy.xattrs',
-          'data_copy.fileread', 'data_copy.manifest', 'data_copy.walk', 'data_copy.shipping', 'data_copy.remote')
+          'data_copy.fileread', 'data_copy.manifest', 'data_copy.walk', 'data_copy.shipping', 'data_copy.ssh_masters',
+          'data_copy.remote')
 #: the name the host's key is checked under (HostKeyAlias): whatever address the data node uses
 HOST_KEY_ALIAS = 'mobility-storage-host'
 CONNECT_TIMEOUT = 10
@@ -55,6 +59,9 @@ CONNECT_TIMEOUT = 10
 STDLIB_ALGORITHMS = ('sha256', 'blake2b')
 STDLIB_FALLBACK = 'blake2b'
 SPEC_KEYS = ('host', 'address', 'port', 'user', 'key_file', 'host_keys', 'path')
+#: seconds a job's master to a storage host outlives its last session when the job could not end
+#: it (a killed worker); a job that ends closes it
+MASTER_PERSIST = 30
 
 
 class RemoteFailed(Exception):
@@ -166,16 +173,60 @@ class RemoteTree(object):
         self.path = spec['path']
         self.known_hosts = os.path.join(folder, 'known_hosts-%s' % side)
         self._lock = threading.Lock()
+        #: the socket of this side's master; None: not asked yet, '': none (every session logs in)
+        self._control = None
 
     def describe(self):
         return '%s on storage host %s' % (self.path, self.host)
 
-    def argv(self):
+    def _ssh(self):
         argv = ['ssh']
-        self._write_known_hosts()
         for option in ssh_options(self.spec, self.known_hosts):
             argv += ['-o', option]
+        return argv
+
+    def argv(self):
+        self._write_known_hosts()
+        argv = self._ssh()
+        control = self.control()
+        if control:
+            # Over the job's master when it runs; a dead one makes ssh log in on its own.
+            argv += ['-o', 'ControlMaster=no', '-o', 'ControlPath=%s' % control]
         return argv + ['--', self.spec['address'], shlex.join(['python3', '-c', BOOTSTRAP])]
+
+    def control(self):
+        """The socket of the job's master to this side's host, started at the first session: the
+        walks, seals and carries of a pass then log in once per host, not once per session. ''
+        when no private folder can hold it or the master does not start (every session then logs
+        in, and its own error names what failed)."""
+        with self._lock:
+            if self._control is not None:
+                return self._control
+            self._control = ''
+            folder = shared_folder()
+            if folder is None:
+                return ''
+            # One master per job and side: named by the connection and this job's known_hosts file.
+            name = hashlib.sha256(repr((self.spec['address'], self.spec.get('port'), self.spec.get('user'),
+                                        self.spec.get('key_file'), self.known_hosts)).encode('utf-8')).hexdigest()
+            control = os.path.join(folder, 'dn-' + name[:24])
+            argv = self._ssh() + ['-o', 'ControlMaster=yes', '-o', 'ControlPath=%s' % control,
+                                  '-o', 'ControlPersist=%d' % MASTER_PERSIST, '-N', '-f', '--', self.spec['address']]
+            # -f keeps ssh's stdio in the master it leaves running: never a pipe of ours.
+            with tempfile.TemporaryFile() as err:
+                started = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err).wait()
+            if started == 0:
+                self._control = control
+            return self._control
+
+    def close(self):
+        """End the job's master to this side's host (a killed job's ends MASTER_PERSIST seconds
+        after its last session)."""
+        with self._lock:
+            control, self._control = self._control, None
+        if control:
+            subprocess.call(self._ssh() + ['-o', 'ControlPath=%s' % control, '-O', 'exit', '--', self.spec['address']],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def _write_known_hosts(self):
         with self._lock:

@@ -852,6 +852,8 @@ class Worker(object):
         try:
             return self._run()
         finally:
+            for tree in self.remote.values():
+                tree.close()
             self.reap()
 
     def reap(self):

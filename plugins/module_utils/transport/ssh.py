@@ -28,20 +28,19 @@ __metaclass__ = type
 
 import atexit
 import binascii
-import errno
 import fcntl
 import hashlib
 import json
 import os
 import shlex
 import shutil
-import stat
 import subprocess
 import tempfile
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import shipping
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.fileflags import FlagError
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import SealError
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.ssh_masters import shared_folder
 from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, HostUnreachable, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.transport import local, ssh_helper
 from ansible_collections.storage.mobility.plugins.module_utils.transport.base import (
@@ -51,8 +50,6 @@ from ansible_collections.storage.mobility.plugins.module_utils.transport.mounts 
 #: the choices of ``ssh.host_key_checking``
 HOST_KEY_CHECKING = ('strict', 'accept-new')
 CONTROL_PERSIST = 60
-#: the shared masters' folder: ``<tmp>/mobility-cm-<uid>`` (never under a per-run folder)
-SHARED_FOLDER_PREFIX = 'mobility-cm-'
 CONNECT_TIMEOUT = 10
 #: the exit status with which ssh itself reports that it failed (not the remote command)
 SSH_FAILED = 255
@@ -613,25 +610,6 @@ class SshTransport(Transport):
 
     def tree_seal(self, path, ignore):
         return self.call('tree_seal', path, list(ignore or ()))
-
-
-def shared_folder():
-    """``<tmp>/mobility-cm-<uid>``, made 0700 when missing; None unless it is a real folder (not a
-    link) of this user that nobody else can enter."""
-    uid = os.geteuid()
-    folder = os.path.join(tempfile.gettempdir(), '%s%d' % (SHARED_FOLDER_PREFIX, uid))
-    try:
-        os.mkdir(folder, 0o700)
-    except OSError as exc:
-        if exc.errno != errno.EEXIST:
-            return None
-    try:
-        info = os.lstat(folder)
-    except OSError:
-        return None
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid or info.st_mode & 0o077:
-        return None
-    return folder
 
 
 def relay_pipe(source, destination, producer, consumer, what, on_chunk=None, capture=False, edit=None,

@@ -623,7 +623,7 @@ def test_the_shipped_worker_is_self_contained(jobs, tmp_path):
     assert sorted(os.listdir(lib)) == ["__init__.py", "compare.py", "fastcopy.py", "fileflags.py", "fileread.py",
                                        "hashcache.py", "hashing.py", "lifeline.py", "manifest.py", "plumbing.py",
                                        "prehash.py", "progress.py", "remote.py", "rsync.py", "seal.py", "shipping.py",
-                                       "state.py", "walk.py", "worker.py", "xattrs.py"]
+                                       "ssh_masters.py", "state.py", "walk.py", "worker.py", "xattrs.py"]
     with open(script, encoding="utf-8") as handle:
         assert handle.read() == worker_lib.LAUNCHER
     state_lib.write_json(os.path.join(folder, state_lib.JOB_FILE), jobs.build_request("shipped", src, dst))

@@ -351,18 +351,18 @@ def test_btrfs_host_to_host_is_routed_through_the_peer_driver(tmp_path):
 def test_the_shared_masters_folder_is_used_only_when_it_is_private(tmp_path, monkeypatch):
     """``<tmp>/mobility-cm-<uid>``: made 0700; a link, a folder open to others or another user's
     is never used (the run then keeps a master of its own)."""
-    from ansible_collections.storage.mobility.plugins.module_utils.transport import ssh as ssh_mod
-    monkeypatch.setattr(ssh_mod.tempfile, "tempdir", str(tmp_path))
+    from ansible_collections.storage.mobility.plugins.module_utils.data_copy import ssh_masters
+    monkeypatch.setattr(ssh_masters.tempfile, "tempdir", str(tmp_path))
     folder = tmp_path / ("mobility-cm-%d" % os.geteuid())
-    assert ssh_mod.shared_folder() == str(folder)
+    assert ssh_masters.shared_folder() == str(folder)
     assert (folder.stat().st_mode & 0o777) == 0o700
     folder.chmod(0o755)
-    assert ssh_mod.shared_folder() is None
+    assert ssh_masters.shared_folder() is None
     folder.rmdir()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(mode=0o700)
     folder.symlink_to(elsewhere)
-    assert ssh_mod.shared_folder() is None
+    assert ssh_masters.shared_folder() is None
 
 
 def test_the_master_name_changes_with_every_option_that_makes_the_connection():
