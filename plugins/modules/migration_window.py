@@ -143,7 +143,10 @@ shares:
   type: list
   elements: dict
 left:
-  description: Every share but the next, with the reason (not ready, already completed, does not fit, waits).
+  description:
+    - Every share but the next, with the reason (not ready, already completed, does not fit, waits).
+    - With O(plan_name), also the shares the plan could not place, each with the plan's reason
+      (C(not in the plan) and why, for example a pool with no room left above its headroom).
   returned: always
   type: list
   elements: dict

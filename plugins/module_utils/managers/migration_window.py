@@ -126,13 +126,16 @@ class MigrationWindowManager(object):
 
     # -- input ---------------------------------------------------------------------------------
     def plan_shares(self, name):
-        """(share names, the pool holding the plan) of the plan stored under ``name``."""
+        """(share names, the pool holding the plan, the shares the plan could not place) of the plan
+        stored under ``name``; each unplaced share as ``{'name', 'reason'}``."""
         planner = MigrationPlanManager(self.ctx)
         pools = sorted(planner.share_pools(), key=lambda p: str(p.ref))
         for pool in pools:
             stored = planner.read_stored(pool, name)
             if stored is not None:
-                return [m['share'] for m in stored['plan'].get('moves') or []], pool
+                unplaced = [{'name': u.get('share'), 'reason': 'not in the plan: %s' % (u.get('reason') or 'no reason given')}
+                            for u in stored['plan'].get('unplaced') or []]
+                return [m['share'] for m in stored['plan'].get('moves') or []], pool, unplaced
         raise NotFound('Unknown plan %r: no declared share pool holds .mobility/plans/%s.json (pools searched: %s); '
                        'make it with storage.mobility.migration_plan or pass shares'
                        % (name, name, ', '.join(str(p.ref) for p in pools) or 'none'))
@@ -253,10 +256,10 @@ class MigrationWindowManager(object):
             raise InvalidRequest('Give either plan_name (a plan stored by storage.mobility.migration_plan) or shares, '
                                  'not %s' % ('both' if params.get('plan_name') is not None else 'neither'))
         if params.get('plan_name') is not None:
-            names, home = self.plan_shares(validate_name(params['plan_name'], 'plan name'))
+            names, home, unplaced = self.plan_shares(validate_name(params['plan_name'], 'plan name'))
             window_name = params.get('name') or params['plan_name']
         else:
-            names = list(params['shares'])
+            names, unplaced = list(params['shares']), []
             if not names:
                 raise InvalidRequest('Invalid shares: the list is empty')
             pools = sorted(MigrationPlanManager(ctx).share_pools(), key=lambda p: str(p.ref))
@@ -318,7 +321,8 @@ class MigrationWindowManager(object):
         if now >= end and how == 'stored' and params.get('window_minutes') is not None:
             window_view['note'] = 'the stored window has ended; pass new_window: true to open a new one'
         result = {'changed': False, 'window': window_view, 'next': chosen, 'shares': views,
-                  'left': [{'name': v['name'], 'reason': v['reason']} for v in views if v is not chosen],
+                  # The plan's shares it could not place have no move to complete: left, with its reason.
+                  'left': [{'name': v['name'], 'reason': v['reason']} for v in views if v is not chosen] + unplaced,
                   'plan': plan, 'margin': margin,
                   'rates': {'host_bytes_per_second': model.entry(migration_plan.HOST)['bytes_per_second'],
                             'source': rate_source, 'measured_switchover_seconds': switchovers}}

@@ -221,6 +221,20 @@ def test_a_stored_plan_gives_the_shares_and_keeps_the_window(env):
         decide(env, time.time(), plan_name="other", window_minutes=5)
 
 
+def test_the_shares_a_plan_could_not_place_are_left_with_the_plans_reason(env):
+    """A plan that keeps 99.9% of every filesystem free places nothing: the window has nothing to
+    complete and names each share of the plan with the plan's reason, not an empty list."""
+    ready_share(env, "s1", changed_mib=1)
+    planned = MigrationPlanManager(env.ctx()).run({"name": "full", "source": env.A, "destinations": [env.B],
+                                                   "headroom": 0.999, "rates": None, "flags": None, "new_plan": False})
+    assert [u["share"] for u in planned["plan"]["unplaced"]] == ["s1"]
+    result = decide(env, time.time(), plan_name="full", window_minutes=5)
+    assert result["next"] is None and views(result) == {}
+    assert [item["name"] for item in result["left"]] == ["s1"]
+    reason = result["left"][0]["reason"]
+    assert reason.startswith("not in the plan: ") and "left above its headroom" in reason, result["left"]
+
+
 def test_measured_switchovers_take_the_median_of_the_recent_ones_less_their_copy():
     def done(at, seconds, copied, mechanism="host"):
         return {"task_state": states.MIGRATION_SUCCESS,
