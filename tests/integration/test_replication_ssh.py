@@ -122,18 +122,38 @@ def test_a_replica_on_a_remote_host_is_created_updated_and_promoted(ssh_lab, hos
         run_module("share", {"backends": backends, "name": name, "state": "absent"}, lab.base)
 
 
+#: the active pool on storb and the replica's pool on stora of the cross-host btrfs tests
+STORB_ONE, STORA_ONE = "storb@bb#one", "stora@ab#one"
+
+
+def cross_host_share(lab, name: str):
+    """A dr share in storb's btrfs pool one, replicated to stora's btrfs pool one: (backends, its
+    path on storb, the replica's path on stora)."""
+    backends = [replicated_backend(lab, "storb"), dict(lab.btrfs_backend("stora"), replication_domain="lab")]
+    created = ok(run_module("share", {"backends": backends, "name": name, "pool": STORB_ONE, "size": 1,
+                                      "share_type": "replicated", "extra_specs": {"replication_type": "dr"}},
+                            lab.base))
+    return backends, created["share"]["export_location"], str(lab.hosts["stora"].mounts["btrfs"] / "one" / "shares" / name)
+
+
+def remove_cross_host_share(lab, backends, name: str, snapshots=(), check=False) -> None:
+    """Its snapshots, both replicas, then the share (``check``: the share's removal must succeed)."""
+    for snapshot in snapshots:
+        run_module("share_snapshot", {"backends": backends, "share": name, "name": snapshot, "state": "absent"}, lab.base)
+    for pool in (STORB_ONE, STORA_ONE):
+        run_module("share_replica", {"backends": backends, "share": name, "pool": pool, "state": "absent"}, lab.base)
+    removed = run_module("share", {"backends": backends, "name": name, "state": "absent"}, lab.base)
+    if check:
+        ok(removed)
+
+
 def test_a_btrfs_replica_on_another_host_is_sent_host_to_host_and_promoted(ssh_lab):
     """storb's pool one holds the share, stora's btrfs pool one the replica: each update is a
     btrfs send on storb piped over ssh into btrfs receive on stora (the migration's direct way)."""
     lab = ssh_lab
-    backends = [replicated_backend(lab, "storb"), dict(lab.btrfs_backend("stora"), replication_domain="lab")]
     name = "rep-far"
-    pool_a, pool_b = "storb@bb#one", "stora@ab#one"
-    created = ok(run_module("share", {"backends": backends, "name": name, "pool": pool_a, "size": 1,
-                                      "share_type": "replicated", "extra_specs": {"replication_type": "dr"}},
-                            lab.base))
-    path_a = created["share"]["export_location"]
-    path_b = str(lab.hosts["stora"].mounts["btrfs"] / "one" / "shares" / name)
+    pool_a, pool_b = STORB_ONE, STORA_ONE
+    backends, path_a, path_b = cross_host_share(lab, name)
     try:
         lab.ssh("storb", ["sh", "-c", 'head -c 4194304 /dev/urandom > "$1/big" && mkdir "$1/dir" && '
                           'echo small > "$1/dir/small"', "sh", path_a])
@@ -158,9 +178,7 @@ def test_a_btrfs_replica_on_another_host_is_sent_host_to_host_and_promoted(ssh_l
         states = dict((r["pool"], (r["replica_state"], r.get("last_sync"))) for r in share["replicas"])
         assert states[pool_b][0] == "active" and states[pool_a] == ("in_sync", back["last_sync"])
     finally:
-        run_module("share_replica", {"backends": backends, "share": name, "pool": pool_a, "state": "absent"}, lab.base)
-        run_module("share_replica", {"backends": backends, "share": name, "pool": pool_b, "state": "absent"}, lab.base)
-        run_module("share", {"backends": backends, "name": name, "state": "absent"}, lab.base)
+        remove_cross_host_share(lab, backends, name)
 
 
 def test_a_forced_promotion_with_the_active_host_down_then_failback_when_it_returns(ssh_lab):
@@ -170,14 +188,9 @@ def test_a_forced_promotion_with_the_active_host_down_then_failback_when_it_retu
     and names the unreplicated write, then, forced, sends only what changed and keeps that write
     in a snapshot on storb."""
     lab = ssh_lab
-    backends = [replicated_backend(lab, "storb"), dict(lab.btrfs_backend("stora"), replication_domain="lab")]
     name = "rep-down"
-    pool_a, pool_b = "storb@bb#one", "stora@ab#one"
-    created = ok(run_module("share", {"backends": backends, "name": name, "pool": pool_a, "size": 1,
-                                      "share_type": "replicated", "extra_specs": {"replication_type": "dr"}},
-                            lab.base))
-    path_a = created["share"]["export_location"]
-    path_b = str(lab.hosts["stora"].mounts["btrfs"] / "one" / "shares" / name)
+    pool_a, pool_b = STORB_ONE, STORA_ONE
+    backends, path_a, path_b = cross_host_share(lab, name)
     storb = lab.hosts["storb"]
     try:
         lab.ssh("storb", ["sh", "-c", 'head -c 4194304 /dev/urandom > "$1/big" && echo small > "$1/small"', "sh", path_a])
@@ -221,27 +234,27 @@ def test_a_forced_promotion_with_the_active_host_down_then_failback_when_it_retu
     finally:
         if storb.proc is None or storb.proc.poll() is not None:
             storb.up()
-        run_module("share_replica", {"backends": backends, "share": name, "pool": pool_a, "state": "absent"}, lab.base)
-        run_module("share_replica", {"backends": backends, "share": name, "pool": pool_b, "state": "absent"}, lab.base)
-        run_module("share", {"backends": backends, "name": name, "state": "absent"}, lab.base)
+        remove_cross_host_share(lab, backends, name)
 
 
-#: (step, the state share_replica is asked, the pool it names, crash points) for a btrfs replica on
-#: another host: every record the step writes, in the middle of the host-to-host send, after each
-#: receive, the old point moved aside, the promotion's records and exports.
+#: the state share_replica is asked at each step, always of the replica's pool on stora
+CROSS_HOST_STEPS = {"create": "present", "update": "resynced", "promote": "promoted"}
+#: (step, crash point) for a btrfs replica on another host: every record the step writes, in the
+#: middle of the host-to-host send, after each receive, the old point moved aside, the promotion's
+#: records and exports.
 CROSS_HOST_CRASHES = [
-    ("create", "present", "b", "replica * in * requested"),
-    ("create", "present", "b", "btrfs sending replica snapshot *"),
-    ("create", "present", "b", "btrfs received replica snapshot *"),
-    ("create", "present", "b", "btrfs sending replica point"),
-    ("create", "present", "b", "btrfs received replica point"),
-    ("update", "resynced", "b", "btrfs sending replica point"),
-    ("update", "resynced", "b", "btrfs received replica point"),
-    ("update", "resynced", "b", "btrfs replica instance moved aside"),
-    ("update", "resynced", "b", "replica * updated*"),
-    ("promote", "promoted", "b", "promotion of replica * started"),
-    ("promote", "promoted", "b", "promoted (planned)"),
-    ("promote", "promoted", "b", "old active replica * exported as a secondary"),
+    ("create", "replica * in * requested"),
+    ("create", "btrfs sending replica snapshot *"),
+    ("create", "btrfs received replica snapshot *"),
+    ("create", "btrfs sending replica point"),
+    ("create", "btrfs received replica point"),
+    ("update", "btrfs sending replica point"),
+    ("update", "btrfs received replica point"),
+    ("update", "btrfs replica instance moved aside"),
+    ("update", "replica * updated*"),
+    ("promote", "promotion of replica * started"),
+    ("promote", "promoted (planned)"),
+    ("promote", "old active replica * exported as a secondary"),
 ]
 
 
@@ -250,23 +263,17 @@ def replica_states(lab, backends, name) -> dict:
     return dict((r["pool"], r["replica_state"]) for r in share.get("replicas") or [])
 
 
-@pytest.mark.parametrize("step, state, target, point", CROSS_HOST_CRASHES,
-                         ids=[f"{c[0]}-{c[3].replace(' ', '_')}" for c in CROSS_HOST_CRASHES])
-def test_a_cross_host_replication_step_killed_at_each_point_converges_when_run_again(ssh_lab, step, state, target,
-                                                                                     point):
+@pytest.mark.parametrize("step, point", CROSS_HOST_CRASHES,
+                         ids=[f"{step}-{point.replace(' ', '_')}" for step, point in CROSS_HOST_CRASHES])
+def test_a_cross_host_replication_step_killed_at_each_point_converges_when_run_again(ssh_lab, step, point):
     """The module is killed at the crash point (no cleanup, as a power cut of the controller)
     while it replicates from storb to stora. Right after: never two active replicas. Run again:
     the replica is in_sync (or active after a promotion) and both trees are equal entry by entry,
     read on each host."""
     lab = ssh_lab
-    backends = [replicated_backend(lab, "storb"), dict(lab.btrfs_backend("stora"), replication_domain="lab")]
     name = "rep-crash"
-    pools = {"a": "storb@bb#one", "b": "stora@ab#one"}
-    created = ok(run_module("share", {"backends": backends, "name": name, "pool": pools["a"], "size": 1,
-                                      "share_type": "replicated", "extra_specs": {"replication_type": "dr"}},
-                            lab.base))
-    path_a = created["share"]["export_location"]
-    path_b = str(lab.hosts["stora"].mounts["btrfs"] / "one" / "shares" / name)
+    pools = {"a": STORB_ONE, "b": STORA_ONE}
+    backends, path_a, path_b = cross_host_share(lab, name)
     try:
         lab.ssh("storb", ["sh", "-c", 'head -c 2097152 /dev/urandom > "$1/big" && mkdir "$1/d" && echo one > "$1/d/f"',
                           "sh", path_a])
@@ -275,7 +282,7 @@ def test_a_cross_host_replication_step_killed_at_each_point_converges_when_run_a
         if step != "create":
             ok(run_module("share_replica", {"backends": backends, "share": name, "pool": pools["b"]}, lab.base))
             lab.ssh("storb", ["sh", "-c", 'echo two >> "$1/d/f" && head -c 65536 /dev/urandom > "$1/d/g"', "sh", path_a])
-        params = {"backends": backends, "share": name, "pool": pools[target], "state": state}
+        params = {"backends": backends, "share": name, "pool": pools["b"], "state": CROSS_HOST_STEPS[step]}
         killed = sshlab.module_result(sshlab.module_process("share_replica", params, lab.base,
                                                             env={"STORAGE_MOBILITY_CRASH_AFTER": point}))
         # In the middle of a send the point is met by the helper on storb that runs the pipe: that
@@ -291,10 +298,7 @@ def test_a_cross_host_replication_step_killed_at_each_point_converges_when_run_a
         assert states == dict((pools[k], v) for k, v in expected.items()), states
         assert tree(lab, "stora", path_b) == tree(lab, "storb", path_a)
     finally:
-        run_module("share_snapshot", {"backends": backends, "share": name, "name": "s1", "state": "absent"}, lab.base)
-        for pool in pools.values():
-            run_module("share_replica", {"backends": backends, "share": name, "pool": pool, "state": "absent"}, lab.base)
-        ok(run_module("share", {"backends": backends, "name": name, "state": "absent"}, lab.base))
+        remove_cross_host_share(lab, backends, name, snapshots=("s1",), check=True)
 
 
 def test_a_posix_replica_on_another_host_than_the_active_is_refused_and_nothing_changes(ssh_lab):
