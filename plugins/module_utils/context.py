@@ -103,9 +103,10 @@ class Context(object):
         validate_name(name)
         found = self.repo.find_all(name)
         if not found:
-            if required and self.repo.unreachable():
+            unreachable = self.repo.unreachable()
+            if required and unreachable:
                 # The share may be in a pool of the storage host that could not be reached.
-                raise self.repo.unreachable()[0]
+                raise unreachable[0]
             if required:
                 raise NotFound('Unknown share %r: no declared pool holds it (pools searched: %s)'
                                % (name, ', '.join(str(p) for p in self.backends.pools())))

@@ -39,23 +39,28 @@ def now_iso():
 class PoolStore(object):
     """The metadata folder of one pool, reached through the transport of its backend's host."""
 
-    def __init__(self, pool, transport):
+    def __init__(self, pool, transport, hosts_down=None):
         self.pool = pool
         self.transport = transport
         self.root = os.path.join(pool.path, META_DIR)
         self.journal = Journal(transport, self.root)
-        #: the HostUnreachable error of the pool's storage host, once it was met in this run
-        self.unreachable = None
+        #: {storage host: its HostUnreachable error}, shared by the stores of one repository
+        self.hosts_down = {} if hosts_down is None else hosts_down
+
+    @property
+    def unreachable(self):
+        """The HostUnreachable error of the pool's storage host when it was met in this run, else None."""
+        return self.hosts_down.get(self.pool.backend.host)
 
     def available(self):
         """True when the pool's folder is there. An unmounted pool is skipped, not an error, and so
-        is the pool of a storage host that cannot be reached at all (asked once per run)."""
+        is the pool of a storage host that cannot be reached at all (asked once per host and run)."""
         if self.unreachable is not None:
             return False
         try:
             return self.transport.is_dir(self.pool.path)
         except HostUnreachable as exc:
-            self.unreachable = exc
+            self.hosts_down[self.pool.backend.host] = exc
             return False
 
     def _dir(self, kind):
@@ -63,9 +68,9 @@ class PoolStore(object):
 
     def ensure(self):
         """Create the metadata folders; fail clearly when the pool path is missing or read-only."""
-        if not self.available() and self.unreachable is not None:
-            raise self.unreachable
         if not self.available():
+            if self.unreachable is not None:
+                raise self.unreachable
             raise StorageError('Pool %s: its path %s does not exist or is not a folder'
                                % (self.pool, self.pool.path))
         for kind in ('shares', 'locks'):
@@ -213,7 +218,8 @@ class ShareRepository(object):
         if transport_of is None:
             def transport_of(backend):
                 return transport_for(backend, CommandRunner())
-        self.stores = dict((str(p.ref), PoolStore(p, transport_of(p.backend))) for p in backends.pools())
+        self.hosts_down = {}
+        self.stores = dict((str(p.ref), PoolStore(p, transport_of(p.backend), self.hosts_down)) for p in backends.pools())
         # The watched fields (events.WATCHED) of each share as last read or written, by id: a
         # save that changes one appends an event to the journal of the pool it is saved in.
         self._seen = {}
@@ -230,11 +236,7 @@ class ShareRepository(object):
 
     def unreachable(self):
         """The HostUnreachable errors met so far, one per storage host (their pools were skipped)."""
-        errors = {}
-        for store in self.stores.values():
-            if store.unreachable is not None:
-                errors.setdefault(store.pool.backend.host, store.unreachable)
-        return [errors[host] for host in sorted(errors)]
+        return [self.hosts_down[host] for host in sorted(self.hosts_down)]
 
     def lock(self, name, purpose, create=True):
         """Lock ``name`` in every reachable pool (see ShareLock)."""

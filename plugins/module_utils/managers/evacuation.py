@@ -223,8 +223,7 @@ class MigrationPlanManager(object):
             reasons = []
             if lost:
                 reasons.append('data nodes gone: %s' % ', '.join(lost))
-            confirmed = sorted(set(stored_copies.get('lost_data_nodes') or []) ^ set(lost_nodes))
-            if confirmed:
+            if set(stored_copies.get('lost_data_nodes') or []) != set(lost_nodes):
                 reasons.append('lost data nodes confirmed: %s' % ', '.join(sorted(lost_nodes)) if lost_nodes
                                else 'no data node confirmed lost')
             if added:

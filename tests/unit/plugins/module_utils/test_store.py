@@ -184,10 +184,10 @@ class DownHost(LocalTransport):
 
 def test_the_pools_of_an_unreachable_host_are_skipped_once_and_a_step_that_needs_them_fails(tmp_path):
     spec = backend_spec(tmp_path, pools=("a",))
-    spec["pools"]["far"] = {"path": str(tmp_path / "far")}
+    far_spec = {"name": "be2", "driver": "posix", "host": "far", "pools": {"far": {"path": str(tmp_path / "far")}}}
     (tmp_path / "far").mkdir()
     transport = DownHost(str(tmp_path / "far"))
-    repo = ShareRepository(Backends([spec]), lambda backend: transport)
+    repo = ShareRepository(Backends([spec, far_spec]), lambda backend: transport)
     assert [str(s.pool.ref) for s in repo.available_stores()] == ["localhost@be1#a"]
     assert repo.find_all("s1") == [] and transport.asked == 1, "the host is asked once per run"
     [error] = repo.unreachable()
@@ -200,9 +200,8 @@ def test_the_pools_of_an_unreachable_host_are_skipped_once_and_a_step_that_needs
 
 def test_load_of_a_share_found_nowhere_fails_with_the_unreachable_hosts_error(env, monkeypatch):
     ctx = env.ctx()
-    store = list(ctx.repo.stores.values())[1]
-    monkeypatch.setattr(store, "unreachable", HostUnreachable("Failed to connect on storage host far: unreachable",
-                                                              host="far"))
+    down = HostUnreachable("Failed to connect on storage host far: unreachable", host="far")
+    monkeypatch.setitem(ctx.repo.hosts_down, "far", down)
     with pytest.raises(HostUnreachable, match="storage host far"):
         ctx.load("ghost")
     assert ctx.load("ghost", required=False) == (None, None)
