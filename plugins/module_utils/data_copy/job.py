@@ -270,7 +270,7 @@ class DataCopyJobs(object):
             pid = status.get('pid')
         return pid
 
-    def view(self, job_id):
+    def view(self, job_id, looked_again=False):
         """The job as the module returns it (``state: absent`` when there is no such job)."""
         folder = self.folder(job_id)
         request = state_lib.read_json(os.path.join(folder, state_lib.JOB_FILE))
@@ -297,6 +297,9 @@ class DataCopyJobs(object):
         if status.get('interrupted'):
             job['interrupted'] = True  # found gone by an earlier run (see settle)
         if job['state'] == 'running' and not job['alive']:
+            if not looked_again and self._ended(folder):
+                # The worker wrote its last status and exited after this view read status.json.
+                return self.view(job_id, looked_again=True)
             job['interrupted'] = True
             job['state'] = 'failed'
             job['error'] = gone_error(job_id, request, status)
@@ -308,6 +311,12 @@ class DataCopyJobs(object):
         job['progress_line'] = progress_lib.progress_line(dict(job['progress'], state=job['state'], phase=job['phase']),
                                                           final_pass=job['final_pass'])
         return job
+
+    @staticmethod
+    def _ended(folder):
+        """Whether status.json, read now, says that the job stopped running."""
+        status = state_lib.read_json(os.path.join(folder, state_lib.STATUS_FILE)) or {}
+        return status.get('state') not in (None, 'running')
 
     @staticmethod
     def _recent(path, seconds=15.0):
@@ -348,7 +357,7 @@ class DataCopyJobs(object):
         """A job whose worker is gone: stop what is left of its process group and record in its
         status that it failed, and why (``interrupted``), so that every reader of ``status.json``
         sees it. Returns the job's view, or None when another run holds the job's lock (it acts on
-        the job itself) or the worker is not gone after all."""
+        the job itself)."""
         folder = self.folder(job_id)
         try:
             lock = JobLock(self.state_dir, job_id, self.clock, self.sleeper, timeout=0)
@@ -358,7 +367,7 @@ class DataCopyJobs(object):
         try:
             job = self.view(job_id)
             if not (job['state'] == 'failed' and job.get('interrupted')):
-                return None
+                return job  # it ended on its own after all, or runs: what its status says now
             left = self._members(folder, job)
             if left:
                 self._kill(left, job['pid'])

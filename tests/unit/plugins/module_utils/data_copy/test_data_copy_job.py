@@ -471,6 +471,31 @@ def test_failed_verification_then_started_again_repairs(jobs, tmp_path):
     assert open(target, "rb").read() == open(os.path.join(src, "a"), "rb").read()
 
 
+def test_a_worker_that_ends_while_its_status_is_read_is_not_called_gone(jobs, tmp_path, monkeypatch):
+    """The worker writes its last status, then exits. A reader that read ``running`` just before
+    and found the worker gone just after took the job for a killed one and returned "its worker is
+    gone" instead of the job's own error (seen once in CI on a failed verification)."""
+    src, dst = folders(tmp_path)
+    write(os.path.join(src, "a"), b"source")
+    write(os.path.join(dst, "a"), b"damage")
+    os.utime(os.path.join(dst, "a"), ns=(0, os.stat(os.path.join(src, "a")).st_mtime_ns))
+    job = jobs.start(jobs.build_request("race", src, dst), wait_seconds=POLL_LIMIT)["job"]
+    assert job["state"] == "failed" and job["error"].startswith("Verification of")
+    status_path = os.path.join(job["folder"], state_lib.STATUS_FILE)
+    final = state_lib.read_json(status_path)
+    state_lib.write_json(status_path, dict(final, state="running", error=None))
+
+    def ends_now(folder, pid):
+        state_lib.write_json(status_path, final)  # the worker's last write, then its exit
+        return False
+
+    monkeypatch.setattr(job_lib, "worker_alive", ends_now)
+    for seen in (jobs.wait("race", 0), jobs.view("race")):
+        assert seen["state"] == "failed" and not seen.get("interrupted"), seen
+        assert seen["error"] == final["error"]
+    assert state_lib.read_json(status_path) == final  # nothing settled over the real end
+
+
 def test_worker_reports_the_xxhash_fallback(tmp_path, monkeypatch):
     """Runs the worker in this process, with xxhash hidden."""
     src, dst = folders(tmp_path)
