@@ -25,9 +25,10 @@ description:
   - Rates. The host-assisted copy rate is O(rates) C(host.bytes_per_second) when given, else the rate
     the records measured on earlier verified copies, else 100 MiB/s.
   - Shares of OpenStack backends are not planned by this module.
-  - With O(data_nodes), the host-assisted copies are assigned to data node slots in rounds that keep
-    O(copies_per_data_node) and O(copies_per_storage_host) (RV(copies)); the playbook
-    C(storage.mobility.evacuate_pool) runs them.
+  - With O(data_nodes), the host-assisted copies are assigned to the copy slots of the data nodes
+    (RV(copies)); the playbook C(storage.mobility.evacuate_pool) runs them. Without
+    O(copies_per_storage_host) each slot is a lane that runs its copies back to back, longest first;
+    with it the copies run in rounds, so that the limit holds whatever the copies really take.
 extends_documentation_fragment: [storage.mobility.backends, storage.mobility.attributes]
 attributes:
   check_mode: {support: full}
@@ -68,7 +69,8 @@ options:
   data_nodes:
     description:
       - The data nodes (inventory host names) that copy the host-assisted moves. When given, the
-        copies are assigned to them in rounds (RV(copies)) and the assignment is stored with the plan.
+        copies are assigned to their slots, in lanes or in rounds (RV(copies)), and the assignment is
+        stored with the plan.
       - A rerun with the same data nodes and limits follows the stored assignment. With other data
         nodes or limits the copies whose phase 1 is not over are assigned again; a copy running on a
         data node still given stays there.
@@ -94,7 +96,9 @@ options:
     description:
       - Copies at once that read from or write to one storage host (the C(host) of the source or
         destination pool's V(host@backend#pool)); a copy counts against both. A positive integer.
-      - Omitted, no limit per storage host.
+      - Omitted, no limit per storage host, and the copies are assigned in lanes (RV(copies)).
+      - Given, the copies are assigned in rounds; a round starts when every copy of the round before
+        ended, so the rounds wait for their longest copy.
     type: int
 '''
 
@@ -170,10 +174,15 @@ plan:
 copies:
   description:
     - The assignment of the host-assisted copies to the data nodes (managers/migration_schedule.py
-      C(assign_rounds)), null when no O(data_nodes) were given and none is stored.
+      C(assign_lanes) or C(assign_rounds)), null when no O(data_nodes) were given and none is stored.
+    - C(mode) V(lanes) (no O(copies_per_storage_host)) or V(rounds).
+    - C(lanes) lists the lanes, one per copy slot that has copies (C(data_node), C(slot), C(shares) in
+      the order the lane runs them, each as soon as the one before it ended); empty in rounds.
     - C(rounds) lists the rounds in order, each a list of assignments (C(share), C(data_node), C(round),
       C(slot), estimated C(seconds), C(source_host), C(destination_host)); a round's copies run at
-      once and the next round starts when they all ended. C(assignments) is the same, flat.
+      once and the next round starts when they all ended; empty in lanes.
+    - C(assignments) lists every copy once; in lanes with its C(position) in the lane and its
+      estimated C(start), C(end) and C(seconds).
     - "C(data_nodes), C(copies_per_data_node), C(copies_per_storage_host) it was made for; C(followed)
       true when the stored one was followed; C(reason) why it was made (V(first assignment),
       V(data nodes gone: n2)...); C(pinned) copies kept on the data node where they run;
@@ -188,7 +197,9 @@ copies:
     copies_per_storage_host: null
     followed: false
     reason: first assignment
-    rounds: [[{share: s1, data_node: dn1, round: 1, slot: 1, seconds: 12.5, source_host: stor1, destination_host: stor2}]]
+    mode: lanes
+    lanes: [{data_node: dn1, slot: 1, shares: [s1, s2]}]
+    rounds: []
 '''
 
 from ansible_collections.storage.mobility.plugins.module_utils.common import mobility_module, run_module

@@ -94,7 +94,7 @@ def test_evacuate_pool_runs_phase_1_for_every_share_and_a_rerun_resumes(lab):
     for share in SHARES:
         assert rows[share][0] == "data_copying_completed" and rows[share][5] == "localhost", rows[share]
         assert rows[share][7] == "-" and rows[share][3] != "not known yet", rows[share]
-        assert rows[share][4].endswith("MiB/s") and rows[share][6].startswith("round "), rows[share]
+        assert rows[share][4].endswith("MiB/s") and re.fullmatch(r"slot 1, copy [1-3]", rows[share][6]), rows[share]
     stored = json.loads((lab.pools["alpha"] / ".mobility" / "plans" / "evac-alpha.json").read_text())
     assert sorted(m["share"] for m in stored["plan"]["moves"]) == sorted(SHARES)
 
@@ -164,8 +164,8 @@ def assert_phase1_done(lab, shares, manifests) -> None:
 
 
 def test_two_copies_at_once_on_one_data_node_overlap_in_time(lab):
-    """copies_per_data_node=2 on one data node: both copies are in round 1 (slots 1 and 2) and their
-    jobs ran at the same time; copied one after the other they would share no second."""
+    """copies_per_data_node=2 on one data node: each copy is the first of a lane (slots 1 and 2) and
+    their jobs ran at the same time; copied one after the other they would share no second."""
     shares = ("par1", "par2")
     lab.create_shares(*shares)
     manifests = fill_big(lab, shares, 2)
@@ -179,11 +179,37 @@ def test_two_copies_at_once_on_one_data_node_overlap_in_time(lab):
     assert min(first[1] - first[0], second[1] - second[0]) > 10, (first, second)   # slowed, as meant
     assert overlap(first, second) > 0, ("the two copies did not run at the same time", first, second)
     copies = stored_copies(lab, "evac-par")
-    assert copies["copies_per_data_node"] == 2 and len(copies["rounds"]) == 1
+    assert copies["copies_per_data_node"] == 2 and copies["mode"] == "lanes" and copies["rounds"] == []
     assert sorted((a["data_node"], a["slot"]) for a in copies["assignments"]) == [("localhost", 1), ("localhost", 2)]
     rows = summary_rows(run.out)
-    assert sorted(rows[s][6] for s in shares) == ["round 1, slot 1", "round 1, slot 2"], rows
+    assert sorted(rows[s][6] for s in shares) == ["slot 1, copy 1", "slot 2, copy 1"], rows
     assert all(rows[s][5] == "localhost" and rows[s][4].endswith("MiB/s") for s in shares), rows
+
+
+def test_a_lane_starts_its_next_copy_without_waiting_for_the_other_lanes(lab):
+    """Two data nodes of one slot, a big share and two small ones: longest first, the big one goes to
+    dn1 and both small ones to dn2, one after the other. In rounds the second small copy would wait
+    for the big one to end; in lanes it starts as soon as the first small one ended, while the big
+    one still copies."""
+    shares = ("lane-big", "lane-s1", "lane-s2")
+    lab.create_shares(*shares)
+    manifests = fill_big(lab, ("lane-big",), 4)
+    manifests.update(fill_big(lab, ("lane-s1", "lane-s2"), 1))
+    two_data_nodes(lab)
+    # At 64 KiB/s: 4 MiB in about 64 s, 1 MiB in about 16 s.
+    run = lab.run(EVACUATE, slow_vars("evac-lanes", data_mover_rsync_options=[f"--bwlimit={BWLIMIT_KIB // 4}"]))
+    assert run.rc == 0, run
+    assert_phase1_done(lab, shares, manifests)
+    copies = stored_copies(lab, "evac-lanes")
+    lanes = {lane["data_node"]: lane["shares"] for lane in copies["lanes"]}
+    assert lanes["dn1"] == ["lane-big"] and sorted(lanes["dn2"]) == ["lane-s1", "lane-s2"], copies
+    order = ["lane-big"] + lanes["dn2"]
+    big, small1, small2 = (job_interval(lab, s) for s in order)
+    assert small1[1] <= small2[0], ("dn2's lane ran its copies at once", small1, small2)
+    assert small2[0] < big[1] and overlap(small2, big) > 0, ("the lane waited for the other lane", big, small2)
+    rows = summary_rows(run.out)
+    assert [rows[s][6] for s in order] == ["slot 1, copy 1", "slot 1, copy 1", "slot 1, copy 2"], rows
+    assert [rows[s][5] for s in order] == ["dn1", "dn2", "dn2"], rows
 
 
 def test_a_storage_host_limit_of_one_keeps_the_copies_apart_in_time(lab):
@@ -197,7 +223,7 @@ def test_a_storage_host_limit_of_one_keeps_the_copies_apart_in_time(lab):
     assert run.rc == 0, run
     assert_phase1_done(lab, shares, manifests)
     copies = stored_copies(lab, "evac-lim")
-    assert [len(r) for r in copies["rounds"]] == [1, 1, 1], copies["rounds"]
+    assert copies["mode"] == "rounds" and [len(r) for r in copies["rounds"]] == [1, 1, 1], copies["rounds"]
     # The rounds take turns on dn1 and dn2: what keeps them apart is the wait between rounds on
     # every data node, not one node's order.
     assert [r[0]["data_node"] for r in copies["rounds"]] == ["dn1", "dn2", "dn1"], copies["rounds"]

@@ -178,7 +178,9 @@ class MigrationPlanManager(object):
         return stored
 
     def assign(self, plan, rates, host_rate, nodes, per_node, per_host, stored_copies, lost_nodes=()):
-        """The assignment of the plan's host-assisted copies to the data nodes, in rounds.
+        """The assignment of the plan's host-assisted copies to the data nodes: in lanes (one per
+        copy slot, each running its copies back to back), or in rounds when a storage host limit is
+        given (see migration_schedule).
 
         Shares whose phase 1 is over are left out; a share whose copy job runs on a data node that
         is still given stays there (pinned). The copies of a data node no longer given go to the
@@ -214,7 +216,14 @@ class MigrationPlanManager(object):
                 continue
             jobs.append({'share': move['share'], 'bytes': move['bytes'], 'files': move['files'],
                          'source_host': move.get('source_host'), 'destination_host': move.get('destination_host')})
-        rounds = migration_schedule.assign_rounds(jobs, data_nodes, host_limit=per_host, pinned=pinned)
+        if per_host is None:
+            # No storage host limit: every copy slot works through its own lane, never waiting for
+            # another's copies.
+            schedule = dict(migration_schedule.assign_lanes(jobs, data_nodes, pinned=pinned), mode='lanes', rounds=[])
+        else:
+            # A storage host limit holds whatever the copies take only if a round waits for the last.
+            schedule = dict(migration_schedule.assign_rounds(jobs, data_nodes, host_limit=per_host, pinned=pinned),
+                            mode='rounds', lanes=[])
         if stored_copies is None:
             reason = 'first assignment'
         else:
@@ -234,8 +243,9 @@ class MigrationPlanManager(object):
                                                                                   'copies_per_storage_host': per_host}[key]))
             reason = '; '.join(reasons) or 'reassigned'
         return {'data_nodes': nodes, 'copies_per_data_node': per_node, 'copies_per_storage_host': per_host,
-                'rate': rate, 'rounds': rounds['rounds'], 'assignments': rounds['assignments'],
-                'estimated_seconds': rounds['estimated_seconds'], 'pinned': dict(sorted(pinned.items())),
+                'rate': rate, 'mode': schedule['mode'], 'lanes': schedule['lanes'], 'rounds': schedule['rounds'],
+                'assignments': schedule['assignments'],
+                'estimated_seconds': schedule['estimated_seconds'], 'pinned': dict(sorted(pinned.items())),
                 'held': held, 'lost_data_nodes': list(lost_nodes),
                 'phase1_done': sorted(done), 'made_at': now_iso(), 'reason': reason}
 

@@ -13,6 +13,13 @@ counts against its source host and its destination host). The schedule is list s
 LPT order (longest first): whenever slots are free, the longest waiting copy whose storage hosts
 have room goes to the free slot that finishes it first.
 
+The evacuate_pool playbook runs one of two fixed assignments. Without a storage host limit,
+``assign_lanes``: each copy slot of a data node is a lane that starts its next copy as soon as its
+last one ended, which is the schedule above fixed in advance (no lane waits for another). With a
+storage host limit, ``assign_rounds``: the copies run in rounds, and a round starts when every copy
+of the one before ended, so that the limit holds whatever the copies really take; the rounds wait
+for their longest copy.
+
 Phase 2 (``window_decision`` and ``plan_window``): a ready share's switchover is started only when
 its estimate (final pass from what changed since the last increment, plus the switchover itself)
 ends before the window's end less a margin; never at or after the end. The order is largest
@@ -181,6 +188,51 @@ def assign_copies(jobs, data_nodes, host_limit=None):
     assignments.sort(key=lambda a: (a['start'], a['share']))
     return {'assignments': assignments, 'makespan': makespan,
             'per_node': dict((k, round(v, 3)) for k, v in sorted(busy.items()))}
+
+
+def assign_lanes(jobs, data_nodes, pinned=None):
+    """Phase-1 copies in lanes, as the evacuate_pool playbook runs them without a storage host limit.
+
+    A lane is one copy slot of a data node: it runs its copies one after another, each as soon as
+    the one before it ended, whatever the other lanes do (the playbook runs every lane as a host of
+    its own under the free strategy). This is list scheduling fixed in advance: in LPT order
+    (longest first, then by name), each copy joins the lane that would end it first (then the lane
+    with less work so far, then by data node and slot). Copies ``pinned`` to a data node (a copy
+    already running there: ``{share: data node}``) come first, each on that node's lane that is
+    free first.
+
+    Returns ``{'lanes': [{'data_node', 'slot', 'shares'}, ...], 'assignments': [...],
+    'estimated_seconds': s}``; an assignment names the share, the data node, the slot (from 1), its
+    position in the lane (from 1), its estimated start, end and seconds, and the storage hosts.
+    Lanes without copies are left out. The same input gives the same lanes.
+    """
+    _check_copies(jobs, data_nodes, None)
+    by_name = dict((n['name'], n) for n in data_nodes)
+    pinned = dict(pinned or {})
+    for share, name in sorted(pinned.items()):
+        if name not in by_name and share in set(j['share'] for j in jobs):
+            raise InvalidRequest('Invalid copies: share %s is pinned to data node %s, which is not given' % (share, name))
+    ref = max(data_nodes, key=lambda n: (n['bytes_per_second'], -n['seconds_per_file'], n['name']))
+    order = sorted(jobs, key=lambda j: (j['share'] not in pinned, -copy_seconds(j, ref), j['share']))
+    lanes = [(name, slot) for name in sorted(by_name) for slot in range(1, by_name[name].get('slots', 1) + 1)]
+    free_at = dict((lane, 0.0) for lane in lanes)
+    queued = dict((lane, []) for lane in lanes)
+    assignments = []
+    for job in order:
+        allowed = [lane for lane in lanes if lane[0] == pinned[job['share']]] if job['share'] in pinned else lanes
+        lane = min(allowed, key=lambda ln: (free_at[ln] + copy_seconds(job, by_name[ln[0]]), free_at[ln], ln))
+        seconds = copy_seconds(job, by_name[lane[0]])
+        start = free_at[lane]
+        free_at[lane] = start + seconds
+        queued[lane].append(job['share'])
+        assignments.append({'share': job['share'], 'data_node': lane[0], 'slot': lane[1],
+                            'position': len(queued[lane]), 'start': round(start, 3), 'end': round(start + seconds, 3),
+                            'seconds': round(seconds, 3), 'source_host': job.get('source_host'),
+                            'destination_host': job.get('destination_host')})
+    assignments.sort(key=lambda a: (a['data_node'], a['slot'], a['position']))
+    return {'lanes': [{'data_node': lane[0], 'slot': lane[1], 'shares': queued[lane]} for lane in lanes if queued[lane]],
+            'assignments': assignments,
+            'estimated_seconds': round(max([a['end'] for a in assignments] or [0.0]), 3)}
 
 
 def assign_rounds(jobs, data_nodes, host_limit=None, pinned=None):

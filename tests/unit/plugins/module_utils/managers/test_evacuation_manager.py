@@ -241,24 +241,37 @@ def six_shares(env):
         fill(env, "s%d" % index, [1000 * (index + 1)])
 
 
-def test_copies_are_assigned_in_rounds_stored_with_the_plan_and_followed(env):
+def test_copies_are_assigned_in_lanes_stored_with_the_plan_and_followed(env):
     six_shares(env)
-    result = run(env, **copy_params())
+    result = run(env, **copy_params(copies_per_data_node=1))
     copies = result["copies"]
     assert result["changed"] and copies["followed"] is False and copies["reason"] == "first assignment"
+    assert copies["mode"] == "lanes" and copies["rounds"] == []
     assert sorted(a["share"] for a in copies["assignments"]) == ["s%d" % i for i in range(6)]
-    # Six copies, three nodes of two slots, no host limit: one round, two copies on each node.
+    # Six copies of 6000..1000 bytes at 1000 bytes/s, three one-slot nodes: longest first, each to
+    # the lane that ends it first (n1 6 s, n2 5 s, n3 4 s, then n3 +3, n2 +2, n1 +1).
+    lanes = {(lane["data_node"], lane["slot"]): lane["shares"] for lane in copies["lanes"]}
+    assert lanes == {("n1", 1): ["s5", "s0"], ("n2", 1): ["s4", "s1"], ("n3", 1): ["s3", "s2"]}, lanes
+    assert copies["estimated_seconds"] == 7.0
+    assert stored_document(env)["copies"]["lanes"] == copies["lanes"]
+    again = run(env, **copy_params(copies_per_data_node=1, data_nodes=["n3", "n2", "n1"]))
+    assert not again["changed"] and again["copies"]["followed"] is True
+    assert again["copies"]["lanes"] == copies["lanes"]
+
+
+def test_a_storage_host_limit_assigns_in_rounds(env):
+    six_shares(env)
+    copies = run(env, **copy_params(copies_per_storage_host=6))["copies"]
+    assert copies["mode"] == "rounds" and copies["lanes"] == []
+    # Six copies, three nodes of two slots, a limit of six: one round, two copies on each node.
     assert len(copies["rounds"]) == 1
     assert sorted(a["data_node"] for a in copies["assignments"]) == ["n1", "n1", "n2", "n2", "n3", "n3"]
-    assert stored_document(env)["copies"]["rounds"] == copies["rounds"]
-    again = run(env, **copy_params(data_nodes=["n3", "n2", "n1"]))
-    assert not again["changed"] and again["copies"]["followed"] is True
-    assert again["copies"]["rounds"] == copies["rounds"]
 
 
 def test_a_storage_host_limit_of_one_puts_every_copy_in_its_own_round(env):
     six_shares(env)
     result = run(env, **copy_params(copies_per_storage_host=1))
+    assert result["copies"]["mode"] == "rounds"
     # Every copy reads from localhost and writes to stor2: one at a time.
     assert [len(r) for r in result["copies"]["rounds"]] == [1] * 6
     assert [r[0]["share"] for r in result["copies"]["rounds"]] == ["s5", "s4", "s3", "s2", "s1", "s0"]
@@ -281,7 +294,9 @@ def test_a_lost_data_node_leaves_its_copies_to_the_others_and_running_copies_sta
     assert set(moved.values()) <= {"n1", "n3"}
     assert sorted(moved) == sorted(set(where) - {on_n2[0]}) and copies["phase1_done"] == [on_n2[0]]
     assert moved[on_n1[0]] == "n1" and copies["pinned"] == {on_n1[0]: "n1"}
-    assert all(len([a for a in r if a["data_node"] == n]) <= 1 for r in copies["rounds"] for n in ("n1", "n3"))
+    # One lane per one-slot node; the running copy first in n1's lane.
+    assert sorted((lane["data_node"], lane["slot"]) for lane in copies["lanes"]) == [("n1", 1), ("n3", 1)]
+    assert [lane for lane in copies["lanes"] if lane["data_node"] == "n1"][0]["shares"][0] == on_n1[0]
     assert stored_document(env)["copies"]["data_nodes"] == ["n1", "n3"]
 
 

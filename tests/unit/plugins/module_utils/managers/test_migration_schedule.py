@@ -230,3 +230,67 @@ def test_rounds_give_a_slow_node_a_copy_that_ends_within_the_round():
     # b would take 9 s on the slow node and stretch round 1 (1 s) ninefold: c goes there instead.
     assert rounds == [[("a", "fast"), ("c", "slow")], [("b", "fast"), ("d", "slow")]]
     assert result["estimated_seconds"] == 1.9
+
+
+# --------------------------------------------------------------------------- lanes
+
+
+def lane_peak(result):
+    """The most copies running at once on each data node, and the copies of each lane in order."""
+    peak = max_concurrent(result["assignments"], key=lambda a: [a["data_node"]])
+    order = {}
+    for a in sorted(result["assignments"], key=lambda a: (a["data_node"], a["slot"], a["position"])):
+        order.setdefault((a["data_node"], a["slot"]), []).append(a)
+    return peak, order
+
+
+def test_lanes_run_longest_first_back_to_back_and_meet_the_bound():
+    jobs = [job("s%d" % i, size) for i, size in enumerate([100, 100, 100, 200, 200, 300])]
+    result = ms.assign_lanes(jobs, [node("n1"), node("n2")])
+    # 1000 bytes at 2 x 100 B/s: 5 s. Longest first (s5, then s3 and s4 by name), each to the lane
+    # that ends it first: n1 300 + 100 + 100, n2 200 + 200 + 100.
+    assert result["estimated_seconds"] == 5.0
+    lanes = {(lane["data_node"], lane["slot"]): lane["shares"] for lane in result["lanes"]}
+    assert lanes == {("n1", 1): ["s5", "s0", "s1"], ("n2", 1): ["s3", "s4", "s2"]}, lanes
+    _peak, order = lane_peak(result)
+    for copies in order.values():
+        # Each copy starts when the one before it in its lane ends: a lane never waits.
+        assert copies[0]["start"] == 0.0
+        assert all(b["start"] == a["end"] for a, b in zip(copies, copies[1:])), copies
+
+
+def test_lanes_keep_the_slots_of_each_node_and_assign_every_copy_once():
+    rng = random.Random(7)
+    jobs = [job("s%03d" % i, int(1000 * rng.paretovariate(1.3)), files=rng.randint(0, 50)) for i in range(300)]
+    nodes = [node("n1", rate=100, slots=3), node("n2", rate=50, per_file=0.01, slots=2), node("n3", rate=200)]
+    result = ms.assign_lanes(jobs, nodes)
+    assert sorted(a["share"] for a in result["assignments"]) == sorted(j["share"] for j in jobs)
+    assert sorted(s for lane in result["lanes"] for s in lane["shares"]) == sorted(j["share"] for j in jobs)
+    peak, order = lane_peak(result)
+    assert peak["n1"] <= 3 and peak["n2"] <= 2 and peak["n3"] <= 1, peak
+    assert all(slot <= {"n1": 3, "n2": 2, "n3": 1}[name] for name, slot in order)
+    bound, _which = ms.lower_bound(jobs, nodes)
+    assert result["estimated_seconds"] <= 1.15 * bound, (result["estimated_seconds"], bound)
+
+
+@pytest.mark.parametrize("count", [1, 2, 4, 8, 16])
+def test_lanes_of_heavy_tailed_copies_stay_within_the_bound(count):
+    rng = random.Random(count)
+    jobs = [job("s%04d" % i, int(64 * rng.paretovariate(1.3)), files=rng.randint(1, 100)) for i in range(2000)]
+    nodes = [node("n%02d" % i, rate=100 + 10 * (i % 3), per_file=0.001, slots=2) for i in range(count)]
+    result = ms.assign_lanes(jobs, nodes)
+    bound, _which = ms.lower_bound(jobs, nodes)
+    assert result["estimated_seconds"] <= 1.15 * bound, (count, result["estimated_seconds"], bound)
+
+
+def test_lanes_put_a_pinned_copy_first_on_its_node_and_are_deterministic():
+    jobs = [job("s%d" % i, 100 * (i + 1)) for i in range(6)]
+    nodes = [node("n1"), node("n2")]
+    result = ms.assign_lanes(jobs, nodes, pinned={"s0": "n2"})
+    lanes = {lane["data_node"]: lane["shares"] for lane in result["lanes"]}
+    assert lanes["n2"][0] == "s0", lanes
+    assert ms.assign_lanes(list(reversed(jobs)), list(reversed(nodes)), pinned={"s0": "n2"}) == result
+    with pytest.raises(InvalidRequest, match="share s0 is pinned to data node n9, which is not given"):
+        ms.assign_lanes(jobs, nodes, pinned={"s0": "n9"})
+    with pytest.raises(InvalidRequest, match="at least one data node"):
+        ms.assign_lanes(jobs, [])
