@@ -139,6 +139,15 @@ def two_data_nodes(lab, nodes=("dn1", "dn2")) -> None:
     lab.inventory.write_text(json.dumps(inventory, indent=2) + "\n", encoding="utf-8")
 
 
+def unreachable(lab, node: str) -> None:
+    """Keep ``node`` in the inventory's data_nodes, but at an address where nothing answers (a dead
+    host): ssh to a loopback port with no listener is refused at once."""
+    inventory = json.loads(lab.inventory.read_text())
+    inventory["all"]["hosts"][node] = {"ansible_connection": "ssh", "ansible_host": "127.0.0.254", "ansible_port": 9,
+                                       "ansible_ssh_common_args": "-o ConnectTimeout=5 -o BatchMode=yes"}
+    lab.inventory.write_text(json.dumps(inventory, indent=2) + "\n", encoding="utf-8")
+
+
 def job_interval(lab, share: str) -> tuple[float, float]:
     """When the share's phase-1 copy job ran, from the job's own report (started_at, finished_at)."""
     report = read_json(lab.job_folder(lab.migration_id(share)) / "report.json")
@@ -242,8 +251,8 @@ def test_a_storage_host_limit_of_one_keeps_the_copies_apart_in_time(lab):
 
 def test_a_data_node_lost_during_a_copy_leaves_its_shares_to_the_other_on_rerun(lab):
     """dn1 and dn2 copy one share each. In the middle of the copies the controller is killed and so
-    are dn1's copy workers (dn1 is gone); a rerun with dn2 alone holds dn1's share until a rerun
-    confirms dn1 lost, which finishes both shares on dn2."""
+    are dn1's copy workers (dn1 is gone: it no longer answers); a rerun leaves dn1 out and holds its
+    share until a rerun confirms dn1 lost, which finishes both shares on dn2."""
     shares = ("lost1", "lost2")
     lab.create_shares(*shares)
     manifests = fill_big(lab, shares, 3)
@@ -278,11 +287,13 @@ def test_a_data_node_lost_during_a_copy_leaves_its_shares_to_the_other_on_rerun(
     assert lab.record(lost_share)["task_state"] != "data_copying_completed"
     interrupted = {s: lab.migration_id(s) for s in shares}
 
-    two_data_nodes(lab, nodes=("dn2",))
-    # dn1 is out of the inventory, but the controller cannot tell a dead node from one cut off from
-    # it that still copies: the rerun holds dn1's share, copies nothing for it and fails naming it.
+    unreachable(lab, "dn1")
+    # dn1 no longer answers, but the controller cannot tell a dead node from one cut off from it
+    # that still copies: the rerun leaves dn1 out, holds its share, copies nothing for it and fails
+    # naming it.
     held = lab.run(EVACUATE, extra)
     assert held.rc != 0 and f"Held: {lost_share}" in held.out and "lost_data_nodes" in held.out, held
+    assert "Data nodes that cannot be reached, left out of this run: dn1" in held.out, held
     assert f"Copy and verify {lost_share}" not in held.out and f"Start the copy of {lost_share}" not in held.out, held
     job = lab.record(lost_share)["migration"]["copy_job"]
     assert job["data_node"] == "dn1" and job["job_id"] == lost_job, job
@@ -290,7 +301,8 @@ def test_a_data_node_lost_during_a_copy_leaves_its_shares_to_the_other_on_rerun(
     assert [h["share"] for h in copies["held"]] == [lost_share] and copies["reason"] == "data nodes gone: dn1", copies
     assert summary_rows(held.out)[lost_share][7].startswith("held: its copy job"), held
 
-    # The operator confirms dn1 lost: its share goes to dn2.
+    # The operator confirms dn1 lost (still in the inventory, still not answering): its share goes
+    # to dn2.
     rerun = lab.run(EVACUATE, dict(extra, lost_data_nodes=["dn1"]))
     assert rerun.rc == 0, rerun
     assert_phase1_done(lab, shares, manifests)

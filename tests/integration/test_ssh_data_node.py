@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -307,3 +308,26 @@ def test_the_destination_sshfs_killed_in_the_middle_of_the_copy_then_reruns_conv
     passed(playbook(lab, tmp_path, collections_path, "complete_share_migration", "-e", "share=dn3"))
     assert_migrated(lab, "dn3", before, source)
     assert "dn3" in remote_listing(lab, "storb", str(lab.hosts["storb"].mounts["ext4"] / "shares"))
+
+
+def test_evacuate_pool_runs_its_lanes_on_the_data_node_datac_over_ssh(lab, tmp_path, collections_path, no_leftovers):
+    """evacuate_pool gives each copy slot a lane host delegated to its data node: over ssh both lanes
+    of datac copy there (datac's own connection), and the records and routes name datac."""
+    sources = {name: create_share(lab, name) for name in ("ev-a", "ev-b")}
+    before = {name: manifest(lab, "stora", path) for name, path in sources.items()}
+    out = passed(playbook(lab, tmp_path, collections_path, "evacuate_pool", "-e", "source=stora@pa#ext4",
+                          "-e", '{"destinations": ["storb@pb#ext4"]}', "-e", "headroom=0",
+                          "-e", "plan_name=ssh-lanes", "-e", "copies_per_data_node=2"))
+    assert "mobility-lane-datac-1" in out and "mobility-lane-datac-2" in out, out[-4000:]
+    # The summary's data node and lane columns: one copy in each of datac's two lanes.
+    assert sorted(re.findall(r"\| (\S+) \| (slot \d, copy \d) \|", out)) == [
+        ("datac", "slot 1, copy 1"), ("datac", "slot 2, copy 1")], out[-3000:]
+    for name in sources:
+        info = share_info(lab, name)
+        assert info["task_state"] == "data_copying_completed", (name, info["task_state"])
+        assert info["migration"]["copy_job"]["data_node"] == "datac", info["migration"]["copy_job"]
+        assert info["migration"]["copy"]["verified_at"], info["migration"]["copy"]
+    assert sshfs_mounts(lab, "datac") == []
+    for name, source in sources.items():
+        passed(playbook(lab, tmp_path, collections_path, "complete_share_migration", "-e", f"share={name}"))
+        assert_migrated(lab, name, before[name], source)
