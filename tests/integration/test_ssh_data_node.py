@@ -331,3 +331,73 @@ def test_evacuate_pool_runs_its_lanes_on_the_data_node_datac_over_ssh(lab, tmp_p
     for name, source in sources.items():
         passed(playbook(lab, tmp_path, collections_path, "complete_share_migration", "-e", f"share={name}"))
         assert_migrated(lab, name, before[name], source)
+
+
+def test_evacuate_pool_over_two_data_nodes_survives_one_going_down(lab, tmp_path, collections_path, no_leftovers):
+    """Six shares leave stora for storb through two data nodes, datac and stora itself. In the middle
+    datac goes down (its sshd, its sessions and its copy worker gone). The run fails for datac's
+    shares only; a rerun leaves datac out (it does not answer), gives the copies it had not started
+    to stora and holds the one it was running; a rerun that confirms datac lost finishes every share.
+    Then every share is completed and its tree on storb compared with stora's, entry by entry."""
+    names = [f"evd-{index}" for index in range(6)]
+    sources = {name: create_share(lab, name, bulk_mb=2) for name in names}
+    before = {name: manifest(lab, "stora", path) for name, path in sources.items()}
+    inventory = tmp_path / "two-data-nodes.yml"
+    inventory.write_text(json.dumps({"all": {"children": {
+        "storage_hosts": {"hosts": {n: {"ansible_host": lab.hosts[n].address} for n in ("stora", "storb")}},
+        "data_nodes": {"hosts": {n: {"ansible_host": lab.hosts[n].address} for n in ("datac", "stora")}}}}}))
+    argv = ["ansible-playbook", "-i", str(REPO / "inventories" / "lab"), "-i", str(inventory),
+            str(REPO / "playbooks" / "evacuate_pool.yml"), "-e", f"mobility_lab_dir={lab.base}",
+            "-e", f"mobility_lab_port={lab.port}", "-e", "mobility_poll_seconds=1", "-e", "source=stora@pa#ext4",
+            "-e", '{"destinations": ["storb@pb#ext4"], "data_mover_rsync_options": ["--bwlimit=256k"]}',
+            "-e", "headroom=0", "-e", "plan_name=two-nodes"]
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(argv + list(extra), capture_output=True, text=True, env=playbook_env(collections_path),
+                              timeout=900, check=False)
+
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=playbook_env(collections_path), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        running_on_datac = None
+        while running_on_datac is None and time.monotonic() < deadline and first.poll() is None:
+            for name in names:
+                info = share_info(lab, name)
+                job = ((info.get("migration") or {}).get("copy_job") or {})
+                if info["task_state"] == "data_copying_in_progress" and job.get("data_node") == "datac":
+                    running_on_datac = name
+            time.sleep(0.5)
+        assert running_on_datac, "no copy ever ran on datac"
+        time.sleep(2)
+        lab.hosts["datac"].down()
+        out, _err = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    try:
+        assert first.returncode != 0, out[-4000:]
+        assert "UNREACHABLE" in out, out[-4000:]
+        done = [n for n in names if share_info(lab, n)["task_state"] == "data_copying_completed"]
+        assert running_on_datac not in done
+
+        held = run()
+        assert held.returncode != 0, held.stdout[-4000:]
+        assert "Data nodes that cannot be reached, left out of this run: datac" in held.stdout, held.stdout[-4000:]
+        assert f"Held: {running_on_datac}" in held.stdout, held.stdout[-4000:]
+        for name in names:
+            state = share_info(lab, name)["task_state"]
+            assert (state == "data_copying_completed") == (name != running_on_datac), (name, state)
+
+        confirmed = run("-e", '{"lost_data_nodes": ["datac"]}')
+        assert confirmed.returncode == 0, confirmed.stdout[-4000:]
+        for name in names:
+            assert share_info(lab, name)["task_state"] == "data_copying_completed", name
+        assert share_info(lab, running_on_datac)["migration"]["copy_job"]["data_node"] == "stora"
+    finally:
+        lab.hosts["datac"].up()
+    for name, source in sources.items():
+        passed(playbook(lab, tmp_path, collections_path, "complete_share_migration", "-e", f"share={name}",
+                        "-e", "data_node=stora"))
+        assert_migrated(lab, name, before[name], source)
