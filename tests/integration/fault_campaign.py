@@ -337,7 +337,8 @@ def tree_differences(expected: dict, actual: dict, limit: int = 12) -> list[str]
 
 
 def process_table() -> dict:
-    """{pid: (state, ppid, session)} of every process, from one pass over /proc."""
+    """{pid: (state, ppid, session, start time)} of every process, from one pass over /proc (the
+    start time, in clock ticks since boot, tells a process from a later one that got its pid)."""
     table = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -354,7 +355,7 @@ def process_table() -> dict:
             os.close(fd)
         fields = data[data.rfind(b")") + 2:].split()
         try:
-            table[int(name)] = (fields[0].decode(), int(fields[1]), int(fields[3]))
+            table[int(name)] = (fields[0].decode(), int(fields[1]), int(fields[3]), int(fields[19]))
         except (IndexError, ValueError):
             continue
     return table
@@ -363,11 +364,18 @@ def process_table() -> dict:
 def run_sessions(table: dict, playbook_pid: int) -> set:
     """The sessions of a playbook run: its own, and those of its workers (Ansible's worker
     processes call setsid(), so the task they run is not in the playbook's process group)."""
-    return {playbook_pid} | {pid for pid, (_state, ppid, _sid) in table.items() if ppid == playbook_pid}
+    return {playbook_pid} | {pid for pid, (_state, ppid, _sid, _start) in table.items() if ppid == playbook_pid}
 
 
-def members(table: dict, sessions: set) -> list[int]:
-    return sorted(pid for pid, (state, _ppid, sid) in table.items() if sid in sessions and state not in "ZXx")
+def members(table: dict, sessions: set, leaders: dict | None = None) -> list[int]:
+    """The live processes of ``sessions``. With ``leaders`` ({session id: its leader's start time}
+    when the sessions were found), a session whose id now belongs to a later process is not one of
+    them: once every process of a session is gone, Linux gives its id to the next new process, and
+    the pid space here is small (32768), so that process may be a copy worker of another test."""
+    leaders = leaders or {}
+    return sorted(pid for pid, (state, _ppid, sid, _start) in table.items()
+                  if sid in sessions and state not in "ZXx"
+                  and not (leaders and sid in table and table[sid][3] != leaders.get(sid)))
 
 
 def cmdline(pid: int) -> list[bytes]:
@@ -385,13 +393,14 @@ def kill_run(playbook_pid: int, sessions: set) -> int:
     """SIGKILL every process of a playbook run (its group and its workers' sessions) until none is
     left, as a crash of the controller would; returns how many were killed besides the group."""
     killed = set()
+    leaders = {pid: entry[3] for pid, entry in process_table().items() if pid in sessions}
     try:
         os.killpg(playbook_pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + 30
     while True:
-        left = members(process_table(), sessions)
+        left = members(process_table(), sessions, leaders)
         if not left:
             return len(killed)
         if time.monotonic() > deadline:
@@ -779,7 +788,8 @@ class Campaign:
                         hit, detail = True, f"killed btrfs {which} pid {victim} at {now:.2f}s"
             if not hit and target == "worker":
                 for pid, (first, _last, job) in worker_seen.items():
-                    if now - first >= kill_at and alive(pid) and _kill(pid):
+                    # Still that job's worker: a pid seen earlier may since belong to another process.
+                    if now - first >= kill_at and worker_pid(job) == pid and _kill(pid):
                         hit, detail = True, f"killed worker pid {pid} of job {job} {now - first:.2f}s after it started"
                         break
             time.sleep(POLL)

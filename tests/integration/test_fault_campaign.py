@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 
 from fault_campaign import (
-    JOB_FOLDERS, Campaign, FaultLab, campaign_seed, cleanup_jobs_dir_locks, lanes_wanted, make_tree, only_cases,
-    points_wanted, replay_hint, summary, tree_differences, walk)
+    JOB_FOLDERS, Campaign, FaultLab, campaign_seed, cleanup_jobs_dir_locks, lanes_wanted, make_tree, members,
+    only_cases, points_wanted, replay_hint, summary, tree_differences, walk)
 from hostmig_lab import is_root
 
 pytestmark = [pytest.mark.integration,
@@ -89,6 +89,19 @@ def test_posix_rename_fault_campaign(tmp_path, collections_path, say):
 
 def test_btrfs_fault_campaign(tmp_path, collections_path, say):
     _campaign("btrfs", tmp_path, collections_path, say)
+
+
+def test_a_session_id_given_to_a_later_process_is_not_the_killed_runs():
+    """Killing a run goes on until none of its sessions has a process left. A session whose last
+    process is gone gives its id to the next new process (a copy worker of another lane, say): that
+    process is not the run's. Table rows are (state, ppid, session, start time)."""
+    table = {100: ("S", 1, 100, 5000), 101: ("S", 100, 100, 5001),  # a worker session of the run
+             200: ("S", 1, 200, 6000), 201: ("S", 200, 200, 6001),  # 200 was reused after the kill
+             301: ("S", 1, 300, 4000), 302: ("Z", 1, 300, 4000)}  # leader 300 gone, one member left
+    sessions = {100, 200, 300}
+    assert members(table, sessions) == [100, 101, 200, 201, 301]
+    assert members(table, sessions, {100: 5000, 200: 1000}) == [100, 101, 301]
+    assert members(table, sessions, {100: 5000}) == [100, 101, 301]  # 200 had no process at the kill
 
 
 def test_the_campaign_walk_sees_every_difference_that_matters(tmp_path):
