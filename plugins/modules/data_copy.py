@@ -115,8 +115,8 @@ options:
         given).
     type: list
     elements: str
-    default: ['-aHAXS', '--numeric-ids', '--partial', '--delete', '--info=progress2,stats2', '--no-inc-recursive',
-              '--modify-window=-1', '--filter=-x trusted.SGI_ACL_FILE', '--filter=-x trusted.SGI_ACL_DEFAULT',
+    default: ['-aHAXS', '--numeric-ids', '--partial', '--delete', '--info=progress2,stats2', '--modify-window=-1',
+              '--filter=-x trusted.SGI_ACL_FILE', '--filter=-x trusted.SGI_ACL_DEFAULT',
               '--filter=-x system.posix_acl_access', '--filter=-x system.posix_acl_default']
   final_pass:
     description:

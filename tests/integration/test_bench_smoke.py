@@ -89,3 +89,25 @@ def test_bench_quick_tiny(tmp_path: Path) -> None:
         assert result["warmup_seconds"] == {}
     # The work folder and any loop devices are gone.
     assert list(work.iterdir()) == []
+
+
+def test_rsync_recursion_bench_tiny(tmp_path: Path) -> None:
+    """bench/rsync_recursion.py both ways on 3,000 files in 100 folders: every run checks the
+    whole tree (files, folders and the top) and the first copies copy; no timing is judged."""
+    out = tmp_path / "rsync_recursion.json"
+    argv = [sys.executable, str(REPO_ROOT / "bench" / "rsync_recursion.py"), "--files", "3000",
+            "--per-folder", "30", "--work", str(tmp_path), "--out", str(out)]
+    proc = subprocess.run(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    result = json.loads(out.read_text())
+    assert set(result["runs"]) == {"incremental", "whole list"}
+    for way, rounds in result["runs"].items():
+        assert len(rounds) == 2, way
+        for run in rounds:
+            assert run["first_copy"]["entries_checked"] == 3000 + 100 + 1, (way, run)
+            assert run["no_op_pass"]["entries_checked"] == 3000 + 100 + 1, (way, run)
+            assert run["first_copy"]["first_file_after_seconds"] is not None, (way, run)
+            assert run["first_copy"]["peak_rss_bytes"] > 0, (way, run)
+    assert set(result["incremental_over_whole_list"]) == {"first_copy", "no_op_pass"}
+    assert not list(tmp_path.glob("rsync-recursion-*")), "the work folder was left behind"

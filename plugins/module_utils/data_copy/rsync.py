@@ -22,8 +22,13 @@ import re
 # the verification.
 XATTR_FILTERS = ('--filter=-x trusted.SGI_ACL_FILE', '--filter=-x trusted.SGI_ACL_DEFAULT',
                  '--filter=-x system.posix_acl_access', '--filter=-x system.posix_acl_default')
+# rsync recurses incrementally (its default, no --no-inc-recursive): it lists one folder at a time,
+# so it starts copying at once and its memory does not grow with the tree. Over 200,000 files a
+# no-op pass peaked at 55 MiB with the whole list first and at 19 MiB incrementally (see
+# docs/performance.md, bench/rsync_recursion.py). Its progress lines then say ir-chk=N/M, M growing while it lists; the
+# count that runs beside it gives the job's totals (see ProgressReader.checked).
 DEFAULT_BASE_OPTIONS = ('-aHAXS', '--numeric-ids', '--partial', '--delete', '--info=progress2,stats2',
-                        '--no-inc-recursive', '--modify-window=-1') + XATTR_FILTERS
+                        '--modify-window=-1') + XATTR_FILTERS
 
 WILDCARDS = '*?['
 
@@ -218,9 +223,10 @@ def describe_exit(rc):
 class ProgressReader(object):
     """Splits rsync's output (``\\r`` and ``\\n`` separated) into progress and other lines.
 
-    Feed it bytes as they arrive; ``latest`` is the last progress line parsed, ``entries`` the
-    latest ``to-chk`` figures; every other non-empty line goes to ``on_line`` (for the log and
-    the statistics at the end).
+    Feed it bytes as they arrive; ``latest`` is the last progress line parsed, ``entries_total``
+    and ``to_check`` the latest ``to-chk`` (or ``ir-chk``) figures, ``checked`` the most entries
+    seen checked so far; every other non-empty line goes to ``on_line`` (for the log and the
+    statistics at the end).
     """
 
     def __init__(self, on_line=None):
@@ -228,6 +234,9 @@ class ProgressReader(object):
         self.latest = None
         self.entries_total = None
         self.to_check = None
+        # M - N of ir-chk=N/M steps back by a few entries now and then (rsync counts a folder's
+        # entries as still to check when it lists them): the status keeps the highest value.
+        self.checked = 0
         self.on_line = on_line
         self.lines = []
 
@@ -266,3 +275,4 @@ class ProgressReader(object):
         if 'entries_total' in parsed:
             self.entries_total = parsed['entries_total']
             self.to_check = parsed['to_check']
+            self.checked = max(self.checked, self.entries_total - self.to_check)

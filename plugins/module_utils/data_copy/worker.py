@@ -453,7 +453,7 @@ class Worker(object):
         not shown as totals)."""
         latest = reader.latest or {}
         done = latest.get('bytes_done', 0)
-        files_done = (reader.entries_total - reader.to_check) if reader.entries_total else 0
+        files_done = reader.checked
         counted = self._scan_thread is None or not self._scan_thread.is_alive()
         totals = self.totals if counted and self.totals is not None else None
         if totals is None:

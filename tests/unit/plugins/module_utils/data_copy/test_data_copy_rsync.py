@@ -17,7 +17,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.data_copy import 
 
 pytestmark = pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed")
 
-# Captured from `rsync -aHAXS ... --info=progress2,stats2 --no-inc-recursive --bwlimit=2m src/ dst/`
+# Captured from `rsync -aHAXS ... --info=progress2,stats2 --bwlimit=2m src/ dst/`
 # (rsync 3.5.0, LC_ALL=C): progress lines separated by carriage returns, then the statistics.
 CAPTURED = (
     b"\r              3   0%    0.00kB/s    0:00:00  "
@@ -87,7 +87,7 @@ def test_build_argv_defaults_and_order():
                                 bwlimit="10m")
     assert argv == [
         "rsync", "-aHAXS", "--numeric-ids", "--partial", "--delete", "--info=progress2,stats2",
-        "--no-inc-recursive", "--modify-window=-1", "--filter=-x trusted.SGI_ACL_FILE",
+        "--modify-window=-1", "--filter=-x trusted.SGI_ACL_FILE",
         "--filter=-x trusted.SGI_ACL_DEFAULT", "--filter=-x system.posix_acl_access",
         "--filter=-x system.posix_acl_default", "--exclude=lost+found", "--exclude=a\\*b", "--bwlimit=10m",
         "--no-whole-file", "--", "/mnt/src/", "/mnt/dst/",
@@ -183,6 +183,49 @@ def test_progress_reader_on_live_rsync_output(tmp_path):
     assert reader.entries_total == 5  # ., d, and three files
     assert reader.to_check == 0
     assert rsync_lib.parse_stats(reader.lines)["transferred"] == 3
+
+
+def test_entries_checked_keep_their_highest_value():
+    """Captured from rsync 3.x recursing incrementally (40 folders of 30 files): M - N of
+    ir-chk=N/M steps back by a few entries while rsync lists, and M grows; the entries checked
+    that the status shows never go back."""
+    lines = [
+        b"\r         20,000   4%    0.00kB/s    0:00:00 (xfr#1, to-chk=23/31)",
+        b"\r         20,000   4%    0.00kB/s    0:00:00 (xfr#1, to-chk=20/31)",
+        b"\r         40,000   8%   19.07MB/s    0:00:00 (xfr#2, to-chk=22/31)",
+        b"\r            312   5%  300.78kB/s    0:00:00 (xfr#60, ir-chk=1020/1121)",
+        b"\r            654  10%  317.38kB/s    0:00:00 (xfr#120, ir-chk=1020/1181)",
+        b"\r          1,338  20%  434.24kB/s    0:00:00 (xfr#240, to-chk=960/1241)\n",
+    ]
+    reader = rsync_lib.ProgressReader()
+    seen = []
+    for line in lines:
+        reader.feed(line)
+        seen.append(reader.checked)
+    assert seen == [8, 11, 11, 101, 161, 281]
+    assert (reader.entries_total, reader.to_check) == (1241, 960)
+
+
+def test_incremental_recursion_progress_on_live_rsync_output(tmp_path):
+    """The default options let rsync recurse incrementally (ir-chk lines, a list that grows) and
+    the entries checked climb to every entry of the tree without going back."""
+    src = tmp_path / "src"
+    for folder in range(40):
+        (src / ("d%02d" % folder)).mkdir(parents=True)
+        for name in range(30):
+            (src / ("d%02d" % folder) / ("f%02d" % name)).write_text("%d %d\n" % (folder, name))
+    argv = rsync_lib.build_argv(str(src), str(tmp_path / "dst"))
+    proc = subprocess.run(argv, capture_output=True, check=False, env=dict(os.environ, LC_ALL="C"))
+    assert proc.returncode == 0, proc.stderr
+    assert b"ir-chk=" in proc.stdout, "rsync listed the whole tree before copying"
+    reader = rsync_lib.ProgressReader()
+    seen = []
+    for start in range(0, len(proc.stdout), 4096):
+        reader.feed(proc.stdout[start:start + 4096])
+        seen.append(reader.checked)
+    reader.close()
+    assert seen == sorted(seen)
+    assert reader.checked == reader.entries_total == 40 * 30 + 40 + 1  # files, folders and the top
 
 
 def test_describe_exit():
