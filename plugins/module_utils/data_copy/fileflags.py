@@ -11,10 +11,10 @@ folders only, the only types ``chattr`` can flag), and holds the two users of th
 
 * ``clear_tree``: a driver deleting an instance clears the flags first (root only can set them,
   and only root clears them);
-* ``Carrier``: the data copy worker reads the source's flags before copying, clears the flags it
-  finds on the destination before a pass rewrites it, sets the source's flags on the destination
-  once its data is final for the pass, and the verification compares them (``read_carried`` is an
-  attribute of every manifest entry), so a missing flag is caught.
+* ``Carrier``: the data copy worker reads the source's flags before copying (or while it copies),
+  clears the flags it finds on the destination before a pass rewrites it, sets the source's flags
+  on the destination once its data is final for the pass, and the verification compares them
+  (``read_carried`` is an attribute of every manifest entry), so a missing flag is caught.
 
 Shipped to the data node with the worker: standard library only, Python 3.8+, Linux.
 """
@@ -256,21 +256,85 @@ class Carrier(object):
         self.ledger = ledger
         self.wanted = {}
         self.set_count = 0
+        self._deferred = False
+        self._reading = None
 
-    def prepare(self):
+    def prepare(self, beside=False):
         """Before copying: read the source's flags (refusing when the destination cannot hold them)
-        and clear every flag on the destination, so that the pass can rewrite any entry."""
-        self.wanted = flagged_entries(self.source, self.ignore)
-        if self.wanted:
-            self._check_destination()
-            self.log('%d source entries are immutable or append-only; their flags are set on the destination '
-                     'after the copy' % len(self.wanted))
+        and clear every flag on the destination, so that the pass can rewrite any entry.
+
+        ``beside``: when the destination can hold flags, so that there is nothing to refuse, the
+        source is not read here but beside the copy (a walk of the whole source, 1.1 to 3.2 s at
+        200,000 files here, that the copy then does not wait for): ``read_beside`` starts the read in a
+        thread once the copy runs, ``apply`` waits for it, or reads the source itself when no copy
+        started it. Otherwise the source is read here, so that a refusal comes before anything is
+        copied."""
+        self._deferred = bool(beside) and self._destination_problem() is None
+        if not self._deferred:
+            self._found(flagged_entries(self.source, self.ignore))
         cleared = self.clear_destination()
         if cleared:
             self.log('cleared the immutable or append-only flags of %d destination entries before copying'
                      % cleared)
 
+    def _found(self, wanted):
+        self.wanted = wanted
+        if self.wanted:
+            self._check_destination()
+            self.log('%d source entries are immutable or append-only; their flags are set on the destination '
+                     'after the copy' % len(self.wanted))
+
+    def read_beside(self):
+        """Start reading the source's flags in a thread, when prepare left them to be read beside the
+        copy. The worker calls it once the copy's programs are started: it forks them (rsync with a
+        preexec_fn) while it runs no other thread."""
+        if not self._deferred or self._reading is not None:
+            return
+        box = {}
+
+        def read():
+            try:
+                box['wanted'] = flagged_entries(self.source, self.ignore)
+            except Exception as exc:  # any failure of the walk: wait() reports it
+                box['error'] = exc
+
+        thread = threading.Thread(target=read, name='flags of the source')
+        thread.daemon = True
+        thread.start()
+        self._reading = (thread, box)
+
+    def wait(self):
+        """The source's flags, once read (see prepare): waits for the read beside the copy, or reads
+        the source now when prepare left it to a copy that did not start the read."""
+        if not self._deferred:
+            return
+        if self._reading is None:
+            wanted = flagged_entries(self.source, self.ignore)
+        else:
+            thread, box = self._reading
+            thread.join()
+            self._reading = None
+            if 'error' in box:
+                error = box['error']
+                raise FlagError('Failed to read the immutable and append-only attributes of %s: %s'
+                                % (self.source, getattr(error, 'strerror', None) or error))
+            wanted = box['wanted']
+        self._deferred = False
+        self._found(wanted)
+
     def _check_destination(self):
+        problem = self._destination_problem()
+        if problem:
+            names = sorted(self.wanted)
+            shown = ', '.join('%s (%s)' % (render(rel), describe(self.wanted[rel])) for rel in names[:10])
+            more = len(names) - 10
+            raise FlagError('Cannot carry the immutable and append-only attributes of %d source entries to %s: %s. '
+                            'The entries: %s%s; clear the attributes on the source (chattr -i -a) or choose '
+                            'another destination' % (len(names), self.destination, problem, shown,
+                                                     ' and %d more' % more if more > 0 else ''))
+
+    def _destination_problem(self):
+        """Why the destination cannot hold the flags, or None when it can."""
         found = None
         try:
             found = statx_attributes(self.destination)
@@ -290,14 +354,7 @@ class Carrier(object):
                 problem = 'the destination filesystem does not support them (%s)' % exc.strerror
         if problem is None and os.geteuid() != 0:
             problem = 'setting them needs root (CAP_LINUX_IMMUTABLE) on the data node'
-        if problem:
-            names = sorted(self.wanted)
-            shown = ', '.join('%s (%s)' % (render(rel), describe(self.wanted[rel])) for rel in names[:10])
-            more = len(names) - 10
-            raise FlagError('Cannot carry the immutable and append-only attributes of %d source entries to %s: %s. '
-                            'The entries: %s%s; clear the attributes on the source (chattr -i -a) or choose '
-                            'another destination' % (len(names), self.destination, problem, shown,
-                                                     ' and %d more' % more if more > 0 else ''))
+        return problem
 
     def _read_ledger(self):
         data = read_json(self.ledger) if self.ledger else None
@@ -348,6 +405,7 @@ class Carrier(object):
     def apply(self):
         """After a pass copied the data: set the source's flags on the destination (the deepest
         entries first, an immutable folder last). Return how many were set."""
+        self.wait()
         changed = 0
         top = os.fsencode(self.destination)
         if self.wanted:

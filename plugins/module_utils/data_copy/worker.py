@@ -524,7 +524,8 @@ class Worker(object):
             started = self.clock()
             # The hashing process is forked first, so that it holds no end of rsync's pipe; rsync is
             # started while this process runs no other thread (its preexec_fn runs between fork and
-            # exec) and dies with it; the count of the source runs in a thread from then on.
+            # exec) and dies with it; the count of the source and the read of its immutable and
+            # append-only flags run in threads from then on.
             self.start_prehash()
             try:
                 self.rsync = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -535,6 +536,7 @@ class Worker(object):
                 raise
             if scan:
                 self.start_scan()
+            self.flags.read_beside()
             try:
                 fd = self.rsync.stdout.fileno()
                 while True:
@@ -882,7 +884,7 @@ class Worker(object):
             self.begin_phase('scanning', totals_known=False)
             self.log('attempt %s of job %s: %s -> %s' % (
                 self.status['attempt'], self.job['job_id'], self.job['source'], self.job['destination']))
-            self.flag_step(self.flags.prepare)
+            self.flag_step(lambda: self.flags.prepare(beside=True))
             if self.first_copy():
                 self.copy_engine = 'parallel'
             else:

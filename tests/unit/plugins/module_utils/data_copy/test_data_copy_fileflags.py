@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 
 import pytest
 
@@ -134,7 +135,10 @@ def test_the_verification_catches_a_missing_attribute(flaggable):
         ("frozen-dir", ["flags"]), ("frozen.txt", ["flags"]), ("journal.log", ["flags"])]
 
 
-def test_a_destination_without_the_attributes_is_refused_naming_the_files(flaggable, monkeypatch):
+@pytest.mark.parametrize("beside", [False, True])
+def test_a_destination_without_the_attributes_is_refused_naming_the_files(flaggable, monkeypatch, beside):
+    """Also when the worker asks to read the source beside the copy: the refusal still comes from
+    prepare, before anything is copied."""
     tree(flaggable / "src")
     dst = flaggable / "dst"
     dst.mkdir()
@@ -144,7 +148,7 @@ def test_a_destination_without_the_attributes_is_refused_naming_the_files(flagga
                         lambda path: (0, 0) if os.fsdecode(path).startswith(str(dst)) else real(path))
     carrier = fileflags.Carrier(str(flaggable / "src"), str(dst))
     with pytest.raises(fileflags.FlagError) as info:
-        carrier.prepare()
+        carrier.prepare(beside=beside)
     message = str(info.value)
     assert "3 source entries" in message and "frozen.txt (immutable)" in message
     assert "journal.log (append-only)" in message and "does not support them" in message
@@ -170,4 +174,63 @@ def test_a_later_pass_clears_what_the_ledger_lists_without_walking_the_destinati
     assert fileflags.flagged_entries(str(dst)) == {}, "the next pass must be able to rewrite every entry"
     (dst / "frozen.txt").write_bytes(b"rewritable now")
     assert second.apply() == 3
+    assert fileflags.flagged_entries(str(dst)) == fileflags.flagged_entries(str(src))
+
+
+def test_read_beside_the_copy_the_source_flags_do_not_hold_the_copy_back(flaggable, monkeypatch):
+    """prepare(beside=True) leaves the source to read_beside, which returns while the source is
+    still being read; apply() waits for the read and sets what it found."""
+    src, dst = flaggable / "src", flaggable / "dst"
+    tree(src)
+    dst.mkdir()
+    real = fileflags.flagged_entries
+    release = threading.Event()
+    reading = []
+
+    def slow_read(root, ignore=(), stay_on=None):
+        reading.append(root)
+        assert release.wait(30), "never released"
+        return real(root, ignore, stay_on)
+
+    monkeypatch.setattr(fileflags, "flagged_entries", slow_read)
+    carrier = fileflags.Carrier(str(src), str(dst))
+    carrier.prepare(beside=True)
+    assert reading == [], "prepare read the source although it was asked to leave it to the copy"
+    carrier.read_beside()
+    assert reading == [str(src)] and carrier.wanted == {}, "read_beside waited for the source's flags"
+    subprocess.run(["cp", "-a", str(src) + "/.", str(dst)], check=True)  # the copy, meanwhile
+    release.set()
+    assert carrier.apply() == 3
+    assert fileflags.flagged_entries(str(dst)) == fileflags.flagged_entries(str(src))
+
+
+def test_a_source_that_cannot_be_read_beside_the_copy_fails_the_pass(flaggable, monkeypatch):
+    src, dst = flaggable / "src", flaggable / "dst"
+    tree(src)
+    dst.mkdir()
+
+    def unreadable(root, ignore=(), stay_on=None):
+        raise OSError(5, "Input/output error", root)
+
+    monkeypatch.setattr(fileflags, "flagged_entries", unreadable)
+    carrier = fileflags.Carrier(str(src), str(dst))
+    carrier.prepare(beside=True)
+    carrier.read_beside()
+    with pytest.raises(fileflags.FlagError) as info:
+        carrier.apply()
+    assert str(info.value) == ("Failed to read the immutable and append-only attributes of %s: Input/output error"
+                               % src)
+
+
+def test_flags_left_to_a_copy_that_did_not_read_them_are_read_by_apply(flaggable):
+    """The first copy (the parallel engine) forks its copying processes and starts no read beside:
+    apply reads the source itself, and carries every flag."""
+    src, dst = flaggable / "src", flaggable / "dst"
+    tree(src)
+    dst.mkdir()
+    carrier = fileflags.Carrier(str(src), str(dst))
+    carrier.prepare(beside=True)
+    assert carrier.wanted == {}
+    subprocess.run(["cp", "-a", str(src) + "/.", str(dst)], check=True)
+    assert carrier.apply() == 3 and len(carrier.wanted) == 3
     assert fileflags.flagged_entries(str(dst)) == fileflags.flagged_entries(str(src))
