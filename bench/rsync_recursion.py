@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -34,6 +33,8 @@ if (REPO / ".venv" / "collections").is_dir():
     sys.path.insert(0, str(REPO / ".venv" / "collections"))  # the collection as scripts/setup.sh installs it
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peakmem  # noqa: E402  (bench/peakmem.py)
 
 WAYS = {"incremental": [], "whole list": ["--no-inc-recursive"]}
 
@@ -48,39 +49,15 @@ def make_tree(root: Path, files: int, per_folder: int) -> None:
             handle.write(payload)
 
 
-def session_rss(sid: int) -> int:
-    """The sum of VmRSS (bytes) of the live processes of session ``sid``."""
-    total = 0
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{name}/stat").read_bytes()
-            if int(stat[stat.rfind(b")") + 2:].split()[3]) != sid:
-                continue
-            for line in Path(f"/proc/{name}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
-
-
 def run_rsync(source: Path, destination: Path, extra: list[str]) -> dict:
     argv = rsync_lib.build_argv(str(source), str(destination), extra_options=extra)
+    # Every process of rsync carries the sampler's marker (bench/peakmem.py), and only they do.
+    memory = peakmem.JobMemory(interval=0.05, cgroup_root=None, pss_every=0)
     started = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                            env=dict(os.environ, LC_ALL="C"))
-    peak = [0]
+                            env=memory.env(dict(os.environ, LC_ALL="C")))
+    memory.start()
     first_copy = [None]
-
-    def sample():
-        while proc.poll() is None:
-            peak[0] = max(peak[0], session_rss(proc.pid))
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     reader = rsync_lib.ProgressReader()
     while True:
         data = proc.stdout.read1(65536)
@@ -92,10 +69,10 @@ def run_rsync(source: Path, destination: Path, extra: list[str]) -> dict:
     reader.close()
     rc = proc.wait()
     seconds = time.monotonic() - started
-    sampler.join()
+    peak = memory.stop()["peak_rss_all_bytes"]
     if rc != 0:
         raise SystemExit("rsync %s exited with %d: %s" % (" ".join(argv), rc, reader.lines[-5:]))
-    return {"seconds": round(seconds, 2), "peak_rss_bytes": peak[0],
+    return {"seconds": round(seconds, 2), "peak_rss_bytes": peak,
             "first_file_after_seconds": None if first_copy[0] is None else round(first_copy[0], 2),
             "entries_checked": reader.checked}
 
