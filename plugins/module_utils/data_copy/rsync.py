@@ -25,8 +25,9 @@ XATTR_FILTERS = ('--filter=-x trusted.SGI_ACL_FILE', '--filter=-x trusted.SGI_AC
 # rsync recurses incrementally (its default, no --no-inc-recursive): it lists one folder at a time,
 # so it starts copying at once and its memory does not grow with the tree. Over 200,000 files a
 # no-op pass peaked at 55 MiB with the whole list first and at 19 MiB incrementally (see
-# docs/performance.md, bench/rsync_recursion.py). Its progress lines then say ir-chk=N/M, M growing while it lists; the
-# count that runs beside it gives the job's totals (see ProgressReader.checked).
+# docs/performance.md, bench/rsync_recursion.py). Its progress lines then say ir-chk=N/M, M
+# growing while it lists; the count that runs beside it gives the job's totals (see
+# ProgressReader.checked).
 DEFAULT_BASE_OPTIONS = ('-aHAXS', '--numeric-ids', '--partial', '--delete', '--info=progress2,stats2',
                         '--modify-window=-1') + XATTR_FILTERS
 
