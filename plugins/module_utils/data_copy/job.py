@@ -155,19 +155,39 @@ GONE_WHILE = {
 }
 
 
-def gone_error(job_id, request, status):
+def exit_description(returncode):
+    """How a worker process ended, from its return code (negative: the signal that ended it)."""
+    if returncode is None:
+        return None
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = 'signal %d' % -returncode
+        return 'signal %d (%s)' % (-returncode, name)
+    return 'exit code %d' % returncode
+
+
+def gone_error(job_id, request, status, ended=None):
     """Why a job whose worker disappeared without a final status failed: which pass, where it was,
-    what it had done, and that running it again resumes it."""
+    how its process ended when this run knows it (``ended``: exit_description of the worker this
+    run started), what it had done, and that running it again resumes it."""
     phase = status.get('phase') or 'scanning'
+    if ended is None:
+        how = 'its process was killed or the data node restarted'
+    elif ended.startswith('signal'):
+        how = 'its process was ended by %s, sent by another process or the kernel,' % ended
+    else:
+        how = 'its process ended with %s (worker.log may say why)' % ended
     done = '%s%%, %s of %s files and %s of %s' % (
         status.get('percent') or 0, status.get('files_done') or 0, status.get('files_total') or '?',
         _size(status.get('bytes_done')), _size(status.get('bytes_total')) if status.get('bytes_total') else '?')
-    return ('The worker of data copy job %s (%s, attempt %s) is gone without a final status: its process was killed '
-            'or the data node restarted %s. Its last status (%s) said %s done. Nothing copied is lost: start the '
-            'job again (state=started; rerunning the phase playbook does) and it resumes, without copying finished '
-            'files again' % (job_id, 'the final pass' if request.get('final_pass') else 'a copy pass',
-                             status.get('attempt') or 1, GONE_WHILE.get(phase, 'in phase %s' % phase),
-                             status.get('updated_at') or 'none written', done))
+    return ('The worker of data copy job %s (%s, attempt %s) is gone without a final status: %s %s. Its last '
+            'status (%s) said %s done. Nothing copied is lost: start the job again (state=started; rerunning the '
+            'phase playbook does) and it resumes, without copying finished files again'
+            % (job_id, 'the final pass' if request.get('final_pass') else 'a copy pass', status.get('attempt') or 1,
+               how, GONE_WHILE.get(phase, 'in phase %s' % phase),
+               status.get('updated_at') or 'none written', done))
 
 
 # ---------------------------------------------------------------------- jobs
@@ -253,6 +273,9 @@ class DataCopyJobs(object):
         self.sleeper = sleeper
         self.term_timeout = term_timeout
         self.kill_timeout = kill_timeout
+        # The workers this object started (pid -> Popen): while this run lasts, a worker that is gone
+        # is its child, and its exit status says how it ended (see ended).
+        self._launched = {}
 
     # ------------------------------------------------------------------ reading
 
@@ -302,7 +325,7 @@ class DataCopyJobs(object):
                 return self.view(job_id, looked_again=True)
             job['interrupted'] = True
             job['state'] = 'failed'
-            job['error'] = gone_error(job_id, request, status)
+            job['error'] = gone_error(job_id, request, status, self.ended(job['pid']))
         if job['state'] != 'running':
             job['report'] = state_lib.read_json(os.path.join(folder, state_lib.REPORT_FILE))
             if job['report'] is None:
@@ -311,6 +334,14 @@ class DataCopyJobs(object):
         job['progress_line'] = progress_lib.progress_line(dict(job['progress'], state=job['state'], phase=job['phase']),
                                                           final_pass=job['final_pass'])
         return job
+
+    def ended(self, pid):
+        """How the worker ``pid`` that this object started ended (exit_description), reaping it; None
+        while it runs, or when another run started it (its exit status went to that run)."""
+        process = self._launched.get(pid)
+        if process is None:
+            return None
+        return exit_description(process.poll())
 
     @staticmethod
     def _ended(folder):
@@ -584,6 +615,7 @@ class DataCopyJobs(object):
         with open(os.devnull, 'rb') as devnull, open(os.path.join(folder, state_lib.WORKER_LOG), 'ab') as log:
             process = subprocess.Popen([self.python, '-B', script, folder], cwd=folder, stdin=devnull, stdout=log,
                                        stderr=subprocess.STDOUT, close_fds=True, start_new_session=True, env=env)
+        self._launched[process.pid] = process
         state_lib.atomic_write(os.path.join(folder, state_lib.PID_FILE), ('%d\n' % process.pid).encode('ascii'))
         return process.pid
 

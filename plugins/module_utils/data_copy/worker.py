@@ -47,8 +47,12 @@ from ansible_collections.storage.mobility.plugins.module_utils.data_copy import 
 LAUNCHER = '''# -*- coding: utf-8 -*-
 # Written by the storage.mobility data_copy module: the detached worker of this job folder.
 # Run: python worker.py <job folder>
+import faulthandler
 import os
 import sys
+
+# A crash of the interpreter (SIGSEGV, SIGABRT, ...) leaves its stack in worker.log (stderr).
+faulthandler.enable()
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'lib'))
 

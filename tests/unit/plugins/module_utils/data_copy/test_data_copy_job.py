@@ -369,6 +369,39 @@ def test_cancel_of_a_job_whose_worker_was_killed_reports_a_change_once(jobs, tmp
     assert check["changed"] is False
 
 
+def test_a_worker_gone_in_the_run_that_started_it_is_said_to_have_died_of_its_signal(jobs, tmp_path):
+    """The run that started the worker is its parent: the error names the signal that ended it, and
+    the interpreter's crash handler leaves the worker's stack in worker.log. Another run (which
+    cannot know) keeps the general wording."""
+    src, dst = folders(tmp_path)
+    dummy, small = slow_tree(src)
+    request = jobs.build_request("crashed", src, dst, bwlimit="2m")
+    started = jobs.start(request)["job"]
+    wait_inside_big_file(jobs, "crashed", small)
+    os.kill(started["pid"], signal.SIGSEGV)  # as a crash of the interpreter would end it
+    poll(lambda: group_alive(started["pid"]), lambda alive: not alive, "the crashed worker's group to end")
+    other = job_lib.DataCopyJobs(jobs.state_dir).view("crashed")
+    assert other["interrupted"] is True and "its process was killed or the data node restarted" in other["error"]
+    gone = jobs.wait("crashed", 0)
+    assert gone["state"] == "failed" and gone["interrupted"] is True, gone
+    assert "its process was ended by signal 11 (SIGSEGV), sent by another process or the kernel, while it was " \
+           "copying" in gone["error"], gone["error"]
+    # settled: the status file keeps the cause for every later reader
+    assert "signal 11 (SIGSEGV)" in job_lib.DataCopyJobs(jobs.state_dir).view("crashed")["error"]
+    with open(os.path.join(gone["folder"], state_lib.WORKER_LOG), encoding="utf-8", errors="replace") as handle:
+        log = handle.read()
+    assert "Fatal Python error: Segmentation fault" in log, log[-2000:]
+    resumed = jobs.start(request)
+    assert resumed["actions"][0].startswith("resume job crashed")
+    assert finish(jobs, "crashed")["report"]["verified"] is True
+
+
+@pytest.mark.parametrize("returncode, described", [
+    (-9, "signal 9 (SIGKILL)"), (-15, "signal 15 (SIGTERM)"), (1, "exit code 1"), (0, "exit code 0"), (None, None)])
+def test_how_a_worker_ended_is_described(returncode, described):
+    assert job_lib.exit_description(returncode) == described
+
+
 def test_progress_log_and_line_of_a_copy(jobs, tmp_path):
     """progress.log has a line from the start (counting), then copying and verifying with stable
     totals, files done that never go back within a phase, and an ETA that is never 0 while files
