@@ -117,6 +117,9 @@ class Host:
         self.mounts = {fs: self.folder / fs for fs in filesystems}
         self.proc: subprocess.Popen | None = None
         self.namespace: str | None = None
+        # An open file of the namespace keeps it (and its inode number, which pids() matches) alive:
+        # once freed, Linux gives the number to the next new namespace, maybe another test's.
+        self.namespace_fd: int | None = None
         self.host_key = self.folder / "ssh_host_ed25519_key"
 
     def start(self, port: int) -> None:
@@ -166,8 +169,7 @@ class Host:
             if time.monotonic() > deadline:
                 raise AssertionError(f"sshd of {self.name} does not listen on {self.address}:{port}")
             time.sleep(0.05)
-        self.namespace = _mount_ns(self.proc.pid)
-        assert self.namespace and self.namespace != _mount_ns(os.getpid()), "sshd is not in its own mount namespace"
+        self.hold_namespace()
         # A lab host is a plain server: root's shell start-up file of this machine (here it starts
         # pyenv, about 0.7 s per ssh session, and puts its shims before /usr/bin/python3) is not its own.
         rc_file = Path(os.path.expanduser("~root")) / ".bashrc"
@@ -177,6 +179,12 @@ class Host:
             self.nsenter(["mount", "--bind", plain, rc_file])
         for fs in self.filesystems:
             self.nsenter(["mount", "-o", "loop", self.folder / f"{fs}.img", self.mounts[fs]])
+
+    def hold_namespace(self) -> None:
+        """Note the mount namespace of the host's process (``proc``), and keep it open until stop."""
+        self.namespace_fd = os.open(f"/proc/{self.proc.pid}/ns/mnt", os.O_RDONLY)
+        self.namespace = _mount_ns(self.proc.pid)
+        assert self.namespace and self.namespace != _mount_ns(os.getpid()), "sshd is not in its own mount namespace"
 
     def down(self) -> None:
         """The host goes down: its filesystems are unmounted (what was written stays on its disks),
@@ -225,6 +233,11 @@ class Host:
                 time.sleep(0.05)
             if not self.pids():
                 break
+        # Its processes are gone: let the namespace go, and never match its number again.
+        if self.namespace_fd is not None:
+            os.close(self.namespace_fd)
+            self.namespace_fd = None
+        self.namespace = None
         for image in self.images:
             found = run(["losetup", "-j", image], check=False)
             for line in found.stdout.splitlines():
