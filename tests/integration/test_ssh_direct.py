@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -47,11 +48,27 @@ IO_PROBE = ("import atexit, runpy, sys\n"
 MIB = 1024 * 1024
 
 
+def direct_folders(lab) -> set[str]:
+    """The private known_hosts folders of direct streams to this lab's hosts: /tmp/mobility-direct-*
+    holding one of their host keys. The lab hosts share this machine's /tmp, and the labs of other
+    lanes make and remove such folders at the same time."""
+    keys = {Path(f"{host.host_key}.pub").read_text(encoding="utf-8").split()[1] for host in lab.hosts.values()}
+    found = set()
+    for folder in glob.glob("/tmp/mobility-direct-*"):
+        try:
+            held = Path(folder, "known_hosts").read_text(encoding="utf-8").split()
+        except OSError:
+            continue  # another run's, being made or removed
+        if keys.intersection(held):
+            found.add(folder)
+    return found
+
+
 @pytest.fixture
 def lab(ssh_lab):  # pylint: disable=redefined-outer-name
-    before = set(glob.glob("/tmp/mobility-direct-*"))
+    before = direct_folders(ssh_lab)
     yield ssh_lab
-    assert set(glob.glob("/tmp/mobility-direct-*")) == before, "a direct stream left its known_hosts folder"
+    assert direct_folders(ssh_lab) == before, "a direct stream left its known_hosts folder"
 
 
 def measured(lab, name: str, params: dict, env: dict | None = None) -> tuple[dict, int]:
@@ -221,7 +238,7 @@ def test_the_controller_killed_during_a_direct_stream_then_reruns_converge(lab):
     fill(lab, "stora", source, 48)
     params = dict(backends=backends, share="dd6", destination_pool="storb@bb#two", state="started", **FLAGS)
     two = lab.pools("storb")["two"]
-    folders = set(glob.glob("/tmp/mobility-direct-*"))
+    folders = direct_folders(lab)
     proc = sshlab.module_process("share_migration", params, lab.base)
     deadline = time.monotonic() + 120
     while not receiving(two) and proc.poll() is None and time.monotonic() < deadline:
@@ -233,7 +250,7 @@ def test_the_controller_killed_during_a_direct_stream_then_reruns_converge(lab):
     close_masters(lab)  # what the killed controller could not close
     started = rerun_phase1(params, lab.base)
     # The killed run's private known_hosts folder stays (public keys only, mode 0700): removed here.
-    for folder in set(glob.glob("/tmp/mobility-direct-*")) - folders:
+    for folder in direct_folders(lab) - folders:
         assert os.stat(folder).st_mode & 0o777 == 0o700
         lines = open(os.path.join(folder, "known_hosts"), encoding="utf-8").read().split()
         assert lines[0] == "mobility-destination" and lines[1] == "ssh-ed25519"

@@ -282,7 +282,9 @@ def test_a_corrupted_block_in_the_copy_fails_the_verification_and_keeps_the_sour
         handle.seek(200 * MIB)
         handle.write(os.urandom(16 * MIB))
     before = content_sha256(image, "raw")
-    started = run(lab, "volume_migrate", volume="k", host="localhost@blocks#x1", wait=False)
+    # A copy of about 3 s (see the next test): without a rate limit it can end before this run
+    # returns, and the run then verifies and switches at once, leaving nothing to corrupt.
+    started = run(lab, "volume_migrate", volume="k", host="localhost@blocks#x1", rate_limit=40 * MIB, wait=False)
     assert started["volume"]["migration_status"] == "migrating", started
     for _attempt in range(100):
         progress = run(lab, "volume_info", name="k")["volumes"][0]["migration"]["progress"]
