@@ -168,17 +168,17 @@ def exit_description(returncode):
     return 'exit code %d' % returncode
 
 
-def gone_error(job_id, request, status, ended=None):
+def gone_error(job_id, request, status, returncode=None):
     """Why a job whose worker disappeared without a final status failed: which pass, where it was,
-    how its process ended when this run knows it (``ended``: exit_description of the worker this
-    run started), what it had done, and that running it again resumes it."""
+    how its process ended when this run knows it (``returncode`` of the worker this run started),
+    what it had done, and that running it again resumes it."""
     phase = status.get('phase') or 'scanning'
-    if ended is None:
+    if returncode is None:
         how = 'its process was killed or the data node restarted'
-    elif ended.startswith('signal'):
-        how = 'its process was ended by %s, sent by another process or the kernel,' % ended
+    elif returncode < 0:
+        how = 'its process was ended by %s, sent by another process or the kernel,' % exit_description(returncode)
     else:
-        how = 'its process ended with %s (worker.log may say why)' % ended
+        how = 'its process ended with %s (worker.log may say why)' % exit_description(returncode)
     done = '%s%%, %s of %s files and %s of %s' % (
         status.get('percent') or 0, status.get('files_done') or 0, status.get('files_total') or '?',
         _size(status.get('bytes_done')), _size(status.get('bytes_total')) if status.get('bytes_total') else '?')
@@ -274,7 +274,7 @@ class DataCopyJobs(object):
         self.term_timeout = term_timeout
         self.kill_timeout = kill_timeout
         # The workers this object started (pid -> Popen): while this run lasts, a worker that is gone
-        # is its child, and its exit status says how it ended (see ended).
+        # is its child, and its exit status says how it ended (see exit_status).
         self._launched = {}
 
     # ------------------------------------------------------------------ reading
@@ -325,7 +325,7 @@ class DataCopyJobs(object):
                 return self.view(job_id, looked_again=True)
             job['interrupted'] = True
             job['state'] = 'failed'
-            job['error'] = gone_error(job_id, request, status, self.ended(job['pid']))
+            job['error'] = gone_error(job_id, request, status, self.exit_status(job['pid']))
         if job['state'] != 'running':
             job['report'] = state_lib.read_json(os.path.join(folder, state_lib.REPORT_FILE))
             if job['report'] is None:
@@ -335,13 +335,11 @@ class DataCopyJobs(object):
                                                           final_pass=job['final_pass'])
         return job
 
-    def ended(self, pid):
-        """How the worker ``pid`` that this object started ended (exit_description), reaping it; None
-        while it runs, or when another run started it (its exit status went to that run)."""
+    def exit_status(self, pid):
+        """The return code of the worker ``pid`` that this object started, reaping it; None while it
+        runs, or when another run started it (its exit status went to that run)."""
         process = self._launched.get(pid)
-        if process is None:
-            return None
-        return exit_description(process.poll())
+        return process.poll() if process is not None else None
 
     @staticmethod
     def _ended(folder):
