@@ -13,11 +13,14 @@ __metaclass__ = type
 
 import os
 import queue
+import shutil
+import tempfile
 import threading
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import plumbing
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import remote as remote_lib
-from ansible_collections.storage.mobility.plugins.module_utils.data_copy.hashcache import HashCache
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import hashcache as hashcache_lib
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.hashcache import HashCache, sort_key
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.hashing import DEFAULT_ALGORITHM
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.manifest import differing_attributes, entry_from_values
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.state import render_path
@@ -36,12 +39,6 @@ def _as_entry(item):
     if len(item) > 2:
         entry['error'] = item[2]
     return entry
-
-
-def _sort_key(path):
-    """The walk's order as bytes: the root first, then the names of each level compared in turn
-    (a NUL byte, which no name holds, stands for each slash)."""
-    return b'' if path == b'.' else path.replace(b'/', b'\0')
 
 
 class Comparison(object):
@@ -122,7 +119,8 @@ class Comparison(object):
 
 
 def compare_trees(source, destination, ignore=(), algorithm=DEFAULT_ALGORITHM, skip_times=(), limit=LIST_LIMIT,
-                  on_progress=None, cancelled=None, privileged=None, cache=None, processes=True, remote=None):
+                  on_progress=None, cancelled=None, privileged=None, cache=None, processes=True, remote=None,
+                  record_to=None):
     """Compare the trees ``source`` and ``destination``; return a Comparison.
 
     The destination's files are read from the disk (direct I/O, or cached pages dropped first).
@@ -133,13 +131,28 @@ def compare_trees(source, destination, ignore=(), algorithm=DEFAULT_ALGORITHM, s
     lock); otherwise, or where fork is not available, in two threads.
     ``remote``: side (``source``, ``destination``) -> remote.RemoteTree for a side walked on its
     storage host (over ssh, streamed back) instead of at its path here.
+    ``record_to``: where the walks write this walk's hash cache as they go (the side files of that
+    base name, see hashcache.side_path): the Comparison's ``cache`` is then those files, not read
+    into memory; without it, a cache in memory (small trees).
     """
+    if record_to is None:
+        folder = tempfile.mkdtemp(prefix='mobility-hashes-')
+        try:
+            result = compare_trees(source, destination, ignore=ignore, algorithm=algorithm, skip_times=skip_times,
+                                   limit=limit, on_progress=on_progress, cancelled=cancelled, privileged=privileged,
+                                   cache=cache, processes=processes, remote=remote,
+                                   record_to=os.path.join(folder, 'hashes'))
+            result.cache = HashCache(algorithm, sides=result.cache.sides)
+            return result
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
     cancelled = cancelled if cancelled is not None else threading.Event()
-    sides = cache.sides if cache is not None and cache.algorithm == algorithm else {}
-    walkers = (Walker(source, ignore, algorithm, drop_cache=False, skip_times=skip_times, cancelled=cancelled,
-                      privileged=privileged, cache=sides.get('source')),
-               Walker(destination, ignore, algorithm, drop_cache=True, skip_times=skip_times, cancelled=cancelled,
-                      privileged=privileged, cache=sides.get('destination')))
+    usable = cache is not None and cache.algorithm == algorithm
+    files = dict((side, hashcache_lib.side_path(record_to, side)) for side in hashcache_lib.SIDES)
+    walkers = tuple(Walker(root, ignore, algorithm, drop_cache=index == 1, skip_times=skip_times, cancelled=cancelled,
+                           privileged=privileged, cache=cache.lookup(side) if usable else None,
+                           record_to=None if side in (remote or {}) else files[side], side=side)
+                    for index, (side, root) in enumerate((('source', source), ('destination', destination))))
     queues = (queue.Queue(maxsize=64), queue.Queue(maxsize=64))
     summaries = [None, None]
     context = plumbing.fork_context() if processes else None
@@ -149,7 +162,7 @@ def compare_trees(source, destination, ignore=(), algorithm=DEFAULT_ALGORITHM, s
     for index, side in enumerate(('source', 'destination')):
         if side in remote:
             args = {'ignore': ignore, 'algorithm': algorithm, 'drop_cache': index == 1, 'skip_times': skip_times,
-                    'cache': sides.get(side)}
+                    'cache': cache.side(side) if usable else None}
             remote_threads.append(threading.Thread(
                 target=remote_lib.produce, args=(remote[side], args, queues[index], summaries, index, plumbing.END,
                                                  plumbing.Failure, cancelled), name='manifest-remote-%d' % index))
@@ -197,7 +210,7 @@ def compare_trees(source, destination, ignore=(), algorithm=DEFAULT_ALGORITHM, s
                 result.bytes_compared += size
                 left = readers[0].next()
                 right = readers[1].next()
-            elif right is end or (left is not end and _sort_key(left[0]) < _sort_key(right[0])):
+            elif right is end or (left is not end and sort_key(left[0]) < sort_key(right[0])):
                 result.add_missing(left[0])
                 left = readers[0].next()
             else:
@@ -225,7 +238,11 @@ def compare_trees(source, destination, ignore=(), algorithm=DEFAULT_ALGORITHM, s
     result.destination_digest = summaries[1]['digest']
     result.source_seal = summaries[0]['seal']
     result.destination_seal = summaries[1]['seal']
-    result.cache = HashCache(algorithm, {'source': summaries[0]['recorded'], 'destination': summaries[1]['recorded']})
+    for side, summary in zip(hashcache_lib.SIDES, summaries):
+        if summary.get('record_to') is None:
+            # Walked on its storage host: its records came back with the summary.
+            hashcache_lib.write_side(files[side], algorithm, side, hashcache_lib.sorted_records(summary['recorded'] or {}))
+    result.cache = HashCache(algorithm, files=files)
     for key in ('files_hashed', 'files_reused', 'bytes_hashed', 'bytes_reused'):
         setattr(result, key, summaries[0][key] + summaries[1][key])
     return result

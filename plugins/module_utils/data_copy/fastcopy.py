@@ -496,12 +496,13 @@ class ParallelCopy(object):
     ``algorithm``: hash the contents while copying and read the copies back (None: copy only).
     ``on_progress(files, bytes, totals)`` is called from the walking process about twice a second;
     ``totals`` grow until ``counted`` is True (the walk has listed the whole source).
-    After ``run()``: ``records`` (side -> path -> (identity, hash)), ``totals`` (as the source
-    scan counts them), ``errors`` (the first ERROR_LIMIT ``(path, text)``) and ``error_count``.
+    After ``run()``: ``records`` (side -> path -> (identity, hash)), or, with ``sink``, each record
+    given to ``sink.add(side, path, (identity, hash))`` as it comes instead (hashcache.RecordSpill);
+    ``totals`` (as the source scan counts them), ``errors`` (the first ERROR_LIMIT ``(path, text)``) and ``error_count``.
     """
 
     def __init__(self, source, destination, ignore=(), algorithm=None, workers=None, on_progress=None,
-                 context=None):
+                 context=None, sink=None):
         self.source = os.fsencode(os.path.realpath(source))
         self.destination = os.fsencode(os.path.realpath(destination))
         self.ignore = frozenset(os.fsencode(name) for name in ignore or ())
@@ -510,6 +511,7 @@ class ParallelCopy(object):
         self.on_progress = on_progress
         self.context = context or plumbing_lib.fork_context()
         self.records = dict((side, {}) for side in hashcache_lib.SIDES)
+        self.sink = sink
         self.totals = {'entries': 1, 'files': 0, 'bytes': 0, 'directories': 1, 'symlinks': 0}
         self.errors = []
         self.error_count = 0
@@ -533,8 +535,12 @@ class ParallelCopy(object):
                 message = conn.recv()
                 kind = message[0]
                 if kind == 'records':
-                    for side, rel, record in message[1]:
-                        self.records[side][rel] = record
+                    if self.sink is not None:
+                        for side, rel, record in message[1]:
+                            self.sink.add(side, rel, record)
+                    else:
+                        for side, rel, record in message[1]:
+                            self.records[side][rel] = record
                 elif kind == 'progress':
                     self.done[index] = (message[1], message[2])
                 elif kind == 'error':

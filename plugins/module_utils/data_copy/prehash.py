@@ -142,9 +142,10 @@ def prehash(source, ignore, algorithm, caches, conn, destination=None, parent=No
     that the copy has finished (same size and modification time as the source file) are read
     from the disk (flush of the filesystem, then direct I/O or dropped pages) and hashed; files
     that are not finished yet are looked at again in the next round. Files whose identity matches
-    ``caches`` (side -> path -> (identity, hash)) are not read. Sends ``[(side, path, (identity,
-    hash))]`` batches on ``conn``, then ``('end',)``. The verification reuses these hashes where the
-    files have not changed since (see HashCache), so it reads only the rest.
+    ``caches`` (side -> what ``get(path)`` gives ``(identity, hash)`` of: a map, or a SideLookup of
+    a side file, see hashcache) are not read. Sends ``[(side, path, (identity, hash))]`` batches on
+    ``conn``, then ``('end',)``. The verification reuses these hashes where the files have not
+    changed since (see HashCache), so it reads only the rest.
     ``parent`` and ``inherited``: see lifeline (this process dies with the worker and does not hold
     the reading end of its own pipe).
     """

@@ -50,6 +50,7 @@ PACKAGE = 'ansible_collections.storage.mobility.plugins.module_utils'
 #: the modules the host side needs, below module_utils (each imports only the standard library
 #: and modules of this list)
 BUNDLE = ('data_copy.state', 'data_copy.fileflags', 'data_copy.seal', 'data_copy.hashing', 'data_copy.xattrs',
+          'data_copy.hashcache',
           'data_copy.fileread', 'data_copy.manifest', 'data_copy.walk', 'data_copy.shipping', 'data_copy.ssh_masters',
           'data_copy.remote')
 #: the name the host's key is checked under (HostKeyAlias): whatever address the data node uses

@@ -11,8 +11,12 @@ A job folder ``<state_dir>/<job_id>/`` holds:
 * ``report.json``: the final report of the last run,
 * ``rsync.log``: what rsync printed besides progress, ``worker.log``: the worker's own output,
 * ``worker.pid``: the process id of the last worker launched (its process group id too),
-* ``hashes.cache``: the hashes of the files read by the last verification, each with the file's
-  identity (size, mtime, ctime, inode) then, so that a later pass reads only what changed,
+* ``hashes.cache.source`` and ``hashes.cache.destination``: the hashes of the files read by the
+  last verification, each with the file's identity (size, mtime, ctime, inode) then, so that a
+  later pass reads only what changed (hashcache.py: one file per side, in the walk's order);
+  while a job runs, also ``hashes.cache.spill.run<n>.<side>`` (hashes read during the copy),
+  ``hashes.cache.input.<side>`` (the verification's input) and ``hashes.cache.new.<side>`` (the
+  walks' new hashes, renamed to the kept ones at the end),
 * ``worker.py`` and ``lib/``: the worker program, written at each launch.
 
 This file is shipped to the data node with the worker: standard library only, Python 3.8+.

@@ -21,6 +21,7 @@ import stat
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.fileflags import read_carried
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.fileread import Cancelled, FileHasher, identity
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.hashcache import SideWriter
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.hashing import DEFAULT_ALGORITHM
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.manifest import entry_from_values
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import TreeSeal
@@ -41,12 +42,14 @@ class Walker(FileHasher):
     ``ignore``: names skipped at any depth. ``algorithm``: content hash (None: no content hash).
     ``drop_cache``: read each file from the disk (see FileHasher, which reads the files).
     ``skip_times``: types (``directory``, ``symlink``) whose modification time is not recorded.
-    ``cancelled``: an Event that stops the walk. ``cache``: path -> ``(identity, hash)`` of an
-    earlier walk (see HashCache); ``recorded`` collects the same for this walk.
+    ``cancelled``: an Event that stops the walk. ``cache``: what ``get(path)`` gives the
+    ``(identity, hash)`` of an earlier walk (see HashCache: a map, or a SideLookup of a side file).
+    This walk's records go to the side file ``record_to`` (of side ``side``) as the walk goes, or,
+    without it, into the map ``recorded``.
     """
 
     def __init__(self, root, ignore=(), algorithm=None, drop_cache=False, skip_times=(), cancelled=None,
-                 privileged=None, cache=None):
+                 privileged=None, cache=None, record_to=None, side=None):
         super(Walker, self).__init__(algorithm, drop_cache, cancelled)
         self.root = os.fsencode(root)
         self.ignore = frozenset(os.fsencode(name) for name in ignore or ())
@@ -61,8 +64,12 @@ class Walker(FileHasher):
         self.bytes_hashed = 0
         self.counts = {'entries': 0, 'files': 0, 'bytes': 0, 'directories': 0, 'symlinks': 0, 'other': 0}
         self._links = {}
-        self.cache = cache or {}
+        self.cache = cache if cache is not None else {}
         self.recorded = {}
+        self.record_to = record_to
+        self.side = side
+        self.records = 0
+        self._writer = None
         self.files_hashed = 0
         self.files_reused = 0
         self.bytes_reused = 0
@@ -90,16 +97,16 @@ class Walker(FileHasher):
                 inode = (st.st_dev, st.st_ino)
                 first = self._links.get(inode)
                 if first is None:
-                    self._links[inode] = (rel, None)
+                    self._links[inode] = (rel, None, None)
                 else:
                     link = first[0]
                     if first[1] is not None:
                         digest = first[1]
-                        recorded = self.recorded.get(link)
+                        recorded = first[2]
                         if kind == 'file' and recorded is not None and recorded[0] == identity(st):
                             # The same inode, unchanged: a later walk (or the prehash) need not read
                             # this path either.
-                            self.recorded[rel] = recorded
+                            self._record(rel, recorded)
             if kind == 'file':
                 size = st.st_size
                 if self.algorithm is not None and digest is None:
@@ -109,12 +116,12 @@ class Walker(FileHasher):
                         digest = cached[1]
                         self.files_reused += 1
                         self.bytes_reused += size
-                        self.recorded[rel] = cached
+                        recorded = self._record(rel, cached)
                     else:
                         digest, after = self.read_and_hash(full, size)
-                        self._hashed(rel, size, before, digest, after)
+                        recorded = self._hashed(rel, size, before, digest, after)
                     if st.st_nlink > 1:
-                        self._links[(st.st_dev, st.st_ino)] = (rel, digest)
+                        self._links[(st.st_dev, st.st_ino)] = (rel, digest, recorded)
         except OSError as exc:
             error = '%s: %s' % (errno.errorcode.get(exc.errno, 'error'), exc.strerror)
         flags = read_carried(full, st) or None
@@ -124,11 +131,22 @@ class Walker(FileHasher):
         return values
 
     def _hashed(self, rel, size, before, digest, after):
+        """Count a file read; record its hash when it did not change while it was read (a later
+        walk may trust it then); the record, or None."""
         self.files_hashed += 1
         self.bytes_hashed += size
         if after == before:
-            # Unchanged while it was read: a later walk may trust this hash.
-            self.recorded[rel] = (before, digest)
+            return self._record(rel, (before, digest))
+        return None
+
+    def _record(self, rel, record):
+        """Keep ``(identity, hash)`` of ``rel`` for a later walk: in the side file, or the map."""
+        self.records += 1
+        if self._writer is not None:
+            self._writer.add(rel, record)
+        else:
+            self.recorded[rel] = record
+        return record
 
     def _count(self, rel, kind, size, values):
         counts = self.counts
@@ -160,7 +178,24 @@ class Walker(FileHasher):
     def walk(self):
         """Yield ``(path, values, error)`` for the root (path ``.``) and every path below it,
         depth first, names sorted as bytes; ``error`` (else None) says that a folder could not be
-        listed (it is not part of the values, which were counted before the listing)."""
+        listed (it is not part of the values, which were counted before the listing). With
+        ``record_to``, the side file is complete when the walk ends, and removed when it stops
+        before."""
+        if self.record_to is not None:
+            self._writer = SideWriter(self.record_to, self.algorithm, self.side)
+        finished = False
+        try:
+            yield from self._walk()
+            finished = True
+        finally:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                if finished:
+                    writer.close()
+                else:
+                    writer.abandon()
+
+    def _walk(self):
         # The root is followed when it is a symlink, as rsync follows "source/".
         root_st = os.stat(self.root)
         if not stat.S_ISDIR(root_st.st_mode):
@@ -212,7 +247,8 @@ class Walker(FileHasher):
     def summary(self):
         """What the comparing side needs once the walk has ended."""
         return {'counts': dict(self.counts), 'digest': self.hexdigest(), 'seal': self.seal.hexdigest(),
-                'recorded': self.recorded,
+                'recorded': None if self.record_to is not None else self.recorded,
+                'record_to': self.record_to, 'records': self.records,
                 'files_hashed': self.files_hashed, 'files_reused': self.files_reused,
                 'bytes_hashed': self.bytes_hashed, 'bytes_reused': self.bytes_reused}
 

@@ -14,7 +14,9 @@ Standard library only (plus the optional hash packages), Python 3.8+.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import ctypes
 import errno
+import gc
 import hashlib
 import os
 import select
@@ -42,6 +44,23 @@ from ansible_collections.storage.mobility.plugins.module_utils.data_copy import 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import state as state_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import walk as walk_lib
+
+# Beside state_lib.HASHES_FILE's side files: the verification's input (the last pass's hashes and
+# those read during the copy, see Worker.verification_cache) and the walks' new ones until kept.
+HASHES_INPUT = state_lib.HASHES_FILE + '.input'
+HASHES_NEW = state_lib.HASHES_FILE + '.new'
+HASHES_RUNS = state_lib.HASHES_FILE + '.spill'
+
+
+def release_memory():
+    """Give the memory of freed objects back to the system (glibc's malloc_trim), so that the
+    processes forked next do not start with it."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
 
 # The script written as <job folder>/worker.py and started as: python -B worker.py <job folder>.
 LAUNCHER = '''# -*- coding: utf-8 -*-
@@ -191,7 +210,8 @@ class Worker(object):
         self.rsync_stats = {}
         self._last_write = None
         self.cache = None
-        self.prehashed = {}
+        # hashcache.RecordSpill of the hashes read during the copy, once there is one (see spill).
+        self.prehashed = None
         self._prehash = None
         self.hash_stats = {}
         self._scan_thread = None
@@ -374,12 +394,70 @@ class Worker(object):
                     self.log('reusing the hashes of job %s where files did not change' % other)
         return cache
 
+    def remove_hash_leftovers(self):
+        """The hash files an attempt that was killed left (runs, the verification's input, new
+        side files not kept yet): never read, only removed."""
+        prefixes = tuple(name + '.' for name in (HASHES_RUNS, HASHES_INPUT, HASHES_NEW))
+        for name in os.listdir(self.folder):
+            if name.startswith(prefixes) or (name.startswith('.' + state_lib.HASHES_FILE) and '.tmp.' in name):
+                hashcache_lib.remove(os.path.join(self.folder, name))
+
+    def spill(self, algorithm):
+        """Where the hashes read during the copy go (hashes.cache.run*: see hashcache.RecordSpill)."""
+        if self.prehashed is None:
+            self.prehashed = hashcache_lib.RecordSpill(self.path(HASHES_RUNS), algorithm)
+        return self.prehashed
+
+    def verification_cache(self, algorithm):
+        """What the verification's walks look the files up in, and whether it is this run's own
+        input to remove afterwards: the hashes of the last pass, and those read during this one's
+        copy (``prehashed``, which win). They are read from side files in the walk's order, and
+        what this process holds of them is let go before the walkers start, so that neither it
+        nor the walkers (forked from it) keep a map of every file: the kept cache is read from its
+        own files; with hashes read during the copy, both are merged into hashes.cache.input.*."""
+        cache = self.cache if self.cache is not None and self.cache.algorithm == algorithm else None
+        self.cache = None
+        if cache is None:
+            cache = self.load_cache(algorithm)
+        if cache is not None and cache.files:
+            cache = hashcache_lib.HashCache(algorithm, files=cache.files)
+        prehashed, self.prehashed = self.prehashed, None
+        if prehashed is not None and prehashed.error:
+            self.warnings.append('Could not keep %d hashes read during the copy (%s); the verification reads those '
+                                 'files again' % (prehashed.dropped, prehashed.error))
+        if prehashed is not None and (not len(prehashed) or prehashed.algorithm != algorithm):
+            prehashed.discard()
+            prehashed = None
+        if prehashed is None:
+            release_memory()
+            return cache, False
+        base = self.path(HASHES_INPUT)
+        files = {}
+        try:
+            for side in hashcache_lib.SIDES:
+                files[side] = hashcache_lib.side_path(base, side)
+                earlier = cache.records(side) if cache is not None else iter(())
+                hashcache_lib.write_side(files[side], algorithm, side,
+                                         hashcache_lib.merged(earlier, prehashed.records(side)))
+        except (IOError, OSError) as exc:
+            self.warnings.append('Could not write the hashes read during the copy for the verification (%s); '
+                                 'it reads every file again' % exc)
+            hashcache_lib.HashCache(algorithm, files=files).discard()
+            return None, False
+        finally:
+            prehashed.discard()
+        del cache, prehashed
+        release_memory()
+        return hashcache_lib.HashCache(algorithm, files=files), True
+
     def save_cache(self, cache, verified):
         """Keep this walk's hashes; name this job in the index once a verification passed."""
         if cache is None:
             return
         try:
             cache.save(self.path(state_lib.HASHES_FILE))
+            # The single file of the format before per-side files, if an older version left one.
+            hashcache_lib.remove(self.path(state_lib.HASHES_FILE))
             if verified:
                 index = self._index_path()
                 if not os.path.isdir(os.path.dirname(index)):
@@ -406,7 +484,8 @@ class Worker(object):
             return
         self.algorithm = algorithm
         self.cache = self.load_cache(algorithm)
-        known = self.cache.sides if self.cache is not None else {}
+        # Looked up in its files by the hashing process (hashcache.SideLookup): this one reads nothing.
+        known = dict((side, self.cache.lookup(side)) for side in hashcache_lib.SIDES) if self.cache is not None else {}
         receiving, sending = context.Pipe(duplex=False)
         # The child closes this process's reading end (and rsync's output, if rsync runs already):
         # holding them it would block forever on a full pipe, and keep rsync blocked, once the
@@ -430,8 +509,9 @@ class Worker(object):
             while block or receiving.poll():
                 message = receiving.recv()
                 if isinstance(message, list):
+                    spill = self.spill(self.algorithm)
                     for side, rel, record in message:
-                        self.prehashed.setdefault(side, {})[rel] = record
+                        spill.add(side, rel, record)
                 else:
                     break
             else:
@@ -625,7 +705,7 @@ class Worker(object):
                 self.progress(files_done, done, totals['entries'], None, counted=False)
 
         engine = fastcopy_lib.ParallelCopy(job['source'], job['destination'], job['ignore_files'], algorithm,
-                                           on_progress=progress)
+                                           on_progress=progress, sink=self.spill(algorithm) if algorithm else None)
         self.copy_engine = 'parallel'
         self.log('first copy into the empty destination: %d copying processes, hashing %s'
                  % (engine.workers, algorithm or 'off'))
@@ -637,8 +717,6 @@ class Worker(object):
         self.totals = dict(engine.totals)
         self.ignored = engine.ignored
         self.algorithm = algorithm or self.algorithm
-        for side, records in engine.records.items():
-            self.prehashed.setdefault(side, {}).update(records)
         problems = list(engine.failures) + ['%s: %s' % (state_lib.render_path(rel), text) for rel, text in engine.errors]
         if problems:
             self.log('the first copy left %d problems (first: %s); rsync copies what is missing'
@@ -646,7 +724,7 @@ class Worker(object):
             return False
         self.log('first copy done in %.1f s: %d entries, %d bytes, %d contents hashed from the disk'
                  % (self.clock() - started, self.totals['entries'], self.totals['bytes'],
-                    len(engine.records['destination'])))
+                    self.prehashed.counts['destination'] if self.prehashed is not None else 0))
         self.progress(self.totals['entries'], self.totals['bytes'], self.totals['entries'], self.totals['bytes'],
                       force=True)
         return True
@@ -769,22 +847,19 @@ class Worker(object):
             self.progress(result.compared, result.bytes_compared, entries, total)
 
         options = list(job['rsync_base_options']) + list(job['rsync_options'])
-        cache = self.cache if self.cache is not None and self.cache.algorithm == algorithm else None
-        if cache is None:
-            cache = self.load_cache(algorithm)
-        if self.prehashed:
-            cache = cache or hashcache_lib.HashCache(algorithm)
-            for side, records in self.prehashed.items():
-                cache.sides[side].update(records)
+        during = len(self.prehashed) if self.prehashed is not None else 0
+        cache, temporary = self.verification_cache(algorithm)
         try:
             result = compare_lib.compare_trees(job['source'], job['destination'], job['ignore_files'], algorithm,
                                                skip_times=skipped_times(options), on_progress=progress, cache=cache,
-                                               remote=self.remote)
+                                               remote=self.remote, record_to=self.path(HASHES_NEW))
         except remote_lib.RemoteFailed as exc:
             raise JobFailed('Failed to verify %s against %s: %s' % (self.describe('destination'),
                                                                     self.describe('source'), exc))
+        finally:
+            if temporary:
+                cache.discard()
         self.verify_seconds = self.clock() - started
-        during = sum(len(records) for records in self.prehashed.values())
         self.log('verification read %d files (%d bytes) and reused the hashes of %d unchanged files (%d bytes); '
                  '%d files were hashed during the copy' % (
                      result.files_hashed, result.bytes_hashed, result.files_reused, result.bytes_reused, during))
@@ -885,6 +960,7 @@ class Worker(object):
             except OSError as exc:
                 if exc.errno != errno.ENOENT:
                     raise
+            self.remove_hash_leftovers()
             self.begin_phase('scanning', totals_known=False)
             self.log('attempt %s of job %s: %s -> %s' % (
                 self.status['attempt'], self.job['job_id'], self.job['source'], self.job['destination']))

@@ -200,6 +200,43 @@ def run_worker(tmp_path, job_id, src, dst, **kwargs):
         state_lib.read_json(os.path.join(folder, state_lib.STATUS_FILE))
 
 
+def test_the_hashes_of_the_first_copy_go_through_run_files_and_the_verification_reads_nothing_again(tmp_path,
+                                                                                                    monkeypatch):
+    """The worker keeps no map of every file: with runs of 7 records, the copy's hashes of both
+    sides go through many sorted run files, merged for the verification, which then reads no file
+    again; the job folder keeps the two side files of the cache and nothing else of it, also after
+    an attempt that was killed left its files behind."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dst.mkdir()
+    tree(src)
+    monkeypatch.setattr(hashcache_lib, "SPILL_RECORDS", 7)
+    writes = []
+    real_write = hashcache_lib.write_side
+
+    def counting(path, *args):
+        writes.append(os.path.basename(path))
+        return real_write(path, *args)
+
+    monkeypatch.setattr(hashcache_lib, "write_side", counting)
+    folder = job_lib.DataCopyJobs(str(tmp_path / "state")).folder("spill")
+    os.makedirs(folder)
+    for name in ("hashes.cache.spill.run3.source", "hashes.cache.input.destination", "hashes.cache.new.source",
+                 ".hashes.cache.source.tmp.99"):
+        write(os.path.join(folder, name), b"left by a killed attempt")
+    rc, report, status = run_worker(tmp_path, "spill", src, dst)
+    assert rc == 0 and report["verified"] is True, status
+    assert report["copy_engine"] == "parallel"
+    hashing = report["hashing"]
+    runs = [name for name in writes if ".spill.run" in name]
+    assert len(runs) >= 2 * (hashing["files_hashed_during_copy"] // 2 // 7) - 2, writes
+    assert hashing["files_hashed_during_copy"] >= 2 * 300
+    assert hashing["files_hashed"] == 0 and hashing["files_reused"] >= hashing["files_hashed_during_copy"]
+    kept = sorted(name for name in os.listdir(folder) if "hashes" in name)
+    assert kept == ["hashes.cache.destination", "hashes.cache.source"]
+    cache = hashcache_lib.HashCache.load(os.path.join(folder, "hashes.cache"), report["hash_algorithm"])
+    assert len(cache.sides["source"]) >= 300 and b"d00/f03" in cache.sides["destination"]
+
+
 def test_a_file_the_first_copy_cannot_copy_is_left_to_rsync(tmp_path, monkeypatch):
     src, dst = tmp_path / "src", tmp_path / "dst"
     dst.mkdir()

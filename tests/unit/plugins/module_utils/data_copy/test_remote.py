@@ -160,3 +160,48 @@ def test_carry_gives_the_destination_the_times_xattrs_and_hard_links_of_the_sour
     # A second carry changes nothing.
     again = serve({"op": "carry", "root": str(destination)}, [("batch", batch) for batch in walk] + [("end", None)])
     assert again[-1][1]["links"] == 0 and again[-1][1]["times"] == 0 and again[-1][1]["xattrs"] == 0
+
+
+class ServedHere:
+    """A side walked as on its storage host: RemoteTree's walk, with the host side (remote.serve) run
+    in this process instead of over ssh."""
+
+    def __init__(self, root):
+        self.path = str(root)
+        self.summary = None
+
+    def walk(self, ignore, algorithm, drop_cache, skip_times=(), cache=None, cancelled=None):
+        request = {"op": "walk", "root": self.path, "ignore": list(ignore), "algorithm": algorithm,
+                   "drop_cache": bool(drop_cache), "skip_times": list(skip_times or ()), "cache": bool(cache)}
+        for kind, value in serve(request, [cache] if cache else []):
+            if kind == "batch":
+                yield value
+            elif kind == "failed":
+                raise remote.RemoteFailed(value)
+            else:
+                self.summary = value
+
+
+def test_a_side_walked_on_its_host_keeps_its_hashes_in_its_side_file_and_reuses_them(tmp_path):
+    """The host side returns its records with its summary: the data node writes them as that side's
+    file, and the next walk sends them back to the host, which reads no file again."""
+    from ansible_collections.storage.mobility.plugins.module_utils.data_copy import compare as compare_lib
+    from ansible_collections.storage.mobility.plugins.module_utils.data_copy import hashcache as hashcache_lib
+    for side in ("src", "dst"):
+        make_tree(tmp_path / side)
+        os.utime(tmp_path / side, ns=(0, 1_300_000_000_000_000_003))
+    base = str(tmp_path / "hashes")
+    first = compare_lib.compare_trees(str(tmp_path / "src"), str(tmp_path / "dst"), algorithm="sha256",
+                                      remote={"destination": ServedHere(tmp_path / "dst")}, record_to=base)
+    assert first.matched, first.summary()
+    assert first.files_hashed == 2  # d/f on each side; g is its hard link
+    kept = hashcache_lib.load_side(base + ".destination", "sha256", "destination")
+    source = hashcache_lib.load_side(base + ".source", "sha256", "source")
+    assert sorted(kept) == sorted(source) == [b"d/f", b"g"]
+    assert kept[b"g"][1] == source[b"g"][1] and kept[b"g"][0][3] == os.stat(tmp_path / "dst" / "g").st_ino
+    first.cache.save(str(tmp_path / "kept"))
+    again = compare_lib.compare_trees(str(tmp_path / "src"), str(tmp_path / "dst"), algorithm="sha256",
+                                      remote={"destination": ServedHere(tmp_path / "dst")},
+                                      cache=hashcache_lib.HashCache.load(str(tmp_path / "kept"), "sha256"),
+                                      record_to=base)
+    assert again.matched and again.files_hashed == 0 and again.files_reused == 2
