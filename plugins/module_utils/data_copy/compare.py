@@ -162,7 +162,7 @@ def compare_trees(source, destination, ignore=(), algorithm=DEFAULT_ALGORITHM, s
     for index, side in enumerate(('source', 'destination')):
         if side in remote:
             args = {'ignore': ignore, 'algorithm': algorithm, 'drop_cache': index == 1, 'skip_times': skip_times,
-                    'cache': cache.side(side) if usable else None}
+                    'cache': cache.records(side) if usable else None, 'record_to': files[side]}
             remote_threads.append(threading.Thread(
                 target=remote_lib.produce, args=(remote[side], args, queues[index], summaries, index, plumbing.END,
                                                  plumbing.Failure, cancelled), name='manifest-remote-%d' % index))
@@ -238,10 +238,6 @@ def compare_trees(source, destination, ignore=(), algorithm=DEFAULT_ALGORITHM, s
     result.destination_digest = summaries[1]['digest']
     result.source_seal = summaries[0]['seal']
     result.destination_seal = summaries[1]['seal']
-    for side, summary in zip(hashcache_lib.SIDES, summaries):
-        if summary.get('record_to') is None:
-            # Walked on its storage host: its records came back with the summary.
-            hashcache_lib.write_side(files[side], algorithm, side, hashcache_lib.sorted_records(summary['recorded'] or {}))
     result.cache = HashCache(algorithm, files=files)
     for key in ('files_hashed', 'files_reused', 'bytes_hashed', 'bytes_reused'):
         setattr(result, key, summaries[0][key] + summaries[1][key])

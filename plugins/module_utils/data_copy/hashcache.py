@@ -68,10 +68,12 @@ def _cache_record(item):
 
 class SideWriter(object):
     """Writes the records of one side to ``path`` (created or truncated, mode 0600) as they come,
-    which must be in the walk's order; ``close`` ends the file and makes it durable."""
+    which must be in the walk's order; ``close`` ends the file and, when ``durable``, fsyncs it (a
+    file only this run reads need not be: its frames' digests tell a torn one)."""
 
-    def __init__(self, path, algorithm, side):
+    def __init__(self, path, algorithm, side, durable=True):
         self.path = path
+        self.durable = durable
         self.count = 0
         self._batch = []
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -100,7 +102,8 @@ class SideWriter(object):
         self._flush()
         self._frame((_END, self.count))
         self._handle.flush()
-        os.fsync(self._handle.fileno())
+        if self.durable:
+            os.fsync(self._handle.fileno())
         self._handle.close()
         return self.count
 
@@ -113,9 +116,9 @@ class SideWriter(object):
         remove(self.path)
 
 
-def write_side(path, algorithm, side, records):
+def write_side(path, algorithm, side, records, durable=True):
     """Write ``records`` (``(path, (identity, hash))`` in the walk's order) as a side file; the count."""
-    writer = SideWriter(path, algorithm, side)
+    writer = SideWriter(path, algorithm, side, durable)
     try:
         for rel, record in records:
             writer.add(rel, record)
@@ -123,6 +126,20 @@ def write_side(path, algorithm, side, records):
         writer.abandon()
         raise
     return writer.close()
+
+
+def chunks(records, size=None):
+    """``(path, (identity, hash))`` records as lists of ``(path, identity, hash)``, FRAME_RECORDS
+    at most each (what goes over a pipe in one frame)."""
+    size = size or FRAME_RECORDS
+    chunk = []
+    for rel, record in records:
+        chunk.append((rel, record[0], record[1]))
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def sorted_records(entries):
@@ -333,13 +350,58 @@ class RecordSpill(object):
                 path = '%s.run%d.%s' % (self.base, len(self._runs[side]), side)
                 self._pending[side] = {}
                 try:
-                    write_side(path, self.algorithm, side, sorted_records(pending))
+                    write_side(path, self.algorithm, side, sorted_records(pending), durable=False)
                 except (IOError, OSError) as exc:
                     # Only hashes lost: the verification reads these files again.
                     self.dropped += len(pending)
                     self.error = '%s: %s' % (path, exc)
                 else:
                     self._runs[side].append(path)
+
+    def records(self, side):
+        """Every record of ``side`` in the walk's order (each path once, its last record)."""
+        streams = [read_records(path, self.algorithm, side) for path in self._runs[side]]
+        return newest_wins(streams + [iter(sorted_records(self._pending[side]))])
+
+    def discard(self):
+        """Forget the records and remove the run files."""
+        with self._lock:
+            for side in SIDES:
+                for path in self._runs[side]:
+                    remove(path)
+                self._runs[side] = []
+                self._pending[side] = {}
+
+
+class HashCache(object):
+    """Hashes of regular files by side and path, each with the identity it had when it was read.
+
+    Either in memory (``sides``: side -> path -> ``(identity, hash)``) or in side files
+    (``files``: side -> path of its side file), loaded into memory only when ``sides`` is read;
+    ``lookup(side)`` gives what a walk looks its files up in (a SideLookup of the file, or the map).
+    """
+
+    def __init__(self, algorithm, sides=None, files=None):
+        self.algorithm = algorithm
+        self.files = dict(files or {})
+        self._sides = sides if sides is not None else (None if self.files else dict((s, {}) for s in SIDES))
+
+    @property
+    def sides(self):
+        if self._sides is None:
+            self._sides = dict((side, load_side(self.files.get(side), self.algorithm, side) or {})
+                               if self.files.get(side) else (side, {}) for side in SIDES)
+        return self._sides
+
+    def __len__(self):
+        return sum(len(entries) for entries in self.sides.values())
+
+    def lookup(self, side):
+        """What a walk of ``side`` looks its files up in: a map, or its side file read forward."""
+        if self._sides is None:
+            path = self.files.get(side)
+            return SideLookup(path, self.algorithm, side) if path else {}
+        return self._sides.get(side) or {}
 
     def records(self, side):
         """Every record of ``side`` in the walk's order (each path once, its last record)."""

@@ -37,12 +37,14 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import stat
 import subprocess
 import sys
 import tempfile
 import threading
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.hashcache import SideLookup, SideWriter, chunks, read_records
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.shipping import BOOTSTRAP, bundle as ship
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.ssh_masters import shared_folder
 
@@ -295,16 +297,28 @@ class RemoteTree(object):
                 proc.wait()
                 return frame[1]
 
-    def walk_request(self, ignore, algorithm, drop_cache, skip_times, cache=None):
+    def walk_request(self, ignore, algorithm, drop_cache, skip_times, cache=False):
         return {'op': 'walk', 'root': self.path, 'ignore': list(ignore), 'algorithm': algorithm,
                 'drop_cache': bool(drop_cache), 'skip_times': list(skip_times or ()), 'cache': bool(cache)}
 
-    def walk(self, ignore, algorithm, drop_cache, skip_times=(), cache=None, cancelled=None):
-        """Yield the walk's batches (made on the host); then ``self.summary`` holds its summary."""
-        proc = self.session(self.walk_request(ignore, algorithm, drop_cache, skip_times, cache))
+    def walk(self, ignore, algorithm, drop_cache, skip_times=(), cache=None, cancelled=None, record_to=None):
+        """Yield the walk's batches (made on the host); then ``self.summary`` holds its summary.
+
+        ``cache``: the records ``(path, (identity, hash))`` of this side's previous walk, in the
+        walk's order, sent to the host in frames (it keeps them in a file while it walks, see
+        serve). ``record_to``: the side file (hashcache) this walk's records are written to as the
+        host sends them after its walk; the summary's ``record_to`` names it once complete."""
+        proc = self.session(self.walk_request(ignore, algorithm, drop_cache, skip_times, cache is not None))
+        writer = SideWriter(record_to, algorithm, self.side) if record_to else None
+        finished = False
         try:
-            if cache:
-                write_frame(proc.stdin, cache)
+            if cache is not None:
+                try:
+                    for chunk in chunks(cache):
+                        write_frame(proc.stdin, ('cache', chunk))
+                    write_frame(proc.stdin, ('cache', None))
+                except (IOError, OSError):
+                    pass  # the host side ended: its answer says why
             while True:
                 if cancelled is not None and cancelled.is_set():
                     raise RemoteFailed('cancelled')
@@ -314,14 +328,24 @@ class RemoteTree(object):
                     raise self.failure(proc, 'walk', None if isinstance(exc, EOFError) else 'bad answer: %s' % exc)
                 if frame[0] == 'batch':
                     yield frame[1]
+                elif frame[0] == 'records':
+                    if writer is not None:
+                        for rel, ident, digest in frame[1]:
+                            writer.add(rel, (ident, digest))
                 elif frame[0] == 'failed':
                     raise self.failure(proc, 'walk', frame[1])
                 else:
                     self.summary = frame[1]
+                    if writer is not None:
+                        writer.close()
+                        self.summary['record_to'] = record_to
+                    finished = True
                     proc.stdin.close()
                     proc.wait()
                     return
         finally:
+            if writer is not None and not finished:
+                writer.abandon()
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
@@ -437,6 +461,41 @@ def _incoming(stream):
         yield frame[1]
 
 
+def _serve_walk(request, stdin, out, sync_filesystem, walker_class, batches):
+    """A walk on this host: the previous walk's records (``cache`` frames) kept in a private
+    temporary folder while it walks and looked up a frame at a time, this walk's records written
+    there as it goes and sent after its batches (``records`` frames), so that neither end holds a
+    map of every file."""
+    algorithm = request.get('algorithm')
+    folder = tempfile.mkdtemp(prefix='mobility-walk-')
+    try:
+        lookup = None
+        if request.get('cache'):
+            kept = os.path.join(folder, 'cache')
+            writer = SideWriter(kept, algorithm, None, durable=False)
+            while True:
+                frame = read_frame(stdin)
+                if frame[0] != 'cache' or frame[1] is None:
+                    break
+                for rel, ident, digest in frame[1]:
+                    writer.add(rel, (ident, digest))
+            writer.close()
+            lookup = SideLookup(kept, algorithm)
+        if request.get('drop_cache'):
+            sync_filesystem(request['root'])
+        recorded = os.path.join(folder, 'new')
+        walker = walker_class(request['root'], request.get('ignore') or (), algorithm,
+                              drop_cache=bool(request.get('drop_cache')), skip_times=request.get('skip_times') or (),
+                              cache=lookup, record_to=recorded, durable_records=False)
+        for batch in batches(walker):
+            write_frame(out, ('batch', batch))
+        for chunk in chunks(read_records(recorded, algorithm)):
+            write_frame(out, ('records', chunk))
+        write_frame(out, ('end', walker.summary()))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def serve(stdin, out):
     """The host side of one session: one request line, then frames (see the module's description)."""
     request = json.loads(stdin.readline().decode('utf-8'))
@@ -445,15 +504,7 @@ def serve(stdin, out):
         if op == 'walk':
             from ansible_collections.storage.mobility.plugins.module_utils.data_copy.fileread import sync_filesystem
             from ansible_collections.storage.mobility.plugins.module_utils.data_copy.walk import Walker, batches
-            cache = read_frame(stdin) if request.get('cache') else None
-            if request.get('drop_cache'):
-                sync_filesystem(request['root'])
-            walker = Walker(request['root'], request.get('ignore') or (), request.get('algorithm'),
-                            drop_cache=bool(request.get('drop_cache')), skip_times=request.get('skip_times') or (),
-                            cache=cache)
-            for batch in batches(walker):
-                write_frame(out, ('batch', batch))
-            write_frame(out, ('end', walker.summary()))
+            _serve_walk(request, stdin, out, sync_filesystem, Walker, batches)
         elif op == 'seal':
             from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import tree_seal
             write_frame(out, ('end', tree_seal(request['root'], request.get('ignore') or ())))

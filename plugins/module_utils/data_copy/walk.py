@@ -44,12 +44,12 @@ class Walker(FileHasher):
     ``skip_times``: types (``directory``, ``symlink``) whose modification time is not recorded.
     ``cancelled``: an Event that stops the walk. ``cache``: what ``get(path)`` gives the
     ``(identity, hash)`` of an earlier walk (see HashCache: a map, or a SideLookup of a side file).
-    This walk's records go to the side file ``record_to`` (of side ``side``) as the walk goes, or,
-    without it, into the map ``recorded``.
+    This walk's records go to the side file ``record_to`` (of side ``side``; fsync'd at the end
+    unless ``durable_records`` is false) as the walk goes, or, without it, into the map ``recorded``.
     """
 
     def __init__(self, root, ignore=(), algorithm=None, drop_cache=False, skip_times=(), cancelled=None,
-                 privileged=None, cache=None, record_to=None, side=None):
+                 privileged=None, cache=None, record_to=None, side=None, durable_records=True):
         super(Walker, self).__init__(algorithm, drop_cache, cancelled)
         self.root = os.fsencode(root)
         self.ignore = frozenset(os.fsencode(name) for name in ignore or ())
@@ -69,6 +69,7 @@ class Walker(FileHasher):
         self.record_to = record_to
         self.side = side
         self.records = 0
+        self.durable_records = durable_records
         self._writer = None
         self.files_hashed = 0
         self.files_reused = 0
@@ -182,7 +183,7 @@ class Walker(FileHasher):
         ``record_to``, the side file is complete when the walk ends, and removed when it stops
         before."""
         if self.record_to is not None:
-            self._writer = SideWriter(self.record_to, self.algorithm, self.side)
+            self._writer = SideWriter(self.record_to, self.algorithm, self.side, self.durable_records)
         finished = False
         try:
             yield from self._walk()

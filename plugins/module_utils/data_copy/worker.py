@@ -438,7 +438,7 @@ class Worker(object):
                 files[side] = hashcache_lib.side_path(base, side)
                 earlier = cache.records(side) if cache is not None else iter(())
                 hashcache_lib.write_side(files[side], algorithm, side,
-                                         hashcache_lib.merged(earlier, prehashed.records(side)))
+                                         hashcache_lib.merged(earlier, prehashed.records(side)), durable=False)
         except (IOError, OSError) as exc:
             self.warnings.append('Could not write the hashes read during the copy for the verification (%s); '
                                  'it reads every file again' % exc)

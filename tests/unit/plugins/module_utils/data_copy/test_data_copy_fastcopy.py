@@ -213,9 +213,9 @@ def test_the_hashes_of_the_first_copy_go_through_run_files_and_the_verification_
     writes = []
     real_write = hashcache_lib.write_side
 
-    def counting(path, *args):
+    def counting(path, *args, **kwargs):
         writes.append(os.path.basename(path))
-        return real_write(path, *args)
+        return real_write(path, *args, **kwargs)
 
     monkeypatch.setattr(hashcache_lib, "write_side", counting)
     folder = job_lib.DataCopyJobs(str(tmp_path / "state")).folder("spill")

@@ -7,6 +7,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import tempfile
+import threading
+import time
 
 import pytest
 
@@ -122,9 +125,14 @@ def test_the_host_side_walks_and_seals_as_a_local_walk(tmp_path):
     answers = serve({"op": "walk", "root": str(tmp_path / "t"), "ignore": [], "algorithm": "sha256",
                      "drop_cache": True, "skip_times": [], "cache": False})
     assert answers[-1][0] == "end"
-    items = [item for kind, batch in answers[:-1] for item in batch]
+    items = [item for kind, batch in answers[:-1] if kind == "batch" for item in batch]
+    records = [item for kind, chunk in answers[:-1] if kind == "records" for item in chunk]
     local = Walker(str(tmp_path / "t"), (), "sha256")
     assert items == [(path, values) for path, values, error in local.walk()]
+    # The records follow the batches: the hard-linked file under both its names, in the walk's order.
+    assert [kind for kind, dummy in answers[:-1]] == ["batch", "records"]
+    assert records == [(rel, ident, digest) for rel, (ident, digest) in sorted(local.recorded.items())]
+    assert [rel for rel, ident, digest in records] == [b"d/f", b"g"]
     assert answers[-1][1]["digest"] == local.hexdigest()
     assert serve({"op": "seal", "root": str(tmp_path / "t"), "ignore": []}) == [("end", tree_seal(str(tmp_path / "t")))]
 
@@ -162,24 +170,50 @@ def test_carry_gives_the_destination_the_times_xattrs_and_hard_links_of_the_sour
     assert again[-1][1]["links"] == 0 and again[-1][1]["times"] == 0 and again[-1][1]["xattrs"] == 0
 
 
-class ServedHere:
-    """A side walked as on its storage host: RemoteTree's walk, with the host side (remote.serve) run
-    in this process instead of over ssh."""
+class ServedHere(remote.RemoteTree):
+    """A side walked as on its storage host: RemoteTree's own walk, its sessions served by the host
+    side (remote.serve) in a thread of this process over two pipes instead of ssh."""
 
-    def __init__(self, root):
-        self.path = str(root)
-        self.summary = None
+    def __init__(self, root, folder):
+        super().__init__({"host": "here", "address": "127.0.0.1", "path": str(root), "host_keys": ["k"]},
+                         str(folder), "destination")
+        self.sessions = []
 
-    def walk(self, ignore, algorithm, drop_cache, skip_times=(), cache=None, cancelled=None):
-        request = {"op": "walk", "root": self.path, "ignore": list(ignore), "algorithm": algorithm,
-                   "drop_cache": bool(drop_cache), "skip_times": list(skip_times or ()), "cache": bool(cache)}
-        for kind, value in serve(request, [cache] if cache else []):
-            if kind == "batch":
-                yield value
-            elif kind == "failed":
-                raise remote.RemoteFailed(value)
-            else:
-                self.summary = value
+    def session(self, request):
+        to_host, from_node = os.pipe()
+        to_node, from_host = os.pipe()
+        host_in, host_out = os.fdopen(to_host, "rb"), os.fdopen(from_host, "wb")
+
+        def host():
+            with host_in, host_out:
+                remote.serve(host_in, host_out)
+
+        thread = threading.Thread(target=host, daemon=True)
+        thread.start()
+        proc = FakeSession(os.fdopen(from_node, "wb"), os.fdopen(to_node, "rb"), thread)
+        proc.stdin.write(json.dumps(request).encode() + b"\n")
+        proc.stdin.flush()
+        self.sessions.append(request)
+        return proc
+
+
+class FakeSession:
+    """What RemoteTree uses of a Popen, for a host side served in a thread."""
+
+    def __init__(self, stdin, stdout, thread):
+        self.stdin, self.stdout, self.stderr, self.thread = stdin, stdout, io.BytesIO(), thread
+        self.returncode = None
+
+    def poll(self):
+        return None if self.thread.is_alive() else 0
+
+    def kill(self):
+        self.stdin.close()
+
+    def wait(self):
+        self.thread.join()
+        self.returncode = 0
+        return 0
 
 
 def test_a_side_walked_on_its_host_keeps_its_hashes_in_its_side_file_and_reuses_them(tmp_path):
@@ -187,12 +221,13 @@ def test_a_side_walked_on_its_host_keeps_its_hashes_in_its_side_file_and_reuses_
     file, and the next walk sends them back to the host, which reads no file again."""
     from ansible_collections.storage.mobility.plugins.module_utils.data_copy import compare as compare_lib
     from ansible_collections.storage.mobility.plugins.module_utils.data_copy import hashcache as hashcache_lib
+    started = time.time() - 1
     for side in ("src", "dst"):
         make_tree(tmp_path / side)
         os.utime(tmp_path / side, ns=(0, 1_300_000_000_000_000_003))
     base = str(tmp_path / "hashes")
     first = compare_lib.compare_trees(str(tmp_path / "src"), str(tmp_path / "dst"), algorithm="sha256",
-                                      remote={"destination": ServedHere(tmp_path / "dst")}, record_to=base)
+                                      remote={"destination": ServedHere(tmp_path / "dst", tmp_path)}, record_to=base)
     assert first.matched, first.summary()
     assert first.files_hashed == 2  # d/f on each side; g is its hard link
     kept = hashcache_lib.load_side(base + ".destination", "sha256", "destination")
@@ -200,8 +235,13 @@ def test_a_side_walked_on_its_host_keeps_its_hashes_in_its_side_file_and_reuses_
     assert sorted(kept) == sorted(source) == [b"d/f", b"g"]
     assert kept[b"g"][1] == source[b"g"][1] and kept[b"g"][0][3] == os.stat(tmp_path / "dst" / "g").st_ino
     first.cache.save(str(tmp_path / "kept"))
+    host = ServedHere(tmp_path / "dst", tmp_path)
     again = compare_lib.compare_trees(str(tmp_path / "src"), str(tmp_path / "dst"), algorithm="sha256",
-                                      remote={"destination": ServedHere(tmp_path / "dst")},
+                                      remote={"destination": host},
                                       cache=hashcache_lib.HashCache.load(str(tmp_path / "kept"), "sha256"),
                                       record_to=base)
     assert again.matched and again.files_hashed == 0 and again.files_reused == 2
+    assert host.sessions[0]["cache"] is True
+    # The host kept the records in a temporary folder of its own while it walked, and removed it.
+    assert not [name for name in os.listdir(tempfile.gettempdir()) if name.startswith("mobility-walk-")
+                and os.stat(os.path.join(tempfile.gettempdir(), name)).st_mtime > started]
