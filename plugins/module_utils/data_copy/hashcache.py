@@ -9,10 +9,11 @@ so a changed file is always read again.
 
 On disk, each side is a file of its own, its records **in the walk's order** (walk.py: depth first,
 names sorted as bytes; ``sort_key``), so that nothing needs the whole cache in memory: a walker
-writes its side as it goes (SideWriter) and reads the previous one as it goes (SideLookup), one
-frame at a time. A side file is a JSON header line (format, algorithm, side), then frames, each a
-length, a BLAKE2b digest of its payload and the payload (a ``marshal``-encoded list of
-``(path, identity, hash)``), then an end frame with the count. A frame is used only when its
+writes its side as it goes (SideWriter) and looks the previous one up a frame at a time
+(SideLookup); records that come in another order go through sorted runs (RecordSpill). A side
+file is a JSON header line (format, algorithm, side), then frames, each a length, a BLAKE2b digest
+of its payload and the payload (a ``marshal``-encoded list of ``(path, identity, hash)``), then an
+end frame with the count. A frame is used only when its
 digest matches and every record has the right shape; a file cut short gives the frames before the
 cut (each record in them is still what a walk read), a damaged frame ends the file there.
 
@@ -313,11 +314,6 @@ class SideLookup(object):
             return default
         return self._frame(number).get(rel, default)
 
-    def close(self):
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-
 
 class RecordSpill(object):
     """Records that come in any order (from the copying processes, from the hashing during the
@@ -397,62 +393,10 @@ class HashCache(object):
         return sum(len(entries) for entries in self.sides.values())
 
     def lookup(self, side):
-        """What a walk of ``side`` looks its files up in: a map, or its side file read forward."""
+        """What a walk of ``side`` looks its files up in: a map, or a SideLookup of its side file."""
         if self._sides is None:
             path = self.files.get(side)
             return SideLookup(path, self.algorithm, side) if path else {}
-        return self._sides.get(side) or {}
-
-    def records(self, side):
-        """Every record of ``side`` in the walk's order (each path once, its last record)."""
-        streams = [read_records(path, self.algorithm, side) for path in self._runs[side]]
-        return newest_wins(streams + [iter(sorted_records(self._pending[side]))])
-
-    def discard(self):
-        """Forget the records and remove the run files."""
-        with self._lock:
-            for side in SIDES:
-                for path in self._runs[side]:
-                    remove(path)
-                self._runs[side] = []
-                self._pending[side] = {}
-
-
-class HashCache(object):
-    """Hashes of regular files by side and path, each with the identity it had when it was read.
-
-    Either in memory (``sides``: side -> path -> ``(identity, hash)``) or in side files
-    (``files``: side -> path of its side file), loaded into memory only when ``sides`` is read;
-    ``lookup(side)`` gives what a walk looks its files up in (a SideLookup of the file, or the map).
-    """
-
-    def __init__(self, algorithm, sides=None, files=None):
-        self.algorithm = algorithm
-        self.files = dict(files or {})
-        self._sides = sides if sides is not None else (None if self.files else dict((s, {}) for s in SIDES))
-
-    @property
-    def sides(self):
-        if self._sides is None:
-            self._sides = dict((side, load_side(self.files.get(side), self.algorithm, side) or {})
-                               if self.files.get(side) else (side, {}) for side in SIDES)
-        return self._sides
-
-    def __len__(self):
-        return sum(len(entries) for entries in self.sides.values())
-
-    def lookup(self, side):
-        """What a walk of ``side`` looks its files up in: a map, or its side file read forward."""
-        if self._sides is None:
-            path = self.files.get(side)
-            return SideLookup(path, self.algorithm, side) if path else {}
-        return self._sides.get(side) or {}
-
-    def side(self, side):
-        """The map of one side (read from its file when the cache is in files)."""
-        if self._sides is None:
-            path = self.files.get(side)
-            return (load_side(path, self.algorithm, side) or {}) if path else {}
         return self._sides.get(side) or {}
 
     def records(self, side):

@@ -16,7 +16,8 @@ A job folder ``<state_dir>/<job_id>/`` holds:
   later pass reads only what changed (hashcache.py: one file per side, in the walk's order);
   while a job runs, also ``hashes.cache.spill.run<n>.<side>`` (hashes read during the copy),
   ``hashes.cache.input.<side>`` (the verification's input) and ``hashes.cache.new.<side>`` (the
-  walks' new hashes, renamed to the kept ones at the end),
+  walks' new hashes, renamed to the kept ones at the end); ``hashes.cache.salvage.<n>.<side>``:
+  those a killed attempt left, merged into the next attempt's verification input, then removed,
 * ``worker.py`` and ``lib/``: the worker program, written at each launch.
 
 This file is shipped to the data node with the worker: standard library only, Python 3.8+.

@@ -50,6 +50,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.data_copy import 
 HASHES_INPUT = state_lib.HASHES_FILE + '.input'
 HASHES_NEW = state_lib.HASHES_FILE + '.new'
 HASHES_RUNS = state_lib.HASHES_FILE + '.spill'
+HASHES_SALVAGE = state_lib.HASHES_FILE + '.salvage'
 
 
 def release_memory():
@@ -212,6 +213,9 @@ class Worker(object):
         self.cache = None
         # hashcache.RecordSpill of the hashes read during the copy, once there is one (see spill).
         self.prehashed = None
+        # side -> hash files a killed attempt left, merged into the verification's input (see
+        # salvage_hash_leftovers).
+        self.salvaged = {}
         self._prehash = None
         self.hash_stats = {}
         self._scan_thread = None
@@ -394,16 +398,39 @@ class Worker(object):
                     self.log('reusing the hashes of job %s where files did not change' % other)
         return cache
 
-    def remove_hash_leftovers(self):
-        """The hash files an attempt that was killed left (runs, the verification's input, new
-        side files not kept yet): never read, only removed."""
+    def salvage_hash_leftovers(self):
+        """The hash files an attempt that was killed left (the copy's runs, the verification's input,
+        the walks' new side files, what an earlier attempt salvaged): each record in them is a file's
+        hash with the identity it had when it was read, as good as the kept cache's, so they are kept
+        aside (hashes.cache.salvage.<n>.<side>) and merged into this attempt's verification input
+        (then removed): a verification killed at a million files does not read them all again. A
+        save's temporary file, or a file of no side, is removed."""
+        self.salvaged = dict((side, []) for side in hashcache_lib.SIDES)
         prefixes = tuple(name + '.' for name in (HASHES_RUNS, HASHES_INPUT, HASHES_NEW))
-        for name in os.listdir(self.folder):
-            if name.startswith(prefixes) or (name.startswith('.' + state_lib.HASHES_FILE) and '.tmp.' in name):
-                hashcache_lib.remove(os.path.join(self.folder, name))
+        kept = '%s.' % HASHES_SALVAGE
+        names = sorted(os.listdir(self.folder))
+        numbers = [int(name.split('.')[-2]) for name in names
+                   if name.startswith(kept) and name.split('.')[-2].isdigit()]
+        number = max(numbers) + 1 if numbers else 0
+        for name in names:
+            path = os.path.join(self.folder, name)
+            side = name.rsplit('.', 1)[-1]
+            if name.startswith('.' + state_lib.HASHES_FILE) and '.tmp.' in name:
+                hashcache_lib.remove(path)
+            elif not name.startswith(prefixes + (kept,)):
+                continue
+            elif side not in hashcache_lib.SIDES:
+                hashcache_lib.remove(path)
+            elif name.startswith(kept):
+                self.salvaged[side].append(path)
+            else:
+                target = self.path('%s%d.%s' % (kept, number, side))
+                number += 1
+                os.rename(path, target)
+                self.salvaged[side].append(target)
 
     def spill(self, algorithm):
-        """Where the hashes read during the copy go (hashes.cache.run*: see hashcache.RecordSpill)."""
+        """Where the hashes read during the copy go (hashes.cache.spill.run*: see hashcache.RecordSpill)."""
         if self.prehashed is None:
             self.prehashed = hashcache_lib.RecordSpill(self.path(HASHES_RUNS), algorithm)
         return self.prehashed
@@ -411,10 +438,11 @@ class Worker(object):
     def verification_cache(self, algorithm):
         """What the verification's walks look the files up in, and whether it is this run's own
         input to remove afterwards: the hashes of the last pass, and those read during this one's
-        copy (``prehashed``, which win). They are read from side files in the walk's order, and
-        what this process holds of them is let go before the walkers start, so that neither it
-        nor the walkers (forked from it) keep a map of every file: the kept cache is read from its
-        own files; with hashes read during the copy, both are merged into hashes.cache.input.*."""
+        copy (``prehashed``, which win), and those a killed attempt left (``salvaged``). They are
+        read from side files in the walk's order, and what this process holds of them is let go
+        before the walkers start, so that neither it nor the walkers (forked from it) keep a map of
+        every file: the kept cache alone is read from its own files; with any of the others, all
+        are merged into hashes.cache.input.*."""
         cache = self.cache if self.cache is not None and self.cache.algorithm == algorithm else None
         self.cache = None
         if cache is None:
@@ -428,7 +456,8 @@ class Worker(object):
         if prehashed is not None and (not len(prehashed) or prehashed.algorithm != algorithm):
             prehashed.discard()
             prehashed = None
-        if prehashed is None:
+        salvaged, self.salvaged = self.salvaged, {}
+        if prehashed is None and not any(salvaged.values()):
             release_memory()
             return cache, False
         base = self.path(HASHES_INPUT)
@@ -436,16 +465,23 @@ class Worker(object):
         try:
             for side in hashcache_lib.SIDES:
                 files[side] = hashcache_lib.side_path(base, side)
-                earlier = cache.records(side) if cache is not None else iter(())
-                hashcache_lib.write_side(files[side], algorithm, side,
-                                         hashcache_lib.merged(earlier, prehashed.records(side)), durable=False)
+                earlier = hashcache_lib.newest_wins(
+                    [cache.records(side) if cache is not None else iter(())]
+                    + [hashcache_lib.read_records(path, algorithm, side) for path in salvaged.get(side, ())])
+                added = prehashed.records(side) if prehashed is not None else iter(())
+                hashcache_lib.write_side(files[side], algorithm, side, hashcache_lib.merged(earlier, added),
+                                         durable=False)
         except (IOError, OSError) as exc:
             self.warnings.append('Could not write the hashes read during the copy for the verification (%s); '
                                  'it reads every file again' % exc)
             hashcache_lib.HashCache(algorithm, files=files).discard()
             return None, False
         finally:
-            prehashed.discard()
+            if prehashed is not None:
+                prehashed.discard()
+            for paths in salvaged.values():
+                for path in paths:
+                    hashcache_lib.remove(path)
         del cache, prehashed
         release_memory()
         return hashcache_lib.HashCache(algorithm, files=files), True
@@ -960,7 +996,7 @@ class Worker(object):
             except OSError as exc:
                 if exc.errno != errno.ENOENT:
                     raise
-            self.remove_hash_leftovers()
+            self.salvage_hash_leftovers()
             self.begin_phase('scanning', totals_known=False)
             self.log('attempt %s of job %s: %s -> %s' % (
                 self.status['attempt'], self.job['job_id'], self.job['source'], self.job['destination']))

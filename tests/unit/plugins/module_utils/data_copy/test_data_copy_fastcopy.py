@@ -237,6 +237,36 @@ def test_the_hashes_of_the_first_copy_go_through_run_files_and_the_verification_
     assert len(cache.sides["source"]) >= 300 and b"d00/f03" in cache.sides["destination"]
 
 
+def test_the_hashes_a_killed_attempt_left_are_used_by_the_next_one_then_removed(tmp_path, monkeypatch):
+    """A verification killed after it wrote its input (or while its walks wrote their side files)
+    leaves hashes that are as good as a kept cache: the next attempt merges them into its input and
+    reads no file whose identity they hold; a leftover of no side, or damaged, is only removed."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dst.mkdir()
+    tree(src)
+    monkeypatch.setattr(hashcache_lib, "FRAME_RECORDS", 16)  # frames small enough to cut one off
+    rc, report, status = run_worker(tmp_path, "salvage", src, dst)
+    assert rc == 0 and report["verified"] is True, status
+    first = report["hashing"]
+    folder = job_lib.DataCopyJobs(str(tmp_path / "state")).folder("salvage")
+    # As if killed in the verification: the input written, the walks' files half written, no kept cache.
+    os.rename(os.path.join(folder, "hashes.cache.source"), os.path.join(folder, "hashes.cache.input.source"))
+    os.rename(os.path.join(folder, "hashes.cache.destination"), os.path.join(folder, "hashes.cache.new.destination"))
+    with open(os.path.join(folder, "hashes.cache.new.destination"), "r+b") as handle:
+        handle.truncate(os.path.getsize(handle.name) * 2 // 3)
+    write(os.path.join(folder, "hashes.cache.spill.run0.source"), b"damaged")
+    write(os.path.join(folder, "hashes.cache.new.other"), b"of no side")
+    rc, report, status = run_worker(tmp_path, "salvage", src, dst)
+    assert rc == 0 and report["verified"] is True, status
+    hashing = report["hashing"]
+    # The source's hashes were all there; about a third of the destination's were cut off.
+    total = first["files_hashed"] + first["files_reused"]
+    assert hashing["files_hashed"] + hashing["files_reused"] == total
+    assert 0 < hashing["files_hashed"] < total // 4, hashing
+    assert sorted(name for name in os.listdir(folder) if "hashes" in name) == [
+        "hashes.cache.destination", "hashes.cache.source"]
+
+
 def test_a_file_the_first_copy_cannot_copy_is_left_to_rsync(tmp_path, monkeypatch):
     src, dst = tmp_path / "src", tmp_path / "dst"
     dst.mkdir()
