@@ -307,7 +307,7 @@ class RemoteTree(object):
         ``cache``: the records ``(path, (identity, hash))`` of this side's previous walk, in the
         walk's order, sent to the host in frames (it keeps them in a file while it walks, see
         serve). ``record_to``: the side file (hashcache) this walk's records are written to as the
-        host sends them after its walk; the summary's ``record_to`` names it once complete."""
+        host sends them after its walk (complete when the walk ends, removed when it fails)."""
         proc = self.session(self.walk_request(ignore, algorithm, drop_cache, skip_times, cache is not None))
         writer = SideWriter(record_to, algorithm, self.side) if record_to else None
         finished = False
@@ -338,7 +338,6 @@ class RemoteTree(object):
                     self.summary = frame[1]
                     if writer is not None:
                         writer.close()
-                        self.summary['record_to'] = record_to
                     finished = True
                     proc.stdin.close()
                     proc.wait()

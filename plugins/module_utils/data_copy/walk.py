@@ -68,7 +68,6 @@ class Walker(FileHasher):
         self.recorded = {}
         self.record_to = record_to
         self.side = side
-        self.records = 0
         self.durable_records = durable_records
         self._writer = None
         self.files_hashed = 0
@@ -142,7 +141,6 @@ class Walker(FileHasher):
 
     def _record(self, rel, record):
         """Keep ``(identity, hash)`` of ``rel`` for a later walk: in the side file, or the map."""
-        self.records += 1
         if self._writer is not None:
             self._writer.add(rel, record)
         else:
@@ -248,8 +246,6 @@ class Walker(FileHasher):
     def summary(self):
         """What the comparing side needs once the walk has ended."""
         return {'counts': dict(self.counts), 'digest': self.hexdigest(), 'seal': self.seal.hexdigest(),
-                'recorded': None if self.record_to is not None else self.recorded,
-                'record_to': self.record_to, 'records': self.records,
                 'files_hashed': self.files_hashed, 'files_reused': self.files_reused,
                 'bytes_hashed': self.bytes_hashed, 'bytes_reused': self.bytes_reused}
 
