@@ -247,6 +247,18 @@ migration:
       description: Driver V(file) - V(success), V(error) or V(cancelled) once the migration ended, else null.
       type: str
       sample: success
+    copy_seconds:
+      description:
+        - Driver V(file) - seconds of the host copy or of the pull, from its start (its restart after a crash)
+          until a run saw it end (a run that waits sees it within 0.1 s).
+      type: float
+      returned: once the copy or the pull ended
+      sample: 8.4
+    verify_seconds:
+      description: Driver V(file) - seconds of the verification of the copy or of the pull.
+      type: float
+      returned: once the verification passed
+      sample: 1.2
   sample: {destination: devhost@file2#file2, mechanism: driver, migration_status: success}
 retype:
   description: The retype to O(new_type).

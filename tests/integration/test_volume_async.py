@@ -168,6 +168,26 @@ def test_async_migration_without_writer_is_compared_and_cancel_keeps_the_source(
     assert _read_region(final, "qcow2", 512 * MIB, 64 * MIB) == data, "the pulled data is the source's"
 
 
+def test_a_waiting_run_sees_the_end_of_the_pull_at_once(lab):
+    """With wait, the run asks the pull daemon whether its job ended between its wait_sleep polls: a pull
+    of about 4 s (64 MiB of data at 16 MiB/s; the holes are not pulled) with wait_sleep 10 ends in far
+    less than 10 s (it took at least 10 s when the run slept a whole poll)."""
+    source_image, data = _make_volume(lab)
+    started = time.monotonic()
+    done = run(lab, "volume_migrate", volume="db", host=DST_POOL, async_migration=True, rate_limit=16 * MIB,
+               wait_sleep=10)
+    took = time.monotonic() - started
+    assert not done.get("failed"), done
+    assert done["volume"]["migration_status"] == "success" and done["migration"]["verified"] == "compare", done
+    assert took < 8, took
+    # the pull's own seconds (about 4 s at that rate) and the compare's, each within the run's
+    assert 2.5 < done["migration"]["copy_seconds"] < took, done["migration"]
+    assert 0 <= done["migration"]["verify_seconds"] < took - done["migration"]["copy_seconds"], done["migration"]
+    assert not os.path.exists(source_image)
+    final = run(lab, "volume_info", name="db")["volumes"][0]["path"]
+    assert _read_region(final, "qcow2", 512 * MIB, 64 * MIB) == data
+
+
 def test_async_migration_bad_requests_change_nothing(lab):
     _make_volume(lab)
     refused = run(lab, "volume_migrate", volume="db", host=DST_POOL, async_migration=True, lock_volume=True)

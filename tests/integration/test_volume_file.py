@@ -320,6 +320,8 @@ def test_a_waiting_run_sees_the_end_of_the_copy_at_once(lab):
     took = time.monotonic() - started
     assert done["volume"]["migration_status"] == "success", done
     assert took < 8, took
+    assert 1 < done["migration"]["copy_seconds"] < took, done["migration"]
+    assert 0 <= done["migration"]["verify_seconds"] < took - done["migration"]["copy_seconds"], done["migration"]
     assert content_sha256(run(lab, "volume_info", name="q")["volumes"][0]["path"], "raw") == before
 
 

@@ -535,7 +535,7 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
                 driver.stop_copy(source, destination, record)
                 return self._fail(record, pool, 'qemu-img convert exited with %s: %s'
                                   % (state.get('rc'), state.get('output')))
-            migration['phase'] = 'verifying'
+            self._copied(migration)
             self._set(record, pool, 'migration_completing', migration_status=states.VOLUME_MIGRATION_COMPLETING)
         if migration['phase'] == 'pulling':
             state = driver.pull_state(destination, record)
@@ -556,9 +556,10 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
                                        % (name, state.get('error')))
                 driver.cancel_pull(source, destination, record)
                 return self._fail(record, pool, 'the pull failed: %s' % state.get('error'))
-            migration['phase'] = 'verifying'
+            self._copied(migration)
             self._set(record, pool, 'migration_completing', migration_status=states.VOLUME_MIGRATION_COMPLETING)
         if migration['phase'] == 'verifying' and migration['mechanism'] == 'async':
+            began = self.clock()
             why = driver.finish_pull(source, destination, record, migration.get('source_signature'))
             if why is None and not migration.get('attached_during_pull') and not record.get('attachments'):
                 # nothing attached: the pull daemon stops first (SIGTERM flushes the qcow2 metadata), so that
@@ -572,18 +573,27 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
             if why is not None:
                 raise StorageError('Cannot complete the migration of volume %s: %s; the source is kept; cancel the '
                                    'migration to go back to it' % (name, why))
+            migration['verify_seconds'] = round(self.clock() - began, 2)
             driver.place_copy(destination, record)
             return self._release(record, source, destination)
         if migration['phase'] == 'verifying':
+            began = self.clock()
             if not driver.verify_copy(source, destination, record):
                 driver.stop_copy(source, destination, record)
                 return self._fail(record, pool, 'the copy differs from the source (qemu-img compare)')
+            migration['verify_seconds'] = round(self.clock() - began, 2)
             driver.place_copy(destination, record)
             return self._release(record, source, destination)
         if migration['phase'] == 'releasing':
             return self._release(record, source, destination)
         raise StorageError('Volume %s has a migration in an unknown phase %r; resolve it by hand'
                            % (name, migration['phase']))
+
+    def _copied(self, migration):
+        """The copy or the pull ended: its seconds (since its last start, after a crash the restart) are kept."""
+        migration['phase'] = 'verifying'
+        if migration.get('copy_started'):
+            migration['copy_seconds'] = round(max(self.clock() - migration['copy_started'], 0.0), 2)
 
     def _release(self, record, source, destination):
         """The destination holds the verified volume: record it there, then release the source."""
@@ -655,6 +665,10 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
                 # the copy's end is seen at once (its exit status is written), not at the next poll
                 source = self.ctx.pool(migration['source'])
                 self.driver(source).wait_copy(source, record, pause, self.sleep)
+            elif migration.get('mechanism') == 'async' and migration.get('phase') == 'pulling':
+                # the same for the pull: its job's end is asked of the daemon between the polls
+                destination = self.ctx.pool(migration['destination'])
+                self.driver(destination).wait_pull(destination, record, pause, self.sleep)
             else:
                 self.sleep(pause)
 

@@ -19,6 +19,7 @@ import errno
 import json
 import os
 import re
+import time
 
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.volume import qmp
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.volume.base import VolumeDriver
@@ -219,12 +220,18 @@ class FileVolumeDriver(VolumeDriver):
         return bool(pids)
 
     def wait_gone(self, pidfile, seconds):
-        """True once no daemon of ``pidfile`` runs (polled through the transport)."""
-        for _attempt in range(int(seconds * 10)):
-            if not self.daemon_pids(pidfile):
-                return True
-            self.transport.run(['sleep', '0.1'], 'wait for the storage daemon to stop')
-        return not self.daemon_pids(pidfile)
+        """True once no daemon of ``pidfile`` runs, within ``seconds`` (polled through the transport).
+
+        The first looks come every 20 ms, then less often (up to 0.2 s): a daemon usually ends within tens
+        of milliseconds of its SIGTERM, and every asynchronous migration and detach waits for one."""
+        deadline = time.monotonic() + seconds
+        pause = 0.02
+        while self.daemon_pids(pidfile):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+        return True
 
     # -- migration ---------------------------------------------------------------------------
     def migrate_volume(self, source_pool, destination_pool, volume):
@@ -446,7 +453,8 @@ class FileVolumeDriver(VolumeDriver):
                                               'read-only': True}),
                     '--blockdev', json.dumps({'driver': volume['format'], 'node-name': 'src', 'file': 'src-file',
                                               'read-only': True}),
-                    '--blockdev', json.dumps({'driver': 'file', 'node-name': 'tgt-file', 'filename': target}),
+                    '--blockdev', json.dumps({'driver': 'file', 'node-name': 'tgt-file', 'filename': target,
+                                              'cache': {'direct': self.direct_io(target)}}),
                     '--blockdev', json.dumps({'driver': 'qcow2', 'node-name': 'tgt', 'file': 'tgt-file',
                                               'backing': 'src'}),
                     '--nbd-server', json.dumps({'addr': {'type': 'unix', 'path': nbd}}),
@@ -461,6 +469,26 @@ class FileVolumeDriver(VolumeDriver):
                 args['speed'] = int(rate_limit)
             self._qmp(volume, 'block-stream', args)
         return {'bytes_total': size, 'target': target}
+
+    @staticmethod
+    def direct_io(path):
+        """True when ``path`` (the pull's destination, on this host) opens with O_DIRECT.
+
+        The pull daemon writes the destination with direct I/O where the filesystem has it: the job's
+        writes go to the disk as they are made instead of filling the page cache, so an attached writer's
+        flush does not also flush what the job wrote, and the verification reads the destination back
+        from the disk, not from memory. On this machine the pull ran at the bare copy's speed that way,
+        against 0.6 of it through the page cache, and the writer's latency halved (docs/performance.md).
+        A filesystem without O_DIRECT (EINVAL) gets the page cache."""
+        flag = getattr(os, 'O_DIRECT', 0)
+        if not flag:
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | flag)
+        except OSError:
+            return False
+        os.close(fd)
+        return True
 
     def zero_ranges(self, source, volume):
         """The ranges of the source image that read as zeros (holes), cut to whole PULL_CLUSTER clusters:
@@ -518,6 +546,18 @@ class FileVolumeDriver(VolumeDriver):
         else:
             result['state'] = 'running'
         return result
+
+    def wait_pull(self, destination_pool, volume, seconds, sleep, step=0.1):
+        """Wait up to ``seconds`` for the pull to end (its job concluded, or no daemon: ``pull_state`` is not
+        ``running``), asking the daemon every ``step`` seconds: True once it has ended.
+
+        A run that waits for the pull sees its end at once instead of at its next poll: each look is a
+        read of the pid file and two monitor commands, not a step of the migration with its records."""
+        for _attempt in range(max(1, int(seconds / step))):
+            if self.pull_state(destination_pool, volume)['state'] != 'running':
+                return True
+            sleep(step)
+        return self.pull_state(destination_pool, volume)['state'] != 'running'
 
     def finish_pull(self, source_pool, destination_pool, volume, expected_source):
         """After the job concluded: dismiss it, close the source in the daemon, and verify.
