@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 
-from mobility_helpers import populate_share, tree_state  # noqa: E402
+from mobility_helpers import populate_share, tree_state, wait_for_btrfs_commands  # noqa: E402
 
 from ansible_collections.storage.mobility.plugins.module_utils.context import Context  # noqa: E402
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError  # noqa: E402
@@ -71,6 +71,8 @@ class Lab:
         run(["mount", "-o", "loop", self.images[name], self.points[name]])
 
     def umount(self, name):
+        # a replica update deletes the instance it replaced in the background: it holds the pool meanwhile
+        wait_for_btrfs_commands(self.points[name])
         run(["umount", self.points[name]])
 
     def close(self):

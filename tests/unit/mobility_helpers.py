@@ -13,6 +13,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 from ansible_collections.storage.mobility.plugins.module_utils.context import Context
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import tree_seal
@@ -331,3 +332,25 @@ def data_mover(jobs, plan):
     assert sign_job_report(job, binding) is None
     return dict(job["report"], job_id=plan["job_id"], state=job["state"],
                 **({"error": job["error"]} if job["error"] else {}))
+
+
+def wait_for_btrfs_commands(base, polls=600):
+    """Wait until no ``btrfs`` process names a path under ``base``: the send/receive a killed run left
+    behind (a receive reads what is still in the pipe, then fails on the cut stream), and the
+    background deletion of a retired replica instance (BtrfsShareDriver._retire)."""
+    prefix = str(base).encode()
+    busy = []
+    for _poll in range(polls):
+        busy = []
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    argv = handle.read().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"btrfs") and any(a.startswith(prefix) for a in argv):
+                busy.append(pid)
+        if not busy:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"btrfs processes under {base} still running: {busy}")
