@@ -315,6 +315,20 @@ class SideLookup(object):
         return self._frame(number).get(rel, default)
 
 
+class OverlayLookup(object):
+    """``get(path)`` in a few records held in memory (``first``: path -> record), then in ``then`` (a
+    SideLookup or a map): the hashes read during a copy over the kept cache, looked up without
+    writing both into one file first."""
+
+    def __init__(self, first, then):
+        self.first = first
+        self.then = then
+
+    def get(self, rel, default=None):
+        found = self.first.get(rel)
+        return found if found is not None else self.then.get(rel, default)
+
+
 class RecordSpill(object):
     """Records that come in any order (from the copying processes, from the hashing during the
     copy), without a map of every file: up to SPILL_RECORDS per side in memory, then written as a
@@ -359,6 +373,13 @@ class RecordSpill(object):
         streams = [read_records(path, self.algorithm, side) for path in self._runs[side]]
         return newest_wins(streams + [iter(sorted_records(self._pending[side]))])
 
+    def in_memory(self):
+        """The records as maps (side -> path -> record) when none went to a run file, else None."""
+        with self._lock:
+            if any(self._runs.values()):
+                return None
+            return dict((side, dict(self._pending[side])) for side in SIDES)
+
     def discard(self):
         """Forget the records and remove the run files."""
         with self._lock:
@@ -375,12 +396,15 @@ class HashCache(object):
     Either in memory (``sides``: side -> path -> ``(identity, hash)``) or in side files
     (``files``: side -> path of its side file), loaded into memory only when ``sides`` is read;
     ``lookup(side)`` gives what a walk looks its files up in (a SideLookup of the file, or the map).
+    ``overlay`` (side -> path -> record, few) wins over both in ``lookup`` and ``records``: the input
+    of a verification, the kept cache with the hashes read during the copy on top (never saved).
     """
 
-    def __init__(self, algorithm, sides=None, files=None):
+    def __init__(self, algorithm, sides=None, files=None, overlay=None):
         self.algorithm = algorithm
         self.files = dict(files or {})
         self._sides = sides if sides is not None else (None if self.files else dict((s, {}) for s in SIDES))
+        self.overlay = dict((side, entries) for side, entries in (overlay or {}).items() if entries)
 
     @property
     def sides(self):
@@ -393,18 +417,23 @@ class HashCache(object):
         return sum(len(entries) for entries in self.sides.values())
 
     def lookup(self, side):
-        """What a walk of ``side`` looks its files up in: a map, or a SideLookup of its side file."""
+        """What a walk of ``side`` looks its files up in: a map, or a SideLookup of its side file
+        (under the overlay's records of that side, if any)."""
         if self._sides is None:
             path = self.files.get(side)
-            return SideLookup(path, self.algorithm, side) if path else {}
-        return self._sides.get(side) or {}
+            found = SideLookup(path, self.algorithm, side) if path else {}
+        else:
+            found = self._sides.get(side) or {}
+        return OverlayLookup(self.overlay[side], found) if side in self.overlay else found
 
     def records(self, side):
-        """The records of ``side`` in the walk's order."""
+        """The records of ``side`` in the walk's order (the overlay's winning)."""
         if self._sides is None:
             path = self.files.get(side)
-            return read_records(path, self.algorithm, side) if path else iter(())
-        return iter(sorted_records(self._sides.get(side) or {}))
+            found = read_records(path, self.algorithm, side) if path else iter(())
+        else:
+            found = iter(sorted_records(self._sides.get(side) or {}))
+        return merged(found, sorted_records(self.overlay[side])) if side in self.overlay else found
 
     def save(self, base):
         """Keep the cache as the side files of ``base`` (see side_path): files are renamed there,

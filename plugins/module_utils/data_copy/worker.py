@@ -442,7 +442,8 @@ class Worker(object):
         read from side files in the walk's order, and what this process holds of them is let go
         before the walkers start, so that neither it nor the walkers (forked from it) keep a map of
         every file: the kept cache alone is read from its own files; with any of the others, all
-        are merged into hashes.cache.input.*."""
+        are merged into hashes.cache.input.*, unless the hashes read during the copy all fit in memory
+        (then they lie over the kept cache's files in the walks' lookups, see HashCache's overlay)."""
         cache = self.cache if self.cache is not None and self.cache.algorithm == algorithm else None
         self.cache = None
         if cache is None:
@@ -460,6 +461,16 @@ class Worker(object):
         if prehashed is None and not any(salvaged.values()):
             release_memory()
             return cache, False
+        overlay = prehashed.in_memory() if not any(salvaged.values()) else None
+        if overlay is not None:
+            # Few hashes read during the copy (none went to a run file, at most SPILL_RECORDS a side):
+            # the walks look them up in memory over the kept cache's files, which are not copied into
+            # an input file (a final pass after 1% changed rewrote every record of the tree for them).
+            prehashed.discard()
+            del prehashed
+            release_memory()
+            return hashcache_lib.HashCache(algorithm, files=cache.files if cache is not None else None,
+                                           overlay=overlay), False
         base = self.path(HASHES_INPUT)
         files = {}
         try:

@@ -165,6 +165,41 @@ def test_walks_write_their_side_files_in_their_order_and_reuse_them_from_the_fil
     assert changed.differ == [{"path": "dir/b.bin", "attributes": ["hash"]}] and changed.files_hashed == 1
 
 
+def test_overlay_records_win_over_the_kept_files_in_lookups_records_and_a_comparison(trees, tmp_path):
+    """A verification's input without an input file: the records held in memory (the hashes read during
+    a copy) lie over the kept cache's side files. A wrong hash in the overlay must be what a walk
+    uses (the comparison then fails on that file), so the overlay is really read, and first."""
+    src, dst = trees
+    first = compare(src, dst, record_to=str(tmp_path / "new"))
+    first.cache.save(str(tmp_path / "kept"))
+    kept = hashcache_lib.HashCache.load(str(tmp_path / "kept"), "xxh128")
+    records = dict(kept.records("destination"))
+    rel = b"dir/b.bin"
+    identity, digest = records[rel]
+    wrong = "0" * len(digest)
+    spill = hashcache_lib.RecordSpill(str(tmp_path / "runs"), "xxh128")
+    spill.add("destination", rel, (identity, wrong))
+    spill.add("destination", b"not/in/the/tree", ((1, 2, 3, 4), "1" * len(digest)))
+    overlay = spill.in_memory()
+    assert overlay is not None and os.listdir(tmp_path).count("runs.run0.destination") == 0
+    both = hashcache_lib.HashCache("xxh128", files=kept.files, overlay=overlay)
+    lookup = both.lookup("destination")
+    assert isinstance(lookup, hashcache_lib.OverlayLookup) and isinstance(lookup.then, hashcache_lib.SideLookup)
+    assert lookup.get(rel) == (identity, wrong)
+    other = next(path for path in records if path != rel)
+    assert lookup.get(other) == records[other]
+    assert isinstance(both.lookup("source"), hashcache_lib.SideLookup)  # no overlay for that side
+    merged = dict(both.records("destination"))
+    assert merged[rel] == (identity, wrong) and b"not/in/the/tree" in merged
+    assert len(merged) == len(records) + 1
+    result = compare(src, dst, cache=both)
+    assert [item["path"] for item in result.differ] == ["dir/b.bin"] and result.files_hashed == 0
+    # a spill that wrote a run is not in memory any more
+    small = hashcache_lib.RecordSpill(str(tmp_path / "small"), "xxh128", limit=1)
+    small.add("source", b"a", ((1, 1, 1, 1), "2" * 32))
+    assert small.in_memory() is None
+
+
 def test_a_walk_that_stops_leaves_no_side_file(trees, tmp_path):
     src, dummy = trees
     from ansible_collections.storage.mobility.plugins.module_utils.data_copy.walk import Walker
