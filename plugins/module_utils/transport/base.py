@@ -241,6 +241,13 @@ class Transport(abc.ABC):
     def same_inode(self, a, b):
         """True when both paths are the same folder (a bind mount)."""
 
+    def opens_direct(self, path):
+        """True when the file ``path`` opens with O_DIRECT (its filesystem has direct I/O); here with
+        ``dd iflag=direct count=0``, which opens it that way and reads nothing."""
+        rc = self.run(['dd', 'if=' + path, 'of=/dev/null', 'iflag=direct', 'count=0', 'status=none'],
+                      'open %s with direct I/O' % path, check=False)[0]
+        return rc == 0
+
     @abc.abstractmethod
     def mount_base_beneath(self, path, source, options):
         """Slide an empty read-only tmpfs named ``source`` (``options``: (key, value) pairs)

@@ -426,6 +426,17 @@ class LocalTransport(Transport):
     def same_inode(self, a, b):
         return mounts.same_inode(a, b)
 
+    def opens_direct(self, path):
+        flag = getattr(os, 'O_DIRECT', 0)
+        if not flag:
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | flag)
+        except OSError:
+            return False
+        os.close(fd)
+        return True
+
     def mount_base_beneath(self, path, source, options):
         mounts.mount_base_beneath(path, source, options)
 

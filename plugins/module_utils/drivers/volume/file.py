@@ -470,9 +470,8 @@ class FileVolumeDriver(VolumeDriver):
             self._qmp(volume, 'block-stream', args)
         return {'bytes_total': size, 'target': target}
 
-    @staticmethod
-    def direct_io(path):
-        """True when ``path`` (the pull's destination, on this host) opens with O_DIRECT.
+    def direct_io(self, path):
+        """True when ``path`` (the pull's destination) opens with O_DIRECT on its host.
 
         The pull daemon writes the destination with direct I/O where the filesystem has it: the job's
         writes go to the disk as they are made instead of filling the page cache, so an attached writer's
@@ -480,15 +479,7 @@ class FileVolumeDriver(VolumeDriver):
         from the disk, not from memory. On this machine the pull ran at the bare copy's speed that way,
         against 0.6 of it through the page cache, and the writer's latency halved (docs/performance.md).
         A filesystem without O_DIRECT (EINVAL) gets the page cache."""
-        flag = getattr(os, 'O_DIRECT', 0)
-        if not flag:
-            return False
-        try:
-            fd = os.open(path, os.O_RDONLY | flag)
-        except OSError:
-            return False
-        os.close(fd)
-        return True
+        return self.transport.opens_direct(path)
 
     def zero_ranges(self, source, volume):
         """The ranges of the source image that read as zeros (holes), cut to whole PULL_CLUSTER clusters:

@@ -374,3 +374,18 @@ def test_flags_of_a_plain_file_are_zero(tr, tmp_path):
     assert tr.read_flags(str(tmp_path / "t" / "f")) == 0
     assert tr.flagged_entries(str(tmp_path / "t")) == {}
     assert not tr.clear_flags_tree(str(tmp_path / "t"))
+
+
+# --------------------------------------------------------------------------- direct I/O probe
+
+
+def test_opens_direct_here_and_through_the_commands_other_hosts_use(tr, tmp_path):
+    """A file on this machine's disk opens with O_DIRECT; a procfs file refuses it (EINVAL). The
+    interface's own version (dd iflag=direct, what an ssh transport runs on its host) agrees."""
+    image = tmp_path / "image"
+    image.write_bytes(b"\0" * 8192)
+    assert tr.opens_direct(str(image)) is True
+    assert tr.opens_direct("/proc/self/status") is False
+    assert tr.opens_direct(str(tmp_path / "missing")) is False
+    assert Transport.opens_direct(tr, str(image)) is True
+    assert Transport.opens_direct(tr, "/proc/self/status") is False
