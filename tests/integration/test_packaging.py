@@ -85,6 +85,8 @@ PROGRAM_PACKAGES = {
     "qemu-io": dict({p: "qemu-utils" for p in _DPKG}, **{p: "qemu-img" for p in _RPM}),
     "qemu-storage-daemon": dict({p: "qemu-system-common" for p in _DPKG}, **{p: "qemu-storage-daemon" for p in _RPM}),
     "cp": _everywhere(None),
+    # dd (coreutils) probes whether a file on another host opens with O_DIRECT (Transport.opens_direct).
+    "dd": _everywhere(None),
     "rm": _everywhere(None),
     "sleep": _everywhere(None),
     # find: essential on dpkg images, findutils on RPM ones (not in every minimal image).
