@@ -453,8 +453,13 @@ class FileVolumeDriver(VolumeDriver):
                                               'read-only': True}),
                     '--blockdev', json.dumps({'driver': volume['format'], 'node-name': 'src', 'file': 'src-file',
                                               'read-only': True}),
+                    # Direct I/O where the filesystem has it: the job's writes reach the disk as they are
+                    # made instead of filling the page cache, so an attached writer's flush does not flush
+                    # them too, and the verification reads the destination back from the disk (here the
+                    # pull ran at the bare copy's speed that way, against 0.6 of it through the page
+                    # cache, and the writer's latency halved: docs/performance.md).
                     '--blockdev', json.dumps({'driver': 'file', 'node-name': 'tgt-file', 'filename': target,
-                                              'cache': {'direct': self.direct_io(target)}}),
+                                              'cache': {'direct': self.transport.opens_direct(target)}}),
                     '--blockdev', json.dumps({'driver': 'qcow2', 'node-name': 'tgt', 'file': 'tgt-file',
                                               'backing': 'src'}),
                     '--nbd-server', json.dumps({'addr': {'type': 'unix', 'path': nbd}}),
@@ -469,17 +474,6 @@ class FileVolumeDriver(VolumeDriver):
                 args['speed'] = int(rate_limit)
             self._qmp(volume, 'block-stream', args)
         return {'bytes_total': size, 'target': target}
-
-    def direct_io(self, path):
-        """True when ``path`` (the pull's destination) opens with O_DIRECT on its host.
-
-        The pull daemon writes the destination with direct I/O where the filesystem has it: the job's
-        writes go to the disk as they are made instead of filling the page cache, so an attached writer's
-        flush does not also flush what the job wrote, and the verification reads the destination back
-        from the disk, not from memory. On this machine the pull ran at the bare copy's speed that way,
-        against 0.6 of it through the page cache, and the writer's latency halved (docs/performance.md).
-        A filesystem without O_DIRECT (EINVAL) gets the page cache."""
-        return self.transport.opens_direct(path)
 
     def zero_ranges(self, source, volume):
         """The ranges of the source image that read as zeros (holes), cut to whole PULL_CLUSTER clusters:
@@ -520,10 +514,7 @@ class FileVolumeDriver(VolumeDriver):
         """Where the pull is: ``state`` ``running``, ``done`` (the job concluded without error),
         ``failed`` (with ``error``) or ``stopped`` (no daemon: killed, host restarted); ``bytes_done``
         and ``bytes_total`` from query-block-jobs (offset/len) while it runs."""
-        if not self.pull_running(destination_pool, volume):
-            return {'state': 'stopped', 'bytes_done': 0, 'bytes_total': None}
-        jobs = dict((j['id'], j) for j in self._qmp(volume, 'query-jobs'))
-        job = jobs.get(PULL_JOB)
+        job = self._pull_job(destination_pool, volume)
         if job is None:
             return {'state': 'stopped', 'bytes_done': 0, 'bytes_total': None}
         result = {'bytes_done': job.get('current-progress', 0), 'bytes_total': job.get('total-progress')}
@@ -538,17 +529,27 @@ class FileVolumeDriver(VolumeDriver):
             result['state'] = 'running'
         return result
 
+    def _pull_job(self, destination_pool, volume):
+        """The pull's job as query-jobs gives it, or None when no daemon runs it (killed, host restarted)."""
+        if not self.pull_running(destination_pool, volume):
+            return None
+        return dict((j['id'], j) for j in self._qmp(volume, 'query-jobs')).get(PULL_JOB)
+
+    def _pull_ended(self, destination_pool, volume):
+        job = self._pull_job(destination_pool, volume)
+        return job is None or job['status'] == 'concluded'
+
     def wait_pull(self, destination_pool, volume, seconds, sleep, step=0.1):
-        """Wait up to ``seconds`` for the pull to end (its job concluded, or no daemon: ``pull_state`` is not
-        ``running``), asking the daemon every ``step`` seconds: True once it has ended.
+        """Wait up to ``seconds`` for the pull to end (its job concluded, or no daemon), asking the
+        daemon every ``step`` seconds: True once it has ended.
 
         A run that waits for the pull sees its end at once instead of at its next poll: each look is a
-        read of the pid file and two monitor commands, not a step of the migration with its records."""
+        read of the pid file and one monitor command, not a step of the migration with its records."""
         for _attempt in range(max(1, int(seconds / step))):
-            if self.pull_state(destination_pool, volume)['state'] != 'running':
+            if self._pull_ended(destination_pool, volume):
                 return True
             sleep(step)
-        return self.pull_state(destination_pool, volume)['state'] != 'running'
+        return self._pull_ended(destination_pool, volume)
 
     def finish_pull(self, source_pool, destination_pool, volume, expected_source):
         """After the job concluded: dismiss it, close the source in the daemon, and verify.
