@@ -18,6 +18,12 @@ beside rsync, the two walking processes of a verification) and starts rsync. Eac
 The worker, when it ends, and the module, when it finds a worker gone, kill whatever is left in
 the worker's process group (``group_members``).
 
+The helpers whose work only saves later work or feeds the progress line (the hashing process beside
+rsync, the count of the source) run at a lower CPU priority (``lower_priority``): on a final pass
+that changes little, rsync's own walk of both trees keeps the CPUs busy, and two more walks of the
+source beside it made the pass slower by as much as they took; at a lower priority they take
+only the CPU time that the copy leaves.
+
 Standard library only, Python 3.8+, Linux (elsewhere the death signal is simply not armed).
 """
 
@@ -28,8 +34,11 @@ import ctypes
 import errno
 import os
 import signal
+import threading
 
 PR_SET_PDEATHSIG = 1
+# Added to the nice value of a helper that yields the CPU to the copy (see lower_priority).
+BACKGROUND_NICE = 10
 _PRCTL = []
 
 
@@ -75,6 +84,20 @@ def child_start(parent, inherited=()):
     """First thing in a forked child: close what it inherited, then die with ``parent``."""
     release(inherited)
     arm(parent)
+
+
+def lower_priority(thread=False, increment=BACKGROUND_NICE):
+    """Yield the CPU to the copy: raise the nice value of this process, or with ``thread`` of the
+    calling thread only (Linux schedules threads one by one). Never raises: a helper that cannot
+    lower its priority runs as before."""
+    try:
+        if thread:
+            who = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, who, min(19, os.getpriority(os.PRIO_PROCESS, who) + increment))
+        else:
+            os.nice(increment)
+    except (AttributeError, OSError):
+        pass
 
 
 def preexec(parent=None):

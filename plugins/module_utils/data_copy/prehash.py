@@ -147,9 +147,11 @@ def prehash(source, ignore, algorithm, caches, conn, destination=None, parent=No
     ``conn``, then ``('end',)``. The verification reuses these hashes where the files have not
     changed since (see HashCache), so it reads only the rest.
     ``parent`` and ``inherited``: see lifeline (this process dies with the worker and does not hold
-    the reading end of its own pipe).
+    the reading end of its own pipe). It runs at a lower CPU priority (lifeline.lower_priority):
+    what it hashes saves the verification's reads, and it must not slow the copy to do so.
     """
     lifeline.child_start(parent, inherited)
+    lifeline.lower_priority()
     try:
         _Prehash(source, destination, ignore, algorithm, caches, conn).run()
     except (IOError, OSError, EOFError):

@@ -349,6 +349,7 @@ class Worker(object):
                 raise Terminated('the copy ended')
 
         def scan():
+            lifeline.lower_priority(thread=True)
             try:
                 ignored = state_lib.Ignored()
                 self.totals = scan_tree(self.job['source'], self.job['ignore_files'], check, ignored)

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -211,3 +212,47 @@ def test_group_members_and_kill_exclude_the_caller(tmp_path):
     finally:
         os.killpg(leader.pid, signal.SIGKILL)
         leader.wait()
+
+
+def test_the_hashing_process_beside_rsync_yields_the_cpu_to_rsync(jobs, tmp_path):
+    """The hashing process beside rsync runs at a lower CPU priority than the worker and rsync: on a
+    pass that changes little it only walks, and at the same priority its walk slowed rsync's."""
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    many_files(src, 3000, 8192)
+    os.makedirs(dst)
+    with open(os.path.join(dst, "old"), "wb") as handle:  # not empty: rsync copies, not the first copy
+        handle.write(b"x")
+    pid = jobs.start(jobs.build_request("nice", src, dst, bwlimit="1m"))["job"]["pid"]
+    members = wait_for(lambda: at_least(4, pid, needing="rsync"), "rsync and the hashing process")
+    worker_nice = os.getpriority(os.PRIO_PROCESS, pid)
+    niceness = {}
+    for member, args in members.items():
+        try:
+            niceness[member] = (os.getpriority(os.PRIO_PROCESS, member), args)
+        except OSError:
+            continue
+    forks = [nice for member, (nice, args) in niceness.items() if member != pid and "worker.py" in args]
+    copiers = [nice for member, (nice, args) in niceness.items() if "rsync" in args]
+    assert forks and copiers, niceness
+    assert all(nice == min(19, worker_nice + lifeline.BACKGROUND_NICE) for nice in forks), (worker_nice, niceness)
+    assert all(nice == worker_nice for nice in copiers), (worker_nice, niceness)
+    jobs.cancel("nice")
+
+
+def test_lower_priority_of_a_thread_leaves_the_rest_of_the_process_alone():
+    """The count of the source runs in a thread of the worker: only that thread yields the CPU."""
+    seen = {}
+
+    def count():
+        before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        lifeline.lower_priority(thread=True)
+        seen["thread"] = (before, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    main = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    thread = threading.Thread(target=count)
+    thread.start()
+    thread.join()
+    before, after = seen["thread"]
+    assert after == min(19, before + lifeline.BACKGROUND_NICE), seen
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main
+    assert os.getpriority(os.PRIO_PROCESS, 0) == main
