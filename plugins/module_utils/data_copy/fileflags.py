@@ -64,6 +64,8 @@ def _load_statx():
 
 
 _STATX = _load_statx()
+# stx_attributes and stx_attributes_mask in struct statx.
+_U64 = struct.Struct('=Q')
 _LOCAL = threading.local()
 
 
@@ -75,13 +77,12 @@ def statx_attributes(path):
     buffer = getattr(_LOCAL, 'buffer', None)
     if buffer is None:
         buffer = _LOCAL.buffer = ctypes.create_string_buffer(_STATX_SIZE)
-    rc = _STATX(_AT_FDCWD, os.fsencode(path), _AT_SYMLINK_NOFOLLOW | _AT_STATX_DONT_SYNC, 0, buffer)
+    rc = _STATX(_AT_FDCWD, path if path.__class__ is bytes else os.fsencode(path),
+                _AT_SYMLINK_NOFOLLOW | _AT_STATX_DONT_SYNC, 0, buffer)
     if rc != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), path)
-    attributes = struct.unpack_from('=Q', buffer, 8)[0]
-    mask = struct.unpack_from('=Q', buffer, 56)[0]
-    return attributes & CARRIED, mask & CARRIED
+    return _U64.unpack_from(buffer, 8)[0] & CARRIED, _U64.unpack_from(buffer, 56)[0] & CARRIED
 
 
 def _open(path):

@@ -282,6 +282,9 @@ class SideLookup(object):
         self._keys = None
         self._frames = []
         self._recent = collections.OrderedDict()
+        # The frame of the last lookup, with the keys it spans: ``(first key, next frame's first key
+        # or None, records)``. A walker looks up paths in the walk's order, so most lookups fall in it.
+        self._last = None
 
     def _index(self):
         self._keys = []
@@ -309,10 +312,17 @@ class SideLookup(object):
     def get(self, rel, default=None):
         if self._keys is None:
             self._index()
-        number = bisect.bisect_right(self._keys, sort_key(rel)) - 1
+        key = sort_key(rel)
+        last = self._last
+        if last is not None and last[0] <= key and (last[1] is None or key < last[1]):
+            return last[2].get(rel, default)
+        keys = self._keys
+        number = bisect.bisect_right(keys, key) - 1
         if number < 0:
             return default
-        return self._frame(number).get(rel, default)
+        found = self._frame(number)
+        self._last = (keys[number], keys[number + 1] if number + 1 < len(keys) else None, found)
+        return found.get(rel, default)
 
 
 class OverlayLookup(object):
