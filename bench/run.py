@@ -722,6 +722,7 @@ def cutover(fs, ours, opts, run, block, caches, warmup):
         shutil.rmtree(source)
     return {
         'phase1_seconds': phase1['seconds'], 'phase1_verified': phase1['verified'],
+        'phase1_copy_seconds': phase1['copy_seconds'], 'phase1_verify_seconds': phase1['verify_seconds'],
         'rsync_phase1_seconds': rsync_phase1,
         'phase1_copy_engine': phase1['copy_engine'], 'ours_final_copy_engine': final['copy_engine'],
         'changed_files': len(changed), 'changed_same_size_same_second': len(same_second),
@@ -1189,9 +1190,13 @@ def main(argv=None):
                 opts.cutover_set, cut['changed_files'], cut['changed_same_size_same_second']))
             print('  plain rsync -aHAX phase 1 (into its own empty destination, cache dropped first): %.2f s' % (
                 cut['rsync_phase1_seconds']))
-            print('  ours phase 1 (engine %s): %.2f s; ours final pass (role, final_pass=true, new job id, engine %s): '
+            print('  ours phase 1 (engine %s): %.2f s (copy %s + verify %s); ours final pass (role, final_pass=true, '
+                  'new job id, engine %s): '
                   '%.2f s (copy %.2f + verify %.2f), verified: %s, changed files missed: %d in %d run(s); %s' % (
-                      cut_runs[0]['phase1_copy_engine'], cut['phase1_seconds'], cut_runs[0]['ours_final_copy_engine'],
+                      cut_runs[0]['phase1_copy_engine'], cut['phase1_seconds'],
+                      *('%.2f' % cut[key] if cut.get(key) is not None else '-'
+                        for key in ('phase1_copy_seconds', 'phase1_verify_seconds')),
+                      cut_runs[0]['ours_final_copy_engine'],
                       cut['ours_final_seconds'], cut['ours_final_copy_seconds'], cut['ours_final_verify_seconds'],
                       cut['ours_final_verified'], cut['ours_missed_total'], len(cut_runs),
                       'file contents read: %d (both sides; the others kept their phase-1 hashes: unchanged size, '

@@ -45,7 +45,8 @@ def test_bench_quick_tiny(tmp_path: Path) -> None:
     final = cut["runs"][0]
     assert 0 < final["ours_final_files_read"] < 2 * result["datasets"]["D3"]["files"], final["ours_final_hashing"]
     assert final["ours_final_hashing"]["files_reused"] > 0
-    for key in ("ours_final_seconds", "rsync_seconds", "ours_noop_seconds", "rsync_noop_seconds"):
+    for key in ("ours_final_seconds", "rsync_seconds", "ours_noop_seconds", "rsync_noop_seconds", "phase1_copy_seconds",
+                "phase1_verify_seconds"):
         assert cut[key] > 0, key
 
     machine = result["machine"]
