@@ -22,7 +22,9 @@ The helpers whose work only saves later work or feeds the progress line (the has
 rsync, the count of the source) run at a lower CPU priority (``lower_priority``): on a final pass
 that changes little, rsync's own walk of both trees keeps the CPUs busy, and two more walks of the
 source beside it made the pass slower by as much as they took; at a lower priority they take
-only the CPU time that the copy leaves.
+only the CPU time that the copy leaves. Once rsync has ended, a count still running gets the
+worker's priority back (``restore_priority``, where the worker is privileged), so that the job does
+not then wait behind other work of the machine.
 
 Standard library only, Python 3.8+, Linux (elsewhere the death signal is simply not armed).
 """
@@ -96,6 +98,16 @@ def lower_priority(thread=False, increment=BACKGROUND_NICE):
             os.setpriority(os.PRIO_PROCESS, who, min(19, os.getpriority(os.PRIO_PROCESS, who) + increment))
         else:
             os.nice(increment)
+    except (AttributeError, OSError):
+        pass
+
+
+def restore_priority(task):
+    """Give ``task`` (a process id, or a thread's native id) the calling thread's nice value again,
+    after it lowered its own with lower_priority. Lowering a nice value needs privilege: elsewhere
+    nothing changes. Never raises."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, task, os.getpriority(os.PRIO_PROCESS, 0))
     except (AttributeError, OSError):
         pass
 

@@ -219,6 +219,8 @@ class Worker(object):
         self._prehash = None
         self.hash_stats = {}
         self._scan_thread = None
+        # The scan thread's id for the scheduler (it lowers its own priority while rsync runs).
+        self._scan_tid = None
         self.copy_engine = None
         self.seals = {}
         self.flags = fileflags_lib.Carrier(self.job['source'], self.job['destination'], self.job['ignore_files'],
@@ -349,6 +351,7 @@ class Worker(object):
                 raise Terminated('the copy ended')
 
         def scan():
+            self._scan_tid = threading.get_native_id()
             lifeline.lower_priority(thread=True)
             try:
                 ignored = state_lib.Ignored()
@@ -367,8 +370,13 @@ class Worker(object):
         if self._scan_thread is not None:
             if self.rsync is not None and self.rsync.returncode != 0:
                 self._stop_scan.set()
+            elif self._scan_tid is not None and self._scan_thread.is_alive():
+                # rsync has ended and the job waits for the count alone: it must not wait behind
+                # other work of the machine (a privileged worker only; others wait at nice +10).
+                lifeline.restore_priority(self._scan_tid)
             self._scan_thread.join()
             self._scan_thread = None
+            self._scan_tid = None
         if self.totals is None:
             self.totals = {'entries': 0, 'files': 0, 'bytes': 0, 'directories': 0, 'symlinks': 0}
         else:

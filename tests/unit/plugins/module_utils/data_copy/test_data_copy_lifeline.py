@@ -256,3 +256,28 @@ def test_lower_priority_of_a_thread_leaves_the_rest_of_the_process_alone():
     assert after == min(19, before + lifeline.BACKGROUND_NICE), seen
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main
     assert os.getpriority(os.PRIO_PROCESS, 0) == main
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a thread a lower nice value back needs root")
+def test_restore_priority_gives_a_lowered_thread_the_callers_priority_back():
+    """When rsync ends, the worker gives the count of the source, if it still runs, its priority back."""
+    lowered, restored = threading.Event(), threading.Event()
+    seen = {}
+
+    def count():
+        seen["tid"] = threading.get_native_id()
+        lifeline.lower_priority(thread=True)
+        seen["lowered"] = os.getpriority(os.PRIO_PROCESS, 0)
+        lowered.set()
+        restored.wait(30)
+        seen["after"] = os.getpriority(os.PRIO_PROCESS, 0)
+
+    main = os.getpriority(os.PRIO_PROCESS, 0)
+    thread = threading.Thread(target=count)
+    thread.start()
+    assert lowered.wait(30)
+    lifeline.restore_priority(seen["tid"])
+    restored.set()
+    thread.join()
+    assert seen["lowered"] == min(19, main + lifeline.BACKGROUND_NICE) != main
+    assert seen["after"] == main
