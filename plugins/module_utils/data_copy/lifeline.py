@@ -88,16 +88,13 @@ def child_start(parent, inherited=()):
     arm(parent)
 
 
-def lower_priority(thread=False, increment=BACKGROUND_NICE):
-    """Yield the CPU to the copy: raise the nice value of this process, or with ``thread`` of the
-    calling thread only (Linux schedules threads one by one). Never raises: a helper that cannot
-    lower its priority runs as before."""
+def lower_priority(increment=BACKGROUND_NICE):
+    """Yield the CPU to the copy: raise the nice value of the calling thread (Linux schedules threads
+    one by one; in a helper just forked, the thread is the whole process, and the threads it starts
+    inherit the value). Never raises: a helper that cannot lower its priority runs as before."""
     try:
-        if thread:
-            who = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, who, min(19, os.getpriority(os.PRIO_PROCESS, who) + increment))
-        else:
-            os.nice(increment)
+        who = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, who, min(19, os.getpriority(os.PRIO_PROCESS, who) + increment))
     except (AttributeError, OSError):
         pass
 

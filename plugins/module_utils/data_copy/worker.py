@@ -352,7 +352,7 @@ class Worker(object):
 
         def scan():
             self._scan_tid = threading.get_native_id()
-            lifeline.lower_priority(thread=True)
+            lifeline.lower_priority()
             try:
                 ignored = state_lib.Ignored()
                 self.totals = scan_tree(self.job['source'], self.job['ignore_files'], check, ignored)

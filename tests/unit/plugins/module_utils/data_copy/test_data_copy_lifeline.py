@@ -245,7 +245,7 @@ def test_lower_priority_of_a_thread_leaves_the_rest_of_the_process_alone():
 
     def count():
         before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        lifeline.lower_priority(thread=True)
+        lifeline.lower_priority()
         seen["thread"] = (before, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
 
     main = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
@@ -266,7 +266,7 @@ def test_restore_priority_gives_a_lowered_thread_the_callers_priority_back():
 
     def count():
         seen["tid"] = threading.get_native_id()
-        lifeline.lower_priority(thread=True)
+        lifeline.lower_priority()
         seen["lowered"] = os.getpriority(os.PRIO_PROCESS, 0)
         lowered.set()
         restored.wait(30)
