@@ -274,7 +274,9 @@ class DataCopyJobs(object):
         self.term_timeout = term_timeout
         self.kill_timeout = kill_timeout
         # The workers this object started (pid -> Popen): while this run lasts, a worker that is gone
-        # is its child, and its exit status says how it ended (see exit_status).
+        # is its child, and its exit status says how it ended (see exit_status); one that has not
+        # ended is alive, also in the moment after its exec when the kernel shows no command line
+        # yet (a view right after the start took such a worker for gone under load).
         self._launched = {}
 
     # ------------------------------------------------------------------ reading
@@ -313,7 +315,8 @@ class DataCopyJobs(object):
             if field in status:
                 job['progress'][field] = status[field]
         job['final_pass'] = bool(request.get('final_pass'))
-        job['alive'] = worker_alive(folder, job['pid'])
+        job['alive'] = worker_alive(folder, job['pid']) or (
+            job['pid'] in self._launched and self.exit_status(job['pid']) is None)
         if not job['alive'] and job['pid'] is None and job['state'] == 'running':
             # Between writing status.json and recording the new worker's pid: starting.
             job['alive'] = self._recent(os.path.join(folder, state_lib.STATUS_FILE))

@@ -1041,3 +1041,30 @@ def test_every_action_returns_the_job_paths(jobs, tmp_path):
     assert_paths(removed["job"])
     assert_paths(removed["removed"])
     assert not os.path.exists(removed["job"]["status_file"])
+
+
+def test_a_worker_just_started_is_alive_while_the_kernel_shows_no_command_line_yet(jobs, tmp_path, monkeypatch):
+    """Right after its exec a process can show an empty /proc/<pid>/cmdline for a moment. The run
+    that started the worker knows it is its running child: it is not taken for gone. Another run,
+    which cannot know, still judges by the command line."""
+    src, dst = folders(tmp_path)
+    slow_tree(src)
+    real = job_lib._cmdline
+    started = {}
+
+    def blank_for_the_new_worker(pid):
+        return [] if pid == started.get("pid") else real(pid)
+
+    launch = jobs._launch
+
+    def launch_and_blank(*args):
+        started["pid"] = launch(*args)
+        return started["pid"]
+
+    monkeypatch.setattr(jobs, "_launch", launch_and_blank)
+    monkeypatch.setattr(job_lib, "_cmdline", blank_for_the_new_worker)
+    job = jobs.start(jobs.build_request("fresh", src, dst, bwlimit="2m"))["job"]
+    assert job["state"] == "running" and job["alive"] is True and not job.get("interrupted"), job
+    assert job_lib.DataCopyJobs(jobs.state_dir).view("fresh")["alive"] is False
+    monkeypatch.setattr(job_lib, "_cmdline", real)
+    jobs.cancel("fresh")
