@@ -29,6 +29,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.crash import cras
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import rsync as rsync_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import SealError
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share import posix_changes as changes
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.base import ShareDriver
 from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.exports import export_helper
@@ -402,15 +403,30 @@ class PosixShareDriver(ShareDriver):
         result = {'bytes': 0, 'files': 0, 'passes': 0, 'verified': False, 'walks': 0}
         wanted = self.replica_snapshot_names(active_pool, share)
         result['bytes'] += self._carry_snapshots(active_pool, replica_pool, share, wanted)
+        prior = replica.pop('change_marks', None) or {}
+        folder = self.replication_dir(active_pool, share)
+        # The marks other secondaries' next updates start from stay (one folder per share).
+        kept = [((r.get('change_marks') or {}).get('source') or {}).get('name') for r in share.get('replicas') or []]
+        mark = changes.make_mark(self.transport, folder, keep=kept + [(prior.get('source') or {}).get('name')])
+        # The point: every change after it has a later change time than the mark (same clock).
+        since = mark['ctime_ns'] - int(CTIME_MARGIN * 1e9)
+        changed, reason = self._changes_since_update(active_pool, replica_pool, share, prior, mark, source, target,
+                                                     ignore)
+        result.update(incremental=changed is not None, full_send_reason=reason)
         for attempt in range(REPLICA_PASSES):
             before = None if attempt == 0 else self.tree_seal(active_pool, source, ignore)
             result['walks'] += 0 if before is None else 1
             point = time.time()
-            rc, out, err = self.transport.run(argv, what, check=False)
-            if rc not in REPLICA_RSYNC_OK:
+            pass_argv = argv
+            if attempt == 0 and changed is not None:
+                # Only what changed since the last update (folders among it whole, with --delete).
+                pass_argv = rsync_lib.build_argv(source, target, ignore,
+                                                 extra_options=extra + ('-r', '--from0', '--files-from=' + changed))
+            rc, out, err = self.transport.run(pass_argv, what, check=False)
+            if rc not in REPLICA_RSYNC_OK and not (pass_argv is not argv and rc == rsync_lib.RC_PARTIAL):
                 raise StorageError('Failed to %s: rsync exited with %d (%s): %s'
                                    % (what, rc, rsync_lib.describe_exit(rc), (err or out).strip()[-2000:]),
-                                   cmd=argv, rc=rc, stderr=err)
+                                   cmd=pass_argv, rc=rc, stderr=err)
             stats = rsync_lib.parse_stats(out.splitlines())
             result['bytes'] += stats.get('literal_data', stats.get('transferred_size', 0))
             result['files'] += stats.get('transferred', 0) + stats.get('deleted', 0)
@@ -418,19 +434,60 @@ class PosixShareDriver(ShareDriver):
             crash_point('replica rsync pass')
             result['walks'] += 1
             if before is None:
-                quiet = not self._changed_since(active_pool, source, point - CTIME_MARGIN, ignore)
+                # An entry of the list removed before rsync read it (rc 23) changed its folder:
+                # this walk sees it and the next pass copies the whole tree.
+                quiet = not self._changed_since(active_pool, source, since / 1e9, ignore)
             else:
                 quiet = before == self.tree_seal(active_pool, source, ignore)
             if rc == rsync_lib.RC_OK and quiet:
                 result['verified'] = True
                 break
+        if changed is not None:
+            self.transport.unlink(changed)
         result['source_time'] = point
         # The active tree was as the replica holds it until this walk (when verified).
         result['source_quiet_until'] = time.time() - CTIME_MARGIN
         result['seconds'] = round(time.monotonic() - start, 3)
         replica['base_time'] = time.time() + CTIME_MARGIN
+        if result['verified']:
+            # The replica holds the tree as it was at the mark or later (a later pass between
+            # two equal seals): the next update copies what changed after the mark, if the
+            # replica itself is left alone after its own mark.
+            replica['change_marks'] = {
+                'active': str(active_pool), 'source': mark,
+                'replica': changes.make_mark(self.transport, self.replication_dir(replica_pool, share))}
         result['snapshots'] = self.replica_prune_snapshots(replica_pool, share, wanted)
         return result
+
+    def _changes_since_update(self, active_pool, replica_pool, share, prior, mark, source, target, ignore):
+        """(the path on the host of the list of what changed in the active instance since the
+        replica's last verified update, None) when posix_changes.py can tell it, else (None, why
+        not): the update then copies the whole tree."""
+        list_path = os.path.join(self.replication_dir(active_pool, share), changes.CHANGES_LIST)
+        try:
+            if not prior:
+                raise changes.Unknown('no verified update of this replica to start from')
+            if prior.get('active') != str(active_pool):
+                raise changes.Unknown('the active replica moved since the last update')
+            back = changes.check_mark(self.transport, self.replication_dir(active_pool, share), prior.get('source'),
+                                      mark, source, 'active replica')
+            replica_folder = self.replication_dir(replica_pool, share)
+            replica_mark = prior.get('replica')
+            now = changes.make_mark(self.transport, replica_folder, keep=[(replica_mark or {}).get('name')])
+            changes.check_mark(self.transport, replica_folder, replica_mark, now, target, 'replica')
+            # The replica's mark was made after its update ended: nothing changed it since.
+            touched = changes.first_change(self.transport, target, replica_mark['ctime_ns'], ignore, find_name_pattern,
+                                           'look for changes in the replica %s since its last update' % target)
+            if touched:
+                raise changes.Unknown('the replica changed since its last update (%s)' % touched)
+            since = prior['source']['ctime_ns'] - int((CTIME_MARGIN + back + changes.UPTIME_SLACK) * 1e9)
+            changes.list_changes(self.transport, source, since, ignore, list_path, find_name_pattern,
+                                 'list what changed in %s since the last replica update' % source)
+        except changes.Unknown as exc:
+            return None, str(exc)
+        except OSError as exc:
+            return None, 'the changes could not be told: %s' % (exc.strerror or exc)
+        return list_path, None
 
     def _changed_since(self, pool, path, since, ignore):
         """True when the instance folder ``path`` or an entry in it (names in ``ignore`` skipped at

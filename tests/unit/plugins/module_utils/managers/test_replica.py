@@ -6,17 +6,20 @@ mode, owner, nanosecond mtime, content, xattrs, hard links).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
 from mobility_helpers import RULE, Env, backend_spec, lock_held_by_other_process, populate_share, tree_state
 
 from ansible_collections.storage.mobility.plugins.module_utils.context import Context
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share import posix_changes
 from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, InvalidRequest, NotFound, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.managers.replica import LocalReplicaManager
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager
@@ -505,6 +508,204 @@ def test_a_posix_update_while_the_share_keeps_changing_is_not_claimed_in_sync(en
     result = manager(env).resynced("s1", pool=env.B)
     assert result["replica"]["replica_state"] == "in_sync" and result["replica"]["last_update"]["verified"] is True
     assert same(env)
+
+
+# --------------------------------------------------------------------------- updates that copy what changed
+
+
+def quiet_share(env, settle=0.1, **kwargs):
+    """A share with a replica whose first update is verified, left quiet for ``settle`` seconds
+    (more than the change-time margin, 0.05 s) so that the next update starts from its point."""
+    path = make_share(env, **kwargs)
+    time.sleep(settle)
+    manager(env).present("s1", pool=env.B)
+    return path
+
+
+def recording_runs(env, monkeypatch, mgr):
+    transport = mgr.ctx.transport(mgr.ctx.pool(env.A).backend)
+    real = transport.run
+    argvs = []
+
+    def recording(argv, *args, **kwargs):
+        argvs.append(list(argv))
+        return real(argv, *args, **kwargs)
+    monkeypatch.setattr(transport, "run", recording)
+    return argvs
+
+
+def update(env, monkeypatch, pool=Env.B):
+    """resynced after 0.1 s without writes (a change within the change-time margin of the start
+    costs a second pass); (last_update, the argv of every rsync pass into the replica)."""
+    time.sleep(0.1)
+    mgr = manager(env)
+    argvs = recording_runs(env, monkeypatch, mgr)
+    replica = mgr.resynced("s1", pool=pool)["replica"]
+    target = env.share_path(pool, "s1")
+    return replica["last_update"], [a for a in argvs if a[0] == "rsync" and a[-1].rstrip("/") == target]
+
+
+def files_from(argv):
+    """The entries of the --files-from list of an rsync argv (read back from the test's copy)."""
+    return [a for a in argv if a.startswith("--files-from=")]
+
+
+def test_an_update_after_a_verified_one_copies_only_what_changed(env, monkeypatch):
+    path = quiet_share(env)
+    # content, mode, an xattr, a new file and a removed one in a nested folder, a new hard link
+    # (its inode's other name is at the top), a folder renamed into another one
+    with open(os.path.join(path, "dir", "sub", "deep.bin"), "r+b") as handle:
+        handle.write(b"changed")
+    os.chmod(os.path.join(path, "with space"), 0o600)
+    os.setxattr(os.path.join(path, "dir", "sub", "deep.bin"), "user.mobility.later", b"v")
+    with open(os.path.join(path, "empty", "nested-empty", "new.txt"), "w") as handle:
+        handle.write("new\n")
+    os.link(os.path.join(path, "plain.txt"), os.path.join(path, "dir", "sub", "second-link"))
+    os.rename(os.path.join(path, "dir", "sub"), os.path.join(path, "empty", "moved"))
+    lists = []
+    real_list = posix_changes.list_changes
+
+    def keeping(transport, where, since_ns, ignore, list_path, *args):
+        real_list(transport, where, since_ns, ignore, list_path, *args)
+        with open(list_path, "rb") as handle:
+            lists.append(sorted(e for e in handle.read().split(b"\0") if e))
+    monkeypatch.setattr(posix_changes, "list_changes", keeping)
+    last, passes = update(env, monkeypatch)
+    assert (last["incremental"], last["full_send_reason"], last["verified"]) == (True, None, True)
+    assert len(passes) == 1 and files_from(passes[0]) and "-r" in passes[0], passes
+    # the walk listed what changed, not the whole tree
+    assert lists == [[b"dir", b"dir/hardlink-to-plain", b"empty", b"empty/moved", b"empty/moved/deep.bin", b"empty/moved/second-link",
+                      b"empty/nested-empty", b"empty/nested-empty/new.txt", b"plain.txt", b"with space"]]
+    assert same(env)
+    # the list is not left behind; the next update also starts from its point
+    folder = os.path.join(env.pool_path(env.A), ".mobility", "replication", env.read_record(env.A, "s1")["id"])
+    assert sorted(n.split("-")[0] for n in os.listdir(folder)) == ["point", "point"]
+    os.unlink(os.path.join(path, "empty", "nested-empty", "new.txt"))
+    last, passes = update(env, monkeypatch)
+    assert last["incremental"] is True and same(env)
+
+
+def test_a_swapped_pair_of_folders_is_copied_whole(env, monkeypatch):
+    """renameat2(RENAME_EXCHANGE): both folders keep their names and their files keep their change
+    times; each folder's own change time moves, and a changed folder is copied with all it holds."""
+    path = make_share(env)
+    for name, count in (("left", 3), ("right", 5)):
+        os.makedirs(os.path.join(path, "pair", name, "inner"))
+        for index in range(count):
+            with open(os.path.join(path, "pair", name, "inner", "f%d" % index), "w") as handle:
+                handle.write("%s %d\n" % (name, index))
+    time.sleep(0.1)
+    manager(env).present("s1", pool=env.B)
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    left, right = (os.fsencode(os.path.join(path, "pair", n)) for n in ("left", "right"))
+    if libc.renameat2(at_fdcwd, left, at_fdcwd, right, rename_exchange) != 0:
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not supported here: errno %d" % ctypes.get_errno())
+    assert sorted(os.listdir(os.path.join(path, "pair", "left", "inner"))) == ["f%d" % i for i in range(5)]
+    last, _passes = update(env, monkeypatch)
+    assert last["incremental"] is True
+    assert same(env)
+
+
+def test_a_change_to_the_replica_itself_makes_the_update_copy_the_whole_tree(env, monkeypatch):
+    quiet_share(env)
+    with open(os.path.join(env.share_path(env.B, "s1"), "dir", "sub", "deep.bin"), "ab") as handle:
+        handle.write(b"written on the replica")
+    last, passes = update(env, monkeypatch)
+    assert last["incremental"] is False
+    assert last["full_send_reason"].startswith("the replica changed since its last update (")
+    assert "deep.bin" in last["full_send_reason"]
+    assert not files_from(passes[0])
+    assert same(env)
+    # with the replica repaired, the next update copies what changed again
+    assert update(env, monkeypatch)[0]["incremental"] is True
+
+
+def test_a_lost_mark_makes_the_update_copy_the_whole_tree(env, monkeypatch):
+    """A filesystem restored from a backup, or another one mounted at the pool, lacks the mark of
+    the last update: change times tell nothing about it."""
+    path = quiet_share(env)
+    marks = env.read_record(env.A, "s1")["replicas"][1]["change_marks"]
+    folder = os.path.join(env.pool_path(env.A), ".mobility", "replication", env.read_record(env.A, "s1")["id"])
+    os.rmdir(os.path.join(folder, marks["source"]["name"]))
+    os.makedirs(os.path.join(folder, marks["source"]["name"]))  # the same name, another inode
+    with open(os.path.join(path, "plain.txt"), "a") as handle:
+        handle.write("more\n")
+    last, passes = update(env, monkeypatch)
+    assert last["incremental"] is False and not files_from(passes[0])
+    assert last["full_send_reason"] == ("the mark of the last update on the active replica is not the one recorded "
+                                        "(another filesystem)")
+    assert same(env)
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda mark: mark.update(offset=mark["offset"] + 5), "the clock of the host of the active replica was set back by 5.0 s since the last update"),
+    (lambda mark: mark.update(offset=mark["offset"] - 90), "the clock of the host of the active replica was set forward by 90.0 s since the last update"),
+    (lambda mark: mark.update(boot_id="another-boot"), "the host of the active replica restarted since the last update"),
+], ids=["set-back", "set-forward", "restart"])
+def test_a_clock_that_was_set_or_a_restart_makes_the_update_copy_the_whole_tree(env, monkeypatch, edit, reason):
+    path = quiet_share(env)
+
+    def edited(record):
+        edit(record["replicas"][1]["change_marks"]["source"])
+    env.edit("s1", _=edited)
+    with open(os.path.join(path, "plain.txt"), "a") as handle:
+        handle.write("more\n")
+    last, _passes = update(env, monkeypatch)
+    assert (last["incremental"], last["full_send_reason"]) == (False, reason)
+    assert same(env)
+
+
+def test_small_clock_drift_backwards_widens_the_walk_instead(env, monkeypatch):
+    quiet_share(env, settle=0.7)  # the widened walk must not reach back to the share's creation
+    since = []
+    real_list = posix_changes.list_changes
+
+    def watching(transport, where, since_ns, *args):
+        since.append(since_ns)
+        return real_list(transport, where, since_ns, *args)
+    monkeypatch.setattr(posix_changes, "list_changes", watching)
+    marks = env.read_record(env.A, "s1")["replicas"][1]["change_marks"]
+
+    def edited(record):
+        record["replicas"][1]["change_marks"]["source"]["offset"] += 0.5
+    env.edit("s1", _=edited)
+    last, _passes = update(env, monkeypatch)
+    assert last["incremental"] is True, last["full_send_reason"]
+    # the mark less the margin, the drift back (0.5 s, less what the clock moved between the two
+    # marks) and the slack of /proc/uptime
+    widened = marks["source"]["ctime_ns"] - since[0]
+    assert 0.05e9 + 0.45e9 <= widened <= 0.05e9 + 0.5e9 + 0.02e9 + 0.05e9, widened
+
+
+def test_an_entry_removed_after_the_walk_costs_a_whole_pass_not_a_missed_change(env, monkeypatch):
+    path = quiet_share(env)
+    for name in ("a.txt", "b.txt"):
+        with open(os.path.join(path, "dir", name), "w") as handle:
+            handle.write(name)
+    real_list = posix_changes.list_changes
+
+    def then_removed(*args):
+        real_list(*args)
+        os.unlink(os.path.join(path, "dir", "a.txt"))  # after the walk listed it, before rsync
+    monkeypatch.setattr(posix_changes, "list_changes", then_removed)
+    last, passes = update(env, monkeypatch)
+    assert last["incremental"] is True and last["verified"] is True
+    assert [bool(files_from(a)) for a in passes] == [True, False]
+    assert same(env)
+
+
+def test_each_secondary_updates_from_its_own_point(env, monkeypatch):
+    path = quiet_share(env)
+    third = Env.A.replace("#a", "#c")
+    manager(env).present("s1", pool=third)
+    for round_ in range(2):
+        for pool in (env.B, third):
+            with open(os.path.join(path, "dir", "sub", "deep.bin"), "ab") as handle:
+                handle.write(b"round %d %s" % (round_, pool.encode()))
+            last, _passes = update(env, monkeypatch, pool)
+            assert last["incremental"] is True, (round_, pool, last["full_send_reason"])
+            assert same(env, right=pool)
 
 
 # --------------------------------------------------------------------------- snapshots
