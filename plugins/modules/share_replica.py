@@ -163,7 +163,8 @@ replica:
     - The replica after the run (in check mode, as it would be); empty when deleted.
     - On posix and btrfs also C(last_sync) (the time of the point it holds), C(lag_seconds), C(rpo_seconds),
       C(past_rpo), C(last_update) (C(bytes), C(files), C(seconds), C(verified), C(incremental), and
-      C(full_send_reason) when a btrfs update had to send the whole share), C(export_location),
+      C(full_send_reason) when an update had to copy the whole share - btrfs a full send, posix a walk of
+      both whole trees instead of the entries changed since the last update), C(export_location),
       and after a forced promotion C(fence_pending), C(fenced_at), C(fence_error) (why the last fence failed),
       C(fence_lifted_at) (when a failback lifted the fence to update it), C(kept_divergence).
       C(snapshots) names the share's snapshots a secondary holds (its last update carried them).

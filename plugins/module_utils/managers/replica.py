@@ -583,6 +583,9 @@ class LocalReplicaManager(ReplicaService):
                'created_at': active.get('created_at'), 'base': replica.get('base'),
                'base_time': time.time() + 0.05, 'last_sync': replica.get('last_sync'),
                'last_sync_epoch': replica.get('last_sync_epoch'), 'last_update': replica.get('last_update')}
+        marks = driver.replica_reversed_marks(replica, target)
+        if marks:
+            old['change_marks'] = marks
         promoted = self._switch(record, active_pool, replica, target, old, 'promoted (planned)', forced=False)
         return self._result(True, record, promoted, actions, before=before)
 

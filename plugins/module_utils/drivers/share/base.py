@@ -214,6 +214,12 @@ class ShareDriver(abc.ABC):
         updates need no common point do nothing."""
         return False
 
+    def replica_reversed_marks(self, replica, new_active_pool):
+        """After the verified final update of ``replica`` in a planned promotion: what the old
+        active's entry records so that its first update from the new active (the failback) starts
+        from the point both hold; None when the driver's updates need nothing of the kind."""
+        return None
+
     def replica_keep(self, pool, share, label):
         """Keep the instance of ``share`` in ``pool`` as it is now, under ``label``; return its path."""
         raise self._no_replication()

@@ -489,6 +489,22 @@ class PosixShareDriver(ShareDriver):
             return None, 'the changes could not be told: %s' % (exc.strerror or exc)
         return list_path, None
 
+    def replica_retain(self, pool, share, keep):
+        """The posix driver keeps no points, only the marks of updates (posix_changes.py): those
+        that no replica of ``share`` names any more are removed from ``pool``."""
+        return changes.drop_marks(self.transport, self.replication_dir(pool, share),
+                                  changes.marks_named(share.get('replicas')))
+
+    def replica_reversed_marks(self, replica, new_active_pool):
+        """The final update's marks, sides swapped: the promoted replica was as the old active at
+        that update's point when its own mark was made after the pass, and the old active has not
+        changed since its mark made before the pass (the walk after the pass proved it until then;
+        a later change has a later change time, which the failback's check of the replica sees)."""
+        marks = replica.get('change_marks')
+        if not marks:
+            return None
+        return {'active': str(new_active_pool), 'source': marks['replica'], 'replica': marks['source']}
+
     def _changed_since(self, pool, path, since, ignore):
         """True when the instance folder ``path`` or an entry in it (names in ``ignore`` skipped at
         any depth, as rsync skips them) has a change time after ``since`` (epoch seconds): one

@@ -86,6 +86,39 @@ def make_mark(transport, folder, keep=()):
             'offset': st.ctime_ns / 1e9 - uptime}
 
 
+def marks_named(replicas):
+    """The names of the marks the replicas' records name (their next updates start from them)."""
+    names = set()
+    for replica in replicas or []:
+        for side in ('source', 'replica'):
+            name = ((replica.get('change_marks') or {}).get(side) or {}).get('name')
+            if name:
+                names.add(name)
+    return names
+
+
+def drop_marks(transport, folder, keep):
+    """Remove the marks in ``folder`` that are not in ``keep`` and a list a crash left behind;
+    remove ``folder`` itself when nothing else is in it. True when something was removed."""
+    try:
+        entries = transport.listdir(folder)
+    except OSError:
+        return False
+    dropped = False
+    for entry in entries:
+        if (entry.startswith(MARK_PREFIX) and entry not in keep) or entry == CHANGES_LIST:
+            path = os.path.join(folder, entry)
+            if entry == CHANGES_LIST:
+                transport.unlink(path)
+            else:
+                transport.rmdir(path)
+            dropped = True
+    if transport.is_empty_dir(folder):
+        transport.rmdir(folder)
+        dropped = True
+    return dropped
+
+
 def check_mark(transport, folder, mark, now, instance, where):
     """Raise Unknown unless the earlier ``mark`` in ``folder`` still holds against ``now`` (a mark
     made just before) for the tree at ``instance``; return the seconds the clock moved back

@@ -579,7 +579,7 @@ def test_an_update_after_a_verified_one_copies_only_what_changed(env, monkeypatc
     assert same(env)
     # the list is not left behind; the next update also starts from its point
     folder = os.path.join(env.pool_path(env.A), ".mobility", "replication", env.read_record(env.A, "s1")["id"])
-    assert sorted(n.split("-")[0] for n in os.listdir(folder)) == ["point", "point"]
+    assert os.listdir(folder) == [env.read_record(env.A, "s1")["replicas"][1]["change_marks"]["source"]["name"]]
     os.unlink(os.path.join(path, "empty", "nested-empty", "new.txt"))
     last, passes = update(env, monkeypatch)
     assert last["incremental"] is True and same(env)
@@ -706,6 +706,41 @@ def test_each_secondary_updates_from_its_own_point(env, monkeypatch):
             last, _passes = update(env, monkeypatch, pool)
             assert last["incremental"] is True, (round_, pool, last["full_send_reason"])
             assert same(env, right=pool)
+
+
+def test_the_marks_of_updates_go_with_the_replicas_that_named_them(env, monkeypatch):
+    quiet_share(env)
+    update(env, monkeypatch)
+    share_id = env.read_record(env.A, "s1")["id"]
+    active = os.path.join(env.pool_path(env.A), ".mobility", "replication", share_id)
+    replica = os.path.join(env.pool_path(env.B), ".mobility", "replication", share_id)
+    marks = env.read_record(env.A, "s1")["replicas"][1]["change_marks"]
+    # one mark on each side: the point the next update starts from, the replica's own
+    assert os.listdir(active) == [marks["source"]["name"]]
+    assert os.listdir(replica) == [marks["replica"]["name"]]
+    manager(env).absent("s1", pool=env.B)
+    assert not os.path.exists(active) and not os.path.exists(replica)
+
+
+def test_a_failback_after_a_planned_promotion_copies_only_what_changed_on_the_new_active(env, monkeypatch):
+    path = quiet_share(env)
+    manager(env).promoted("s1", pool=env.B)
+    new_active = env.share_path(env.B, "s1")
+    with open(os.path.join(new_active, "dir", "sub", "deep.bin"), "ab") as handle:
+        handle.write(b"written on the new active")
+    last, passes = update(env, monkeypatch, pool=env.A)
+    assert (last["incremental"], last["full_send_reason"], last["files"]) == (True, None, 1)
+    assert files_from(passes[0])
+    assert same(env)
+    # a write on the old active (a secondary after a planned promotion, as any other) is seen
+    # after its mark: the failback copies the whole tree and the write is replaced
+    manager(env).promoted("s1", pool=env.A)
+    with open(os.path.join(env.share_path(env.B, "s1"), "dir", "sub", "deep.bin"), "ab") as handle:
+        handle.write(b"written on the old active")
+    last = manager(env).resynced("s1", pool=env.B)["replica"]["last_update"]
+    assert last["incremental"] is False and last["full_send_reason"].startswith("the replica changed")
+    assert same(env, left=env.B, right=env.A) and b"written on the old active" not in open(
+        os.path.join(env.share_path(env.B, "s1"), "dir", "sub", "deep.bin"), "rb").read()
 
 
 # --------------------------------------------------------------------------- snapshots
