@@ -244,6 +244,8 @@ def bench(files, seed, base: Path):
                 rsync_seconds = timed_rsync()
             posix_rounds.append({'ours_seconds': ours, 'ours_driver_seconds': update['seconds'],
                                  'ours_bytes': update['bytes'], 'passes': update['passes'],
+                                 'incremental': update.get('incremental'),
+                                 'full_send_reason': update.get('full_send_reason'),
                                  'rsync_seconds': rsync_seconds, 'changed_bytes': changed,
                                  'ratio': ours / rsync_seconds, 'first': 'rsync' if round_ == 2 else 'ours'})
         ours = sum(r['ours_seconds'] for r in posix_rounds) / len(posix_rounds)
@@ -259,12 +261,21 @@ def bench(files, seed, base: Path):
         back = Replicas(Context(backends)).resynced('s2', pool='stor1@px#c')['replica']['last_update']
         failback = time.monotonic() - start
         results['posix_failback'] = {'seconds': failback, 'bytes': back['bytes'], 'changed_bytes': changed,
+                                     'incremental': back.get('incremental'),
+                                     'full_send_reason': back.get('full_send_reason'),
                                      'driver_seconds': back['seconds'], 'passes': back['passes'],
                                      'vs_update_ratio': failback / ours,
                                      'bytes_per_changed_byte': back['bytes'] / float(changed)}
         return results
     finally:
         lab.close()
+
+
+def walked(update):
+    """What a posix update copied: the entries changed since its last point, or the whole tree and why."""
+    if update.get('incremental'):
+        return 'changed entries'
+    return 'whole tree: %s' % (update.get('full_send_reason') or 'no reason recorded')
 
 
 def report(results):
@@ -281,12 +292,13 @@ def report(results):
              'posix update / rsync -aHAX: %.2f (%.2fs, of which %.2fs in the driver, vs %.2fs; %d passes)'
              % (p['ratio'], p['ours_seconds'], p['ours_driver_seconds'], p['rsync_seconds'], p['passes']),
              '  (rounds, %s)' % '; '.join(
-                 '%s first: %.2fs vs %.2fs' % (r['first'], r['ours_seconds'], r['rsync_seconds']) for r in p['rounds']),
+                 '%s first: %.2fs vs %.2fs, %s' % (r['first'], r['ours_seconds'], r['rsync_seconds'], walked(r))
+                 for r in p['rounds']),
              'btrfs failback / one update: %.2f (%.2fs; %d bytes sent for %d changed: %.2f per changed byte)'
              % (f['vs_update_ratio'], f['seconds'], f['bytes'], f['changed_bytes'], f['bytes_per_changed_byte']),
-             'posix failback / one update: %.2f (%.2fs, %d passes; %d bytes sent for %d changed: %.2f per changed byte)'
-             % (pf['vs_update_ratio'], pf['seconds'], pf['passes'], pf['bytes'], pf['changed_bytes'],
-                pf['bytes_per_changed_byte'])]
+             'posix failback / one update: %.2f (%.2fs, %d passes, %s; %d bytes sent for %d changed: %.2f per '
+             'changed byte)' % (pf['vs_update_ratio'], pf['seconds'], pf['passes'], walked(pf), pf['bytes'],
+                                pf['changed_bytes'], pf['bytes_per_changed_byte'])]
     return '\n'.join(lines)
 
 
