@@ -112,3 +112,27 @@ def test_rsync_recursion_bench_tiny(tmp_path: Path) -> None:
             assert run["first_copy"]["peak_rss_bytes"] > 0, (way, run)
     assert set(result["incremental_over_whole_list"]) == {"first_copy", "no_op_pass"}
     assert not list(tmp_path.glob("rsync-recursion-*")), "the work folder was left behind"
+
+
+def test_replication_bench_tiny(tmp_path: Path, root_required) -> None:
+    """bench/replication.py on 400 files: every figure is there, the posix updates of the rounds
+    and the failback after the planned promotion copied the changed entries only (each after a
+    verified update), the bytes sent are the changed bytes, and nothing is left behind."""
+    out = tmp_path / "replication.json"
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = [sys.executable, str(REPO_ROOT / "bench" / "replication.py"), "--files", "400", "--work-dir", str(work),
+            "--out", str(out)]
+    proc = subprocess.run(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    result = json.loads(out.read_text())
+    posix = result["posix_update"]
+    assert [(r["incremental"], r["full_send_reason"], r["passes"]) for r in posix["rounds"]] == [(True, None, 1)] * 2
+    for r in posix["rounds"]:
+        assert r["ours_bytes"] == r["changed_bytes"] and r["ours_seconds"] > 0 and r["rsync_seconds"] > 0, r
+    failback = result["posix_failback"]
+    assert (failback["incremental"], failback["full_send_reason"]) == (True, None)
+    assert failback["bytes"] == failback["changed_bytes"]
+    assert result["btrfs_failback"]["bytes"] >= result["btrfs_failback"]["changed_bytes"]
+    assert list(work.iterdir()) == []
