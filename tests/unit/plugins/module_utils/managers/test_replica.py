@@ -49,6 +49,19 @@ def journal(env, address):
         return [json.loads(line) for line in handle]
 
 
+def recording_runs(env, monkeypatch, mgr):
+    """Record the argv of every command the active pool's transport runs (a list, filled as they run)."""
+    transport = mgr.ctx.transport(mgr.ctx.pool(env.A).backend)
+    real = transport.run
+    argvs = []
+
+    def recording(argv, *args, **kwargs):
+        argvs.append(list(argv))
+        return real(argv, *args, **kwargs)
+    monkeypatch.setattr(transport, "run", recording)
+    return argvs
+
+
 def same(env, share="s1", left=Env.A, right=Env.B):
     return tree_state(env.share_path(left, share)) == tree_state(env.share_path(right, share))
 
@@ -402,14 +415,7 @@ def test_a_readable_replica_gets_the_changes_of_an_update_at_the_end_of_its_pass
         handle.write("new\n")
     os.unlink(os.path.join(path, sorted(n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n)))[0]))
     mgr = manager(env)
-    transport = mgr.ctx.transport(mgr.ctx.pool(env.A).backend)
-    real = transport.run
-    argvs = []
-
-    def recording(argv, *args, **kwargs):
-        argvs.append(list(argv))
-        return real(argv, *args, **kwargs)
-    monkeypatch.setattr(transport, "run", recording)
+    argvs = recording_runs(env, monkeypatch, mgr)
     assert mgr.resynced("s1", pool=env.B)["replica"]["replica_state"] == "in_sync"
     target = env.share_path(env.B, "s1")
     passes = [a for a in argvs if a[0] == "rsync" and a[-1].rstrip("/") == target]
@@ -520,18 +526,6 @@ def quiet_share(env, settle=0.1, **kwargs):
     time.sleep(settle)
     manager(env).present("s1", pool=env.B)
     return path
-
-
-def recording_runs(env, monkeypatch, mgr):
-    transport = mgr.ctx.transport(mgr.ctx.pool(env.A).backend)
-    real = transport.run
-    argvs = []
-
-    def recording(argv, *args, **kwargs):
-        argvs.append(list(argv))
-        return real(argv, *args, **kwargs)
-    monkeypatch.setattr(transport, "run", recording)
-    return argvs
 
 
 def update(env, monkeypatch, pool=Env.B):
