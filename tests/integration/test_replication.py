@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from mobility_helpers import populate_share, tree_state, wait_for_btrfs_commands  # noqa: E402
 
 from ansible_collections.storage.mobility.plugins.module_utils.context import Context  # noqa: E402
+from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.btrfs import BtrfsShareDriver  # noqa: E402
 from ansible_collections.storage.mobility.plugins.module_utils.errors import InvalidRequest, StorageError  # noqa: E402
 from ansible_collections.storage.mobility.plugins.module_utils.managers.replica import LocalReplicaManager  # noqa: E402
 from ansible_collections.storage.mobility.plugins.module_utils.managers.share import ShareManager  # noqa: E402
@@ -288,6 +290,33 @@ def test_btrfs_forced_promotion_with_the_active_filesystem_unmounted(make_lab):
     assert lab.replicas().promoted("s1", pool=lab.A)["changed"] is True
     assert lab.same()
     (lab.path("a") / "back-home.txt").write_text("a writes again")
+
+
+def test_btrfs_a_write_right_after_the_point_is_named_at_failback(make_lab, monkeypatch):
+    """Taking the read-only point commits a transaction (0.1-0.2 s here): a write that lands after
+    the snapshot but before the command returns is not in the replica, and a failback after a
+    forced promotion must count it as the old active's own write."""
+    lab = make_lab("btrfs", ("btrfs", "btrfs"))
+    create(lab, {"replication_type": "dr"}, rules=())
+    real = BtrfsShareDriver._btrfs
+    written = []
+
+    def snapshot_then_write(self, args, what, check=True):
+        result = real(self, args, what, check=check)
+        if list(args[:3]) == ["subvolume", "snapshot", "-r"] and not written:
+            (lab.path("a") / "after-the-point.txt").write_text("written while the point was committed")
+            written.append(args[3])
+            time.sleep(0.1)
+        return result
+    monkeypatch.setattr(BtrfsShareDriver, "_btrfs", snapshot_then_write)
+    lab.replicas().present("s1", pool=lab.B)
+    monkeypatch.undo()
+    assert written and not (lab.path("b") / "after-the-point.txt").exists()
+    lab.umount("a")
+    lab.replicas().promoted("s1", pool=lab.B, force=True)
+    lab.mount("a")
+    with pytest.raises(InvalidRequest, match="after-the-point.txt"):
+        lab.replicas().resynced("s1", pool=lab.A)
 
 
 # --------------------------------------------------------------------------- snapshots of a replicated share

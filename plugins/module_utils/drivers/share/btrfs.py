@@ -910,7 +910,11 @@ class BtrfsShareDriver(PosixShareDriver):
         point = os.path.join(here, self.point_name(seq))
         source_time = time.time()
         self._btrfs(['subvolume', 'snapshot', '-r', source, point], 'take replication point %d of share %s' % (seq, name))
-        quiet = time.time() - CTIME_MARGIN
+        # What changed on the active after the point has a later change time than the start of
+        # the snapshot command (which commits a transaction: a write can land after the snapshot
+        # and before the command returns). What changed between that start and the snapshot is
+        # in the point, and replica_divergence leaves out what the point holds as it is.
+        quiet = source_time - CTIME_MARGIN
         # The newest point both sides hold: the replica's base, or after a forced promotion a
         # point that both the new active and this replica received from the old active.
         parent = self._common_point(here, there, exclude=seq, dst=dst)

@@ -423,6 +423,7 @@ class PosixShareDriver(ShareDriver):
                 pass_argv = rsync_lib.build_argv(source, target, ignore,
                                                  extra_options=extra + ('-r', '--from0', '--files-from=' + changed))
             rc, out, err = self.transport.run(pass_argv, what, check=False)
+            copied = time.monotonic()
             if rc not in REPLICA_RSYNC_OK and not (pass_argv is not argv and rc == rsync_lib.RC_PARTIAL):
                 raise StorageError('Failed to %s: rsync exited with %d (%s): %s'
                                    % (what, rc, rsync_lib.describe_exit(rc), (err or out).strip()[-2000:]),
@@ -445,8 +446,11 @@ class PosixShareDriver(ShareDriver):
         if changed is not None:
             self.transport.unlink(changed)
         result['source_time'] = point
-        # The active tree was as the replica holds it until this walk (when verified).
-        result['source_quiet_until'] = time.time() - CTIME_MARGIN
+        # The point the replica holds (when verified): a later change of the active has a later
+        # change time. Not the end of the walk that proved it: an entry written after the walk
+        # passed it is not in the replica, and a failback must count it as the old active's own.
+        # A change after the mark has a change time of at least the mark's (one coarse clock).
+        result['source_quiet_until'] = ((mark['ctime_ns'] - 1) / 1e9) if attempt == 0 else point - CTIME_MARGIN
         result['seconds'] = round(time.monotonic() - start, 3)
         replica['base_time'] = time.time() + CTIME_MARGIN
         if result['verified']:
@@ -455,9 +459,20 @@ class PosixShareDriver(ShareDriver):
             # replica itself is left alone after its own mark.
             replica['change_marks'] = {
                 'active': str(active_pool), 'source': mark,
-                'replica': changes.make_mark(self.transport, self.replication_dir(replica_pool, share))}
+                'replica': self._replica_mark(replica_pool, share, copied)}
         result['snapshots'] = self.replica_prune_snapshots(replica_pool, share, wanted)
         return result
+
+    def _replica_mark(self, replica_pool, share, copied):
+        """The replica's mark after a verified pass that ended at ``copied`` (monotonic): made at
+        least posix_changes.MARK_GAP later, so that the replica's check (which reaches back by the clock's
+        slack before the mark) does not take the pass's own last writes for a change."""
+        wait = changes.MARK_GAP - (time.monotonic() - copied)
+        if wait > 0:
+            time.sleep(wait)
+        mark = changes.make_mark(self.transport, self.replication_dir(replica_pool, share))
+        mark['after_pass'] = True
+        return mark
 
     def _changes_since_update(self, active_pool, replica_pool, share, prior, mark, source, target, ignore):
         """(the path on the host of the list of what changed in the active instance since the
@@ -469,18 +484,20 @@ class PosixShareDriver(ShareDriver):
                 raise changes.Unknown('no verified update of this replica to start from')
             if prior.get('active') != str(active_pool):
                 raise changes.Unknown('the active replica moved since the last update')
-            back = changes.check_mark(self.transport, self.replication_dir(active_pool, share), prior.get('source'),
+            source_mark = prior.get('source')
+            back = changes.check_mark(self.transport, self.replication_dir(active_pool, share), source_mark,
                                       mark, source, 'active replica')
             replica_folder = self.replication_dir(replica_pool, share)
             replica_mark = prior.get('replica')
             now = changes.make_mark(self.transport, replica_folder, keep=[(replica_mark or {}).get('name')])
-            changes.check_mark(self.transport, replica_folder, replica_mark, now, target, 'replica')
+            replica_back = changes.check_mark(self.transport, replica_folder, replica_mark, now, target, 'replica')
             # The replica's mark was made after its update ended: nothing changed it since.
-            touched = changes.first_change(self.transport, target, replica_mark['ctime_ns'], ignore, find_name_pattern,
+            touched = changes.first_change(self.transport, target, changes.since(replica_mark, replica_back, CTIME_MARGIN),
+                                           ignore, find_name_pattern,
                                            'look for changes in the replica %s since its last update' % target)
             if touched:
                 raise changes.Unknown('the replica changed since its last update (%s)' % touched)
-            since = prior['source']['ctime_ns'] - int((CTIME_MARGIN + back + changes.UPTIME_SLACK) * 1e9)
+            since = changes.since(source_mark, back, CTIME_MARGIN)
             changes.list_changes(self.transport, source, since, ignore, list_path, find_name_pattern,
                                  'list what changed in %s since the last replica update' % source)
         except changes.Unknown as exc:

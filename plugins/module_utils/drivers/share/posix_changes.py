@@ -41,6 +41,9 @@ CHANGES_LIST = 'changes.list'
 CLOCK_TOLERANCE = 1.0
 #: seconds of /proc/uptime's resolution (two decimals) and of reading it after the mark
 UPTIME_SLACK = 0.02
+#: seconds between the end of a pass and the replica's mark made after it (MARK_GAP > UPTIME_SLACK
+#: plus the coarse clock's tick): the reach back of a check against that mark stays after the pass
+MARK_GAP = 0.04
 BOOT_ID = '/proc/sys/kernel/random/boot_id'
 UPTIME = '/proc/uptime'
 
@@ -142,6 +145,17 @@ def check_mark(transport, folder, mark, now, instance, where):
         raise Unknown('the clock of the host of the %s was set %s by %.1f s since the last update'
                       % (where, 'back' if back > 0 else 'forward', abs(back)))
     return max(0.0, back)
+
+
+def since(mark, back, margin):
+    """The change time (ns) after which an entry counts as changed since ``mark``: the mark's, less
+    how far the clock moved back since (``back``, seconds, from check_mark) and the slack of that
+    measure; less ``margin`` seconds too for a mark made before a pass (the pass's walk proved no
+    change after the mark less that margin). A mark made after a pass (``after_pass``) is later
+    than every write of the pass by MARK_GAP: a change after it has a change time of at least its
+    own (one coarse clock), so one nanosecond less takes in one in the same tick."""
+    reach = (0 if mark.get('after_pass') else margin) + back + UPTIME_SLACK
+    return int(mark['ctime_ns']) - 1 - int(reach * 1e9)
 
 
 def prune_arguments(ignore, find_name_pattern):

@@ -307,6 +307,38 @@ def test_forced_promotion_with_the_active_pool_gone_then_failback(env, tmp_path)
     assert same(env)
 
 
+def test_a_write_during_the_last_updates_proof_walk_is_named_at_failback(env, tmp_path, monkeypatch):
+    """The walk after a pass proves the point; an entry written after the walk passed it (a long
+    walk: here 0.1 s before it ends) is not in the replica, and a failback after a forced
+    promotion must count it as the old active's own write, not overwrite it unnamed."""
+    path_a = make_share(env)
+    time.sleep(0.1)
+    mgr = manager(env)
+    driver = mgr.ctx.driver(mgr.ctx.pool(env.A))
+    real = driver._changed_since
+
+    def written_behind_the_walk(*args):
+        quiet = real(*args)
+        with open(os.path.join(path_a, "dir", "behind-the-walk.txt"), "w") as handle:
+            handle.write("written while the walk ran")
+        time.sleep(0.1)
+        return quiet
+    monkeypatch.setattr(driver, "_changed_since", written_behind_the_walk)
+    assert mgr.present("s1", pool=env.B)["replica"]["replica_state"] == "in_sync"
+    monkeypatch.undo()
+    assert not os.path.exists(os.path.join(env.share_path(env.B, "s1"), "dir", "behind-the-walk.txt"))
+    pool_a = env.pool_path(env.A)
+    hidden = str(tmp_path / "pool-a-away")
+    shutil.move(pool_a, hidden)
+    manager(env).promoted("s1", pool=env.B, force=True)
+    shutil.move(hidden, pool_a)
+    manager(env).present("s1", pool=env.A)  # fences the old active
+    with pytest.raises(InvalidRequest, match=r"it was written after its last replicated point.*behind-the-walk\.txt"):
+        manager(env).resynced("s1", pool=env.A)
+    kept = manager(env).resynced("s1", pool=env.A, force=True)["replica"]["kept_divergence"]
+    assert os.path.exists(os.path.join(kept, "dir", "behind-the-walk.txt")) and same(env)
+
+
 def test_a_fence_that_fails_is_recorded_and_tried_again_without_stopping_the_run(env, tmp_path, monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("needs root: only root (CAP_LINUX_IMMUTABLE) sets the immutable attribute of the fence")
