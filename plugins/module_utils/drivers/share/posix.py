@@ -48,11 +48,6 @@ REPLICA_READABLE_OPTIONS = ('--delay-updates', '--delete-delay')
 CTIME_MARGIN = 0.05
 
 
-def find_name_pattern(name):
-    """``name`` as a ``find -name`` pattern that matches that name only (wildcards escaped)."""
-    return ''.join('\\' + c if c in '\\*?[' else c for c in name)
-
-
 def trash_prefix(kind, *names):
     """The prefix of the trash entries of one object: ``<kind>-<16 hex digits of a hash of its
     names>.``, a fixed length whatever the names' length (names.DERIVED_NAMES)."""
@@ -493,12 +488,11 @@ class PosixShareDriver(ShareDriver):
             replica_back = changes.check_mark(self.transport, replica_folder, replica_mark, now, target, 'replica')
             # The replica's mark was made after its update ended: nothing changed it since.
             touched = changes.first_change(self.transport, target, changes.since(replica_mark, replica_back, CTIME_MARGIN),
-                                           ignore, find_name_pattern,
-                                           'look for changes in the replica %s since its last update' % target)
+                                           ignore, 'look for changes in the replica %s since its last update' % target)
             if touched:
                 raise changes.Unknown('the replica changed since its last update (%s)' % touched)
             since = changes.since(source_mark, back, CTIME_MARGIN)
-            changes.list_changes(self.transport, source, since, ignore, list_path, find_name_pattern,
+            changes.list_changes(self.transport, source, since, ignore, list_path,
                                  'list what changed in %s since the last replica update' % source)
         except changes.Unknown as exc:
             return None, str(exc)
@@ -541,10 +535,7 @@ class PosixShareDriver(ShareDriver):
                 return True
         except OSError as exc:
             raise StorageError('Failed to walk the tree of pool %s: %s: %s' % (pool, path, exc.strerror))
-        argv = ['find', path, '-mindepth', '1']
-        for name in ignore:
-            argv += ['-name', find_name_pattern(name), '-prune', '-o']
-        argv += ['-newerct', '@%.9f' % since, '-print', '-quit']
+        argv = changes.changed_argv(path, int(since * 1e9), ignore, '-print', '-quit')
         rc, out, err = self.transport.run(argv, 'list what changed in %s during a replica update' % path,
                                           check=False)
         if rc != 0:

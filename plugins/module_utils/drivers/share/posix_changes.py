@@ -158,18 +158,25 @@ def since(mark, back, margin):
     return int(mark['ctime_ns']) - 1 - int(reach * 1e9)
 
 
-def prune_arguments(ignore, find_name_pattern):
-    argv = []
+def find_name_pattern(name):
+    """``name`` as a ``find -name`` pattern that matches that name only (wildcards escaped)."""
+    return ''.join('\\' + c if c in '\\*?[' else c for c in name)
+
+
+def changed_argv(path, since_ns, ignore, *action):
+    """``find`` of the entries below ``path`` changed after ``since_ns``, names in ``ignore``
+    skipped at any depth (as rsync skips them), each given to ``action``."""
+    argv = ['find', path, '-mindepth', '1']
     for name in ignore:
         argv += ['-name', find_name_pattern(name), '-prune', '-o']
-    return argv
+    return argv + ['-newerct', ns_argument(since_ns)] + list(action)
 
 
 def root_changed(transport, path, since_ns):
     return transport.lstat(path).ctime_ns > since_ns
 
 
-def list_changes(transport, path, since_ns, ignore, list_path, find_name_pattern, what):
+def list_changes(transport, path, since_ns, ignore, list_path, what):
     """Write into ``list_path`` (on the host) the entries below ``path`` whose change time is
     after ``since_ns``: paths relative to ``path``, each ended by a NUL (rsync's ``--from0
     --files-from``); names in ``ignore`` are skipped at any depth, as rsync skips them. Raise
@@ -177,21 +184,18 @@ def list_changes(transport, path, since_ns, ignore, list_path, find_name_pattern
     whole tree is copied) or when the walk fails (an entry removed while walked included)."""
     if root_changed(transport, path, since_ns):
         raise Unknown('the top folder of the share changed')
-    argv = ['find', path, '-mindepth', '1'] + prune_arguments(ignore, find_name_pattern)
-    argv += ['-newerct', ns_argument(since_ns), '-fprintf', list_path, '%P\\0']
-    rc, out, err = transport.run(argv, what, check=False)
+    rc, out, err = transport.run(changed_argv(path, since_ns, ignore, '-fprintf', list_path, '%P\\0'), what,
+                                 check=False)
     if rc != 0:
         raise Unknown('the walk of the changes failed (find exited with %d: %s)' % (rc, (err or out).strip()[-500:]))
 
 
-def first_change(transport, path, since_ns, ignore, find_name_pattern, what):
+def first_change(transport, path, since_ns, ignore, what):
     """The first entry below ``path`` (or ``path`` itself) changed after ``since_ns``, or None;
     a walk that fails raises Unknown."""
     if root_changed(transport, path, since_ns):
         return path
-    argv = ['find', path, '-mindepth', '1'] + prune_arguments(ignore, find_name_pattern)
-    argv += ['-newerct', ns_argument(since_ns), '-print', '-quit']
-    rc, out, err = transport.run(argv, what, check=False)
+    rc, out, err = transport.run(changed_argv(path, since_ns, ignore, '-print', '-quit'), what, check=False)
     if rc != 0:
         raise Unknown('the walk of the replica failed (find exited with %d: %s)' % (rc, (err or out).strip()[-500:]))
     return out.strip() or None
