@@ -444,8 +444,13 @@ class PosixShareDriver(ShareDriver):
         # The point the replica holds (when verified): a later change of the active has a later
         # change time. Not the end of the walk that proved it: an entry written after the walk
         # passed it is not in the replica, and a failback must count it as the old active's own.
-        # A change after the mark has a change time of at least the mark's (one coarse clock).
-        result['source_quiet_until'] = ((mark['ctime_ns'] - 1) / 1e9) if attempt == 0 else point - CTIME_MARGIN
+        # A change after the mark has a change time of at least the mark's (one coarse clock); a
+        # later pass (the tree changed during the first) copied it as it was at that pass's start,
+        # so what changed before the mark is in the replica either way.
+        quiet_ns = mark['ctime_ns'] - 1
+        if attempt:
+            quiet_ns = max(quiet_ns, int((point - CTIME_MARGIN) * 1e9))
+        result['source_quiet_until'] = quiet_ns / 1e9
         result['seconds'] = round(time.monotonic() - start, 3)
         replica['base_time'] = time.time() + CTIME_MARGIN
         if result['verified']:
