@@ -558,7 +558,8 @@ class Ours:
                 'hashing': report.get('hashing'),
                 'verification': report.get('verification'), 'copy_seconds': report.get('copy_seconds'),
                 'verify_seconds': report.get('verify_seconds'), 'hash_algorithm': report.get('hash_algorithm'),
-                'job_id': job_id, 'rsync_stats': stats, 'copy_engine': report.get('copy_engine')}
+                'job_id': job_id, 'rsync_stats': stats, 'copy_engine': report.get('copy_engine'),
+                'changes_pass': report.get('changes_pass')}
 
 
 # ---------------------------------------------------------------------- programs in memory
@@ -725,6 +726,7 @@ def cutover(fs, ours, opts, run, block, caches, warmup):
         'phase1_copy_seconds': phase1['copy_seconds'], 'phase1_verify_seconds': phase1['verify_seconds'],
         'rsync_phase1_seconds': rsync_phase1,
         'phase1_copy_engine': phase1['copy_engine'], 'ours_final_copy_engine': final['copy_engine'],
+        'ours_final_changes_pass': final['changes_pass'], 'ours_noop_changes_pass': noop['changes_pass'],
         'changed_files': len(changed), 'changed_same_size_same_second': len(same_second),
         'changed_grown': len(grown),
         'ours_final_seconds': final['seconds'], 'ours_final_verified': final['verified'],
@@ -1202,6 +1204,11 @@ def main(argv=None):
                       'file contents read: %d (both sides; the others kept their phase-1 hashes: unchanged size, '
                       'mtime, ctime and inode)' % cut['ours_final_files_read'] if cut_runs[0]['ours_final_hashing']
                       else 'the job reported no hashing figures'))
+            for label, key in (('final pass', 'ours_final_changes_pass'), ('no-op rerun', 'ours_noop_changes_pass')):
+                passes = [item.get(key) or {} for item in cut_runs]
+                print('  ours %s: %s' % (label, '; '.join(
+                    'changes pass, %s entries listed, %s compared' % (item.get('entries_listed'), item.get('entries_compared'))
+                    if item.get('incremental') else 'whole pass (%s)' % item.get('full_pass_reason') for item in passes)))
             print('  plain incremental rsync -aHAX: %.2f s, changed files missed: %d in %d run(s) (same-second ones: %s)' % (
                 cut['rsync_seconds'], cut['rsync_missed_total'], len(cut_runs),
                 'MISSED' if cut['rsync_missed_same_second_changes'] else 'none missed'))

@@ -153,7 +153,14 @@ options:
         request with O(rsync_options), O(bwlimit) or other O(rsync_base_options) uses rsync. When the
         verification after such a first copy finds a difference, rsync copies again and the verification
         runs again. The report names the engine used (C(copy_engine)).
-      - V(rsync) always copies with rsync.
+      - With V(auto), a final pass (O(final_pass)) after a verified pass of the same trees and key on this data
+        node copies and verifies only what changed since, in a I(changes pass) - the source's entries whose change
+        time is later than that pass, folders among them whole; the unchanged entries are proven by their change
+        times and a seal walk of both trees, which must show nothing else changed. When that cannot be proven (no
+        such pass, a restart or a clock that was set, another filesystem, a change at the top of the source or in
+        the destination, immutable entries, a side on another host, own rsync options), the final pass copies and
+        verifies the whole trees and the report says why (C(changes_pass)).
+      - V(rsync) always copies with rsync, and a final pass always copies and verifies the whole trees.
       - Not part of the request that decides whether a completed job runs again.
     type: str
     choices: [auto, rsync]
@@ -340,14 +347,21 @@ job:
         - Keys - C(job_id), C(verified), C(verification) (passed, failed, skipped, not run), C(source),
           C(destination), C(files), C(bytes), C(directories), C(symlinks), C(hash_algorithm) (the one used),
           C(differ) (path and attributes), C(missing), C(extra) (each capped at 1000, with C(differ_count),
-          C(missing_count), C(extra_count)), C(copy_engine) (V(parallel), V(rsync), or V(parallel, then rsync)
-          when the verification of a parallel first copy sent rsync to copy again), C(copy_seconds),
+          C(missing_count), C(extra_count)), C(copy_engine) (V(parallel), V(rsync), V(parallel, then rsync)
+          when the verification of a parallel first copy sent rsync to copy again, or V(changes) for a changes
+          pass), C(copy_seconds),
           C(verify_seconds), C(rsync_rc) and C(rsync_stats) (null and empty when rsync did not run),
           C(warnings), C(source_digest), C(destination_digest), C(error), C(hashing) (C(files_hashed),
           C(bytes_hashed), C(files_reused), C(bytes_reused), C(files_hashed_during_copy)), C(phases) (each phase's
           C(phase), C(seconds), C(files), C(bytes), C(rate_bytes_per_s), C(rate_files_per_s)).
         - C(source_seal) and C(destination_seal) - the seals of both trees (a digest of every entry's C(lstat),
           change time included) that the verification proved its hashes belong to; null unless verified.
+        - C(changes_pass) - null unless a final pass; then C(incremental) (true for a changes pass, see
+          O(copy_engine)) and C(full_pass_reason) (why the whole trees were copied and verified, else null); a
+          changes pass adds C(entries_listed) (what changed in the source) and C(entries_compared) (those, the
+          folders above them and everything below the folders among them). Its C(source_digest) and
+          C(destination_digest) digest the entries compared (prefixed C(changes:)); its seals, C(files), C(bytes),
+          C(directories) and C(symlinks) are of the whole trees.
         - C(migration_id) and C(pass_id) from O(report_signing), and C(signature) when the report was signed.
         - C(ignored) (the paths the ignore list left out, relative to the source, a folder with a trailing C(/), the
           first 100) and C(ignored_count) (all of them; both null when the count of the source did not finish),

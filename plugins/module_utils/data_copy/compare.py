@@ -242,3 +242,63 @@ def compare_trees(source, destination, ignore=(), algorithm=DEFAULT_ALGORITHM, s
     for key in ('files_hashed', 'files_reused', 'bytes_hashed', 'bytes_reused'):
         setattr(result, key, summaries[0][key] + summaries[1][key])
     return result
+
+
+def compare_entries(source, destination, rels, folders, ignore=(), algorithm=DEFAULT_ALGORITHM, skip_times=(),
+                    limit=LIST_LIMIT, privileged=None, on_progress=None):
+    """Compare only the paths ``rels`` (relative, bytes) of both trees, and the names in the
+    folders ``folders`` among them (names in ``ignore`` skipped); return a Comparison whose
+    digests are of the entries compared (each side's lines as the whole walk makes them, in the
+    walk's order). The changes pass (changes.py) uses it for what changed since a verified pass;
+    the destination's files are read from the disk, as compare_trees reads them."""
+    walkers = (Walker(source, ignore, algorithm, skip_times=skip_times, privileged=privileged),
+               Walker(destination, ignore, algorithm, drop_cache=True, skip_times=skip_times, privileged=privileged))
+    ignored = frozenset(os.fsencode(name) for name in ignore or ())
+    result = Comparison(limit)
+    for rel in sorted(set(rels), key=sort_key):
+        found = []
+        for walker in walkers:
+            full = walker.root if rel == b'.' else os.path.join(walker.root, rel)
+            try:
+                st = os.lstat(full) if rel != b'.' else os.stat(full)
+            except OSError:
+                found.append(None)
+                continue
+            found.append(walker.values(rel, full, st))
+        one, other = found
+        if one is None and other is None:
+            continue
+        if other is None:
+            result.add_missing(rel)
+        elif one is None:
+            result.add_extra(rel)
+        else:
+            if one != other or one[11] is not None or one[12] is not None:
+                attributes = differing_attributes(entry_from_values(rel, one), entry_from_values(rel, other))
+                if attributes:
+                    result.add_differ(rel, attributes, entry_from_values(rel, one), entry_from_values(rel, other))
+            result.compared += 1
+            result.bytes_compared += one[4] or 0
+            if rel in folders and one[0] == 'directory' and other[0] == 'directory':
+                names = []
+                for walker in walkers:
+                    full = walker.root if rel == b'.' else os.path.join(walker.root, rel)
+                    try:
+                        names.append(set(name for name in os.listdir(full) if name not in ignored))
+                    except OSError as exc:
+                        names.append(None)
+                        result.add_differ(rel, ['error'], {'error': exc.strerror})
+                if None not in names:
+                    prefix = b'' if rel == b'.' else rel + b'/'
+                    for name in sorted(names[0] - names[1]):
+                        result.add_missing(prefix + name)
+                    for name in sorted(names[1] - names[0]):
+                        result.add_extra(prefix + name)
+        if on_progress is not None:
+            on_progress(result)
+    result.source_counts = dict(walkers[0].counts)
+    result.source_digest = 'changes:' + walkers[0].hexdigest()
+    result.destination_digest = 'changes:' + walkers[1].hexdigest()
+    for key in ('files_hashed', 'files_reused', 'bytes_hashed', 'bytes_reused'):
+        setattr(result, key, getattr(walkers[0], key) + getattr(walkers[1], key))
+    return result

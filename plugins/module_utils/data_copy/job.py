@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import changes as changes_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import compare as compare_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fastcopy as fastcopy_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags as fileflags_lib
@@ -50,7 +51,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.names import vali
 REQUEST_KEYS = ('source', 'destination', 'ignore_files', 'check_hash', 'hash_algorithm', 'rsync_options',
                 'rsync_base_options', 'final_pass', 'bwlimit', 'migration_id', 'pass_id', 'hosts')
 # The modules the worker needs, shipped into <job folder>/lib/ at each launch.
-WORKER_MODULES = (state_lib, lifeline_lib, seal_lib, fileflags_lib, rsync_lib, hashing_lib, xattrs_lib, fileread_lib,
+WORKER_MODULES = (state_lib, lifeline_lib, seal_lib, changes_lib, fileflags_lib, rsync_lib, hashing_lib, xattrs_lib, fileread_lib,
                   hashcache_lib, manifest_lib, walk_lib, plumbing_lib, shipping_lib, ssh_masters_lib, remote_lib,
                   prehash_lib, compare_lib, fastcopy_lib, progress_lib, worker_lib)
 PACKAGE_DIRS = ('ansible_collections', 'storage', 'mobility', 'plugins', 'module_utils', 'data_copy')

@@ -81,16 +81,48 @@ def tree_seal(root, ignore=()):
     """The seal of the tree at ``root`` (see the module's description), a string
     ``seal1:sha256:<hex>``. Raise SealError when the root is not a folder or a folder cannot be
     listed."""
+    return seal_walk(root, ignore)['seal']
+
+
+def _count(counts, st):
+    counts['entries'] += 1
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        counts['files'] += 1
+        counts['bytes'] += st.st_size
+    elif stat.S_ISDIR(mode):
+        counts['directories'] += 1
+    elif stat.S_ISLNK(mode):
+        counts['symlinks'] += 1
+
+
+def seal_walk(root, ignore=(), newer_than=None, newer_limit=0):
+    """Seal the tree at ``root``; return ``seal``, the ``counts`` of its entries (entries, files,
+    bytes, directories, symlinks; the root included) and, with ``newer_than`` (ns), the entries
+    whose change time is after it: ``newer`` (up to ``newer_limit`` of (relative path, change
+    time) in walk order) and ``newer_count`` (all of them). Raise SealError as tree_seal."""
     root = os.fsencode(root)
     ignore = frozenset(os.fsencode(name) for name in ignore or ())
     seal = TreeSeal()
+    counts = {'entries': 0, 'files': 0, 'bytes': 0, 'directories': 0, 'symlinks': 0}
+    newer = []
+    found = {'newer_count': 0}
+
+    def add(rel, st):
+        seal.add(rel, st)
+        _count(counts, st)
+        if newer_than is not None and st.st_ctime_ns > newer_than:
+            found['newer_count'] += 1
+            if len(newer) < newer_limit:
+                newer.append((rel, st.st_ctime_ns))
+
     try:
         root_st = os.stat(root)
     except OSError as exc:
         raise SealError('Failed to seal the tree %s: %s' % (os.fsdecode(root), exc.strerror))
     if not stat.S_ISDIR(root_st.st_mode):
         raise SealError('Failed to seal the tree %s: it is not a folder' % os.fsdecode(root))
-    seal.add(b'.', root_st)
+    add(b'.', root_st)
     prefix = os.path.join(root, b'')
     stack = [iter(_children(b'.', root, ignore))]
     lstat = os.lstat
@@ -104,18 +136,18 @@ def tree_seal(root, ignore=()):
                     continue  # vanished since the folder was listed (the folder's times say so)
                 raise SealError('Failed to seal the tree %s: %s: %s' % (os.fsdecode(root), os.fsdecode(full),
                                                                         exc.strerror))
-            seal.add(rel, st)
+            add(rel, st)
             if stat.S_ISDIR(st.st_mode):
                 stack.append(iter(_children(rel, full, ignore)))
                 break
         else:
             stack.pop()
-    return seal.hexdigest()
+    return {'seal': seal.hexdigest(), 'counts': counts, 'newer': newer, 'newer_count': found['newer_count']}
 
 
-def _seal_in_process(root, ignore, conn):
+def _seal_in_process(root, ignore, watch, conn):
     try:
-        conn.send(('ok', tree_seal(root, ignore)))
+        conn.send(('ok', seal_walk(root, ignore, *watch)))
     except BaseException as exc:  # pylint: disable=broad-except
         conn.send(('failed', str(exc)))
     finally:
@@ -126,25 +158,32 @@ def tree_seals(roots, ignore=()):
     """The seals of several trees, each but the last walked in a forked process at the same time
     (one CPU each); in turn where processes cannot be forked. Raise SealError naming the first
     tree that could not be sealed."""
+    return [walked['seal'] for walked in seal_walks([(root, None, 0) for root in roots], ignore)]
+
+
+def seal_walks(specs, ignore=()):
+    """seal_walk of several trees at once, ``specs`` a list of (root, newer_than, newer_limit):
+    each but the last walked in a forked process (one CPU each); in turn where processes cannot be
+    forked. Raise SealError naming the first tree that could not be sealed."""
     try:
         context = multiprocessing.get_context('fork')
     except ValueError:
         context = None
-    roots = list(roots)
-    if context is None or len(roots) < 2:
-        return [tree_seal(root, ignore) for root in roots]
+    specs = list(specs)
+    if context is None or len(specs) < 2:
+        return [seal_walk(root, ignore, newer_than, limit) for root, newer_than, limit in specs]
     children = []
     try:
-        for root in roots[:-1]:
+        for root, newer_than, limit in specs[:-1]:
             receiving, sending = context.Pipe(duplex=False)
-            child = context.Process(target=_seal_in_process, args=(root, list(ignore or ()), sending),
-                                    name='tree-seal')
+            child = context.Process(target=_seal_in_process,
+                                    args=(root, list(ignore or ()), (newer_than, limit), sending), name='tree-seal')
             child.daemon = True
             child.start()
             sending.close()
             children.append((child, receiving))
-        last = tree_seal(roots[-1], ignore)
-        seals = []
+        last = seal_walk(specs[-1][0], ignore, specs[-1][1], specs[-1][2])
+        walks = []
         for child, receiving in children:
             try:
                 outcome, value = receiving.recv()
@@ -152,8 +191,8 @@ def tree_seals(roots, ignore=()):
                 outcome, value = 'failed', 'the sealing process stopped without an answer'
             if outcome != 'ok':
                 raise SealError(value)
-            seals.append(value)
-        return seals + [last]
+            walks.append(value)
+        return walks + [last]
     finally:
         for child, receiving in children:
             if child.is_alive():

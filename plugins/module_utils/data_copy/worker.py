@@ -29,6 +29,7 @@ import threading
 import time
 import traceback
 
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import changes as changes_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fastcopy as fastcopy_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags as fileflags_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import lifeline
@@ -223,6 +224,11 @@ class Worker(object):
         self._scan_tid = None
         self.copy_engine = None
         self.seals = {}
+        # The changes pass (changes.py): whether this pass copied only what changed, or why not;
+        # the clock as change times show it just before this pass began to copy (see keep_points).
+        self.changes_report = None
+        self.source_point = None
+        self._wrote_at = None
         self.flags = fileflags_lib.Carrier(self.job['source'], self.job['destination'], self.job['ignore_files'],
                                            self.log, ledger=self._index_path()[:-len('.json')] + state_lib.FLAGS_LEDGER_SUFFIX)
         self.ignored = None
@@ -652,15 +658,7 @@ class Worker(object):
         self.begin_phase('copying', totals_known=False, files_total=None, bytes_total=None)
         env = dict(os.environ, LC_ALL='C', LANG='C')
         with open(self.path(state_lib.RSYNC_LOG), 'ab') as log:
-            header = '--- %s attempt %s: %s\n' % (
-                state_lib.now_iso(), self.status['attempt'], ' '.join(repr(arg) for arg in argv))
-            log.write(header.encode('utf-8', 'backslashreplace'))
-            log.flush()
-
-            def log_line(line):
-                log.write(line.encode('utf-8', 'backslashreplace') + b'\n')
-
-            reader = rsync_lib.ProgressReader(on_line=log_line)
+            reader = self._rsync_reader(log, argv)
             started = self.clock()
             # The hashing process is forked first, so that it holds no end of rsync's pipe; rsync is
             # started while this process runs no other thread (its preexec_fn runs between fork and
@@ -678,20 +676,7 @@ class Worker(object):
                 self.start_scan()
             self.flags.read_beside()
             try:
-                fd = self.rsync.stdout.fileno()
-                while True:
-                    watched = [fd] + ([self._prehash[1].fileno()] if self._prehash is not None else [])
-                    ready = select.select(watched, [], [], STATUS_INTERVAL)[0]
-                    if len(ready) > 1 or ready and ready[0] != fd:
-                        self.read_prehash()
-                    if fd in ready:
-                        data = os.read(fd, 65536)
-                        if not data:
-                            break
-                        reader.feed(data)
-                    self._rsync_progress(reader)
-                reader.close()
-                rc = self.rsync.wait()
+                rc = self._pump_rsync(reader, lambda: self._rsync_progress(reader))
             finally:
                 if self.rsync.poll() is None:
                     self._stop_rsync()
@@ -724,6 +709,37 @@ class Worker(object):
         self.progress(self.totals['entries'], self.totals['bytes'], self.totals['entries'], self.totals['bytes'],
                       force=True)
         return rc
+
+    def _rsync_reader(self, log, argv):
+        """A ProgressReader of rsync's output that writes its lines into the open ``log`` after a
+        header naming the attempt and ``argv``."""
+        header = '--- %s attempt %s: %s\n' % (
+            state_lib.now_iso(), self.status['attempt'], ' '.join(repr(arg) for arg in argv))
+        log.write(header.encode('utf-8', 'backslashreplace'))
+        log.flush()
+
+        def log_line(line):
+            log.write(line.encode('utf-8', 'backslashreplace') + b'\n')
+
+        return rsync_lib.ProgressReader(on_line=log_line)
+
+    def _pump_rsync(self, reader, on_tick):
+        """Feed the running rsync's output to ``reader`` (and take what the hashing process sends,
+        if one runs) until rsync ends, ``on_tick`` after each read or second; rsync's exit code."""
+        fd = self.rsync.stdout.fileno()
+        while True:
+            watched = [fd] + ([self._prehash[1].fileno()] if self._prehash is not None else [])
+            ready = select.select(watched, [], [], STATUS_INTERVAL)[0]
+            if len(ready) > 1 or ready and ready[0] != fd:
+                self.read_prehash()
+            if fd in ready:
+                data = os.read(fd, 65536)
+                if not data:
+                    break
+                reader.feed(data)
+            on_tick()
+        reader.close()
+        return self.rsync.wait()
 
     def first_copy(self):
         """Copy into an empty destination with the parallel engine (see fastcopy); return False
@@ -926,6 +942,228 @@ class Worker(object):
         self.progress(max(result.compared, entries), max(result.bytes_compared, total), entries, total, force=True)
         return result
 
+    # ------------------------------------------------------------------ changes pass
+
+    def _points_path(self):
+        return self._index_path()[:-len('.json')] + changes_lib.POINTS_SUFFIX
+
+    def changes_refusal(self):
+        """Why this job copies and verifies the whole trees rather than what changed (None: it
+        may try the changes pass, see changes.py)."""
+        job = self.job
+        if not job.get('final_pass'):
+            return 'not a final pass'
+        if job.get('copy_engine', 'auto') != 'auto':
+            return 'copy_engine is %s' % job.get('copy_engine')
+        if self.remote:
+            return 'a side is on another storage host'
+        if not job.get('check_hash') or not job.get('reuse_hashes', True):
+            return 'the request does not reuse the hashes of the last verified pass'
+        if job.get('rsync_options') or list(job.get('rsync_base_options') or ()) != list(rsync_lib.DEFAULT_BASE_OPTIONS):
+            return 'the request has its own rsync options'
+        if os.path.exists(self.path(state_lib.REPAIR_FILE)):
+            return 'an earlier attempt left files to copy again'
+        return None
+
+    def changes_pass(self):
+        """A final pass that copies and verifies what changed since the last verified pass: the
+        Comparison when it did, else None (the reason is logged and reported) and nothing was
+        written that the whole pass would not write."""
+        reason = self.changes_refusal()
+        if reason is None:
+            try:
+                return self._changes_pass()
+            except changes_lib.Unknown as exc:
+                reason = str(exc)
+            except (OSError, seal_lib.SealError) as exc:
+                reason = 'the changes could not be told: %s' % exc
+        if self.job.get('final_pass'):
+            self.changes_report = {'incremental': False, 'full_pass_reason': reason}
+            self.log('copying and verifying the whole trees: %s' % reason)
+        self.copy_engine = None
+        return None
+
+    def _changes_pass(self):
+        job = self.job
+        ignore = job['ignore_files']
+        folder = os.path.dirname(self._points_path())
+        points = state_lib.read_json(self._points_path())
+        if not points:
+            raise changes_lib.Unknown('no verified pass of these trees to start from')
+        begun = changes_lib.point(folder)
+        since_source, since_destination = changes_lib.check_points(points, job, begun, ignore)
+        self.begin_phase('copying', totals_known=False, files_total=None, bytes_total=None)
+        started = self.clock()
+        lists = dict((name, self.path(path)) for name, path in changes_lib.LISTS.items())
+        # The destination is walked at the same time (on its own disk): nothing may have changed in
+        # it since the last verified pass; the walk also brings it into memory for the seal walk.
+        destination_walk = changes_lib.start_first_change(job['destination'], since_destination, ignore)
+        try:
+            try:
+                entries, files, size = changes_lib.list_changed(job['source'], since_source, ignore, lists)
+            except BaseException:
+                destination_walk.kill()
+                destination_walk.communicate()
+                raise
+            touched = changes_lib.first_change(destination_walk, job['destination'], since_destination)
+            if touched is not None:
+                raise changes_lib.Unknown('the destination changed since the last verified pass (%s)'
+                                          % state_lib.render_path(touched))
+            folders, others = changes_lib.read_list(lists['folders']), changes_lib.read_list(lists['others'])
+            listed = folders + others
+            self.log('changes pass: %d entries (%d folders, %d files, %d bytes) changed in %s since the last verified '
+                     'pass (listed in %.1f s)' % (entries, len(folders), files, size, job['source'],
+                                                  self.clock() - started))
+            self.progress(0, 0, entries, size, force=True)
+            # The folders whole (quick check, --delete), then every other entry that changed, each
+            # copied whatever its size and time say (a change within the same second, size kept).
+            for names, options in (('folders', ['-r']), ('others', ['--ignore-times'])):
+                if os.path.getsize(lists[names]):
+                    rc = self._copy_listed(lists[names], options, entries, size)
+                    if rc != rsync_lib.RC_OK:
+                        raise changes_lib.Unknown('rsync of the changed %s exited with %d (%s)'
+                                                  % ('folders' if names == 'folders' else 'entries', rc,
+                                                     rsync_lib.describe_exit(rc)))
+        finally:
+            changes_lib.remove_quietly(*lists.values())
+        self.copy_seconds += self.clock() - started
+        source = os.fsencode(job['source'])
+        fixed = changes_lib.restore_folder_times(source, os.fsencode(job['destination']), listed)
+        self.log('copied the changed entries in %.1f s; set the times of %d folders above them'
+                 % (self.clock() - started, fixed))
+        self.progress(entries, size, entries, size, force=True)
+        copied = self.clock()
+        wanted = changes_lib.compare_set(source, listed, ignore)
+        time.sleep(max(0.0, changes_lib.MARK_GAP - (self.clock() - copied)))
+        after_copy = changes_lib.point(folder)
+        return self._verify_changes(wanted, begun, after_copy, since_destination, entries)
+
+    def _copy_listed(self, list_path, options, entries, size):
+        """rsync the entries of ``list_path`` with the extra ``options``; its exit code."""
+        job = self.job
+        program = shutil.which('rsync')
+        if program is None:
+            raise JobFailed('Failed to copy %s to %s: rsync is not installed on the data node'
+                            % (job['source'], job['destination']))
+        argv = rsync_lib.build_argv(job['source'], job['destination'], job['ignore_files'], job['rsync_base_options'],
+                                    options + ['--from0', '--files-from=' + list_path], job.get('bwlimit'),
+                                    rsync=program)
+        env = dict(os.environ, LC_ALL='C', LANG='C')
+        with open(self.path(state_lib.RSYNC_LOG), 'ab') as log:
+            reader = self._rsync_reader(log, argv)
+            self.rsync = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, env=env, close_fds=True,
+                                          preexec_fn=lifeline.preexec())
+            try:
+                rc = self._pump_rsync(reader, lambda: self.progress(
+                    reader.checked, (reader.latest or {}).get('bytes_done', 0), entries, size))
+            finally:
+                if self.rsync.poll() is None:
+                    self._stop_rsync()
+                self.rsync.stdout.close()
+        self.rsync_rc = rc
+        stats = rsync_lib.parse_stats(reader.lines)
+        for key, value in stats.items():
+            self.rsync_stats[key] = self.rsync_stats.get(key, 0) + value if isinstance(value, (int, float)) else value
+        return rc
+
+    def _verify_changes(self, wanted, begun, after_copy, since_destination, listed):
+        """Compare what changed and the folders above it, then seal both trees and prove from the
+        change times that nothing else changed: the source since ``begun`` (before its walk), the
+        destination since its point but what was compared, and that not after ``after_copy``."""
+        job = self.job
+        algorithm, warning = hashing_lib.resolve_algorithm(job['hash_algorithm'])
+        self.algorithm = algorithm
+        self.begin_phase('verifying', write=False)
+        total = len(wanted)
+        self.progress(0, 0, total, None, counted=False, force=True)
+        started = self.clock()
+        how = sync_filesystem(job['destination'])
+        self.log('flushed %s to disk (%s) in %.1f s' % (job['destination'], how, self.clock() - started))
+        options = list(job['rsync_base_options']) + list(job['rsync_options'])
+
+        def progress(result):
+            now = self.clock()
+            if self._last_write is None or now - self._last_write >= STATUS_THROTTLE:
+                self.progress(result.compared, result.bytes_compared, total, None, counted=False)
+
+        comparison = compare_lib.compare_entries(job['source'], job['destination'], wanted, wanted, job['ignore_files'],
+                                                 algorithm, skip_times=skipped_times(options), on_progress=progress)
+        if not comparison.matched:
+            raise changes_lib.Unknown('what changed does not match after its copy (%s)' % comparison.summary())
+        walks = seal_lib.seal_walks([(job['source'], begun['ctime_ns'] - 1, 1),
+                                     (job['destination'], since_destination, total + 1)], job['ignore_files'])
+        source_walk, destination_walk = walks
+        if source_walk['newer_count']:
+            raise changes_lib.Unknown('the source changed during the final pass (%s)'
+                                      % state_lib.render_path(source_walk['newer'][0][0]))
+        if destination_walk['newer_count'] > len(destination_walk['newer']):
+            raise changes_lib.Unknown('more entries of the destination changed than what was copied')
+        for rel, ctime_ns in destination_walk['newer']:
+            if ctime_ns >= after_copy['ctime_ns'] or rel not in wanted:
+                raise changes_lib.Unknown('the destination changed %s (%s)' % (
+                    'after the copy' if ctime_ns >= after_copy['ctime_ns'] else 'since the last verified pass',
+                    state_lib.render_path(rel)))
+        if warning:
+            self.warnings.append(warning)
+        comparison.source_counts = dict(source_walk['counts'])
+        comparison.source_seal = source_walk['seal']
+        comparison.destination_seal = destination_walk['seal']
+        self.seals = {'source_seal': source_walk['seal'], 'destination_seal': destination_walk['seal']}
+        self.totals = dict(source_walk['counts'])
+        self.verify_seconds = self.clock() - started
+        self.hash_stats = {'files_hashed': comparison.files_hashed, 'bytes_hashed': comparison.bytes_hashed,
+                           'files_reused': 0, 'bytes_reused': 0, 'files_hashed_during_copy': 0}
+        self.changes_report = {'incremental': True, 'full_pass_reason': None, 'entries_listed': listed,
+                               'entries_compared': comparison.compared}
+        self.copy_engine = 'changes'
+        self.source_point = begun
+        self._wrote_at = self.clock()
+        self.log('changes pass verified: %d entries compared, %d files read (%d bytes); nothing else changed in '
+                 'either tree (%d entries each sealed)' % (comparison.compared, comparison.files_hashed,
+                                                          comparison.bytes_hashed, self.totals['entries']))
+        self.progress(total, comparison.bytes_compared, total, comparison.bytes_compared, force=True)
+        return comparison
+
+    def take_point(self):
+        """Before a pass copies: the clock as change times show it (None where a later changes pass
+        cannot use it: a side on another storage host, no verification with hashes)."""
+        try:
+            # This pass writes into the destination: the points of the last verified pass no longer
+            # tell what changed there, whatever this pass proves.
+            changes_lib.remove_quietly(self._points_path())
+            if self.remote or not self.job.get('check_hash'):
+                return None
+            folder = os.path.dirname(self._points_path())
+            if not os.path.isdir(folder):
+                os.makedirs(folder, 0o700)
+            return changes_lib.point(folder)
+        except OSError as exc:
+            self.log('no point for a later changes pass: %s' % exc)
+            return None
+
+    def keep_points(self):
+        """After a verified pass: what a later changes pass starts from (changes.py)."""
+        if self.source_point is None or not self.seals:
+            return
+        job = self.job
+        try:
+            wait = changes_lib.MARK_GAP - (self.clock() - (self._wrote_at or 0.0))
+            if wait > 0:
+                time.sleep(wait)
+            folder = os.path.dirname(self._points_path())
+            after = changes_lib.point(folder)
+            changes_lib.reach_back(self.source_point, after)
+            state_lib.write_json(self._points_path(), {
+                'format': 1, 'job_id': job['job_id'], 'source_ns': self.source_point['ctime_ns'],
+                'destination_ns': after['ctime_ns'], 'boot_id': after['boot_id'],
+                'offset': max(self.source_point['offset'], after['offset']),
+                'source_tree': changes_lib.tree_identity(job['source']),
+                'destination_tree': changes_lib.tree_identity(job['destination']),
+                'ignore_files': list(job['ignore_files']), 'flagged_entries': len(self.flags.wanted)})
+        except (OSError, changes_lib.Unknown) as exc:
+            self.log('no point for a later changes pass: %s' % exc)
+
     @staticmethod
     def flag_step(step):
         """Carry the immutable and append-only attributes (fileflags.Carrier): before a pass, after it."""
@@ -957,7 +1195,7 @@ class Worker(object):
             'migration_id': job.get('migration_id'), 'pass_id': job.get('pass_id'),
             'source_seal': None, 'destination_seal': None,
             'hashing': dict(self.hash_stats) or None, 'flagged_entries': len(self.flags.wanted),
-            'phases': self.phases.summary(),
+            'phases': self.phases.summary(), 'changes_pass': self.changes_report,
             'warnings': list(self.warnings), 'started_at': self.status['started_at'],
             'finished_at': state_lib.now_iso(), 'attempt': self.status['attempt'],
         }
@@ -1020,15 +1258,19 @@ class Worker(object):
             self.begin_phase('scanning', totals_known=False)
             self.log('attempt %s of job %s: %s -> %s' % (
                 self.status['attempt'], self.job['job_id'], self.job['source'], self.job['destination']))
-            self.flag_step(lambda: self.flags.prepare(beside=True))
-            if self.first_copy():
-                self.copy_engine = 'parallel'
-            else:
-                self.copy_engine = 'parallel, then rsync' if self.copy_engine else 'rsync'
-                self.copy_with_rsync()
-            self.flag_step(self.flags.apply)
-            self.carry_metadata()
-            if self.job.get('check_hash'):
+            comparison = self.changes_pass()
+            if comparison is None:
+                self.source_point = self.take_point()
+                self.flag_step(lambda: self.flags.prepare(beside=True))
+                if self.first_copy():
+                    self.copy_engine = 'parallel'
+                else:
+                    self.copy_engine = 'parallel, then rsync' if self.copy_engine else 'rsync'
+                    self.copy_with_rsync()
+                self.flag_step(self.flags.apply)
+                self.carry_metadata()
+                self._wrote_at = self.clock()
+            if self.job.get('check_hash') and comparison is None:
                 comparison = self.verify()
                 if not comparison.matched and self.copy_engine == 'parallel':
                     # Something changed or was not copied as it is: rsync compares and copies again.
@@ -1045,6 +1287,7 @@ class Worker(object):
                     self.save_repair(comparison)
                     raise JobFailed('Verification of %s against %s failed: %s'
                                     % (self.job['destination'], self.job['source'], comparison.summary()))
+            self.keep_points()
             self.end_phases()
             self.report(comparison)
             self.write_status(state='completed', phase='done', percent=100, total_percent=100, eta_seconds=0)

@@ -32,6 +32,9 @@ import errno
 import os
 import uuid
 
+# The data node's changes pass lists changes with the same find (one argv builder for both).
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.changes import changed_argv
+
 #: name prefix of the mark folders in a pool's replication folder of a share
 MARK_PREFIX = 'point-'
 #: name of the list of changed entries an update hands to rsync (NUL-separated, relative paths)
@@ -51,13 +54,6 @@ UPTIME = '/proc/uptime'
 class Unknown(Exception):
     """What changed cannot be told from change times; the message says why (the update copies
     the whole tree)."""
-
-
-def ns_argument(ns):
-    """Integer nanoseconds since the epoch as ``find -newerct``'s ``@seconds.fraction``, exact."""
-    sign = '-' if ns < 0 else ''
-    seconds, rest = divmod(abs(int(ns)), 10 ** 9)
-    return '@%s%d.%09d' % (sign, seconds, rest)
 
 
 def _clock(transport):
@@ -156,20 +152,6 @@ def since(mark, back, margin):
     own (one coarse clock), so one nanosecond less takes in one in the same tick."""
     reach = (0 if mark.get('after_pass') else margin) + back + UPTIME_SLACK
     return int(mark['ctime_ns']) - 1 - int(reach * 1e9)
-
-
-def find_name_pattern(name):
-    """``name`` as a ``find -name`` pattern that matches that name only (wildcards escaped)."""
-    return ''.join('\\' + c if c in '\\*?[' else c for c in name)
-
-
-def changed_argv(path, since_ns, ignore, *action):
-    """``find`` of the entries below ``path`` changed after ``since_ns``, names in ``ignore``
-    skipped at any depth (as rsync skips them), each given to ``action``."""
-    argv = ['find', path, '-mindepth', '1']
-    for name in ignore:
-        argv += ['-name', find_name_pattern(name), '-prune', '-o']
-    return argv + ['-newerct', ns_argument(since_ns)] + list(action)
 
 
 def root_changed(transport, path, since_ns):

@@ -678,7 +678,7 @@ def test_the_shipped_worker_is_self_contained(jobs, tmp_path):
     script = job_lib.ship_worker(folder)
     lib = os.path.join(folder, "lib", "ansible_collections", "storage", "mobility", "plugins", "module_utils",
                        "data_copy")
-    assert sorted(os.listdir(lib)) == ["__init__.py", "compare.py", "fastcopy.py", "fileflags.py", "fileread.py",
+    assert sorted(os.listdir(lib)) == ["__init__.py", "changes.py", "compare.py", "fastcopy.py", "fileflags.py", "fileread.py",
                                        "hashcache.py", "hashing.py", "lifeline.py", "manifest.py", "plumbing.py",
                                        "prehash.py", "progress.py", "remote.py", "rsync.py", "seal.py", "shipping.py",
                                        "ssh_masters.py", "state.py", "walk.py", "worker.py", "xattrs.py"]
@@ -722,8 +722,25 @@ def test_final_pass_reads_only_what_changed_and_misses_nothing(jobs, tmp_path):
     report = final["report"]
     assert final["state"] == "completed" and report["verified"] is True, final
     assert open(os.path.join(dst, "d1", "f07"), "rb").read() == b"x" * size
-    # The changed file was read on both sides (during the copy or after it); every other file kept
-    # its phase-1 hashes.
+    # The changes pass: only the changed file (and the folders above it) listed, copied and compared;
+    # it was read on both sides, no other file was.
+    assert report["changes_pass"] == {"incremental": True, "full_pass_reason": None, "entries_listed": 1,
+                                      "entries_compared": 3}, report["changes_pass"]
+    assert report["copy_engine"] == "changes"
+    hashing = report["hashing"]
+    assert hashing["files_hashed"] == 2 and hashing["bytes_hashed"] == 2 * size, hashing
+    assert report["files"] == 20 and report["directories"] == 4
+
+    # The whole pass (here forced by the engine) reads the changed file on both sides (during the
+    # copy or after it); every other file keeps its phase-1 hashes.
+    write(changed, b"y" * size)
+    os.utime(changed, ns=(second + 7 + 2, second + 7 + 2))
+    whole = jobs.start(jobs.build_request("p1-final-whole", src, dst, final_pass=True, hash_cache_key=key,
+                                          copy_engine="rsync"), wait_seconds=POLL_LIMIT)["job"]
+    report = whole["report"]
+    assert whole["state"] == "completed" and report["verified"] is True, whole
+    assert report["changes_pass"] == {"incremental": False, "full_pass_reason": "copy_engine is rsync"}
+    assert open(os.path.join(dst, "d1", "f07"), "rb").read() == b"y" * size
     hashing = report["hashing"]
     assert hashing["files_hashed"] + hashing["files_hashed_during_copy"] == 2, hashing
     assert hashing["files_hashed"] + hashing["files_reused"] == 40, hashing

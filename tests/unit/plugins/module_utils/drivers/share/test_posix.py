@@ -12,6 +12,7 @@ import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils.config import Backends
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share import posix as posix_mod
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy import changes as data_changes
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share import posix_changes
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.base import MIGRATION_FLAGS, ShareDriver
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.posix import PosixShareDriver
@@ -470,8 +471,8 @@ def test_changed_since_sees_every_kind_of_change_and_skips_ignored_names(drv):
 
 
 def test_find_name_pattern_matches_the_name_only():
-    assert posix_changes.find_name_pattern("a*b?[c]\\d") == "a\\*b\\?\\[c]\\\\d"
-    assert posix_changes.find_name_pattern("lost+found") == "lost+found"
+    assert data_changes.find_name_pattern("a*b?[c]\\d") == "a\\*b\\?\\[c]\\\\d"
+    assert data_changes.find_name_pattern("lost+found") == "lost+found"
 
 
 def test_a_quiet_update_walks_the_active_tree_once_and_seals_nothing(drv, monkeypatch):
