@@ -1201,9 +1201,12 @@ def main(argv=None):
                       cut_runs[0]['ours_final_copy_engine'],
                       cut['ours_final_seconds'], cut['ours_final_copy_seconds'], cut['ours_final_verify_seconds'],
                       cut['ours_final_verified'], cut['ours_missed_total'], len(cut_runs),
-                      'file contents read: %d (both sides; the others kept their phase-1 hashes: unchanged size, '
-                      'mtime, ctime and inode)' % cut['ours_final_files_read'] if cut_runs[0]['ours_final_hashing']
-                      else 'the job reported no hashing figures'))
+                      ('file contents read: %d (both sides; %s)' % (
+                          cut['ours_final_files_read'],
+                          'a changes pass: the others were proven unchanged by their change times'
+                          if (cut_runs[0].get('ours_final_changes_pass') or {}).get('incremental') else
+                          'the others kept their phase-1 hashes: unchanged size, mtime, ctime and inode'))
+                      if cut_runs[0]['ours_final_hashing'] else 'the job reported no hashing figures'))
             for label, key in (('final pass', 'ours_final_changes_pass'), ('no-op rerun', 'ours_noop_changes_pass')):
                 passes = [item.get(key) or {} for item in cut_runs]
                 print('  ours %s: %s' % (label, '; '.join(

@@ -219,9 +219,14 @@ def test_the_pools_are_ext4_and_xfs_and_the_migration_succeeded(migrated):
     assert migrated["migrate"].rc == 0, migrated["migrate"]
     assert migrated["phase1_record"]["task_state"] == "data_copying_completed"
     assert migrated["phase1_record"]["migration"]["mechanism"] == "host"
-    # Phase 1 copies into the new, empty share with the parallel engine; the final pass compares, with rsync.
+    # Phase 1 copies into the new, empty share with the parallel engine; nothing changed since, so the
+    # final pass is a changes pass that lists nothing, compares the top folder and proves the rest
+    # from the change times (the manifests below compare every entry after the switch).
     assert migrated["phase1_record"]["migration"]["copy"]["copy_engine"] == "parallel"
-    assert migrated["record"]["migration"]["final_copy"]["copy_engine"] == "rsync"
+    final = migrated["record"]["migration"]["final_copy"]
+    assert final["copy_engine"] == "changes", final
+    assert final["changes_pass"] == {"incremental": True, "full_pass_reason": None, "entries_listed": 0,
+                                     "entries_compared": 1}, final["changes_pass"]
     assert migrated["complete"].rc == 0, migrated["complete"]
     record = migrated["record"]
     assert record["task_state"] == "migration_success" and record["host"] == BETA

@@ -130,8 +130,8 @@ def report_failure(report):
 def copy_summary(report):
     """What the record keeps of a verified report. ``started_at`` (when the job's first attempt
     began reading the source) is where a maintenance window measures what changed since the copy."""
-    keep = ('files', 'bytes', 'directories', 'symlinks', 'hash_algorithm', 'copy_engine', 'copy_seconds',
-            'verify_seconds',
+    keep = ('files', 'bytes', 'directories', 'symlinks', 'hash_algorithm', 'copy_engine', 'changes_pass',
+            'copy_seconds', 'verify_seconds',
             'source_digest', 'destination_digest', 'source_seal', 'destination_seal', 'pass_id', 'warnings',
             'data_node', 'started_at')
     summary = dict((k, report.get(k)) for k in keep if report.get(k) is not None)
