@@ -175,7 +175,7 @@ def list_changed(root, since_ns, ignore, lists):
     with open(lists['sizes'], 'rb') as handle:
         for line in handle:
             entries += 1
-            kind, _, value = line.partition(b' ')
+            kind, dummy, value = line.partition(b' ')
             if kind == b'f':
                 files += 1
                 size += int(value)

@@ -1120,8 +1120,8 @@ class Worker(object):
         self.source_point = begun
         self._wrote_at = self.clock()
         self.log('changes pass verified: %d entries compared, %d files read (%d bytes); nothing else changed in '
-                 'either tree (%d entries each sealed)' % (comparison.compared, comparison.files_hashed,
-                                                          comparison.bytes_hashed, self.totals['entries']))
+                 'either tree (%d entries each sealed)'
+                 % (comparison.compared, comparison.files_hashed, comparison.bytes_hashed, self.totals['entries']))
         self.progress(total, comparison.bytes_compared, total, comparison.bytes_compared, force=True)
         return comparison
 

@@ -110,7 +110,7 @@ def test_every_kind_of_change_is_copied_and_verified_by_the_changes_pass(jobs, t
     assert report["source_seal"] == seal_lib.tree_seal(src, IGNORE)
     assert report["destination_seal"] == seal_lib.tree_seal(dst, IGNORE)
     # Totals of the whole source, not of what changed.
-    assert report["files"] == sum(1 for top, _, files in os.walk(src) for name in files
+    assert report["files"] == sum(1 for top, dummy, files in os.walk(src) for name in files
                                   if not os.path.islink(os.path.join(top, name)))
     # Fewer entries were compared than the tree holds: the unchanged ones were proven by their times.
     assert changes["entries_compared"] < seal_lib.seal_walk(src, IGNORE)["counts"]["entries"]
@@ -268,6 +268,6 @@ def test_the_seal_walk_names_what_changed_after_a_time_and_seals_as_tree_seal(tm
     write(os.path.join(root, "d3", "f2"), b"later")
     walked = seal_lib.seal_walk(root, IGNORE, since, 10)
     assert walked["seal"] == seal_lib.tree_seal(root, IGNORE)
-    assert [rel for rel, _ in walked["newer"]] == [b"d3/f2"] and walked["newer_count"] == 1
+    assert [rel for rel, dummy in walked["newer"]] == [b"d3/f2"] and walked["newer_count"] == 1
     assert walked["counts"] == {"entries": 30, "files": 22, "bytes": walked["counts"]["bytes"], "directories": 7,
                                 "symlinks": 1}

@@ -13,7 +13,6 @@ import pytest
 from ansible_collections.storage.mobility.plugins.module_utils.config import Backends
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share import posix as posix_mod
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import changes as data_changes
-from ansible_collections.storage.mobility.plugins.module_utils.drivers.share import posix_changes
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.base import MIGRATION_FLAGS, ShareDriver
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.posix import PosixShareDriver
 from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.registry import share_driver, share_driver_names
