@@ -41,10 +41,13 @@ def test_bench_quick_tiny(tmp_path: Path) -> None:
     assert cut["changed_files"] > 0
     assert cut["ours_final_verified"] is True
     assert cut["ours_missed_total"] == 0
-    # The final pass read the changed files again and kept the phase-1 hashes of the others.
+    # The final pass was a changes pass: it read the changed files again (both sides) and no other.
     final = cut["runs"][0]
     assert 0 < final["ours_final_files_read"] < 2 * result["datasets"]["D3"]["files"], final["ours_final_hashing"]
-    assert final["ours_final_hashing"]["files_reused"] > 0
+    assert final["ours_final_changes_pass"]["incremental"] is True, final["ours_final_changes_pass"]
+    assert final["changed_files"] <= final["ours_final_files_read"] <= 2 * final["changed_files"], final
+    assert final["ours_final_copy_engine"] == "changes"
+    assert final["ours_noop_changes_pass"]["entries_listed"] == 0, final["ours_noop_changes_pass"]
     for key in ("ours_final_seconds", "rsync_seconds", "ours_noop_seconds", "rsync_noop_seconds", "phase1_copy_seconds",
                 "phase1_verify_seconds"):
         assert cut[key] > 0, key
