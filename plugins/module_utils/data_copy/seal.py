@@ -96,13 +96,25 @@ def _count(counts, st):
         counts['symlinks'] += 1
 
 
-def seal_walk(root, ignore=(), newer_than=None, newer_limit=0):
+def seal_walk(root, ignore=(), newer_than=None, newer_limit=0, ignored=None):
     """Seal the tree at ``root``; return ``seal``, the ``counts`` of its entries (entries, files,
     bytes, directories, symlinks; the root included) and, with ``newer_than`` (ns), the entries
     whose change time is after it: ``newer`` (up to ``newer_limit`` of (relative path, change
-    time) in walk order) and ``newer_count`` (all of them). Raise SealError as tree_seal."""
+    time) in walk order) and ``newer_count`` (all of them); with ``ignored`` (a state.Ignored),
+    ``ignored``: it, with the paths the ignore list left out added. Raise SealError as tree_seal."""
     root = os.fsencode(root)
     ignore = frozenset(os.fsencode(name) for name in ignore or ())
+
+    def children(rel, full):
+        if ignored is None:
+            return _children(rel, full, ignore)
+        kept = _children(rel, full, ())
+        left_out = [item for item in kept if item.rsplit(b'/', 1)[-1] in ignore]
+        for item in left_out:
+            path = os.path.join(full, item.rsplit(b'/', 1)[-1])
+            ignored.add(item, os.path.isdir(path) and not os.path.islink(path), path)
+        return [item for item in kept if item.rsplit(b'/', 1)[-1] not in ignore] if left_out else kept
+
     seal = TreeSeal()
     counts = {'entries': 0, 'files': 0, 'bytes': 0, 'directories': 0, 'symlinks': 0}
     newer = []
@@ -124,7 +136,7 @@ def seal_walk(root, ignore=(), newer_than=None, newer_limit=0):
         raise SealError('Failed to seal the tree %s: it is not a folder' % os.fsdecode(root))
     add(b'.', root_st)
     prefix = os.path.join(root, b'')
-    stack = [iter(_children(b'.', root, ignore))]
+    stack = [iter(children(b'.', root))]
     lstat = os.lstat
     while stack:
         for rel in stack[-1]:
@@ -138,11 +150,12 @@ def seal_walk(root, ignore=(), newer_than=None, newer_limit=0):
                                                                         exc.strerror))
             add(rel, st)
             if stat.S_ISDIR(st.st_mode):
-                stack.append(iter(_children(rel, full, ignore)))
+                stack.append(iter(children(rel, full)))
                 break
         else:
             stack.pop()
-    return {'seal': seal.hexdigest(), 'counts': counts, 'newer': newer, 'newer_count': found['newer_count']}
+    return {'seal': seal.hexdigest(), 'counts': counts, 'newer': newer, 'newer_count': found['newer_count'],
+            'ignored': ignored}
 
 
 def _seal_in_process(root, ignore, watch, conn):
@@ -158,11 +171,11 @@ def tree_seals(roots, ignore=()):
     """The seals of several trees, each but the last walked in a forked process at the same time
     (one CPU each); in turn where processes cannot be forked. Raise SealError naming the first
     tree that could not be sealed."""
-    return [walked['seal'] for walked in seal_walks([(root, None, 0) for root in roots], ignore)]
+    return [walked['seal'] for walked in seal_walks([(root, None, 0, None) for root in roots], ignore)]
 
 
 def seal_walks(specs, ignore=()):
-    """seal_walk of several trees at once, ``specs`` a list of (root, newer_than, newer_limit):
+    """seal_walk of several trees at once, ``specs`` a list of (root, newer_than, newer_limit, ignored):
     each but the last walked in a forked process (one CPU each); in turn where processes cannot be
     forked. Raise SealError naming the first tree that could not be sealed."""
     try:
@@ -171,18 +184,18 @@ def seal_walks(specs, ignore=()):
         context = None
     specs = list(specs)
     if context is None or len(specs) < 2:
-        return [seal_walk(root, ignore, newer_than, limit) for root, newer_than, limit in specs]
+        return [seal_walk(spec[0], ignore, *spec[1:]) for spec in specs]
     children = []
     try:
-        for root, newer_than, limit in specs[:-1]:
+        for spec in specs[:-1]:
             receiving, sending = context.Pipe(duplex=False)
             child = context.Process(target=_seal_in_process,
-                                    args=(root, list(ignore or ()), (newer_than, limit), sending), name='tree-seal')
+                                    args=(spec[0], list(ignore or ()), spec[1:], sending), name='tree-seal')
             child.daemon = True
             child.start()
             sending.close()
             children.append((child, receiving))
-        last = seal_walk(specs[-1][0], ignore, specs[-1][1], specs[-1][2])
+        last = seal_walk(specs[-1][0], ignore, *specs[-1][1:])
         walks = []
         for child, receiving in children:
             try:

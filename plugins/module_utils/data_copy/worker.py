@@ -1091,8 +1091,8 @@ class Worker(object):
                                                  algorithm, skip_times=skipped_times(options), on_progress=progress)
         if not comparison.matched:
             raise changes_lib.Unknown('what changed does not match after its copy (%s)' % comparison.summary())
-        walks = seal_lib.seal_walks([(job['source'], begun['ctime_ns'] - 1, 1),
-                                     (job['destination'], since_destination, total + 1)], job['ignore_files'])
+        walks = seal_lib.seal_walks([(job['source'], begun['ctime_ns'] - 1, 1, state_lib.Ignored()),
+                                     (job['destination'], since_destination, total + 1, None)], job['ignore_files'])
         source_walk, destination_walk = walks
         if source_walk['newer_count']:
             raise changes_lib.Unknown('the source changed during the final pass (%s)'
@@ -1111,6 +1111,7 @@ class Worker(object):
         comparison.destination_seal = destination_walk['seal']
         self.seals = {'source_seal': source_walk['seal'], 'destination_seal': destination_walk['seal']}
         self.totals = dict(source_walk['counts'])
+        self.ignored = source_walk['ignored']
         self.verify_seconds = self.clock() - started
         self.hash_stats = {'files_hashed': comparison.files_hashed, 'bytes_hashed': comparison.bytes_hashed,
                            'files_reused': 0, 'bytes_reused': 0, 'files_hashed_during_copy': 0}

@@ -93,9 +93,12 @@ def test_every_kind_of_change_is_copied_and_verified_by_the_changes_pass(jobs, t
     os.unlink(os.path.join(src, "d3", "sub-moved", "deep", "g"))
     os.symlink("../../f2", os.path.join(src, "d3", "sub-moved", "deep", "g"))  # a file replaced by a symlink
 
+    write(os.path.join(src, "d0", "lost+found", "x"), b"left out")      # ignored, and named as such
     final = run(jobs, "p1-final", src, dst, final_pass=True)
     report = final["report"]
     assert final["state"] == "completed" and report["verified"] is True, final
+    assert (report["ignored"], report["ignored_count"]) == (["d0/lost+found/"], 1)
+    assert not os.path.exists(os.path.join(dst, "d0", "lost+found"))
     changes = report["changes_pass"]
     assert changes["incremental"] is True, changes
     assert changes["full_pass_reason"] is None
@@ -111,7 +114,7 @@ def test_every_kind_of_change_is_copied_and_verified_by_the_changes_pass(jobs, t
     assert report["destination_seal"] == seal_lib.tree_seal(dst, IGNORE)
     # Totals of the whole source, not of what changed.
     assert report["files"] == sum(1 for top, dummy, files in os.walk(src) for name in files
-                                  if not os.path.islink(os.path.join(top, name)))
+                                  if not os.path.islink(os.path.join(top, name)) and "lost+found" not in top)
     # Fewer entries were compared than the tree holds: the unchanged ones were proven by their times.
     assert changes["entries_compared"] < seal_lib.seal_walk(src, IGNORE)["counts"]["entries"]
 
