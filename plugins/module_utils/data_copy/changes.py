@@ -14,8 +14,9 @@ destination's point), with what must stay true for them to mean anything:
 - the clock was not set: the boot id and the offset between the real-time clock and the time
   since boot (CLOCK_BOOTTIME) are the same, within CLOCK_TOLERANCE seconds (a drift backwards
   widens the reach of the walks);
-- each tree is the one that was verified: the same device, root inode and mount (a filesystem
-  restored from an image, or mounted anew, gets another mount id).
+- each tree is the one that was verified: the same device, root inode and mount of its
+  filesystem (a filesystem restored from an image, or mounted anew, gets another mount id; the
+  bind mounts each job makes of the same export do not count).
 
 Then the entries of the source changed after its point (``find -newerct``), folders among them
 taken whole, are all the pass must copy, and the entries of the destination changed after its
@@ -99,27 +100,29 @@ def point(folder):
     return {'ctime_ns': ctime_ns, 'boot_id': _boot_id(), 'offset': offset}
 
 
-def _mount_id(path, st):
-    """The id of the mount that holds ``path`` (its device ``st``) in this process's mountinfo."""
-    real = os.path.realpath(path)
+def _mount_id(st):
+    """The id of the mount of the whole filesystem of device ``st.st_dev`` in this process's
+    mountinfo (the first one whose root is the filesystem's top; else the first of that device).
+    Each job of a migration mounts the same export at mount points of its own (a bind mount, or
+    the folder itself): their ids change from job to job, the filesystem's own mount's does not,
+    until the filesystem is unmounted (a restore from an image, a repair, a restart)."""
     device = '%d:%d' % (os.major(st.st_dev), os.minor(st.st_dev))
-    best = None
+    tops, others = [], []
     with open(MOUNTINFO, 'rb') as handle:
         for line in handle:
             fields = line.split(b' ')
             if len(fields) < 5 or fields[2].decode('ascii', 'replace') != device:
                 continue
-            mount_point = fields[4].decode('unicode_escape').encode('latin-1').decode('utf-8', 'surrogateescape')
-            inside = real == mount_point or real.startswith(mount_point.rstrip('/') + '/')
-            if inside and (best is None or len(mount_point) > len(best[1])):
-                best = (int(fields[0]), mount_point)
-    return best[0] if best is not None else None
+            (tops if fields[3] == b'/' else others).append(int(fields[0]))
+    found = tops or others
+    return min(found) if found else None
 
 
 def tree_identity(path):
-    """What tells that ``path`` is the tree it was: its device, root inode and mount id."""
+    """What tells that ``path`` is the tree it was: its device, root inode and the id of its
+    filesystem's mount (see _mount_id)."""
     st = os.stat(path)
-    return {'dev': st.st_dev, 'ino': st.st_ino, 'mount_id': _mount_id(path, st)}
+    return {'dev': st.st_dev, 'ino': st.st_ino, 'mount_id': _mount_id(st)}
 
 
 def reach_back(points, now):

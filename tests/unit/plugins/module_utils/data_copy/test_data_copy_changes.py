@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 
 import pytest
@@ -274,3 +275,34 @@ def test_the_seal_walk_names_what_changed_after_a_time_and_seals_as_tree_seal(tm
     assert [rel for rel, dummy in walked["newer"]] == [b"d3/f2"] and walked["newer_count"] == 1
     assert walked["counts"] == {"entries": 30, "files": 22, "bytes": walked["counts"]["bytes"], "directories": 7,
                                 "symlinks": 1}
+
+
+def test_a_final_pass_through_other_bind_mounts_of_the_same_trees_is_a_changes_pass(jobs, tmp_path):
+    """Each job of a migration mounts the same exports at mount points of its own (helper bind, as
+    root): the trees are the same filesystems, so the final pass is a changes pass."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: bind mounts")
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    os.makedirs(dst)
+    tree(src)
+    time.sleep(0.05)
+    mounts = []
+    try:
+        for job in ("p1", "p1-final"):
+            for side, path in (("source", src), ("destination", dst)):
+                point = str(tmp_path / "mnt" / job / side)
+                os.makedirs(point)
+                subprocess.run(["mount", "--bind", path, point], check=True)
+                mounts.append(point)
+        first = run(jobs, "p1", mounts[0], mounts[1])
+        assert first["report"]["verified"] is True, first
+        write(os.path.join(src, "d2", "f2"), b"changed between the passes")
+        assert changes_lib.tree_identity(mounts[0]) == changes_lib.tree_identity(mounts[2])
+        final = run(jobs, "p1-final", mounts[2], mounts[3], final_pass=True)
+        assert final["report"]["verified"] is True, final
+        assert final["report"]["changes_pass"]["incremental"] is True, final["report"]["changes_pass"]
+        assert final["report"]["changes_pass"]["entries_listed"] == 1
+        assert read(os.path.join(dst, "d2", "f2")) == b"changed between the passes"
+    finally:
+        for point in reversed(mounts):
+            subprocess.run(["umount", point], check=False)
