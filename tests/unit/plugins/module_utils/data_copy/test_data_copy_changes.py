@@ -14,7 +14,6 @@ import pytest
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import changes as changes_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import compare as compare_lib
-from ansible_collections.storage.mobility.plugins.module_utils.data_copy import job as job_lib
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import seal as seal_lib
 
 pytestmark = pytest.mark.skipif(shutil.which("rsync") is None or shutil.which("find") is None,
@@ -23,16 +22,6 @@ pytestmark = pytest.mark.skipif(shutil.which("rsync") is None or shutil.which("f
 POLL_LIMIT = 120.0
 KEY = "migration-7"
 IGNORE = ["lost+found"]
-
-
-@pytest.fixture
-def jobs(tmp_path):
-    manager = job_lib.DataCopyJobs(str(tmp_path / "state"))
-    yield manager
-    if os.path.isdir(manager.state_dir):
-        for name in os.listdir(manager.state_dir):
-            if not name.startswith("."):
-                manager.cancel(name)
 
 
 def write(path, data):
@@ -226,11 +215,16 @@ def test_trusted_points_give_the_change_times_to_list_from(tmp_path):
     assert points["source_ns"] - since[0] < 10 ** 9
 
 
-def test_list_changed_lists_what_changed_after_the_point_and_skips_ignored_names(tmp_path):
+def tree_then_point(tmp_path):
+    """A tree, then a point after its last change: (its path, the change time to list from)."""
     root = str(tmp_path / "tree")
     tree(root)
     time.sleep(0.05)
-    since = changes_lib.point(str(tmp_path))["ctime_ns"] - 1
+    return root, changes_lib.point(str(tmp_path))["ctime_ns"] - 1
+
+
+def test_list_changed_lists_what_changed_after_the_point_and_skips_ignored_names(tmp_path):
+    root, since = tree_then_point(tmp_path)
     write(os.path.join(root, "d1", "f0"), b"new content")
     write(os.path.join(root, "d2", "lost+found", "x"), b"ignored")
     lists = dict((name, str(tmp_path / name)) for name in ("folders", "others", "sizes"))
@@ -244,10 +238,7 @@ def test_list_changed_lists_what_changed_after_the_point_and_skips_ignored_names
 
 
 def test_list_changed_refuses_more_than_its_limit(tmp_path, monkeypatch):
-    root = str(tmp_path / "tree")
-    tree(root)
-    time.sleep(0.05)
-    since = changes_lib.point(str(tmp_path))["ctime_ns"] - 1
+    root, since = tree_then_point(tmp_path)
     for index in range(3):
         write(os.path.join(root, "d1", "f%d" % index), b"again")
     monkeypatch.setattr(changes_lib, "LIST_LIMIT", 2)
@@ -265,10 +256,7 @@ def test_compare_set_takes_listed_folders_whole_and_the_folders_above(tmp_path):
 
 
 def test_the_seal_walk_names_what_changed_after_a_time_and_seals_as_tree_seal(tmp_path):
-    root = str(tmp_path / "tree")
-    tree(root)
-    time.sleep(0.05)
-    since = changes_lib.point(str(tmp_path))["ctime_ns"] - 1
+    root, since = tree_then_point(tmp_path)
     write(os.path.join(root, "d3", "f2"), b"later")
     walked = seal_lib.seal_walk(root, IGNORE, since, 10)
     assert walked["seal"] == seal_lib.tree_seal(root, IGNORE)

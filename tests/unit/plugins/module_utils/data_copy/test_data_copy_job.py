@@ -35,17 +35,6 @@ MiB = 1024 * 1024
 # --------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture
-def jobs(tmp_path):
-    manager = job_lib.DataCopyJobs(str(tmp_path / "state"))
-    yield manager
-    # Never leave a worker behind, whatever the test did.
-    if os.path.isdir(manager.state_dir):
-        for name in os.listdir(manager.state_dir):
-            if not name.startswith("."):
-                manager.cancel(name)
-
-
 def poll(fetch, predicate, what, limit=POLL_LIMIT):
     """Call ``fetch`` until ``predicate(result)``; fail after ``limit`` seconds."""
     deadline = time.monotonic() + limit

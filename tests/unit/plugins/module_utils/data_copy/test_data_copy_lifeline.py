@@ -80,16 +80,6 @@ def many_files(root, count, size):
             handle.write(data)
 
 
-@pytest.fixture
-def jobs(tmp_path):
-    manager = job_lib.DataCopyJobs(str(tmp_path / "state"))
-    yield manager
-    if os.path.isdir(manager.state_dir):
-        for name in os.listdir(manager.state_dir):
-            if not name.startswith("."):
-                manager.cancel(name)
-
-
 def kill_worker_and_check(jobs, job_id, destination, pid):
     """SIGKILL the worker alone (not its group); within GONE_WITHIN seconds nothing of the job may
     be left, and the module's next look reports it gone, settled, with a status that says so."""
