@@ -22,6 +22,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.crash import cras
 from ansible_collections.storage.mobility.plugins.module_utils.errors import Busy, HostUnreachable, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.events import Journal, watched
 from ansible_collections.storage.mobility.plugins.module_utils.names import validate_name
+from ansible_collections.storage.mobility.plugins.module_utils.transport.base import ATOMIC_TMP_PREFIX
 from ansible_collections.storage.mobility.plugins.module_utils.transport.base import LockBusy, LockReplaced
 from ansible_collections.storage.mobility.plugins.module_utils.transport.registry import transport_for
 from ansible_collections.storage.mobility.plugins.module_utils.transport.runner import CommandRunner
@@ -103,6 +104,30 @@ class PoolStore(object):
     def write_share(self, record):
         self.ensure()
         self.transport.write_json_atomic(self.share_path(record['name']), record)
+        self.sweep_leftovers(os.path.dirname(self.share_path(record['name'])))
+
+    def sweep_leftovers(self, folder):
+        """Remove the temporary files of atomic writes in ``folder`` whose writer is gone (a run
+        killed while it wrote a record): a writer's process id is in the name, and a writer that
+        no longer runs on the pool's host cannot finish its write. Returns how many were removed."""
+        removed = 0
+        try:
+            names = self.transport.listdir(folder)
+        except OSError:
+            return 0
+        for name in names:
+            if not name.startswith(ATOMIC_TMP_PREFIX):
+                continue
+            pid = name[len(ATOMIC_TMP_PREFIX):].split('.', 1)[0]
+            if not pid.isdigit() or self.transport.lexists('/proc/%s' % pid):
+                continue
+            try:
+                self.transport.unlink(os.path.join(folder, name))
+                removed += 1
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+        return removed
 
     def delete_share(self, name):
         """Remove the record; a record already gone is not an error."""
@@ -375,6 +400,7 @@ class VolumeRepository(object):
                             'migration_status': record.get('migration_status')})
             del history[:-HISTORY_LIMIT]
         store.transport.write_json_atomic(self._path(store, record['name']), record)
+        store.sweep_leftovers(os.path.dirname(self._path(store, record['name'])))
         before = self._seen.get(record['id'], {})
         self._seen[record['id']] = after = watched(record)
         store.journal.state_changes('volume', record['id'], before, after, name=record['name'],

@@ -21,6 +21,11 @@ import collections
 
 from ansible_collections.storage.mobility.plugins.module_utils.transport.mounts import deepest_mount, stack_at
 
+#: The name prefix of the temporary file of an atomic write (a transport's write_json and the
+#: like): one that a writer killed while writing left behind is the writer's own, and a folder of
+#: the collection that holds one may be removed with it.
+ATOMIC_TMP_PREFIX = '.tmp.'
+
 #: What stat/lstat return: plain values, no os.stat_result (which exists only locally).
 FileStat = collections.namedtuple('FileStat', ['mode', 'ino', 'dev', 'nlink', 'uid', 'gid', 'size',
                                                'atime_ns', 'mtime_ns', 'ctime_ns'])

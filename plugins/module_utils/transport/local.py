@@ -24,7 +24,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal im
 from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.transport import mounts, openfiles
 from ansible_collections.storage.mobility.plugins.module_utils.transport.base import (
-    FileStat, LockBusy, LockReplaced, Transport)
+    ATOMIC_TMP_PREFIX, FileStat, LockBusy, LockReplaced, Transport)
 
 CHUNK = 1024 * 1024
 PROC = '/proc'
@@ -64,7 +64,7 @@ def atomic_write_bytes(path, payload, mode=0o600):
     folder = os.path.dirname(path)
     # Not derived from the name, so that the longest accepted name fits (names.DERIVED_NAMES);
     # listings skip names that start with a dot.
-    tmp = os.path.join(folder, '.tmp.%d.%s' % (os.getpid(), uuid.uuid4().hex[:12]))
+    tmp = os.path.join(folder, '%s%d.%s' % (ATOMIC_TMP_PREFIX, os.getpid(), uuid.uuid4().hex[:12]))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         try:

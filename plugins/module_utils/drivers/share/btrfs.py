@@ -53,6 +53,7 @@ from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.pos
 from ansible_collections.storage.mobility.plugins.module_utils.errors import CommandError, InvalidRequest, StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.store import META_DIR, now_iso
 from ansible_collections.storage.mobility.plugins.module_utils.transport import openfiles
+from ansible_collections.storage.mobility.plugins.module_utils.transport.base import ATOMIC_TMP_PREFIX
 from ansible_collections.storage.mobility.plugins.module_utils.transport.ssh import DirectStream, relay_pipe
 
 BTRFS = 'btrfs'
@@ -806,7 +807,8 @@ class BtrfsShareDriver(PosixShareDriver):
             path = os.path.join(folder, entry)
             if self.is_subvolume(path):
                 changed = self._delete_subvolume(path, 'temporary snapshot') or changed
-            elif entry == PROGRESS_FILE or entry.startswith('.%s' % PROGRESS_FILE):
+            elif entry == PROGRESS_FILE or entry.startswith(('.%s' % PROGRESS_FILE, ATOMIC_TMP_PREFIX)):
+                # The progress file, or what a writer killed while it wrote a file here left.
                 self.transport.unlink(path)
         try:
             self.transport.rmdir(folder)

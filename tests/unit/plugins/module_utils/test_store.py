@@ -83,6 +83,25 @@ def test_pool_store_ensure_fails_clearly_when_the_pool_is_missing(tmp_path):
     assert not (tmp_path / "missing").exists()
 
 
+def test_writing_a_record_removes_what_a_killed_writer_left_and_nothing_else(tmp_path):
+    """A run killed while it wrote a record leaves the atomic write's temporary file (its process id
+    in the name) beside the records; the next write removes it, never one whose writer still runs."""
+    (tmp_path / "pool").mkdir()
+    backends = Backends([{"name": "be1", "pools": {"p": str(tmp_path / "pool")}}])
+    store = PoolStore(backends.pools()[0], LocalTransport(CommandRunner()))
+    store.ensure()
+    folder = os.path.dirname(store.share_path("s1"))
+    dead = 4194000
+    while os.path.exists("/proc/%d" % dead):
+        dead -= 1
+    for name in (".tmp.%d.0123456789ab" % dead, ".tmp.%d.0123456789ab" % os.getpid(), ".tmp.notapid"):
+        with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
+            handle.write("{")
+    store.write_share(record())
+    assert sorted(os.listdir(folder)) == sorted([".tmp.%d.0123456789ab" % os.getpid(), ".tmp.notapid", "s1.json"])
+    assert store.read_share("s1")["name"] == "s1"
+
+
 # --------------------------------------------------------------------------- repository
 
 

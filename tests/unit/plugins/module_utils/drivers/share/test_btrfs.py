@@ -282,3 +282,19 @@ def test_real_replica_update_places_the_instance_with_four_subvolume_shows(real,
         assert handle.read() == b"second"
     placed, point = drv.show(instance), drv.show(os.path.join(drv.replication_dir(pool_b, share), drv.point_name(2)))
     assert placed["readonly"] and placed["parent_uuid"] == point["uuid"]
+
+
+def test_real_staging_folder_is_removed_with_what_a_killed_writer_left(real):
+    """A migration killed while it wrote its progress file leaves the atomic write's temporary file in
+    the staging folder; the cleanup removes it with the rest (it used to stop on the folder not being
+    empty, which also left the source's snapshots behind)."""
+    drv, pool_a, dummy = real
+    share = {"name": "s", "migration": {"id": "0f1e2d3c-mig"}}
+    folder = drv.staging_dir(pool_a, share)
+    os.makedirs(folder)
+    for name in ("progress.json", ".tmp.4242.0123456789ab"):
+        with open(os.path.join(folder, name), "wb") as handle:
+            handle.write(b"{}")
+    subprocess.run(["btrfs", "subvolume", "create", os.path.join(folder, "snap-0")], check=True, capture_output=True)
+    assert drv._remove_staging(pool_a, share) is True  # pylint: disable=protected-access
+    assert not os.path.exists(folder)
