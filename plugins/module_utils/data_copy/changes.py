@@ -234,15 +234,15 @@ def remove_quietly(*paths):
                 raise
 
 
-def compare_set(root, listed, ignore):
+def compare_set(root, listed, folders, ignore):
     """What a changes pass compares after its copy: the ``listed`` paths (relative, bytes), the
-    folders above them and everything below the listed folders of the tree at ``root`` (bytes),
-    which rsync copied whole. Raise Unknown when that is more than twice LIST_LIMIT entries."""
+    folders above them and everything below the listed ``folders`` (among ``listed``, as
+    list_changed told them apart) of the tree at ``root`` (bytes), which rsync copied whole. Raise
+    Unknown when that is more than twice LIST_LIMIT entries."""
     ignore = frozenset(os.fsencode(name) for name in ignore or ())
     wanted = set(listed)
     wanted.update(ancestors(listed))
-    stack = [rel for rel in listed if os.path.isdir(os.path.join(root, rel))
-             and not os.path.islink(os.path.join(root, rel))]
+    stack = list(folders)
     while stack:
         rel = stack.pop()
         try:

@@ -641,10 +641,7 @@ class Worker(object):
         """Run rsync (with ``scan``, count the source meanwhile); return its exit code. Raise
         JobFailed when the copy failed."""
         job = self.job
-        program = shutil.which('rsync')
-        if program is None:
-            raise JobFailed('Failed to copy %s to %s: rsync is not installed on the data node'
-                            % (job['source'], job['destination']))
+        program = self.rsync_program()
         extra = list(job['rsync_options']) + self.repair()
         if 'destination' in self.remote:
             # A network mount (sshfs) cannot set a symlink's time, xattrs or ACLs: carry_metadata sets
@@ -709,6 +706,14 @@ class Worker(object):
         self.progress(self.totals['entries'], self.totals['bytes'], self.totals['entries'], self.totals['bytes'],
                       force=True)
         return rc
+
+    def rsync_program(self):
+        """The path of rsync on the data node; JobFailed naming both trees when it is not installed."""
+        program = shutil.which('rsync')
+        if program is None:
+            raise JobFailed('Failed to copy %s to %s: rsync is not installed on the data node'
+                            % (self.job['source'], self.job['destination']))
+        return program
 
     def _rsync_reader(self, log, argv):
         """A ProgressReader of rsync's output that writes its lines into the open ``log`` after a
@@ -1033,7 +1038,7 @@ class Worker(object):
                  % (self.clock() - started, fixed))
         self.progress(entries, size, entries, size, force=True)
         copied = self.clock()
-        wanted = changes_lib.compare_set(source, listed, ignore)
+        wanted = changes_lib.compare_set(source, listed, folders, ignore)
         time.sleep(max(0.0, changes_lib.MARK_GAP - (self.clock() - copied)))
         after_copy = changes_lib.point(folder)
         return self._verify_changes(wanted, begun, after_copy, since_destination, entries)
@@ -1041,10 +1046,7 @@ class Worker(object):
     def _copy_listed(self, list_path, options, entries, size):
         """rsync the entries of ``list_path`` with the extra ``options``; its exit code."""
         job = self.job
-        program = shutil.which('rsync')
-        if program is None:
-            raise JobFailed('Failed to copy %s to %s: rsync is not installed on the data node'
-                            % (job['source'], job['destination']))
+        program = self.rsync_program()
         argv = rsync_lib.build_argv(job['source'], job['destination'], job['ignore_files'], job['rsync_base_options'],
                                     options + ['--from0', '--files-from=' + list_path], job.get('bwlimit'),
                                     rsync=program)

@@ -251,7 +251,7 @@ def test_list_changed_refuses_more_than_its_limit(tmp_path, monkeypatch):
 def test_compare_set_takes_listed_folders_whole_and_the_folders_above(tmp_path):
     root = str(tmp_path / "tree")
     tree(root)
-    wanted = changes_lib.compare_set(os.fsencode(root), [b"d0/sub", b"d2/f1"], IGNORE)
+    wanted = changes_lib.compare_set(os.fsencode(root), [b"d0/sub", b"d2/f1"], [b"d0/sub"], IGNORE)
     assert wanted == {b".", b"d0", b"d0/sub", b"d0/sub/deep", b"d0/sub/deep/g", b"d2", b"d2/f1"}
 
 
