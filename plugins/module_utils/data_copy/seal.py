@@ -167,6 +167,58 @@ def _seal_in_process(root, ignore, watch, conn):
         conn.close()
 
 
+def seal_later(root, ignore=()):
+    """Start sealing the tree at ``root`` in a forked process (one CPU) and return a function that
+    waits for it and returns its seal, raising SealError as tree_seal does. Where processes cannot be
+    forked the seal is computed now and the function returns it. The function must be called once
+    (it reaps the process); a second call raises SealError."""
+    try:
+        context = multiprocessing.get_context('fork')
+    except ValueError:
+        context = None
+    if context is None:
+        walked = {}
+        try:
+            walked['seal'] = tree_seal(root, ignore)
+        except SealError as exc:
+            walked['error'] = str(exc)
+
+        def computed():
+            if 'error' in walked:
+                raise SealError(walked['error'])
+            return walked['seal']
+        return computed
+    receiving, sending = context.Pipe(duplex=False)
+    child = context.Process(target=_seal_in_process, args=(root, list(ignore or ()), (), sending), name='tree-seal')
+    child.daemon = True
+    child.start()
+    sending.close()
+    state = {'waited': False}
+
+    def wait():
+        if state['waited']:
+            raise SealError('Failed to seal the tree %s: its seal was already collected' % os.fsdecode(root))
+        state['waited'] = True
+        outcome, value = 'interrupted', None
+        try:
+            try:
+                outcome, value = receiving.recv()
+            except EOFError:
+                outcome, value = 'failed', 'the sealing process of %s stopped without an answer' % os.fsdecode(root)
+        finally:
+            # A process that answered ends by itself; one still walking (this wait was interrupted)
+            # is stopped.
+            child.join(10 if outcome != 'interrupted' else 0)
+            if child.is_alive():
+                child.kill()
+                child.join()
+            receiving.close()
+        if outcome != 'ok':
+            raise SealError(value)
+        return value['seal']
+    return wait
+
+
 def tree_seals(roots, ignore=()):
     """The seals of several trees, each but the last walked in a forked process at the same time
     (one CPU each); in turn where processes cannot be forked. Raise SealError naming the first

@@ -265,6 +265,13 @@ class Transport(abc.ABC):
         SealError."""
 
     # -- derived from the above (a transport may do them in one round trip) ------------------
+    def tree_seal_later(self, path, ignore):
+        """tree_seal started now and collected later: returns a function that returns the seal (or
+        raises SealError), so that trees on two hosts, or two trees of one host, are sealed at once.
+        Here the seal is computed now; a transport that can seal in the background overrides it."""
+        seal = self.tree_seal(path, ignore)
+        return lambda: seal
+
     def mount_of(self, path):
         """The mount table entry of the filesystem holding ``path`` (the deepest mount point above it)."""
         return deepest_mount(self.realpath(path), self.mount_table())

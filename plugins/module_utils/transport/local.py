@@ -20,7 +20,7 @@ import tempfile
 import uuid
 
 from ansible_collections.storage.mobility.plugins.module_utils.data_copy import fileflags
-from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import tree_seal
+from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import seal_later, tree_seal
 from ansible_collections.storage.mobility.plugins.module_utils.errors import StorageError
 from ansible_collections.storage.mobility.plugins.module_utils.transport import mounts, openfiles
 from ansible_collections.storage.mobility.plugins.module_utils.transport.base import (
@@ -442,3 +442,7 @@ class LocalTransport(Transport):
 
     def tree_seal(self, path, ignore):
         return tree_seal(path, ignore)
+
+    def tree_seal_later(self, path, ignore):
+        # A forked process walks the tree (one CPU), this one goes on.
+        return seal_later(path, ignore)

@@ -57,6 +57,12 @@ class ShareDriver(abc.ABC):
         a storage host runs it there). Equal to the seal the data mover computes of the same tree.
         Raise StorageError when the tree cannot be sealed."""
 
+    def tree_seal_later(self, pool, path, ignore):
+        """tree_seal started now and collected later (the switch seals both instances at once): a
+        function that returns the seal or raises StorageError. Here the seal is computed now."""
+        seal = self.tree_seal(pool, path, ignore)
+        return lambda: seal
+
     # -- snapshots ---------------------------------------------------------------------------
     @abc.abstractmethod
     def create_snapshot(self, pool, share_name, snapshot_name):

@@ -187,13 +187,30 @@ class PosixShareDriver(ShareDriver):
     def tree_seal(self, pool, path, ignore):
         """The seal of the instance folder ``path`` of ``pool``, walked on the pool's host by its
         transport; the btrfs driver inherits it (a subvolume is walked as a folder)."""
-        real = self.transport.realpath(path)
-        if not (real + '/').startswith(self.transport.realpath(pool.path).rstrip('/') + '/'):
-            raise StorageError('Refusing to seal %s: it is not inside pool %s (%s)' % (path, pool, pool.path))
+        self._sealable(pool, path)
         try:
             return self.transport.tree_seal(path, ignore)
         except SealError as exc:
             raise StorageError('Failed to seal the tree of pool %s: %s' % (pool, exc))
+
+    def tree_seal_later(self, pool, path, ignore):
+        self._sealable(pool, path)
+        try:
+            wait = self.transport.tree_seal_later(path, ignore)
+        except SealError as exc:
+            raise StorageError('Failed to seal the tree of pool %s: %s' % (pool, exc))
+
+        def collect():
+            try:
+                return wait()
+            except SealError as exc:
+                raise StorageError('Failed to seal the tree of pool %s: %s' % (pool, exc))
+        return collect
+
+    def _sealable(self, pool, path):
+        real = self.transport.realpath(path)
+        if not (real + '/').startswith(self.transport.realpath(pool.path).rstrip('/') + '/'):
+            raise StorageError('Refusing to seal %s: it is not inside pool %s (%s)' % (path, pool, pool.path))
 
     # -- snapshots ---------------------------------------------------------------------------
     def snapshot_exists(self, pool, share_name, snapshot_name):

@@ -127,6 +127,22 @@ def test_seals_of_several_trees_at_once_equal_those_taken_in_turn(tree, tmp_path
     assert tree_seals([tree, other], ["lost+found"]) == [tree_seal(tree, ["lost+found"]), tree_seal(other, ["lost+found"])]
 
 
+def test_a_seal_collected_later_is_walked_by_another_process_and_equals_tree_seal(tree, tmp_path):
+    """seal_later returns at once while a forked process walks; its answer is tree_seal's, it is
+    collected once, and a tree that cannot be sealed fails at the collection, naming it."""
+    import multiprocessing
+    wait = seal_lib.seal_later(tree, ["lost+found"])
+    assert [child.name for child in multiprocessing.active_children()] == ["tree-seal"]
+    assert wait() == tree_seal(tree, ["lost+found"])
+    assert multiprocessing.active_children() == []
+    with pytest.raises(SealError, match="already collected"):
+        wait()
+    missing = seal_lib.seal_later(str(tmp_path / "missing"))
+    with pytest.raises(SealError, match="missing: No such file or directory"):
+        missing()
+    assert multiprocessing.active_children() == []
+
+
 def test_a_root_that_is_not_a_folder_is_an_error(tmp_path):
     with pytest.raises(SealError, match="No such file or directory"):
         tree_seal(str(tmp_path / "missing"))

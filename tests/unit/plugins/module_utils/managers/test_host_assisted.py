@@ -573,6 +573,48 @@ def test_an_unchanged_share_switches_on_the_rerun(env, share, monkeypatch):
     assert tree_state(env.share_path(env.B, "s1")) == data
 
 
+def test_the_switch_seals_both_instances_at_once(env, share, monkeypatch):
+    """Both walks are started before either is collected (each walk takes seconds at a million
+    entries while the share is read-only), and the switch goes on with their seals."""
+    from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.posix import PosixShareDriver
+    calls = []
+    real = PosixShareDriver.tree_seal_later
+
+    def logged(self, pool, path, ignore):
+        calls.append(("start", path))
+        wait = real(self, pool, path, ignore)
+
+        def collect():
+            calls.append(("collect", path))
+            return wait()
+        return collect
+    monkeypatch.setattr(PosixShareDriver, "tree_seal_later", logged)
+    to_phase1_done(env)
+    final = env.migrations().complete("s1")["copy_plan"]
+    result = env.migrations().complete("s1", copy_report=report(final))
+    assert result["task_state"] == states.MIGRATION_SUCCESS
+    source, destination = share, env.share_path(env.B, "s1")
+    assert calls == [("start", source), ("start", destination), ("collect", source), ("collect", destination)]
+
+
+def test_a_destination_that_cannot_be_sealed_stops_the_switch_and_leaves_no_walk_behind(env, share, monkeypatch):
+    import multiprocessing
+    from ansible_collections.storage.mobility.plugins.module_utils.drivers.share.posix import PosixShareDriver
+    real = PosixShareDriver.tree_seal_later
+
+    def refuse_destination(self, pool, path, ignore):
+        if pool.name == "b":
+            raise StorageError("Failed to seal the tree of pool %s: injected" % pool)
+        return real(self, pool, path, ignore)
+    monkeypatch.setattr(PosixShareDriver, "tree_seal_later", refuse_destination)
+    to_phase1_done(env)
+    final = env.migrations().complete("s1")["copy_plan"]
+    with pytest.raises(StorageError, match="cannot seal its destination instance .*injected. Nothing was switched"):
+        env.migrations().complete("s1", copy_report=report(final))
+    assert multiprocessing.active_children() == [], "the source's walk was left running"
+    assert env.record_pools("s1") == [env.A] and os.path.isdir(share)
+
+
 def test_a_verified_final_pass_without_seals_is_done_again(env, share):
     """A record verified before seals existed (an upgrade in the middle of phase 2) is not trusted."""
     to_phase1_done(env)

@@ -79,6 +79,21 @@ def test_tree_seal_of_an_instance(drv, tmp_path):
     assert "tree_seal" in ShareDriver.__abstractmethods__
 
 
+def test_tree_seal_later_of_an_instance(drv, tmp_path):
+    """Started now and collected later (the switch seals both instances at once): the same seal; a
+    path outside the pool is refused at the start, a missing instance fails at the collection."""
+    driver, a, _b = drv
+    path = driver.create_instance(a, "s1")
+    populate_share(path)
+    first, second = driver.tree_seal_later(a, path, ["lost+found"]), driver.tree_seal_later(a, path, [])
+    assert (first(), second()) == (driver.tree_seal(a, path, ["lost+found"]), driver.tree_seal(a, path, []))
+    with pytest.raises(StorageError, match="is not inside pool"):
+        driver.tree_seal_later(a, str(tmp_path), [])
+    missing = driver.tree_seal_later(a, driver.instance_path(a, "missing"), [])
+    with pytest.raises(StorageError, match="Failed to seal the tree of pool .*No such file"):
+        missing()
+
+
 # --------------------------------------------------------------------------- instances
 
 
