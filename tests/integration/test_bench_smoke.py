@@ -139,3 +139,34 @@ def test_replication_bench_tiny(tmp_path: Path, root_required) -> None:
     assert failback["bytes"] == failback["changed_bytes"]
     assert result["btrfs_failback"]["bytes"] >= result["btrfs_failback"]["changed_bytes"]
     assert list(work.iterdir()) == []
+
+
+def test_window_bench_tiny(tmp_path: Path, root_required) -> None:
+    """bench/window.py on 2,000 files: a writable migration through the playbooks whose phase 2 is a
+    changes pass that misses none of the changed files (the same-size, same-second ones included,
+    which the plain rsync misses), a read-only window measured by the record inside phase 2, and
+    nothing left behind (loop devices, mounts, the work folder); no timing is judged."""
+    out = tmp_path / "window.json"
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = [sys.executable, str(REPO_ROOT / "bench" / "window.py"), "--files", "2000", "--work-dir", str(work),
+            "--out", str(out), "--poll-seconds", "1"]
+    proc = subprocess.run(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    result = json.loads(out.read_text())
+    assert (result["files"], result["folders"], result["changed_files"]) == (2000, 20, 20), result
+    assert (result["source_fs"], result["destination_fs"]) == ("ext4", "xfs"), result
+    assert result["ours_missed"] == 0, result
+    assert result["rsync_missed_same_second"] == result["changed_same_size_same_second"] == 10, result
+    final = result["final_copy"]
+    assert result["final_verified"] is True and final["verified_at"], result
+    assert final["copy_engine"] == "changes", final
+    assert final["changes_pass"]["incremental"] is True, final
+    assert 0 < result["read_only_seconds"] < result["phase2_seconds"], result
+    assert result["ratio"] == result["read_only_seconds"] / result["rsync_seconds"], result
+    assert isinstance(result["pass"], bool)
+    assert any(line.startswith('"read-only   :') for line in result["playbook_summary"]), result["playbook_summary"]
+    assert "window / rsync" in proc.stdout
+    assert list(work.iterdir()) == []
+    assert str(work) not in subprocess.run(["losetup", "-a"], stdout=subprocess.PIPE, text=True, check=False).stdout
