@@ -121,6 +121,18 @@ class Lab:
         return max(found, key=lambda record: int(record.get('revision', 0)))
 
 
+def history_gap(record, first, then):
+    """Seconds between the last history events ``first`` and ``then`` of a record (the switch's seals
+    of both instances lie between 'final pass verified' and the sealed event), or None."""
+    stamps = {}
+    for item in record.get('history') or []:
+        if item.get('event') in (first, then):
+            stamps[item['event']] = datetime.datetime.fromisoformat(item['at'].replace('Z', '+00:00'))
+    if first not in stamps or then not in stamps:
+        return None
+    return round((stamps[then] - stamps[first]).total_seconds(), 3)
+
+
 def timed_rsync(src, dst):
     started = time.perf_counter()
     bench.run_cmd(['rsync', '-aHAX', str(src) + '/', str(dst) + '/'])
@@ -211,6 +223,7 @@ def _measure(opts, work, fs, plan, files, dirs):
         raise RuntimeError('phase 2 ended in task_state %s: %s' % (record.get('task_state'), mig.get('error')))
     final = mig.get('final_copy') or {}
     window = mig.get('read_only_seconds')
+    seals = history_gap(record, 'final pass verified', 'both instances sealed as the final pass verified them: switching')
     log('phase 2 %.2f s; read-only window %s s; final pass %s' % (phase2, window, final.get('timing')))
 
     bench.drop_caches()
@@ -230,7 +243,7 @@ def _measure(opts, work, fs, plan, files, dirs):
         'phase1_seconds': phase1, 'rsync_phase1_seconds': rsync_phase1,
         'changed_files': len(changed), 'changed_same_size_same_second': len(same_second),
         'phase2_seconds': phase2, 'read_only_seconds': window,
-        'switchover_seconds': mig.get('switchover_seconds'),
+        'switchover_seconds': mig.get('switchover_seconds'), 'switch_seal_seconds': seals,
         'final_copy': dict((key, final.get(key)) for key in (
             'timing', 'copy_engine', 'changes_pass', 'copy_seconds', 'verify_seconds', 'verified_at')),
         'final_verified': mig.get('final_verified'),
@@ -286,6 +299,7 @@ def main(argv=None):
              result['changed_same_size_same_second']))
     print('  phase 2 through the playbooks   %8.2f s  (read-only window %s s, final pass %s)'
           % (result['phase2_seconds'], result['read_only_seconds'], result['final_copy'].get('timing')))
+    print('  of which the switch sealed both instances in %s s' % result['switch_seal_seconds'])
     print('  plain incremental rsync -aHAX   %8.2f s' % result['rsync_seconds'])
     print('  window / rsync                  %8.2f    target <= %.1f: %s; changes missed: ours %d, rsync %d'
           % (result['ratio'] or float('nan'), TARGET, verdict, result['ours_missed'], result['rsync_missed']))

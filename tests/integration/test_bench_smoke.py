@@ -164,6 +164,7 @@ def test_window_bench_tiny(tmp_path: Path, root_required) -> None:
     assert final["copy_engine"] == "changes", final
     assert final["changes_pass"]["incremental"] is True, final
     assert 0 < result["read_only_seconds"] < result["phase2_seconds"], result
+    assert 0 <= result["switch_seal_seconds"] < result["read_only_seconds"], result
     assert result["ratio"] == result["read_only_seconds"] / result["rsync_seconds"], result
     assert isinstance(result["pass"], bool)
     assert any(line.startswith('"read-only   :') for line in result["playbook_summary"]), result["playbook_summary"]
