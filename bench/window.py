@@ -279,6 +279,7 @@ def main(argv=None):
     opts = parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit('bench/window.py needs root: loop devices, and bind exports that really refuse writes')
+    load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix='mobility-window-', dir=opts.work_dir))
     log('work folder %s' % work)
     try:
@@ -290,7 +291,7 @@ def main(argv=None):
                   commit=subprocess.run(['git', '-C', str(REPO), 'rev-parse', '--short', 'HEAD'], stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, check=False).stdout.decode().strip() or None,
                   command='python bench/window.py ' + ' '.join(argv if argv is not None else sys.argv[1:]),
-                  target=TARGET, cpus=os.cpu_count(), load_before=os.getloadavg())
+                  target=TARGET, cpus=os.cpu_count(), load_before=load_before, load_after=os.getloadavg())
     result['pass'] = bool(result['ratio'] is not None and result['ratio'] <= TARGET and not result['ours_missed'])
     verdict = 'PASS' if result['pass'] else 'FAIL'
     out = Path(opts.out)
