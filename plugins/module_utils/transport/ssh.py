@@ -611,6 +611,13 @@ class SshTransport(Transport):
     def tree_seal(self, path, ignore):
         return self.call('tree_seal', path, list(ignore or ()))
 
+    def tree_seal_later(self, path, ignore):
+        # Sent now, its answer read when collected: the helper on the host walks while this process
+        # goes on (a source and a destination on two hosts are sealed at once; one host's helper
+        # answers its requests in turn, and answers to other requests meanwhile are kept).
+        number = self._send('tree_seal', (path, list(ignore or ())))
+        return lambda: self._await(number, 'tree_seal')
+
 
 def relay_pipe(source, destination, producer, consumer, what, on_chunk=None, capture=False, edit=None,
                die_midway=False):

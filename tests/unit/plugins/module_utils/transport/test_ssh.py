@@ -167,6 +167,30 @@ def test_file_operations_answer_as_the_local_transport(loop, tmp_path):
     assert loop.is_root() == (os.geteuid() == 0) and loop.which("sh") and not loop.which("no-such-program-x")
 
 
+def test_seals_collected_later_are_the_helpers_and_sent_before_any_answer_is_read(tmp_path):
+    """tree_seal_later sends the request and returns: two hosts' helpers (two transports) both hold
+    their request before either answer is read; a call made meanwhile gets its own answer; each
+    collected seal is tree_seal's; a missing tree fails at the collection, as SealError."""
+    from ansible_collections.storage.mobility.plugins.module_utils.data_copy.seal import SealError
+    trees = []
+    for name in ("one", "two"):
+        (tmp_path / name / "sub").mkdir(parents=True)
+        (tmp_path / name / "sub" / "f").write_bytes(name.encode() * 100)
+        (tmp_path / name / "skip").write_bytes(b"x")
+        trees.append(str(tmp_path / name))
+    first, second = Loopback(), Loopback()
+    try:
+        waits = [first.tree_seal_later(trees[0], ["skip"]), second.tree_seal_later(trees[1], ["skip"])]
+        assert first.lexists(trees[0] + "/sub/f")  # its own answer, while the seal's is pending
+        assert [wait() for wait in waits] == [tree_seal(tree, ["skip"]) for tree in trees]
+        missing = first.tree_seal_later(str(tmp_path / "missing"), [])
+        with pytest.raises(SealError, match="missing"):
+            missing()
+    finally:
+        first.close()
+        second.close()
+
+
 def test_the_fence_of_a_tree_goes_through_the_helper(loop, tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root: only root (CAP_LINUX_IMMUTABLE) sets the immutable attribute")
