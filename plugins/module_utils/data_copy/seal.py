@@ -169,30 +169,14 @@ def _seal_in_process(root, ignore, watch, conn):
 
 def seal_later(root, ignore=()):
     """Start sealing the tree at ``root`` in a forked process (one CPU) and return a function that
-    waits for it and returns its seal, raising SealError as tree_seal does. Where processes cannot be
-    forked the seal is computed now and the function returns it. The function must be called once
-    (it reaps the process); a second call raises SealError."""
-    try:
-        context = multiprocessing.get_context('fork')
-    except ValueError:
-        context = None
-    if context is None:
-        walked = {}
-        try:
-            walked['seal'] = tree_seal(root, ignore)
-        except SealError as exc:
-            walked['error'] = str(exc)
-
-        def computed():
-            if 'error' in walked:
-                raise SealError(walked['error'])
-            return walked['seal']
-        return computed
-    receiving, sending = context.Pipe(duplex=False)
-    child = context.Process(target=_seal_in_process, args=(root, list(ignore or ()), (), sending), name='tree-seal')
-    child.daemon = True
-    child.start()
-    sending.close()
+    waits for it and returns its seal, raising SealError as tree_seal does. Where no process can be
+    forked (no fork on the platform, a limit on processes) the seal is computed now and the function
+    returns it. The function must be called once (it reaps the process); a second call raises
+    SealError."""
+    started = _start_seal_process(root, ignore)
+    if started is None:
+        return _sealed_now(root, ignore)
+    child, receiving = started
     state = {'waited': False}
 
     def wait():
@@ -217,6 +201,43 @@ def seal_later(root, ignore=()):
             raise SealError(value)
         return value['seal']
     return wait
+
+
+def _start_seal_process(root, ignore):
+    """(process, receiving end of its pipe) of a forked seal_walk of ``root``, or None."""
+    try:
+        context = multiprocessing.get_context('fork')
+    except ValueError:
+        return None
+    receiving, sending = context.Pipe(duplex=False)
+    child = context.Process(target=_seal_in_process, args=(root, list(ignore or ()), (), sending), name='tree-seal')
+    child.daemon = True
+    try:
+        child.start()
+    except OSError:
+        receiving.close()
+        return None
+    finally:
+        sending.close()
+    return child, receiving
+
+
+def _sealed_now(root, ignore):
+    walked = {}
+    try:
+        walked['seal'] = tree_seal(root, ignore)
+    except SealError as exc:
+        walked['error'] = str(exc)
+    state = {'waited': False}
+
+    def computed():
+        if state['waited']:
+            raise SealError('Failed to seal the tree %s: its seal was already collected' % os.fsdecode(root))
+        state['waited'] = True
+        if 'error' in walked:
+            raise SealError(walked['error'])
+        return walked['seal']
+    return computed
 
 
 def tree_seals(roots, ignore=()):

@@ -143,6 +143,23 @@ def test_a_seal_collected_later_is_walked_by_another_process_and_equals_tree_sea
     assert multiprocessing.active_children() == []
 
 
+def test_a_seal_later_where_no_process_can_be_forked_is_taken_at_once(tree, tmp_path, monkeypatch):
+    """A limit on processes (fork fails with EAGAIN) does not fail the seal: it is computed at once,
+    and collected like the forked one (once; a missing tree fails at the collection)."""
+    import multiprocessing
+
+    def no_fork(_self):
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+    monkeypatch.setattr(multiprocessing.get_context("fork").Process, "start", no_fork)
+    wait = seal_lib.seal_later(tree, ["lost+found"])
+    assert multiprocessing.active_children() == []
+    assert wait() == tree_seal(tree, ["lost+found"])
+    with pytest.raises(SealError, match="already collected"):
+        wait()
+    with pytest.raises(SealError, match="missing: No such file or directory"):
+        seal_lib.seal_later(str(tmp_path / "missing"))()
+
+
 def test_a_root_that_is_not_a_folder_is_an_error(tmp_path):
     with pytest.raises(SealError, match="No such file or directory"):
         tree_seal(str(tmp_path / "missing"))
