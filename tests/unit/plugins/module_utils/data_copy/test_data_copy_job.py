@@ -503,6 +503,13 @@ def test_a_worker_that_ends_while_its_status_is_read_is_not_called_gone(jobs, tm
     os.utime(os.path.join(dst, "a"), ns=(0, os.stat(os.path.join(src, "a")).st_mtime_ns))
     job = jobs.start(jobs.build_request("race", src, dst), wait_seconds=POLL_LIMIT)["job"]
     assert job["state"] == "failed" and job["error"].startswith("Verification of")
+    # The worker wrote its last status; under load it may still be exiting, and a worker this
+    # object started counts as alive until it is reaped. Let it end, so that only the race of the
+    # reader below (simulated) remains.
+    deadline = time.monotonic() + 60
+    while jobs.exit_status(job["pid"]) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert jobs.exit_status(job["pid"]) is not None, "the worker did not exit"
     status_path = os.path.join(job["folder"], state_lib.STATUS_FILE)
     final = state_lib.read_json(status_path)
     state_lib.write_json(status_path, dict(final, state="running", error=None))
