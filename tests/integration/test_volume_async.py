@@ -188,6 +188,32 @@ def test_a_waiting_run_sees_the_end_of_the_pull_at_once(lab):
     assert _read_region(final, "qcow2", 512 * MIB, 64 * MIB) == data
 
 
+def test_a_volume_with_a_hole_larger_than_2_gib_migrates_asynchronously(lab):
+    """The source's holes are marked as zero clusters in the destination before the pull; one hole of
+    about 5 GiB (a large volume with little data, as most new volumes are) is marked as well: qemu-io
+    refuses a zero write above 2 GiB unless it is told not to fall back to writing zeros."""
+    created = run(lab, "volume", name="db", size=6, pool=SRC_POOL)
+    assert created["changed"], created
+    source_image = run(lab, "volume_info", name="db")["volumes"][0]["path"]
+    head, tail = os.urandom(MIB), os.urandom(8 * MIB)
+    with open(source_image, "r+b") as handle:
+        handle.write(head)
+        handle.seek(5 * 1024 * MIB + 512 * MIB)
+        handle.write(tail)
+    started = run(lab, "volume_migrate", volume="db", host=DST_POOL, async_migration=True, wait=False)
+    assert not started.get("failed"), started
+    assert started["volume"]["migration_status"] == "migrating_attachable", started
+    done = _wait_success(lab)
+    assert done["volume"]["host"] == DST_POOL and done["migration"]["verified"] == "compare", done
+    assert not os.path.exists(source_image)
+    final = run(lab, "volume_info", name="db")["volumes"][0]["path"]
+    assert _read_region(final, "qcow2", 0, MIB) == head
+    assert _read_region(final, "qcow2", 5 * 1024 * MIB + 512 * MIB, 8 * MIB) == tail
+    assert _read_region(final, "qcow2", 3 * 1024 * MIB, MIB) == bytes(MIB), "the hole reads zeros"
+    # the hole stayed a hole: the destination holds about the data, not 6 GiB
+    assert os.stat(final).st_blocks * 512 < 256 * MIB
+
+
 def test_async_migration_bad_requests_change_nothing(lab):
     _make_volume(lab)
     refused = run(lab, "volume_migrate", volume="db", host=DST_POOL, async_migration=True, lock_volume=True)

@@ -506,7 +506,10 @@ class FileVolumeDriver(VolumeDriver):
         self.require('qemu-io')
         argv = ['qemu-io', '-f', 'qcow2', overlay]
         for offset, length in ranges:
-            argv += ['-c', 'write -z %d %d' % (offset, length)]
+            # -n: no fallback to writing zero-filled buffers. The ranges are whole clusters, which qcow2
+            # marks zero in its tables alone; without -n qemu-io refuses a range above 2 GiB (the
+            # size of a buffer it might need), the common hole of a large volume with little data.
+            argv += ['-c', 'write -z -n %d %d' % (offset, length)]
         self.transport.run(argv, 'mark the holes of volume %s in its destination' % volume['name'])
         return len(ranges)
 
