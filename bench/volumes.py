@@ -10,7 +10,8 @@ default benchmark so that the default run stays short:
    verification included) against a bare ``qemu-img convert -n -S 4k`` of the same image.
 2. Asynchronous migration (``async_migration``): seconds until ``migrating_attachable`` for a 1 GiB
    and a 16 GiB volume (1 GiB of data each); the pull's throughput against the bare copy of the
-   same volume; a writer's 1 MiB write+fsync latency on the attached volume with and without a pull.
+   same volume; a writer's 1 MiB write+fsync latency on the attached volume with and without a pull,
+   and through the attachment's NBD hop alone (the path a pull needs, without the pull).
 
 Each module runs as Ansible runs it (its own process, JSON arguments), so the figures include the
 module start-up. The page cache is dropped before each timed copy when possible (root).
@@ -92,9 +93,10 @@ class Lab:
             self.run('volume', name=name, state='absent')
 
 
-def writer_latencies(path, count=64):
-    """Seconds of each 1 MiB pwrite + fdatasync at spread offsets of ``path``."""
-    data = os.urandom(MIB)
+def writer_latencies(path, count=64, data=None):
+    """Seconds of each 1 MiB pwrite + fdatasync at spread offsets of ``path`` (the same 1 MiB ``data``,
+    random unless given, at offset (i * 7919 MiB) mod (size - 1 MiB) for the i-th write)."""
+    data = data if data is not None else os.urandom(MIB)
     fd = os.open(path, os.O_WRONLY)
     out = []
     try:
@@ -107,6 +109,60 @@ def writer_latencies(path, count=64):
     finally:
         os.close(fd)
     return out
+
+
+def _stop_daemon(pidfile):
+    """SIGTERM to the storage daemon of ``pidfile`` (it flushes and unmounts), then wait until it is gone."""
+    try:
+        pid = int(Path(pidfile).read_text().strip())
+    except (OSError, ValueError):
+        return
+    try:
+        os.kill(pid, 15)
+    except ProcessLookupError:
+        return
+    for _attempt in range(3000):
+        if not os.path.exists('/proc/%d' % pid):
+            return
+        time.sleep(0.01)
+    os.kill(pid, 9)
+
+
+def writer_through_nbd_hop(image, work, count=64, data=None):
+    """The same writer through the attachment's path during a pull minus the pull: a FUSE export whose
+    node is an NBD client of a second storage daemon that exports the raw ``image`` as the plain
+    attachment opens it (page cache, no qcow2 overlay, no job). A writable FUSE export takes QEMU's
+    RESIZE permission, which block-stream does not share, so an attachment during a pull reads and
+    writes through such an NBD hop (docs/volumes.md); this measures what the hop alone costs."""
+    server_pid, fuse_pid = work / 'hop-nbd.pid', work / 'hop-fuse.pid'
+    socket_path, mountpoint = work / 'hop.sock', work / 'hop.attachment'
+    mountpoint.write_bytes(b'')
+    subprocess.run(['qemu-storage-daemon', '--pidfile', str(server_pid),
+                    '--blockdev', json.dumps({'driver': 'file', 'node-name': 'file0', 'filename': str(image),
+                                              'cache': {'direct': False}}),
+                    '--blockdev', json.dumps({'driver': 'raw', 'node-name': 'vol', 'file': 'file0'}),
+                    '--nbd-server', json.dumps({'addr': {'type': 'unix', 'path': str(socket_path)}}),
+                    '--export', json.dumps({'type': 'nbd', 'id': 'hop', 'node-name': 'vol', 'name': 'vol',
+                                            'writable': True}),
+                    '--daemonize'], check=True)
+    try:
+        subprocess.run(['qemu-storage-daemon', '--pidfile', str(fuse_pid),
+                        '--blockdev', json.dumps({'driver': 'nbd', 'node-name': 'vol', 'export': 'vol',
+                                                  'server': {'type': 'unix', 'path': str(socket_path)}}),
+                        '--export', json.dumps({'type': 'fuse', 'id': 'hop', 'node-name': 'vol',
+                                                'mountpoint': str(mountpoint), 'writable': True}),
+                        '--daemonize'], check=True)
+        try:
+            return writer_latencies(str(mountpoint), count, data)
+        finally:
+            _stop_daemon(fuse_pid)
+    finally:
+        _stop_daemon(server_pid)
+        for path in (socket_path, mountpoint):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
 
 
 def summary(latencies):
@@ -187,7 +243,8 @@ def async_round(lab, size_gb, measure_writer):
         attached = lab.run('volume', name=name, state='attached')
         entry['writer_without_migration'] = writer_latencies(attached['attachment']['path'])
         lab.run('volume', name=name, state='detached')
-        # the writer's data changed the source: the bare copy above still has the same size and layout
+        entry['writer_through_nbd_hop'] = writer_through_nbd_hop(image, lab.work)
+        # the writers' data changed the source: the bare copy above still has the same size and layout
     drop_caches()
     lab.run('volume_info', name=name)  # the module's Python is read again: the timing is the migration's, not a cold import
     warm_tools()
@@ -231,12 +288,17 @@ def async_migration(lab, results, size_gb, measure_writer, rounds):
         entry['writer_during_pull'] = summary(during)
         entry['writer_latency_ratio'] = round(entry['writer_during_pull']['median_ms']
                                               / entry['writer_without_migration']['median_ms'], 2)
+        hop = [x for r in runs for x in r['writer_through_nbd_hop']]
+        entry['writer_through_nbd_hop'] = summary(hop)
+        entry['nbd_hop_latency_ratio'] = round(entry['writer_through_nbd_hop']['median_ms']
+                                               / entry['writer_without_migration']['median_ms'], 2)
     results['async_%dg' % size_gb] = entry
     log('async %d GiB (median of %d): attachable after %.2f s, pull job %.2f s (bare copy %.2f s, %.2f of its '
         'throughput), until success with the verification (%.2f s) %.2f s (%.2f)%s'
         % (size_gb, rounds, entry['attachable_seconds'], job, bare, bare / job, entry['verify_seconds'], pull, bare / pull,
-           ', writer median %.1f ms during the pull vs %.1f ms without' % (
-               entry['writer_during_pull']['median_ms'], entry['writer_without_migration']['median_ms'])
+           ', writer median %.1f ms during the pull vs %.1f ms without (%.1f ms through the NBD hop alone)' % (
+               entry['writer_during_pull']['median_ms'], entry['writer_without_migration']['median_ms'],
+               entry['writer_through_nbd_hop']['median_ms'])
            if measure_writer else ''))
 
 

@@ -179,3 +179,35 @@ def test_window_bench_tiny(tmp_path: Path, root_required) -> None:
     assert "window / rsync" in proc.stdout
     assert list(work.iterdir()) == []
     assert str(work) not in subprocess.run(["losetup", "-a"], stdout=subprocess.PIPE, text=True, check=False).stdout
+
+
+def test_volume_bench_writer_through_the_nbd_hop(tmp_path: Path, root_required) -> None:
+    """bench/volumes.py's writer through a FUSE export over an NBD hop (the path an attachment takes
+    during a pull, without the pull): each write lands in the image at its offset, a latency is
+    measured for each, and both storage daemons and the FUSE mount are gone afterwards."""
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    try:
+        import volumes  # bench/volumes.py
+    finally:
+        sys.path.remove(str(REPO_ROOT / "bench"))
+    mib = 1024 * 1024
+    image = tmp_path / "hop.raw"
+    with open(image, "wb") as handle:
+        handle.truncate(64 * mib)
+    data = os.urandom(mib)
+    latencies = volumes.writer_through_nbd_hop(image, tmp_path, count=4, data=data)
+    assert len(latencies) == 4 and all(x > 0 for x in latencies), latencies
+    content = image.read_bytes()
+    for i in range(4):
+        offset = (i * 7919 * mib) % (63 * mib)
+        assert content[offset:offset + mib] == data, i
+    assert content[60 * mib:61 * mib] == bytes(mib), "nothing else was written"
+    mounts = Path("/proc/self/mounts").read_text()
+    assert str(tmp_path) not in mounts
+    assert not (tmp_path / "hop.sock").exists() and not (tmp_path / "hop.attachment").exists()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path("/proc", pid, "cmdline").read_bytes()
+        except OSError:
+            continue
+        assert str(tmp_path).encode() not in argv, "a storage daemon was left running: %r" % argv
