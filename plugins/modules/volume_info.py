@@ -17,7 +17,7 @@ description:
     host copy. Changes nothing.
   - On driver V(file) (the collection's own volumes) each volume also has its C(format), image C(path),
     C(allocated_bytes), C(attachments) and, while it migrates, C(migration.progress) read from the
-    copier (bytes done and total, percent, rate, ETA).
+    copier (bytes done and total, percent, rate, ETA; for a pull, over the source's data, not its holes).
   - The pools Cinder can place volumes in are returned as C(pools) (an administrator call; empty when
     the policy forbids it).
 extends_documentation_fragment: [storage.mobility.backends, storage.mobility.attributes, storage.mobility.attributes.info_module]

@@ -237,8 +237,10 @@ migration:
       sample: false
     progress:
       description:
-        - Driver V(file), while a host copy runs - C(bytes_done), C(bytes_total), C(percent),
+        - Driver V(file), while a host copy or a pull runs - C(bytes_done), C(bytes_total), C(percent),
           C(rate_bytes_per_second), C(eta_seconds), C(seconds) and C(copier), read from the copier.
+        - For a pull (O(async_migration)) the bytes are the source's data (its holes are not pulled) -
+          C(bytes_total) the bytes outside the holes, C(bytes_done) those before the job's position.
       type: dict
       returned: when a migration runs
       sample: {bytes_done: 536870912, bytes_total: 4294967296, percent: 12.5, rate_bytes_per_second: 104857600,

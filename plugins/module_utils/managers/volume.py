@@ -346,12 +346,13 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
         total = migration.get('bytes_total') or record['size'] * GIB
         if migration.get('mechanism') == 'async' and migration.get('phase') == 'pulling':
             destination = self.ctx.pool(migration['destination'])
-            state = self.driver(pool).pull_state(destination, record)
-            total = state.get('bytes_total') or total
+            # the source's data bytes (the holes the job steps over in a moment do not count)
+            state = self.driver(pool).pull_state(destination, record, source_pool=pool)
+            total = state.get('bytes_total') if state.get('bytes_total') is not None else total
             done = state.get('bytes_done') or 0
             elapsed = max(self.clock() - migration.get('copy_started', self.clock()), 0.001)
             rate = done / elapsed if done else 0.0
-            return {'bytes_done': done, 'bytes_total': total, 'percent': round(100.0 * done / total, 2) if total else 0.0,
+            return {'bytes_done': done, 'bytes_total': total, 'percent': round(100.0 * done / total, 2) if total else 100.0,
                     'rate_bytes_per_second': int(rate), 'eta_seconds': int((total - done) / rate) if rate > 0 else None,
                     'copier': state['state'], 'seconds': round(elapsed, 1)}
         if migration.get('mechanism') != 'host_copy' or migration.get('phase') != 'copying':

@@ -55,6 +55,11 @@ class FileVolumeDriver(VolumeDriver):
 
     name = 'file'
 
+    def __init__(self, backend, transport):
+        super(FileVolumeDriver, self).__init__(backend, transport)
+        #: (image, size, modification time) -> the image's holes (source_holes)
+        self._holes = {}
+
     # -- helpers -----------------------------------------------------------------------------
     def require(self, *programs):
         """Refuse, naming the package, when a program the request needs is not installed."""
@@ -420,7 +425,7 @@ class FileVolumeDriver(VolumeDriver):
         the overlay over NBD on a unix socket (what an attachment reads and writes) and runs a
         block-stream job that copies into the overlay every cluster it does not hold yet. A rerun
         after the daemon died starts it again: the clusters already pulled or written stay, the job
-        pulls the rest. Returns ``bytes_total``."""
+        pulls the rest. Returns ``bytes_total``, the source's data bytes (its holes are not pulled)."""
         self.require('qemu-img', 'qemu-storage-daemon')
         if type(self.transport).__name__ != 'LocalTransport':
             raise StorageError('Cannot migrate volume %s asynchronously on host %s: the pull daemon is driven through '
@@ -473,20 +478,43 @@ class FileVolumeDriver(VolumeDriver):
             if rate_limit:
                 args['speed'] = int(rate_limit)
             self._qmp(volume, 'block-stream', args)
-        return {'bytes_total': size, 'target': target}
+        return {'bytes_total': self.pull_data_bytes(source, volume, 0, size)[1], 'target': target}
+
+    def source_holes(self, source, volume):
+        """The ranges of the source image that read as zeros: [(offset, length)] in order, from
+        ``qemu-img map`` (which asks the filesystem where the holes are, without reading them).
+        Kept for the driver's life per image, size and modification time: a source does not change
+        while it migrates, and a waiting run asks for the pull's progress at every poll."""
+        st = self.transport.stat(source)
+        key = (source, st.size, st.mtime_ns)
+        if key not in self._holes:
+            _rc, out, _err = self._img(['map', '-U', '--output=json', '-f', volume['format'], source],
+                                       'map the holes of volume %s' % volume['name'])
+            self._holes.clear()
+            self._holes[key] = [(e['start'], e['length']) for e in json.loads(out) if e.get('zero')]
+        return self._holes[key]
+
+    def pull_data_bytes(self, source, volume, position, length):
+        """(data bytes before ``position``, data bytes in all) of a pull whose job walks ``length``
+        bytes: the source's bytes outside its holes. The job's own offset counts the holes it
+        steps over in a moment; a large volume with little data would otherwise show a rate and an
+        ETA that have nothing to do with the data still to move."""
+        before = holes = 0
+        for start, size in self.source_holes(source, volume):
+            end = min(start + size, length)
+            if end <= start:
+                continue
+            holes += end - start
+            before += max(0, min(end, position) - start)
+        return max(0, min(position, length) - before), max(0, length - holes)
 
     def zero_ranges(self, source, volume):
         """The ranges of the source image that read as zeros (holes), cut to whole PULL_CLUSTER clusters:
-        [(offset, length)], the largest PULL_ZERO_RANGES of them, from ``qemu-img map`` (which asks
-        the filesystem where the holes are, without reading them)."""
-        _rc, out, _err = self._img(['map', '-U', '--output=json', '-f', volume['format'], source],
-                                   'map the holes of volume %s' % volume['name'])
+        [(offset, length)], the largest PULL_ZERO_RANGES of them."""
         ranges = []
-        for extent in json.loads(out):
-            if not extent.get('zero'):
-                continue
-            start = -(-extent['start'] // PULL_CLUSTER) * PULL_CLUSTER
-            end = (extent['start'] + extent['length']) // PULL_CLUSTER * PULL_CLUSTER
+        for offset, length in self.source_holes(source, volume):
+            start = -(-offset // PULL_CLUSTER) * PULL_CLUSTER
+            end = (offset + length) // PULL_CLUSTER * PULL_CLUSTER
             if end > start:
                 ranges.append((start, end - start))
         ranges.sort(key=lambda r: -r[1])
@@ -513,17 +541,23 @@ class FileVolumeDriver(VolumeDriver):
         self.transport.run(argv, 'mark the holes of volume %s in its destination' % volume['name'])
         return len(ranges)
 
-    def pull_state(self, destination_pool, volume):
+    def pull_state(self, destination_pool, volume, source_pool=None):
         """Where the pull is: ``state`` ``running``, ``done`` (the job concluded without error),
-        ``failed`` (with ``error``) or ``stopped`` (no daemon: killed, host restarted); ``bytes_done``
-        and ``bytes_total`` from query-block-jobs (offset/len) while it runs."""
+        ``failed`` (with ``error``) or ``stopped`` (no daemon: killed, host restarted); ``position``
+        and ``length`` from query-block-jobs (offset/len, holes included) while it runs, and
+        ``bytes_done`` and ``bytes_total``: the same, or with ``source_pool`` the source's data
+        bytes before the position and in all (``pull_data_bytes``)."""
         job = self._pull_job(destination_pool, volume)
         if job is None:
             return {'state': 'stopped', 'bytes_done': 0, 'bytes_total': None}
-        result = {'bytes_done': job.get('current-progress', 0), 'bytes_total': job.get('total-progress')}
+        result = {'position': job.get('current-progress', 0), 'length': job.get('total-progress')}
         for block in self._qmp(volume, 'query-block-jobs'):
             if block.get('device') == PULL_JOB:
-                result.update(bytes_done=block['offset'], bytes_total=block['len'])
+                result.update(position=block['offset'], length=block['len'])
+        result.update(bytes_done=result['position'], bytes_total=result['length'])
+        if source_pool is not None and result['length']:
+            result['bytes_done'], result['bytes_total'] = self.pull_data_bytes(
+                self.image_path(source_pool, volume), volume, result['position'], result['length'])
         if job['status'] == 'concluded':
             result['state'] = 'failed' if job.get('error') else 'done'
             if job.get('error'):
