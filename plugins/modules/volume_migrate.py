@@ -87,8 +87,8 @@ options:
     default: migrated
   rate_limit:
     description:
-      - Driver V(file) only - the most bytes per second a host copy reads (C(qemu-img convert -r)), or the
-        speed of the pull job with O(async_migration).
+      - Driver V(file) only - the most bytes of data per second a host copy reads (a QEMU throttle on the
+        source, which does not count the holes skipped), or the speed of the pull job with O(async_migration).
     type: int
   async_migration:
     description:

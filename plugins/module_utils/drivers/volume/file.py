@@ -287,12 +287,24 @@ class FileVolumeDriver(VolumeDriver):
         # so that the source is released only after the copy is on disk
         argv = ['qemu-img', 'convert', '-p', '-n', '-S', '4k', '-t', 'writeback']
         if rate_limit:
-            argv += ['-r', str(int(rate_limit))]
-        argv += ['-f', volume['format'], '-O', volume['format'], source, target]
+            # A throttle on the source counts the bytes read, that is the data: convert's own -r also
+            # counts the holes it skips before the last data (16 MiB after a 50 MiB hole at 1 MiB/s
+            # took 66 s with -r, 16 s this way). The image is named inside the JSON (no shell, no
+            # options string to escape).
+            argv += ['--object', json.dumps({'qom-type': 'throttle-group', 'id': 'rate',
+                                             'limits': {'bps-read': int(rate_limit)}}),
+                     '-O', volume['format'],
+                     'json:' + json.dumps({'driver': 'throttle', 'throttle-group': 'rate',
+                                           'file': {'driver': volume['format'],
+                                                    'file': {'driver': 'file', 'filename': source}}}), target]
+        else:
+            argv += ['-f', volume['format'], '-O', volume['format'], source, target]
         _rc, out, _err = self.transport.run(['setsid', '-f', 'sh', '-c', DETACH_SCRIPT, 'sh', log, rc] + argv,
                                             'start the copy of volume %s' % volume['name'])
         pid = out.strip().splitlines()[0] if out.strip() else ''
-        return {'pid': int(pid) if pid.isdigit() else None, 'bytes_total': size, 'target': target}
+        # convert's progress counts the data it copies, not the holes: so does bytes_total
+        return {'pid': int(pid) if pid.isdigit() else None, 'bytes_total': self.data_bytes(source, volume, 0, size)[1],
+                'target': target}
 
     def copy_state(self, source_pool, destination_pool, volume):
         """Where the host copy is: ``state`` (``running``, ``done``, ``failed`` or ``stopped``: no
@@ -478,7 +490,7 @@ class FileVolumeDriver(VolumeDriver):
             if rate_limit:
                 args['speed'] = int(rate_limit)
             self._qmp(volume, 'block-stream', args)
-        return {'bytes_total': self.pull_data_bytes(source, volume, 0, size)[1], 'target': target}
+        return {'bytes_total': self.data_bytes(source, volume, 0, size)[1], 'target': target}
 
     def source_holes(self, source, volume):
         """The ranges of the source image that read as zeros: [(offset, length)] in order, from
@@ -494,11 +506,12 @@ class FileVolumeDriver(VolumeDriver):
             self._holes[key] = [(e['start'], e['length']) for e in json.loads(out) if e.get('zero')]
         return self._holes[key]
 
-    def pull_data_bytes(self, source, volume, position, length):
-        """(data bytes before ``position``, data bytes in all) of a pull whose job walks ``length``
-        bytes: the source's bytes outside its holes. The job's own offset counts the holes it
-        steps over in a moment; a large volume with little data would otherwise show a rate and an
-        ETA that have nothing to do with the data still to move."""
+    def data_bytes(self, source, volume, position, length):
+        """(data bytes before ``position``, data bytes in all) of the first ``length`` bytes of the
+        source image: its bytes outside its holes. A copy's progress is counted over them: a pull's
+        job offset counts the holes it steps over in a moment, and a large volume with little data
+        would otherwise show a rate and an ETA that have nothing to do with the data still to move
+        (convert's own percent already counts the data only)."""
         before = holes = 0
         for start, size in self.source_holes(source, volume):
             end = min(start + size, length)
@@ -546,7 +559,7 @@ class FileVolumeDriver(VolumeDriver):
         ``failed`` (with ``error``) or ``stopped`` (no daemon: killed, host restarted); ``position``
         and ``length`` from query-block-jobs (offset/len, holes included) while it runs, and
         ``bytes_done`` and ``bytes_total``: the same, or with ``source_pool`` the source's data
-        bytes before the position and in all (``pull_data_bytes``)."""
+        bytes before the position and in all (``data_bytes``)."""
         job = self._pull_job(destination_pool, volume)
         if job is None:
             return {'state': 'stopped', 'bytes_done': 0, 'bytes_total': None}
@@ -556,7 +569,7 @@ class FileVolumeDriver(VolumeDriver):
                 result.update(position=block['offset'], length=block['len'])
         result.update(bytes_done=result['position'], bytes_total=result['length'])
         if source_pool is not None and result['length']:
-            result['bytes_done'], result['bytes_total'] = self.pull_data_bytes(
+            result['bytes_done'], result['bytes_total'] = self.data_bytes(
                 self.image_path(source_pool, volume), volume, result['position'], result['length'])
         if job['status'] == 'concluded':
             result['state'] = 'failed' if job.get('error') else 'done'

@@ -45,7 +45,7 @@ def image(tmp_path):
     (41 * MIB, 2 * MIB), (64 * MIB, 3 * MIB),
 ])
 def test_the_data_before_the_job_position_over_the_data_in_all(driver, image, position, done):
-    assert driver.pull_data_bytes(image, VOLUME, position, 64 * MIB) == (done, 3 * MIB)
+    assert driver.data_bytes(image, VOLUME, position, 64 * MIB) == (done, 3 * MIB)
 
 
 def test_the_holes_are_read_once_while_the_source_is_unchanged(driver, image, monkeypatch):
@@ -58,14 +58,14 @@ def test_the_holes_are_read_once_while_the_source_is_unchanged(driver, image, mo
 
     monkeypatch.setattr(driver, "_img", counting)
     for position in (0, 9 * MIB, 64 * MIB):
-        driver.pull_data_bytes(image, VOLUME, position, 64 * MIB)
+        driver.data_bytes(image, VOLUME, position, 64 * MIB)
     assert calls == ["map"]
     # a source that changed (it may not, during a migration; a new one may come later) is mapped again
     with open(image, "r+b") as handle:
         handle.seek(20 * MIB)
         handle.write(os.urandom(MIB))
     os.utime(image, ns=(1, 1))
-    assert driver.pull_data_bytes(image, VOLUME, 64 * MIB, 64 * MIB) == (4 * MIB, 4 * MIB)
+    assert driver.data_bytes(image, VOLUME, 64 * MIB, 64 * MIB) == (4 * MIB, 4 * MIB)
     assert calls == ["map", "map"]
 
 
