@@ -343,7 +343,7 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
     def progress(self, record, pool):
         """Bytes done and total, percent, rate and ETA of the running host copy, from the copier's output."""
         migration = record.get('migration') or {}
-        total = migration.get('bytes_total') or record['size'] * GIB
+        total = migration['bytes_total'] if migration.get('bytes_total') is not None else record['size'] * GIB
         if migration.get('mechanism') == 'async' and migration.get('phase') == 'pulling':
             destination = self.ctx.pool(migration['destination'])
             # the source's data bytes (the holes the job steps over in a moment do not count)
@@ -356,8 +356,10 @@ class LocalVolumeManager(VolumeService, VolumeMigrationService):
                     'rate_bytes_per_second': int(rate), 'eta_seconds': int((total - done) / rate) if rate > 0 else None,
                     'copier': state['state'], 'seconds': round(elapsed, 1)}
         if migration.get('mechanism') != 'host_copy' or migration.get('phase') != 'copying':
-            done = total if record.get('migration_status') == states.VOLUME_MIGRATION_COMPLETING else 0
-            return {'bytes_done': done, 'bytes_total': total, 'percent': 100.0 * done / total if total else 0.0,
+            completing = record.get('migration_status') == states.VOLUME_MIGRATION_COMPLETING
+            done = total if completing else 0
+            return {'bytes_done': done, 'bytes_total': total,
+                    'percent': 100.0 * done / total if total else (100.0 if completing else 0.0),
                     'rate_bytes_per_second': None, 'eta_seconds': None, 'copier': None}
         destination = self.ctx.pool(migration['destination'])
         state = self.driver(pool).copy_state(pool, destination, record)
