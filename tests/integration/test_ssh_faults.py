@@ -377,6 +377,8 @@ class Share:
             self.faults_left -= 1
             self.hits += 1
         if not result.get("failed"):
+            if step == "complete" and any("cleanup is pending" in w for w in result.get("warnings") or []):
+                self.converge_cleanup(params)
             if point and not hit and step != "complete" and self.faults_left and self.redraws < REDRAWS:
                 self.redraws += 1
                 self.say("point missed: users write more, another point for a rerun of phase 1")
@@ -409,6 +411,23 @@ class Share:
                 return
             self.say(f"{step}: rerun {attempt} failed: {last.get('msg', '')[:200]}")
         self.fail(f"{step} did not converge in {RERUNS} reruns: {last.get('msg') if last else ''}")
+
+    def converge_cleanup(self, params: dict) -> None:
+        """The switch succeeded but a deletion after it was cut off (the connection to a host killed
+        while it deleted): the run says so in a warning and keeps what is left in the record's
+        cleanup_pending, which every later run on the share retries (docs/share_migration.md). The
+        reruns an operator would make, until the list is empty."""
+        for attempt in range(1, RERUNS + 1):
+            info = ok(run_module("share_info", {"backends": self.backends, "name": self.name}, self.lab.base), self)
+            pending = info["shares"][0].get("cleanup_pending") or []
+            if not pending:
+                self.say(f"complete: the pending cleanup converged after {attempt - 1} rerun(s)")
+                return
+            self.say(f"complete: succeeded with {len(pending)} cleanup entries pending; rerun {attempt}")
+            time.sleep(0.5 * attempt)
+            rerun = run_module("share_migration", params, self.lab.base)
+            self.check(not rerun.get("failed"), f"a rerun after the switch failed: {rerun.get('msg', '')[:200]}")
+        self.fail(f"the pending cleanup did not converge in {RERUNS} reruns")
 
     def cancel_and_restart(self) -> None:
         task_state, _host = self.state()
