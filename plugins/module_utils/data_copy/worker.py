@@ -252,8 +252,10 @@ class Worker(object):
             return
         self._last_write = now
         self.status['updated_at'] = state_lib.now_iso()
-        state_lib.write_json(self.path(state_lib.STATUS_FILE), self.status)
+        # The log line first: a reader that sees the status's final state finds its line in the log too
+        # (the other way round the job could read completed while progress.log still ended verifying).
         self.log_progress(now, force)
+        state_lib.write_json(self.path(state_lib.STATUS_FILE), self.status)
 
     def log_progress(self, now, force=False):
         """Append the status's progress to ``progress.log`` (a JSON line), about once a second for
